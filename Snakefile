@@ -1,0 +1,19 @@
+# A Kaggle image-classification run, end to end: data -> folds -> (backbone x fold) training -> ensemble -> submission.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/ensemble.smk"
+include: "rules/kaggle.smk"
+
+
+rule all:
+    input:
+        default_targets(),

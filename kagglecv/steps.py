@@ -1,0 +1,102 @@
+"""The workflow's steps: each composes library pieces, writes its outputs, and logs to MLflow.
+
+Scripts in scripts/ make exactly one call into this module."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .fsutil import write_json
+from .tracking import Tracker
+
+# Library modules are imported inside each step: a small job must not pay for importing torch and timm.
+
+
+def demo_step(zip_path, solution_path) -> None:
+    from .demo import make_digits_competition
+
+    make_digits_competition(zip_path, solution_path)
+
+
+def prepare_step(data_path, out_dir, data_cfg: dict, experiment: str, results_dir="results", track=True) -> dict:
+    from . import prepare
+
+    cfg = prepare.DataConfig(**data_cfg)
+    with Tracker(experiment, "prepare", results_dir, enabled=track, tags={"step": "prepare"}) as t:
+        meta = prepare.prepare(data_path, out_dir, cfg)
+        t.log_params({"data_path": str(data_path), **{k: v for k, v in meta.items() if k != "classes"},
+                      "n_classes": len(meta["classes"])})
+        t.log_artifact(Path(out_dir) / "meta.json")
+    return meta
+
+
+def folds_step(train_csv, out_csv, n_folds: int, seed: int, experiment: str, results_dir="results",
+               track=True) -> None:
+    from . import folds
+
+    with Tracker(experiment, "folds", results_dir, enabled=track, tags={"step": "folds"}) as t:
+        df = folds.make_folds(train_csv, out_csv, n_folds, seed)
+        t.log_params({"folds": n_folds, "seed": seed})
+        t.log_metrics({f"fold{k}_size": int(n) for k, n in df["fold"].value_counts().sort_index().items()})
+        t.log_artifact(out_csv)
+
+
+def train_step(train_cfg: dict, prepared_dir, folds_csv, out_dir, experiment: str, results_dir="results",
+               track=True) -> dict:
+    from . import train
+
+    return train.run(train.TrainConfig.from_dict(train_cfg), prepared_dir, folds_csv, out_dir,
+                     experiment=experiment, results_dir=results_dir, track=track)
+
+
+def ensemble_step(model_dirs: dict[str, list[str]], folds_csv, out_dir, metric: str, method: str,
+                  experiment: str, results_dir="results", track=True) -> dict:
+    from . import ensemble
+
+    with Tracker(experiment, "ensemble", results_dir, enabled=track, tags={"step": "ensemble"}) as t:
+        scores = ensemble.combine({k: [Path(d) for d in v] for k, v in model_dirs.items()}, Path(folds_csv),
+                                  metric, Path(out_dir), method)
+        print(ensemble.cv_table(scores))
+        t.log_params({"metric": metric, "method": method, "backbones": ",".join(model_dirs)})
+        t.log_metrics({f"cv_{name}": s["cv"] for name, s in scores["models"].items()})
+        t.log_metrics({"cv_ensemble": scores["ensemble"]["cv"]})
+        t.log_artifact(Path(out_dir) / "scores.json")
+    return scores
+
+
+def submission_step(ensemble_test_csv, prepared_dir, out_csv, metric: str, experiment: str,
+                    results_dir="results", track=True) -> None:
+    from . import submission
+
+    with Tracker(experiment, "submission", results_dir, enabled=track, tags={"step": "submission"}) as t:
+        out = submission.make_submission(Path(ensemble_test_csv), Path(prepared_dir),
+                                         Path(prepared_dir) / "sample_submission.csv", metric, Path(out_csv))
+        t.log_params({"rows": len(out), "columns": ",".join(out.columns)})
+        t.log_artifact(out_csv)
+
+
+def holdout_step(submission_csv, solution_csv, prepared_dir, out_json, metric: str, experiment: str,
+                 results_dir="results", track=True) -> dict:
+    """Score a submission against held-aside labels (the demo's solution.csv): the local 'public score'."""
+    from . import metrics, submission
+
+    meta = json.loads((Path(prepared_dir) / "meta.json").read_text())
+    sub = pd.read_csv(submission_csv, dtype=str)
+    sol = pd.read_csv(solution_csv, dtype=str)
+    id_col, target = meta["id_column"], meta["target_columns"][0]
+    merged = sol.merge(sub, on=id_col, suffixes=("_true", "_pred"), validate="one_to_one")
+    classes = [str(c) for c in meta["classes"]]
+    y = merged[f"{target}_true"].map(classes.index).to_numpy()
+    if submission.submission_format(meta, metric) == "label":
+        probs = pd.get_dummies(pd.Categorical(merged[f"{target}_pred"], categories=classes)).to_numpy(float)
+    else:
+        p1 = merged[f"{target}_pred"].astype(float).to_numpy()
+        probs = pd.DataFrame({"0": 1 - p1, "1": p1}).to_numpy()
+    result = {"metric": metric, "score": metrics.score(metric, y, probs), "n": len(merged)}
+    with Tracker(experiment, "holdout", results_dir, enabled=track, tags={"step": "holdout"}) as t:
+        t.log_metrics({"holdout_score": result["score"]})
+    write_json(out_json, result)
+    return result

@@ -1,0 +1,47 @@
+rule demo_competition:
+    output:
+        zip="data/demo/{competition}.zip",
+        solution="data/demo/{competition}.solution.csv",
+    log:
+        "data/demo/{competition}.log",
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/demo.py"
+
+
+rule prepare:
+    input:
+        data=data_input(),
+    output:
+        PREPARED_FILES,
+    log:
+        f"{RES}/logs/prepare.log",
+    benchmark:
+        f"{RES}/benchmarks/prepare.tsv"
+    conda:
+        "../envs/data.yaml"
+    params:
+        data={k: v for k, v in config["data"].items() if k not in ("source", "path")},
+        experiment=COMP,
+        track=config["mlflow"]["enabled"],
+    script:
+        "../scripts/prepare.py"
+
+
+rule folds:
+    input:
+        train=f"{PREP}/train.csv",
+    output:
+        folds=f"{RES}/folds.csv",
+    log:
+        f"{RES}/logs/folds.log",
+    conda:
+        "../envs/data.yaml"
+    params:
+        folds=config["folds"],
+        seed=config["seed"],
+        experiment=COMP,
+        track=config["mlflow"]["enabled"],
+    script:
+        "../scripts/folds.py"

@@ -1,0 +1,1 @@
+# Kaggle download and submit rules (issue 3).

@@ -1,0 +1,9 @@
+from pathlib import Path
+
+from kagglecv.runner import run_logged
+from kagglecv.steps import holdout_step
+
+p = snakemake.params
+run_logged(snakemake.log[0], holdout_step, snakemake.input.submission, snakemake.input.solution,
+           Path(snakemake.input.prepared[0]).parent, snakemake.output.score, p.metric, p.experiment,
+           track=p.track)

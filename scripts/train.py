@@ -1,0 +1,9 @@
+from pathlib import Path
+
+from kagglecv.runner import run_logged
+from kagglecv.steps import train_step
+
+p = snakemake.params
+run_logged(snakemake.log[0], train_step, {**p.train, "threads": snakemake.threads},
+           Path(snakemake.input.prepared[0]).parent, snakemake.input.folds,
+           Path(snakemake.output.oof).parent, p.experiment, track=p.track)
