@@ -19,6 +19,7 @@ def make_folds(train_csv: str | Path, out_csv: str | Path, n_folds: int, seed: i
     small = counts[counts < n_folds]
     if len(small):
         cls, n = small.index[0], int(small.iloc[0])
+        cls = cls.item() if hasattr(cls, "item") else cls  # numpy scalar -> plain value for the message
         raise InputError(f"{train_csv}: class {cls!r} has {n} sample(s), fewer than folds={n_folds}; "
                          "lower `folds` or add samples of that class")
     skf = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)

@@ -102,6 +102,13 @@ def build_model(cfg: TrainConfig, n_classes: int, in_chans: int) -> tuple[torch.
         raise
     dc = timm.data.resolve_model_data_config(model)
     size = cfg.img_size or dc["input_size"][-1]
+    try:  # fail now, with the fix named, rather than after an epoch deep inside the model
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, in_chans, size, size))
+    except RuntimeError as e:
+        raise InputError(f"backbones: {cfg.backbone} cannot take {size}x{size} input ({str(e).splitlines()[0]}); "
+                         f"raise img_size for this backbone") from e
     mean, std = list(dc["mean"]), list(dc["std"])
     if in_chans == 1:  # grayscale: one channel with the average statistics
         mean, std = [float(np.mean(mean))], [float(np.mean(std))]

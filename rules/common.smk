@@ -60,7 +60,9 @@ def data_input():
     if source == "kaggle":
         return f"data/kaggle/{COMP}/files"
     if not path:
-        raise ValueError("data.path: required with data.source: local (a competition folder or zip)")
+        raise ValueError(
+            "data.path: required with data.source: local (a competition folder or zip)"
+        )
     return path
 
 
@@ -95,10 +97,12 @@ onsuccess:
         from kagglecv.ensemble import cv_table
         from kagglecv.tracking import tracking_uri
 
-        print("\n" + cv_table(json.loads(scores.read_text())))
+        print(f"\n{cv_table(json.loads(scores.read_text()))}")
         holdout = Path(f"{RES}/holdout.json")
         if holdout.exists():
             h = json.loads(holdout.read_text())
-            print(f"submission scored on the held-aside labels: {h['metric']} = {h['score']:.5f}")
+            print(
+                f"submission scored on the held-aside labels: {h['metric']} = {h['score']:.5f}"
+            )
         print(f"\nsubmission: {RES}/submission.csv")
         print(f"MLflow UI:  mlflow ui --backend-store-uri {tracking_uri('results')}")

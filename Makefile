@@ -1,0 +1,36 @@
+# Two commands: `make run` (the workflow on config.yaml) and `make test` (the whole suite).
+# The environment (.venv) is built from the lock file on first use; uv installs PyPI's torch build
+# (pip on these machines would pick a local CPU wheel that PyPI's torchvision cannot load against).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SNAKEMAKE_ARGS ?=
+
+.PHONY: run test env lint bench report clean
+
+env: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@start=$$(date +%s); \
+	{ command -v uv >/dev/null || $(PYTHON) -m pip install --quiet --isolated uv; } && \
+	uv venv --quiet --allow-existing --python $(PYTHON) $(VENV) && \
+	VIRTUAL_ENV=$(VENV) uv pip sync --quiet requirements.lock && \
+	VIRTUAL_ENV=$(VENV) uv pip install --quiet --no-deps -e . && \
+	touch $(STAMP) && \
+	echo "environment built in $$(( $$(date +%s) - start )) s"
+
+run: $(STAMP)
+	@start=$$(date +%s); \
+	$(BIN)/snakemake $(SNAKEMAKE_ARGS) && \
+	echo "workflow finished in $$(( $$(date +%s) - start )) s"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/snakemake --lint && $(BIN)/snakefmt --check Snakefile rules
+
+clean:
+	rm -rf results/* .snakemake data/demo

@@ -1,0 +1,206 @@
+"""The library's pieces, tested directly (no Snakemake)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from kagglecv import ensemble, folds, metrics, prepare, submission
+from kagglecv.augment import blend, dihedral_views
+from kagglecv.demo import make_digits_competition
+from kagglecv.errors import InputError
+from kagglecv.train import TrainConfig, build_model, one_cycle
+
+from conftest import write_csv_images_competition
+
+
+def test_demo_competition_is_laid_out_like_kaggle(tmp_path):
+    make_digits_competition(tmp_path / "d.zip", tmp_path / "solution.csv")
+    names = zipfile.ZipFile(tmp_path / "d.zip").namelist()
+    assert {"train.csv", "sample_submission.csv"} <= set(names)
+    train = pd.read_csv(zipfile.ZipFile(tmp_path / "d.zip").open("train.csv"))
+    sample = pd.read_csv(zipfile.ZipFile(tmp_path / "d.zip").open("sample_submission.csv"))
+    solution = pd.read_csv(tmp_path / "solution.csv")
+    assert list(train.columns) == ["id", "label"] and list(sample.columns) == ["id", "label"]
+    assert len(train) + len(sample) == 1797
+    assert set(train["id"]).isdisjoint(sample["id"]) and list(solution["id"]) == list(sample["id"])
+    assert sum(n.startswith("test/") for n in names) == len(sample)
+    assert "solution.csv" not in " ".join(names)  # the labels never ship with the competition
+
+
+@pytest.mark.parametrize("with_ext", [False, True])
+def test_prepare_reads_ids_with_or_without_extension(tmp_path, with_ext):
+    info = write_csv_images_competition(tmp_path / "c.zip", with_ext=with_ext)
+    meta = prepare.prepare(tmp_path / "c.zip", tmp_path / "prep")
+    assert meta["layout"] == "csv_images" and meta["classes"] == [0, 1, 2] and meta["task"] == "multiclass"
+    x = np.load(tmp_path / "prep" / "train_images.npy")
+    assert x.dtype == np.uint8 and x.shape == (24, 8, 8, 1)
+    assert pd.read_csv(tmp_path / "prep" / "test.csv", dtype=str)["id"].tolist() == info["test_ids"]
+
+
+def test_prepare_keeps_string_labels_and_reads_a_folder(tmp_path):
+    write_csv_images_competition(tmp_path / "c.zip", classes=(0, 1), label_names={0: "cat", 1: "dog"})
+    zipfile.ZipFile(tmp_path / "c.zip").extractall(tmp_path / "folder")
+    meta = prepare.prepare(tmp_path / "folder", tmp_path / "prep")
+    assert meta["classes"] == ["cat", "dog"] and meta["task"] == "binary"
+
+
+def _rewrite(zip_path, out_path, edit):
+    """Copy a competition zip, letting `edit(name, data)` change (return bytes) or drop (return None) entries."""
+    with zipfile.ZipFile(zip_path) as src, zipfile.ZipFile(out_path, "w") as dst:
+        for name in src.namelist():
+            data = edit(name, src.read(name))
+            if data is not None:
+                dst.writestr(name, data)
+    return out_path
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda n, d: None if n == "train/tr003.png" else d, "train id 'tr003' has no image"),
+    (lambda n, d: b"not a png" if n == "train/tr004.png" else d, "cannot read image for id 'tr004'"),
+    (lambda n, d: d.replace(b"id,label", b"id,target") if n == "train.csv" else d, "no target column 'label'"),
+    (lambda n, d: d.replace(b"id,label", b"image,label") if n == "train.csv" else d, "no id column 'id'"),
+    (lambda n, d: None if n == "test/te002.png" else d, "test id 'te002' has no image"),
+])
+def test_prepare_bad_input_names_the_problem(tmp_path, tiny_zip, edit, expected):
+    bad = _rewrite(tiny_zip[0], tmp_path / "bad.zip", edit)
+    with pytest.raises(InputError, match=expected) as e:
+        prepare.prepare(bad, tmp_path / "prep")
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "prep" / "meta.json").exists()
+
+
+def test_folds_are_stratified_and_reproducible(tmp_path):
+    df = pd.DataFrame({"id": [f"i{k}" for k in range(60)], "label": [k % 3 for k in range(60)]})
+    df["y"] = df["label"]
+    df.to_csv(tmp_path / "train.csv", index=False)
+    a = folds.make_folds(tmp_path / "train.csv", tmp_path / "a.csv", 5, seed=7)
+    b = folds.make_folds(tmp_path / "train.csv", tmp_path / "b.csv", 5, seed=7)
+    c = folds.make_folds(tmp_path / "train.csv", tmp_path / "c.csv", 5, seed=8)
+    assert (a["fold"] == b["fold"]).all() and not (a["fold"] == c["fold"]).all()
+    assert (pd.crosstab(a["fold"], a["y"]) == 4).all().all()  # every class equally in every fold
+
+
+def test_folds_refuse_a_class_smaller_than_folds(tmp_path):
+    df = pd.DataFrame({"id": list("abcdefg"), "label": ["x"] * 5 + ["rare"] * 2, "y": [0] * 5 + [1] * 2})
+    df.to_csv(tmp_path / "train.csv", index=False)
+    with pytest.raises(InputError, match=r"class 'rare' has 2 sample\(s\), fewer than folds=3"):
+        folds.make_folds(tmp_path / "train.csv", tmp_path / "folds.csv", 3, seed=0)
+    assert not (tmp_path / "folds.csv").exists()
+
+
+def test_metrics_know_their_direction():
+    y = np.array([0, 1, 1, 0])
+    good = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])
+    assert metrics.score("accuracy", y, good) == 1.0 and metrics.score("roc_auc", y, good) == 1.0
+    assert metrics.score("log_loss", y, good) < metrics.score("log_loss", y, good[:, ::-1])
+    assert not metrics.greater_is_better("log_loss") and metrics.greater_is_better("roc_auc")
+
+
+def _fake_fold_outputs(root, name, folds_df, test_ids, rng, noise):
+    dirs = []
+    for k in sorted(folds_df["fold"].unique()):
+        d = root / name / f"fold{k}"
+        d.mkdir(parents=True)
+        part = folds_df[folds_df["fold"] == k]
+        p = np.eye(3)[part["y"]] * 0.6 + rng.random((len(part), 3)) * noise
+        p /= p.sum(1, keepdims=True)
+        pd.concat([part[["id", "y", "fold"]].reset_index(drop=True),
+                   pd.DataFrame(p, columns=["p0", "p1", "p2"])], axis=1).to_csv(d / "oof.csv", index=False)
+        t = rng.random((len(test_ids), 3))
+        pd.concat([pd.DataFrame({"id": test_ids}), pd.DataFrame(t / t.sum(1, keepdims=True),
+                                                                columns=["p0", "p1", "p2"])],
+                  axis=1).to_csv(d / "test.csv", index=False)
+        dirs.append(d)
+    return dirs
+
+
+def test_ensemble_scores_every_backbone_and_the_mean(tmp_path):
+    rng = np.random.default_rng(0)
+    fdf = pd.DataFrame({"id": [f"i{k}" for k in range(30)], "y": [k % 3 for k in range(30)],
+                        "fold": [k % 2 for k in range(30)]})
+    fdf.to_csv(tmp_path / "folds.csv", index=False)
+    dirs = {"a": _fake_fold_outputs(tmp_path, "a", fdf, ["t1", "t2"], rng, 0.5),
+            "b.x": _fake_fold_outputs(tmp_path, "b.x", fdf, ["t1", "t2"], rng, 0.9)}
+    scores = ensemble.combine(dirs, tmp_path / "folds.csv", "accuracy", tmp_path / "out")
+    on_disk = json.loads((tmp_path / "out" / "scores.json").read_text())
+    assert on_disk == scores and set(scores["models"]) == {"a", "b.x"}
+    assert len(scores["models"]["a"]["folds"]) == 2 and scores["ensemble"]["method"] == "mean"
+    oof = pd.read_csv(tmp_path / "out" / "ensemble_oof.csv")
+    a = pd.concat(pd.read_csv(d / "oof.csv") for d in dirs["a"]).set_index("id").loc[oof["id"]]
+    b = pd.concat(pd.read_csv(d / "oof.csv") for d in dirs["b.x"]).set_index("id").loc[oof["id"]]
+    np.testing.assert_allclose(oof["p1"], (a["p1"].to_numpy() + b["p1"].to_numpy()) / 2)
+    assert scores["ensemble"]["cv"] == pytest.approx(metrics.score("accuracy", oof["y"], oof[["p0", "p1", "p2"]]))
+
+
+def _prepared(tmp_path, classes, target_columns, ids):
+    d = tmp_path / "prep"
+    d.mkdir()
+    (d / "meta.json").write_text(json.dumps({"id_column": "id", "target_columns": target_columns,
+                                             "classes": classes, "task": "binary" if len(classes) == 2 else
+                                             "multiclass"}))
+    pd.DataFrame({"id": ids, **{c: 0 for c in target_columns}}).to_csv(d / "sample_submission.csv", index=False)
+    return d
+
+
+def test_submission_follows_the_sample_order_and_format(tmp_path):
+    prep = _prepared(tmp_path, ["cat", "dog"], ["label"], ["3", "1", "2"])
+    pd.DataFrame({"id": ["1", "2", "3"], "p0": [0.9, 0.2, 0.4], "p1": [0.1, 0.8, 0.6]}).to_csv(
+        tmp_path / "t.csv", index=False)
+    labels = submission.make_submission(tmp_path / "t.csv", prep, prep / "sample_submission.csv", "accuracy",
+                                        tmp_path / "s.csv")
+    assert labels["id"].tolist() == ["3", "1", "2"] and labels["label"].tolist() == ["dog", "cat", "dog"]
+    probs = submission.make_submission(tmp_path / "t.csv", prep, prep / "sample_submission.csv", "log_loss",
+                                       tmp_path / "s2.csv")
+    assert probs["label"].tolist() == [0.6, 0.1, 0.8]  # P(dog), as Dogs vs Cats wants
+
+
+@pytest.mark.parametrize("preds, expected", [
+    ({"id": ["1", "2"], "p0": [0.5, 0.5], "p1": [0.5, 0.5]}, "no prediction for id '3'"),
+    ({"id": ["1", "2", "3"], "p0": [0.5, np.nan, 0.5], "p1": [0.5, 0.5, 0.5]}, "id '2' is not finite"),
+])
+def test_submission_refuses_missing_or_non_finite(tmp_path, preds, expected):
+    prep = _prepared(tmp_path, [0, 1], ["label"], ["1", "2", "3"])
+    pd.DataFrame(preds).to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(InputError, match=expected):
+        submission.make_submission(tmp_path / "t.csv", prep, prep / "sample_submission.csv", "accuracy",
+                                   tmp_path / "s.csv")
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_one_cycle_has_the_configured_shape():
+    cfg = TrainConfig(backbone="x", lr=0.01, pct_start=0.25, div_factor=25, final_div_factor=1e5)
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    sched = one_cycle(opt, cfg, total_steps=100)
+    lrs, moms = [], []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"]), moms.append(opt.param_groups[0]["betas"][0])
+        opt.step(), sched.step()
+    assert lrs[0] == pytest.approx(0.01 / 25) and max(lrs) == pytest.approx(0.01, rel=1e-3)
+    assert int(np.argmax(lrs)) in (24, 25) and lrs[-1] < 0.01 / 25 / 1e4
+    assert moms[0] == pytest.approx(0.95) and min(moms) == pytest.approx(0.85, abs=1e-3)
+    assert moms[-1] == pytest.approx(0.95, abs=1e-3)
+
+
+def test_dihedral_tta_gives_eight_distinct_views():
+    x = torch.arange(16, dtype=torch.float32).reshape(1, 1, 4, 4)  # asymmetric
+    views = dihedral_views(x)
+    assert len(views) == 8
+    assert len({tuple(v.flatten().tolist()) for v in views}) == 8
+    assert blend(np.ones((2, 2)), [np.zeros((2, 2))], beta=0.25)[0, 0] == pytest.approx(0.25)
+
+
+def test_model_input_comes_from_the_data_config():
+    model, dc = build_model(TrainConfig(backbone="test_resnet"), n_classes=5, in_chans=1)
+    assert dc["img_size"] == 160 and len(dc["mean"]) == 1  # test_resnet's own input size; grayscale stats
+    _, dc = build_model(TrainConfig(backbone="test_resnet", img_size=24), n_classes=5, in_chans=3)
+    assert dc["img_size"] == 24 and len(dc["mean"]) == 3
+    with pytest.raises(InputError, match="test_convnext cannot take 8x8 input"):
+        build_model(TrainConfig(backbone="test_convnext", img_size=8), n_classes=2, in_chans=3)
+    with pytest.raises(InputError, match="unknown timm model 'no_such_net'"):
+        build_model(TrainConfig(backbone="no_such_net"), n_classes=2, in_chans=3)

@@ -1,0 +1,150 @@
+"""The real Snakemake DAG on tiny data with timm's tiny test models."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import subprocess
+import sys
+import zipfile
+
+import pandas as pd
+import pytest
+
+from conftest import REPO, SNAKEMAKE, run_snakemake, tiny_config, write_csv_images_competition
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One complete run on a tiny competition, shared by the tests that inspect it."""
+    wd = tmp_path_factory.mktemp("wf")
+    info = write_csv_images_competition(wd / "tiny.zip")
+    cfg = tiny_config(wd / "tiny.zip", backbones=["test_resnet", {"name": "test_convnext", "lr": 0.002, "img_size": 32}])
+    run = run_snakemake(wd, cfg)
+    return wd, cfg, info, run
+
+
+def test_full_run_writes_every_output(finished):
+    wd, cfg, info, run = finished
+    res = wd / "results" / "tiny"
+    assert (res / "folds.csv").exists()
+    for b in ("test_resnet", "test_convnext"):
+        for k in range(2):
+            d = res / "models" / b / f"fold{k}"
+            for name in ("oof.csv", "test.csv", "metrics.json", "config.json", "history.csv", "model.pt"):
+                assert (d / name).exists(), d / name
+            m = json.loads((d / "metrics.json").read_text())
+            assert m["metric"] == "accuracy" and 0 <= m["score"] <= 1
+        assert (res / "benchmarks" / "train" / b / "fold0.tsv").exists()
+    # the per-backbone override reached that backbone only
+    assert json.loads((res / "models/test_convnext/fold0/config.json").read_text())["lr"] == 0.002
+    assert json.loads((res / "models/test_resnet/fold0/config.json").read_text())["lr"] == 0.003
+
+
+def test_scores_json_has_the_documented_shape(finished):
+    wd, *_ = finished
+    scores = json.loads((wd / "results/tiny/scores.json").read_text())
+    assert scores["metric"] == "accuracy"
+    assert set(scores["models"]) == {"test_resnet", "test_convnext"}
+    assert all(len(m["folds"]) == 2 and 0 <= m["cv"] <= 1 for m in scores["models"].values())
+    assert scores["ensemble"]["method"] == "mean" and 0 <= scores["ensemble"]["cv"] <= 1
+
+
+def test_submission_matches_the_sample(finished):
+    wd, _, info, run = finished
+    sub = pd.read_csv(wd / "results/tiny/submission.csv", dtype=str)
+    sample = pd.read_csv(zipfile.ZipFile(wd / "tiny.zip").open("sample_submission.csv"), dtype=str)
+    assert list(sub.columns) == list(sample.columns) and sub["id"].tolist() == sample["id"].tolist()
+    assert set(sub["label"]) <= {"0", "1", "2"}
+    assert "submission: results/tiny/submission.csv" in run.stdout  # the closing summary
+
+
+def test_every_step_is_in_mlflow(finished):
+    wd, *_ = finished
+    db = sqlite3.connect(wd / "results" / "mlflow.db")
+    runs = dict(db.execute("select r.name, r.status from runs r join experiments e "
+                           "on r.experiment_id = e.experiment_id where e.name = 'tiny'").fetchall())
+    assert {"prepare", "folds", "ensemble", "submission", "test_resnet-fold0", "test_convnext-fold1"} <= set(runs)
+    assert set(runs.values()) == {"FINISHED"}
+    steps = db.execute("select count(*) from metrics where key = 'train_loss'").fetchone()[0]
+    assert steps >= 4  # one per epoch per training job
+
+
+def test_complete_run_leaves_nothing_to_do(finished):
+    wd, cfg, *_ = finished
+    r = run_snakemake(wd, cfg, "-n")
+    assert "Nothing to be done" in r.stdout + r.stderr
+
+
+def test_adding_a_backbone_schedules_only_its_jobs(finished):
+    wd, cfg, *_ = finished
+    more = {**cfg, "backbones": [*cfg["backbones"], "test_efficientnet"]}
+    r = run_snakemake(wd, more, "-n", "--quiet", "rules")
+    assert job_counts(r) == {"train": "2", "ensemble": "1", "submission": "1", "all": "1"}, r.stdout
+
+
+def test_dry_run_plans_the_whole_dag(tmp_path, tiny_zip):
+    r = run_snakemake(tmp_path, tiny_config(tiny_zip[0], backbones=["test_resnet", "test_vit"]), "-n", "--quiet",
+                      "rules")
+    assert job_counts(r) == {"prepare": "1", "folds": "1", "train": "4", "ensemble": "1", "submission": "1", "all": "1"}
+
+
+def job_counts(r) -> dict:
+    """Rule -> planned job count, from `snakemake -n --quiet rules`."""
+    return {k: v for k, v in re.findall(r"^(\w+)\s+(\d+)$", r.stdout, flags=re.M) if k != "total"}
+
+
+def _assert_one_line_error(r, expected):
+    assert r.returncode != 0
+    errors = [line for line in (r.stdout + r.stderr).splitlines() if line.startswith("ERROR: ")]
+    assert errors and expected in errors[0], (r.stdout + r.stderr)[-3000:]
+
+
+def _bad_zip(src, dst, edit):
+    with zipfile.ZipFile(src) as a, zipfile.ZipFile(dst, "w") as b:
+        for name in a.namelist():
+            data = edit(name, a.read(name))
+            if data is not None:
+                b.writestr(name, data)
+    return dst
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda n, d: None if n == "train/tr005.png" else d, "train id 'tr005' has no image in"),
+    (lambda n, d: b"\x89PNG broken" if n == "train/tr006.png" else d, "cannot read image for id 'tr006'"),
+    (lambda n, d: d.replace(b"id,label", b"id,klass") if n == "train.csv" else d, "no target column 'label'"),
+    (lambda n, d: d.replace(b"id,label", b"name,label") if n == "train.csv" else d, "no id column 'id'"),
+    (lambda n, d: d + b"te999,0\n" if n == "sample_submission.csv" else d, "test id 'te999' has no image"),
+])
+def test_bad_input_fails_with_one_line_and_no_submission(tmp_path, tiny_zip, edit, expected):
+    bad = _bad_zip(tiny_zip[0], tmp_path / "bad.zip", edit)
+    r = run_snakemake(tmp_path / "wd", tiny_config(bad), check=False)
+    _assert_one_line_error(r, expected)
+    assert not (tmp_path / "wd/results/tiny/submission.csv").exists()
+    assert not (tmp_path / "wd/results/tiny/prepared/meta.json").exists()
+
+
+def test_class_smaller_than_folds_fails_clearly(tmp_path, tiny_zip):
+    r = run_snakemake(tmp_path / "wd", tiny_config(tiny_zip[0], folds=9), check=False)
+    _assert_one_line_error(r, "class 0 has 8 sample(s), fewer than folds=9")
+    assert not (tmp_path / "wd/results/tiny/folds.csv").exists()
+
+
+def test_config_is_validated_before_any_job(tmp_path, tiny_zip):
+    cfg = tiny_config(tiny_zip[0])
+    cfg["train"]["epochz"] = 3
+    r = run_snakemake(tmp_path, cfg, "-n", check=False)
+    assert r.returncode != 0 and "epochz" in r.stderr
+    r = run_snakemake(tmp_path, tiny_config(tiny_zip[0], backbones=[{"name": "test_resnet", "lr": -1}]), "-n",
+                      check=False)
+    assert r.returncode != 0 and "override for 'test_resnet' is invalid" in r.stderr
+
+
+def test_lint_and_format_are_clean():
+    lint = subprocess.run([*SNAKEMAKE, "--lint", "--snakefile", str(REPO / "Snakefile")], cwd=REPO,
+                          capture_output=True, text=True)
+    assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+    fmt = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "rules"], cwd=REPO,
+                         capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
