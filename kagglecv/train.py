@@ -193,6 +193,30 @@ def train_epoch(model, loader, optimizer, scheduler, scaler, device, amp_dtype, 
     return total / max(n, 1), n / (time.perf_counter() - t0)
 
 
+def save_resume(path: Path, epoch: int, history, model, optimizer, scheduler, scaler, resolved) -> None:
+    """End-of-epoch state, so a killed job restarts from its last complete epoch."""
+    state = {"epoch": epoch, "history": history, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "config": resolved,
+             "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state()}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_resume(path: Path, resolved, model, optimizer, scheduler, scaler) -> tuple[int, list]:
+    """(epochs already done, their history); (0, []) when there is nothing to resume or the config changed."""
+    if not path.exists():
+        return 0, []
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state["config"] != resolved:
+        print(f"{path}: saved with another config; starting over", flush=True)
+        return 0, []
+    model.load_state_dict(state["model"]), optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"]), scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["torch_rng"]), np.random.set_state(state["numpy_rng"])
+    print(f"resuming from {path} after epoch {state['epoch']}", flush=True)
+    return state["epoch"], state["history"]
+
+
 def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_dir: str | Path,
         experiment: str = "default", results_dir: str | Path = "results", track: bool = True) -> dict:
     prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
@@ -231,12 +255,14 @@ def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_d
     resolved = {**dataclasses.asdict(cfg), **dc, "device": str(device), "amp_dtype": str(amp_dtype),
                 "n_train": len(tr_idx), "n_valid": len(va_idx), "n_classes": n_classes}
     write_json(out_dir / "config.json", resolved)
-    history = []
+    # Not a declared output: survives a killed job, and is removed once the job has finished.
+    resume_path = out_dir / "resume.pt"
+    start_epoch, history = load_resume(resume_path, resolved, model, optimizer, scheduler, scaler)
     with Tracker(experiment, f"{cfg.backbone}-fold{cfg.fold}", results_dir, enabled=track,
                  tags={"step": "train", "backbone": cfg.backbone, "fold": str(cfg.fold)}) as tracker:
         tracker.log_params(resolved)
         t_start = time.perf_counter()
-        for epoch in range(cfg.epochs):
+        for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             loss, img_s = train_epoch(model, train_dl, optimizer, scheduler, scaler, device, amp_dtype, cfg,
                                       desc=f"{cfg.backbone} fold {cfg.fold} epoch {epoch + 1}/{cfg.epochs}")
@@ -252,6 +278,7 @@ def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_d
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
                   flush=True)
             tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
+            save_resume(resume_path, epoch + 1, history, model, optimizer, scheduler, scaler, resolved)
         train_seconds = time.perf_counter() - t_start
 
         oof = predict_tta(model, images[va_idx], cfg, dc, device, amp_dtype)
@@ -276,6 +303,7 @@ def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_d
         with atomic_path(out_dir / "model.pt") as tmp:
             torch.save({"state_dict": model.state_dict(), "config": resolved}, tmp)
         write_json(out_dir / "metrics.json", result)
+        resume_path.unlink(missing_ok=True)
         tracker.log_metrics({"cv_fold": result["score"], "cv_fold_no_tta": result["score_no_tta"] or 0.0})
         for name in ("metrics.json", "config.json", "history.csv"):
             tracker.log_artifact(out_dir / name)
