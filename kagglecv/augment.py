@@ -27,7 +27,6 @@ AUGMENT_PRESETS = {
     ],
 }
 
-TTA_PRESETS = ("none", "flip", "dihedral", "augment")
 
 
 def build_transform(size: int, mean, std, augment: str = "none") -> A.Compose:
@@ -58,7 +57,7 @@ def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
     return []
 
 
-def blend(plain: np.ndarray, views: list[np.ndarray], beta: float) -> np.ndarray:
+def tta_blend(plain: np.ndarray, views: list[np.ndarray], beta: float) -> np.ndarray:
     """fastai's tta(beta): beta * plain + (1 - beta) * mean(augmented views)."""
     if not views:
         return plain

@@ -1,6 +1,8 @@
 """Combine the out-of-fold predictions of every backbone and score them with the competition metric.
 
-scores.json: {"metric", "greater_is_better", "models": {backbone: {"cv", "folds"}}, "ensemble": {"method", "cv"}}
+scores.json: {"metric", "greater_is_better", "models": {backbone: {"cv", "folds"}},
+              "methods": {method: {"cv", "params"}}, "ensemble": {"method", "chosen_by", "members", "cv"}}
+The CV of fitted methods is honest: see blend.nested_oof.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import metrics
+from . import blend, metrics
 from .errors import InputError
 from .fsutil import write_csv, write_json
 
@@ -46,12 +48,24 @@ def combine(model_dirs: dict[str, list[Path]], folds_csv: Path, metric: str, out
         per_fold = [metrics.score(metric, oof.loc[oof["fold"] == k, "y"], oofs[name][(oof["fold"] == k).to_numpy()])
                     for k in sorted(oof["fold"].unique())]
         scores["models"][name] = {"cv": metrics.score(metric, folds["y"], oofs[name]), "folds": per_fold}
-    if method != "mean":
-        raise InputError(f"ensemble.method: {method!r} is not available; use mean")
-    ens_oof = np.mean(list(oofs.values()), axis=0)
-    first = next(iter(tests.values()))
-    ens_test = np.mean([t[prob_columns(t)].to_numpy() for t in tests.values()], axis=0)
-    scores["ensemble"] = {"method": method, "members": list(model_dirs), "cv": metrics.score(metric, folds["y"], ens_oof)}
+    names, y, fold = list(oofs), folds["y"].to_numpy(), folds["fold"].to_numpy()
+    oof_list, test_list = [oofs[n] for n in names], [tests[n][prob_columns(tests[n])].to_numpy() for n in names]
+    sign = 1 if metrics.greater_is_better(metric) else -1
+    honest = {m: blend.nested_oof(m, oof_list, y, fold, metric) for m in blend.METHODS}
+    params = blend.fit_all(oof_list, y, metric)
+    scores["methods"] = {m: {"cv": metrics.score(metric, y, honest[m]),
+                             "params": blend.describe(m, params[m], names)} for m in blend.METHODS}
+    if method == "auto":
+        chosen = max(blend.METHODS, key=lambda m: sign * scores["methods"][m]["cv"])
+    elif method in blend.METHODS:
+        chosen = method
+    else:
+        raise InputError(f"ensemble.method: unknown method {method!r}; use auto or one of {sorted(blend.METHODS)}")
+    ens_oof = honest[chosen]
+    ens_test = blend.METHODS[chosen][1](test_list, params[chosen])
+    first = tests[names[0]]
+    scores["ensemble"] = {"method": chosen, "chosen_by": "cv" if method == "auto" else "config",
+                          "members": names, "cv": scores["methods"][chosen]["cv"]}
     cols = [f"p{k}" for k in range(ens_oof.shape[1])]
     oof_df = pd.concat([folds[["id", "y", "fold"]], pd.DataFrame(ens_oof, columns=cols)], axis=1)
     test_df = pd.concat([first[["id"]], pd.DataFrame(ens_test, columns=cols)], axis=1)
@@ -65,7 +79,9 @@ def cv_table(scores: dict) -> str:
     """The CV table `make run` prints at the end."""
     m = scores["metric"]
     rows = [(name, s["cv"], " ".join(f"{v:.4f}" for v in s["folds"])) for name, s in scores["models"].items()]
-    rows.append((f"ensemble ({scores['ensemble']['method']})", scores["ensemble"]["cv"], ""))
+    for name, s in scores.get("methods", {}).items():
+        chosen = " <- chosen" if name == scores["ensemble"]["method"] else ""
+        rows.append((f"ensemble: {name}", s["cv"], chosen))
     width = max(len(r[0]) for r in rows)
     lines = [f"{'model':<{width}}  {'CV ' + m:>12}  folds", "-" * (width + 30)]
     lines += [f"{n:<{width}}  {cv:>12.5f}  {f}" for n, cv, f in rows]

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from . import metrics
-from .augment import TTA_PRESETS, blend, build_transform, tta_views
+from .augment import build_transform, tta_blend, tta_views
 from .errors import InputError
 from .fsutil import atomic_path, write_csv, write_json
 from .gpu import lease_gpu
@@ -162,7 +162,7 @@ def predict_tta(model, images, cfg: TrainConfig, dc: dict, device, amp_dtype) ->
     else:
         views = [predict(model, DataLoader(CachedImages(images, None, plain_tf), **kw), device, amp_dtype,
                          tta=cfg.tta)]
-    return blend(plain, views, cfg.tta_beta)
+    return tta_blend(plain, views, cfg.tta_beta)
 
 
 def one_cycle(optimizer, cfg: TrainConfig, total_steps: int):

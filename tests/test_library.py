@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from kagglecv import ensemble, folds, metrics, prepare, submission
-from kagglecv.augment import blend, dihedral_views
+from kagglecv import blend, ensemble, folds, metrics, prepare, submission
+from kagglecv.augment import dihedral_views, tta_blend
 from kagglecv.demo import make_digits_competition
 from kagglecv.errors import InputError
 from kagglecv.train import TrainConfig, build_model, one_cycle
@@ -127,7 +127,7 @@ def test_ensemble_scores_every_backbone_and_the_mean(tmp_path):
     fdf.to_csv(tmp_path / "folds.csv", index=False)
     dirs = {"a": _fake_fold_outputs(tmp_path, "a", fdf, ["t1", "t2"], rng, 0.5),
             "b.x": _fake_fold_outputs(tmp_path, "b.x", fdf, ["t1", "t2"], rng, 0.9)}
-    scores = ensemble.combine(dirs, tmp_path / "folds.csv", "accuracy", tmp_path / "out")
+    scores = ensemble.combine(dirs, tmp_path / "folds.csv", "accuracy", tmp_path / "out", method="mean")
     on_disk = json.loads((tmp_path / "out" / "scores.json").read_text())
     assert on_disk == scores and set(scores["models"]) == {"a", "b.x"}
     assert len(scores["models"]["a"]["folds"]) == 2 and scores["ensemble"]["method"] == "mean"
@@ -192,7 +192,7 @@ def test_dihedral_tta_gives_eight_distinct_views():
     views = dihedral_views(x)
     assert len(views) == 8
     assert len({tuple(v.flatten().tolist()) for v in views}) == 8
-    assert blend(np.ones((2, 2)), [np.zeros((2, 2))], beta=0.25)[0, 0] == pytest.approx(0.25)
+    assert tta_blend(np.ones((2, 2)), [np.zeros((2, 2))], beta=0.25)[0, 0] == pytest.approx(0.25)
 
 
 def test_model_input_comes_from_the_data_config():
@@ -204,3 +204,37 @@ def test_model_input_comes_from_the_data_config():
         build_model(TrainConfig(backbone="test_convnext", img_size=8), n_classes=2, in_chans=3)
     with pytest.raises(InputError, match="unknown timm model 'no_such_net'"):
         build_model(TrainConfig(backbone="no_such_net"), n_classes=2, in_chans=3)
+
+
+def test_hill_climbing_weights_favour_the_better_model():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    good = np.eye(3)[y] * 0.5 + rng.random((300, 3))
+    noise = rng.random((300, 3))
+    w = blend.hill_climb_fit([noise, good / good.sum(1, keepdims=True)], y, "log_loss")["weights"]
+    assert w[1] > w[0] and sum(w) == pytest.approx(1.0)
+
+
+def test_fitted_ensembles_are_scored_honestly():
+    """On pure-noise predictions a stacker fit and scored on the same rows looks better than chance;
+    the nested score must not."""
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 200)
+    fold = np.arange(200) % 5
+    oofs = [rng.dirichlet([1, 1], 200) for _ in range(12)]
+    in_sample = metrics.score("roc_auc", y, blend.stack_apply(oofs, blend.stack_fit(oofs, y, "roc_auc")))
+    honest = metrics.score("roc_auc", y, blend.nested_oof("stack", oofs, y, fold, "roc_auc"))
+    assert in_sample > 0.6 and abs(honest - 0.5) < 0.1
+
+
+def test_auto_picks_the_best_honest_method(tmp_path):
+    rng = np.random.default_rng(0)
+    fdf = pd.DataFrame({"id": [f"i{k}" for k in range(60)], "y": [k % 3 for k in range(60)],
+                        "fold": [k % 3 for k in range(60)]})
+    fdf.to_csv(tmp_path / "folds.csv", index=False)
+    dirs = {n: _fake_fold_outputs(tmp_path, n, fdf, ["t1"], rng, noise) for n, noise in (("a", 0.6), ("b", 1.5))}
+    scores = ensemble.combine(dirs, tmp_path / "folds.csv", "log_loss", tmp_path / "out", method="auto")
+    assert set(scores["methods"]) == set(blend.METHODS) and scores["ensemble"]["chosen_by"] == "cv"
+    best = min(scores["methods"], key=lambda m: scores["methods"][m]["cv"])
+    assert scores["ensemble"]["method"] == best
+    assert scores["ensemble"]["cv"] <= min(m["cv"] for m in scores["models"].values()) + 1e-9
