@@ -29,14 +29,15 @@ AUGMENT_PRESETS = {
 
 
 
-def build_transform(size: int, mean, std, augment: str = "none") -> A.Compose:
+def build_transform(size: int, mean, std, augment: str = "none", seed: int | None = None) -> A.Compose:
+    """Resize, augment, normalise. `seed` makes the random augmentations reproducible (single-process loading)."""
     if augment not in AUGMENT_PRESETS:
         raise ValueError(f"unknown augment preset {augment!r}; choose one of {sorted(AUGMENT_PRESETS)}")
     return A.Compose([
         A.Resize(size, size),
         *AUGMENT_PRESETS[augment](),
         A.Normalize(mean=mean, std=std, max_pixel_value=255.0),
-    ])
+    ], seed=seed)
 
 
 def dihedral_views(x: torch.Tensor, n: int = 8) -> list[torch.Tensor]:

@@ -23,6 +23,17 @@ def tracking_uri(results_dir: str | Path = "results") -> str:
     return f"sqlite:///{(Path(results_dir) / 'mlflow.db').resolve()}"
 
 
+def _create_experiment(client, name: str, results_dir: Path) -> str:
+    """Artifacts of the default SQLite store go under results/ too; a server decides for itself."""
+    kw = {}
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        kw["artifact_location"] = (Path(results_dir) / "mlartifacts").resolve().as_uri()
+    try:
+        return client.create_experiment(name, **kw)
+    except Exception:  # noqa: BLE001 - another job created it first
+        return client.get_experiment_by_name(name).experiment_id
+
+
 class Tracker:
     """One MLflow run for one job. Use as a context manager; all methods are no-ops after a failure."""
 
@@ -60,16 +71,7 @@ class Tracker:
         mlflow.set_tracking_uri(uri)
         client = mlflow.MlflowClient()
         exp = client.get_experiment_by_name(self.experiment)
-        if exp is None:
-            kw = {}
-            if uri.startswith("sqlite:") and not os.environ.get("MLFLOW_TRACKING_URI"):
-                kw["artifact_location"] = (self.results_dir / "mlartifacts").resolve().as_uri()
-            try:
-                exp_id = client.create_experiment(self.experiment, **kw)
-            except Exception:  # noqa: BLE001 - another job created it first
-                exp_id = client.get_experiment_by_name(self.experiment).experiment_id
-        else:
-            exp_id = exp.experiment_id
+        exp_id = exp.experiment_id if exp else _create_experiment(client, self.experiment, self.results_dir)
         parent = os.environ.get(PARENT_ENV) or None
         run = mlflow.start_run(experiment_id=exp_id, run_name=self.run_name, parent_run_id=parent,
                                tags=self.tags)
@@ -108,3 +110,38 @@ def _flatten(d: dict, prefix: str = "") -> dict:
         else:
             out[key] = v
     return out
+
+
+def start_parent(experiment: str, results_dir: str | Path = "results", name: str = "workflow") -> str | None:
+    """Create the parent run of one `snakemake` invocation and export its id to the jobs' environment.
+
+    The run stays RUNNING after this returns; `finish_parent` closes it. Returns None if tracking is down."""
+    t = Tracker(experiment, name, results_dir)
+    try:
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_uri(results_dir))
+        client = mlflow.MlflowClient()
+        exp = client.get_experiment_by_name(experiment)
+        exp_id = exp.experiment_id if exp else _create_experiment(client, experiment, results_dir)
+        run = client.create_run(exp_id, run_name=name, tags={"step": "workflow"})
+    except Exception as e:  # noqa: BLE001 - tracking must never stop the workflow
+        t._fail("parent run", e)
+        return None
+    os.environ[PARENT_ENV] = run.info.run_id
+    return run.info.run_id
+
+
+def finish_parent(ok: bool, metrics: dict | None = None) -> None:
+    run_id = os.environ.get(PARENT_ENV)
+    if not run_id:
+        return
+    try:
+        import mlflow
+
+        client = mlflow.MlflowClient()
+        for k, v in (metrics or {}).items():
+            client.log_metric(run_id, k, float(v))
+        client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
+    except Exception as e:  # noqa: BLE001
+        warnings.warn(f"MLflow: could not close the parent run {run_id} ({e})", stacklevel=2)

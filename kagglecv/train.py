@@ -156,9 +156,9 @@ def predict_tta(model, images, cfg: TrainConfig, dc: dict, device, amp_dtype) ->
     if cfg.tta == "none":
         return plain
     if cfg.tta == "augment":
-        aug_tf = build_transform(dc["img_size"], dc["mean"], dc["std"], cfg.augment)
-        views = [predict(model, DataLoader(CachedImages(images, None, aug_tf), **kw), device, amp_dtype)
-                 for _ in range(cfg.tta_n)]
+        views = [predict(model, DataLoader(CachedImages(images, None, build_transform(
+            dc["img_size"], dc["mean"], dc["std"], cfg.augment, seed=cfg.seed + i)), **kw), device, amp_dtype)
+            for i in range(cfg.tta_n)]
     else:
         views = [predict(model, DataLoader(CachedImages(images, None, plain_tf), **kw), device, amp_dtype,
                          tta=cfg.tta)]
@@ -240,7 +240,7 @@ def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_d
     model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    train_tf = build_transform(dc["img_size"], dc["mean"], dc["std"], cfg.augment)
+    train_tf = build_transform(dc["img_size"], dc["mean"], dc["std"], cfg.augment, seed=cfg.seed * 1000 + cfg.fold)
     plain_tf = build_transform(dc["img_size"], dc["mean"], dc["std"], "none")
     pin = device.type == "cuda"
     train_dl = DataLoader(CachedImages(images[tr_idx], y[tr_idx], train_tf), batch_size=cfg.batch_size,

@@ -91,18 +91,36 @@ def default_targets():
     return targets
 
 
-onsuccess:
-    scores = Path(f"{RES}/scores.json")
-    if scores.exists():
-        from kagglecv.ensemble import cv_table
-        from kagglecv.tracking import tracking_uri
+def report_and_close(ok):
+    """Close the MLflow parent run; after a success print the CV table and where things are."""
+    from kagglecv.tracking import finish_parent, tracking_uri
 
-        print(f"\n{cv_table(json.loads(scores.read_text()))}")
-        holdout = Path(f"{RES}/holdout.json")
-        if holdout.exists():
-            h = json.loads(holdout.read_text())
-            print(
-                f"submission scored on the held-aside labels: {h['metric']} = {h['score']:.5f}"
-            )
-        print(f"\nsubmission: {RES}/submission.csv")
-        print(f"MLflow UI:  mlflow ui --backend-store-uri {tracking_uri('results')}")
+    scores_path, holdout_path = Path(f"{RES}/scores.json"), Path(f"{RES}/holdout.json")
+    scores = json.loads(scores_path.read_text()) if ok and scores_path.exists() else None
+    finish_parent(ok, {"cv_ensemble": scores["ensemble"]["cv"]} if scores else None)
+    if not scores:
+        return
+    from kagglecv.ensemble import cv_table
+
+    print(f"\n{cv_table(scores)}")
+    if holdout_path.exists():
+        h = json.loads(holdout_path.read_text())
+        print(f"submission scored on the held-aside labels: {h['metric']} = {h['score']:.5f}")
+    print(f"\nsubmission: {RES}/submission.csv")
+    print(f"MLflow UI:  mlflow ui --backend-store-uri {tracking_uri('results')}")
+
+
+onstart:
+    # One MLflow parent run per invocation; jobs find its id in their environment (never a param).
+    if config["mlflow"]["enabled"]:
+        from kagglecv.tracking import start_parent
+
+        start_parent(COMP)
+
+
+onsuccess:
+    report_and_close(ok=True)
+
+
+onerror:
+    report_and_close(ok=False)

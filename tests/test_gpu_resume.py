@@ -81,3 +81,15 @@ def test_killed_training_resumes_from_its_last_epoch(tmp_path):
     assert history.iloc[: saved["epoch"]]["train_loss"].tolist() == [h["train_loss"] for h in saved["history"]]
     assert json.loads((out / "metrics.json").read_text())["score"] == result["score"]
     assert not (out / "resume.pt").exists()  # removed once the job has finished
+
+
+def test_same_seed_gives_identical_predictions(tmp_path):
+    write_csv_images_competition(tmp_path / "c.zip", n_per_class=10)
+    prepare.prepare(tmp_path / "c.zip", tmp_path / "prep")
+    folds.make_folds(tmp_path / "prep" / "train.csv", tmp_path / "folds.csv", 2, seed=0)
+    cfg = dict(backbone="test_resnet", fold=1, epochs=1, img_size=16, batch_size=8, tta="augment", tta_n=2)
+    for name in ("a", "b"):
+        run(TrainConfig(**cfg), tmp_path / "prep", tmp_path / "folds.csv", tmp_path / name, track=False)
+    assert (tmp_path / "a" / "oof.csv").read_text() == (tmp_path / "b" / "oof.csv").read_text()
+    run(TrainConfig(**cfg, seed=7), tmp_path / "prep", tmp_path / "folds.csv", tmp_path / "c", track=False)
+    assert (tmp_path / "a" / "oof.csv").read_text() != (tmp_path / "c" / "oof.csv").read_text()
