@@ -295,6 +295,7 @@ def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_d
             "score_no_tta": history[-1][f"valid_{cfg.metric}"] if history else None,
             "valid_loss": metrics.score("log_loss", y[va_idx], oof),
             "train_seconds": train_seconds, "device": str(device),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),  # which GPU lease this job held
             "img_per_s": float(np.mean([h["img_per_s"] for h in history])) if history else None,
         }
         write_csv(out_dir / "oof.csv", oof_df)

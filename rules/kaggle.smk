@@ -1,1 +1,62 @@
-# Kaggle download and submit rules (issue 3).
+# Kaggle download and submit rules (issue 3). Credentials are never params: the kaggle client reads
+# ~/.kaggle/kaggle.json, KAGGLE_USERNAME/KAGGLE_KEY or KAGGLE_API_TOKEN itself, and kagglecv.kaggle_io
+# redacts everything it logs.
+# `kaggle:` settings (until the schema has them, a config must not set the key: validation rejects it).
+KAGGLE = {
+    "retries": 3,
+    "backoff": 2.0,
+    "poll_interval": 10.0,
+    "timeout": 600.0,
+    "message": "CV {metric}={cv:.5f} | {method} | {commit}",
+    **config.get("kaggle", {}),
+}
+
+
+# Only data.source: kaggle asks for data/kaggle/<competition>/files (see data_input()), so the rule
+# runs only then. data/kaggle/<competition>/.complete lists the unpacked files: a complete earlier
+# download is never fetched again, and an interrupted one starts over.
+rule download:
+    output:
+        directory("data/kaggle/{competition}/files"),
+    log:
+        "data/kaggle/{competition}/download.log",
+    wildcard_constraints:
+        competition="[A-Za-z0-9][A-Za-z0-9_-]*",
+    retries: 0  # download_competition retries network errors and 5xx itself, with backoff
+    conda:
+        "../envs/data.yaml"
+    params:
+        competition="{competition}",
+        retries=KAGGLE["retries"],
+        backoff=KAGGLE["backoff"],
+    script:
+        "../scripts/download.py"
+
+
+# `snakemake submit`: builds the submission if needed, submits it, waits for the public score and
+# appends a row to results/<competition>/leaderboard.csv. Not part of `all`.
+# No output on purpose, so the rule runs every time it is asked for: a submission is an action, not
+# a file. A declared marker or leaderboard.csv would be wrong either way: Snakemake deletes a job's
+# outputs before it runs (losing the earlier leaderboard rows), and its params/code rerun triggers
+# would resubmit silently after editing e.g. kaggle.timeout. leaderboard.csv is appended under a
+# lock instead, one row per submission (time, message, cv, public_score, private_score, ref).
+rule submit:
+    input:
+        submission=f"{RES}/submission.csv",
+        scores=f"{RES}/scores.json",
+    log:
+        f"{RES}/logs/submit.log",
+    retries: 0  # never resubmit blindly: a failed call may still have counted against the daily limit
+    conda:
+        "../envs/data.yaml"
+    params:
+        competition=COMP,
+        leaderboard=f"{RES}/leaderboard.csv",
+        message=lambda wildcards: KAGGLE["message"],  # a template: keep its {fields} from wildcard expansion
+        poll_interval=KAGGLE["poll_interval"],
+        timeout=KAGGLE["timeout"],
+        repo=workflow.basedir,  # the commit in the message is the workflow code's, not the run folder's
+        experiment=COMP,
+        track=config["mlflow"]["enabled"],
+    script:
+        "../scripts/submit.py"
