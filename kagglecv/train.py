@@ -93,13 +93,20 @@ def build_model(cfg: TrainConfig, n_classes: int, in_chans: int) -> tuple[torch.
             raise InputError(f"{cfg.pretrained_file}: pretrained weights for {cfg.backbone} not found; "
                              "fix pretrained_file or set pretrained: false")
         kw["pretrained_cfg_overlay"] = dict(file=str(Path(cfg.pretrained_file).resolve()))
+    pretrained = cfg.pretrained or bool(cfg.pretrained_file)
     try:
-        model = timm.create_model(cfg.backbone, pretrained=cfg.pretrained or bool(cfg.pretrained_file),
-                                  num_classes=n_classes, in_chans=in_chans, drop_rate=cfg.drop_rate, **kw)
+        model = timm.create_model(cfg.backbone, pretrained=pretrained, num_classes=n_classes, in_chans=in_chans,
+                                  drop_rate=cfg.drop_rate, **kw)
     except RuntimeError as e:
         if "Unknown model" in str(e):
             raise InputError(f"backbones: unknown timm model {cfg.backbone!r}; see timm.list_models()") from e
         raise
+    except Exception as e:  # noqa: BLE001 - hub/network errors come in many types
+        if not pretrained:
+            raise
+        raise InputError(f"backbones: pretrained weights for {cfg.backbone} not found ({type(e).__name__}); put "
+                         "them in the Hugging Face cache, set pretrained_file: /path/to/weights, or "
+                         "pretrained: false") from e
     dc = timm.data.resolve_model_data_config(model)
     size = cfg.img_size or dc["input_size"][-1]
     try:  # fail now, with the fix named, rather than after an epoch deep inside the model

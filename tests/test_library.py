@@ -238,3 +238,33 @@ def test_auto_picks_the_best_honest_method(tmp_path):
     best = min(scores["methods"], key=lambda m: scores["methods"][m]["cv"])
     assert scores["ensemble"]["method"] == best
     assert scores["ensemble"]["cv"] <= min(m["cv"] for m in scores["models"].values()) + 1e-9
+
+
+def test_pretrained_weights_load_exactly_from_a_local_file(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    source = timm.create_model("test_resnet")  # an ImageNet-shaped checkpoint: 1000 classes
+    save_file(source.state_dict(), tmp_path / "w.safetensors")
+    model, _ = build_model(TrainConfig(backbone="test_resnet", pretrained_file=str(tmp_path / "w.safetensors")),
+                           n_classes=7, in_chans=3)
+    body = {k: v for k, v in source.state_dict().items() if not k.startswith("fc.")}
+    assert body and all(torch.equal(model.state_dict()[k], v) for k, v in body.items())
+    assert model.state_dict()["fc.weight"].shape == (7, source.num_features)  # a new head for 7 classes
+    with pytest.raises(InputError, match="pretrained weights for test_resnet not found"):
+        build_model(TrainConfig(backbone="test_resnet", pretrained_file=str(tmp_path / "nope.pth")), 2, 3)
+
+
+def test_pretrained_without_weights_offline_is_a_clear_error(tmp_path):
+    # huggingface_hub reads HF_HUB_OFFLINE at import: run in a fresh process with an empty cache.
+    import os
+    import subprocess
+    import sys
+
+    code = ("from kagglecv.train import TrainConfig, build_model\n"
+            "build_model(TrainConfig(backbone='resnet18', pretrained=True), n_classes=2, in_chans=3)")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert "InputError: backbones: pretrained weights for resnet18 not found" in r.stderr
+    assert "pretrained_file" in r.stderr.splitlines()[-1]
