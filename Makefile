@@ -32,5 +32,20 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/snakemake --lint && $(BIN)/snakefmt --check Snakefile rules
 
+# Benchmark (fastai is a benchmark-only dependency, in its own venv): bench/README.md
+BENCH_VENV := bench/.venv
+BENCH_STAMP := $(BENCH_VENV)/.installed
+BENCH_ARGS ?=
+
+$(BENCH_STAMP): bench/requirements.txt requirements.lock pyproject.toml
+	{ command -v uv >/dev/null || $(PYTHON) -m pip install --quiet --isolated uv; } && \
+	uv venv --quiet --allow-existing --python $(PYTHON) $(BENCH_VENV) && \
+	uv pip install --quiet --python $(BENCH_VENV)/bin/python -r bench/requirements.txt -c requirements.lock && \
+	uv pip install --quiet --python $(BENCH_VENV)/bin/python --no-deps -e . && \
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python bench/bench.py $(BENCH_ARGS)
+
 clean:
 	rm -rf results/* .snakemake data/demo

@@ -9,6 +9,7 @@ configfile: "config.yaml"
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/lr_find.smk"
 include: "rules/train.smk"
 include: "rules/ensemble.smk"
 include: "rules/kaggle.smk"

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-import albumentations as A
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network check for a newer version in every job
+
+import albumentations as A  # noqa: E402
 import numpy as np
 import torch
 

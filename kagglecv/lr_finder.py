@@ -237,7 +237,7 @@ def run_lr_find(train_cfg: dict, prepared_dir, folds_csv, out_dir, *, start_lr: 
     model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    train_tf = build_transform(dc["img_size"], dc["mean"], dc["std"], cfg.augment)
+    train_tf = build_transform(dc["img_size"], dc["mean"], dc["std"], cfg.augment, seed=cfg.seed * 1000 + cfg.fold)
     train_dl = DataLoader(CachedImages(images[tr_idx], y[tr_idx], train_tf), batch_size=cfg.batch_size,
                           shuffle=True, drop_last=len(tr_idx) > cfg.batch_size, num_workers=cfg.num_workers,
                           pin_memory=device.type == "cuda", persistent_workers=cfg.num_workers > 0)

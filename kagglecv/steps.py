@@ -45,9 +45,16 @@ def folds_step(train_csv, out_csv, n_folds: int, seed: int, experiment: str, res
 
 
 def train_step(train_cfg: dict, prepared_dir, folds_csv, out_dir, experiment: str, results_dir="results",
-               track=True) -> dict:
+               track=True, lr_find_json=None) -> dict:
     from . import train
+    from .errors import InputError
 
+    if train_cfg.get("lr") == "auto":
+        if not lr_find_json:
+            raise InputError("train.lr: auto needs the lr_find rule's lr_find.json for this backbone")
+        found = json.loads(Path(lr_find_json).read_text())
+        print(f"train.lr: auto -> {found['suggestion']:.4g} ({found.get('method', 'valley')} of {lr_find_json})")
+        train_cfg = {**train_cfg, "lr": float(found["suggestion"])}
     return train.run(train.TrainConfig.from_dict(train_cfg), prepared_dir, folds_csv, out_dir,
                      experiment=experiment, results_dir=results_dir, track=track)
 

@@ -37,7 +37,7 @@ class TrainConfig:
     metric: str = "accuracy"
     epochs: int = 10
     batch_size: int = 64
-    lr: float = 3e-3  # peak LR of the one-cycle schedule
+    lr: float = 3e-3  # peak LR of the one-cycle schedule ("auto" in the config: resolved from lr_find.json first)
     weight_decay: float = 1e-2  # AdamW, decoupled
     pct_start: float = 0.25  # fraction of steps spent warming up (fastai's default)
     div_factor: float = 25.0  # start LR = lr / div_factor
@@ -65,6 +65,9 @@ class TrainConfig:
         if unknown:
             raise InputError(f"train config: unknown key(s) {unknown}; known keys: {sorted(names)}")
         d = dict(d)
+        if "lr" in d and (isinstance(d["lr"], bool) or not isinstance(d["lr"], (int, float))):
+            raise InputError(f"train.lr: {d['lr']!r} is not a number here; lr: auto is resolved by the workflow "
+                             "from lr_find.json (kagglecv.steps.train_step)")
         if "moms" in d:
             d["moms"] = tuple(d["moms"])
         return cls(**d)
@@ -173,8 +176,11 @@ def predict_tta(model, images, cfg: TrainConfig, dc: dict, device, amp_dtype) ->
 
 
 def one_cycle(optimizer, cfg: TrainConfig, total_steps: int):
+    pct_start = cfg.pct_start
+    if total_steps > 1 and pct_start * total_steps == 1:  # torch's OneCycleLR divides by zero on a 1-step warm-up
+        pct_start = 1.5 / total_steps
     return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.lr, total_steps=total_steps, pct_start=cfg.pct_start, anneal_strategy="cos",
+        optimizer, max_lr=cfg.lr, total_steps=total_steps, pct_start=pct_start, anneal_strategy="cos",
         div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor, cycle_momentum=True,
         base_momentum=cfg.moms[1], max_momentum=cfg.moms[0])
 

@@ -76,6 +76,13 @@ def train_params(wildcards):
     }
 
 
+def lr_find_input(wildcards):
+    """lr_find.json when the backbone's train.lr is auto (the train job then reads its suggestion), else nothing."""
+    if BACKBONES[wildcards.backbone]["lr"] == "auto":
+        return f"{RES}/lr_find/{wildcards.backbone}/lr_find.json"
+    return []
+
+
 def fold_dirs(backbone):
     return [f"{RES}/models/{backbone}/fold{k}" for k in range(config["folds"])]
 

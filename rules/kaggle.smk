@@ -1,15 +1,7 @@
 # Kaggle download and submit rules (issue 3). Credentials are never params: the kaggle client reads
 # ~/.kaggle/kaggle.json, KAGGLE_USERNAME/KAGGLE_KEY or KAGGLE_API_TOKEN itself, and kagglecv.kaggle_io
 # redacts everything it logs.
-# `kaggle:` settings (until the schema has them, a config must not set the key: validation rejects it).
-KAGGLE = {
-    "retries": 3,
-    "backoff": 2.0,
-    "poll_interval": 10.0,
-    "timeout": 600.0,
-    "message": "CV {metric}={cv:.5f} | {method} | {commit}",
-    **config.get("kaggle", {}),
-}
+KAGGLE = config["kaggle"]  # defaults from the schema
 
 
 # Only data.source: kaggle asks for data/kaggle/<competition>/files (see data_input()), so the rule

@@ -2,6 +2,7 @@ rule train:
     input:
         prepared=PREPARED_FILES,
         folds=f"{RES}/folds.csv",
+        lr_find=lr_find_input,
     output:
         oof=f"{MODEL}/oof.csv",
         test=f"{MODEL}/test.csv",

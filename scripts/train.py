@@ -6,4 +6,5 @@ from kagglecv.steps import train_step
 p = snakemake.params
 run_logged(snakemake.log[0], train_step, {**p.train, "threads": snakemake.threads},
            Path(snakemake.input.prepared[0]).parent, snakemake.input.folds,
-           Path(snakemake.output.oof).parent, p.experiment, track=p.track)
+           Path(snakemake.output.oof).parent, p.experiment, track=p.track,
+           lr_find_json=snakemake.input.lr_find or None)

@@ -1,0 +1,27 @@
+# LR range test (fastai's lr_find) per backbone, on fold 0's training rows, built exactly as training builds them.
+# With `train.lr: auto` the train rule takes lr_find.json as input and trains at its suggestion.
+from types import SimpleNamespace
+
+
+rule lr_find:
+    input:
+        prepared=PREPARED_FILES,
+        folds=f"{RES}/folds.csv",
+    output:
+        json=f"{RES}/lr_find/{{backbone}}/lr_find.json",
+        png=f"{RES}/lr_find/{{backbone}}/lr_find.png",
+    log:
+        f"{RES}/logs/lr_find/{{backbone}}.log",
+    benchmark:
+        f"{RES}/benchmarks/lr_find/{{backbone}}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: config["train"]["threads"]
+    resources:
+        gpu=1,
+    params:
+        # the backbone's settings exactly as the train rule resolves them, for fold 0
+        train=lambda wildcards: train_params(SimpleNamespace(backbone=wildcards.backbone, fold="0")),
+        lr_find=config.get("lr_find", {}),
+    script:
+        "../scripts/lr_find.py"

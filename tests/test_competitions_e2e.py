@@ -1,0 +1,341 @@
+"""The real workflow, from a competition's name to a scored submission, for each Kaggle layout.
+
+Each test builds a miniature competition zip in exactly the layout Kaggle ships (Aerial Cactus,
+Digit Recognizer, Dogs vs. Cats Redux, Plant Seedlings), serves it from the stand-in Kaggle server
+(tests/kaggle_stub.py), and runs `snakemake` then `snakemake submit` as subprocesses in a temp folder:
+the real kaggle client downloads, the pipeline trains test_resnet for one epoch on 16 px images, and
+the submit step uploads submission.csv, which the stub scores with the competition's real metric.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+from sklearn import metrics as skm
+
+sys.path.insert(0, str(Path(__file__).parent))
+from kaggle_stub import KaggleStub  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+SIDE = 16  # px: tiny images keep each run well under a minute on 2 CPU cores
+
+
+# ---------------------------------------------------------------- miniature competitions
+
+
+@dataclass
+class Competition:
+    slug: str
+    metric: str
+    zip_bytes: bytes
+    sample: pd.DataFrame  # sample_submission.csv as shipped (all str)
+    solution: dict[str, str]  # test id -> true label, known only to the stub
+    expected_files: list[str]  # a few paths that must exist under data/kaggle/<slug>/files after the download
+
+
+def make_zip(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def image_bytes(rng: np.random.Generator, label: int, fmt: str) -> bytes:
+    """A 16 px RGB image whose brightness depends on the class (so there is something to learn)."""
+    base = 60 + 70 * label
+    arr = np.clip(rng.normal(base, 25, size=(SIDE, SIDE, 3)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def csv_bytes(df: pd.DataFrame) -> bytes:
+    return df.to_csv(index=False).encode()
+
+
+def hex_id(prefix: str, i: int) -> str:
+    return hashlib.md5(f"{prefix}{i}".encode()).hexdigest()
+
+
+def aerial_cactus() -> Competition:
+    """csv_images: train.csv id,has_cactus (ids with .jpg); train.zip/test.zip each holding a top folder."""
+    rng = np.random.default_rng(1)
+    train_y = [1] * 28 + [0] * 12  # mostly cactus, like the real data
+    train_ids = [hex_id("train", i) + ".jpg" for i in range(len(train_y))]
+    test_y = [1, 0] * 5
+    test_ids = [hex_id("test", i) + ".jpg" for i in range(len(test_y))]
+    train_zip = make_zip({f"train/{i}": image_bytes(rng, y, "JPEG") for i, y in zip(train_ids, train_y)})
+    test_zip = make_zip({f"test/{i}": image_bytes(rng, y, "JPEG") for i, y in zip(test_ids, test_y)})
+    sample = pd.DataFrame({"id": test_ids, "has_cactus": "0.5"})
+    files = {"train.csv": csv_bytes(pd.DataFrame({"id": train_ids, "has_cactus": train_y})),
+             "sample_submission.csv": csv_bytes(sample), "train.zip": train_zip, "test.zip": test_zip}
+    return Competition("aerial-cactus-identification", "roc_auc", make_zip(files), sample,
+                       dict(zip(test_ids, map(str, test_y))),
+                       ["train.csv", f"train/{train_ids[0]}", f"test/{test_ids[0]}"])
+
+
+def digit_recognizer() -> Competition:
+    """pixel_csv: train.csv label,pixel0..; test.csv pixels only; sample ImageId (from 1),Label."""
+    rng = np.random.default_rng(2)
+    pixels = [f"pixel{k}" for k in range(SIDE * SIDE)]
+
+    def rows(labels):
+        return np.clip(rng.normal(40 + 80 * np.array(labels)[:, None], 30, (len(labels), len(pixels))), 0, 255)
+
+    train_y = [0, 1, 2] * 14
+    test_y = [0, 1, 2, 0, 1, 2, 0, 1, 2, 1]
+    train = pd.concat([pd.DataFrame({"label": train_y}),
+                       pd.DataFrame(rows(train_y).astype(int), columns=pixels)], axis=1)
+    test = pd.DataFrame(rows(test_y).astype(int), columns=pixels)
+    ids = [str(i) for i in range(1, len(test_y) + 1)]
+    sample = pd.DataFrame({"ImageId": ids, "Label": "0"})
+    files = {"train.csv": csv_bytes(train), "test.csv": csv_bytes(test), "sample_submission.csv": csv_bytes(sample)}
+    return Competition("digit-recognizer", "accuracy", make_zip(files), sample, dict(zip(ids, map(str, test_y))),
+                       ["train.csv", "test.csv", "sample_submission.csv"])
+
+
+def dogs_vs_cats() -> Competition:
+    """filename_labels: train.zip of train/cat.0.jpg ..., test.zip of test/1.jpg ...; sample id,label=P(dog)."""
+    rng = np.random.default_rng(3)
+    train = {f"train/{animal}.{n}.jpg": image_bytes(rng, y, "JPEG")
+             for y, animal in enumerate(["cat", "dog"]) for n in range(20)}
+    test_y = [0, 1] * 5
+    ids = [str(i) for i in range(1, len(test_y) + 1)]
+    test = {f"test/{i}.jpg": image_bytes(rng, y, "JPEG") for i, y in zip(ids, test_y)}
+    sample = pd.DataFrame({"id": ids, "label": "0.5"})
+    files = {"train.zip": make_zip(train), "test.zip": make_zip(test), "sample_submission.csv": csv_bytes(sample)}
+    return Competition("dogs-vs-cats-redux-kernels-edition", "log_loss", make_zip(files), sample,
+                       dict(zip(ids, map(str, test_y))), ["train/cat.0.jpg", "train/dog.19.jpg", "test/1.jpg"])
+
+
+def plant_seedlings() -> Competition:
+    """folder_per_class: train/<species>/x.png (species names with spaces), test/x.png; sample file,species."""
+    rng = np.random.default_rng(4)
+    species = ["Black-grass", "Charlock", "Common Chickweed"]
+    train = {f"train/{s}/{hex_id(s, n)[:9]}.png": image_bytes(rng, y, "PNG")
+             for y, s in enumerate(species) for n in range(14)}
+    test_y = [0, 1, 2, 0, 1, 2, 0, 1, 2, 2]
+    ids = [hex_id("test", i)[:9] + ".png" for i in range(len(test_y))]
+    test = {f"test/{i}": image_bytes(rng, y, "PNG") for i, y in zip(ids, test_y)}
+    sample = pd.DataFrame({"file": ids, "species": "Sugar beet"})
+    files = {**train, **test, "sample_submission.csv": csv_bytes(sample)}
+    return Competition("plant-seedlings-classification", "f1_micro", make_zip(files), sample,
+                       {i: species[y] for i, y in zip(ids, test_y)},
+                       [next(iter(train)), f"test/{ids[0]}", "sample_submission.csv"])
+
+
+COMPETITIONS = {c.slug: c for c in (aerial_cactus(), digit_recognizer(), dogs_vs_cats(), plant_seedlings())}
+LAYOUTS = {  # layout -> competition that ships it
+    "csv_images": "aerial-cactus-identification",
+    "pixel_csv": "digit-recognizer",
+    "filename_labels": "dogs-vs-cats-redux-kernels-edition",
+    "folder_per_class": "plant-seedlings-classification",
+}
+
+
+def public_score(comp: Competition, data: bytes) -> float:
+    """What Kaggle's scorer does: refuse a file unlike the sample, else the metric against the solution."""
+    sub = pd.read_csv(io.BytesIO(data), dtype=str)
+    if list(sub.columns) != list(comp.sample.columns):
+        raise ValueError(f"Submission must have columns {','.join(comp.sample.columns)}")
+    id_col, target = comp.sample.columns
+    if sub[id_col].tolist() != comp.sample[id_col].tolist():
+        raise ValueError("Submission ids must be those of sample_submission.csv, in its order")
+    truth = [comp.solution[i] for i in sub[id_col]]
+    if comp.metric == "roc_auc":
+        return float(skm.roc_auc_score([int(t) for t in truth], sub[target].astype(float)))
+    if comp.metric == "log_loss":
+        p = sub[target].astype(float).clip(1e-15, 1 - 1e-15)
+        return float(skm.log_loss([int(t) for t in truth], p, labels=[0, 1]))
+    if comp.metric == "accuracy":
+        return float(skm.accuracy_score(truth, sub[target]))
+    return float(skm.f1_score(truth, sub[target], average="micro"))
+
+
+# ---------------------------------------------------------------- running the workflow
+
+
+@pytest.fixture(scope="module")
+def stub():
+    with KaggleStub({slug: c.zip_bytes for slug, c in COMPETITIONS.items()}) as s:
+        s.score_fn = lambda competition, data: public_score(COMPETITIONS[competition], data)
+        yield s
+
+
+def secrets(stub: KaggleStub) -> list[str]:
+    return [stub.key, stub.token, base64.b64encode(f"{stub.username}:{stub.key}".encode()).decode()]
+
+
+@dataclass
+class Run:
+    comp: Competition
+    workdir: Path
+    env: dict[str, str]
+    outputs: list[str]  # stdout + stderr of every snakemake call, for the credential check
+
+    def snakemake(self, *targets: str) -> subprocess.CompletedProcess:
+        cmd = [str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--directory", str(self.workdir),
+               "--configfile", str(self.workdir / "config.yaml"), "--cores", "2", "--workflow-profile", "none",
+               *targets]
+        r = subprocess.run(cmd, env=self.env, cwd=self.workdir, capture_output=True, text=True, timeout=600)
+        self.outputs.append(r.stdout + r.stderr)
+        return r
+
+    @property
+    def results(self) -> Path:
+        return self.workdir / "results" / self.comp.slug
+
+    def leaderboard(self) -> list[dict]:
+        board = self.results / "leaderboard.csv"
+        return list(csv.DictReader(board.open())) if board.exists() else []
+
+
+@pytest.fixture(scope="module")
+def pipeline(stub, tmp_path_factory):
+    """slug -> Run after a complete `snakemake` (download ... submission.csv); each competition runs once."""
+    runs: dict[str, Run] = {}
+
+    def get(slug: str) -> Run:
+        if slug not in runs:
+            comp = COMPETITIONS[slug]
+            workdir = tmp_path_factory.mktemp(slug)
+            (workdir / "config.yaml").write_text(yaml.safe_dump({
+                "competition": slug, "metric": comp.metric, "data": {"source": "kaggle"}, "folds": 2,
+                "backbones": ["test_resnet"], "mlflow": {"enabled": True},
+                "train": {"epochs": 1, "img_size": SIDE, "batch_size": 16, "tta": "none", "device": "cpu"},
+            }))
+            env = stub.env(tmp_path_factory.mktemp("home"))
+            env.pop("MLFLOW_TRACKING_URI", None)  # the run's own store under results/
+            env["NO_ALBUMENTATIONS_UPDATE"] = "1"  # its version check would go through the stub's proxy
+            run = Run(comp, workdir, env, [])
+            before = stub.calls("DownloadDataFiles")
+            r = run.snakemake()
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert stub.calls("DownloadDataFiles") == before + 1
+            runs[slug] = run
+        return runs[slug]
+
+    return get
+
+
+def assert_no_credentials(stub: KaggleStub, run: Run) -> None:
+    """No credential (key, token, Basic header) in any file the run wrote, nor in what snakemake printed."""
+    for secret in secrets(stub):
+        for text in run.outputs:
+            assert secret not in text
+        for path in run.workdir.rglob("*"):
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), f"{secret!r} leaked into {path}"
+
+
+def mlflow_metrics(run: Run, run_name: str) -> dict[str, float]:
+    with sqlite3.connect(run.workdir / "results" / "mlflow.db") as db:
+        rows = db.execute("SELECT m.key, m.value FROM metrics m JOIN runs r ON m.run_uuid = r.run_uuid "
+                          "JOIN experiments e ON r.experiment_id = e.experiment_id "
+                          "WHERE r.name = ? AND e.name = ?", (run_name, run.comp.slug)).fetchall()
+    return dict(rows)
+
+
+def git_short_sha() -> str:
+    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "nogit"
+
+
+# ---------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_competition_to_scored_submission(stub, pipeline, layout):
+    run = pipeline(LAYOUTS[layout])
+    comp = run.comp
+
+    # Downloaded through the real client and unpacked (nested train.zip/test.zip included), marker written.
+    dest = run.workdir / "data" / "kaggle" / comp.slug
+    marker = json.loads((dest / ".complete").read_text())
+    for f in comp.expected_files:
+        assert (dest / "files" / f).is_file(), f
+        assert f in marker["files"]
+    assert not list((dest / "files").rglob("*.zip"))
+    assert json.loads((run.results / "prepared" / "meta.json").read_text())["layout"] == layout
+
+    # The submission is exactly the template's ids, order and columns.
+    sub = pd.read_csv(run.results / "submission.csv", dtype=str)
+    assert list(sub.columns) == list(comp.sample.columns)
+    id_col = comp.sample.columns[0]
+    assert sub[id_col].tolist() == comp.sample[id_col].tolist()
+
+    # Submit: the file is uploaded, scored by the stub, and the score comes back to the leaderboard and MLflow.
+    n_before, downloads = len(stub.submissions), stub.calls("DownloadDataFiles")
+    r = run.snakemake("submit")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert stub.calls("DownloadDataFiles") == downloads  # the earlier download is reused
+    assert len(stub.submissions) == n_before + 1
+    uploaded = stub.submissions[-1]
+    assert uploaded["competition"] == comp.slug
+    assert uploaded["data"] == (run.results / "submission.csv").read_bytes()
+    expected = round(public_score(comp, uploaded["data"]), 5)
+
+    scores = json.loads((run.results / "scores.json").read_text())
+    cv = scores["ensemble"]["cv"]
+    message = f"CV {comp.metric}={cv:.5f} | {scores['ensemble']['method']} | {git_short_sha()}"
+    assert uploaded["description"] == message
+    row = run.leaderboard()[-1]
+    assert row["competition"] == comp.slug and row["message"] == message
+    assert float(row["public_score"]) == pytest.approx(expected, abs=1e-9)
+    assert float(row["cv"]) == pytest.approx(cv)
+    assert row["ref"] == str(uploaded["ref"])
+    tracked = mlflow_metrics(run, "submit")
+    assert tracked["public_score"] == pytest.approx(expected) and tracked["cv"] == pytest.approx(cv)
+    log = (run.results / "logs" / "submit.log").read_text()
+    assert f"public score {expected}" in log
+    assert f"{comp.slug}: submission {uploaded['ref']} public score {expected}" in r.stderr  # told on the terminal
+
+    assert_no_credentials(stub, run)
+
+
+def test_code_competition_submit_refused(stub, pipeline):
+    run = pipeline("aerial-cactus-identification")
+    rows_before, n_before = len(run.leaderboard()), len(stub.submissions)
+    stub.code_competitions.add(run.comp.slug)
+    try:
+        r = run.snakemake("submit")
+    finally:
+        stub.code_competitions.discard(run.comp.slug)
+    assert r.returncode != 0
+    out = r.stdout + r.stderr
+    assert "code competition" in out
+    assert f"kaggle competitions submit -c {run.comp.slug} -k OWNER/KERNEL -f submission.csv -v VERSION" in out
+    assert "Traceback" not in out
+    assert len(stub.submissions) == n_before and len(run.leaderboard()) == rows_before
+    assert_no_credentials(stub, run)
+
+
+def test_submission_message(tmp_path):
+    from kagglecv.errors import InputError
+    from kagglecv.kaggle_steps import git_commit, submission_message
+
+    scores = {"metric": "roc_auc", "ensemble": {"method": "rank_mean", "cv": 0.987654321}}
+    assert submission_message(scores, "abc1234") == "CV roc_auc=0.98765 | rank_mean | abc1234"
+    assert submission_message(scores, "abc1234", "{method}@{commit}: {cv:.2f}") == "rank_mean@abc1234: 0.99"
+    with pytest.raises(InputError, match="kaggle.message"):
+        submission_message(scores, "abc1234", "{score}")
+    assert git_commit(REPO) == git_short_sha()
+    assert git_commit(tmp_path) == "nogit"  # not a repository
