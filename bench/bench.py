@@ -40,7 +40,8 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from kagglecv.augment import build_transform  # noqa: E402
 from kagglecv.fsutil import write_json  # noqa: E402
-from kagglecv.train import (CachedImages, TrainConfig, autocast_dtype, build_model, one_cycle,  # noqa: E402
+from kagglecv.train import (CachedImages, TrainConfig, autocast_dtype, build_model, make_batches,  # noqa: E402
+                            plan_phases, use_device_path,
                             pick_device, predict, train_epoch)
 
 BENCH = Path(__file__).resolve().parent
@@ -120,14 +121,13 @@ def fit_kagglecv(cfg: TrainConfig, train_dl, val_dl, y_valid, device, n_classes:
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     amp_dtype = autocast_dtype(device, cfg)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = one_cycle(optimizer, cfg, total_steps=cfg.epochs * len(train_dl))
+    phase = plan_phases(model, cfg, len(train_dl))[0]
     scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
     t_train = t_valid = 0.0
     for epoch in range(cfg.epochs):
         sync(device)
         t0 = time.perf_counter()
-        loss, _ = train_epoch(model, train_dl, optimizer, scheduler, scaler, device, amp_dtype, cfg,
+        loss, _ = train_epoch(model, train_dl, phase, scaler, device, amp_dtype, cfg,
                               desc=f"epoch {epoch + 1}")
         sync(device)
         t1 = time.perf_counter()
@@ -169,12 +169,16 @@ def loaders(cfg, train_ds, valid_ds, device, n_train):
 
 
 def run_kagglecv(cfg, device, data, n_classes):
-    """Way 2: our data path, the uint8 cache (as prepare.py writes it) through CachedImages + albumentations."""
+    """Way 2: our data path exactly as train.run picks it: the uint8 cache (as prepare.py writes it) on the
+    device with batch augmentation when it fits on a GPU, else CachedImages + albumentations (data_path=auto)."""
     xtr, ytr, xva, yva = data
     _, dc = build_model(cfg, n_classes, xtr.shape[-1])
-    train_tf = build_transform(dc["img_size"], dc["mean"], dc["std"], cfg.augment, seed=cfg.seed)
-    plain_tf = build_transform(dc["img_size"], dc["mean"], dc["std"], "none")
-    train_dl, val_dl = loaders(cfg, CachedImages(xtr, ytr, train_tf), CachedImages(xva, yva, plain_tf), device, len(ytr))
+    on_device = use_device_path(cfg, device, xtr.nbytes + xva.nbytes)
+    print(f"    data path: {'device' if on_device else 'loader'}", flush=True)
+    train_dl = make_batches(xtr, ytr, cfg, dc, device, augment=cfg.augment, shuffle=True, batch_size=cfg.batch_size,
+                            seed=cfg.seed, on_device=on_device)
+    val_dl = make_batches(xva, yva, cfg, dc, device, augment="none", shuffle=False, batch_size=cfg.batch_size * 2,
+                          seed=0, on_device=on_device)
     return fit_kagglecv(cfg, train_dl, val_dl, yva, device, n_classes, xtr.shape[-1])
 
 
@@ -276,6 +280,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--img-size", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--data-path", default="auto", choices=["auto", "device", "loader"],
+                    help="way 2's data path (train.data_path); auto = device on a GPU when it fits")
     ap.add_argument("--lr", type=float, default=3e-3, help="peak one-cycle LR, the same for every way")
     ap.add_argument("--n-train", type=int, default=2400)
     ap.add_argument("--n-valid", type=int, default=600)
@@ -297,6 +303,7 @@ def main(argv=None) -> dict:
     t_start = time.perf_counter()
     torch.set_num_threads(args.threads)
     cfg = TrainConfig(backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      data_path=args.data_path,
                       img_size=args.img_size, augment="light", tta="none", num_workers=args.workers,
                       threads=args.threads, device=args.device, seed=args.seed)
     device = pick_device(cfg)

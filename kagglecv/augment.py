@@ -6,31 +6,81 @@ import os
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network check for a newer version in every job
 
+from dataclasses import dataclass  # noqa: E402
+
 import albumentations as A  # noqa: E402
-import numpy as np
-import torch
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 
-def _affine(rotate: float, zoom: float, shift: float) -> A.BasicTransform:
-    return A.Affine(rotate=(-rotate, rotate), scale=(1.0, zoom), translate_percent=(-shift, shift), p=0.75)
+@dataclass(frozen=True)
+class Preset:
+    """One augmentation recipe, rendered both as albumentations (per sample) and as batched tensor ops."""
+    hflip: bool = False  # random left-right mirror
+    d4: bool = False  # random element of the dihedral group (flips + 90-degree rotations)
+    rotate: float = 0.0  # max degrees
+    zoom: float = 1.0  # max scale
+    shift: float = 0.0  # max translation, fraction of the side
+    p_affine: float = 0.75  # probability of the rotate/zoom/shift, as fastai's p_affine
+    lighting: float = 0.0  # max brightness and contrast change
+    warp: float = 0.0  # perspective strength (albumentations path only)
 
 
-# name -> transforms applied after resizing to the model's input size, before normalisation.
 AUGMENT_PRESETS = {
-    "none": lambda: [],
+    "none": Preset(),
     # Small shifts/rotations/zooms: safe for digits and anything orientation-sensitive.
-    "light": lambda: [_affine(rotate=10, zoom=1.1, shift=0.08)],
-    "flip": lambda: [A.HorizontalFlip(p=0.5), _affine(rotate=10, zoom=1.1, shift=0.05)],
+    "light": Preset(rotate=10, zoom=1.1, shift=0.08),
+    "flip": Preset(hflip=True, rotate=10, zoom=1.1, shift=0.05),
     # Seed 000's fastai get_transforms(do_flip=True, flip_vert=True, max_rotate=10, max_zoom=1.1,
     # max_lighting=0.2, max_warp=0.2): dihedral flips, then affine/lighting/warp each with p=0.75.
-    "fastai": lambda: [
-        A.D4(p=1.0),
-        _affine(rotate=10, zoom=1.1, shift=0.0),
-        A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.75),
-        A.Perspective(scale=(0.0, 0.1), p=0.75),
-    ],
+    "fastai": Preset(d4=True, rotate=10, zoom=1.1, lighting=0.2, warp=0.1),
 }
 
+
+def albumentations_ops(p: Preset) -> list:
+    ops = [A.HorizontalFlip(p=0.5)] if p.hflip else []
+    ops += [A.D4(p=1.0)] if p.d4 else []
+    if p.rotate or p.zoom != 1.0 or p.shift:
+        ops.append(A.Affine(rotate=(-p.rotate, p.rotate), scale=(1.0, p.zoom),
+                            translate_percent=(-p.shift, p.shift), p=p.p_affine))
+    if p.lighting:
+        ops.append(A.RandomBrightnessContrast(brightness_limit=p.lighting, contrast_limit=p.lighting, p=0.75))
+    if p.warp:
+        ops.append(A.Perspective(scale=(0.0, p.warp), p=0.75))
+    return ops
+
+
+def batch_augment(x: torch.Tensor, size: int, p: Preset, gen: torch.Generator | None, train: bool) -> torch.Tensor:
+    """uint8 NHWC batch -> float NCHW in [0, 1] at size x size, augmented on x's device.
+
+    Resize, flips, rotations, zoom and shift are one affine grid_sample per batch: the whole
+    augmentation costs a few kernels however large the batch (the airbench lesson)."""
+    x = x.permute(0, 3, 1, 2).float().div_(255)
+    n, dev = len(x), x.device
+    theta = torch.zeros(n, 2, 3, device=dev)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    if train and p != Preset():
+        def rand(*shape):
+            return torch.rand(*shape, generator=gen, device="cpu").to(dev)
+
+        apply = (rand(n) < p.p_affine).float()
+        angle = torch.deg2rad((rand(n) * 2 - 1) * p.rotate) * apply
+        if p.d4:
+            angle = angle + torch.floor(rand(n) * 4) * (torch.pi / 2)
+        scale = 1.0 / (1.0 + (p.zoom - 1.0) * rand(n) * apply)  # zoom in = sample a smaller window
+        cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+        flip = torch.where(rand(n) < 0.5, -1.0, 1.0) if (p.hflip or p.d4) else torch.ones(n, device=dev)
+        theta = torch.stack([torch.stack([cos * flip, -sin, (rand(n) * 2 - 1) * 2 * p.shift * apply], 1),
+                             torch.stack([sin * flip, cos, (rand(n) * 2 - 1) * 2 * p.shift * apply], 1)], 1)
+    grid = F.affine_grid(theta, [n, x.shape[1], size, size], align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    if train and p.lighting:
+        b = 1 + (torch.rand(n, 1, 1, 1, generator=gen).to(dev) * 2 - 1) * p.lighting
+        c = 1 + (torch.rand(n, 1, 1, 1, generator=gen).to(dev) * 2 - 1) * p.lighting
+        mean = out.mean(dim=(1, 2, 3), keepdim=True)
+        out = ((out - mean) * c + mean * b).clamp_(0, 1)
+    return out
 
 
 def build_transform(size: int, mean, std, augment: str = "none", seed: int | None = None) -> A.Compose:
@@ -39,7 +89,7 @@ def build_transform(size: int, mean, std, augment: str = "none", seed: int | Non
         raise ValueError(f"unknown augment preset {augment!r}; choose one of {sorted(AUGMENT_PRESETS)}")
     return A.Compose([
         A.Resize(size, size),
-        *AUGMENT_PRESETS[augment](),
+        *albumentations_ops(AUGMENT_PRESETS[augment]),
         A.Normalize(mean=mean, std=std, max_pixel_value=255.0),
     ], seed=seed)
 

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from . import metrics
-from .augment import build_transform, tta_blend, tta_views
+from .augment import AUGMENT_PRESETS, batch_augment, build_transform, tta_blend, tta_views
 from .errors import InputError
 from .fsutil import atomic_path, write_csv, write_json
 from .gpu import lease_gpu
@@ -51,6 +51,15 @@ class TrainConfig:
     tta_n: int = 4  # passes for tta=augment
     tta_beta: float = 0.25  # weight of the plain prediction in the blend, as fastai's tta(beta)
     label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0  # > 0 enables mixup (timm.data.Mixup); soft targets replace label smoothing's
+    cutmix_alpha: float = 0.0  # > 0 enables cutmix; with both set, timm switches between them per batch
+    ema_decay: float = 0.0  # > 0 keeps an exponential moving average of the weights and predicts with it
+    grad_accum: int = 1  # optimizer step every N batches: an effective batch of N * batch_size
+    freeze_epochs: int = 0  # fastai's fine_tune: first train the head alone for N epochs, then unfreeze
+    lr_mult: float = 100.0  # after unfreezing, the earliest layers train at lr / 2 / lr_mult, the head at lr / 2
+    lr_groups: int = 3  # layer groups spanning that discriminative range (body split evenly, head last)
+    data_path: str = "auto"  # device: uint8 cache on the device, batch augmentation there; loader: DataLoader +
+    #                          albumentations per sample; auto: device on a GPU when the cache fits, else loader
     drop_rate: float = 0.0
     amp: bool = True  # mixed precision on GPU (bf16 where supported, else fp16 + grad scaler); off on CPU
     num_workers: int = 0  # DataLoader workers; 0 is fastest for small cached images on few cores
@@ -86,6 +95,52 @@ class CachedImages(Dataset):
         x = self.transform(image=self.images[i])["image"]
         x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
         return x, (-1 if self.labels is None else int(self.labels[i]))
+
+
+class DeviceBatches:
+    """The on-device data path: the uint8 cache lives on the device and whole batches are augmented there,
+    so no per-sample work, no host-to-device copies and no worker processes stand between epochs."""
+
+    def __init__(self, images, labels, dc: dict, device, *, augment: str, shuffle: bool, batch_size: int, seed: int):
+        self.x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+        self.y = None if labels is None else torch.from_numpy(np.asarray(labels)).to(device)
+        self.preset, self.augment, self.size = AUGMENT_PRESETS[augment], augment != "none", dc["img_size"]
+        self.mean = torch.tensor(dc["mean"], device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(dc["std"], device=device).view(1, -1, 1, 1)
+        self.shuffle, self.bs, self.gen = shuffle, batch_size, torch.Generator().manual_seed(seed)
+        self.drop_last = shuffle and len(self.x) > batch_size
+
+    def __len__(self) -> int:
+        return len(self.x) // self.bs if self.drop_last else math.ceil(len(self.x) / self.bs)
+
+    def __iter__(self):
+        n = len(self.x)
+        order = torch.randperm(n, generator=self.gen) if self.shuffle else torch.arange(n)
+        for i in range(len(self)):
+            idx = order[i * self.bs:(i + 1) * self.bs].to(self.x.device)
+            xb = batch_augment(self.x[idx], self.size, self.preset, self.gen, train=self.augment)
+            yield (xb - self.mean) / self.std, (self.y[idx] if self.y is not None else torch.full((len(idx),), -1))
+
+
+def use_device_path(cfg: TrainConfig, device: torch.device, nbytes: int) -> bool:
+    if cfg.data_path != "auto":
+        return cfg.data_path == "device"
+    if device.type != "cuda":
+        return False  # on CPU the model, not per-sample albumentations, is the bottleneck (make bench)
+    return nbytes < 0.25 * torch.cuda.mem_get_info()[0]
+
+
+def make_batches(images, labels, cfg: TrainConfig, dc: dict, device, *, augment: str, shuffle: bool,
+                 batch_size: int, seed: int, on_device: bool):
+    """Batches of normalised NCHW tensors with labels, from either data path."""
+    if on_device:
+        return DeviceBatches(images, labels, dc, device, augment=augment, shuffle=shuffle, batch_size=batch_size,
+                             seed=seed)
+    tf = build_transform(dc["img_size"], dc["mean"], dc["std"], augment, seed=seed)
+    return DataLoader(CachedImages(images, labels, tf), batch_size=batch_size, shuffle=shuffle,
+                      drop_last=shuffle and len(images) > batch_size, num_workers=cfg.num_workers,
+                      pin_memory=device.type == "cuda", persistent_workers=shuffle and cfg.num_workers > 0,
+                      generator=torch.Generator().manual_seed(seed) if shuffle else None)
 
 
 def build_model(cfg: TrainConfig, n_classes: int, in_chans: int) -> tuple[torch.nn.Module, dict]:
@@ -158,76 +213,123 @@ def predict(model, loader, device, amp_dtype, tta: str = "none") -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 
-def predict_tta(model, images, cfg: TrainConfig, dc: dict, device, amp_dtype) -> np.ndarray:
+def predict_tta(model, images, cfg: TrainConfig, dc: dict, device, amp_dtype, on_device: bool = False) -> np.ndarray:
     """The plain prediction blended with the TTA views (fastai's beta blend)."""
-    plain_tf = build_transform(dc["img_size"], dc["mean"], dc["std"], "none")
-    kw = dict(batch_size=cfg.batch_size * 2, num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
-    plain = predict(model, DataLoader(CachedImages(images, None, plain_tf), **kw), device, amp_dtype)
+    def batches(augment: str, seed: int = 0):
+        return make_batches(images, None, cfg, dc, device, augment=augment, shuffle=False,
+                            batch_size=cfg.batch_size * 2, seed=seed, on_device=on_device)
+
+    plain = predict(model, batches("none"), device, amp_dtype)
     if cfg.tta == "none":
         return plain
     if cfg.tta == "augment":
-        views = [predict(model, DataLoader(CachedImages(images, None, build_transform(
-            dc["img_size"], dc["mean"], dc["std"], cfg.augment, seed=cfg.seed + i)), **kw), device, amp_dtype)
-            for i in range(cfg.tta_n)]
+        views = [predict(model, batches(cfg.augment, cfg.seed + i), device, amp_dtype) for i in range(cfg.tta_n)]
     else:
-        views = [predict(model, DataLoader(CachedImages(images, None, plain_tf), **kw), device, amp_dtype,
-                         tta=cfg.tta)]
+        views = [predict(model, batches("none"), device, amp_dtype, tta=cfg.tta)]
     return tta_blend(plain, views, cfg.tta_beta)
 
 
-def one_cycle(optimizer, cfg: TrainConfig, total_steps: int):
-    pct_start = cfg.pct_start
+def one_cycle(optimizer, cfg: TrainConfig, total_steps: int, max_lr=None, pct_start: float | None = None):
+    pct_start = cfg.pct_start if pct_start is None else pct_start
     if total_steps > 1 and pct_start * total_steps == 1:  # torch's OneCycleLR divides by zero on a 1-step warm-up
         pct_start = 1.5 / total_steps
     return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.lr, total_steps=total_steps, pct_start=pct_start, anneal_strategy="cos",
-        div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor, cycle_momentum=True,
-        base_momentum=cfg.moms[1], max_momentum=cfg.moms[0])
+        optimizer, max_lr=cfg.lr if max_lr is None else max_lr, total_steps=total_steps, pct_start=pct_start,
+        anneal_strategy="cos", div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor,
+        cycle_momentum=True, base_momentum=cfg.moms[1], max_momentum=cfg.moms[0])
 
 
-def train_epoch(model, loader, optimizer, scheduler, scaler, device, amp_dtype, cfg, desc) -> tuple[float, float]:
+@dataclass
+class Phase:
+    """A stretch of epochs with its own optimizer and one-cycle schedule (fine_tune has two)."""
+    epochs: int
+    frozen: bool  # body frozen, head only
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+
+
+def plan_phases(model, cfg: TrainConfig, steps_per_epoch: int) -> list[Phase]:
+    """Plain one-cycle; or, with freeze_epochs, fastai's fine_tune: head alone at lr, then every layer with
+    discriminative learning rates from lr / 2 / lr_mult (earliest layers) to lr / 2 (head)."""
+    steps = math.ceil(steps_per_epoch / cfg.grad_accum)
+    params = list(model.parameters())
+    if not cfg.freeze_epochs:
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return [Phase(cfg.epochs, False, opt, one_cycle(opt, cfg, cfg.epochs * steps))]
+    head_ids = {id(p) for p in model.get_classifier().parameters()}
+    head, body = [p for p in params if id(p) in head_ids], [p for p in params if id(p) not in head_ids]
+    opt1 = torch.optim.AdamW(head, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    chunks = [c for c in np.array_split(np.arange(len(body)), max(1, cfg.lr_groups - 1)) if len(c)]
+    lrs = np.geomspace(cfg.lr / 2 / cfg.lr_mult, cfg.lr / 2, len(chunks) + 1).tolist()
+    groups = [{"params": [body[i] for i in c]} for c in chunks] + [{"params": head}]
+    opt2 = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return [Phase(cfg.freeze_epochs, True, opt1, one_cycle(opt1, cfg, cfg.freeze_epochs * steps, pct_start=0.99)),
+            Phase(cfg.epochs, False, opt2, one_cycle(opt2, cfg, cfg.epochs * steps, max_lr=lrs))]
+
+
+def set_frozen(model, frozen: bool) -> None:
+    head_ids = {id(p) for p in model.get_classifier().parameters()}
+    for p in model.parameters():
+        p.requires_grad_(not frozen or id(p) in head_ids)
+
+
+def train_epoch(model, batches, phase: Phase, scaler, device, amp_dtype, cfg, desc, ema=None,
+                mixup=None) -> tuple[float, float]:
     """One pass over the training fold; returns (mean loss, images per second)."""
     model.train()
     total, n, t0 = 0.0, 0, time.perf_counter()
-    bar = tqdm(loader, desc=desc, leave=False, mininterval=1)
-    for x, y in bar:
+    bar = tqdm(batches, desc=desc, leave=False, mininterval=1)
+    phase.optimizer.zero_grad(set_to_none=True)
+    for step, (x, y) in enumerate(bar, 1):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
+        target = y
+        if mixup is not None and len(x) % 2 == 0:  # timm's Mixup pairs samples: an even batch is required
+            x, target = mixup(x, y)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
+            out = model(x)
+            loss = (torch.sum(-target * F.log_softmax(out.float(), 1), 1).mean() if target.ndim == 2 else
+                    F.cross_entropy(out, target, label_smoothing=cfg.label_smoothing))
+        scaler.scale(loss / cfg.grad_accum).backward()
+        if step % cfg.grad_accum == 0 or step == len(batches):
+            scaler.step(phase.optimizer)
+            scaler.update()
+            phase.optimizer.zero_grad(set_to_none=True)
+            phase.scheduler.step()
+            if ema is not None:
+                ema.update(model)
         total, n = total + loss.item() * len(y), n + len(y)
         bar.set_postfix(loss=f"{total / n:.4f}", img_s=f"{n / (time.perf_counter() - t0):.0f}")
     return total / max(n, 1), n / (time.perf_counter() - t0)
 
 
-def save_resume(path: Path, epoch: int, history, model, optimizer, scheduler, scaler, resolved) -> None:
+def save_resume(path: Path, epoch: int, history, model, phases, scaler, ema, resolved) -> None:
     """End-of-epoch state, so a killed job restarts from its last complete epoch."""
-    state = {"epoch": epoch, "history": history, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "config": resolved,
+    state = {"epoch": epoch, "history": history, "model": model.state_dict(), "scaler": scaler.state_dict(),
+             "phases": [(p.optimizer.state_dict(), p.scheduler.state_dict()) for p in phases],
+             "ema": ema.state_dict() if ema is not None else None, "config": resolved,
              "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state()}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
-def load_resume(path: Path, resolved, model, optimizer, scheduler, scaler) -> tuple[int, list]:
-    """(epochs already done, their history); (0, []) when there is nothing to resume or the config changed."""
+def load_resume(path: Path, resolved, model, phases, scaler, ema) -> tuple[int, list, dict]:
+    """(epochs already done, their history, data-path RNG states); nothing when the config changed."""
     if not path.exists():
-        return 0, []
+        return 0, [], {}
     state = torch.load(path, map_location="cpu", weights_only=False)
     if state["config"] != resolved:
         print(f"{path}: saved with another config; starting over", flush=True)
-        return 0, []
-    model.load_state_dict(state["model"]), optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"]), scaler.load_state_dict(state["scaler"])
+        return 0, [], {}
+    model.load_state_dict(state["model"]), scaler.load_state_dict(state["scaler"])
+    for phase, (opt_state, sched_state) in zip(phases, state["phases"]):
+        phase.optimizer.load_state_dict(opt_state), phase.scheduler.load_state_dict(sched_state)
+    if ema is not None and state["ema"] is not None:
+        ema.load_state_dict(state["ema"])
     torch.set_rng_state(state["torch_rng"]), np.random.set_state(state["numpy_rng"])
     print(f"resuming from {path} after epoch {state['epoch']}", flush=True)
-    return state["epoch"], state["history"]
+    return state["epoch"], state["history"], state
 
 
 def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_dir: str | Path,
@@ -253,49 +355,54 @@ def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_d
     model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    train_tf = build_transform(dc["img_size"], dc["mean"], dc["std"], cfg.augment, seed=cfg.seed * 1000 + cfg.fold)
-    plain_tf = build_transform(dc["img_size"], dc["mean"], dc["std"], "none")
-    pin = device.type == "cuda"
-    train_dl = DataLoader(CachedImages(images[tr_idx], y[tr_idx], train_tf), batch_size=cfg.batch_size,
-                          shuffle=True, drop_last=len(tr_idx) > cfg.batch_size, num_workers=cfg.num_workers,
-                          pin_memory=pin, persistent_workers=cfg.num_workers > 0)
-    val_dl = DataLoader(CachedImages(images[va_idx], y[va_idx], plain_tf), batch_size=cfg.batch_size * 2,
-                        num_workers=cfg.num_workers, pin_memory=pin)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = one_cycle(optimizer, cfg, total_steps=cfg.epochs * len(train_dl))
+    on_device = use_device_path(cfg, device, images.nbytes + test_images.nbytes)
+    train_batches = make_batches(images[tr_idx], y[tr_idx], cfg, dc, device, augment=cfg.augment, shuffle=True,
+                                 batch_size=cfg.batch_size, seed=cfg.seed * 1000 + cfg.fold, on_device=on_device)
+    val_batches = make_batches(images[va_idx], y[va_idx], cfg, dc, device, augment="none", shuffle=False,
+                               batch_size=cfg.batch_size * 2, seed=0, on_device=on_device)
+    phases = plan_phases(model, cfg, len(train_batches))
+    epoch_phase = [p for p in phases for _ in range(p.epochs)]  # which phase each epoch belongs to
     scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
+    ema = timm.utils.ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
+    mixup = (timm.data.Mixup(mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha,
+                             label_smoothing=cfg.label_smoothing, num_classes=n_classes)
+             if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0 else None)
 
     resolved = {**dataclasses.asdict(cfg), **dc, "device": str(device), "amp_dtype": str(amp_dtype),
+                "data_path_used": "device" if on_device else "loader",
                 "n_train": len(tr_idx), "n_valid": len(va_idx), "n_classes": n_classes}
     write_json(out_dir / "config.json", resolved)
     # Not a declared output: survives a killed job, and is removed once the job has finished.
     resume_path = out_dir / "resume.pt"
-    start_epoch, history = load_resume(resume_path, resolved, model, optimizer, scheduler, scaler)
+    start_epoch, history, _ = load_resume(resume_path, resolved, model, phases, scaler, ema)
     with Tracker(experiment, f"{cfg.backbone}-fold{cfg.fold}", results_dir, enabled=track,
                  tags={"step": "train", "backbone": cfg.backbone, "fold": str(cfg.fold)}) as tracker:
         tracker.log_params(resolved)
         t_start = time.perf_counter()
-        for epoch in range(start_epoch, cfg.epochs):
-            t0 = time.perf_counter()
-            loss, img_s = train_epoch(model, train_dl, optimizer, scheduler, scaler, device, amp_dtype, cfg,
-                                      desc=f"{cfg.backbone} fold {cfg.fold} epoch {epoch + 1}/{cfg.epochs}")
+        for epoch in range(start_epoch, len(epoch_phase)):
+            t0, phase = time.perf_counter(), epoch_phase[epoch]
+            set_frozen(model, phase.frozen)
+            loss, img_s = train_epoch(model, train_batches, phase, scaler, device, amp_dtype, cfg, ema=ema,
+                                      mixup=mixup, desc=f"{cfg.backbone} fold {cfg.fold} "
+                                                        f"epoch {epoch + 1}/{len(epoch_phase)}")
             if not math.isfinite(loss):
                 raise RuntimeError(f"{cfg.backbone} fold {cfg.fold}: training loss is {loss} at epoch {epoch + 1}; "
                                    "lower train.lr")
-            probs = predict(model, val_dl, device, amp_dtype)
+            probs = predict(ema.module if ema else model, val_batches, device, amp_dtype)
             row = {"epoch": epoch + 1, "train_loss": loss,
                    "valid_loss": metrics.score("log_loss", y[va_idx], probs),
                    f"valid_{cfg.metric}": metrics.score(cfg.metric, y[va_idx], probs),
-                   "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - t0, "img_per_s": img_s}
+                   "lr": phase.scheduler.get_last_lr()[-1], "seconds": time.perf_counter() - t0, "img_per_s": img_s}
             history.append(row)
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
                   flush=True)
             tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
-            save_resume(resume_path, epoch + 1, history, model, optimizer, scheduler, scaler, resolved)
+            save_resume(resume_path, epoch + 1, history, model, phases, scaler, ema, resolved)
         train_seconds = time.perf_counter() - t_start
 
-        oof = predict_tta(model, images[va_idx], cfg, dc, device, amp_dtype)
-        test = predict_tta(model, test_images, cfg, dc, device, amp_dtype)
+        final = ema.module if ema else model
+        oof = predict_tta(final, images[va_idx], cfg, dc, device, amp_dtype, on_device)
+        test = predict_tta(final, test_images, cfg, dc, device, amp_dtype, on_device)
         cols = [f"p{k}" for k in range(n_classes)]
         oof_df = pd.DataFrame(oof, columns=cols)
         oof_df.insert(0, "fold", cfg.fold), oof_df.insert(0, "y", y[va_idx])
@@ -315,7 +422,7 @@ def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_d
         write_csv(out_dir / "test.csv", test_df)
         write_csv(out_dir / "history.csv", pd.DataFrame(history))
         with atomic_path(out_dir / "model.pt") as tmp:
-            torch.save({"state_dict": model.state_dict(), "config": resolved}, tmp)
+            torch.save({"state_dict": final.state_dict(), "config": resolved}, tmp)
         write_json(out_dir / "metrics.json", result)
         resume_path.unlink(missing_ok=True)
         tracker.log_metrics({"cv_fold": result["score"], "cv_fold_no_tta": result["score_no_tta"] or 0.0})

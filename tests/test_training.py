@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 
 from kagglecv import folds, prepare
@@ -93,3 +94,55 @@ def test_same_seed_gives_identical_predictions(tmp_path):
     assert (tmp_path / "a" / "oof.csv").read_text() == (tmp_path / "b" / "oof.csv").read_text()
     run(TrainConfig(**cfg, seed=7), tmp_path / "prep", tmp_path / "folds.csv", tmp_path / "c", track=False)
     assert (tmp_path / "a" / "oof.csv").read_text() != (tmp_path / "c" / "oof.csv").read_text()
+
+
+def _tiny(tmp_path, n_per_class=12):
+    write_csv_images_competition(tmp_path / "c.zip", n_per_class=n_per_class)
+    prepare.prepare(tmp_path / "c.zip", tmp_path / "prep")
+    folds.make_folds(tmp_path / "prep" / "train.csv", tmp_path / "folds.csv", 2, seed=0)
+    return tmp_path / "prep", tmp_path / "folds.csv"
+
+
+def test_device_data_path_trains_and_augments_in_batches(tmp_path):
+    from kagglecv.augment import AUGMENT_PRESETS, batch_augment
+
+    x = torch.arange(64, dtype=torch.uint8).reshape(1, 8, 8, 1).repeat(16, 1, 1, 1)  # asymmetric image
+    out = batch_augment(x, 16, AUGMENT_PRESETS["fastai"], torch.Generator().manual_seed(0), train=True)
+    assert out.shape == (16, 1, 16, 16) and 0 <= out.min() and out.max() <= 1
+    assert len({tuple(v.flatten().round(decimals=3).tolist()) for v in out}) > 8  # per-sample randomness
+    plain = batch_augment(x[:1], 8, AUGMENT_PRESETS["none"], None, train=False)
+    assert torch.allclose(plain[0, 0] * 255, x[0, ..., 0].float())  # eval: a pure resize
+
+    prep, fcsv = _tiny(tmp_path)
+    r = run(TrainConfig(backbone="test_resnet", epochs=1, img_size=16, batch_size=8, tta="augment", tta_n=2,
+                        data_path="device"), prep, fcsv, tmp_path / "m", track=False)
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["data_path_used"] == "device"
+    assert pd.read_csv(tmp_path / "m" / "oof.csv").filter(like="p").sum(1).round(5).eq(1).all()
+    assert 0 <= r["score"] <= 1
+
+
+def test_fine_tune_trains_the_head_alone_then_everything_with_discriminative_lrs():
+    from kagglecv.train import build_model, plan_phases, set_frozen
+
+    cfg = TrainConfig(backbone="test_resnet", lr=0.01, freeze_epochs=1, epochs=2, lr_mult=100, lr_groups=3)
+    model, _ = build_model(cfg, n_classes=3, in_chans=1)
+    frozen, thawed = plan_phases(model, cfg, steps_per_epoch=4)
+    assert frozen.frozen and frozen.epochs == 1 and not thawed.frozen and thawed.epochs == 2
+    head = {id(p) for p in model.get_classifier().parameters()}
+    assert {id(p) for g in frozen.optimizer.param_groups for p in g["params"]} == head
+    peak = [g["max_lr"] for g in thawed.optimizer.param_groups]
+    assert peak == pytest.approx([0.01 / 2 / 100, 0.01 / 2 / 10, 0.01 / 2])  # earliest layers .. head
+    set_frozen(model, True)
+    assert {id(p) for p in model.parameters() if p.requires_grad} == head
+    set_frozen(model, False)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_fine_tune_ema_mixup_and_accumulation_run_end_to_end(tmp_path):
+    prep, fcsv = _tiny(tmp_path)
+    cfg = TrainConfig(backbone="test_resnet", epochs=1, freeze_epochs=1, img_size=16, batch_size=8, tta="flip",
+                      ema_decay=0.9, mixup_alpha=0.4, cutmix_alpha=1.0, grad_accum=2)
+    run(cfg, prep, fcsv, tmp_path / "m", track=False)
+    history = pd.read_csv(tmp_path / "m" / "history.csv")
+    assert history["epoch"].tolist() == [1, 2] and history["train_loss"].notna().all()
+    assert (tmp_path / "m" / "model.pt").exists()
