@@ -13,6 +13,7 @@ include: "rules/lr_find.smk"
 include: "rules/train.smk"
 include: "rules/ensemble.smk"
 include: "rules/kaggle.smk"
+include: "rules/mlflow.smk"
 
 
 rule all:

@@ -12,7 +12,7 @@ import logging
 import subprocess
 from pathlib import Path
 
-from .tracking import Tracker
+from .tracking import Tracker, log_to_parent
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,9 @@ def submit_step(competition: str, submission_csv, scores_json, leaderboard_csv, 
                       "metric": scores["metric"]})
         t.log_metrics({"cv": cv, "public_score": result["public_score"], "private_score": result["private_score"]})
         t.log_artifact(leaderboard_csv)
+    if track:  # the invocation's parent run holds the public score beside the ensemble CV
+        log_to_parent({"public_score": result["public_score"], "private_score": result["private_score"]},
+                      results_dir=results_dir)
     if result["status"] == "ERROR":
         raise KaggleError(f"Kaggle could not score submission {result['ref']} to '{competition}': "
                           f"{redact(str(result['error']))}")

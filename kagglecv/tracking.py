@@ -3,6 +3,7 @@ and the job carries on writing its own files (metrics.json and friends stay the 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import warnings
@@ -11,6 +12,51 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 PARENT_ENV = "KAGGLECV_PARENT_RUN_ID"  # set by the workflow, never a rule param (it would trigger reruns)
+JOB_TAG = "kagglecv.job"  # the job's run name: what kagglecv.backfill matches a job's outputs on
+HASH_TAG = "kagglecv.sha256."  # + file name: the content of each logged artifact, as the backfill compares it
+
+# MLflow's HTTP client retries 7 times with exponential backoff and a 120 s timeout by default: a dead server
+# would stall every job for minutes. These cost seconds; a user's own settings win.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+_down = False  # once a tracking call failed in this process, every later one is skipped
+
+
+def http_defaults() -> None:
+    """Set HTTP_DEFAULTS for whatever the user has not set (the workflow's jobs inherit them)."""
+    for k, v in HTTP_DEFAULTS.items():
+        os.environ.setdefault(k, v)
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _warn_down(what: str, err: Exception, stacklevel: int = 3) -> None:
+    global _down
+    if not _down:
+        warnings.warn(f"MLflow {what} failed ({type(err).__name__}: {err}); continuing without tracking, "
+                      "results are still written to disk and can be backfilled (python -m kagglecv.backfill)",
+                      stacklevel=stacklevel + 1)
+    _down = True
+
+
+def _forget_active_run() -> None:
+    """Drop the fluent API's active run locally: its atexit hook would otherwise call the dead server again."""
+    try:
+        from mlflow.tracking import fluent
+
+        fluent._active_run_stack.get().clear()
+        os.environ.pop("MLFLOW_RUN_ID", None)
+    except Exception:  # noqa: BLE001 - private API; at worst the atexit hook costs a few more seconds
+        pass
 
 
 def tracking_uri(results_dir: str | Path = "results") -> str:
@@ -45,13 +91,17 @@ class Tracker:
 
     def _fail(self, what: str, err: Exception) -> None:
         if not self._warned:
-            warnings.warn(f"MLflow {what} failed ({type(err).__name__}: {err}); continuing without tracking, "
-                          "results are still written to disk and can be backfilled", stacklevel=3)
+            _warn_down(what, err, stacklevel=3)
             self._warned = True
         self.enabled = False
+        if self.run_id:
+            _forget_active_run()
 
     def _call(self, what: str, fn, *args, **kw):
         if not self.enabled:
+            return None
+        if _down:  # another tracking call in this process failed already: do not wait on the server again
+            self.enabled = False
             return None
         try:
             return fn(*args, **kw)
@@ -67,6 +117,7 @@ class Tracker:
     def _start(self) -> None:
         import mlflow
 
+        http_defaults()
         uri = tracking_uri(self.results_dir)
         mlflow.set_tracking_uri(uri)
         client = mlflow.MlflowClient()
@@ -74,7 +125,7 @@ class Tracker:
         exp_id = exp.experiment_id if exp else _create_experiment(client, self.experiment, self.results_dir)
         parent = os.environ.get(PARENT_ENV) or None
         run = mlflow.start_run(experiment_id=exp_id, run_name=self.run_name, parent_run_id=parent,
-                               tags=self.tags)
+                               tags={JOB_TAG: self.run_name, **self.tags})
         self.run_id = run.info.run_id
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -99,6 +150,7 @@ class Tracker:
 
         if Path(path).exists():
             self._call("log_artifact", mlflow.log_artifact, str(path))
+            self._call("set_tag", mlflow.set_tag, f"{HASH_TAG}{Path(path).name}", sha256(path))
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -116,7 +168,7 @@ def start_parent(experiment: str, results_dir: str | Path = "results", name: str
     """Create the parent run of one `snakemake` invocation and export its id to the jobs' environment.
 
     The run stays RUNNING after this returns; `finish_parent` closes it. Returns None if tracking is down."""
-    t = Tracker(experiment, name, results_dir)
+    http_defaults()  # exported with the parent id: every job inherits them
     try:
         import mlflow
 
@@ -124,24 +176,64 @@ def start_parent(experiment: str, results_dir: str | Path = "results", name: str
         client = mlflow.MlflowClient()
         exp = client.get_experiment_by_name(experiment)
         exp_id = exp.experiment_id if exp else _create_experiment(client, experiment, results_dir)
-        run = client.create_run(exp_id, run_name=name, tags={"step": "workflow"})
+        run = client.create_run(exp_id, run_name=name, tags={"step": "workflow", JOB_TAG: name})
     except Exception as e:  # noqa: BLE001 - tracking must never stop the workflow
-        t._fail("parent run", e)
+        _warn_down("parent run", e, stacklevel=2)
         return None
     os.environ[PARENT_ENV] = run.info.run_id
     return run.info.run_id
 
 
+def parent_run_id() -> str | None:
+    """The parent run of this snakemake invocation (from the environment), if tracking was up at its start."""
+    return os.environ.get(PARENT_ENV) or None
+
+
+def log_to_parent(metrics: dict | None = None, params: dict | None = None, tags: dict | None = None,
+                  results_dir: str | Path = "results") -> bool:
+    """Log to the invocation's parent run from any job (e.g. the public score after `submit`).
+
+    Guarded like Tracker: warns once, never raises, and is skipped once tracking failed in this process.
+    Non-numeric metric values (a pending score: None) are left out. Returns whether it was logged."""
+    run_id = parent_run_id()
+    if not run_id or _down:
+        return False
+    try:
+        import mlflow
+        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.utils.time import get_current_time_millis
+
+        http_defaults()
+        mlflow.set_tracking_uri(tracking_uri(results_dir))
+        now = get_current_time_millis()
+        mlflow.MlflowClient().log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()
+                     if isinstance(v, (int, float)) and not isinstance(v, bool)],
+            params=[Param(k, str(v)[:500]) for k, v in _flatten(params or {}).items()],
+            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+    except Exception as e:  # noqa: BLE001 - tracking must never fail the job
+        _warn_down("logging to the parent run", e, stacklevel=2)
+        return False
+    return True
+
+
 def finish_parent(ok: bool, metrics: dict | None = None) -> None:
-    run_id = os.environ.get(PARENT_ENV)
+    run_id = parent_run_id()
     if not run_id:
+        return
+    if _down:
+        warnings.warn(f"MLflow: the parent run {run_id} stays open (tracking failed earlier in this process); "
+                      "python -m kagglecv.backfill --close-parents closes it", stacklevel=2)
         return
     try:
         import mlflow
 
+        http_defaults()
         client = mlflow.MlflowClient()
         for k, v in (metrics or {}).items():
             client.log_metric(run_id, k, float(v))
         client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
     except Exception as e:  # noqa: BLE001
-        warnings.warn(f"MLflow: could not close the parent run {run_id} ({e})", stacklevel=2)
+        warnings.warn(f"MLflow: could not close the parent run {run_id} ({e}); "
+                      "python -m kagglecv.backfill --close-parents closes it", stacklevel=2)

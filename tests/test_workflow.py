@@ -138,10 +138,10 @@ def test_config_is_validated_before_any_job(tmp_path, tiny_zip):
     cfg = tiny_config(tiny_zip[0])
     cfg["train"]["epochz"] = 3
     r = run_snakemake(tmp_path, cfg, "-n", check=False)
-    assert r.returncode != 0 and "epochz" in r.stderr
+    assert r.returncode != 0 and "epochz" in r.stdout + r.stderr
     r = run_snakemake(tmp_path, tiny_config(tiny_zip[0], backbones=[{"name": "test_resnet", "lr": -1}]), "-n",
                       check=False)
-    assert r.returncode != 0 and "override for 'test_resnet' is invalid" in r.stderr
+    assert r.returncode != 0 and "override for 'test_resnet' is invalid" in r.stdout + r.stderr
 
 
 def test_lint_and_format_are_clean():
