@@ -7,15 +7,20 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/lr_find.smk"
 include: "rules/train.smk"
 include: "rules/ensemble.smk"
 include: "rules/kaggle.smk"
+include: "rules/report.smk"
 include: "rules/mlflow.smk"
 
 
 rule all:
     input:
         default_targets(),
+        report_targets(),

@@ -84,13 +84,15 @@ def test_adding_a_backbone_schedules_only_its_jobs(finished):
     wd, cfg, *_ = finished
     more = {**cfg, "backbones": [*cfg["backbones"], "test_efficientnet"]}
     r = run_snakemake(wd, more, "-n", "--quiet", "rules")
-    assert job_counts(r) == {"train": "2", "ensemble": "1", "submission": "1", "all": "1"}, r.stdout
+    assert job_counts(r) == {"train": "2", "ensemble": "1", "submission": "1", "report_cv": "1", "report_curves": "1",
+                             "report_oof": "1", "all": "1"}, r.stdout
 
 
 def test_dry_run_plans_the_whole_dag(tmp_path, tiny_zip):
     r = run_snakemake(tmp_path, tiny_config(tiny_zip[0], backbones=["test_resnet", "test_vit"]), "-n", "--quiet",
                       "rules")
-    assert job_counts(r) == {"prepare": "1", "folds": "1", "train": "4", "ensemble": "1", "submission": "1", "all": "1"}
+    assert job_counts(r) == {"prepare": "1", "folds": "1", "train": "4", "ensemble": "1", "submission": "1",
+                             "report_cv": "1", "report_curves": "1", "report_oof": "1", "report_folds": "1", "all": "1"}
 
 
 def job_counts(r) -> dict:

@@ -1,0 +1,292 @@
+"""Predict a folder of new images with the trained ensemble, exactly as the submission was predicted.
+
+    python -m kagglecv.predict --results results/<competition> DIR      (or: snakemake predict --config predict_dir=DIR)
+
+writes results/<competition>/predictions/<DIR's name>.csv (`image`, one probability column per class name,
+`label`) and <DIR's name>.json (what was done: method, members, folds, skipped files, notes).
+
+The same steps as the submission:
+  * every image is decoded as `kagglecv.prepare` decodes the training cache: converted to its channels
+    (L or RGB) and resized (bilinear) to its height and width;
+  * each fold's model.pt is rebuilt with `train.build_model` from the config saved in it, and predicted with
+    `train.predict_tta` (the same normalisation, input size, TTA preset, passes, beta and seeds);
+  * the folds of a backbone are averaged, and the backbones are combined by the method scores.json says was
+    chosen, with its parameters: mean and rank_mean need none; best_single and hill_climb take theirs from
+    scores.json; stack (whose fitted regression scores.json does not hold) is fitted again on the same OOF
+    files with the same code, which reproduces it exactly. Should that be impossible, the mean is used and
+    the fallback is noted in the log and the JSON.
+  * as a consistency check, the recipe is also applied to the stored per-fold test.csv files and compared
+    with ensemble_test.csv: a difference means the results folder is stale (noted, not fatal).
+
+Files that cannot be read as images are listed by name (log, stderr and the JSON) and skipped. Hidden files
+and sub-folders are ignored. Caveats: rank_mean ranks within the predicted folder (as it ranked within the
+test set), and TTA `augment` draws its random views in image order, so only flip/dihedral/none TTA gives
+bit-identical probabilities for an image predicted in a different company.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from .errors import InputError
+from .fsutil import write_csv, write_json
+
+log = logging.getLogger("kagglecv.predict")
+
+
+# ---------------------------------------------------------------- images
+
+
+def load_folder(folder: str | Path, image_shape) -> tuple[list[str], np.ndarray, list[dict]]:
+    """(names, uint8 N x H x W x C array, skipped [{file, reason}]) for the files directly in `folder`."""
+    from .prepare import load_image
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder; give the folder of images to predict")
+    h, w, c = (int(v) for v in image_shape)
+    gray = c == 1
+    names, arrays, skipped = [], [], []
+    for p in sorted(folder.iterdir(), key=lambda p: p.name):
+        if p.name.startswith(".") or not p.is_file():
+            continue
+        try:  # exactly prepare.decode_all's conversion, one image at a time
+            img = load_image(p, p.name).convert("L" if gray else "RGB")
+            if img.size != (w, h):
+                img = img.resize((w, h), Image.BILINEAR)
+            arr = np.asarray(img)
+            arr = arr[..., None] if gray else arr
+        except (InputError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            reason = str(e.__cause__ or e).splitlines()[0] if str(e.__cause__ or e) else type(e).__name__
+            skipped.append({"file": p.name, "reason": reason})
+            continue
+        names.append(p.name)
+        arrays.append(arr)
+    images = np.stack(arrays) if arrays else np.zeros((0, h, w, c), dtype=np.uint8)
+    return names, images, skipped
+
+
+# ---------------------------------------------------------------- models
+
+
+def load_fold_model(model_pt: str | Path, in_chans: int, device_pref: str = "auto"):
+    """(model on its device, TrainConfig, data config, device, amp dtype) rebuilt from one fold's model.pt."""
+    import torch
+
+    from .train import TrainConfig, autocast_dtype, build_model, pick_device
+
+    model_pt = Path(model_pt)
+    if not model_pt.exists():
+        raise InputError(f"{model_pt}: not found; run the workflow (its training jobs) first")
+    saved = torch.load(model_pt, map_location="cpu", weights_only=True)
+    resolved = saved["config"]
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    # weights come from model.pt: no pretrained download or file; the device is this machine's choice
+    cfg = TrainConfig.from_dict({**{k: v for k, v in resolved.items() if k in names},
+                                 "pretrained": False, "pretrained_file": None, "device": device_pref})
+    model, dc = build_model(cfg, int(resolved["n_classes"]), in_chans)
+    model.load_state_dict(saved["state_dict"])
+    dc = {"img_size": int(resolved["img_size"]), "mean": list(resolved["mean"]), "std": list(resolved["std"])}
+    device = pick_device(cfg)
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    model.eval()
+    return model, cfg, dc, device, autocast_dtype(device, cfg)
+
+
+def backbone_probs(fold_dirs: list[Path], images: np.ndarray, device_pref: str = "auto") -> tuple[np.ndarray, dict]:
+    """The fold models' TTA probabilities averaged over folds (as ensemble.load_backbone averages test.csv)."""
+    from .train import predict_tta
+
+    per_fold, info = [], {}
+    for d in fold_dirs:
+        model, cfg, dc, device, amp = load_fold_model(Path(d) / "model.pt", images.shape[-1], device_pref)
+        p = predict_tta(model, images, cfg, dc, device, amp)
+        # test.csv holds float32 values; average them in float64 as the ensemble step does after reading it
+        per_fold.append(np.asarray(p, dtype=np.float32).astype(np.float64))
+        info = {"tta": cfg.tta, "tta_n": cfg.tta_n, "tta_beta": cfg.tta_beta, "img_size": dc["img_size"],
+                "device": str(device)}
+    return np.mean(per_fold, axis=0), info
+
+
+# ---------------------------------------------------------------- the ensemble recipe
+
+
+def fold_dirs_of(results_dir: Path, scores: dict, backbone: str) -> list[Path]:
+    n = len(scores["models"][backbone]["folds"])
+    return [results_dir / "models" / backbone / f"fold{k}" for k in range(n)]
+
+
+def ensemble_recipe(results_dir: str | Path, scores: dict) -> tuple[str, list[str], object, list[str]]:
+    """(method used, members, params for blend.METHODS[method]'s apply, notes)."""
+    results_dir = Path(results_dir)
+    ens = scores["ensemble"]
+    method, members = ens["method"], list(ens.get("members") or scores["models"])
+    params = scores["methods"].get(method, {}).get("params")
+    notes: list[str] = []
+    if method in ("mean", "rank_mean"):
+        return method, members, None, notes
+    if method == "best_single" and params and params.get("model") in members:
+        return method, members, {"model": members.index(params["model"])}, notes
+    if method == "hill_climb" and params and all(m in params for m in members):
+        return method, members, {"weights": [float(params[m]) for m in members]}, notes
+    if method == "stack":
+        try:
+            return method, members, refit(results_dir, scores, members, method), notes
+        except (OSError, KeyError, ValueError, InputError) as e:
+            notes.append(f"stack: cannot fit the stacker again from the OOF files ({e}); using mean instead")
+    else:
+        notes.append(f"{method}: scores.json lacks the parameters to apply it; using mean instead")
+    log.warning(notes[-1])
+    return "mean", members, None, notes
+
+
+def refit(results_dir: Path, scores: dict, members: list[str], method: str):
+    """Fit `method` on all OOF rows exactly as ensemble.combine does (same alignment, same code)."""
+    from . import blend
+    from .ensemble import load_backbone, prob_columns
+
+    folds = pd.read_csv(results_dir / "folds.csv", dtype={"id": str})
+    oofs = []
+    for name in members:
+        oof, _ = load_backbone(fold_dirs_of(results_dir, scores, name))
+        oof = folds[["id"]].merge(oof, on="id", how="left", validate="one_to_one")
+        cols = prob_columns(oof)
+        if oof[cols].isna().any().any():
+            raise ValueError(f"{name}: OOF predictions do not cover folds.csv")
+        oofs.append(oof[cols].to_numpy())
+    return blend.METHODS[method][0](oofs, folds["y"].to_numpy(), scores["metric"])
+
+
+def apply_recipe(method: str, preds: list[np.ndarray], params) -> np.ndarray:
+    from . import blend
+
+    return np.asarray(blend.METHODS[method][1](preds, params))
+
+
+def check_against_submission(results_dir: Path, scores: dict, method: str, members: list[str], params) -> dict:
+    """Apply the recipe to the stored per-fold test.csv files and compare with ensemble_test.csv."""
+    from .ensemble import load_backbone, prob_columns
+
+    try:
+        tests = [load_backbone(fold_dirs_of(results_dir, scores, m))[1] for m in members]
+        ens = pd.read_csv(results_dir / "ensemble_test.csv", dtype={"id": str})
+    except (OSError, KeyError, ValueError) as e:
+        return {"checked": False, "reason": str(e)}
+    ours = apply_recipe(method, [t[prob_columns(t)].to_numpy() for t in tests], params)
+    diff = float(np.max(np.abs(ours - ens[prob_columns(ens)].to_numpy()))) if len(ens) else 0.0
+    return {"checked": True, "max_abs_diff": diff, "ok": diff < 1e-6}
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def require_folder(folder) -> str:
+    """The `predict` rule's folder (config predict_dir), or a clear error when it is not set."""
+    if not folder:
+        raise InputError("predict: name the folder of images, e.g. snakemake predict --config predict_dir=path/to/images")
+    return str(folder)
+
+
+def output_name(folder: str | Path) -> str:
+    folder = Path(folder)
+    return folder.name or folder.resolve().name
+
+
+def predict_folder(results_dir: str | Path, folder: str | Path, out_csv: str | Path | None = None,
+                   out_json: str | Path | None = None, device: str = "auto", threads: int | None = None) -> pd.DataFrame:
+    """Predict every image in `folder`; write the CSV and the JSON summary; return the predictions."""
+    t0 = time.perf_counter()
+    results_dir = Path(results_dir)
+    name = output_name(folder)
+    out_csv = Path(out_csv) if out_csv else results_dir / "predictions" / f"{name}.csv"
+    out_json = Path(out_json) if out_json else out_csv.with_suffix(".json")
+    scores_path, meta_path = results_dir / "scores.json", results_dir / "prepared" / "meta.json"
+    for p in (scores_path, meta_path):
+        if not p.exists():
+            raise InputError(f"{p}: not found; run the workflow for this competition first "
+                             f"(--results points at results/<competition>)")
+    if threads:
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
+    scores = json.loads(scores_path.read_text())
+    meta = json.loads(meta_path.read_text())
+    classes = [str(c) for c in meta["classes"]]
+
+    names, images, skipped = load_folder(folder, meta["image_shape"])
+    if skipped:
+        msg = (f"{folder}: skipped {len(skipped)} unreadable file(s): "
+               + "; ".join(f"{s['file']} ({s['reason']})" for s in skipped))
+        log.warning(msg)
+    if not names:
+        raise InputError(f"{folder}: no readable image to predict"
+                         + (f" ({len(skipped)} unreadable file(s) skipped)" if skipped else ""))
+
+    method, members, params, notes = ensemble_recipe(results_dir, scores)
+    check = check_against_submission(results_dir, scores, method, members, params)
+    if check.get("checked") and not check["ok"]:
+        notes.append(f"the recipe applied to the stored test predictions differs from ensemble_test.csv by "
+                     f"{check['max_abs_diff']:.3g}: results/ may be stale; rerun the workflow")
+        log.warning(notes[-1])
+    preds, settings = [], {}
+    for m in members:
+        p, settings[m] = backbone_probs(fold_dirs_of(results_dir, scores, m), images, device)
+        preds.append(p)
+        log.info("%s: predicted %d image(s) with %d fold(s)", m, len(names), len(scores["models"][m]["folds"]))
+    probs = apply_recipe(method, preds, params)
+
+    columns = [c if c not in ("image", "label") else f"p_{c}" for c in classes]
+    out = pd.DataFrame(probs, columns=columns)
+    out.insert(0, "image", names)
+    out["label"] = [meta["classes"][k] for k in probs.argmax(1)]
+    write_csv(out_csv, out)
+    write_json(out_json, {
+        "folder": str(folder), "n_images": len(names), "skipped": skipped, "csv": str(out_csv),
+        "method": method, "chosen_method": scores["ensemble"]["method"], "members": members,
+        "folds": {m: len(scores["models"][m]["folds"]) for m in members}, "classes": meta["classes"],
+        "image_shape": meta["image_shape"], "preprocessing": settings, "notes": notes, "consistency_check": check,
+        "seconds": round(time.perf_counter() - t0, 2),
+    })
+    log.info("%d prediction(s) written to %s", len(out), out_csv)
+    return out
+
+
+def predict_step(results_dir, folder, out_csv, out_json, device: str = "auto", threads: int | None = None) -> None:
+    """The `predict` rule's job (scripts/predict.py)."""
+    out = predict_folder(results_dir, folder, out_csv, out_json, device=device, threads=threads)
+    print(f"{len(out)} prediction(s) written to {out_csv}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m kagglecv.predict", description=__doc__.split("\n\n")[0])
+    ap.add_argument("folder", help="folder of images to predict (files directly inside it)")
+    ap.add_argument("--results", required=True, help="the competition's results folder, results/<competition>")
+    ap.add_argument("--out", help="CSV to write (default: <results>/predictions/<folder name>.csv)")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        out = predict_folder(args.results, args.folder, args.out, device=args.device, threads=args.threads)
+    except InputError as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 1
+    dest = Path(args.out) if args.out else Path(args.results) / "predictions" / f"{output_name(args.folder)}.csv"
+    print(f"{len(out)} prediction(s) written to {dest}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

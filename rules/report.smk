@@ -1,0 +1,191 @@
+# The report's figures, made in the default run (`rule all` asks for report_targets()), so that
+# `snakemake --report results/<competition>/report.html` after a run only collects them; and
+# `snakemake predict --config predict_dir=DIR`: the trained ensemble on a folder of new images.
+from kagglecv.predict import output_name, require_folder
+from kagglecv.report import lr_find_results, report_targets as report_files
+
+REPORT = f"{RES}/report"
+PREDICT_DIR = config.get("predict_dir")
+PREDICT_NAME = output_name(PREDICT_DIR) if PREDICT_DIR else "unset"
+
+# {backbone: lr_find.json} to plot: those that exist or are made in this run; none without the lr_find rule.
+lr_find_jsons = lambda: lr_find_results(RES, BACKBONES, rules.has("lr_find"))
+# For `rule all`: the report's figures, made in the default run.
+report_targets = lambda: report_files(RES, lr_find_jsons())
+
+
+rule report_cv:
+    input:
+        scores=f"{RES}/scores.json",
+        oof=f"{RES}/ensemble_oof.csv",
+    output:
+        png=report(
+            f"{REPORT}/cv_table.png",
+            category="CV scores",
+            caption="../report/cv_table.rst",
+            labels={"figure": "CV table (image)"},
+        ),
+        html=report(
+            f"{REPORT}/cv_table.html",
+            category="CV scores",
+            caption="../report/cv_table_html.rst",
+            labels={"figure": "CV table (HTML)"},
+        ),
+    log:
+        f"{RES}/logs/report/cv.log",
+    localrule: True  # a figure in seconds: never a cluster job
+    conda:
+        "../envs/data.yaml"
+    params:
+        kind="cv",
+    script:
+        "../scripts/report_plots.py"
+
+
+rule report_curves:
+    input:
+        all_fold_outputs("history.csv"),
+    output:
+        png=report(
+            f"{REPORT}/training_curves.png",
+            category="Training",
+            caption="../report/training_curves.rst",
+            labels={"figure": "training curves"},
+        ),
+    log:
+        f"{RES}/logs/report/curves.log",
+    localrule: True  # a figure in seconds: never a cluster job
+    conda:
+        "../envs/data.yaml"
+    params:
+        kind="curves",
+        histories={b: [f"{d}/history.csv" for d in fold_dirs(b)] for b in BACKBONES},
+        metric=config["metric"],
+    script:
+        "../scripts/report_plots.py"
+
+
+rule report_oof:
+    input:
+        oof=f"{RES}/ensemble_oof.csv",
+        scores=f"{RES}/scores.json",
+        meta=f"{PREP}/meta.json",
+        train=f"{PREP}/train.csv",
+        images=f"{PREP}/train_images.npy",
+    output:
+        confusion=report(
+            f"{REPORT}/confusion_matrix.png",
+            category="OOF errors",
+            caption="../report/confusion_matrix.rst",
+            labels={"figure": "confusion matrix"},
+        ),
+        errors=report(
+            f"{REPORT}/oof_errors.png",
+            category="OOF errors",
+            caption="../report/oof_errors.rst",
+            labels={"figure": "confidently wrong and uncertain images"},
+        ),
+    log:
+        f"{RES}/logs/report/oof.log",
+    localrule: True  # a figure in seconds: never a cluster job
+    conda:
+        "../envs/data.yaml"
+    params:
+        kind="oof",
+    script:
+        "../scripts/report_plots.py"
+
+
+rule report_folds:
+    input:
+        folds=f"{RES}/folds.csv",
+        meta=f"{PREP}/meta.json",
+    output:
+        png=report(
+            f"{REPORT}/class_balance.png",
+            category="Data",
+            caption="../report/class_balance.rst",
+            labels={"figure": "class balance per fold"},
+        ),
+    log:
+        f"{RES}/logs/report/folds.log",
+    localrule: True  # a figure in seconds: never a cluster job
+    conda:
+        "../envs/data.yaml"
+    params:
+        kind="folds",
+    script:
+        "../scripts/report_plots.py"
+
+
+rule report_lr_find:
+    input:
+        lambda wildcards: list(lr_find_jsons().values()),
+    output:
+        png=report(
+            f"{REPORT}/lr_find.png",
+            category="LR finder",
+            caption="../report/lr_find.rst",
+            labels={"figure": "LR range test"},
+        ),
+    log:
+        f"{RES}/logs/report/lr_find.log",
+    localrule: True  # a figure in seconds: never a cluster job
+    conda:
+        "../envs/data.yaml"
+    params:
+        kind="lr_find",
+        lr_find=lambda wildcards: lr_find_jsons(),
+    script:
+        "../scripts/report_plots.py"
+
+
+# leaderboard.csv is appended by `snakemake submit` (no rule's output): the figure follows its mtime.
+rule report_leaderboard:
+    input:
+        leaderboard=f"{RES}/leaderboard.csv",
+    output:
+        png=report(
+            f"{REPORT}/leaderboard.png",
+            category="Leaderboard",
+            caption="../report/leaderboard.rst",
+            labels={"figure": "leaderboard history"},
+        ),
+    log:
+        f"{RES}/logs/report/leaderboard.log",
+    localrule: True  # a figure in seconds: never a cluster job
+    conda:
+        "../envs/data.yaml"
+    params:
+        kind="leaderboard",
+    script:
+        "../scripts/report_plots.py"
+
+
+# `snakemake predict --config predict_dir=DIR` writes predictions/<DIR's name>.csv (+ .json): the submission's
+# preprocessing, TTA and ensemble recipe on every image in DIR; unreadable files are listed and skipped.
+# Also `python -m kagglecv.predict --results results/<competition> DIR`. Not part of `all`.
+rule predict:
+    input:
+        images=lambda wildcards: require_folder(PREDICT_DIR),
+        models=all_fold_outputs("model.pt"),
+        oof=all_fold_outputs("oof.csv"),
+        test=all_fold_outputs("test.csv"),
+        scores=f"{RES}/scores.json",
+        ensemble_test=f"{RES}/ensemble_test.csv",
+        folds=f"{RES}/folds.csv",
+        meta=f"{PREP}/meta.json",
+    output:
+        csv=f"{RES}/predictions/{PREDICT_NAME}.csv",
+        summary=f"{RES}/predictions/{PREDICT_NAME}.json",
+    log:
+        f"{RES}/logs/predict/{PREDICT_NAME}.log",
+    conda:
+        "../envs/train.yaml"
+    threads: config["train"]["threads"]
+    resources:
+        gpu=1,
+    params:
+        device=config["train"]["device"],
+    script:
+        "../scripts/predict.py"
