@@ -212,35 +212,16 @@ def run_lr_find(train_cfg: dict, prepared_dir, folds_csv, out_dir, *, start_lr: 
     them: same model, input size, normalisation, augmentation, batch size, weight decay, AMP and seed.
 
     Writes out_dir/lr_find.json ({suggestion, suggestions, lrs, losses, backbone, ...}) and out_dir/lr_find.png."""
-    import pandas as pd
-    from torch.utils.data import DataLoader
-
-    from .errors import InputError
-    from .train import CachedImages, TrainConfig, autocast_dtype, build_model, build_transform, pick_device
+    from .train import TrainConfig, load_fold, make_batches, setup_model, use_device_path
 
     cfg = TrainConfig.from_dict({k: v for k, v in train_cfg.items() if k != "lr"})  # lr may be "auto"
     prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
-    torch.manual_seed(cfg.seed * 1000 + cfg.fold)
-    np.random.seed(cfg.seed * 1000 + cfg.fold)
-    torch.set_num_threads(max(1, cfg.threads))
-    folds = pd.read_csv(folds_csv, dtype={"id": str})
-    if cfg.fold not in set(folds["fold"]):
-        raise InputError(f"{folds_csv}: no fold {cfg.fold}; folds are {sorted(set(folds['fold']))}")
-    images = np.load(prepared_dir / "train_images.npy", mmap_mode="r")
-    n_classes = int(folds["y"].max()) + 1
-    tr_idx = np.flatnonzero(folds["fold"].to_numpy() != cfg.fold)
-    y = folds["y"].to_numpy()
-
-    device = pick_device(cfg)
-    amp_dtype = autocast_dtype(device, cfg)
-    model, dc = build_model(cfg, n_classes, in_chans=images.shape[-1])
-    model = model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    train_tf = build_transform(dc["img_size"], dc["mean"], dc["std"], cfg.augment, seed=cfg.seed * 1000 + cfg.fold)
-    train_dl = DataLoader(CachedImages(images[tr_idx], y[tr_idx], train_tf), batch_size=cfg.batch_size,
-                          shuffle=True, drop_last=len(tr_idx) > cfg.batch_size, num_workers=cfg.num_workers,
-                          pin_memory=device.type == "cuda", persistent_workers=cfg.num_workers > 0)
+    _, images, y, tr_idx, _, n_classes = load_fold(cfg, prepared_dir, folds_csv)
+    model, dc, device, amp_dtype = setup_model(cfg, n_classes, in_chans=images.shape[-1])
+    # The training rows exactly as train.run feeds them (same data path, augmentation and seed).
+    train_dl = make_batches(images[tr_idx], y[tr_idx], cfg, dc, device, augment=cfg.augment, shuffle=True,
+                            batch_size=cfg.batch_size, seed=cfg.seed * 1000 + cfg.fold,
+                            on_device=use_device_path(cfg, device, images.nbytes))
     result = lr_find(model, train_dl, device, start_lr=start_lr, end_lr=end_lr, num_it=num_it, stop_div=stop_div,
                      weight_decay=cfg.weight_decay, amp_dtype=amp_dtype, label_smoothing=cfg.label_smoothing,
                      method=method)

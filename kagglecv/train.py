@@ -332,29 +332,38 @@ def load_resume(path: Path, resolved, model, phases, scaler, ema) -> tuple[int, 
     return state["epoch"], state["history"], state
 
 
-def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_dir: str | Path,
-        experiment: str = "default", results_dir: str | Path = "results", track: bool = True) -> dict:
-    prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
+def load_fold(cfg: TrainConfig, prepared_dir: Path, folds_csv) -> tuple[pd.DataFrame, np.ndarray, np.ndarray,
+                                                                        np.ndarray, np.ndarray, int]:
+    """Seed this job, then (folds, train images, y, train rows, valid rows, n_classes) for cfg.fold."""
     torch.manual_seed(cfg.seed * 1000 + cfg.fold)
     np.random.seed(cfg.seed * 1000 + cfg.fold)
     torch.set_num_threads(max(1, cfg.threads))
     folds = pd.read_csv(folds_csv, dtype={"id": str})
     if cfg.fold not in set(folds["fold"]):
         raise InputError(f"{folds_csv}: no fold {cfg.fold}; folds are {sorted(set(folds['fold']))}")
-    images = np.load(prepared_dir / "train_images.npy", mmap_mode="r")
-    test_images = np.load(prepared_dir / "test_images.npy", mmap_mode="r")
-    test_ids = pd.read_csv(prepared_dir / "test.csv", dtype={"id": str})["id"]
-    n_classes = int(folds["y"].max()) + 1
-    tr_idx = np.flatnonzero(folds["fold"].to_numpy() != cfg.fold)
-    va_idx = np.flatnonzero(folds["fold"].to_numpy() == cfg.fold)
-    y = folds["y"].to_numpy()
+    images = np.load(Path(prepared_dir) / "train_images.npy", mmap_mode="r")
+    fold = folds["fold"].to_numpy()
+    return (folds, images, folds["y"].to_numpy(), np.flatnonzero(fold != cfg.fold), np.flatnonzero(fold == cfg.fold),
+            int(folds["y"].max()) + 1)
 
+
+def setup_model(cfg: TrainConfig, n_classes: int, in_chans: int):
+    """(model on its device, data config, device, autocast dtype)."""
     device = pick_device(cfg)
-    amp_dtype = autocast_dtype(device, cfg)
-    model, dc = build_model(cfg, n_classes, in_chans=images.shape[-1])
+    model, dc = build_model(cfg, n_classes, in_chans)
     model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    return model, dc, device, autocast_dtype(device, cfg)
+
+
+def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_dir: str | Path,
+        experiment: str = "default", results_dir: str | Path = "results", track: bool = True) -> dict:
+    prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
+    folds, images, y, tr_idx, va_idx, n_classes = load_fold(cfg, prepared_dir, folds_csv)
+    test_images = np.load(prepared_dir / "test_images.npy", mmap_mode="r")
+    test_ids = pd.read_csv(prepared_dir / "test.csv", dtype={"id": str})["id"]
+    model, dc, device, amp_dtype = setup_model(cfg, n_classes, in_chans=images.shape[-1])
     on_device = use_device_path(cfg, device, images.nbytes + test_images.nbytes)
     train_batches = make_batches(images[tr_idx], y[tr_idx], cfg, dc, device, augment=cfg.augment, shuffle=True,
                                  batch_size=cfg.batch_size, seed=cfg.seed * 1000 + cfg.fold, on_device=on_device)

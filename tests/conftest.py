@@ -57,6 +57,16 @@ def write_csv_images_competition(path: Path, *, n_per_class=8, n_test=6, classes
     return {"ids": ids, "test_ids": test_ids, "test_labels": [names[c] for c in test_labels]}
 
 
+def edit_zip(src: Path, dst: Path, edit) -> Path:
+    """Copy a competition zip, letting `edit(name, data)` change (return bytes) or drop (return None) entries."""
+    with zipfile.ZipFile(src) as a, zipfile.ZipFile(dst, "w") as b:
+        for name in a.namelist():
+            data = edit(name, a.read(name))
+            if data is not None:
+                b.writestr(name, data)
+    return dst
+
+
 TINY_TRAIN = {"epochs": 1, "img_size": 16, "batch_size": 16, "tta": "flip", "tta_beta": 0.5}
 
 

@@ -16,7 +16,7 @@ from kagglecv.demo import make_digits_competition
 from kagglecv.errors import InputError
 from kagglecv.train import TrainConfig, build_model, one_cycle
 
-from conftest import write_csv_images_competition
+from conftest import edit_zip, write_csv_images_competition
 
 
 def test_demo_competition_is_laid_out_like_kaggle(tmp_path):
@@ -50,16 +50,6 @@ def test_prepare_keeps_string_labels_and_reads_a_folder(tmp_path):
     assert meta["classes"] == ["cat", "dog"] and meta["task"] == "binary"
 
 
-def _rewrite(zip_path, out_path, edit):
-    """Copy a competition zip, letting `edit(name, data)` change (return bytes) or drop (return None) entries."""
-    with zipfile.ZipFile(zip_path) as src, zipfile.ZipFile(out_path, "w") as dst:
-        for name in src.namelist():
-            data = edit(name, src.read(name))
-            if data is not None:
-                dst.writestr(name, data)
-    return out_path
-
-
 @pytest.mark.parametrize("edit, expected", [
     (lambda n, d: None if n == "train/tr003.png" else d, "train id 'tr003' has no image"),
     (lambda n, d: b"not a png" if n == "train/tr004.png" else d, "cannot read image for id 'tr004'"),
@@ -68,7 +58,7 @@ def _rewrite(zip_path, out_path, edit):
     (lambda n, d: None if n == "test/te002.png" else d, "test id 'te002' has no image"),
 ])
 def test_prepare_bad_input_names_the_problem(tmp_path, tiny_zip, edit, expected):
-    bad = _rewrite(tiny_zip[0], tmp_path / "bad.zip", edit)
+    bad = edit_zip(tiny_zip[0], tmp_path / "bad.zip", edit)
     with pytest.raises(InputError, match=expected) as e:
         prepare.prepare(bad, tmp_path / "prep")
     assert "\n" not in str(e.value)

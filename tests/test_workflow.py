@@ -12,7 +12,7 @@ import zipfile
 import pandas as pd
 import pytest
 
-from conftest import REPO, SNAKEMAKE, run_snakemake, tiny_config, write_csv_images_competition
+from conftest import REPO, SNAKEMAKE, edit_zip, run_snakemake, tiny_config, write_csv_images_competition
 
 
 @pytest.fixture(scope="module")
@@ -106,15 +106,6 @@ def _assert_one_line_error(r, expected):
     assert errors and expected in errors[0], (r.stdout + r.stderr)[-3000:]
 
 
-def _bad_zip(src, dst, edit):
-    with zipfile.ZipFile(src) as a, zipfile.ZipFile(dst, "w") as b:
-        for name in a.namelist():
-            data = edit(name, a.read(name))
-            if data is not None:
-                b.writestr(name, data)
-    return dst
-
-
 @pytest.mark.parametrize("edit, expected", [
     (lambda n, d: None if n == "train/tr005.png" else d, "train id 'tr005' has no image in"),
     (lambda n, d: b"\x89PNG broken" if n == "train/tr006.png" else d, "cannot read image for id 'tr006'"),
@@ -123,7 +114,7 @@ def _bad_zip(src, dst, edit):
     (lambda n, d: d + b"te999,0\n" if n == "sample_submission.csv" else d, "test id 'te999' has no image"),
 ])
 def test_bad_input_fails_with_one_line_and_no_submission(tmp_path, tiny_zip, edit, expected):
-    bad = _bad_zip(tiny_zip[0], tmp_path / "bad.zip", edit)
+    bad = edit_zip(tiny_zip[0], tmp_path / "bad.zip", edit)
     r = run_snakemake(tmp_path / "wd", tiny_config(bad), check=False)
     _assert_one_line_error(r, expected)
     assert not (tmp_path / "wd/results/tiny/submission.csv").exists()
