@@ -387,7 +387,7 @@ def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_d
     with Tracker(experiment, f"{cfg.backbone}-fold{cfg.fold}", results_dir, enabled=track,
                  tags={"step": "train", "backbone": cfg.backbone, "fold": str(cfg.fold)}) as tracker:
         tracker.log_params(resolved)
-        t_start, wall_start = time.perf_counter(), time.time()
+        t_start = time.perf_counter()
         for epoch in range(start_epoch, len(epoch_phase)):
             t0, phase = time.perf_counter(), epoch_phase[epoch]
             set_frozen(model, phase.frozen)
@@ -425,7 +425,6 @@ def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_d
             "valid_loss": metrics.score("log_loss", y[va_idx], oof),
             "train_seconds": train_seconds, "device": str(device),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),  # which GPU lease this job held
-            "started_at": wall_start, "finished_at": time.time(),
             "img_per_s": float(np.mean([h["img_per_s"] for h in history])) if history else None,
         }
         write_csv(out_dir / "oof.csv", oof_df)

@@ -130,9 +130,9 @@ def assert_complete_outputs(wd: Path, competition: Path) -> None:
 def training_jobs(wd: Path, slurm_jobs: list[dict]) -> list[dict]:
     """Each training job's device (metrics.json: what the job saw) and when it held it.
 
-    The interval is metrics.json's started_at/finished_at where train.py writes them, else the Slurm job's
-    StartTime/EndTime (whole seconds; the job holds its GPU that long). File times cannot tell: Snakemake
-    touches a cluster job's outputs when it sees the job finish."""
+    The interval is the Slurm job's StartTime/EndTime (whole seconds; the job holds its GPU that long). Neither
+    file times nor the training loop's own clock can tell: Snakemake touches a cluster job's outputs when it sees
+    the job finish, and on tiny data the loop lasts a fraction of a second."""
     def ts(value: str) -> float:
         return datetime.fromisoformat(value).timestamp()
 
@@ -142,11 +142,8 @@ def training_jobs(wd: Path, slurm_jobs: list[dict]) -> list[dict]:
     for m in sorted((wd / "results/tiny/models").glob("*/fold*/metrics.json")):
         metrics = json.loads(m.read_text())
         backbone, fold = m.parent.parent.name, m.parent.name.removeprefix("fold")
-        if "started_at" in metrics and "finished_at" in metrics:
-            start, end = metrics["started_at"], metrics["finished_at"]
-        else:
-            sj = by_wildcards[f"{backbone}_{fold}"]
-            start, end = ts(sj["StartTime"]), ts(sj["EndTime"])
+        sj = by_wildcards[f"{backbone}_{fold}"]
+        start, end = ts(sj["StartTime"]), ts(sj["EndTime"])
         out.append({"job": f"{backbone}-fold{fold}", "device": metrics["cuda_visible_devices"],
                     "start": start, "end": end})
     return out
