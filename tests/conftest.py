@@ -57,6 +57,15 @@ def write_csv_images_competition(path: Path, *, n_per_class=8, n_test=6, classes
     return {"ids": ids, "test_ids": test_ids, "test_labels": [names[c] for c in test_labels]}
 
 
+def make_zip(entries: dict[str, bytes]) -> bytes:
+    """A zip archive in memory, from {name: bytes}."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
 def edit_zip(src: Path, dst: Path, edit) -> Path:
     """Copy a competition zip, letting `edit(name, data)` change (return bytes) or drop (return None) entries."""
     with zipfile.ZipFile(src) as a, zipfile.ZipFile(dst, "w") as b:

@@ -18,7 +18,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from PIL import Image
 from sklearn import metrics as skm
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import make_zip  # noqa: E402
 from kaggle_stub import KaggleStub  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,14 +48,6 @@ class Competition:
     sample: pd.DataFrame  # sample_submission.csv as shipped (all str)
     solution: dict[str, str]  # test id -> true label, known only to the stub
     expected_files: list[str]  # a few paths that must exist under data/kaggle/<slug>/files after the download
-
-
-def make_zip(entries: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in entries.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
 def image_bytes(rng: np.random.Generator, label: int, fmt: str) -> bytes:

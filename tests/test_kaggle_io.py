@@ -9,30 +9,21 @@ from __future__ import annotations
 
 import base64
 import csv
-import io
 import json
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import make_zip  # noqa: E402
 from kaggle_stub import KaggleStub  # noqa: E402
 
 from kagglecv.kaggle_io import append_leaderboard, redact  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 KAGGLE_CLI = Path(sys.executable).parent / "kaggle"
-
-
-def make_zip(entries: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in entries.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
 def competition_zip(top_folder: bool = False) -> bytes:
