@@ -40,8 +40,8 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from kagglecv.augment import build_transform  # noqa: E402
 from kagglecv.fsutil import write_json  # noqa: E402
-from kagglecv.train import (CachedImages, TrainConfig, autocast_dtype, build_model, make_batches,  # noqa: E402
-                            plan_phases, use_device_path,
+from kagglecv.data import open_cache, use_device_path  # noqa: E402
+from kagglecv.train import (TrainConfig, autocast_dtype, build_model, fold_batches, plan_phases,  # noqa: E402
                             pick_device, predict, train_epoch)
 
 BENCH = Path(__file__).resolve().parent
@@ -168,17 +168,19 @@ def loaders(cfg, train_ds, valid_ds, device, n_train):
     return train_dl, val_dl
 
 
-def run_kagglecv(cfg, device, data, n_classes):
-    """Way 2: our data path exactly as train.run picks it: the uint8 cache (as prepare.py writes it) on the
-    device with batch augmentation when it fits on a GPU, else CachedImages + albumentations (data_path=auto)."""
+def run_kagglecv(cfg, device, data, n_classes, work: Path):
+    """Way 2: our data path exactly as train.run picks it: the uint8 cache as prepare.py writes it (a .npy file,
+    memory-mapped, read by row), on the device with batch augmentation when it fits on a GPU, else CachedImages
+    + albumentations (data_path=auto)."""
     xtr, ytr, xva, yva = data
+    work.mkdir(parents=True, exist_ok=True)
+    np.save(work / "cache.npy", np.concatenate([xtr, xva]))
+    images, y = open_cache(work / "cache.npy"), np.concatenate([ytr, yva])
+    tr_idx, va_idx = np.arange(len(xtr)), np.arange(len(xtr), len(images))
     _, dc = build_model(cfg, n_classes, xtr.shape[-1])
-    on_device = use_device_path(cfg, device, xtr.nbytes + xva.nbytes)
+    on_device = use_device_path(cfg.data_path, device, images.nbytes)
     print(f"    data path: {'device' if on_device else 'loader'}", flush=True)
-    train_dl = make_batches(xtr, ytr, cfg, dc, device, augment=cfg.augment, shuffle=True, batch_size=cfg.batch_size,
-                            seed=cfg.seed, on_device=on_device)
-    val_dl = make_batches(xva, yva, cfg, dc, device, augment="none", shuffle=False, batch_size=cfg.batch_size * 2,
-                          seed=0, on_device=on_device)
+    train_dl, val_dl = fold_batches(cfg, images, y, tr_idx, va_idx, dc, device, on_device)
     return fit_kagglecv(cfg, train_dl, val_dl, yva, device, n_classes, xtr.shape[-1])
 
 
@@ -330,7 +332,7 @@ def main(argv=None) -> dict:
             r = run_synthetic(cfg, device, len(ytr), len(yva), n_classes, in_chans)
             r["valid_accuracy"] = None  # random labels
         elif way == "kagglecv":
-            r = run_kagglecv(cfg, device, (xtr, ytr, xva, yva), n_classes)
+            r = run_kagglecv(cfg, device, (xtr, ytr, xva, yva), n_classes, args.work)
         elif way == "png":
             r = run_png(cfg, device, paths, (xtr, ytr, xva, yva), n_classes)
         else:

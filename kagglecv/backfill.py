@@ -31,8 +31,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .tracking import HASH_TAG, JOB_TAG, PARENT_ENV, _create_experiment, _flatten, http_defaults, sha256, \
-    tracking_uri
+from .tracking import HASH_TAG, JOB_TAG, PARENT_ENV, _create_experiment, _flatten, display_uri, http_defaults, \
+    sha256, tracking_uri
 
 PARENT_TAG = "mlflow.parentRunId"
 BACKFILL_TAG = "kagglecv.backfilled"  # "created" or "completed": what the backfill did to the run
@@ -342,7 +342,7 @@ def backfill(results: str | Path, experiment: str | None = None, parent_run_id: 
                 report["parents_closed"].append(pid)
 
     verb = "would be" if dry_run else "were"
-    print(f"backfill {res} -> experiment {experiment!r} at {uri}: "
+    print(f"backfill {res} -> experiment {experiment!r} at {display_uri(uri)}: "
           f"{len(report['created'])} run(s) {verb} created {report['created']}, "
           f"{len(report['completed'])} {verb} completed {report['completed']}, "
           f"{len(report['tracked'])} already in MLflow"

@@ -14,7 +14,7 @@ import pandas as pd
 
 from . import blend, metrics
 from .errors import InputError
-from .fsutil import write_csv, write_json
+from .fsutil import read_table, write_csv, write_json
 
 
 def prob_columns(df: pd.DataFrame) -> list[str]:
@@ -23,8 +23,8 @@ def prob_columns(df: pd.DataFrame) -> list[str]:
 
 def load_backbone(fold_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """OOF rows of all folds of one backbone, and its test predictions averaged over folds."""
-    oof = pd.concat([pd.read_csv(d / "oof.csv", dtype={"id": str}) for d in fold_dirs], ignore_index=True)
-    tests = [pd.read_csv(d / "test.csv", dtype={"id": str}) for d in fold_dirs]
+    oof = pd.concat([read_table(d / "oof.csv") for d in fold_dirs], ignore_index=True)
+    tests = [read_table(d / "test.csv") for d in fold_dirs]
     cols = prob_columns(tests[0])
     test = tests[0][["id"]].copy()
     test[cols] = np.mean([t[cols].to_numpy() for t in tests], axis=0)
@@ -33,7 +33,7 @@ def load_backbone(fold_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def combine(model_dirs: dict[str, list[Path]], folds_csv: Path, metric: str, out_dir: Path,
             method: str = "mean") -> dict:
-    folds = pd.read_csv(folds_csv, dtype={"id": str})
+    folds = read_table(folds_csv)
     scores = {"metric": metric, "greater_is_better": metrics.greater_is_better(metric), "models": {}}
     oofs, tests = {}, {}
     for name, dirs in model_dirs.items():

@@ -9,12 +9,12 @@ import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
 from .errors import InputError
-from .fsutil import write_csv
+from .fsutil import read_table, write_csv
 
 
 def make_folds(train_csv: str | Path, out_csv: str | Path, n_folds: int, seed: int) -> pd.DataFrame:
     """Write `id,label,y,fold` to `out_csv`. Every class needs at least `n_folds` samples."""
-    df = pd.read_csv(train_csv, dtype={"id": str})
+    df = read_table(train_csv)
     counts = df["label"].value_counts()
     small = counts[counts < n_folds]
     if len(small):

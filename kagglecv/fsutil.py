@@ -1,29 +1,54 @@
-"""Atomic writes: outputs appear complete or not at all."""
+"""Atomic, durable writes: outputs appear complete or not at all, and survive a crash once renamed."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Iterator
 
 
+def _fsync(path: Path, flags: int = os.O_RDONLY) -> None:
+    """Flush `path` (a file, or a folder's entries) to disk; a no-op where the OS or filesystem refuses."""
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # e.g. EINVAL: folders cannot be fsynced on some filesystems
+        pass
+    finally:
+        os.close(fd)
+
+
+def _create_temp(path: Path) -> Path:
+    """A new empty file beside `path`, created with mode 0666 so the process umask applies as for any file
+    (never reading or changing the umask, which is process-wide: other threads would see the change)."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{path.suffix or '.tmp'}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{path.parent}: could not create a temp file beside {path.name}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path beside `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temp path beside `path`; if the block succeeds, fsync it, rename it onto `path` and fsync the
+    folder (so the rename itself survives a crash). The temp name keeps the suffix (np.save, to_csv...)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs should look like any other file
+    tmp = _create_temp(path)
     try:
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -36,3 +61,15 @@ def write_json(path: str | os.PathLike, obj) -> None:
 def write_csv(path: str | os.PathLike, df) -> None:
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
+
+
+def read_table(path: str | os.PathLike, **kw):
+    """One of the pipeline's own tables (folds.csv, the prepared train/test.csv, oof/test predictions): ids and
+    labels as the text they were written as; "NA" and "None" are names, not missing values."""
+    import pandas as pd
+
+    df = pd.read_csv(path, **{"dtype": {"id": str, "label": str}, "keep_default_na": False, **kw})
+    for c in df.columns:  # every other column is numbers: an empty cell is a gap (NaN), not text
+        if c not in ("id", "label") and not pd.api.types.is_numeric_dtype(df[c]):
+            df[c] = pd.to_numeric(df[c].replace("", None), errors="coerce")
+    return df

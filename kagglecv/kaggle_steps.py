@@ -45,34 +45,34 @@ def submission_message(scores: dict, commit: str, template: str | None = None) -
 
 def submit_step(competition: str, submission_csv, scores_json, leaderboard_csv, *, message: str | None = None,
                 poll_interval: float = 10, timeout: float = 600, repo=None, experiment: str | None = None,
-                results_dir="results", track=True) -> dict:
+                results_dir="results", track=True, resume: bool = True, resume_ref: str | None = None,
+                http_timeout: float | None = None) -> dict:
     """Submit `submission_csv`, wait for the public score, append it to `leaderboard_csv`, log it to MLflow.
 
-    The leaderboard row is written even when Kaggle could not score the file (status ERROR); the step then
-    fails with Kaggle's reason.
+    The leaderboard row is written whatever happens once the submission exists: scored, ERROR (Kaggle could
+    not score the file) or PENDING (not scored within `timeout`, or polling was rate-limited); the step then
+    fails with the reason. Run again after PENDING: with `resume` (default) the pending row of this exact
+    file is polled again, never uploaded twice; `resume_ref` polls a given submission ref instead.
+    `http_timeout` (seconds; None: kaggle_io.HTTP_TIMEOUT) bounds every HTTP request.
     """
-    from .kaggle_io import KaggleError, append_leaderboard, redact, submit
+    from .kaggle_io import HTTP_TIMEOUT, check_result, redact, submit_and_record
 
     scores = json.loads(Path(scores_json).read_text())
     cv = scores["ensemble"]["cv"]
     text = submission_message(scores, git_commit(repo), message)
     log.info("%s: submitting %s with message %r", competition, submission_csv, redact(text))
-    result = submit(competition, Path(submission_csv), text, poll_interval=poll_interval, timeout=timeout)
-    append_leaderboard(Path(leaderboard_csv), {
-        "competition": competition, "message": text, "cv": cv, "public_score": result["public_score"],
-        "private_score": result["private_score"], "ref": result["ref"],
-    })
-    log.info("%s: submission %s: public score %s (CV %s %.5f); appended to %s", competition, result["ref"],
-             result["public_score"], scores["metric"], cv, leaderboard_csv)
+    result = submit_and_record(competition, Path(submission_csv), text, Path(leaderboard_csv), cv=cv, resume=resume,
+                               resume_ref=resume_ref, poll_interval=poll_interval, timeout=timeout,
+                               http_timeout=http_timeout or HTTP_TIMEOUT)
+    log.info("%s: submission %s %s: public score %s (CV %s %s); recorded in %s", competition, result["ref"],
+             result["status"], result["public_score"], scores["metric"], result["cv"], leaderboard_csv)
     with Tracker(experiment or competition, "submit", results_dir, enabled=track, tags={"step": "submit"}) as t:
-        t.log_params({"message": redact(text), "ref": result["ref"], "status": result["status"],
+        t.log_params({"message": redact(result["message"]), "ref": result["ref"], "status": result["status"],
                       "metric": scores["metric"]})
         t.log_metrics({"cv": cv, "public_score": result["public_score"], "private_score": result["private_score"]})
         t.log_artifact(leaderboard_csv)
     if track:  # the invocation's parent run holds the public score beside the ensemble CV
         log_to_parent({"public_score": result["public_score"], "private_score": result["private_score"]},
                       results_dir=results_dir)
-    if result["status"] == "ERROR":
-        raise KaggleError(f"Kaggle could not score submission {result['ref']} to '{competition}': "
-                          f"{redact(str(result['error']))}")
+    check_result(result, competition)
     return result

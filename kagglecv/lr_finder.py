@@ -212,16 +212,16 @@ def run_lr_find(train_cfg: dict, prepared_dir, folds_csv, out_dir, *, start_lr: 
     them: same model, input size, normalisation, augmentation, batch size, weight decay, AMP and seed.
 
     Writes out_dir/lr_find.json ({suggestion, suggestions, lrs, losses, backbone, ...}) and out_dir/lr_find.png."""
-    from .train import TrainConfig, load_fold, make_batches, setup_model, use_device_path
+    from .data import use_device_path
+    from .train import TrainConfig, fold_batches, load_fold, setup_model
 
     cfg = TrainConfig.from_dict({k: v for k, v in train_cfg.items() if k != "lr"})  # lr may be "auto"
     prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
-    _, images, y, tr_idx, _, n_classes = load_fold(cfg, prepared_dir, folds_csv)
+    _, images, y, tr_idx, va_idx, n_classes = load_fold(cfg, prepared_dir, folds_csv)
     model, dc, device, amp_dtype = setup_model(cfg, n_classes, in_chans=images.shape[-1])
     # The training rows exactly as train.run feeds them (same data path, augmentation and seed).
-    train_dl = make_batches(images[tr_idx], y[tr_idx], cfg, dc, device, augment=cfg.augment, shuffle=True,
-                            batch_size=cfg.batch_size, seed=cfg.seed * 1000 + cfg.fold,
-                            on_device=use_device_path(cfg, device, images.nbytes))
+    train_dl, _ = fold_batches(cfg, images, y, tr_idx, va_idx, dc, device,
+                               use_device_path(cfg.data_path, device, images.nbytes))
     result = lr_find(model, train_dl, device, start_lr=start_lr, end_lr=end_lr, num_it=num_it, stop_div=stop_div,
                      weight_decay=cfg.weight_decay, amp_dtype=amp_dtype, label_smoothing=cfg.label_smoothing,
                      method=method)

@@ -6,8 +6,8 @@ writes results/<competition>/predictions/<DIR's name>.csv (`image`, one probabil
 `label`) and <DIR's name>.json (what was done: method, members, folds, skipped files, notes).
 
 The same steps as the submission:
-  * every image is decoded as `kagglecv.prepare` decodes the training cache: converted to its channels
-    (L or RGB) and resized (bilinear) to its height and width;
+  * every image is decoded by the decoder that made the training cache (kagglecv.images.Decoder): upright,
+    converted to its channels (L or RGB) and fitted to its height and width by the same `data.resize`;
   * each fold's model.pt is rebuilt with `train.build_model` from the config saved in it, and predicted with
     `train.predict_tta` (the same normalisation, input size, TTA preset, passes, beta and seeds);
   * the folds of a backbone are averaged, and the backbones are combined by the method scores.json says was
@@ -36,10 +36,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from .errors import InputError
-from .fsutil import write_csv, write_json
+from .fsutil import read_table, write_csv, write_json
 
 log = logging.getLogger("kagglecv.predict")
 
@@ -47,26 +46,23 @@ log = logging.getLogger("kagglecv.predict")
 # ---------------------------------------------------------------- images
 
 
-def load_folder(folder: str | Path, image_shape) -> tuple[list[str], np.ndarray, list[dict]]:
+def load_folder(folder: str | Path, image_shape, resize: str = "squash",
+                max_pixels: int | None = None) -> tuple[list[str], np.ndarray, list[dict]]:
     """(names, uint8 N x H x W x C array, skipped [{file, reason}]) for the files directly in `folder`."""
-    from .prepare import load_image
+    from .images import Decoder
 
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder; give the folder of images to predict")
     h, w, c = (int(v) for v in image_shape)
-    gray = c == 1
+    decode = Decoder(h, w, c == 1, resize, max_pixels)  # exactly the training cache's decoder
     names, arrays, skipped = [], [], []
     for p in sorted(folder.iterdir(), key=lambda p: p.name):
         if p.name.startswith(".") or not p.is_file():
             continue
-        try:  # exactly prepare.decode_all's conversion, one image at a time
-            img = load_image(p, p.name).convert("L" if gray else "RGB")
-            if img.size != (w, h):
-                img = img.resize((w, h), Image.BILINEAR)
-            arr = np.asarray(img)
-            arr = arr[..., None] if gray else arr
-        except (InputError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        try:
+            arr = decode(p, p.name)
+        except InputError as e:
             reason = str(e.__cause__ or e).splitlines()[0] if str(e.__cause__ or e) else type(e).__name__
             skipped.append({"file": p.name, "reason": reason})
             continue
@@ -157,7 +153,7 @@ def refit(results_dir: Path, scores: dict, members: list[str], method: str):
     from . import blend
     from .ensemble import load_backbone, prob_columns
 
-    folds = pd.read_csv(results_dir / "folds.csv", dtype={"id": str})
+    folds = read_table(results_dir / "folds.csv")
     oofs = []
     for name in members:
         oof, _ = load_backbone(fold_dirs_of(results_dir, scores, name))
@@ -181,7 +177,7 @@ def check_against_submission(results_dir: Path, scores: dict, method: str, membe
 
     try:
         tests = [load_backbone(fold_dirs_of(results_dir, scores, m))[1] for m in members]
-        ens = pd.read_csv(results_dir / "ensemble_test.csv", dtype={"id": str})
+        ens = read_table(results_dir / "ensemble_test.csv")
     except (OSError, KeyError, ValueError) as e:
         return {"checked": False, "reason": str(e)}
     ours = apply_recipe(method, [t[prob_columns(t)].to_numpy() for t in tests], params)
@@ -225,7 +221,9 @@ def predict_folder(results_dir: str | Path, folder: str | Path, out_csv: str | P
     meta = json.loads(meta_path.read_text())
     classes = [str(c) for c in meta["classes"]]
 
-    names, images, skipped = load_folder(folder, meta["image_shape"])
+    cache = meta.get("cache", {})
+    names, images, skipped = load_folder(folder, meta["image_shape"], cache.get("resize", "squash"),
+                                         cache.get("max_image_pixels"))
     if skipped:
         msg = (f"{folder}: skipped {len(skipped)} unreadable file(s): "
                + "; ".join(f"{s['file']} ({s['reason']})" for s in skipped))

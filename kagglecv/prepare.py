@@ -7,27 +7,36 @@ Layouts (recognised from the files; `data.layout` names it when they are ambiguo
   filename_labels  train/<label>.<n>.jpg, test/<id>.jpg                              (Dogs vs Cats)
 
 The cache is `train_images.npy`/`test_images.npy` (uint8, N x H x W x C), `train.csv`/`test.csv` with the ids
-and labels, and `meta.json`; every later step reads only these.
+and labels, and `meta.json`; every later step reads only these, the images memory-mapped.
+
+The cache's side is what training needs (the workflow passes the largest input size of any backbone plus a
+margin, `kagglecv.config.cache_side`), not the photos' size: images that all share one size no larger than that
+are kept as they are; anything else becomes side x side by `data.resize` (kagglecv.images). Images are decoded
+on every core and streamed to disk, so memory does not grow with the dataset.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from .archive import safe_extract
+from . import images
+from .archive import ArchiveLimits, is_junk, safe_extract
 from .errors import InputError
 from .fsutil import atomic_path, write_csv, write_json
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
-GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+OUTPUTS = ("train_images.npy", "test_images.npy", "train.csv", "test.csv", "meta.json", "sample_submission.csv")
+FALLBACK_SIDE = 256  # mixed sizes and nothing saying what training needs (a direct library call)
 
 
 @dataclass
@@ -40,7 +49,9 @@ class DataConfig:
     train_dir: str = "train"
     test_dir: str = "test"
     sample_submission: str = "sample_submission.csv"
-    image_size: int | None = None  # cache size; None keeps native size when all images share one, else 256
+    image_size: int | None = None  # cache side; the workflow passes config.cache_side (what the backbones need)
+    resize: str = "squash"  # how an image becomes image_size x image_size: squash | crop | pad (kagglecv.images)
+    max_image_pixels: int | None = None  # decompression-bomb limit; None: Pillow's (about 89 megapixels)
 
 
 @dataclass
@@ -52,8 +63,24 @@ class Competition:
     train_ids: list[str]
     labels: list
     test_ids: list[str]
-    train_images: list = field(repr=False)  # paths, or arrays for pixel_csv
-    test_images: list = field(repr=False)
+    train_images: list | "PixelRows" = field(repr=False)  # image paths, or the pixel_csv rows
+    test_images: list | "PixelRows" = field(repr=False)
+
+
+@dataclass
+class PixelRows:
+    """Images stored as pixel columns of a CSV (Digit Recognizer), read in chunks, never all at once."""
+    path: Path
+    columns: list[str]
+    side: int
+    n: int
+
+    def __len__(self) -> int:
+        return self.n
+
+    def chunks(self, size: int = 4096) -> Iterator[np.ndarray]:
+        for df in pd.read_csv(self.path, usecols=self.columns, chunksize=size):
+            yield df[self.columns].to_numpy().clip(0, 255).astype(np.uint8).reshape(-1, self.side, self.side, 1)
 
 
 def find_root(path: Path, cfg: DataConfig) -> Path:
@@ -67,12 +94,47 @@ def find_root(path: Path, cfg: DataConfig) -> Path:
 
 
 def read_csv(path: Path, **kw) -> pd.DataFrame:
+    """A competition CSV as text: ids and labels exactly as written ("00017", "001", "NA", "None" stay)."""
     if not path.exists():
         raise InputError(f"{path}: file not found; the competition is incomplete, download it again")
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if not head.strip():
+        raise InputError(f"{path}: the file is empty; download the competition again")
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in head:
+        raise InputError(f"{path}: not UTF-8 text (UTF-16?); save it as a UTF-8 CSV")
     try:
-        return pd.read_csv(path, **kw)
+        return pd.read_csv(path, **{"dtype": str, "keep_default_na": False, **kw})
     except Exception as e:  # noqa: BLE001 - pandas raises many types for broken CSVs
-        raise InputError(f"{path}: cannot read CSV ({e}); download it again") from e
+        raise InputError(f"{path}: cannot read CSV ({str(e).splitlines()[0]}); download it again") from e
+
+
+def require_rows(df: pd.DataFrame, path: Path, what: str) -> None:
+    if df.empty:
+        raise InputError(f"{path}: no rows, only a header; {what}")
+
+
+def refuse_duplicates(ids: pd.Series, path: Path, column: str) -> None:
+    dup = ids[ids.duplicated()]
+    if len(dup):
+        raise InputError(f"{path}: id {dup.iloc[0]!r} appears {int((ids == dup.iloc[0]).sum())} times in column "
+                         f"{column!r}; ids must be unique, drop the repeated rows")
+
+
+def refuse_missing(labels: pd.Series, ids, path: Path, column: str) -> None:
+    missing = (labels.str.strip() == "").to_numpy()
+    if missing.any():
+        bad = list(ids)[int(np.flatnonzero(missing)[0])]
+        raise InputError(f"{path}: id {bad!r} has no value in column {column!r}; fill or drop the row")
+
+
+def class_order(labels) -> list[str]:
+    """The classes, as text: by number when every label reads as one (so "2" comes before "10"), else by text."""
+    classes = set(labels)
+    try:
+        return sorted(classes, key=lambda c: (float(c), c))
+    except ValueError:
+        return sorted(classes)
 
 
 def match_column(df: pd.DataFrame, want: str, path: Path, what: str, hint: str) -> str:
@@ -91,7 +153,7 @@ def index_images(folder: Path) -> dict[str, Path]:
         raise InputError(f"{folder}: image folder not found; check data.train_dir/data.test_dir")
     index: dict[str, Path] = {}
     for p in folder.iterdir():
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTS:
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not is_junk(p.name):
             index[p.name] = p
             index.setdefault(p.stem, p)
     return index
@@ -110,12 +172,12 @@ def lookup(index: dict[str, Path], ids, folder: Path, source: Path, what: str) -
 def detect_layout(root: Path, cfg: DataConfig) -> str:
     train_csv, train_dir = root / cfg.train_csv, root / cfg.train_dir
     if train_csv.exists():
-        head = pd.read_csv(train_csv, nrows=1)
+        head = read_csv(train_csv, nrows=0)
         if any(str(c).lower().startswith("pixel") for c in head.columns):
             return "pixel_csv"
         return "csv_images"
     if train_dir.is_dir():
-        entries = list(train_dir.iterdir())
+        entries = [e for e in train_dir.iterdir() if not is_junk(e.name)]
         if entries and all(e.is_dir() for e in entries):
             return "folder_per_class"
         if any(e.suffix.lower() in IMAGE_EXTS and e.name.count(".") >= 2 for e in entries):
@@ -126,10 +188,12 @@ def detect_layout(root: Path, cfg: DataConfig) -> str:
 
 def read_competition(root: Path, cfg: DataConfig) -> Competition:
     sample_path = root / cfg.sample_submission
-    sample = read_csv(sample_path, dtype=str)
+    sample = read_csv(sample_path)
+    require_rows(sample, sample_path, "it must list every test id; download the competition again")
     id_col = cfg.id_column or sample.columns[0]
     if id_col not in sample.columns:
         raise InputError(f"{sample_path}: no id column {id_col!r}; fix data.id_column")
+    refuse_duplicates(sample[id_col], sample_path, id_col)
     targets = [c for c in sample.columns if c != id_col]
     if not targets:
         raise InputError(f"{sample_path}: no target column beside {id_col!r}; it is not a submission template")
@@ -146,17 +210,30 @@ def _target_name(cfg: DataConfig, targets: list[str]) -> str:
     return cfg.target_column or targets[0]
 
 
+def label_column(train: pd.DataFrame, tid: str, cfg: DataConfig, targets: list[str], path: Path) -> str:
+    """data.target_column; else the template's target column; else, when the template has one probability
+    column per class, train.csv's only column besides the id."""
+    hint = "rename it, or set data.id_column/data.target_column"
+    if cfg.target_column or len(targets) == 1:
+        return match_column(train, _target_name(cfg, targets), path, "target", hint)
+    others = [c for c in train.columns if c != tid]
+    if len(others) != 1:
+        raise InputError(f"{path}: which column holds the labels ({', '.join(others[:6])})? The template has one "
+                         "column per class; set data.target_column")
+    return others[0]
+
+
 def _csv_images(root, cfg, sample, id_col, targets) -> Competition:
     train_path = root / cfg.train_csv
-    train = read_csv(train_path, dtype={id_col: str})
+    train = read_csv(train_path)
+    require_rows(train, train_path, "it must list the training images and their labels")
     hint = "rename it, or set data.id_column/data.target_column"
     tid = match_column(train, id_col, train_path, "id", hint)
-    tgt = match_column(train, _target_name(cfg, targets), train_path, "target", hint)
-    if train[tgt].isna().any():
-        bad = train.loc[train[tgt].isna(), tid].iloc[0]
-        raise InputError(f"{train_path}: id {bad!r} has no value in column {tgt!r}; fill or drop the row")
+    tgt = label_column(train, tid, cfg, targets, train_path)
+    refuse_duplicates(train[tid], train_path, tid)
+    refuse_missing(train[tgt], train[tid], train_path, tgt)
     train_dir, test_dir = root / cfg.train_dir, root / cfg.test_dir
-    train_ids = train[tid].astype(str).tolist()
+    train_ids = train[tid].tolist()
     test_ids = sample[id_col].tolist()
     return Competition("csv_images", id_col, targets, train_ids, train[tgt].tolist(), test_ids,
                        lookup(index_images(train_dir), train_ids, train_dir, train_path, "train"),
@@ -165,32 +242,33 @@ def _csv_images(root, cfg, sample, id_col, targets) -> Competition:
 
 def _pixel_csv(root, cfg, sample, id_col, targets) -> Competition:
     train_path, test_path = root / cfg.train_csv, root / cfg.test_csv
-    train, test = read_csv(train_path), read_csv(test_path)
-    tgt = match_column(train, _target_name(cfg, targets), train_path, "target", "set data.target_column")
-    pixels = [c for c in train.columns if str(c).lower().startswith("pixel")]
+    train_head, test_head = read_csv(train_path, nrows=0), read_csv(test_path, nrows=0)
+    tgt = match_column(train_head, _target_name(cfg, targets), train_path, "target", "set data.target_column")
+    pixels = [c for c in train_head.columns if str(c).lower().startswith("pixel")]
     side = int(round(len(pixels) ** 0.5))
     if side * side != len(pixels):
         raise InputError(f"{train_path}: {len(pixels)} pixel columns do not make a square image")
-    missing = [c for c in pixels if c not in test.columns]
+    missing = [c for c in pixels if c not in test_head.columns]
     if missing:
         raise InputError(f"{test_path}: missing pixel column {missing[0]!r}; download the competition again")
-    if len(test) != len(sample):
-        raise InputError(f"{test_path}: {len(test)} rows but {len(sample)} ids in {cfg.sample_submission}; "
+    labels = read_csv(train_path, usecols=[tgt])[tgt]
+    require_rows(labels.to_frame(), train_path, "it must hold the training images")
+    refuse_missing(labels, (f"row {k + 2}" for k in range(len(labels))), train_path, tgt)
+    n_test = len(read_csv(test_path, usecols=[pixels[0]]))
+    if n_test != len(sample):
+        raise InputError(f"{test_path}: {n_test} rows but {len(sample)} ids in {cfg.sample_submission}; "
                          "they must correspond row by row")
-
-    def to_images(df):
-        return list(df[pixels].to_numpy().clip(0, 255).astype(np.uint8).reshape(-1, side, side, 1))
-
-    return Competition("pixel_csv", id_col, targets, [str(i) for i in range(len(train))], train[tgt].tolist(),
-                       sample[id_col].tolist(), to_images(train), to_images(test))
+    return Competition("pixel_csv", id_col, targets, [str(i) for i in range(len(labels))], labels.tolist(),
+                       sample[id_col].tolist(), PixelRows(train_path, pixels, side, len(labels)),
+                       PixelRows(test_path, pixels, side, n_test))
 
 
 def _folder_per_class(root, cfg, sample, id_col, targets) -> Competition:
     train_dir, test_dir = root / cfg.train_dir, root / cfg.test_dir
     ids, labels, paths = [], [], []
-    for cls_dir in sorted(p for p in train_dir.iterdir() if p.is_dir()):
+    for cls_dir in sorted(p for p in train_dir.iterdir() if p.is_dir() and not is_junk(p.name)):
         for p in sorted(cls_dir.iterdir()):
-            if p.suffix.lower() in IMAGE_EXTS:
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not is_junk(p.name):
                 ids.append(f"{cls_dir.name}/{p.name}")
                 labels.append(cls_dir.name)
                 paths.append(p)
@@ -201,7 +279,7 @@ def _folder_per_class(root, cfg, sample, id_col, targets) -> Competition:
 
 def _filename_labels(root, cfg, sample, id_col, targets) -> Competition:
     train_dir, test_dir = root / cfg.train_dir, root / cfg.test_dir
-    paths = sorted(p for p in train_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    paths = sorted(p for p in train_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS and not is_junk(p.name))
     bad = [p.name for p in paths if p.name.count(".") < 2]
     if bad:
         raise InputError(f"{train_dir}/{bad[0]}: no label in the file name (expected <label>.<n>.<ext>)")
@@ -211,91 +289,118 @@ def _filename_labels(root, cfg, sample, id_col, targets) -> Competition:
                        lookup(index_images(test_dir), test_ids, test_dir, root / cfg.sample_submission, "test"))
 
 
-def load_image(src, ident: str) -> Image.Image:
-    if isinstance(src, np.ndarray):
-        return Image.fromarray(src[..., 0] if src.shape[-1] == 1 else src)
+def refuse_unknown_columns(comp: Competition, classes: list[str], sample_path: Path) -> None:
+    """A template with several target columns wants one probability per class: each column must be a class."""
+    if len(comp.target_columns) > 1:
+        unknown = [c for c in comp.target_columns if c not in classes]
+        if unknown:
+            raise InputError(f"{sample_path}: column {unknown[0]!r} is not a class of the training labels "
+                             f"({', '.join(classes[:6])}{', ...' if len(classes) > 6 else ''}); remove it or fix "
+                             "the labels")
+
+
+def cache_shape(sizes: set[tuple[int, int]], gray: bool, cfg: DataConfig) -> tuple[int, int, int]:
+    """(H, W, C) of the cache: the images' own size when they all share one that is no larger than the side
+    training needs (and squashing would not change them), else side x side."""
+    channels = 1 if gray else 3
+    if len(sizes) == 1:
+        w, h = next(iter(sizes))
+        if (cfg.image_size is None or max(w, h) <= cfg.image_size) and (w == h or cfg.resize == "squash"):
+            return h, w, channels
+    side = cfg.image_size or FALLBACK_SIDE
+    return side, side, channels
+
+
+def write_images(path: Path, sources, ids: list[str], decoder: images.Decoder, pool: images.Pool, desc: str) -> None:
+    with tqdm(total=len(ids), desc=desc, unit="img", mininterval=2) as bar:
+        if isinstance(sources, PixelRows):  # pixels are data already: chunks through the same decoder
+            def parts():
+                for chunk in sources.chunks():
+                    yield np.stack([decoder(a, "") for a in chunk]) if chunk.shape[1:] != decoder.shape else chunk
+                    bar.update(len(chunk))
+            images.write_array_stream(path, (len(sources), *decoder.shape), parts())
+        else:
+            images.write_cache(path, sources, ids, decoder, pool, progress=bar)
+
+
+def scan(comp: Competition, cfg: DataConfig, pool: images.Pool) -> tuple[bool, set[tuple[int, int]]]:
+    """(all grayscale?, set of upright sizes), from the headers of every image, in parallel."""
+    if isinstance(comp.train_images, PixelRows):
+        side = comp.train_images.side
+        return True, {(side, side)}
+    sources, ids = comp.train_images + comp.test_images, comp.train_ids + comp.test_ids
+    with tqdm(total=len(ids), desc="scan headers", unit="img", mininterval=2) as bar:
+        found = images.probe_all(sources, ids, pool, cfg.max_image_pixels, progress=bar)
+    return all(g for _, _, g in found), {(w, h) for w, h, _ in found}
+
+
+@contextlib.contextmanager
+def inside(data_path: Path, tmp: str):
+    """Errors about files unpacked from a zip name them inside the zip, not in the temp folder about to vanish."""
     try:
-        img = Image.open(src)
-        img.load()
-        return img
-    except (OSError, UnidentifiedImageError) as e:
-        raise InputError(f"{src}: cannot read image for id {ident!r} ({e}); restore the file or drop the row") from e
+        yield
+    except InputError as e:
+        raise InputError(str(e).replace(f"{tmp}/", f"{data_path}:")) from e
 
 
-def decode_all(sources: list, ids: list[str], size: tuple[int, int] | None, gray: bool, desc: str) -> np.ndarray:
-    first = np.asarray(load_image(sources[0], ids[0]).convert("L" if gray else "RGB")) if sources else None
-    h, w = size or (first.shape[:2] if first is not None else (1, 1))
-    out = np.empty((len(sources), h, w, 1 if gray else 3), dtype=np.uint8)
-    for k, (src, ident) in enumerate(tqdm(list(zip(sources, ids)), desc=desc, mininterval=2)):
-        img = load_image(src, ident).convert("L" if gray else "RGB")
-        if img.size != (w, h):
-            img = img.resize((w, h), Image.BILINEAR)
-        arr = np.asarray(img)
-        out[k] = arr[..., None] if gray else arr
-    return out
-
-
-def image_modes(sources: list, ids: list[str]) -> tuple[bool, set[tuple[int, int]]]:
-    """(all grayscale?, set of sizes) from the headers only: cheap, decides the cache shape."""
-    gray, sizes = True, set()
-    for src, ident in zip(sources, ids):
-        if isinstance(src, np.ndarray):
-            sizes.add(src.shape[:2][::-1])
-            gray &= src.shape[-1] == 1
-            continue
-        try:
-            with Image.open(src) as img:
-                sizes.add(img.size)
-                gray &= img.mode in GRAY_MODES
-        except (OSError, UnidentifiedImageError) as e:
-            raise InputError(f"{src}: cannot read image for id {ident!r} ({e}); restore the file or drop the row") from e
-    return gray, sizes
-
-
-def prepare(data_path: str | Path, out_dir: str | Path, cfg: DataConfig | None = None) -> dict:
-    """Validate the competition at `data_path` (folder or zip) and write the cache into `out_dir`."""
+def prepare(data_path: str | Path, out_dir: str | Path, cfg: DataConfig | None = None, workers: int = 1,
+            limits: ArchiveLimits | None = None) -> dict:
+    """Validate the competition at `data_path` (folder or zip, unpacked within `limits`) and write the cache
+    into `out_dir`, decoding on `workers` processes."""
     cfg = cfg or DataConfig()
+    if cfg.resize not in images.RESIZE_MODES:
+        raise InputError(f"data.resize: unknown mode {cfg.resize!r}; use one of {', '.join(images.RESIZE_MODES)}")
     data_path, out_dir = Path(data_path), Path(out_dir)
     if not data_path.exists():
         raise InputError(f"{data_path}: not found; set data.path to the competition folder or zip")
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".unpack-") as tmp:
+    images.remove_stale(out_dir, OUTPUTS)  # temp files of a killed run: gigabytes, and never mistaken for outputs
+    for stale in out_dir.glob(".unpack-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    t0 = time.perf_counter()
+    # The decoding processes start first, while this process holds no per-image data (see images.Pool).
+    with images.Pool(workers) as pool, tempfile.TemporaryDirectory(dir=out_dir, prefix=".unpack-") as tmp, \
+            inside(data_path, tmp):
         src = data_path
         if data_path.is_file():
-            src = safe_extract(data_path, Path(tmp))
+            src = safe_extract(data_path, Path(tmp), limits=limits)
         root = find_root(src, cfg)
         comp = read_competition(root, cfg)
+        if not comp.train_ids:
+            raise InputError(f"{data_path}: no training images found")
+        classes = class_order(comp.labels)
+        if len(classes) < 2:
+            raise InputError(f"{data_path}: only one class ({classes[0]!r}) in the training labels")
+        refuse_unknown_columns(comp, classes, root / cfg.sample_submission)
+        gray, sizes = scan(comp, cfg, pool)
+        h, w, c = cache_shape(sizes, gray, cfg)
+        decoder = images.Decoder(h, w, gray, cfg.resize, cfg.max_image_pixels)
+        t1 = time.perf_counter()
+        write_images(out_dir / "train_images.npy", comp.train_images, comp.train_ids, decoder, pool, "decode train")
+        write_images(out_dir / "test_images.npy", comp.test_images, comp.test_ids, decoder, pool, "decode test")
+        decode_s = time.perf_counter() - t1
         # Later steps need the submission template; keep it byte for byte beside the cache.
         with atomic_path(out_dir / "sample_submission.csv") as t:
             shutil.copyfile(root / cfg.sample_submission, t)
-        if not comp.train_ids:
-            raise InputError(f"{data_path}: no training images found")
-        gray, sizes = image_modes(comp.train_images + comp.test_images, comp.train_ids + comp.test_ids)
-        if cfg.image_size:
-            size = (cfg.image_size, cfg.image_size)
-        elif len(sizes) == 1:
-            size = None
-        else:
-            size = (256, 256)  # mixed sizes: one square cache; training resizes to the model's input anyway
-        train_x = decode_all(comp.train_images, comp.train_ids, size, gray, "decode train")
-        test_x = decode_all(comp.test_images, comp.test_ids, size or train_x.shape[1:3], gray, "decode test")
-    classes = sorted(set(comp.labels), key=lambda v: (str(type(v)), v))
     cls_index = {c: k for k, c in enumerate(classes)}
+    n_images = len(comp.train_ids) + len(comp.test_ids)
     meta = {
         "layout": comp.layout, "id_column": comp.id_column, "target_columns": comp.target_columns,
-        "classes": [c.item() if hasattr(c, "item") else c for c in classes],
+        "classes": classes,
         "task": "binary" if len(classes) == 2 else "multiclass",
         "n_train": len(comp.train_ids), "n_test": len(comp.test_ids),
-        "image_shape": list(train_x.shape[1:]),
+        "image_shape": [h, w, c],
+        "cache": {"side": cfg.image_size, "resize": cfg.resize, "max_image_pixels": cfg.max_image_pixels,
+                  "distinct_sizes": len(sizes),
+                  "smallest": list(min(sizes, key=lambda s: s[0] * s[1])),
+                  "largest": list(max(sizes, key=lambda s: s[0] * s[1])),
+                  "bytes": n_images * h * w * c},
+        "decode": {"workers": workers, "seconds": round(decode_s, 2),
+                   "images_per_s": round(n_images / decode_s, 1) if decode_s > 0 else None,
+                   "total_seconds": round(time.perf_counter() - t0, 2)},
     }
-    if len(classes) < 2:
-        raise InputError(f"{data_path}: only one class ({classes[0]!r}) in the training labels")
-    for name, arr in (("train_images.npy", train_x), ("test_images.npy", test_x)):
-        with atomic_path(out_dir / name) as t:
-            with open(t, "wb") as f:
-                np.save(f, arr)
     write_csv(out_dir / "train.csv", pd.DataFrame({"id": comp.train_ids, "label": comp.labels,
                                                    "y": [cls_index[v] for v in comp.labels]}))
     write_csv(out_dir / "test.csv", pd.DataFrame({"id": comp.test_ids}))
-    write_json(out_dir / "meta.json", meta)
+    write_json(out_dir / "meta.json", meta)  # last: a complete meta.json means a complete cache
     return meta

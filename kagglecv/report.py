@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .fsutil import atomic_path
+from .fsutil import atomic_path, read_table
 
 # matplotlib is imported where a figure is made: rules/report.smk imports this module while Snakemake parses.
 
@@ -107,7 +107,7 @@ def _best_rows(df: pd.DataFrame, column: str, greater: bool) -> set[int]:
 def cv_table(scores_json: str | Path, out_png: str | Path, out_html: str | Path,
              ensemble_oof_csv: str | Path | None = None) -> pd.DataFrame:
     scores = json.loads(Path(scores_json).read_text())
-    oof = pd.read_csv(ensemble_oof_csv, dtype={"id": str}) if ensemble_oof_csv else None
+    oof = read_table(ensemble_oof_csv) if ensemble_oof_csv else None
     df = cv_frame(scores, oof)
     metric, greater = scores["metric"], scores.get("greater_is_better", True)
     score_cols = [c for c in df.columns if c == "CV" or c.startswith("fold ")]
@@ -268,7 +268,7 @@ def _probs(df: pd.DataFrame) -> np.ndarray:
 
 def confusion(ensemble_oof_csv: str | Path, meta_json: str | Path, out_png: str | Path,
               method: str | None = None) -> np.ndarray:
-    oof = pd.read_csv(ensemble_oof_csv, dtype={"id": str})
+    oof = read_table(ensemble_oof_csv)
     names = class_names(json.loads(Path(meta_json).read_text()))
     n = len(names)
     y, pred = oof["y"].to_numpy(int), _probs(oof).argmax(1)
@@ -299,7 +299,7 @@ def confusion(ensemble_oof_csv: str | Path, meta_json: str | Path, out_png: str 
 
 
 def class_balance(folds_csv: str | Path, meta_json: str | Path, out_png: str | Path) -> pd.DataFrame:
-    folds = pd.read_csv(folds_csv, dtype={"id": str})
+    folds = read_table(folds_csv)
     names = class_names(json.loads(Path(meta_json).read_text()))
     counts = (folds.groupby(["fold", "y"]).size().unstack(fill_value=0)
               .reindex(columns=range(len(names)), fill_value=0).sort_index())
@@ -344,10 +344,10 @@ def pick_errors(oof: pd.DataFrame, n: int = 16) -> tuple[pd.DataFrame, pd.DataFr
 def oof_errors(ensemble_oof_csv: str | Path, prepared_dir: str | Path, out_png: str | Path, n: int = 16,
                per_row: int = 8) -> tuple[pd.DataFrame, pd.DataFrame]:
     prepared_dir = Path(prepared_dir)
-    oof = pd.read_csv(ensemble_oof_csv, dtype={"id": str})
+    oof = read_table(ensemble_oof_csv)
     meta = json.loads((prepared_dir / "meta.json").read_text())
     names = class_names(meta)
-    train = pd.read_csv(prepared_dir / "train.csv", dtype={"id": str})
+    train = read_table(prepared_dir / "train.csv")
     row_of = dict(zip(train["id"], range(len(train))))
     images = np.load(prepared_dir / "train_images.npy", mmap_mode="r")
     wrong, uncertain = pick_errors(oof, n)

@@ -21,12 +21,14 @@ def demo_step(zip_path, solution_path) -> None:
     make_digits_competition(zip_path, solution_path)
 
 
-def prepare_step(data_path, out_dir, data_cfg: dict, experiment: str, results_dir="results", track=True) -> dict:
+def prepare_step(data_path, out_dir, data_cfg: dict, experiment: str, results_dir="results", track=True,
+                 workers: int = 1, archive: dict | None = None) -> dict:
     from . import prepare
+    from .archive import ArchiveLimits
 
     cfg = prepare.DataConfig(**data_cfg)
     with Tracker(experiment, "prepare", results_dir, enabled=track, tags={"step": "prepare"}) as t:
-        meta = prepare.prepare(data_path, out_dir, cfg)
+        meta = prepare.prepare(data_path, out_dir, cfg, workers=workers, limits=ArchiveLimits(**(archive or {})))
         t.log_params({"data_path": str(data_path), **{k: v for k, v in meta.items() if k != "classes"},
                       "n_classes": len(meta["classes"])})
         t.log_artifact(Path(out_dir) / "meta.json")
@@ -91,8 +93,8 @@ def holdout_step(submission_csv, solution_csv, prepared_dir, out_json, metric: s
     from . import metrics, submission
 
     meta = json.loads((Path(prepared_dir) / "meta.json").read_text())
-    sub = pd.read_csv(submission_csv, dtype=str)
-    sol = pd.read_csv(solution_csv, dtype=str)
+    sub = pd.read_csv(submission_csv, dtype=str, keep_default_na=False)
+    sol = pd.read_csv(solution_csv, dtype=str, keep_default_na=False)
     id_col, target = meta["id_column"], meta["target_columns"][0]
     merged = sol.merge(sub, on=id_col, suffixes=("_true", "_pred"), validate="one_to_one")
     classes = [str(c) for c in meta["classes"]]

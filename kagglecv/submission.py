@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError
-from .fsutil import write_csv
+from .fsutil import read_table, write_csv
 from .metrics import PROBABILITY_METRICS
 
 
@@ -26,9 +26,9 @@ def make_submission(ensemble_test_csv: Path, prepared_dir: Path, sample_csv_path
                     out_csv: Path) -> pd.DataFrame:
     prepared_dir = Path(prepared_dir)
     meta = json.loads((prepared_dir / "meta.json").read_text())
-    sample = pd.read_csv(sample_csv_path, dtype=str)
+    sample = pd.read_csv(sample_csv_path, dtype=str, keep_default_na=False)
     id_col, classes = meta["id_column"], meta["classes"]
-    preds = pd.read_csv(ensemble_test_csv, dtype={"id": str})
+    preds = read_table(ensemble_test_csv)
     probs = preds[[f"p{k}" for k in range(len(classes))]].to_numpy()
     pred_by_id = dict(zip(preds["id"], range(len(preds))))
     missing = [i for i in sample[id_col] if i not in pred_by_id]

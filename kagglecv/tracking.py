@@ -6,8 +6,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import random
+import time
 import warnings
 from pathlib import Path
+
+from .kaggle_io import redact
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +27,13 @@ HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
 }
 _down = False  # once a tracking call failed in this process, every later one is skipped
+# A SQLite store shared by many concurrent jobs answers "database is locked" when its writers collide (MLflow
+# already waits up to 20 s per statement); such a call is retried $KAGGLECV_MLFLOW_BUSY_RETRIES (default 4) times
+# with jittered exponential backoff.
+BUSY_RETRIES_ENV = "KAGGLECV_MLFLOW_BUSY_RETRIES"
+BUSY_BACKOFF = 1.0  # seconds before the first retry; doubled for each further one
+BUSY_HINT = ("with many concurrent jobs, use an MLflow server instead of the SQLite store "
+             "(MLFLOW_TRACKING_URI=http://HOST:5000, see docs/cluster.md)")
 
 
 def http_defaults() -> None:
@@ -39,12 +50,54 @@ def sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def display_uri(uri: str) -> str:
+    """`uri` fit to print or log: the user:password of https://user:password@host (and any other known
+    credential) replaced by ***."""
+    return redact(uri)
+
+
+def is_busy(err: BaseException) -> bool:
+    """Whether `err` (or an exception it wraps) is SQLite's "database is locked"/busy."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        text = str(err).lower()
+        if "database is locked" in text or "database table is locked" in text or "sqlite_busy" in text:
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def busy_retries() -> int:
+    try:
+        return max(0, int(os.environ.get(BUSY_RETRIES_ENV, "4")))
+    except ValueError:
+        return 4
+
+
+def retry_busy(fn, *args, **kw):
+    """fn(*args, **kw), retried with jittered exponential backoff while the SQLite store is locked."""
+    retries = busy_retries()
+    for attempt in range(retries + 1):
+        try:
+            return fn(*args, **kw)
+        except Exception as e:  # noqa: BLE001 - only busy errors are retried; the rest go up unchanged
+            if not is_busy(e) or attempt == retries:
+                raise
+            wait = BUSY_BACKOFF * 2**attempt * random.uniform(0.5, 1.5)
+            log.warning("MLflow store busy (database is locked); retrying in %.1fs (%d/%d)", wait, attempt + 1,
+                        retries)
+            time.sleep(wait)
+
+
 def _warn_down(what: str, err: Exception, stacklevel: int = 3) -> None:
     global _down
     if not _down:
-        warnings.warn(f"MLflow {what} failed ({type(err).__name__}: {err}); continuing without tracking, "
-                      "results are still written to disk and can be backfilled (python -m kagglecv.backfill)",
-                      stacklevel=stacklevel + 1)
+        hint = f"the store stayed locked after {busy_retries()} retries: {BUSY_HINT}; " if is_busy(err) else ""
+        detail = (str(err).strip().splitlines() or [""])[0][:300]  # SQLAlchemy appends the SQL and a help link
+        warnings.warn(redact(f"MLflow {what} failed ({type(err).__name__}: {detail}); {hint}continuing without "
+                             "tracking, results are still written to disk and can be backfilled "
+                             "(python -m kagglecv.backfill)"), stacklevel=stacklevel + 1)
     _down = True
 
 
@@ -91,7 +144,7 @@ class Tracker:
 
     def _fail(self, what: str, err: Exception) -> None:
         if not self._warned:
-            _warn_down(what, err, stacklevel=3)
+            _warn_down(f"{what} ({display_uri(tracking_uri(self.results_dir))})", err, stacklevel=3)
             self._warned = True
         self.enabled = False
         if self.run_id:
@@ -104,7 +157,7 @@ class Tracker:
             self.enabled = False
             return None
         try:
-            return fn(*args, **kw)
+            return retry_busy(fn, *args, **kw)
         except Exception as e:  # noqa: BLE001 - tracking must never fail the job
             self._fail(what, e)
             return None
@@ -174,11 +227,11 @@ def start_parent(experiment: str, results_dir: str | Path = "results", name: str
 
         mlflow.set_tracking_uri(tracking_uri(results_dir))
         client = mlflow.MlflowClient()
-        exp = client.get_experiment_by_name(experiment)
-        exp_id = exp.experiment_id if exp else _create_experiment(client, experiment, results_dir)
-        run = client.create_run(exp_id, run_name=name, tags={"step": "workflow", JOB_TAG: name})
+        exp = retry_busy(client.get_experiment_by_name, experiment)
+        exp_id = exp.experiment_id if exp else retry_busy(_create_experiment, client, experiment, results_dir)
+        run = retry_busy(client.create_run, exp_id, run_name=name, tags={"step": "workflow", JOB_TAG: name})
     except Exception as e:  # noqa: BLE001 - tracking must never stop the workflow
-        _warn_down("parent run", e, stacklevel=2)
+        _warn_down(f"parent run ({display_uri(tracking_uri(results_dir))})", e, stacklevel=2)
         return None
     os.environ[PARENT_ENV] = run.info.run_id
     return run.info.run_id
@@ -206,14 +259,15 @@ def log_to_parent(metrics: dict | None = None, params: dict | None = None, tags:
         http_defaults()
         mlflow.set_tracking_uri(tracking_uri(results_dir))
         now = get_current_time_millis()
-        mlflow.MlflowClient().log_batch(
+        retry_busy(
+            mlflow.MlflowClient().log_batch,
             run_id,
             metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()
                      if isinstance(v, (int, float)) and not isinstance(v, bool)],
             params=[Param(k, str(v)[:500]) for k, v in _flatten(params or {}).items()],
             tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
     except Exception as e:  # noqa: BLE001 - tracking must never fail the job
-        _warn_down("logging to the parent run", e, stacklevel=2)
+        _warn_down(f"logging to the parent run ({display_uri(tracking_uri(results_dir))})", e, stacklevel=2)
         return False
     return True
 
@@ -232,8 +286,8 @@ def finish_parent(ok: bool, metrics: dict | None = None) -> None:
         http_defaults()
         client = mlflow.MlflowClient()
         for k, v in (metrics or {}).items():
-            client.log_metric(run_id, k, float(v))
-        client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
+            retry_busy(client.log_metric, run_id, k, float(v))
+        retry_busy(client.set_terminated, run_id, "FINISHED" if ok else "FAILED")
     except Exception as e:  # noqa: BLE001
-        warnings.warn(f"MLflow: could not close the parent run {run_id} ({e}); "
-                      "python -m kagglecv.backfill --close-parents closes it", stacklevel=2)
+        warnings.warn(redact(f"MLflow: could not close the parent run {run_id} ({e}); "
+                             "python -m kagglecv.backfill --close-parents closes it"), stacklevel=2)

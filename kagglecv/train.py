@@ -18,13 +18,14 @@ import pandas as pd
 import timm
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from . import metrics
-from .augment import AUGMENT_PRESETS, batch_augment, build_transform, tta_blend, tta_views
+from .augment import tta_blend, tta_views
+from .config import explicit_input_size
+from .data import loader_workers, make_batches, open_cache, use_device_path
 from .errors import InputError
-from .fsutil import atomic_path, write_csv, write_json
+from .fsutil import atomic_path, read_table, write_csv, write_json
 from .gpu import lease_gpu
 from .tracking import Tracker
 
@@ -62,8 +63,8 @@ class TrainConfig:
     #                          albumentations per sample; auto: device on a GPU when the cache fits, else loader
     drop_rate: float = 0.0
     amp: bool = True  # mixed precision on GPU (bf16 where supported, else fp16 + grad scaler); off on CPU
-    num_workers: int = 0  # DataLoader workers; 0 is fastest for small cached images on few cores
-    threads: int = 1  # torch CPU threads (Snakemake's `threads:`)
+    num_workers: int | None = None  # DataLoader workers; None: 0 on CPU, threads - 1 on a GPU (data.loader_workers)
+    threads: int | None = None  # torch CPU threads (the workflow passes the rule's `threads:`); None: torch's own
     device: str = "auto"  # auto | cpu | cuda
     extra: dict = field(default_factory=dict)  # timm.create_model kwargs (e.g. drop_path_rate)
 
@@ -80,67 +81,6 @@ class TrainConfig:
         if "moms" in d:
             d["moms"] = tuple(d["moms"])
         return cls(**d)
-
-
-class CachedImages(Dataset):
-    """uint8 NHWC images from the prepare cache, transformed per sample by albumentations."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray | None, transform):
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i):
-        x = self.transform(image=self.images[i])["image"]
-        x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
-        return x, (-1 if self.labels is None else int(self.labels[i]))
-
-
-class DeviceBatches:
-    """The on-device data path: the uint8 cache lives on the device and whole batches are augmented there,
-    so no per-sample work, no host-to-device copies and no worker processes stand between epochs."""
-
-    def __init__(self, images, labels, dc: dict, device, *, augment: str, shuffle: bool, batch_size: int, seed: int):
-        self.x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-        self.y = None if labels is None else torch.from_numpy(np.asarray(labels)).to(device)
-        self.preset, self.augment, self.size = AUGMENT_PRESETS[augment], augment != "none", dc["img_size"]
-        self.mean = torch.tensor(dc["mean"], device=device).view(1, -1, 1, 1)
-        self.std = torch.tensor(dc["std"], device=device).view(1, -1, 1, 1)
-        self.shuffle, self.bs, self.gen = shuffle, batch_size, torch.Generator().manual_seed(seed)
-        self.drop_last = shuffle and len(self.x) > batch_size
-
-    def __len__(self) -> int:
-        return len(self.x) // self.bs if self.drop_last else math.ceil(len(self.x) / self.bs)
-
-    def __iter__(self):
-        n = len(self.x)
-        order = torch.randperm(n, generator=self.gen) if self.shuffle else torch.arange(n)
-        for i in range(len(self)):
-            idx = order[i * self.bs:(i + 1) * self.bs].to(self.x.device)
-            xb = batch_augment(self.x[idx], self.size, self.preset, self.gen, train=self.augment)
-            yield (xb - self.mean) / self.std, (self.y[idx] if self.y is not None else torch.full((len(idx),), -1))
-
-
-def use_device_path(cfg: TrainConfig, device: torch.device, nbytes: int) -> bool:
-    if cfg.data_path != "auto":
-        return cfg.data_path == "device"
-    if device.type != "cuda":
-        return False  # on CPU the model, not per-sample albumentations, is the bottleneck (make bench)
-    return nbytes < 0.25 * torch.cuda.mem_get_info()[0]
-
-
-def make_batches(images, labels, cfg: TrainConfig, dc: dict, device, *, augment: str, shuffle: bool,
-                 batch_size: int, seed: int, on_device: bool):
-    """Batches of normalised NCHW tensors with labels, from either data path."""
-    if on_device:
-        return DeviceBatches(images, labels, dc, device, augment=augment, shuffle=shuffle, batch_size=batch_size,
-                             seed=seed)
-    tf = build_transform(dc["img_size"], dc["mean"], dc["std"], augment, seed=seed)
-    return DataLoader(CachedImages(images, labels, tf), batch_size=batch_size, shuffle=shuffle,
-                      drop_last=shuffle and len(images) > batch_size, num_workers=cfg.num_workers,
-                      pin_memory=device.type == "cuda", persistent_workers=shuffle and cfg.num_workers > 0,
-                      generator=torch.Generator().manual_seed(seed) if shuffle else None)
 
 
 def build_model(cfg: TrainConfig, n_classes: int, in_chans: int) -> tuple[torch.nn.Module, dict]:
@@ -166,7 +106,7 @@ def build_model(cfg: TrainConfig, n_classes: int, in_chans: int) -> tuple[torch.
                          "them in the Hugging Face cache, set pretrained_file: /path/to/weights, or "
                          "pretrained: false") from e
     dc = timm.data.resolve_model_data_config(model)
-    size = cfg.img_size or dc["input_size"][-1]
+    size = explicit_input_size({"img_size": cfg.img_size, "extra": cfg.extra}) or dc["input_size"][-1]
     try:  # fail now, with the fix named, rather than after an epoch deep inside the model
         model.eval()
         with torch.no_grad():
@@ -213,11 +153,14 @@ def predict(model, loader, device, amp_dtype, tta: str = "none") -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 
-def predict_tta(model, images, cfg: TrainConfig, dc: dict, device, amp_dtype, on_device: bool = False) -> np.ndarray:
-    """The plain prediction blended with the TTA views (fastai's beta blend)."""
+def predict_tta(model, images, cfg: TrainConfig, dc: dict, device, amp_dtype, on_device: bool = False,
+                rows=None) -> np.ndarray:
+    """The plain prediction of `rows` of the cache (all when None) blended with the TTA views (fastai's beta
+    blend), streamed a batch at a time."""
     def batches(augment: str, seed: int = 0):
-        return make_batches(images, None, cfg, dc, device, augment=augment, shuffle=False,
-                            batch_size=cfg.batch_size * 2, seed=seed, on_device=on_device)
+        return make_batches(images, None, dc, device, augment=augment, shuffle=False, batch_size=cfg.batch_size * 2,
+                            seed=seed, on_device=on_device, rows=rows,
+                            num_workers=loader_workers(cfg.num_workers, cfg.threads, device))
 
     plain = predict(model, batches("none"), device, amp_dtype)
     if cfg.tta == "none":
@@ -334,17 +277,28 @@ def load_resume(path: Path, resolved, model, phases, scaler, ema) -> tuple[int, 
 
 def load_fold(cfg: TrainConfig, prepared_dir: Path, folds_csv) -> tuple[pd.DataFrame, np.ndarray, np.ndarray,
                                                                         np.ndarray, np.ndarray, int]:
-    """Seed this job, then (folds, train images, y, train rows, valid rows, n_classes) for cfg.fold."""
+    """Seed this job, then (folds, memory-mapped train cache, y, train rows, valid rows, n_classes) for cfg.fold."""
     torch.manual_seed(cfg.seed * 1000 + cfg.fold)
     np.random.seed(cfg.seed * 1000 + cfg.fold)
-    torch.set_num_threads(max(1, cfg.threads))
-    folds = pd.read_csv(folds_csv, dtype={"id": str})
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    folds = read_table(folds_csv)
     if cfg.fold not in set(folds["fold"]):
         raise InputError(f"{folds_csv}: no fold {cfg.fold}; folds are {sorted(set(folds['fold']))}")
-    images = np.load(Path(prepared_dir) / "train_images.npy", mmap_mode="r")
+    images = open_cache(Path(prepared_dir) / "train_images.npy")
     fold = folds["fold"].to_numpy()
     return (folds, images, folds["y"].to_numpy(), np.flatnonzero(fold != cfg.fold), np.flatnonzero(fold == cfg.fold),
             int(folds["y"].max()) + 1)
+
+
+def fold_batches(cfg: TrainConfig, images, y, tr_idx, va_idx, dc: dict, device, on_device: bool):
+    """(training batches, validation batches) of the fold, read from the cache by row."""
+    workers = loader_workers(cfg.num_workers, cfg.threads, device)
+    train = make_batches(images, y[tr_idx], dc, device, augment=cfg.augment, shuffle=True, batch_size=cfg.batch_size,
+                         seed=cfg.seed * 1000 + cfg.fold, on_device=on_device, rows=tr_idx, num_workers=workers)
+    valid = make_batches(images, y[va_idx], dc, device, augment="none", shuffle=False, batch_size=cfg.batch_size * 2,
+                         seed=0, on_device=on_device, rows=va_idx, num_workers=workers)
+    return train, valid
 
 
 def setup_model(cfg: TrainConfig, n_classes: int, in_chans: int):
@@ -361,14 +315,11 @@ def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_d
         experiment: str = "default", results_dir: str | Path = "results", track: bool = True) -> dict:
     prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
     folds, images, y, tr_idx, va_idx, n_classes = load_fold(cfg, prepared_dir, folds_csv)
-    test_images = np.load(prepared_dir / "test_images.npy", mmap_mode="r")
-    test_ids = pd.read_csv(prepared_dir / "test.csv", dtype={"id": str})["id"]
+    test_images = open_cache(prepared_dir / "test_images.npy")
+    test_ids = read_table(prepared_dir / "test.csv")["id"]
     model, dc, device, amp_dtype = setup_model(cfg, n_classes, in_chans=images.shape[-1])
-    on_device = use_device_path(cfg, device, images.nbytes + test_images.nbytes)
-    train_batches = make_batches(images[tr_idx], y[tr_idx], cfg, dc, device, augment=cfg.augment, shuffle=True,
-                                 batch_size=cfg.batch_size, seed=cfg.seed * 1000 + cfg.fold, on_device=on_device)
-    val_batches = make_batches(images[va_idx], y[va_idx], cfg, dc, device, augment="none", shuffle=False,
-                               batch_size=cfg.batch_size * 2, seed=0, on_device=on_device)
+    on_device = use_device_path(cfg.data_path, device, images.nbytes + test_images.nbytes)
+    train_batches, val_batches = fold_batches(cfg, images, y, tr_idx, va_idx, dc, device, on_device)
     phases = plan_phases(model, cfg, len(train_batches))
     epoch_phase = [p for p in phases for _ in range(p.epochs)]  # which phase each epoch belongs to
     scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
@@ -379,6 +330,7 @@ def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_d
 
     resolved = {**dataclasses.asdict(cfg), **dc, "device": str(device), "amp_dtype": str(amp_dtype),
                 "data_path_used": "device" if on_device else "loader",
+                "num_workers_used": 0 if on_device else loader_workers(cfg.num_workers, cfg.threads, device),
                 "n_train": len(tr_idx), "n_valid": len(va_idx), "n_classes": n_classes}
     write_json(out_dir / "config.json", resolved)
     # Not a declared output: survives a killed job, and is removed once the job has finished.
@@ -410,7 +362,7 @@ def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_d
         train_seconds = time.perf_counter() - t_start
 
         final = ema.module if ema else model
-        oof = predict_tta(final, images[va_idx], cfg, dc, device, amp_dtype, on_device)
+        oof = predict_tta(final, images, cfg, dc, device, amp_dtype, on_device, rows=va_idx)
         test = predict_tta(final, test_images, cfg, dc, device, amp_dtype, on_device)
         cols = [f"p{k}" for k in range(n_classes)]
         oof_df = pd.DataFrame(oof, columns=cols)

@@ -1,11 +1,20 @@
 # Helpers and config validation: everything here runs before any job starts.
-import copy
 import json
 from pathlib import Path
 
-import jsonschema
 import yaml
 from snakemake.utils import validate
+
+from kagglecv.config import (
+    backbone_settings,
+    cache_side,
+    input_size,
+    loader_workers,
+    prepare_side,
+    train_mem_mb,
+    train_threads,
+)
+from kagglecv.gpu import visible_devices
 
 validate(config, "../schemas/config.schema.yaml")
 
@@ -27,24 +36,29 @@ PREPARED_FILES = [
 MODEL = f"{RES}/models/{{backbone}}/fold{{fold}}"  # one training job's folder (wildcards left open)
 
 
-def backbone_settings():
-    """{name: train config} with each backbone's overrides merged over `train`, validated now."""
-    out = {}
-    for item in config["backbones"]:
-        item = {"name": item} if isinstance(item, str) else dict(item)
-        name = item.pop("name")
-        if name in out:
-            raise ValueError(f"backbones: {name!r} is listed twice")
-        merged = {**copy.deepcopy(config["train"]), **item}
-        try:
-            jsonschema.validate(merged, SCHEMA["properties"]["train"])
-        except jsonschema.ValidationError as e:
-            raise ValueError(f"backbones: override for {name!r} is invalid: {e.message}") from None
-        out[name] = merged
-    return out
+def global_resource(name):
+    """A --resources limit (e.g. gpu=2), or None when none is set."""
+    res = workflow.global_resources.get(name)
+    return getattr(res, "value", res)
 
 
-BACKBONES = backbone_settings()
+BACKBONES = backbone_settings(
+    config, SCHEMA
+)  # {name: train settings}, overrides merged and validated
+# What the largest backbone needs, plus the margin; the previous side when the cache would not change.
+CACHE_SIDE = prepare_side(cache_side(BACKBONES, config["data"]), f"{PREP}/meta.json")
+TRAIN_THREADS = train_threads(config["train"]["threads"], workflow.cores, global_resource("gpu"))
+LOCAL_GPUS = bool(visible_devices())
+
+
+def train_mem(wildcards):
+    """mem_mb for one training job of this backbone. Called at DAG time, once the executor is known: on a
+    cluster the job gets a GPU (the rule asks for one), locally it does when this machine has some.
+    """
+    s = BACKBONES[wildcards.backbone]
+    gpu = workflow.non_local_exec or LOCAL_GPUS
+    workers = loader_workers(s["num_workers"], TRAIN_THREADS, gpu)
+    return train_mem_mb(s, input_size(wildcards.backbone, s), 3, workers, gpu)
 
 
 wildcard_constraints:
@@ -53,12 +67,12 @@ wildcard_constraints:
 
 
 def data_input():
-    """The competition as Kaggle ships it: the demo zip, a local folder/zip, or the download."""
+    """What prepare waits for: the demo zip, a local folder/zip, or the download's completion marker."""
     source, path = config["data"]["source"], config["data"]["path"]
     if source == "demo":
         return path or f"data/demo/{COMP}.zip"
     if source == "kaggle":
-        return f"data/kaggle/{COMP}/files"
+        return f"data/kaggle/{COMP}/.complete"
     if not path:
         raise ValueError(
             "data.path: required with data.source: local (a competition folder or zip)"
@@ -66,9 +80,17 @@ def data_input():
     return path
 
 
+def competition_path(wildcards, input):
+    """The competition prepare reads: its input, or for a download the files beside the marker."""
+    data = Path(input.data)
+    return str(data.parent / "files") if data.name == ".complete" else str(data)
+
+
 def train_params(wildcards):
+    """What the training job computes with. Scheduling settings (mem_mb) are not params: changing them
+    must not retrain anything."""
     return {
-        **BACKBONES[wildcards.backbone],
+        **{k: v for k, v in BACKBONES[wildcards.backbone].items() if k != "mem_mb"},
         "backbone": wildcards.backbone,
         "fold": int(wildcards.fold),
         "seed": config["seed"],
@@ -100,7 +122,7 @@ def default_targets():
 
 def report_and_close(ok):
     """Close the MLflow parent run; after a success print the CV table and where things are."""
-    from kagglecv.tracking import finish_parent, tracking_uri
+    from kagglecv.tracking import display_uri, finish_parent, tracking_uri
 
     scores_path, holdout_path = Path(f"{RES}/scores.json"), Path(f"{RES}/holdout.json")
     scores = json.loads(scores_path.read_text()) if ok and scores_path.exists() else None
@@ -114,7 +136,7 @@ def report_and_close(ok):
         h = json.loads(holdout_path.read_text())
         print(f"submission scored on the held-aside labels: {h['metric']} = {h['score']:.5f}")
     print(f"\nsubmission: {RES}/submission.csv")
-    print(f"MLflow UI:  mlflow ui --backend-store-uri {tracking_uri('results')}")
+    print(f"MLflow UI:  mlflow ui --backend-store-uri {display_uri(tracking_uri('results'))}")
 
 
 onstart:

@@ -21,8 +21,18 @@ rule prepare:
         f"{RES}/benchmarks/prepare.tsv"
     conda:
         "../envs/data.yaml"
+    threads: workflow.cores  # images are decoded on every core; prepare runs before anything else
     params:
-        data={k: v for k, v in config["data"].items() if k not in ("source", "path")},
+        path=competition_path,
+        # what the cache is made of; image_size is the resolved side: a larger backbone changes it (a rebuild)
+        data={
+            **{
+                k: v
+                for k, v in config["data"].items()
+                if k not in ("source", "path", "cache_margin")
+            },
+            "image_size": CACHE_SIDE,
+        },
         experiment=COMP,
         track=config["mlflow"]["enabled"],
     script:

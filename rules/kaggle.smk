@@ -4,12 +4,15 @@
 KAGGLE = config["kaggle"]  # defaults from the schema
 
 
-# Only data.source: kaggle asks for data/kaggle/<competition>/files (see data_input()), so the rule
-# runs only then. data/kaggle/<competition>/.complete lists the unpacked files: a complete earlier
-# download is never fetched again, and an interrupted one starts over.
+# Only data.source: kaggle asks for data/kaggle/<competition>/.complete (see data_input()), so the rule
+# runs only then. The marker is the rule's only output: a rerun of the rule (its script edited,
+# --forcerun) deletes the marker, never the files, and the download step restores the marker from
+# manifest.json beside it without a network call. Retry settings are read from the config inside the
+# job, not passed as params, so changing them never triggers a rerun either: a 50 GB competition is
+# downloaded once. An interrupted download leaves no marker and starts over.
 rule download:
     output:
-        directory("data/kaggle/{competition}/files"),
+        marker="data/kaggle/{competition}/.complete",
     log:
         "data/kaggle/{competition}/download.log",
     wildcard_constraints:
@@ -17,10 +20,6 @@ rule download:
     retries: 0  # download_competition retries network errors and 5xx itself, with backoff
     conda:
         "../envs/data.yaml"
-    params:
-        competition="{competition}",
-        retries=KAGGLE["retries"],
-        backoff=KAGGLE["backoff"],
     script:
         "../scripts/download.py"
 
@@ -47,6 +46,7 @@ rule submit:
         message=lambda wildcards: KAGGLE["message"],  # a template: keep its {fields} from wildcard expansion
         poll_interval=KAGGLE["poll_interval"],
         timeout=KAGGLE["timeout"],
+        http_timeout=KAGGLE["http_timeout"],
         repo=workflow.basedir,  # the commit in the message is the workflow code's, not the run folder's
         experiment=COMP,
         track=config["mlflow"]["enabled"],

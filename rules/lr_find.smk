@@ -16,9 +16,10 @@ rule lr_find:
         f"{RES}/benchmarks/lr_find/{{backbone}}.tsv"
     conda:
         "../envs/train.yaml"
-    threads: config["train"]["threads"]
+    threads: TRAIN_THREADS
     resources:
         gpu=1,
+        mem_mb=train_mem,
     params:
         # the backbone's settings exactly as the train rule resolves them, for fold 0
         train=lambda wildcards: train_params(SimpleNamespace(backbone=wildcards.backbone, fold="0")),

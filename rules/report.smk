@@ -182,7 +182,7 @@ rule predict:
         f"{RES}/logs/predict/{PREDICT_NAME}.log",
     conda:
         "../envs/train.yaml"
-    threads: config["train"]["threads"]
+    threads: TRAIN_THREADS
     resources:
         gpu=1,
     params:

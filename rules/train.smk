@@ -16,9 +16,10 @@ rule train:
         f"{RES}/benchmarks/train/{{backbone}}/fold{{fold}}.tsv"
     conda:
         "../envs/train.yaml"
-    threads: config["train"]["threads"]
+    threads: TRAIN_THREADS
     resources:
         gpu=1,
+        mem_mb=train_mem,
     params:
         train=train_params,
         experiment=COMP,

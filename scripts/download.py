@@ -1,8 +1,10 @@
 from pathlib import Path
 
+from kagglecv.archive import ArchiveLimits
 from kagglecv.kaggle_io import download_competition
 from kagglecv.runner import run_logged
 
-p = snakemake.params
-run_logged(snakemake.log[0], download_competition, p.competition, Path(snakemake.output[0]).parent,
-           retries=p.retries, backoff=p.backoff)
+k = snakemake.config["kaggle"]  # not params: these settings must never trigger a new download
+run_logged(snakemake.log[0], download_competition, snakemake.wildcards.competition,
+           Path(snakemake.output.marker).parent, retries=k["retries"], backoff=k["backoff"],
+           http_timeout=k["http_timeout"], limits=ArchiveLimits(**snakemake.config["archive"]))

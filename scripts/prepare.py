@@ -4,5 +4,6 @@ from kagglecv.runner import run_logged
 from kagglecv.steps import prepare_step
 
 p = snakemake.params
-run_logged(snakemake.log[0], prepare_step, snakemake.input.data, Path(snakemake.output[0]).parent,
-           p.data, p.experiment, track=p.track)
+# archive limits from the config, not params: changing them must not rebuild the cache
+run_logged(snakemake.log[0], prepare_step, p.path, Path(snakemake.output[0]).parent, p.data, p.experiment,
+           track=p.track, workers=snakemake.threads, archive=snakemake.config["archive"])

@@ -15,7 +15,9 @@ import base64
 import io
 import json
 import os
+import sys
 import threading
+import time
 import zipfile
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -61,6 +63,13 @@ class KaggleStub:
         self.code_competitions: set[str] = set()
         self.score_fn: Callable[[str, bytes], float] = lambda competition, data: 0.5
         self.pending_polls = 0
+        self.hidden_polls = 0  # a new submission is missing from the first N listings (eventual consistency)
+        self.on_submit: Callable[[], None] | None = None  # called once a submission is recorded
+        self.retry_after: str | None = None  # Retry-After header sent with every 429
+        self.delay: dict[str, float] = {}  # op (as in OPS, or "blob") -> seconds to stall before answering
+        self.truncate: dict[str, int] = {}  # slug -> send only this many bytes of its zip, then hang up
+        self.times: list[tuple[float, str]] = []  # (time.monotonic(), path) of every request
+        self._stopping = threading.Event()
         self._uploads: dict[str, dict] = {}  # upload token -> {"name", "data": bytes once PUT}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -68,11 +77,12 @@ class KaggleStub:
     # -- lifecycle --
     def start(self) -> "KaggleStub":
         handler = type("Handler", (_Handler,), {"stub": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = _Server(("127.0.0.1", 0), handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
     def stop(self) -> None:
+        self._stopping.set()  # wakes stalled handlers
         if self._server:
             self._server.shutdown()
             self._server.server_close()
@@ -133,6 +143,15 @@ class KaggleStub:
         basic = base64.b64encode(f"{self.username}:{self.key}".encode()).decode()
         return header in (f"Basic {basic}", f"Bearer {self.token}")
 
+    def _stall(self, op: str) -> None:
+        if self.delay.get(op):
+            self._stopping.wait(self.delay[op])
+
+    def _visible(self, sub: dict) -> bool:
+        """Missing from the first `hidden_polls` listings after creation."""
+        sub["listed"] = sub.get("listed", 0) + 1
+        return sub["listed"] > self.hidden_polls
+
     def _submission_json(self, sub: dict) -> dict:
         """Pending for `pending_polls` listings after creation, then scored by score_fn."""
         out = {k: sub[k] for k in ("ref", "date", "description", "fileName")}
@@ -144,6 +163,13 @@ class KaggleStub:
         except Exception as e:  # a scoring failure is what Kaggle reports as status ERROR
             return out | {"status": "ERROR", "publicScore": "", "privateScore": "", "errorDescription": str(e)}
         return out | {"status": "COMPLETE", "publicScore": f"{score:.5f}", "privateScore": ""}
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        """A client that gave up (timed out, hung up on a cut-short download) is expected here: stay quiet."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -180,12 +206,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(obj).encode())
 
     def _error(self, status: int, message: str | None = None) -> None:
-        self._json({"code": status, "message": message or MESSAGES.get(status, "error")}, status)
+        headers = {"Retry-After": self.stub.retry_after} if status == 429 and self.stub.retry_after else None
+        body = {"code": status, "message": message or MESSAGES.get(status, "error")}
+        self._send(status, json.dumps(body).encode(), headers=headers)
 
     # -- verbs --
     def do_POST(self) -> None:
         path, stub = self._path(), self.stub
         stub.requests.append(("POST", path))
+        stub.times.append((time.monotonic(), path))
         body = json.loads(self._body() or b"{}")
         if path == API + "security.OAuthService/IntrospectToken":
             active = body.get("token") == stub.token
@@ -195,6 +224,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, f"no such method {path}")
         if not stub._authorized(self.headers.get("Authorization", "")):
             return self._error(401)
+        stub._stall(OPS[method])
         if status := stub._failure(OPS[method]):
             return self._error(status)
         competition = body.get("competitionName", "")
@@ -205,6 +235,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self._path()
         self.stub.requests.append(("GET", path))
+        self.stub.times.append((time.monotonic(), path))
+        self.stub._stall("blob")
         if status := self.stub._failure("blob"):
             return self._error(status)
         parts = path.removeprefix("/blobs/").split("/", 1)
@@ -215,6 +247,16 @@ class _Handler(BaseHTTPRequestHandler):
             with zipfile.ZipFile(io.BytesIO(zip_bytes)) as zf:
                 data = zf.read(parts[1])
             return self._send(200, data, "application/octet-stream", {"Last-Modified": LAST_MODIFIED})
+        cut = self.stub.truncate.get(parts[0].removesuffix(".zip"))
+        if cut is not None:  # announce every byte, send fewer, hang up: a connection dropped mid-download
+            self.send_response(200)
+            self.send_header("Content-Type", "application/zip")
+            self.send_header("Content-Length", str(len(zip_bytes)))
+            self.send_header("Last-Modified", LAST_MODIFIED)
+            self.end_headers()
+            self.wfile.write(zip_bytes[:cut])
+            self.close_connection = True
+            return
         self._send(200, zip_bytes, "application/zip", {"Last-Modified": LAST_MODIFIED})
 
     def do_PUT(self) -> None:
@@ -265,6 +307,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "fileName": upload["name"], "data": upload["data"], "polls": 0,
                 "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             })
+        if stub.on_submit:
+            stub.on_submit()
         self._json({"message": "Successfully submitted to " + competition, "ref": ref})
 
     def _GetSubmissionLimits(self, competition: str, body: dict) -> None:
@@ -274,5 +318,5 @@ class _Handler(BaseHTTPRequestHandler):
     def _ListSubmissions(self, competition: str, body: dict) -> None:
         with self.stub._lock:
             subs = [self.stub._submission_json(s) for s in reversed(self.stub.submissions)
-                    if s["competition"] == competition]
+                    if s["competition"] == competition and self.stub._visible(s)]
         self._json({"submissions": subs, "nextPageToken": ""})

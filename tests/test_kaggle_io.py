@@ -92,7 +92,8 @@ def test_download_unpacks_nested_zip(stub, tmp_path, creds, competition):
     marker = json.loads((dest / ".complete").read_text())
     assert marker["competition"] == competition and marker["zip"] == f"{competition}.zip"
     assert set(marker["files"]) == {"train.csv", "sample_submission.csv", "train/a.jpg", "train/b.jpg"}
-    assert sorted(p.name for p in dest.iterdir()) == [".complete", "files"]  # no temp leftovers
+    assert json.loads((dest / "manifest.json").read_text()) == marker
+    assert sorted(p.name for p in dest.iterdir()) == [".complete", "files", "manifest.json"]  # no temp leftovers
 
 
 def test_second_download_makes_no_request(stub, tmp_path):
@@ -273,8 +274,9 @@ def test_append_leaderboard(fake_creds, tmp_path):
     append_leaderboard(board, {"competition": "digits", "message": "oops secretkey123", "cv": 0.95,
                                "public_score": None, "ref": 2, "model": "convnext"})
     rows = list(csv.DictReader(board.open()))
-    assert list(rows[0]) == ["time", "competition", "message", "cv", "public_score", "private_score", "ref", "model"]
+    assert list(rows[0]) == ["time", "competition", "message", "cv", "public_score", "private_score", "ref", "status",
+                             "file_sha256", "model"]
     assert [(r["message"], r["public_score"], r["ref"], r["model"]) for r in rows] == [
         ("v1", "0.91", "1", ""), ("oops ***", "", "2", "convnext")]
     assert rows[0]["time"] and "secretkey123" not in board.read_text()
-    assert [p.name for p in board.parent.iterdir()] == ["leaderboard.csv"]  # no temp or lock files
+    assert sorted(p.name for p in board.parent.iterdir()) == [".leaderboard.csv.lock", "leaderboard.csv"]  # no temp

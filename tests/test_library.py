@@ -37,7 +37,7 @@ def test_demo_competition_is_laid_out_like_kaggle(tmp_path):
 def test_prepare_reads_ids_with_or_without_extension(tmp_path, with_ext):
     info = write_csv_images_competition(tmp_path / "c.zip", with_ext=with_ext)
     meta = prepare.prepare(tmp_path / "c.zip", tmp_path / "prep")
-    assert meta["layout"] == "csv_images" and meta["classes"] == [0, 1, 2] and meta["task"] == "multiclass"
+    assert meta["layout"] == "csv_images" and meta["classes"] == ["0", "1", "2"] and meta["task"] == "multiclass"
     x = np.load(tmp_path / "prep" / "train_images.npy")
     assert x.dtype == np.uint8 and x.shape == (24, 8, 8, 1)
     assert pd.read_csv(tmp_path / "prep" / "test.csv", dtype=str)["id"].tolist() == info["test_ids"]

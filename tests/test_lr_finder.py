@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from kagglecv.augment import build_transform
 from kagglecv.lr_finder import LRFinderResult, lr_find, minimum, plot_lr_find, run_lr_find, steep, suggest, valley
-from kagglecv.train import CachedImages
+from kagglecv.data import CachedImages
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -222,22 +222,25 @@ def test_predict_without_a_folder_fails_clearly(run, tmp_path):
 
 
 def test_images_are_decoded_as_the_training_cache(tmp_path):
-    """predict.load_folder converts exactly as prepare.decode_all: mode, size, channels."""
+    """predict.load_folder decodes exactly as prepare writes the cache: mode, size, channels, resize mode."""
+    from kagglecv.images import Decoder, write_cache
     from kagglecv.predict import load_folder
-    from kagglecv.prepare import decode_all
 
     rng = np.random.default_rng(0)
     paths = []
     for name, arr in [("a.png", rng.integers(0, 255, (20, 13, 3), dtype=np.uint8)),
                       ("b.png", rng.integers(0, 255, (8, 8), dtype=np.uint8)),
-                      ("c.png", rng.integers(0, 255, (30, 30, 4), dtype=np.uint8))]:
+                      ("c.png", rng.integers(0, 255, (30, 30, 4), dtype=np.uint8)),
+                      ("d.jpg", rng.integers(0, 255, (90, 70, 3), dtype=np.uint8))]:
         Image.fromarray(arr).save(tmp_path / name)
         paths.append(tmp_path / name)
-    for shape in ([16, 16, 1], [12, 10, 3]):
-        names, images, skipped = load_folder(tmp_path, shape)
-        expected = decode_all(paths, ["a", "b", "c"], tuple(shape[:2]), shape[2] == 1, "decode")
-        assert names == ["a.png", "b.png", "c.png"] and not skipped
-        assert images.dtype == np.uint8 and np.array_equal(images, expected)
+    for shape, resize in (([16, 16, 1], "squash"), ([12, 10, 3], "crop"), ([12, 12, 3], "pad")):
+        names, images, skipped = load_folder(tmp_path, shape, resize)
+        write_cache(tmp_path / "cache.npy", paths, ["a", "b", "c", "d"], Decoder(*shape[:2], shape[2] == 1, resize),
+                    workers=2)
+        assert names == ["a.png", "b.png", "c.png", "d.jpg"] and not skipped
+        assert images.dtype == np.uint8 and np.array_equal(images, np.load(tmp_path / "cache.npy"))
+        (tmp_path / "cache.npy").unlink()
 
 
 def test_every_ensemble_method_recipe_reproduces_its_test_predictions(run, tmp_path):

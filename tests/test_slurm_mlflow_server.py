@@ -68,8 +68,10 @@ def competition(tmp_path_factory) -> Path:
 def workflow_cmd(wd: Path, cfg: dict, *args: str, profile: str | Path = PROFILE, snakefile: Path | None = None):
     wd.mkdir(parents=True, exist_ok=True)
     (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
-    # targets and options first: --configfile takes every word after it
-    return [*SNAKEMAKE, *args, "--snakefile", str(snakefile or REPO / "Snakefile"), "--directory", str(wd),
+    # targets and options first: --configfile takes every word after it. The test node has 2 CPUs: --cores 1
+    # caps the profile's 8-thread jobs at one CPU each, so that two training jobs fit on it at once.
+    fit = ["--cores", "1"] if Path(profile) == PROFILE and "--cores" not in args else []
+    return [*SNAKEMAKE, *args, *fit, "--snakefile", str(snakefile or REPO / "Snakefile"), "--directory", str(wd),
             "--workflow-profile", str(profile), "--configfile", str(wd / "config.yaml")]
 
 

@@ -123,7 +123,7 @@ def test_bad_input_fails_with_one_line_and_no_submission(tmp_path, tiny_zip, edi
 
 def test_class_smaller_than_folds_fails_clearly(tmp_path, tiny_zip):
     r = run_snakemake(tmp_path / "wd", tiny_config(tiny_zip[0], folds=9), check=False)
-    _assert_one_line_error(r, "class 0 has 8 sample(s), fewer than folds=9")
+    _assert_one_line_error(r, "class '0' has 8 sample(s), fewer than folds=9")
     assert not (tmp_path / "wd/results/tiny/folds.csv").exists()
 
 

@@ -1,0 +1,145 @@
+"""The workflow's configuration as the jobs see it: backbones merged over `train`, and what follows from it.
+
+rules/common.smk asks this module (the library never imports snakemake, so all of it is unit-tested):
+  backbone_settings  {backbone: train settings}: each backbone's overrides merged over `train`, validated
+  input_size         the side a backbone trains at: its img_size, else its timm pretrained config's
+  cache_side         the side of the image cache: the largest input size of any backbone, plus a margin
+  prepare_side       that side, or the previous one when the cache would come out the same (no rebuild)
+  train_threads      torch threads per training job: the cores shared by the jobs that run at once
+  train_mem_mb       the memory a training job asks a cluster for
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import yaml
+
+from .errors import InputError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def backbone_settings(config: dict, schema: dict | None = None) -> dict[str, dict]:
+    """{name: train config} with each backbone's overrides merged over `train`, each validated against the
+    schema's `train` section (so a bad override fails before any job starts)."""
+    import jsonschema
+
+    train_schema = (schema or load_schema())["properties"]["train"]
+    out: dict[str, dict] = {}
+    for item in config["backbones"]:
+        item = {"name": item} if isinstance(item, str) else dict(item)
+        name = item.pop("name")
+        if name in out:
+            raise InputError(f"backbones: {name!r} is listed twice")
+        merged = {**copy.deepcopy(config["train"]), **item}
+        try:
+            jsonschema.validate(merged, train_schema)
+        except jsonschema.ValidationError as e:
+            raise InputError(f"backbones: override for {name!r} is invalid: {e.message}") from None
+        out[name] = merged
+    return out
+
+
+def explicit_input_size(settings: dict) -> int | None:
+    """The side the settings ask for: `img_size`, else the `img_size` given to timm.create_model (a ViT built
+    for another size), else None (the model's own)."""
+    if settings.get("img_size"):
+        return int(settings["img_size"])
+    extra = (settings.get("extra") or {}).get("img_size")
+    if extra:
+        return int(extra if isinstance(extra, int) else max(extra))
+    return None
+
+
+def input_size(name: str, settings: dict) -> int:
+    """The side `name` trains at: explicit_input_size, else timm's pretrained config for the name (what
+    kagglecv.train.build_model resolves from the built model). Imports timm only in that case."""
+    if size := explicit_input_size(settings):
+        return size
+    import timm
+
+    try:
+        cfg = timm.get_pretrained_cfg(name)
+    except Exception:  # noqa: BLE001 - timm raises RuntimeError or returns None for unknown names
+        cfg = None
+    if cfg is None or not getattr(cfg, "input_size", None):
+        if name.split(".")[0] not in timm.list_models():
+            raise InputError(f"backbones: unknown timm model {name!r}; see timm.list_models()")
+        return 224  # a model without a pretrained config: timm's default input size
+    return int(cfg.input_size[-1])
+
+
+def cache_side(backbones: dict[str, dict], data: dict) -> int:
+    """The image cache's side: `data.image_size` when set, else the largest input size of any backbone plus
+    `data.cache_margin` (room for zoom and random-resized crops to sample real pixels). Adding a backbone that
+    trains larger rebuilds the cache; one that trains smaller does not."""
+    if data.get("image_size"):
+        return int(data["image_size"])
+    largest = max(input_size(name, s) for name, s in backbones.items())
+    return int(math.ceil(largest * (1.0 + float(data.get("cache_margin", 0.0)))))
+
+
+def prepare_side(wanted: int, meta_path: str | Path) -> int:
+    """The side to pass to prepare. When the previous cache (its meta.json) kept the images at their own size and
+    `wanted` would keep them too, the cache would come out byte for byte the same: pass the previous side, so that
+    Snakemake sees unchanged params and neither rebuilds the cache nor retrains every model (digits, MNIST or
+    Cactus tiles are smaller than any backbone's input). Otherwise `wanted`."""
+    try:
+        meta = json.loads(Path(meta_path).read_text())
+        h, w, _ = meta["image_shape"]
+        cache = meta["cache"]
+        native = cache["distinct_sizes"] == 1 and list(cache["largest"]) == [w, h]
+        if native and cache["side"] and max(h, w) <= min(wanted, cache["side"]):
+            return int(cache["side"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return wanted
+
+
+def train_threads(configured: int | None, cores: int | None, gpu_slots: int | None) -> int:
+    """torch threads per training job. Configured wins; else the cores shared by the training jobs that may run
+    at once: with `--cores N --resources gpu=G`, N // G (at least 1); without a gpu limit one job runs alone and
+    gets all N. Snakemake then runs as many jobs at once as their threads fit in N."""
+    if configured:
+        return int(configured)
+    return max(1, int(cores or 1) // max(1, int(gpu_slots or 1)))
+
+
+# Measured on a 2-core CPU VM (torch 2.15, timm 1.0): a training job's runtime with its model, optimizer and
+# tracking is 1.0-1.4 GB of RSS; CPU activations cost 0.6 (resnet18) to 2.2 (convnext_tiny) KB per input pixel
+# per image in a batch. The CUDA runtime adds about 1 GB on the host; each DataLoader worker is a forked
+# process (~400 MB) holding 2 prefetched float32 batches. Rounded up: a job killed for memory loses more than
+# a generous request costs.
+RUNTIME_MB = 1536
+CUDA_MB = 1024
+WORKER_MB = 400
+ACTIVATION_KB_PER_PIXEL = 2.5  # CPU training only: on a GPU the activations live in device memory
+
+
+def loader_workers(num_workers: int | None, threads: int | None, gpu: bool) -> int:
+    """DataLoader worker processes: as configured, else 0 on CPU (workers would take the cores the model
+    computes on) and, on a GPU, the job's threads but one (the training loop's), at most 8."""
+    if num_workers is not None:
+        return num_workers
+    return max(1, min(8, (threads or 1) - 1)) if gpu else 0
+
+
+def train_mem_mb(settings: dict, side: int, channels: int, workers: int, gpu: bool) -> int:
+    """The memory (MB) to request for one training job: `train.mem_mb` when set, else the estimate above for
+    this backbone's batch size and input side. It does not depend on the dataset's size (the cache is read
+    by row and its pages handed back)."""
+    if settings.get("mem_mb"):
+        return int(settings["mem_mb"])
+    batch = int(settings["batch_size"])
+    batch_mb = batch * side * side * channels * 4 / 2**20
+    mb = RUNTIME_MB + workers * (WORKER_MB + 2 * batch_mb)
+    mb += CUDA_MB if gpu else batch * side * side * ACTIVATION_KB_PER_PIXEL / 1024
+    return int(math.ceil(mb / 256) * 256)

@@ -1,0 +1,133 @@
+"""Batches from the image cache, for training and prediction.
+
+The cache (`train_images.npy`, `test_images.npy`: uint8 N x H x W x C) is memory-mapped and read row by row: a
+fold, its validation rows or the test set is a cache plus an array of row indices, never a copy. Pages the
+process has read are handed back to the page cache as it goes (`release`), so a job's resident memory stays
+flat however large the dataset: reading all of a 7 GB cache costs no more RSS than reading 100 MB of it.
+
+Two paths make the same batches (normalised NCHW float tensors and labels):
+  loader  a DataLoader over `CachedImages`, albumentations per sample; `num_workers` processes share the map.
+  device  `DeviceBatches`: the fold's rows copied once to the device (in chunks: host memory stays bounded),
+          augmented there a whole batch at a time. Only when they fit (`use_device_path`).
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .augment import AUGMENT_PRESETS, batch_augment, build_transform
+
+RELEASE_BYTES = 16 << 20  # bytes read between two page releases: what mapped pages may add to RSS
+DEVICE_CHUNK = 4096  # rows per host-to-device copy when the device path loads a fold
+
+
+def open_cache(path: str | Path) -> np.ndarray:
+    """The cache, memory-mapped read-only."""
+    return np.load(path, mmap_mode="r")
+
+
+def release(cache) -> None:
+    """Drop this process's mapped pages of a memory-mapped cache. The data stays in the kernel's page cache, so
+    a later read is a minor fault, not disk I/O; what goes is the pages' weight in this process's RSS."""
+    mm = getattr(cache, "_mmap", None)
+    if mm is not None and hasattr(mmap, "MADV_DONTNEED"):
+        mm.madvise(mmap.MADV_DONTNEED)
+
+
+def as_rows(cache, rows) -> np.ndarray:
+    return np.arange(len(cache)) if rows is None else np.asarray(rows, dtype=np.int64)
+
+
+class CachedImages(Dataset):
+    """Rows `rows` of the cache (all when None), transformed per sample by albumentations.
+
+    `labels[i]` belongs to `rows[i]`; None for unlabelled (test) rows."""
+
+    def __init__(self, cache, labels, transform, rows=None):
+        self.cache, self.rows, self.labels, self.transform = cache, as_rows(cache, rows), labels, transform
+        self._read = 0  # bytes read since the last release
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        row = np.asarray(self.cache[self.rows[i]])
+        x = self.transform(image=row)["image"]
+        self._read += row.nbytes
+        if self._read >= RELEASE_BYTES:  # per process: DataLoader workers each count their own reads
+            release(self.cache)
+            self._read = 0
+        x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+        return x, (-1 if self.labels is None else int(self.labels[i]))
+
+
+def to_device(cache, rows, device) -> torch.Tensor:
+    """The cache's `rows` as one uint8 tensor on `device`, copied a chunk at a time."""
+    x = torch.empty((len(rows), *cache.shape[1:]), dtype=torch.uint8, device=device)
+    for s in range(0, len(rows), DEVICE_CHUNK):
+        x[s:s + DEVICE_CHUNK] = torch.from_numpy(np.ascontiguousarray(cache[rows[s:s + DEVICE_CHUNK]])).to(device)
+        release(cache)
+    return x
+
+
+class DeviceBatches:
+    """The on-device data path: the fold's uint8 rows live on the device and whole batches are augmented there,
+    so no per-sample work, no host-to-device copies and no worker processes stand between epochs."""
+
+    def __init__(self, cache, labels, dc: dict, device, *, augment: str, shuffle: bool, batch_size: int, seed: int,
+                 rows=None):
+        self.x = to_device(cache, as_rows(cache, rows), device)
+        self.y = None if labels is None else torch.from_numpy(np.asarray(labels)).to(device)
+        self.preset, self.augment, self.size = AUGMENT_PRESETS[augment], augment != "none", dc["img_size"]
+        self.mean = torch.tensor(dc["mean"], device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(dc["std"], device=device).view(1, -1, 1, 1)
+        self.shuffle, self.bs, self.gen = shuffle, batch_size, torch.Generator().manual_seed(seed)
+        self.drop_last = shuffle and len(self.x) > batch_size
+
+    def __len__(self) -> int:
+        return len(self.x) // self.bs if self.drop_last else math.ceil(len(self.x) / self.bs)
+
+    def __iter__(self):
+        n = len(self.x)
+        order = torch.randperm(n, generator=self.gen) if self.shuffle else torch.arange(n)
+        for i in range(len(self)):
+            idx = order[i * self.bs:(i + 1) * self.bs].to(self.x.device)
+            xb = batch_augment(self.x[idx], self.size, self.preset, self.gen, train=self.augment)
+            yield (xb - self.mean) / self.std, (self.y[idx] if self.y is not None else torch.full((len(idx),), -1))
+
+
+def use_device_path(data_path: str, device: torch.device, nbytes: int) -> bool:
+    """data_path device/loader as configured; auto: the device path on a GPU when the data takes at most a
+    quarter of its free memory (the model, activations and the rest need the other three)."""
+    if data_path != "auto":
+        return data_path == "device"
+    if device.type != "cuda":
+        return False  # on CPU the model, not per-sample albumentations, is the bottleneck (make bench)
+    return nbytes < 0.25 * torch.cuda.mem_get_info()[0]
+
+
+def loader_workers(num_workers: int | None, threads: int | None, device: torch.device) -> int:
+    """config.loader_workers for this device."""
+    from .config import loader_workers as rule
+
+    return rule(num_workers, threads, device.type == "cuda")
+
+
+def make_batches(cache, labels, dc: dict, device, *, augment: str, shuffle: bool, batch_size: int, seed: int,
+                 on_device: bool, rows=None, num_workers: int = 0):
+    """Batches of normalised NCHW tensors with labels, from either data path, over `rows` of the cache."""
+    if on_device:
+        return DeviceBatches(cache, labels, dc, device, augment=augment, shuffle=shuffle, batch_size=batch_size,
+                             seed=seed, rows=rows)
+    tf = build_transform(dc["img_size"], dc["mean"], dc["std"], augment, seed=seed)
+    ds = CachedImages(cache, labels, tf, rows)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle and len(ds) > batch_size,
+                      num_workers=num_workers, pin_memory=device.type == "cuda",
+                      persistent_workers=shuffle and num_workers > 0,
+                      generator=torch.Generator().manual_seed(seed) if shuffle else None)

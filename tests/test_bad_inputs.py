@@ -1,0 +1,184 @@
+"""Input real competitions throw at `prepare`: each case either runs correctly or stops there with a one-line
+error naming the file, column, id or value, before any training. Every case starts from a valid fixture.
+(Archives, downloads, Kaggle, locks and writes: tests/test_hardening.py.)"""
+
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kagglecv import folds, prepare, submission
+from kagglecv.errors import InputError
+from kagglecv.fsutil import read_table
+
+from conftest import digits_images, edit_zip, png, write_csv_images_competition
+
+
+def run_prepare(zip_or_dir, tmp_path) -> dict:
+    return prepare.prepare(zip_or_dir, tmp_path / "prepared", prepare.DataConfig())
+
+
+def submit_argmax(tmp_path, prep) -> pd.DataFrame:
+    """A submission from made-up test predictions: class k for the k-th test row (mod n)."""
+    meta = pd.read_json(prep / "meta.json", typ="series")
+    test = read_table(prep / "test.csv")
+    n = len(meta["classes"])
+    probs = np.eye(n)[np.arange(len(test)) % n]
+    pd.concat([test, pd.DataFrame(probs, columns=[f"p{k}" for k in range(n)])], axis=1).to_csv(
+        tmp_path / "t.csv", index=False)
+    return submission.make_submission(tmp_path / "t.csv", prep, prep / "sample_submission.csv", "accuracy",
+                                      tmp_path / "s.csv")
+
+
+# ---------------------------------------------------------------- labels and ids keep their identity
+
+
+@pytest.mark.parametrize("names, order", [
+    ({0: "001", 1: "010", 2: "1"}, ["001", "1", "010"]),  # three classes, by number then text
+    ({0: "NA", 1: "None", 2: "null"}, ["NA", "None", "null"]),  # names, not missing values
+    ({0: "3", 1: "5", 2: "10"}, ["3", "5", "10"]),  # numbers as written: 3, not 3.0; 5 before 10
+])
+def test_labels_are_text_as_written(tmp_path, names, order):
+    write_csv_images_competition(tmp_path / "c.zip", label_names=names)
+    meta = run_prepare(tmp_path / "c.zip", tmp_path)
+    assert meta["classes"] == order
+    prep = tmp_path / "prepared"
+    df = folds.make_folds(prep / "train.csv", tmp_path / "folds.csv", 2, 0)
+    assert sorted(df["label"].unique()) == sorted(names.values())  # NA/None survive the round trip
+    submit_argmax(tmp_path, prep)
+    written = pd.read_csv(tmp_path / "s.csv", dtype=str, keep_default_na=False)
+    assert set(written["label"]) == set(names.values())  # written back exactly as in train.csv
+
+
+def test_ids_are_text_whatever_the_id_columns_case(tmp_path):
+    info = write_csv_images_competition(tmp_path / "c.zip")
+    fresh = {i: f"{k:05d}" for k, i in enumerate(info["ids"] + info["test_ids"], start=17)}  # 00017, ...
+
+    def edit(name, data):
+        if name == "train.csv":
+            df = pd.read_csv(pd.io.common.BytesIO(data), dtype=str)
+            return df.assign(id=df["id"].map(fresh)).rename(columns={"id": "ID"}).to_csv(index=False).encode()
+        if name == "sample_submission.csv":
+            df = pd.read_csv(pd.io.common.BytesIO(data), dtype=str)
+            return df.assign(id=df["id"].map(fresh)).to_csv(index=False).encode()
+        stem = name.split("/")[-1].removesuffix(".png")
+        return data if stem not in fresh else None
+
+    def add_renamed(src, dst):
+        with zipfile.ZipFile(src) as a, zipfile.ZipFile(dst, "a") as b:
+            for n in a.namelist():
+                stem = n.split("/")[-1].removesuffix(".png")
+                if stem in fresh:
+                    b.writestr(n.replace(stem, fresh[stem]), a.read(n))
+
+    edit_zip(tmp_path / "c.zip", tmp_path / "ids.zip", edit)
+    add_renamed(tmp_path / "c.zip", tmp_path / "ids.zip")
+    run_prepare(tmp_path / "ids.zip", tmp_path)
+    assert read_table(tmp_path / "prepared/train.csv")["id"].iloc[0] == "00017"
+    sub = submit_argmax(tmp_path, tmp_path / "prepared")
+    assert sub["id"].iloc[0] == fresh[info["test_ids"][0]] and sub["id"].str.len().eq(5).all()
+
+
+@pytest.mark.parametrize("file, expected", [
+    ("train.csv", "train.csv: id 'tr003' appears 2 times in column 'id'"),
+    ("sample_submission.csv", "sample_submission.csv: id 'te001' appears 2 times in column 'id'"),
+])
+def test_duplicate_ids_are_refused(tmp_path, file, expected):
+    write_csv_images_competition(tmp_path / "c.zip")
+
+    def edit(name, data):
+        if name != file:
+            return data
+        lines = data.decode().splitlines()
+        dup = next(line for line in lines if line.startswith(("tr003,", "te001,")))
+        return "\n".join([*lines, dup]).encode() + b"\n"
+
+    with pytest.raises(InputError, match=expected):
+        run_prepare(edit_zip(tmp_path / "c.zip", tmp_path / "bad.zip", edit), tmp_path)
+    assert not (tmp_path / "prepared" / "meta.json").exists()
+
+
+@pytest.mark.parametrize("file, content, expected", [
+    ("sample_submission.csv", b"id,label\n", "sample_submission.csv: no rows, only a header"),
+    ("sample_submission.csv", b"", "sample_submission.csv: the file is empty"),
+    ("train.csv", b"id,label\n", "train.csv: no rows, only a header"),
+    ("train.csv", b"   \n", "train.csv: the file is empty"),
+    ("train.csv", "id,label\ntr000,0\n".encode("utf-16"), "train.csv: not UTF-8 text"),
+])
+def test_empty_or_unreadable_csvs(tmp_path, file, content, expected):
+    write_csv_images_competition(tmp_path / "c.zip")
+    bad = edit_zip(tmp_path / "c.zip", tmp_path / "bad.zip", lambda n, d: content if n == file else d)
+    with pytest.raises(InputError, match=expected):
+        run_prepare(bad, tmp_path)
+
+
+def test_extra_column_in_the_sample_submission(tmp_path):
+    write_csv_images_competition(tmp_path / "c.zip")
+
+    def edit(name, data):
+        if name != "sample_submission.csv":
+            return data
+        df = pd.read_csv(pd.io.common.BytesIO(data), dtype=str)
+        return df[["id"]].assign(**{"0": 0.3, "1": 0.3, "2": 0.4, "comment": ""}).to_csv(index=False).encode()
+
+    with pytest.raises(InputError, match="sample_submission.csv: column 'comment' is not a class of the training"):
+        run_prepare(edit_zip(tmp_path / "c.zip", tmp_path / "bad.zip", edit), tmp_path)
+
+
+def test_missing_label_names_the_id(tmp_path):
+    write_csv_images_competition(tmp_path / "c.zip")
+    bad = edit_zip(tmp_path / "c.zip", tmp_path / "bad.zip",
+                   lambda n, d: d.replace(b"tr004,0", b"tr004,") if n == "train.csv" else d)
+    with pytest.raises(InputError, match="train.csv: id 'tr004' has no value in column 'label'"):
+        run_prepare(bad, tmp_path)
+
+
+def pixel_competition(path, nan_row: int | None = None):
+    imgs, labels = digits_images(6, (0, 1, 2))
+    cols = [f"pixel{i}" for i in range(64)]
+    train = pd.DataFrame(np.stack(imgs).reshape(len(imgs), -1), columns=cols)
+    train.insert(0, "label", [str(v) for v in labels])
+    if nan_row is not None:
+        train.loc[nan_row, "label"] = ""
+    test = pd.DataFrame(np.stack(imgs[:4]).reshape(4, -1), columns=cols)
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("train.csv", train.to_csv(index=False))
+        zf.writestr("test.csv", test.to_csv(index=False))
+        zf.writestr("sample_submission.csv", pd.DataFrame({"ImageId": range(1, 5), "Label": 0}).to_csv(index=False))
+    return path
+
+
+def test_pixel_csv_missing_label_names_the_row(tmp_path):
+    assert run_prepare(pixel_competition(tmp_path / "ok.zip"), tmp_path)["classes"] == ["0", "1", "2"]
+    with pytest.raises(InputError, match=r"train.csv: id 'row 9' has no value in column 'label'"):
+        run_prepare(pixel_competition(tmp_path / "nan.zip", nan_row=7), tmp_path)
+
+
+# ---------------------------------------------------------------- OS litter is not data
+
+
+def test_os_litter_is_ignored_in_image_and_class_folders(tmp_path):
+    root = tmp_path / "seedlings"
+    imgs, labels = digits_images(4, (0, 1))
+    for k, (img, label) in enumerate(zip(imgs, labels)):
+        (root / "train" / f"kind{label}").mkdir(parents=True, exist_ok=True)
+        (root / "train" / f"kind{label}" / f"{k}.png").write_bytes(png(img))
+    (root / "test").mkdir()
+    for k, img in enumerate(imgs[:3]):
+        (root / "test" / f"t{k}.png").write_bytes(png(img))
+    pd.DataFrame({"file": [f"t{k}.png" for k in range(3)], "species": "kind0"}).to_csv(
+        root / "sample_submission.csv", index=False)
+    # what macOS, Windows and Jupyter leave behind: folders that look like classes, files that look like images
+    for junk in ("__MACOSX/kind0", ".ipynb_checkpoints", ".hidden_class"):
+        (root / "train" / junk).mkdir(parents=True)
+        (root / "train" / junk / "0.png").write_bytes(png(imgs[0]))
+    (root / "train" / "kind0" / "._0.png").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+    (root / "train" / "kind1" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (root / "train" / "kind1" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    (root / "test" / "._t0.png").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+    meta = run_prepare(root, tmp_path)
+    assert meta["layout"] == "folder_per_class" and meta["classes"] == ["kind0", "kind1"]
+    assert meta["n_train"] == len(imgs) and meta["n_test"] == 3
