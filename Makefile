@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SNAKEMAKE_ARGS ?=
 
-.PHONY: run test env lint bench bench-scale report clean
+.PHONY: run test test-fast env lint bench bench-scale report clean
 
 env: $(STAMP)
 
@@ -30,6 +30,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The library and unit tests (Kaggle client against the stub included): no snakemake, Slurm or browser.
+# About 2 minutes on 2 cores; `make test` above runs everything, as CI does. Markers: pyproject.toml.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not workflow and not slurm and not browser" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint && $(BIN)/snakefmt --check Snakefile rules

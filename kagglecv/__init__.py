@@ -1,6 +1,34 @@
 """kagglecv: reproducible Kaggle image-classification runs.
 
-The library never imports snakemake; `scripts/` are thin adapters that call into it.
+Which module serves which stage of the DAG (rules/*.smk; scripts/ are thin adapters, one call each, and the
+library never imports snakemake):
+
+  workflow-wide  config      layering, defaults, validation; backbones merged; cache side, threads, memory
+                 layout      every path under results/<competition>/
+                 steps       each rule's job: composes the pieces below, writes its outputs, logs to MLflow
+                 runner      a job's log, and bad input as one `ERROR:` line with exit status 1
+                 summary     the end of a run: close the MLflow parent run, print the CV table
+                 cli         the `kagglecv` command (config, predict, backfill, download)
+  download       kaggle_io   the official kaggle client: download, submit, score read back; redaction
+                 archive     safe unpacking of competition zips, with limits
+  demo           demo        the embedded digits competition, laid out as Kaggle ships one
+  prepare        prepare     read the four layouts, validate, write the cache (train/test_images.npy, tables)
+                 images      decode images on every core, straight to disk (one decoder, also for predict)
+  folds          folds       stratified k-fold assignment, once
+  lr_find        lr_finder   fastai's LR range test
+  train          train       one (backbone, fold): timm model, one-cycle, AMP, EMA, mixup, TTA, resume
+                 data        batches from the memory-mapped cache (DataLoader or on-device)
+                 augment     augmentation and TTA presets (albumentations and batched tensor ops)
+                 gpu         GPU leases for concurrent jobs
+  ensemble       ensemble    OOF predictions combined and scored; blend: the methods, with honest CV
+                 metrics     the competition metrics
+  submission     submission  a submission with exactly sample_submission.csv's ids, order and columns
+  submit         kaggle_steps  submit, wait for the score, leaderboard.csv
+  report         report      the Snakemake report's figures
+  predict        predict     a finished run's ensemble on new images
+  tracking       tracking    guarded MLflow logging, with each job's record of what it logged; backfill
+                             replays those records into MLflow when the server was down
+  (everywhere)   fsutil      atomic, durable writes; errors: the one exception type for bad input
 """
 
 __version__ = "0.1.0"

@@ -1,17 +1,19 @@
 """Put into MLflow what the jobs wrote while tracking was down.
 
-    python -m kagglecv.backfill results/<competition> [--experiment NAME] [--close-parents] [--dry-run]
+    kagglecv backfill results/<competition> [--experiment NAME] [--close-parents] [--dry-run]
+    (or python -m kagglecv.backfill, or snakemake backfill)
 
-Every job's own files are the source of truth (tracking never costs a result). This walks them, finds the jobs
-whose outputs exist on disk but whose runs are missing in MLflow, and creates those runs from the files:
-params from config.json (training) or meta.json, per-epoch metrics from history.csv, final metrics from
-metrics.json / scores.json / holdout.json, and the same artifacts the job would have logged.
+Every job keeps the record of what it logged (`<run name>.mlflow.json` beside its outputs, written by
+kagglecv.tracking.Tracker whether MLflow was up or not): its params as logged, its metrics with their steps and
+times, its artifacts with their content hashes, its tags. The backfill replays those records: it finds the jobs
+whose runs are missing in MLflow and creates them from the records, so a backfilled run holds exactly what the
+live run would have held. A record whose artifacts are gone or have changed since (a job rerun that failed
+part-way) is stale and skipped.
 
 Matching a job to a run: the run carries the tag `kagglecv.job` = the job's run name (older runs: the run name
-plus the tags step/backbone/fold), is FINISHED, and the content hash of the job's key file (tag
-`kagglecv.sha256.<file>`, set whenever an artifact is logged) equals the file on disk; runs without the hash
-are compared on the job's headline metric (cv_fold, cv_ensemble, ...). So a result that was recomputed after
-its run was logged counts as missing, and a second backfill finds everything and adds nothing.
+plus the tags step/backbone/fold), is FINISHED, and the content hash of the job's key file (its first artifact;
+tag `kagglecv.sha256.<file>`) equals the record's. So a result that was recomputed after its run was logged
+counts as missing, and a second backfill finds everything and adds nothing.
 
 A run the job started before the server died (still RUNNING, partly logged) is completed in place: what it
 lacks is logged and it is marked FINISHED. A new run is made a child of the workflow's parent run of its time:
@@ -23,14 +25,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
-
+from .layout import Layout
 from .tracking import HASH_TAG, JOB_TAG, PARENT_ENV, _create_experiment, _flatten, display_uri, http_defaults, \
     sha256, tracking_uri
 
@@ -51,115 +51,33 @@ class Job:
     params: dict = field(default_factory=dict)
     metrics: list = field(default_factory=list)  # (key, value, step, timestamp_ms)
     artifacts: list = field(default_factory=list)
-    signature: tuple | None = None  # (metric key, value) for runs logged without content hashes
 
     @property
     def step(self) -> str:
         return self.tags["step"]
 
 
-def _ms(path: Path) -> int:
-    return int(path.stat().st_mtime * 1000)
-
-
-def _final(metrics: dict, at_ms: int) -> list:
-    return [(k, float(v), 0, at_ms) for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)]
-
-
-def _prepare(res: Path) -> Job | None:
-    meta_path = res / "prepared" / "meta.json"
-    if not meta_path.exists():
+def job_from_record(path: Path) -> Job | None:
+    """The job a record describes; None when the record is stale (an artifact missing or changed since)."""
+    rec = json.loads(path.read_text())
+    artifacts = [path.parent / a["path"] for a in rec["artifacts"]]
+    if not artifacts or any(not p.is_file() or sha256(p) != a["sha256"] for p, a in zip(artifacts, rec["artifacts"])):
         return None
-    meta = json.loads(meta_path.read_text())
-    files = [p for p in (res / "prepared").iterdir() if p.is_file() and not p.name.startswith(".")]
-    params = {k: v for k, v in meta.items() if k != "classes"}
-    params["n_classes"] = len(meta.get("classes", []))
-    return Job("prepare", {"step": "prepare"}, meta_path, min(map(_ms, files)), max(map(_ms, files)),
-               params=params, artifacts=[meta_path])
-
-
-def _folds(res: Path) -> Job | None:
-    path = res / "folds.csv"
-    if not path.exists():
-        return None
-    df = pd.read_csv(path, usecols=["fold"])
-    t = _ms(path)
-    sizes = {f"fold{k}_size": int(n) for k, n in df["fold"].value_counts().sort_index().items()}
-    return Job("folds", {"step": "folds"}, path, t, t, params={"folds": df["fold"].nunique()},
-               metrics=_final(sizes, t), artifacts=[path])
-
-
-def _train(fold_dir: Path) -> Job | None:
-    mpath, cpath, hpath = fold_dir / "metrics.json", fold_dir / "config.json", fold_dir / "history.csv"
-    if not mpath.exists():
-        return None
-    m = json.loads(mpath.read_text())
-    backbone = str(m.get("backbone") or fold_dir.parent.name)
-    fold = str(m.get("fold", fold_dir.name.removeprefix("fold")))
-    end = _ms(mpath)
-    start = _ms(cpath) if cpath.exists() else end - int(1000 * (m.get("train_seconds") or 0))
-    job = Job(f"{backbone}-fold{fold}", {"step": "train", "backbone": backbone, "fold": fold}, mpath, start, end,
-              signature=("cv_fold", m.get("score")))
-    if cpath.exists():
-        job.params = json.loads(cpath.read_text())
-    if hpath.exists():
-        hist = pd.read_csv(hpath)
-        elapsed = start
-        for row in hist.to_dict("records"):
-            elapsed += int(1000 * float(row.get("seconds") or 0))
-            epoch = int(row["epoch"])
-            job.metrics += [(k, float(v), epoch, min(elapsed, end)) for k, v in row.items()
-                            if k != "epoch" and isinstance(v, (int, float))]
-    job.metrics += _final({"cv_fold": m.get("score"), "cv_fold_no_tta": m.get("score_no_tta") or 0.0}, end)
-    job.artifacts = [p for p in (mpath, cpath, hpath) if p.exists()]
-    return job
-
-
-def _ensemble(res: Path) -> Job | None:
-    path = res / "scores.json"
-    if not path.exists():
-        return None
-    s = json.loads(path.read_text())
-    t = _ms(path)
-    ens = s["ensemble"]
-    params = {"metric": s.get("metric"), "method": "auto" if ens.get("chosen_by") == "cv" else ens.get("method"),
-              "backbones": ",".join(s.get("models", {}))}
-    metrics = {f"cv_{name}": m["cv"] for name, m in s.get("models", {}).items()}
-    metrics["cv_ensemble"] = ens["cv"]
-    return Job("ensemble", {"step": "ensemble"}, path, t, t, params=params, metrics=_final(metrics, t),
-               artifacts=[path], signature=("cv_ensemble", ens["cv"]))
-
-
-def _submission(res: Path) -> Job | None:
-    path = res / "submission.csv"
-    if not path.exists():
-        return None
-    df = pd.read_csv(path, dtype=str)
-    t = _ms(path)
-    return Job("submission", {"step": "submission"}, path, t, t,
-               params={"rows": len(df), "columns": ",".join(df.columns)}, artifacts=[path])
-
-
-def _holdout(res: Path) -> Job | None:
-    path = res / "holdout.json"
-    if not path.exists():
-        return None
-    h = json.loads(path.read_text())
-    t = _ms(path)
-    return Job("holdout", {"step": "holdout"}, path, t, t, metrics=_final({"holdout_score": h["score"]}, t),
-               artifacts=[path], signature=("holdout_score", h["score"]))
+    tags = {k: v for k, v in rec["tags"].items() if k != JOB_TAG and not k.startswith(HASH_TAG)}
+    return Job(rec["run_name"], tags, artifacts[0], int(rec["start_ms"]), int(rec["end_ms"] or rec["start_ms"]),
+               params=rec["params"], metrics=[tuple(m) for m in rec["metrics"]], artifacts=artifacts)
 
 
 def find_jobs(res: Path) -> list[Job]:
-    """Every finished job under results/<competition>, in DAG order."""
-    res = Path(res)
-    jobs = [_prepare(res), _folds(res)]
-    for fold_dir in sorted((res / "models").glob("*/fold*")):
-        if fold_dir.is_dir():
-            jobs.append(_train(fold_dir))
-    jobs += [_ensemble(res), _submission(res), _holdout(res)]
-    return [j for j in jobs if j is not None]
+    """Every finished job under results/<competition> that left a current record, in the order they ran."""
+    jobs = []
+    for path in Layout(Path(res)).records():
+        job = job_from_record(path)
+        if job is None:
+            print(f"backfill: {path} is stale (its outputs changed or are gone): skipped", file=sys.stderr)
+        else:
+            jobs.append(job)
+    return sorted(jobs, key=lambda j: (j.start_ms, j.name))
 
 
 # --- matching --------------------------------------------------------------------------------------------
@@ -171,14 +89,6 @@ def _same_job(run, job: Job) -> bool:
     return run.info.run_name == job.name and all(tags.get(k) == v for k, v in job.tags.items())
 
 
-def _close(a, b) -> bool:
-    try:
-        a, b = float(a), float(b)
-    except (TypeError, ValueError):
-        return False
-    return a == b or (math.isnan(a) and math.isnan(b)) or abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
-
-
 def covers(run, job: Job, key_hash: str) -> bool:
     """Whether `run` is a complete record of this job's result as it is on disk now."""
     if run.info.status != "FINISHED" or not _same_job(run, job):
@@ -186,8 +96,6 @@ def covers(run, job: Job, key_hash: str) -> bool:
     recorded = run.data.tags.get(f"{HASH_TAG}{job.key_file.name}")
     if recorded is not None:
         return recorded == key_hash
-    if job.signature and job.signature[0] in run.data.metrics:
-        return _close(run.data.metrics[job.signature[0]], job.signature[1])
     return True  # a finished run of this job from before hashes were recorded: nothing to tell them apart
 
 
@@ -327,8 +235,9 @@ def backfill(results: str | Path, experiment: str | None = None, parent_run_id: 
             touched_parents[parent] = max(touched_parents.get(parent, 0), job.end_ms)
             if job.step == "ensemble":  # the parent holds the ensemble CV; its own close may have failed
                 prun = by_id.get(parent) or client.get_run(parent)
-                if "cv_ensemble" not in prun.data.metrics:
-                    client.log_metric(parent, "cv_ensemble", float(job.signature[1]), timestamp=job.end_ms)
+                cv = next((v for k, v, *_ in job.metrics if k == "cv_ensemble"), None)
+                if "cv_ensemble" not in prun.data.metrics and cv is not None:
+                    client.log_metric(parent, "cv_ensemble", float(cv), timestamp=job.end_ms)
         by_id[run_id] = client.get_run(run_id)
         runs = [r for r in runs if r.info.run_id != run_id] + [by_id[run_id]]
 
@@ -351,8 +260,8 @@ def backfill(results: str | Path, experiment: str | None = None, parent_run_id: 
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m kagglecv.backfill", description=__doc__.split("\n\n")[0],
+def main(argv: list[str] | None = None, prog: str = "python -m kagglecv.backfill") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results", help="results/<competition>: the folder the workflow wrote")
     ap.add_argument("--experiment", help="MLflow experiment (default: the folder's name, as the workflow names it)")

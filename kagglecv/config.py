@@ -1,6 +1,14 @@
-"""The workflow's configuration as the jobs see it: backbones merged over `train`, and what follows from it.
+"""The workflow's configuration as the jobs see it: layered, validated, backbones merged, and what follows.
+
+Layering, lowest first (`layered`, then `resolve`):
+  1. the schema's defaults (schemas/config.schema.yaml): the base of every run;
+  2. the workflow's config.yaml, the embedded demo's own choices, only when no --configfile is given; with
+     --configfile F (or several), F is laid over the schema's defaults instead, so a competition config
+     states only what differs from them and nothing of the demo leaks in;
+  3. --config key=value on the command line, over either.
 
 rules/common.smk asks this module (the library never imports snakemake, so all of it is unit-tested):
+  layered, resolve   the configuration above, validated (a bad key or value fails before any job starts)
   backbone_settings  {backbone: train settings}: each backbone's overrides merged over `train`, validated
   input_size         the side a backbone trains at: its img_size, else its timm pretrained config's
   cache_side         the side of the image cache: the largest input size of any backbone, plus a margin
@@ -25,6 +33,61 @@ SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.y
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
     return yaml.safe_load(Path(path).read_text())
+
+
+def merge(base: dict, over: dict) -> dict:
+    """`over` laid over `base`, nested mappings merged key by key (as Snakemake merges config files)."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def load_yaml(path: str | Path) -> dict:
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise InputError(f"{path}: cannot read the config file ({str(e).splitlines()[0]})") from e
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a config file is a mapping of keys to values")
+    return data
+
+
+def layered(workflow_config: dict, configfiles, overrides: dict) -> dict:
+    """The configuration before defaults (see the module docstring). `workflow_config` is config.yaml as
+    Snakemake loaded it, `configfiles` the --configfile paths, `overrides` the --config values."""
+    if not configfiles:
+        return merge(workflow_config, dict(overrides or {}))
+    out: dict = {}
+    for f in configfiles:
+        out = merge(out, load_yaml(f))
+    return merge(out, dict(overrides or {}))
+
+
+def defaults(schema: dict | None = None) -> dict:
+    """The schema's defaults as a config: every key with its default, nested sections filled in."""
+    schema = schema or load_schema()
+
+    def of(node: dict):
+        if node.get("type") == "object" and "properties" in node:
+            return {k: of(v) for k, v in node["properties"].items() if "default" in v or "properties" in v}
+        return copy.deepcopy(node.get("default"))
+
+    return of(schema)
+
+
+def resolve(raw: dict, schema: dict | None = None) -> dict:
+    """`raw` over the schema's defaults, validated: what every job sees. Raises InputError naming the key."""
+    import jsonschema
+
+    schema = schema or load_schema()
+    config = merge(defaults(schema), raw)
+    try:
+        jsonschema.validate(config, schema)
+    except jsonschema.ValidationError as e:
+        where = ".".join(str(p) for p in e.absolute_path) or "config"
+        raise InputError(f"config: {where}: {e.message}") from None
+    return config
 
 
 def backbone_settings(config: dict, schema: dict | None = None) -> dict[str, dict]:

@@ -15,6 +15,7 @@ import pandas as pd
 from . import blend, metrics
 from .errors import InputError
 from .fsutil import read_table, write_csv, write_json
+from .layout import Layout
 
 
 def prob_columns(df: pd.DataFrame) -> list[str]:
@@ -69,9 +70,10 @@ def combine(model_dirs: dict[str, list[Path]], folds_csv: Path, metric: str, out
     cols = [f"p{k}" for k in range(ens_oof.shape[1])]
     oof_df = pd.concat([folds[["id", "y", "fold"]], pd.DataFrame(ens_oof, columns=cols)], axis=1)
     test_df = pd.concat([first[["id"]], pd.DataFrame(ens_test, columns=cols)], axis=1)
-    write_csv(out_dir / "ensemble_oof.csv", oof_df)
-    write_csv(out_dir / "ensemble_test.csv", test_df)
-    write_json(out_dir / "scores.json", scores)
+    layout = Layout(Path(out_dir))  # out_dir is results/<competition>
+    write_csv(layout.ensemble_oof, oof_df)
+    write_csv(layout.ensemble_test, test_df)
+    write_json(layout.scores, scores)
     return scores
 
 

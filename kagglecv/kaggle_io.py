@@ -36,6 +36,7 @@ from typing import Callable, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from .archive import ArchiveLimits, safe_extract
+from .config import defaults
 from .errors import InputError
 from .fsutil import atomic_path, write_json
 
@@ -47,7 +48,8 @@ MANIFEST = "manifest.json"  # the same record, which Snakemake does not own: it 
 LEADERBOARD_COLUMNS = ["time", "competition", "message", "cv", "public_score", "private_score", "ref", "status",
                        "file_sha256"]
 PENDING = "PENDING"  # a submission made but not scored yet: the next submit polls it instead of uploading again
-HTTP_TIMEOUT = 120.0  # seconds to connect, and between two reads, for every HTTP request of the client
+KAGGLE = defaults()["kaggle"]  # the `kaggle:` settings' defaults live in the schema, and only there
+HTTP_TIMEOUT = KAGGLE["http_timeout"]  # seconds to connect, and between two reads, for every HTTP request
 MAX_WAIT = 600.0  # the longest single wait before a retry, Retry-After included
 CREDENTIAL_PLACES = (
     "save it as ~/.kaggle/kaggle.json (then chmod 600 ~/.kaggle/kaggle.json), "
@@ -326,7 +328,8 @@ def _check_archive(archive: Path, competition: str) -> None:
                           f"Nothing was kept: run again to download it afresh")
 
 
-def download_competition(competition: str, dest: Path, *, retries: int = 3, backoff: float = 2.0,
+def download_competition(competition: str, dest: Path, *, retries: int = KAGGLE["retries"],
+                         backoff: float = KAGGLE["backoff"],
                          http_timeout: float | None = HTTP_TIMEOUT, limits: ArchiveLimits | None = None) -> Path:
     """Download and unpack `competition` into `dest/files/`; return that folder.
 
@@ -427,7 +430,8 @@ def _upload(api, competition: str, file: Path, message: str, listing: Callable[[
     return new[0].ref
 
 
-def submit(competition: str, file: Path, message: str, *, poll_interval: float = 10, timeout: float = 600,
+def submit(competition: str, file: Path, message: str, *, poll_interval: float = KAGGLE["poll_interval"],
+           timeout: float = KAGGLE["timeout"],
            resume_ref: str | int | None = None, http_timeout: float | None = HTTP_TIMEOUT) -> dict:
     """Submit `file` to `competition` (or, with `resume_ref`, only poll that earlier submission) and wait for
     its public score.
@@ -577,8 +581,8 @@ def submit_and_record(competition: str, file: Path, message: str, leaderboard: P
 # ---------------------------------------------------------------- command line
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kagglecv.kaggle_io", description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str = "python -m kagglecv.kaggle_io") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the kaggle client prints (redacted)")
     parser.add_argument("--http-timeout", type=float, default=HTTP_TIMEOUT,
                         help="seconds to connect and between reads, for every HTTP request")
@@ -586,14 +590,14 @@ def main(argv: list[str] | None = None) -> int:
     d = cmd.add_parser("download", help="download and unpack a competition's files")
     d.add_argument("competition")
     d.add_argument("dest", type=Path, help="e.g. data/kaggle/<competition>; files land in DEST/files")
-    d.add_argument("--retries", type=int, default=3)
-    d.add_argument("--backoff", type=float, default=2.0)
+    d.add_argument("--retries", type=int, default=KAGGLE["retries"])
+    d.add_argument("--backoff", type=float, default=KAGGLE["backoff"])
     s = cmd.add_parser("submit", help="submit a file and wait for its public score")
     s.add_argument("competition")
     s.add_argument("file", type=Path)
     s.add_argument("-m", "--message", required=True)
-    s.add_argument("--poll-interval", type=float, default=10)
-    s.add_argument("--timeout", type=float, default=600)
+    s.add_argument("--poll-interval", type=float, default=KAGGLE["poll_interval"])
+    s.add_argument("--timeout", type=float, default=KAGGLE["timeout"])
     s.add_argument("--leaderboard", type=Path, help="leaderboard.csv to append the result to (a pending row "
                                                     "of the same file is polled again instead of resubmitting)")
     s.add_argument("--cv", type=float, help="the run's cross-validation score, for the leaderboard")

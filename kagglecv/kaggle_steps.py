@@ -12,11 +12,12 @@ import logging
 import subprocess
 from pathlib import Path
 
+from .kaggle_io import KAGGLE
 from .tracking import Tracker, log_to_parent
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MESSAGE = "CV {metric}={cv:.5f} | {method} | {commit}"
+DEFAULT_MESSAGE = KAGGLE["message"]  # the schema's kaggle.message
 
 
 def git_commit(repo: str | Path | None = None) -> str:
@@ -44,7 +45,7 @@ def submission_message(scores: dict, commit: str, template: str | None = None) -
 
 
 def submit_step(competition: str, submission_csv, scores_json, leaderboard_csv, *, message: str | None = None,
-                poll_interval: float = 10, timeout: float = 600, repo=None, experiment: str | None = None,
+                poll_interval: float = KAGGLE["poll_interval"], timeout: float = KAGGLE["timeout"], repo=None, experiment: str | None = None,
                 results_dir="results", track=True, resume: bool = True, resume_ref: str | None = None,
                 http_timeout: float | None = None) -> dict:
     """Submit `submission_csv`, wait for the public score, append it to `leaderboard_csv`, log it to MLflow.

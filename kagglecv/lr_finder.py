@@ -25,6 +25,19 @@ from .fsutil import atomic_path, write_json
 SUGGESTION_METHODS = ("valley", "minimum", "steep")
 
 
+@dataclass(frozen=True)
+class LRFindConfig:
+    """The sweep's settings (the workflow's `lr_find:` section; its defaults are these)."""
+    start_lr: float = 1e-7  # first learning rate of the sweep
+    end_lr: float = 10.0  # last learning rate of the sweep
+    num_it: int = 100  # steps of the sweep, cycling through the data as needed
+    stop_div: float = 4.0  # stop once the smoothed loss exceeds this multiple of its best
+    method: str = "valley"  # which suggestion train.lr: auto trains at (valley | minimum | steep)
+
+
+DEFAULTS = LRFindConfig()
+
+
 @dataclass
 class LRFinderResult:
     lrs: list[float]  # LR used at each recorded step
@@ -108,10 +121,10 @@ def _batches(loader):
             raise ValueError("lr_find: the training loader is empty")
 
 
-def lr_find(model: torch.nn.Module, train_loader, device, *, start_lr: float = 1e-7, end_lr: float = 10,
-            num_it: int = 100, beta: float = 0.98, stop_div: float = 4.0, weight_decay: float = 0.01,
-            amp_dtype: torch.dtype | None = None, label_smoothing: float = 0.0,
-            method: str = "valley") -> LRFinderResult:
+def lr_find(model: torch.nn.Module, train_loader, device, *, start_lr: float = DEFAULTS.start_lr,
+            end_lr: float = DEFAULTS.end_lr, num_it: int = DEFAULTS.num_it, beta: float = 0.98,
+            stop_div: float = DEFAULTS.stop_div, weight_decay: float = 0.01, amp_dtype: torch.dtype | None = None,
+            label_smoothing: float = 0.0, method: str = DEFAULTS.method) -> LRFinderResult:
     """Sweep the LR exponentially from start_lr to end_lr over num_it AdamW steps on (x, y) batches.
 
     The model is moved to `device` and left there; its weights (parameters and buffers) and its train/eval
@@ -206,8 +219,8 @@ def plot_lr_find(result: LRFinderResult, path: str | Path, skip_end: int = 5, ti
         plt.close(fig)
 
 
-def run_lr_find(train_cfg: dict, prepared_dir, folds_csv, out_dir, *, start_lr: float = 1e-7, end_lr: float = 10,
-                num_it: int = 100, stop_div: float = 4.0, method: str = "valley") -> dict:
+def run_lr_find(train_cfg: dict, prepared_dir, folds_csv, out_dir,
+                settings: dict | LRFindConfig | None = None) -> dict:
     """The range test on the training rows of fold train_cfg["fold"] (0 by default), built as train.run builds
     them: same model, input size, normalisation, augmentation, batch size, weight decay, AMP and seed.
 
@@ -216,6 +229,9 @@ def run_lr_find(train_cfg: dict, prepared_dir, folds_csv, out_dir, *, start_lr: 
     from .train import TrainConfig, fold_batches, load_fold, setup_model
 
     cfg = TrainConfig.from_dict({k: v for k, v in train_cfg.items() if k != "lr"})  # lr may be "auto"
+    sweep = settings if isinstance(settings, LRFindConfig) else LRFindConfig(**(settings or {}))
+    start_lr, end_lr, num_it, stop_div, method = (sweep.start_lr, sweep.end_lr, sweep.num_it, sweep.stop_div,
+                                                  sweep.method)
     prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
     _, images, y, tr_idx, va_idx, n_classes = load_fold(cfg, prepared_dir, folds_csv)
     model, dc, device, amp_dtype = setup_model(cfg, n_classes, in_chans=images.shape[-1])

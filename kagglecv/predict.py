@@ -39,6 +39,7 @@ import pandas as pd
 
 from .errors import InputError
 from .fsutil import read_table, write_csv, write_json
+from .layout import Layout
 
 log = logging.getLogger("kagglecv.predict")
 
@@ -120,8 +121,7 @@ def backbone_probs(fold_dirs: list[Path], images: np.ndarray, device_pref: str =
 
 
 def fold_dirs_of(results_dir: Path, scores: dict, backbone: str) -> list[Path]:
-    n = len(scores["models"][backbone]["folds"])
-    return [results_dir / "models" / backbone / f"fold{k}" for k in range(n)]
+    return Layout(Path(results_dir)).fold_dirs(backbone, len(scores["models"][backbone]["folds"]))
 
 
 def ensemble_recipe(results_dir: str | Path, scores: dict) -> tuple[str, list[str], object, list[str]]:
@@ -153,7 +153,7 @@ def refit(results_dir: Path, scores: dict, members: list[str], method: str):
     from . import blend
     from .ensemble import load_backbone, prob_columns
 
-    folds = read_table(results_dir / "folds.csv")
+    folds = read_table(Layout(results_dir).folds)
     oofs = []
     for name in members:
         oof, _ = load_backbone(fold_dirs_of(results_dir, scores, name))
@@ -177,7 +177,7 @@ def check_against_submission(results_dir: Path, scores: dict, method: str, membe
 
     try:
         tests = [load_backbone(fold_dirs_of(results_dir, scores, m))[1] for m in members]
-        ens = read_table(results_dir / "ensemble_test.csv")
+        ens = read_table(Layout(results_dir).ensemble_test)
     except (OSError, KeyError, ValueError) as e:
         return {"checked": False, "reason": str(e)}
     ours = apply_recipe(method, [t[prob_columns(t)].to_numpy() for t in tests], params)
@@ -206,9 +206,10 @@ def predict_folder(results_dir: str | Path, folder: str | Path, out_csv: str | P
     t0 = time.perf_counter()
     results_dir = Path(results_dir)
     name = output_name(folder)
-    out_csv = Path(out_csv) if out_csv else results_dir / "predictions" / f"{name}.csv"
+    layout = Layout(results_dir)
+    out_csv = Path(out_csv) if out_csv else layout.prediction(name)
     out_json = Path(out_json) if out_json else out_csv.with_suffix(".json")
-    scores_path, meta_path = results_dir / "scores.json", results_dir / "prepared" / "meta.json"
+    scores_path, meta_path = layout.scores, layout.meta
     for p in (scores_path, meta_path):
         if not p.exists():
             raise InputError(f"{p}: not found; run the workflow for this competition first "
@@ -267,8 +268,8 @@ def predict_step(results_dir, folder, out_csv, out_json, device: str = "auto", t
     print(f"{len(out)} prediction(s) written to {out_csv}", flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m kagglecv.predict", description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str = "python -m kagglecv.predict") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     ap.add_argument("folder", help="folder of images to predict (files directly inside it)")
     ap.add_argument("--results", required=True, help="the competition's results folder, results/<competition>")
     ap.add_argument("--out", help="CSV to write (default: <results>/predictions/<folder name>.csv)")
@@ -281,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"ERROR: {e}", file=sys.stderr)
         return 1
-    dest = Path(args.out) if args.out else Path(args.results) / "predictions" / f"{output_name(args.folder)}.csv"
+    dest = Path(args.out) if args.out else Layout(Path(args.results)).prediction(output_name(args.folder))
     print(f"{len(out)} prediction(s) written to {dest}")
     return 0
 

@@ -33,9 +33,9 @@ from . import images
 from .archive import ArchiveLimits, is_junk, safe_extract
 from .errors import InputError
 from .fsutil import atomic_path, write_csv, write_json
+from .layout import PREPARED_FILES
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
-OUTPUTS = ("train_images.npy", "test_images.npy", "train.csv", "test.csv", "meta.json", "sample_submission.csv")
 FALLBACK_SIDE = 256  # mixed sizes and nothing saying what training needs (a direct library call)
 
 
@@ -354,7 +354,7 @@ def prepare(data_path: str | Path, out_dir: str | Path, cfg: DataConfig | None =
     if not data_path.exists():
         raise InputError(f"{data_path}: not found; set data.path to the competition folder or zip")
     out_dir.mkdir(parents=True, exist_ok=True)
-    images.remove_stale(out_dir, OUTPUTS)  # temp files of a killed run: gigabytes, and never mistaken for outputs
+    images.remove_stale(out_dir, PREPARED_FILES)  # temp files of a killed run: gigabytes, and never mistaken for outputs
     for stale in out_dir.glob(".unpack-*"):
         shutil.rmtree(stale, ignore_errors=True)
     t0 = time.perf_counter()

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .fsutil import atomic_path, read_table
+from .layout import Layout
 
 # matplotlib is imported where a figure is made: rules/report.smk imports this module while Snakemake parses.
 
@@ -411,28 +412,27 @@ def leaderboard(leaderboard_csv: str | Path, out_png: str | Path) -> pd.DataFram
 # ---------------------------------------------------------------- the workflow's entry points
 
 
-def lr_find_results(res: str, backbones: dict, lr_find_rule: bool) -> dict[str, str]:
+def lr_find_results(layout: Layout, backbones: dict, lr_find_rule: bool) -> dict[str, str]:
     """{backbone: lr_find.json} for the backbones whose LR range test exists or is part of the run
     (train.lr: auto); none unless the workflow includes the lr_find rule."""
     if not lr_find_rule:
         return {}
     out = {}
     for name, settings in backbones.items():
-        path = f"{res}/lr_find/{name}/lr_find.json"
-        if Path(path).exists() or str(settings.get("lr")) == "auto":
-            out[name] = path
+        path = layout.lr_find(name) / "lr_find.json"
+        if path.exists() or str(settings.get("lr")) == "auto":
+            out[name] = str(path)
     return out
 
 
-def report_targets(res: str, lr_find: dict) -> list[str]:
-    """The report's files under <res>/report/: the LR finder and leaderboard figures only when there is data."""
-    targets = [f"{res}/report/{name}" for name in FIGURES]
+def report_targets(layout: Layout, lr_find: dict) -> list[str]:
+    """The report's files: the LR finder and leaderboard figures only when there is data."""
+    targets = [str(layout.report / name) for name in FIGURES]
     if lr_find:
-        targets.append(f"{res}/report/lr_find.png")
-    if Path(f"{res}/leaderboard.csv").exists():
-        targets.append(f"{res}/report/leaderboard.png")
+        targets.append(str(layout.report / "lr_find.png"))
+    if layout.leaderboard.exists():
+        targets.append(str(layout.report / "leaderboard.png"))
     return targets
-
 
 
 def report_step(kind: str, inputs: dict, outputs: dict, params: dict) -> None:

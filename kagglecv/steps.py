@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from .fsutil import write_json
+from .layout import Layout, record_file
 from .tracking import Tracker
 
 # Library modules are imported inside each step: a small job must not pay for importing torch and timm.
@@ -27,7 +28,8 @@ def prepare_step(data_path, out_dir, data_cfg: dict, experiment: str, results_di
     from .archive import ArchiveLimits
 
     cfg = prepare.DataConfig(**data_cfg)
-    with Tracker(experiment, "prepare", results_dir, enabled=track, tags={"step": "prepare"}) as t:
+    with Tracker(experiment, "prepare", results_dir, enabled=track, tags={"step": "prepare"},
+                 record=record_file(out_dir, "prepare")) as t:
         meta = prepare.prepare(data_path, out_dir, cfg, workers=workers, limits=ArchiveLimits(**(archive or {})))
         t.log_params({"data_path": str(data_path), **{k: v for k, v in meta.items() if k != "classes"},
                       "n_classes": len(meta["classes"])})
@@ -39,7 +41,8 @@ def folds_step(train_csv, out_csv, n_folds: int, seed: int, experiment: str, res
                track=True) -> None:
     from . import folds
 
-    with Tracker(experiment, "folds", results_dir, enabled=track, tags={"step": "folds"}) as t:
+    with Tracker(experiment, "folds", results_dir, enabled=track, tags={"step": "folds"},
+                 record=record_file(Path(out_csv).parent, "folds")) as t:
         df = folds.make_folds(train_csv, out_csv, n_folds, seed)
         t.log_params({"folds": n_folds, "seed": seed})
         t.log_metrics({f"fold{k}_size": int(n) for k, n in df["fold"].value_counts().sort_index().items()})
@@ -65,14 +68,15 @@ def ensemble_step(model_dirs: dict[str, list[str]], folds_csv, out_dir, metric: 
                   experiment: str, results_dir="results", track=True) -> dict:
     from . import ensemble
 
-    with Tracker(experiment, "ensemble", results_dir, enabled=track, tags={"step": "ensemble"}) as t:
+    with Tracker(experiment, "ensemble", results_dir, enabled=track, tags={"step": "ensemble"},
+                 record=record_file(out_dir, "ensemble")) as t:
         scores = ensemble.combine({k: [Path(d) for d in v] for k, v in model_dirs.items()}, Path(folds_csv),
                                   metric, Path(out_dir), method)
         print(ensemble.cv_table(scores))
         t.log_params({"metric": metric, "method": method, "backbones": ",".join(model_dirs)})
         t.log_metrics({f"cv_{name}": s["cv"] for name, s in scores["models"].items()})
         t.log_metrics({"cv_ensemble": scores["ensemble"]["cv"]})
-        t.log_artifact(Path(out_dir) / "scores.json")
+        t.log_artifact(Layout(Path(out_dir)).scores)
     return scores
 
 
@@ -80,7 +84,8 @@ def submission_step(ensemble_test_csv, prepared_dir, out_csv, metric: str, exper
                     results_dir="results", track=True) -> None:
     from . import submission
 
-    with Tracker(experiment, "submission", results_dir, enabled=track, tags={"step": "submission"}) as t:
+    with Tracker(experiment, "submission", results_dir, enabled=track, tags={"step": "submission"},
+                 record=record_file(Path(out_csv).parent, "submission")) as t:
         out = submission.make_submission(Path(ensemble_test_csv), Path(prepared_dir),
                                          Path(prepared_dir) / "sample_submission.csv", metric, Path(out_csv))
         t.log_params({"rows": len(out), "columns": ",".join(out.columns)})
@@ -105,7 +110,9 @@ def holdout_step(submission_csv, solution_csv, prepared_dir, out_json, metric: s
         p1 = merged[f"{target}_pred"].astype(float).to_numpy()
         probs = pd.DataFrame({"0": 1 - p1, "1": p1}).to_numpy()
     result = {"metric": metric, "score": metrics.score(metric, y, probs), "n": len(merged)}
-    with Tracker(experiment, "holdout", results_dir, enabled=track, tags={"step": "holdout"}) as t:
+    with Tracker(experiment, "holdout", results_dir, enabled=track, tags={"step": "holdout"},
+                 record=record_file(Path(out_json).parent, "holdout")) as t:
+        write_json(out_json, result)
         t.log_metrics({"holdout_score": result["score"]})
-    write_json(out_json, result)
+        t.log_artifact(out_json)
     return result

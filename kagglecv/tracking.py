@@ -133,14 +133,25 @@ def _create_experiment(client, name: str, results_dir: Path) -> str:
         return client.get_experiment_by_name(name).experiment_id
 
 
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 class Tracker:
-    """One MLflow run for one job. Use as a context manager; all methods are no-ops after a failure."""
+    """One MLflow run for one job. Use as a context manager; all MLflow calls are no-ops after a failure.
+
+    With `record`, the tracker also keeps what it logs (params as logged, metrics with their step and time,
+    artifacts with their content hash, tags) and, when the job succeeds, writes it to that file beside the
+    job's outputs, whether MLflow was up or not: `kagglecv.backfill` replays exactly that record."""
 
     def __init__(self, experiment: str, run_name: str, results_dir: str | Path = "results",
-                 tags: dict | None = None, enabled: bool = True):
+                 tags: dict | None = None, enabled: bool = True, record: str | Path | None = None):
         self.experiment, self.run_name, self.tags = experiment, run_name, tags or {}
         self.results_dir = Path(results_dir)
         self.enabled, self.run_id, self._warned = enabled, None, False
+        self.record_path = Path(record) if record else None
+        self.record = {"run_name": run_name, "experiment": experiment, "tags": {JOB_TAG: run_name, **self.tags},
+                       "params": {}, "metrics": [], "artifacts": [], "start_ms": now_ms(), "end_ms": None}
 
     def _fail(self, what: str, err: Exception) -> None:
         if not self._warned:
@@ -185,25 +196,37 @@ class Tracker:
         import mlflow
 
         self._call("end_run", mlflow.end_run, status="FAILED" if exc_type else "FINISHED")
+        if exc_type is None and self.record_path is not None:
+            from .fsutil import write_json
+
+            write_json(self.record_path, {**self.record, "end_ms": now_ms()})
 
     def log_params(self, params: dict) -> None:
         import mlflow
 
         flat = {k: (str(v)[:500]) for k, v in _flatten(params).items()}
+        self.record["params"].update(flat)
         self._call("log_params", mlflow.log_params, flat)
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
         import mlflow
 
-        clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        at = now_ms()
+        self.record["metrics"] += [[k, v, step or 0, at] for k, v in clean.items()]
         self._call("log_metrics", mlflow.log_metrics, clean, step=step)
 
     def log_artifact(self, path: str | Path) -> None:
         import mlflow
 
-        if Path(path).exists():
+        path = Path(path)
+        if path.exists():
+            digest = sha256(path)
+            where = self.record_path.parent if self.record_path else path.parent
+            self.record["artifacts"].append({"path": os.path.relpath(path, where), "sha256": digest})
+            self.record["tags"][f"{HASH_TAG}{path.name}"] = digest
             self._call("log_artifact", mlflow.log_artifact, str(path))
-            self._call("set_tag", mlflow.set_tag, f"{HASH_TAG}{Path(path).name}", sha256(path))
+            self._call("set_tag", mlflow.set_tag, f"{HASH_TAG}{path.name}", digest)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

@@ -7,6 +7,7 @@ history.csv (one row per epoch) and model.pt. Every file is written atomically.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 import time
@@ -27,6 +28,7 @@ from .data import loader_workers, make_batches, open_cache, use_device_path
 from .errors import InputError
 from .fsutil import atomic_path, read_table, write_csv, write_json
 from .gpu import lease_gpu
+from .layout import record_file
 from .tracking import Tracker
 
 
@@ -247,30 +249,54 @@ def train_epoch(model, batches, phase: Phase, scaler, device, amp_dtype, cfg, de
     return total / max(n, 1), n / (time.perf_counter() - t0)
 
 
-def save_resume(path: Path, epoch: int, history, model, phases, scaler, ema, resolved) -> None:
-    """End-of-epoch state, so a killed job restarts from its last complete epoch."""
+def data_fingerprint(prepared_dir: Path, folds_csv) -> str:
+    """What a checkpoint was trained on: the content of folds.csv and the prepared tables, and the image cache
+    files' size and modification time (rebuilding the cache changes them; hashing gigabytes every epoch would
+    cost more than it saves)."""
+    h = hashlib.sha256()
+    for p in (Path(folds_csv), prepared_dir / "meta.json", prepared_dir / "train.csv"):
+        h.update(p.read_bytes())
+    for name in ("train_images.npy", "test_images.npy"):
+        st = (prepared_dir / name).stat()
+        h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def save_resume(path: Path, epoch: int, history, model, phases, scaler, ema, resolved, fingerprint: str) -> None:
+    """End-of-epoch state, so a killed job restarts from its last complete epoch. Only tensors and plain
+    values, so that it loads with weights_only=True (a checkpoint is never code)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
     state = {"epoch": epoch, "history": history, "model": model.state_dict(), "scaler": scaler.state_dict(),
              "phases": [(p.optimizer.state_dict(), p.scheduler.state_dict()) for p in phases],
-             "ema": ema.state_dict() if ema is not None else None, "config": resolved,
-             "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state()}
+             "ema": ema.state_dict() if ema is not None else None, "config": resolved, "data": fingerprint,
+             "torch_rng": torch.get_rng_state(),
+             "numpy_rng": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
-def load_resume(path: Path, resolved, model, phases, scaler, ema) -> tuple[int, list, dict]:
-    """(epochs already done, their history, data-path RNG states); nothing when the config changed."""
+def load_resume(path: Path, resolved, fingerprint: str, model, phases, scaler, ema) -> tuple[int, list, dict]:
+    """(epochs already done, their history, the saved state); nothing when the config, the folds or the data
+    changed since the checkpoint was written (the job then starts over)."""
     if not path.exists():
         return 0, [], {}
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state["config"] != resolved:
-        print(f"{path}: saved with another config; starting over", flush=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - an unreadable or unsafe checkpoint: train from scratch
+        print(f"{path}: cannot load the checkpoint ({type(e).__name__}); starting over", flush=True)
         return 0, [], {}
+    for key, now, what in (("config", resolved, "another config"), ("data", fingerprint, "other data or folds")):
+        if state.get(key) != now:
+            print(f"{path}: saved with {what}; starting over", flush=True)
+            return 0, [], {}
     model.load_state_dict(state["model"]), scaler.load_state_dict(state["scaler"])
     for phase, (opt_state, sched_state) in zip(phases, state["phases"]):
         phase.optimizer.load_state_dict(opt_state), phase.scheduler.load_state_dict(sched_state)
     if ema is not None and state["ema"] is not None:
         ema.load_state_dict(state["ema"])
-    torch.set_rng_state(state["torch_rng"]), np.random.set_state(state["numpy_rng"])
+    name, keys, pos, has_gauss, cached = state["numpy_rng"]
+    torch.set_rng_state(state["torch_rng"])
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     print(f"resuming from {path} after epoch {state['epoch']}", flush=True)
     return state["epoch"], state["history"], state
 
@@ -335,10 +361,14 @@ def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_d
     write_json(out_dir / "config.json", resolved)
     # Not a declared output: survives a killed job, and is removed once the job has finished.
     resume_path = out_dir / "resume.pt"
-    start_epoch, history, _ = load_resume(resume_path, resolved, model, phases, scaler, ema)
-    with Tracker(experiment, f"{cfg.backbone}-fold{cfg.fold}", results_dir, enabled=track,
+    fingerprint = data_fingerprint(prepared_dir, folds_csv)
+    start_epoch, history, _ = load_resume(resume_path, resolved, fingerprint, model, phases, scaler, ema)
+    run_name = f"{cfg.backbone}-fold{cfg.fold}"
+    with Tracker(experiment, run_name, results_dir, enabled=track, record=record_file(out_dir, run_name),
                  tags={"step": "train", "backbone": cfg.backbone, "fold": str(cfg.fold)}) as tracker:
         tracker.log_params(resolved)
+        for row in history:  # epochs done before a resume: this run (and its record) holds the whole history
+            tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
         t_start = time.perf_counter()
         for epoch in range(start_epoch, len(epoch_phase)):
             t0, phase = time.perf_counter(), epoch_phase[epoch]
@@ -358,7 +388,7 @@ def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_d
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
                   flush=True)
             tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
-            save_resume(resume_path, epoch + 1, history, model, phases, scaler, ema, resolved)
+            save_resume(resume_path, epoch + 1, history, model, phases, scaler, ema, resolved, fingerprint)
         train_seconds = time.perf_counter() - t_start
 
         final = ema.module if ema else model

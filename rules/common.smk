@@ -1,39 +1,42 @@
 # Helpers and config validation: everything here runs before any job starts.
-import json
+# Each piece of knowledge is the library's: kagglecv.config (layering, defaults, validation, what follows
+# from the backbones), kagglecv.layout (every path under results/<competition>/), kagglecv.summary.
 from pathlib import Path
 
-import yaml
 from snakemake.utils import validate
 
 from kagglecv.config import (
     backbone_settings,
     cache_side,
     input_size,
+    layered,
+    load_schema,
     loader_workers,
     prepare_side,
+    resolve,
     train_mem_mb,
     train_threads,
 )
 from kagglecv.gpu import visible_devices
+from kagglecv.layout import Layout
 
-validate(config, "../schemas/config.schema.yaml")
+# The schema's defaults, then config.yaml (the demo's choices) or, with --configfile, those files instead,
+# then --config: see kagglecv.config. The same in every job (they get the same command-line config).
+SCHEMA = load_schema(Path(workflow.basedir, "schemas", "config.schema.yaml"))
+_resolved = resolve(
+    layered(config, workflow.config_settings.configfiles, workflow.config_settings.config),
+    SCHEMA,
+)
+config.clear()
+config.update(_resolved)
+validate(
+    config, "../schemas/config.schema.yaml"
+)  # Snakemake's own check, on what the jobs will see
 
-SCHEMA = yaml.safe_load(Path(workflow.basedir, "schemas", "config.schema.yaml").read_text())
 COMP = config["competition"]
-RES = f"results/{COMP}"
-PREP = f"{RES}/prepared"
-PREPARED_FILES = [
-    f"{PREP}/{name}"
-    for name in (
-        "train_images.npy",
-        "test_images.npy",
-        "train.csv",
-        "test.csv",
-        "meta.json",
-        "sample_submission.csv",
-    )
-]
-MODEL = f"{RES}/models/{{backbone}}/fold{{fold}}"  # one training job's folder (wildcards left open)
+L = Layout.of(COMP)  # every path under results/<competition>/
+PREPARED_FILES = [str(p) for p in L.prepared_files()]
+MODEL = L.model_dir("{backbone}", "{fold}")  # one training job's folder (wildcards left open)
 
 
 def global_resource(name):
@@ -42,11 +45,10 @@ def global_resource(name):
     return getattr(res, "value", res)
 
 
-BACKBONES = backbone_settings(
-    config, SCHEMA
-)  # {name: train settings}, overrides merged and validated
+# {name: train settings}: each backbone's overrides merged over `train`, validated
+BACKBONES = backbone_settings(config, SCHEMA)
 # What the largest backbone needs, plus the margin; the previous side when the cache would not change.
-CACHE_SIDE = prepare_side(cache_side(BACKBONES, config["data"]), f"{PREP}/meta.json")
+CACHE_SIDE = prepare_side(cache_side(BACKBONES, config["data"]), L.meta)
 TRAIN_THREADS = train_threads(config["train"]["threads"], workflow.cores, global_resource("gpu"))
 LOCAL_GPUS = bool(visible_devices())
 
@@ -101,12 +103,12 @@ def train_params(wildcards):
 def lr_find_input(wildcards):
     """lr_find.json when the backbone's train.lr is auto (the train job then reads its suggestion), else nothing."""
     if BACKBONES[wildcards.backbone]["lr"] == "auto":
-        return f"{RES}/lr_find/{wildcards.backbone}/lr_find.json"
+        return str(L.lr_find(wildcards.backbone) / "lr_find.json")
     return []
 
 
 def fold_dirs(backbone):
-    return [f"{RES}/models/{backbone}/fold{k}" for k in range(config["folds"])]
+    return [str(d) for d in L.fold_dirs(backbone, config["folds"])]
 
 
 def all_fold_outputs(name):
@@ -114,29 +116,18 @@ def all_fold_outputs(name):
 
 
 def default_targets():
-    targets = [f"{RES}/scores.json", f"{RES}/submission.csv"]
+    targets = [str(L.scores), str(L.submission)]
     if config["data"]["source"] == "demo":
-        targets.append(f"{RES}/holdout.json")
+        targets.append(str(L.holdout))
     return targets
 
 
-def report_and_close(ok):
-    """Close the MLflow parent run; after a success print the CV table and where things are."""
-    from kagglecv.tracking import display_uri, finish_parent, tracking_uri
+def finish_run(ok):
+    from kagglecv.summary import finish
 
-    scores_path, holdout_path = Path(f"{RES}/scores.json"), Path(f"{RES}/holdout.json")
-    scores = json.loads(scores_path.read_text()) if ok and scores_path.exists() else None
-    finish_parent(ok, {"cv_ensemble": scores["ensemble"]["cv"]} if scores else None)
-    if not scores:
-        return
-    from kagglecv.ensemble import cv_table
-
-    print(f"\n{cv_table(scores)}")
-    if holdout_path.exists():
-        h = json.loads(holdout_path.read_text())
-        print(f"submission scored on the held-aside labels: {h['metric']} = {h['score']:.5f}")
-    print(f"\nsubmission: {RES}/submission.csv")
-    print(f"MLflow UI:  mlflow ui --backend-store-uri {display_uri(tracking_uri('results'))}")
+    summary = finish(L, ok)
+    if summary:
+        print(summary)
 
 
 onstart:
@@ -148,8 +139,8 @@ onstart:
 
 
 onsuccess:
-    report_and_close(ok=True)
+    finish_run(ok=True)
 
 
 onerror:
-    report_and_close(ok=False)
+    finish_run(ok=False)

@@ -16,9 +16,9 @@ rule prepare:
     output:
         PREPARED_FILES,
     log:
-        f"{RES}/logs/prepare.log",
+        str(L.log("prepare")),
     benchmark:
-        f"{RES}/benchmarks/prepare.tsv"
+        str(L.benchmark("prepare"))
     conda:
         "../envs/data.yaml"
     threads: workflow.cores  # images are decoded on every core; prepare runs before anything else
@@ -41,11 +41,11 @@ rule prepare:
 
 rule folds:
     input:
-        train=f"{PREP}/train.csv",
+        train=str(L.prepared / "train.csv"),
     output:
-        folds=f"{RES}/folds.csv",
+        folds=str(L.folds),
     log:
-        f"{RES}/logs/folds.log",
+        str(L.log("folds")),
     conda:
         "../envs/data.yaml"
     params:

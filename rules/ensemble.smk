@@ -2,13 +2,13 @@ rule ensemble:
     input:
         oof=all_fold_outputs("oof.csv"),
         test=all_fold_outputs("test.csv"),
-        folds=f"{RES}/folds.csv",
+        folds=str(L.folds),
     output:
-        scores=f"{RES}/scores.json",
-        oof=f"{RES}/ensemble_oof.csv",
-        test=f"{RES}/ensemble_test.csv",
+        scores=str(L.scores),
+        oof=str(L.ensemble_oof),
+        test=str(L.ensemble_test),
     log:
-        f"{RES}/logs/ensemble.log",
+        str(L.log("ensemble")),
     conda:
         "../envs/data.yaml"
     params:
@@ -23,12 +23,12 @@ rule ensemble:
 
 rule submission:
     input:
-        test=f"{RES}/ensemble_test.csv",
+        test=str(L.ensemble_test),
         prepared=PREPARED_FILES,
     output:
-        submission=f"{RES}/submission.csv",
+        submission=str(L.submission),
     log:
-        f"{RES}/logs/submission.log",
+        str(L.log("submission")),
     conda:
         "../envs/data.yaml"
     params:
@@ -41,13 +41,13 @@ rule submission:
 
 rule holdout:
     input:
-        submission=f"{RES}/submission.csv",
+        submission=str(L.submission),
         solution=f"data/demo/{COMP}.solution.csv",
         prepared=PREPARED_FILES,
     output:
-        score=f"{RES}/holdout.json",
+        score=str(L.holdout),
     log:
-        f"{RES}/logs/holdout.log",
+        str(L.log("holdout")),
     conda:
         "../envs/data.yaml"
     params:

@@ -33,16 +33,16 @@ rule download:
 # lock instead, one row per submission (time, message, cv, public_score, private_score, ref).
 rule submit:
     input:
-        submission=f"{RES}/submission.csv",
-        scores=f"{RES}/scores.json",
+        submission=str(L.submission),
+        scores=str(L.scores),
     log:
-        f"{RES}/logs/submit.log",
+        str(L.log("submit")),
     retries: 0  # never resubmit blindly: a failed call may still have counted against the daily limit
     conda:
         "../envs/data.yaml"
     params:
         competition=COMP,
-        leaderboard=f"{RES}/leaderboard.csv",
+        leaderboard=str(L.leaderboard),
         message=lambda wildcards: KAGGLE["message"],  # a template: keep its {fields} from wildcard expansion
         poll_interval=KAGGLE["poll_interval"],
         timeout=KAGGLE["timeout"],

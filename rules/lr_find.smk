@@ -6,14 +6,14 @@ from types import SimpleNamespace
 rule lr_find:
     input:
         prepared=PREPARED_FILES,
-        folds=f"{RES}/folds.csv",
+        folds=str(L.folds),
     output:
-        json=f"{RES}/lr_find/{{backbone}}/lr_find.json",
-        png=f"{RES}/lr_find/{{backbone}}/lr_find.png",
+        json=str(L.lr_find("{backbone}") / "lr_find.json"),
+        png=str(L.lr_find("{backbone}") / "lr_find.png"),
     log:
-        f"{RES}/logs/lr_find/{{backbone}}.log",
+        str(L.log("lr_find/{backbone}")),
     benchmark:
-        f"{RES}/benchmarks/lr_find/{{backbone}}.tsv"
+        str(L.benchmark("lr_find/{backbone}"))
     conda:
         "../envs/train.yaml"
     threads: TRAIN_THREADS

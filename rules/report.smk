@@ -4,35 +4,34 @@
 from kagglecv.predict import output_name, require_folder
 from kagglecv.report import lr_find_results, report_targets as report_files
 
-REPORT = f"{RES}/report"
 PREDICT_DIR = config.get("predict_dir")
 PREDICT_NAME = output_name(PREDICT_DIR) if PREDICT_DIR else "unset"
 
 # {backbone: lr_find.json} to plot: those that exist or are made in this run; none without the lr_find rule.
-lr_find_jsons = lambda: lr_find_results(RES, BACKBONES, rules.has("lr_find"))
+lr_find_jsons = lambda: lr_find_results(L, BACKBONES, rules.has("lr_find"))
 # For `rule all`: the report's figures, made in the default run.
-report_targets = lambda: report_files(RES, lr_find_jsons())
+report_targets = lambda: report_files(L, lr_find_jsons())
 
 
 rule report_cv:
     input:
-        scores=f"{RES}/scores.json",
-        oof=f"{RES}/ensemble_oof.csv",
+        scores=str(L.scores),
+        oof=str(L.ensemble_oof),
     output:
         png=report(
-            f"{REPORT}/cv_table.png",
+            str(L.report / "cv_table.png"),
             category="CV scores",
             caption="../report/cv_table.rst",
             labels={"figure": "CV table (image)"},
         ),
         html=report(
-            f"{REPORT}/cv_table.html",
+            str(L.report / "cv_table.html"),
             category="CV scores",
             caption="../report/cv_table_html.rst",
             labels={"figure": "CV table (HTML)"},
         ),
     log:
-        f"{RES}/logs/report/cv.log",
+        str(L.log("report/cv")),
     localrule: True  # a figure in seconds: never a cluster job
     conda:
         "../envs/data.yaml"
@@ -47,13 +46,13 @@ rule report_curves:
         all_fold_outputs("history.csv"),
     output:
         png=report(
-            f"{REPORT}/training_curves.png",
+            str(L.report / "training_curves.png"),
             category="Training",
             caption="../report/training_curves.rst",
             labels={"figure": "training curves"},
         ),
     log:
-        f"{RES}/logs/report/curves.log",
+        str(L.log("report/curves")),
     localrule: True  # a figure in seconds: never a cluster job
     conda:
         "../envs/data.yaml"
@@ -67,26 +66,26 @@ rule report_curves:
 
 rule report_oof:
     input:
-        oof=f"{RES}/ensemble_oof.csv",
-        scores=f"{RES}/scores.json",
-        meta=f"{PREP}/meta.json",
-        train=f"{PREP}/train.csv",
-        images=f"{PREP}/train_images.npy",
+        oof=str(L.ensemble_oof),
+        scores=str(L.scores),
+        meta=str(L.meta),
+        train=str(L.prepared / "train.csv"),
+        images=str(L.prepared / "train_images.npy"),
     output:
         confusion=report(
-            f"{REPORT}/confusion_matrix.png",
+            str(L.report / "confusion_matrix.png"),
             category="OOF errors",
             caption="../report/confusion_matrix.rst",
             labels={"figure": "confusion matrix"},
         ),
         errors=report(
-            f"{REPORT}/oof_errors.png",
+            str(L.report / "oof_errors.png"),
             category="OOF errors",
             caption="../report/oof_errors.rst",
             labels={"figure": "confidently wrong and uncertain images"},
         ),
     log:
-        f"{RES}/logs/report/oof.log",
+        str(L.log("report/oof")),
     localrule: True  # a figure in seconds: never a cluster job
     conda:
         "../envs/data.yaml"
@@ -98,17 +97,17 @@ rule report_oof:
 
 rule report_folds:
     input:
-        folds=f"{RES}/folds.csv",
-        meta=f"{PREP}/meta.json",
+        folds=str(L.folds),
+        meta=str(L.meta),
     output:
         png=report(
-            f"{REPORT}/class_balance.png",
+            str(L.report / "class_balance.png"),
             category="Data",
             caption="../report/class_balance.rst",
             labels={"figure": "class balance per fold"},
         ),
     log:
-        f"{RES}/logs/report/folds.log",
+        str(L.log("report/folds")),
     localrule: True  # a figure in seconds: never a cluster job
     conda:
         "../envs/data.yaml"
@@ -123,13 +122,13 @@ rule report_lr_find:
         lambda wildcards: list(lr_find_jsons().values()),
     output:
         png=report(
-            f"{REPORT}/lr_find.png",
+            str(L.report / "lr_find.png"),
             category="LR finder",
             caption="../report/lr_find.rst",
             labels={"figure": "LR range test"},
         ),
     log:
-        f"{RES}/logs/report/lr_find.log",
+        str(L.log("report/lr_find")),
     localrule: True  # a figure in seconds: never a cluster job
     conda:
         "../envs/data.yaml"
@@ -143,16 +142,16 @@ rule report_lr_find:
 # leaderboard.csv is appended by `snakemake submit` (no rule's output): the figure follows its mtime.
 rule report_leaderboard:
     input:
-        leaderboard=f"{RES}/leaderboard.csv",
+        leaderboard=str(L.leaderboard),
     output:
         png=report(
-            f"{REPORT}/leaderboard.png",
+            str(L.report / "leaderboard.png"),
             category="Leaderboard",
             caption="../report/leaderboard.rst",
             labels={"figure": "leaderboard history"},
         ),
     log:
-        f"{RES}/logs/report/leaderboard.log",
+        str(L.log("report/leaderboard")),
     localrule: True  # a figure in seconds: never a cluster job
     conda:
         "../envs/data.yaml"
@@ -171,15 +170,15 @@ rule predict:
         models=all_fold_outputs("model.pt"),
         oof=all_fold_outputs("oof.csv"),
         test=all_fold_outputs("test.csv"),
-        scores=f"{RES}/scores.json",
-        ensemble_test=f"{RES}/ensemble_test.csv",
-        folds=f"{RES}/folds.csv",
-        meta=f"{PREP}/meta.json",
+        scores=str(L.scores),
+        ensemble_test=str(L.ensemble_test),
+        folds=str(L.folds),
+        meta=str(L.meta),
     output:
-        csv=f"{RES}/predictions/{PREDICT_NAME}.csv",
-        summary=f"{RES}/predictions/{PREDICT_NAME}.json",
+        csv=str(L.prediction(PREDICT_NAME)),
+        summary=str(L.prediction(PREDICT_NAME).with_suffix(".json")),
     log:
-        f"{RES}/logs/predict/{PREDICT_NAME}.log",
+        str(L.log(f"predict/{PREDICT_NAME}")),
     conda:
         "../envs/train.yaml"
     threads: TRAIN_THREADS

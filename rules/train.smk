@@ -1,19 +1,19 @@
 rule train:
     input:
         prepared=PREPARED_FILES,
-        folds=f"{RES}/folds.csv",
+        folds=str(L.folds),
         lr_find=lr_find_input,
     output:
-        oof=f"{MODEL}/oof.csv",
-        test=f"{MODEL}/test.csv",
-        metrics=f"{MODEL}/metrics.json",
-        config=f"{MODEL}/config.json",
-        history=f"{MODEL}/history.csv",
-        model=f"{MODEL}/model.pt",
+        oof=str(MODEL / "oof.csv"),
+        test=str(MODEL / "test.csv"),
+        metrics=str(MODEL / "metrics.json"),
+        config=str(MODEL / "config.json"),
+        history=str(MODEL / "history.csv"),
+        model=str(MODEL / "model.pt"),
     log:
-        f"{RES}/logs/train/{{backbone}}/fold{{fold}}.log",
+        str(L.log("train/{backbone}/fold{fold}")),
     benchmark:
-        f"{RES}/benchmarks/train/{{backbone}}/fold{{fold}}.tsv"
+        str(L.benchmark("train/{backbone}/fold{fold}"))
     conda:
         "../envs/train.yaml"
     threads: TRAIN_THREADS

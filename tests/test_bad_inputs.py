@@ -14,7 +14,7 @@ from kagglecv import folds, prepare, submission
 from kagglecv.errors import InputError
 from kagglecv.fsutil import read_table
 
-from conftest import digits_images, edit_zip, png, write_csv_images_competition
+from helpers import digits_images, edit_zip, png, write_csv_images_competition
 
 
 def run_prepare(zip_or_dir, tmp_path) -> dict:

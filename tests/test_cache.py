@@ -22,7 +22,7 @@ from kagglecv import config, data, images, prepare
 from kagglecv.errors import InputError
 from kagglecv.train import TrainConfig, build_model
 
-from conftest import digits_images, png, run_snakemake, tiny_config, write_csv_images_competition
+from helpers import digits_images, png, run_snakemake, tiny_config, write_csv_images_competition
 
 DC = {"img_size": 12, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}
 
@@ -207,6 +207,7 @@ def prepare_jobs(r) -> int:
     return int(m.group(1)) if m else 0
 
 
+@pytest.mark.workflow
 def test_a_larger_backbone_rebuilds_the_cache_and_a_smaller_one_does_not(tmp_path):
     zip_path = mixed_size_competition(tmp_path / "mixed.zip")
     cfg = tiny_config(zip_path, backbones=[{"name": "test_resnet", "img_size": 32}])
@@ -230,6 +231,7 @@ def test_a_larger_backbone_rebuilds_the_cache_and_a_smaller_one_does_not(tmp_pat
     assert prepare_jobs(r) == 0
 
 
+@pytest.mark.workflow
 def test_training_threads_follow_cores_and_gpu_slots(tmp_path):
     cfg = tiny_config(tiny_zip_path(tmp_path))
     for args, want in [(("--cores", "8", "--resources", "gpu=2"), 4), (("--cores", "2"), 2)]:

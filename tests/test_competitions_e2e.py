@@ -9,7 +9,6 @@ the submit step uploads submission.csv, which the stub scores with the competiti
 
 from __future__ import annotations
 
-import base64
 import csv
 import hashlib
 import io
@@ -17,7 +16,6 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,12 +26,8 @@ import yaml
 from PIL import Image
 from sklearn import metrics as skm
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import make_zip  # noqa: E402
-from kaggle_stub import KaggleStub  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+from helpers import REPO, SNAKEMAKE, make_zip, stub_secrets
+from kaggle_stub import KaggleStub
 SIDE = 16  # px: tiny images keep each run well under a minute on 2 CPU cores
 
 
@@ -172,10 +166,6 @@ def stub():
         yield s
 
 
-def secrets(stub: KaggleStub) -> list[str]:
-    return [stub.key, stub.token, base64.b64encode(f"{stub.username}:{stub.key}".encode()).decode()]
-
-
 @dataclass
 class Run:
     comp: Competition
@@ -184,7 +174,7 @@ class Run:
     outputs: list[str]  # stdout + stderr of every snakemake call, for the credential check
 
     def snakemake(self, *targets: str) -> subprocess.CompletedProcess:
-        cmd = [str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--directory", str(self.workdir),
+        cmd = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(self.workdir),
                "--configfile", str(self.workdir / "config.yaml"), "--cores", "2", "--workflow-profile", "none",
                *targets]
         r = subprocess.run(cmd, env=self.env, cwd=self.workdir, capture_output=True, text=True, timeout=600)
@@ -230,7 +220,7 @@ def pipeline(stub, tmp_path_factory):
 
 def assert_no_credentials(stub: KaggleStub, run: Run) -> None:
     """No credential (key, token, Basic header) in any file the run wrote, nor in what snakemake printed."""
-    for secret in secrets(stub):
+    for secret in stub_secrets(stub):
         for text in run.outputs:
             assert secret not in text
         for path in run.workdir.rglob("*"):
@@ -254,6 +244,8 @@ def git_short_sha() -> str:
 # ---------------------------------------------------------------- tests
 
 
+@pytest.mark.workflow
+@pytest.mark.kaggle
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_competition_to_scored_submission(stub, pipeline, layout):
     run = pipeline(LAYOUTS[layout])
@@ -303,6 +295,8 @@ def test_competition_to_scored_submission(stub, pipeline, layout):
     assert_no_credentials(stub, run)
 
 
+@pytest.mark.workflow
+@pytest.mark.kaggle
 def test_code_competition_submit_refused(stub, pipeline):
     run = pipeline("aerial-cactus-identification")
     rows_before, n_before = len(run.leaderboard()), len(stub.submissions)

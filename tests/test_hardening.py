@@ -22,16 +22,14 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import REPO, make_zip  # noqa: E402
-from kaggle_stub import KaggleStub  # noqa: E402
-from test_kaggle_io import competition_zip, error_line, run  # noqa: E402
+from kagglecv import tracking
+from kagglecv.archive import ArchiveLimits, is_junk, safe_extract
+from kagglecv.errors import InputError
+from kagglecv.fsutil import atomic_path, write_json
+from kagglecv.kaggle_io import backoff_delay, redact, retry_after
 
-from kagglecv import tracking  # noqa: E402
-from kagglecv.archive import ArchiveLimits, is_junk, safe_extract  # noqa: E402
-from kagglecv.errors import InputError  # noqa: E402
-from kagglecv.fsutil import atomic_path, write_json  # noqa: E402
-from kagglecv.kaggle_io import backoff_delay, redact, retry_after  # noqa: E402
+from helpers import REPO, competition_zip, error_line, make_zip, run_kaggle_io
+from kaggle_stub import KaggleStub
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
@@ -124,6 +122,7 @@ def stub():
         yield s
 
 
+@pytest.mark.kaggle
 @pytest.mark.parametrize("fault", ["not a zip", "cut short", "zip bomb"])
 def test_bad_download_is_never_complete(stub, tmp_path, fault):
     if fault == "not a zip":  # e.g. an HTML error page saved as digits.zip
@@ -133,12 +132,12 @@ def test_bad_download_is_never_complete(stub, tmp_path, fault):
     else:
         stub.competitions["digits"] = bomb_zip(tmp_path)
     dest = tmp_path / "data" / "digits"
-    line = error_line(run(stub, tmp_path, "download", "digits", str(dest), "--retries", "0"))
+    line = error_line(run_kaggle_io(stub, tmp_path, "download", "digits", str(dest), "--retries", "0"))
     assert {"not a zip": "is not a zip archive", "cut short": "the download was cut short",
             "zip bomb": "zip bomb"}[fault] in line
     assert list(dest.iterdir()) == []  # no files/, no manifest.json, no .complete, no temp folder
     stub.competitions["digits"], stub.truncate = competition_zip(), {}  # Kaggle serves it properly again
-    r = run(stub, tmp_path, "download", "digits", str(dest))
+    r = run_kaggle_io(stub, tmp_path, "download", "digits", str(dest))
     assert r.returncode == 0, r.stderr
     assert stub.calls("DownloadDataFiles") == 2 and (dest / ".complete").exists()
 
@@ -154,6 +153,7 @@ def bomb_zip(tmp_path: Path) -> bytes:
 # ---------------------------------------------------------------- Kaggle under real conditions
 
 
+@pytest.mark.kaggle
 @pytest.mark.parametrize("op, args", [
     ("download", ["download", "digits", "D", "--retries", "1", "--backoff", "0.05"]),
     ("blob", ["download", "digits", "D", "--retries", "1", "--backoff", "0.05"]),
@@ -163,17 +163,19 @@ def test_http_calls_time_out(stub, tmp_path, op, args):
     (tmp_path / "S").write_text("id,label\n1,0\n")
     stub.delay[op] = 60  # the server accepts the connection and never answers
     t0 = time.monotonic()
-    r = run(stub, tmp_path, "--http-timeout", "0.5", *[str(tmp_path / a) if a in "DS" else a for a in args])
+    r = run_kaggle_io(stub, tmp_path, "--http-timeout", "0.5",
+                      *[str(tmp_path / a) if a in "DS" else a for a in args])
     line = error_line(r)
     assert time.monotonic() - t0 < 30 and "Timeout" in line and "attempt(s)" in line
     assert stub.submissions == [] and not (tmp_path / "D" / ".complete").exists()
 
 
+@pytest.mark.kaggle
 def test_429_retry_after_honoured_and_backoff_jittered(stub, tmp_path):
     import requests
 
     stub.fail["download"], stub.retry_after = (429, 1), "1.5"
-    r = run(stub, tmp_path, "download", "digits", str(tmp_path / "d"), "--backoff", "0.01")
+    r = run_kaggle_io(stub, tmp_path, "download", "digits", str(tmp_path / "d"), "--backoff", "0.01")
     assert r.returncode == 0, r.stderr
     calls = [t for t, path in stub.times if path.endswith("/DownloadDataFiles")]
     assert len(calls) == 2 and calls[1] - calls[0] >= 1.4  # not the 0.01 s backoff
@@ -186,11 +188,12 @@ def test_429_retry_after_honoured_and_backoff_jittered(stub, tmp_path):
     assert backoff_delay(30, 1.0, max_wait=60) == 60
 
 
+@pytest.mark.kaggle
 def test_submission_missing_from_listing_keeps_being_polled(stub, tmp_path):
     submission = tmp_path / "submission.csv"
     submission.write_text("id,label\n1,0\n")
     stub.hidden_polls = 3  # Kaggle's listing lags behind the submission it just created
-    r = run(stub, tmp_path, "submit", "digits", str(submission), "-m", "x", "--poll-interval", "0.05")
+    r = run_kaggle_io(stub, tmp_path, "submit", "digits", str(submission), "-m", "x", "--poll-interval", "0.05")
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert result["status"] == "COMPLETE" and result["ref"] == stub.submissions[0]["ref"]
@@ -207,6 +210,7 @@ print("RESULT", r["ref"], r["status"], r["public_score"])
 """
 
 
+@pytest.mark.kaggle
 @pytest.mark.parametrize("stall", ["not scored in time", "listing rate-limited"])
 def test_pending_submission_recorded_then_resumed(stub, tmp_path, stall):
     sub, scores, board = tmp_path / "submission.csv", tmp_path / "scores.json", tmp_path / "res" / "leaderboard.csv"
@@ -428,12 +432,13 @@ def test_atomic_write_durable_and_umask_untouched(tmp_path, monkeypatch):
     assert sorted(p.name for p in out.parent.iterdir()) == ["x.json"]  # no y.json, no temp file
 
 
+@pytest.mark.kaggle
 def test_kaggle_io_cli_still_writes_leaderboard_row(stub, tmp_path):
     """The command line records the status and the file's hash too (what resuming matches on)."""
     submission, board = tmp_path / "s.csv", tmp_path / "leaderboard.csv"
     submission.write_text("id,label\n1,1\n")
-    r = run(stub, tmp_path, "submit", "digits", str(submission), "-m", "x", "--poll-interval", "0.05",
-            "--leaderboard", str(board), "--cv", "0.5")
+    r = run_kaggle_io(stub, tmp_path, "submit", "digits", str(submission), "-m", "x", "--poll-interval", "0.05",
+                      "--leaderboard", str(board), "--cv", "0.5")
     assert r.returncode == 0, r.stderr
     (row,) = csv.DictReader(board.open())
     assert row["status"] == "COMPLETE" and row["public_score"] == "0.5"

@@ -16,24 +16,12 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import make_zip  # noqa: E402
-from kaggle_stub import KaggleStub  # noqa: E402
+from kagglecv.kaggle_io import append_leaderboard, redact
 
-from kagglecv.kaggle_io import append_leaderboard, redact  # noqa: E402
+from helpers import REPO, competition_zip, error_line, make_zip, run_kaggle_io, stub_secrets
+from kaggle_stub import KaggleStub
 
-REPO = Path(__file__).resolve().parents[1]
 KAGGLE_CLI = Path(sys.executable).parent / "kaggle"
-
-
-def competition_zip(top_folder: bool = False) -> bytes:
-    """Like a real image competition: CSVs plus a nested train.zip holding the images.
-
-    Kaggle's train.zip holds either the images or a top folder train/; both must end up in files/train/.
-    """
-    train = make_zip({f"{'train/' if top_folder else ''}{n}": b"jpeg-" + n[:1].encode() for n in ("a.jpg", "b.jpg")})
-    return make_zip({"train.csv": b"id,label\na.jpg,0\nb.jpg,1\n", "sample_submission.csv": b"id,label\n",
-                     "train.zip": train})
 
 
 @pytest.fixture
@@ -49,40 +37,18 @@ def stub():
         yield s
 
 
-def secrets(stub: KaggleStub) -> list[str]:
-    return [stub.key, stub.token, base64.b64encode(f"{stub.username}:{stub.key}".encode()).decode()]
-
-
-def run(stub: KaggleStub, tmp_path: Path, *args: str, creds: str | None = "env", key: str | None = None,
-        extra_env: dict | None = None, cmd: list[str] | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m kagglecv.kaggle_io ARGS` (or `cmd`) against the stub; credentials must never leak."""
-    env = stub.env(tmp_path / "home", creds=creds, key=key) | {"PYTHONPATH": str(REPO)} | (extra_env or {})
-    cmd = cmd or [sys.executable, "-m", "kagglecv.kaggle_io", *args]
-    r = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    for secret in secrets(stub):
-        assert secret not in r.stdout + r.stderr
-    return r
-
-
-def error_line(r: subprocess.CompletedProcess) -> str:
-    """The one-line error: exit 1 and `error: ...` as the last line of stderr."""
-    assert r.returncode == 1, (r.stdout, r.stderr)
-    line = r.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: ") and "Traceback" not in r.stderr, r.stderr
-    return line
-
-
 # ---------------------------------------------------------------- download
 
 
 
 
+@pytest.mark.kaggle
 @pytest.mark.parametrize("creds, competition", [
     ("env", "digits"), ("file", "digits"), ("token", "digits"), ("env", "digits-top"),
 ])
 def test_download_unpacks_nested_zip(stub, tmp_path, creds, competition):
     dest = tmp_path / "data" / "kaggle" / "digits"
-    r = run(stub, tmp_path, "download", competition, str(dest), creds=creds)
+    r = run_kaggle_io(stub, tmp_path, "download", competition, str(dest), creds=creds)
     assert r.returncode == 0, r.stderr
     files = dest / "files"
     assert r.stdout.strip().splitlines()[-1] == str(files)
@@ -96,50 +62,57 @@ def test_download_unpacks_nested_zip(stub, tmp_path, creds, competition):
     assert sorted(p.name for p in dest.iterdir()) == [".complete", "files", "manifest.json"]  # no temp leftovers
 
 
+@pytest.mark.kaggle
 def test_second_download_makes_no_request(stub, tmp_path):
     dest = tmp_path / "digits"
-    assert run(stub, tmp_path, "download", "digits", str(dest)).returncode == 0
+    assert run_kaggle_io(stub, tmp_path, "download", "digits", str(dest)).returncode == 0
     stub.requests.clear()
-    r = run(stub, tmp_path, "download", "digits", str(dest))
+    r = run_kaggle_io(stub, tmp_path, "download", "digits", str(dest))
     assert r.returncode == 0 and stub.requests == []
     # ...but a marker whose files went missing is not trusted.
     (dest / "files" / "train" / "a.jpg").unlink()
-    assert run(stub, tmp_path, "download", "digits", str(dest)).returncode == 0
+    assert run_kaggle_io(stub, tmp_path, "download", "digits", str(dest)).returncode == 0
     assert stub.calls("DownloadDataFiles") == 1 and (dest / "files" / "train" / "a.jpg").exists()
 
 
+@pytest.mark.kaggle
 def test_no_credentials(stub, tmp_path):
-    line = error_line(run(stub, tmp_path, "download", "digits", str(tmp_path / "d"), creds=None))
+    line = error_line(run_kaggle_io(stub, tmp_path, "download", "digits", str(tmp_path / "d"), creds=None))
     for hint in ("~/.kaggle/kaggle.json", "chmod 600", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
         assert hint in line
     assert stub.requests == []
 
 
+@pytest.mark.kaggle
 def test_bad_credentials_401(stub, tmp_path):
-    line = error_line(run(stub, tmp_path, "download", "digits", str(tmp_path / "d"), key="wrongkey999"))
+    line = error_line(run_kaggle_io(stub, tmp_path, "download", "digits", str(tmp_path / "d"), key="wrongkey999"))
     assert "401" in line and "wrong or expired" in line
 
 
+@pytest.mark.kaggle
 def test_rules_not_accepted_403(stub, tmp_path):
     stub.fail["download"] = 403
-    line = error_line(run(stub, tmp_path, "download", "digits", str(tmp_path / "d")))
+    line = error_line(run_kaggle_io(stub, tmp_path, "download", "digits", str(tmp_path / "d")))
     assert "https://www.kaggle.com/competitions/digits/rules" in line
 
 
+@pytest.mark.kaggle
 def test_unknown_competition_404(stub, tmp_path):
-    line = error_line(run(stub, tmp_path, "download", "no-such-comp", str(tmp_path / "d")))
+    line = error_line(run_kaggle_io(stub, tmp_path, "download", "no-such-comp", str(tmp_path / "d")))
     assert "404" in line and "check the slug" in line and "no-such-comp" in line
 
 
+@pytest.mark.kaggle
 def test_server_error_retried_then_fails(stub, tmp_path):
     stub.fail["download"] = 500
     dest = tmp_path / "d"
-    r = run(stub, tmp_path, "download", "digits", str(dest), "--retries", "2", "--backoff", "0.1")
+    r = run_kaggle_io(stub, tmp_path, "download", "digits", str(dest), "--retries", "2", "--backoff", "0.1")
     assert "failed after 3 attempt(s)" in error_line(r)
     assert stub.calls("DownloadDataFiles") == 3
     assert not (dest / ".complete").exists()
 
 
+@pytest.mark.kaggle
 def test_network_down_retried_then_fails(stub, tmp_path):
     env = stub.env(tmp_path / "home") | {"PYTHONPATH": str(REPO)}
     stub.stop()  # nothing listens on the proxy port any more
@@ -150,24 +123,27 @@ def test_network_down_retried_then_fails(stub, tmp_path):
     assert stub.key not in r.stdout + r.stderr
 
 
+@pytest.mark.kaggle
 def test_transient_server_error_recovers(stub, tmp_path):
     stub.fail["download"] = (500, 1)  # only the first call fails
-    r = run(stub, tmp_path, "download", "digits", str(tmp_path / "d"), "--backoff", "0.1")
+    r = run_kaggle_io(stub, tmp_path, "download", "digits", str(tmp_path / "d"), "--backoff", "0.1")
     assert r.returncode == 0, r.stderr
     assert stub.calls("DownloadDataFiles") == 2
 
 
+@pytest.mark.kaggle
 @pytest.mark.parametrize("competition", ["evil", "evil-nested"])
 def test_zip_slip_refused(stub, tmp_path, competition):
     dest = tmp_path / "data" / competition
-    assert "refusing" in error_line(run(stub, tmp_path, "download", competition, str(dest)))
+    assert "refusing" in error_line(run_kaggle_io(stub, tmp_path, "download", competition, str(dest)))
     assert list(tmp_path.rglob("evil.txt")) == []
     assert list(dest.iterdir()) == []  # no files/, no marker, no temp folder
 
 
+@pytest.mark.kaggle
 def test_verbose_client_output_is_redacted(stub, tmp_path):
-    # VERBOSE makes the client print request headers, Authorization included; run() checks for leaks.
-    r = run(stub, tmp_path, "-v", "download", "digits", str(tmp_path / "d"), extra_env={"VERBOSE": "1"})
+    # VERBOSE makes the client print request headers, Authorization included; run_kaggle_io() checks for leaks.
+    r = run_kaggle_io(stub, tmp_path, "-v", "download", "digits", str(tmp_path / "d"), extra_env={"VERBOSE": "1"})
     assert r.returncode == 0, r.stderr
     assert "Authorization: Basic ***" in r.stderr
 
@@ -187,11 +163,12 @@ def fraction_of_ones(competition: str, data: bytes) -> float:
     return labels.count("1") / len(labels)
 
 
+@pytest.mark.kaggle
 def test_submit_reads_score_after_pending_polls(stub, tmp_path, submission):
     stub.score_fn, stub.pending_polls = fraction_of_ones, 2
     board = tmp_path / "results" / "leaderboard.csv"
-    r = run(stub, tmp_path, "submit", "digits", str(submission), "-m", "fold ensemble v1",
-            "--poll-interval", "0.05", "--leaderboard", str(board), "--cv", "0.8")
+    r = run_kaggle_io(stub, tmp_path, "submit", "digits", str(submission), "-m", "fold ensemble v1",
+                      "--poll-interval", "0.05", "--leaderboard", str(board), "--cv", "0.8")
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert result["status"] == "COMPLETE" and result["public_score"] == 0.75
@@ -201,49 +178,56 @@ def test_submit_reads_score_after_pending_polls(stub, tmp_path, submission):
     rows = list(csv.DictReader(board.open()))
     assert [(r["competition"], r["message"], r["cv"], r["public_score"]) for r in rows] == [
         ("digits", "fold ensemble v1", "0.8", "0.75")]
-    assert not any(s in board.read_text() for s in secrets(stub))
+    assert not any(s in board.read_text() for s in stub_secrets(stub))
 
 
+@pytest.mark.kaggle
 def test_upload_failure_detected_although_client_exits_0(stub, tmp_path, submission):
     stub.fail["upload"] = True
     # The behaviour being guarded against: the official CLI reports success through its exit code.
-    cli = run(stub, tmp_path, cmd=[str(KAGGLE_CLI), "competitions", "submit", "-c", "digits", "-f", str(submission),
-                                   "-m", "x"])
+    cli = run_kaggle_io(stub, tmp_path, cmd=[str(KAGGLE_CLI), "competitions", "submit", "-c", "digits",
+                                             "-f", str(submission), "-m", "x"])
     assert cli.returncode == 0 and "Could not submit to competition" in cli.stdout
-    line = error_line(run(stub, tmp_path, "submit", "digits", str(submission), "-m", "x", "--poll-interval", "0.05"))
+    line = error_line(run_kaggle_io(stub, tmp_path, "submit", "digits", str(submission), "-m", "x",
+                                    "--poll-interval", "0.05"))
     assert "did not record the submission" in line
     assert stub.submissions == []
 
 
+@pytest.mark.kaggle
 def test_code_competition_refused_with_kernel_instructions(stub, tmp_path, submission):
-    line = error_line(run(stub, tmp_path, "submit", "cactus", str(submission), "-m", "x"))
+    line = error_line(run_kaggle_io(stub, tmp_path, "submit", "cactus", str(submission), "-m", "x"))
     assert "code competition" in line
     assert "kaggle competitions submit -c cactus -k OWNER/KERNEL -f submission.csv -v VERSION" in line
 
 
+@pytest.mark.kaggle
 @pytest.mark.parametrize("status, expected", [
     (403, "https://www.kaggle.com/competitions/digits/rules"),
     (500, "check `kaggle competitions submissions -c digits` before resubmitting"),
 ])
 def test_submit_errors(stub, tmp_path, submission, status, expected):
     stub.fail["submit"] = status
-    assert expected in error_line(run(stub, tmp_path, "submit", "digits", str(submission), "-m", "x"))
+    assert expected in error_line(run_kaggle_io(stub, tmp_path, "submit", "digits", str(submission), "-m", "x"))
     assert stub.calls("StartSubmissionUpload") == 1  # a submission is never retried blindly
 
 
+@pytest.mark.kaggle
 def test_submit_timeout_says_submission_was_made(stub, tmp_path, submission):
     stub.pending_polls = 10**6
-    line = error_line(run(stub, tmp_path, "submit", "digits", str(submission), "-m", "x",
-                          "--poll-interval", "0.05", "--timeout", "0.3"))
+    line = error_line(run_kaggle_io(stub, tmp_path, "submit", "digits", str(submission), "-m", "x",
+                                    "--poll-interval", "0.05", "--timeout", "0.3"))
     assert "was made" in line and "kaggle competitions submissions -c digits" in line
     assert len(stub.submissions) == 1
 
 
+@pytest.mark.kaggle
 def test_scoring_error_reported(stub, tmp_path, submission):
     def bad_columns(competition, data):
         raise ValueError("Submission must have columns ImageId,Label")
     stub.score_fn = bad_columns
-    line = error_line(run(stub, tmp_path, "submit", "digits", str(submission), "-m", "x", "--poll-interval", "0.05"))
+    line = error_line(run_kaggle_io(stub, tmp_path, "submit", "digits", str(submission), "-m", "x",
+                                    "--poll-interval", "0.05"))
     assert "could not score" in line and "must have columns" in line
 
 

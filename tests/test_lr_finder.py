@@ -125,7 +125,7 @@ def test_run_lr_find_writes_json_and_png(digits, tmp_path):
     folds.to_csv(tmp_path / "folds.csv", index=False)
     cfg = {"backbone": "test_resnet", "img_size": 16, "batch_size": 32, "lr": "auto", "device": "cpu",
            "fold": 0, "seed": 1, "metric": "accuracy"}
-    out = run_lr_find(cfg, prepared, tmp_path / "folds.csv", tmp_path / "out", num_it=20)
+    out = run_lr_find(cfg, prepared, tmp_path / "folds.csv", tmp_path / "out", {"num_it": 20})
 
     saved = json.loads((tmp_path / "out" / "lr_find.json").read_text())
     assert saved["backbone"] == "test_resnet" and saved["n_train"] == 160

@@ -27,7 +27,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import REPO, run_snakemake, tiny_config, write_csv_images_competition
+from helpers import REPO, run_snakemake, tiny_config, write_csv_images_competition
 
 ARTIFACTS = REPO / "tests" / "artifacts" / "report"
 BACKBONES = ["test_resnet", {"name": "test_convnext", "img_size": 32}]
@@ -98,6 +98,7 @@ def report_html(run):
     return out
 
 
+@pytest.mark.workflow
 def test_report_figures_are_made_by_the_default_run(run):
     wd, cfg, info, items = run
     rep = wd / "results" / "tiny" / "report"
@@ -113,6 +114,8 @@ def test_report_figures_are_made_by_the_default_run(run):
     assert "Nothing to be done" in (r := run_snakemake(wd, cfg, "-n")).stdout + r.stderr
 
 
+@pytest.mark.workflow
+@pytest.mark.browser
 def test_report_html_renders_every_item_in_chromium(run, report_html):
     chromium = find_chromium()
     if chromium is None:
@@ -161,6 +164,7 @@ def _unzip_test_images(zip_path: Path, dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.workflow
 def test_snakemake_predict_agrees_with_the_submission(run):
     wd, cfg, info, _ = run
     folder = _unzip_test_images(wd / "tiny.zip", wd / "new_images")
@@ -183,6 +187,7 @@ def test_snakemake_predict_agrees_with_the_submission(run):
         assert summary["notes"] == []
 
 
+@pytest.mark.workflow
 def test_predict_cli_lists_and_skips_unreadable_files(run):
     wd, cfg, info, _ = run
     folder = wd / "mixed"
@@ -207,6 +212,7 @@ def test_predict_cli_lists_and_skips_unreadable_files(run):
     assert all(s["reason"] for s in summary["skipped"])
 
 
+@pytest.mark.workflow
 def test_predict_without_a_folder_fails_clearly(run, tmp_path):
     wd, cfg, *_ = run
     r = run_snakemake(wd, cfg, *targets("predict"), "-n", check=False)
@@ -243,6 +249,7 @@ def test_images_are_decoded_as_the_training_cache(tmp_path):
         (tmp_path / "cache.npy").unlink()
 
 
+@pytest.mark.workflow
 def test_every_ensemble_method_recipe_reproduces_its_test_predictions(run, tmp_path):
     """For each method: the ensemble step's own ensemble_test.csv is what predict's recipe gives on the stored
     per-fold test predictions (stack refit from the OOF files; the others from scores.json)."""

@@ -2,7 +2,7 @@
 
 Started for real by the fixtures in slurm_local.py: munged, slurmctld and slurmd with two fake GPUs (gres), and
 `mlflow server` with a SQLite store. Needs root (and Debian's slurm-wlm, which .ci/install-slurm.sh installs);
-elsewhere these tests skip and say why. Select them with `pytest -k "slurm or mlflow_server"`.
+elsewhere these tests skip and say why. Select them with `pytest -m slurm`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, SNAKEMAKE, tiny_config, write_csv_images_competition
+from helpers import REPO, SNAKEMAKE, tiny_config, write_csv_images_competition
 from slurm_local import MlflowServer, Unavailable, slurm_cluster
 
 PROFILE = REPO / "profiles" / "slurm"
@@ -31,6 +31,10 @@ TRAIN_JOBS = {f"{b}-fold{k}" for b in ("test_resnet", "test_convnext") for k in 
 JOBS = {"prepare", "folds", "ensemble", "submission"} | TRAIN_JOBS
 WARNING = "continuing without tracking"
 TIMINGS: dict[str, float] = {}
+
+# Slurm tests: the first one's setup may install slurm-wlm, wait for another session's cluster, then run the
+# whole workflow through sbatch (about 3 minutes on 2 cores once installed).
+pytestmark = [pytest.mark.slurm, pytest.mark.workflow, pytest.mark.timeout(1800)]
 
 
 # --- fixtures --------------------------------------------------------------------------------------------

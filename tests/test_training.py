@@ -17,7 +17,7 @@ import torch
 from kagglecv import folds, prepare
 from kagglecv.train import TrainConfig, run
 
-from conftest import REPO, write_csv_images_competition
+from helpers import REPO, write_csv_images_competition
 
 LEASE_JOB = """
 import json, os, sys, time
@@ -59,7 +59,8 @@ run(cfg, sys.argv[1], sys.argv[2], sys.argv[3], track=False)
 """
 
 
-def test_killed_training_resumes_from_its_last_epoch(tmp_path):
+def killed_after_an_epoch(tmp_path) -> tuple[list[str], dict]:
+    """A training job killed (SIGKILL) once its first end-of-epoch checkpoint exists: (its args, the checkpoint)."""
     write_csv_images_competition(tmp_path / "c.zip", n_per_class=40)
     prepare.prepare(tmp_path / "c.zip", tmp_path / "prep")
     folds.make_folds(tmp_path / "prep" / "train.csv", tmp_path / "folds.csv", 2, seed=0)
@@ -72,16 +73,34 @@ def test_killed_training_resumes_from_its_last_epoch(tmp_path):
         time.sleep(0.02)
     p.send_signal(signal.SIGKILL)
     p.wait()
-    saved = torch.load(out / "resume.pt", weights_only=False)
+    saved = torch.load(out / "resume.pt", weights_only=True)  # tensors and plain values only: never code
     assert 1 <= saved["epoch"] < 4 and not (out / "metrics.json").exists()
+    return args, saved
 
-    result = run(TrainConfig(backbone="test_resnet", fold=0, epochs=4, img_size=32, batch_size=8, tta="none",
-                             device="cpu"), *args, track=False)
+
+RESUMED = TrainConfig(backbone="test_resnet", fold=0, epochs=4, img_size=32, batch_size=8, tta="none", device="cpu")
+
+
+def test_killed_training_resumes_from_its_last_epoch(tmp_path, capsys):
+    args, saved = killed_after_an_epoch(tmp_path)
+    result = run(RESUMED, *args, track=False)
+    assert f"resuming from {args[2]}/resume.pt after epoch {saved['epoch']}" in capsys.readouterr().out
+    out = tmp_path / "model"
     history = pd.read_csv(out / "history.csv")
     assert history["epoch"].tolist() == [1, 2, 3, 4]
     assert history.iloc[: saved["epoch"]]["train_loss"].tolist() == [h["train_loss"] for h in saved["history"]]
     assert json.loads((out / "metrics.json").read_text())["score"] == result["score"]
     assert not (out / "resume.pt").exists()  # removed once the job has finished
+    record = json.loads((out / "test_resnet-fold0.mlflow.json").read_text())  # the whole history, resumed or not
+    assert sorted({step for key, _, step, _ in record["metrics"] if key == "train_loss"}) == [1, 2, 3, 4]
+
+
+def test_a_checkpoint_of_other_folds_is_not_resumed(tmp_path, capsys):
+    args, _ = killed_after_an_epoch(tmp_path)
+    folds.make_folds(tmp_path / "prep" / "train.csv", tmp_path / "folds.csv", 2, seed=1)  # folds changed since
+    run(RESUMED, *args, track=False)
+    assert "saved with other data or folds; starting over" in capsys.readouterr().out
+    assert pd.read_csv(tmp_path / "model" / "history.csv")["epoch"].tolist() == [1, 2, 3, 4]
 
 
 def test_same_seed_gives_identical_predictions(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import subprocess
@@ -12,7 +13,9 @@ import zipfile
 import pandas as pd
 import pytest
 
-from conftest import REPO, SNAKEMAKE, edit_zip, run_snakemake, tiny_config, write_csv_images_competition
+from helpers import REPO, SNAKEMAKE, edit_zip, run_snakemake, tiny_config, write_csv_images_competition
+
+pytestmark = pytest.mark.workflow  # every test here runs the real snakemake CLI
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +147,45 @@ def test_lint_and_format_are_clean():
     fmt = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "rules"], cwd=REPO,
                          capture_output=True, text=True)
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+def mlflow_runs(uri: str, experiment: str) -> dict:
+    """{run name: (params, {metric: [(step, value), ...]})} of the job runs in an MLflow store."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    out = {}
+    for run in client.search_runs([exp.experiment_id], max_results=1000):
+        if run.data.tags.get("step") == "workflow":
+            continue
+        history = {k: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, k))
+                   for k in run.data.metrics}
+        out[run.info.run_name] = (run.data.params, history)
+    return out
+
+
+def test_backfill_replays_exactly_what_the_live_run_logged(finished, tmp_path):
+    """Each job's record (<run name>.mlflow.json beside its outputs) is what it logged: a backfill into an
+    empty store gives the same params and metrics as the live run, and a backfill into the live store adds
+    nothing."""
+    wd, *_ = finished
+    res = wd / "results" / "tiny"
+    records = sorted(p.name for p in res.rglob("*.mlflow.json"))
+    assert records == sorted(["prepare.mlflow.json", "folds.mlflow.json", "ensemble.mlflow.json",
+                              "submission.mlflow.json", *(f"{b}-fold{k}.mlflow.json" for b in
+                                                          ("test_resnet", "test_convnext") for k in (0, 1))])
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    base_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # None: the live store
+    for uri, created in ((fresh, 8), (None, 0)):
+        env = {**base_env, **({"MLFLOW_TRACKING_URI": uri} if uri else {})}
+        r = subprocess.run([sys.executable, "-m", "kagglecv.cli", "backfill", str(res)], cwd=wd, env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert f"{created} run(s) were created" in r.stdout, r.stdout
+    live = mlflow_runs(f"sqlite:///{wd / 'results' / 'mlflow.db'}", "tiny")
+    back = mlflow_runs(fresh, "tiny")
+    assert sorted(back) == sorted(live) and len(live) == 8
+    for name, (params, metrics) in live.items():
+        assert back[name][0] == params, name
+        assert back[name][1] == metrics, name

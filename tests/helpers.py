@@ -1,0 +1,143 @@
+"""Shared test helpers (imported as `from helpers import ...`; fixtures live in conftest.py): tiny competitions
+in Kaggle's layouts, zips, a real `snakemake` run in a temp dir, and the kaggle_io CLI against tests/kaggle_stub.py."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from kaggle_stub import KaggleStub
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def png(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def digits_images(n_per_class: int, classes=(0, 1, 2), offset: int = 0):
+    d = load_digits()
+    imgs, labels = [], []
+    for c in classes:
+        idx = np.flatnonzero(d.target == c)[offset:offset + n_per_class]
+        imgs += [np.round(d.images[i] * 255 / 16).astype(np.uint8) for i in idx]
+        labels += [c] * len(idx)
+    return imgs, labels
+
+
+def write_csv_images_competition(path: Path, *, n_per_class=8, n_test=6, classes=(0, 1, 2), with_ext=False,
+                                 label_names=None) -> dict:
+    """A csv_images competition (train.csv id,label + train/ test/ + sample_submission.csv) as a zip.
+
+    Returns what a test needs to know about it: the ids and the true test labels."""
+    imgs, labels = digits_images(n_per_class, classes)
+    test_imgs, test_labels = digits_images(n_test // len(classes), classes, offset=n_per_class)
+    names = label_names or {c: c for c in classes}
+    ids = [f"tr{i:03d}" + (".png" if with_ext else "") for i in range(len(imgs))]
+    test_ids = [f"te{i:03d}" + (".png" if with_ext else "") for i in range(len(test_imgs))]
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("train.csv", pd.DataFrame({"id": ids, "label": [names[c] for c in labels]}).to_csv(index=False))
+        zf.writestr("sample_submission.csv", pd.DataFrame({"id": test_ids, "label": names[classes[0]]})
+                    .to_csv(index=False))
+        for i, img in zip(ids, imgs):
+            zf.writestr(f"train/{Path(i).stem}.png", png(img))
+        for i, img in zip(test_ids, test_imgs):
+            zf.writestr(f"test/{Path(i).stem}.png", png(img))
+    return {"ids": ids, "test_ids": test_ids, "test_labels": [names[c] for c in test_labels]}
+
+
+def make_zip(entries: dict[str, bytes]) -> bytes:
+    """A zip archive in memory, from {name: bytes}."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def edit_zip(src: Path, dst: Path, edit) -> Path:
+    """Copy a competition zip, letting `edit(name, data)` change (return bytes) or drop (return None) entries."""
+    with zipfile.ZipFile(src) as a, zipfile.ZipFile(dst, "w") as b:
+        for name in a.namelist():
+            data = edit(name, a.read(name))
+            if data is not None:
+                b.writestr(name, data)
+    return dst
+
+
+TINY_TRAIN = {"epochs": 1, "img_size": 16, "batch_size": 16, "tta": "flip", "tta_beta": 0.5}
+
+
+def tiny_config(data_path: Path, **over) -> dict:
+    cfg = {"competition": "tiny", "data": {"source": "local", "path": str(data_path)}, "folds": 2, "seed": 1,
+           "metric": "accuracy", "backbones": ["test_resnet"], "train": dict(TINY_TRAIN)}
+    cfg.update(over)
+    return cfg
+
+
+def run_snakemake(workdir: Path, config: dict | None, *args: str, check: bool = True,
+                  env: dict | None = None) -> subprocess.CompletedProcess:
+    """The real CLI on the repo's Snakefile, with `config` written to workdir/config.yaml."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cmd = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--workflow-profile", "none", "--cores", "2"]
+    if config is not None:
+        (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+        cmd += ["--configfile", str(workdir / "config.yaml")]
+    full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the default store
+    full_env.update({"PYTHONUNBUFFERED": "1", **(env or {})})
+    r = subprocess.run([*cmd, *args], cwd=workdir, env=full_env, capture_output=True, text=True, timeout=900)
+    if check and r.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-4000:]}\n"
+                             f"{r.stderr[-6000:]}")
+    return r
+
+
+# ---------------------------------------------------------------- the kaggle_io CLI against the Kaggle stub
+
+
+def competition_zip(top_folder: bool = False) -> bytes:
+    """Like a real image competition: CSVs plus a nested train.zip holding the images.
+
+    Kaggle's train.zip holds either the images or a top folder train/; both must end up in files/train/.
+    """
+    train = make_zip({f"{'train/' if top_folder else ''}{n}": b"jpeg-" + n[:1].encode() for n in ("a.jpg", "b.jpg")})
+    return make_zip({"train.csv": b"id,label\na.jpg,0\nb.jpg,1\n", "sample_submission.csv": b"id,label\n",
+                     "train.zip": train})
+
+
+def stub_secrets(stub: KaggleStub) -> list[str]:
+    return [stub.key, stub.token, base64.b64encode(f"{stub.username}:{stub.key}".encode()).decode()]
+
+
+def run_kaggle_io(stub: KaggleStub, tmp_path: Path, *args: str, creds: str | None = "env", key: str | None = None,
+                  extra_env: dict | None = None, cmd: list[str] | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m kagglecv.kaggle_io ARGS` (or `cmd`) against the stub; credentials must never leak."""
+    env = stub.env(tmp_path / "home", creds=creds, key=key) | {"PYTHONPATH": str(REPO)} | (extra_env or {})
+    cmd = cmd or [sys.executable, "-m", "kagglecv.kaggle_io", *args]
+    r = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    for secret in stub_secrets(stub):
+        assert secret not in r.stdout + r.stderr
+    return r
+
+
+def error_line(r: subprocess.CompletedProcess) -> str:
+    """The one-line error: exit 1 and `error: ...` as the last line of stderr."""
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "Traceback" not in r.stderr, r.stderr
+    return line

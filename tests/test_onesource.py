@@ -1,0 +1,275 @@
+"""Each piece of knowledge in one place: defaults, the results layout, config layering, the library's entry
+points, and environments that mean what they say."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import json
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import yaml
+
+from kagglecv import config as kconfig
+from kagglecv import kaggle_io, kaggle_steps, layout
+from kagglecv.archive import ArchiveLimits
+from kagglecv.errors import InputError
+from kagglecv.layout import Layout
+from kagglecv.lr_finder import LRFindConfig
+from kagglecv.prepare import DataConfig
+from kagglecv.summary import run_summary
+from kagglecv.train import TrainConfig
+
+from helpers import REPO, run_snakemake, tiny_config, write_csv_images_competition
+
+# ---------------------------------------------------------------- defaults
+
+# The dataclasses are the source of their sections' defaults; the schema's `default:` values must equal them.
+# Keys on one side only are listed with the reason.
+SOURCES = {
+    "train": (TrainConfig, {"backbone", "fold", "seed", "metric"}, {"mem_mb"}),  # per job / top level; scheduling
+    "data": (DataConfig, set(), {"source", "path", "cache_margin"}),  # the workflow's, not prepare's
+    "lr_find": (LRFindConfig, set(), set()),
+    "archive": (ArchiveLimits, set(), set()),
+}
+
+
+def field_default(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return list(f.default) if isinstance(f.default, tuple) else f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+@pytest.mark.parametrize("section", SOURCES)
+def test_schema_defaults_are_the_dataclasses(section):
+    cls, only_in_class, only_in_schema = SOURCES[section]
+    schema = kconfig.defaults()[section]
+    fields = {f.name: field_default(f) for f in dataclasses.fields(cls)}
+    assert set(fields) - only_in_class == set(schema) - only_in_schema, "keys differ between schema and dataclass"
+    differ = {k: (fields[k], schema[k]) for k in set(fields) & set(schema) if fields[k] != schema[k]}
+    assert not differ, f"{cls.__name__} and the schema's {section} defaults disagree (dataclass, schema): {differ}"
+
+
+def test_top_level_defaults_reach_the_train_config():
+    d = kconfig.defaults()
+    assert (TrainConfig.seed, TrainConfig.metric) == (d["seed"], d["metric"])
+
+
+def test_kaggle_defaults_come_from_the_schema():
+    k = kconfig.defaults()["kaggle"]
+
+    def default(fn, name):
+        return inspect.signature(fn).parameters[name].default
+
+    assert default(kaggle_io.download_competition, "retries") == k["retries"]
+    assert default(kaggle_io.download_competition, "backoff") == k["backoff"]
+    assert default(kaggle_io.submit, "poll_interval") == k["poll_interval"]
+    assert default(kaggle_io.submit, "timeout") == k["timeout"]
+    assert default(kaggle_steps.submit_step, "timeout") == k["timeout"]
+    assert kaggle_io.HTTP_TIMEOUT == k["http_timeout"] and kaggle_steps.DEFAULT_MESSAGE == k["message"]
+
+
+def test_lr_finder_defaults_come_from_its_config():
+    from kagglecv.lr_finder import lr_find
+
+    sig = inspect.signature(lr_find).parameters
+    for f in dataclasses.fields(LRFindConfig):
+        assert sig[f.name].default == f.default
+
+
+# ---------------------------------------------------------------- the results layout
+
+
+LAYOUT_NAMES = ("scores.json", "ensemble_oof.csv", "ensemble_test.csv", "folds.csv", "submission.csv",
+                "holdout.json", "leaderboard.csv", "models", "prepared", "lr_find", "predictions")
+
+
+def spelled_paths(path) -> list[str]:
+    """Results paths a Python file builds itself: `x / "scores.json"`, or a literal like "results/..."."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and isinstance(node.right, ast.Constant):
+            if str(node.right.value).rstrip("/") in LAYOUT_NAMES:
+                out.append(node.right.value)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and " " not in node.value:
+            if node.value.startswith("results/") or any(f"/{n}" in node.value for n in LAYOUT_NAMES[:7]):
+                out.append(node.value)
+    return out
+
+
+@pytest.mark.parametrize("module", ["predict", "backfill", "report", "summary", "steps", "ensemble"])
+def test_library_asks_the_layout_for_paths(module):
+    spelled = spelled_paths(REPO / "kagglecv" / f"{module}.py")
+    assert not spelled, f"kagglecv/{module}.py spells results paths {spelled}; ask kagglecv.layout"
+
+
+def test_rules_ask_the_layout_for_paths():
+    for smk in sorted((REPO / "rules").glob("*.smk")):
+        code = "\n".join(line.split("#")[0] for line in smk.read_text().splitlines())
+        quoted = re.findall(r'"([^"\n]*)"', code)
+        spelled = [q for q in quoted if q.startswith("results") or "{RES}" in q or "{PREP}" in q or any(
+            q.endswith(f"/{n}") for n in LAYOUT_NAMES if "." in n)]
+        assert not spelled, f"{smk.name} spells results paths {spelled}; use L (kagglecv.layout.Layout)"
+
+
+def test_layout_paths():
+    L = Layout.of("comp")
+    assert str(L.model_dir("{backbone}", "{fold}")) == "results/comp/models/{backbone}/fold{fold}"
+    assert [p.name for p in L.prepared_files()] == list(layout.PREPARED_FILES)
+    assert L.results.name == "results" and L.competition == "comp"
+    assert layout.record_file(L.model_dir("b", 0), "b-fold0").name == "b-fold0.mlflow.json"
+
+
+# ---------------------------------------------------------------- config layering
+
+
+def test_layering_puts_configfiles_over_the_schema_not_over_the_demo(tmp_path):
+    demo = {"competition": "digits-demo", "train": {"epochs": 6, "img_size": 16}}
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("competition: mine\ndata: {source: local, path: /x.zip}\nbackbones: [resnet18]\n")
+    cfg = kconfig.resolve(kconfig.layered(demo, [mine], {"seed": 7}))
+    train = kconfig.defaults()["train"]
+    assert cfg["competition"] == "mine" and cfg["seed"] == 7
+    assert cfg["train"] == train  # not the demo's epochs 6 / img_size 16
+    assert kconfig.resolve(kconfig.layered(demo, [], {}))["train"]["epochs"] == 6  # no --configfile: the demo
+    later = tmp_path / "later.yaml"
+    later.write_text("train: {epochs: 2}\n")
+    assert kconfig.resolve(kconfig.layered(demo, [mine, later], {}))["train"]["epochs"] == 2  # later files win
+
+
+def test_resolve_refuses_bad_keys_and_values():
+    with pytest.raises(InputError, match="config: train: Additional properties.*'epochz'"):
+        kconfig.resolve({"train": {"epochz": 3}})
+    with pytest.raises(InputError, match="config: folds: 1 is less than the minimum of 2"):
+        kconfig.resolve({"folds": 1})
+
+
+def test_backbone_settings_merge_and_validate():
+    cfg = kconfig.resolve({"backbones": ["resnet18", {"name": "efficientnet_b0", "lr": 0.001, "img_size": 64}]})
+    b = kconfig.backbone_settings(cfg)
+    assert list(b) == ["resnet18", "efficientnet_b0"]
+    assert b["resnet18"]["lr"] == cfg["train"]["lr"] and b["efficientnet_b0"]["lr"] == 0.001
+    assert b["efficientnet_b0"]["epochs"] == cfg["train"]["epochs"]  # the rest from `train`
+    with pytest.raises(InputError, match="'resnet18' is listed twice"):
+        kconfig.backbone_settings({**cfg, "backbones": ["resnet18", "resnet18"]})
+    with pytest.raises(InputError, match="override for 'resnet18' is invalid"):
+        kconfig.backbone_settings({**cfg, "backbones": [{"name": "resnet18", "lr": -1}]})
+
+
+def kagglecv(*args, cwd=REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kagglecv.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_kagglecv_config_prints_what_the_jobs_see(tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("competition: mine\ndata: {source: local, path: /x.zip}\n"
+                    "backbones: [test_resnet, {name: test_convnext, img_size: 48}]\n")
+    r = kagglecv("config", "--configfile", str(mine), "--config", "train.epochs=3")
+    assert r.returncode == 0, r.stderr
+    shown = yaml.safe_load(r.stdout)
+    assert "train" not in shown  # merged into each backbone
+    resnet, convnext = shown["backbones"]["test_resnet"], shown["backbones"]["test_convnext"]
+    assert resnet["epochs"] == convnext["epochs"] == 3
+    assert resnet["batch_size"] == kconfig.defaults()["train"]["batch_size"]
+    assert resnet["input_size"] == 160 and convnext["input_size"] == 48  # the model's own size; the override
+    assert shown["data"]["image_size"] == 180  # 160 x 1.125: the cache side
+
+
+def test_kagglecv_command_line():
+    assert kagglecv().returncode == 2
+    for cmd in ("config", "predict", "backfill", "download"):
+        r = kagglecv(cmd, "--help")
+        assert r.returncode == 0 and r.stdout.startswith(f"usage: kagglecv {cmd}"), (cmd, r.stdout, r.stderr)
+    r = kagglecv("frobnicate")
+    assert r.returncode == 2 and "unknown command 'frobnicate'" in r.stderr
+
+
+@pytest.mark.workflow
+def test_a_config_naming_only_competition_data_and_backbones_trains_with_the_defaults(tmp_path):
+    write_csv_images_competition(tmp_path / "tiny.zip")
+    cfg = {"competition": "tiny", "data": {"source": "local", "path": str(tmp_path / "tiny.zip")},
+           "backbones": ["test_resnet"]}
+    run_snakemake(tmp_path, cfg, "-p", "results/tiny/models/test_resnet/fold0/config.json")
+    used = json.loads((tmp_path / "results/tiny/models/test_resnet/fold0/config.json").read_text())
+    train = kconfig.defaults()["train"]
+    assert used["img_size"] == 160  # the model's own input size, not the demo's 16
+    for key in ("epochs", "batch_size", "lr", "augment", "tta", "tta_n", "weight_decay", "pretrained"):
+        assert used[key] == train[key], key
+    assert used["n_train"] + used["n_valid"] == 24 and json.loads(
+        (tmp_path / "results/tiny/prepared/meta.json").read_text())["image_shape"] == [8, 8, 1]
+
+
+# ---------------------------------------------------------------- the run summary
+
+
+def test_run_summary(tmp_path):
+    L = Layout(tmp_path / "results" / "c")
+    L.root.mkdir(parents=True)
+    assert run_summary(L, "sqlite:///x.db") is None  # no scores: nothing to say
+    L.scores.write_text(json.dumps({
+        "metric": "accuracy", "models": {"resnet18": {"cv": 0.9, "folds": [0.89, 0.91]}},
+        "methods": {"mean": {"cv": 0.9}}, "ensemble": {"method": "mean", "cv": 0.9}}))
+    L.holdout.write_text(json.dumps({"metric": "accuracy", "score": 0.875}))
+    text = run_summary(L, "sqlite:///x.db")
+    assert "resnet18" in text and "<- chosen" in text
+    assert "held-aside labels: accuracy = 0.87500" in text
+    assert f"submission: {L.submission}" in text and "mlflow ui --backend-store-uri sqlite:///x.db" in text
+
+
+# ---------------------------------------------------------------- environments
+
+NO_TORCH = """
+import importlib, sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "timm", "torchvision", "albumentations"):
+            raise ImportError(f"{name} is not in the data env")
+sys.meta_path.insert(0, Block())
+"""
+
+
+def data_env_scripts() -> set[str]:
+    """The scripts of every rule that runs in envs/data.yaml."""
+    scripts = set()
+    for smk in (REPO / "rules").glob("*.smk"):
+        for rule in re.split(r"\nrule ", smk.read_text()):
+            if "envs/data.yaml" in rule:
+                scripts |= set(re.findall(r'"\.\./scripts/(\w+\.py)"', rule))
+    return scripts
+
+
+def test_data_env_jobs_run_without_torch(tmp_path):
+    scripts = data_env_scripts()
+    assert {"prepare.py", "folds.py", "ensemble.py", "submission.py", "download.py"} <= scripts
+    modules = sorted({m for s in scripts for m in re.findall(r"from (kagglecv\.\w+) import",
+                                                             (REPO / "scripts" / s).read_text())})
+    write_csv_images_competition(tmp_path / "tiny.zip")
+    code = NO_TORCH + textwrap.dedent(f"""
+        for m in {modules!r}:
+            importlib.import_module(m)
+        from kagglecv.steps import folds_step, prepare_step
+        prepare_step({str(tmp_path / 'tiny.zip')!r}, {str(tmp_path / 'p')!r}, {{}}, "tiny", track=False, workers=2)
+        folds_step({str(tmp_path / 'p' / 'train.csv')!r}, {str(tmp_path / 'folds.csv')!r}, 2, 0, "tiny", track=False)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "folds.csv").exists()
+
+
+def test_conda_envs_pin_what_the_lock_pins():
+    lock = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", (REPO / "requirements.lock").read_text(), flags=re.M))
+    lock = {k.lower(): v for k, v in lock.items()}
+    for env in ("data", "train"):
+        spec = yaml.safe_load((REPO / "envs" / f"{env}.yaml").read_text())
+        pins = dict(re.match(r"([A-Za-z0-9_.-]+)==(\S+)", p).groups() for p in spec["dependencies"][-1]["pip"]
+                    if "==" in p)
+        assert pins and all(lock[k.lower()] == v for k, v in pins.items()), (env, pins)
+        assert ("torch" in pins) == (env == "train")
