@@ -94,11 +94,11 @@ def _check_size(shown: str, info: zipfile.ZipInfo, limits: ArchiveLimits) -> Non
     size, packed = info.file_size, max(info.compress_size, 1)
     if limits.max_entry_bytes is not None and size > limits.max_entry_bytes:
         raise InputError(f"{shown}: entry {info.filename!r} unpacks to {size / MB:.0f} MB, above the limit of "
-                         f"{limits.max_entry_bytes / MB:.0f} MB; raise ArchiveLimits.max_entry_bytes if it is genuine")
+                         f"{limits.max_entry_bytes / MB:.0f} MB; raise archive.max_entry_bytes in the config if it is genuine")
     if size > limits.bomb_bytes and size / packed > limits.max_ratio:
         raise InputError(f"{shown}: entry {info.filename!r} unpacks to {size / MB:.0f} MB from {packed / MB:.1f} MB "
                          f"({size / packed:.0f}x, limit {limits.max_ratio:g}x): refusing a likely zip bomb; "
-                         f"raise ArchiveLimits.max_ratio if the archive is genuine")
+                         f"raise archive.max_ratio in the config if the archive is genuine")
 
 
 def _check_free(where: Path, need: int, shown: str, what: str) -> None:
@@ -123,7 +123,7 @@ def _plan_zip(path: Path, shown: str, zip_rel: PurePosixPath | None, depth: int,
         plan.entries += len(infos)
         if plan.entries > limits.max_entries:
             raise InputError(f"{shown}: more than {limits.max_entries:,} entries; refusing (raise "
-                             f"ArchiveLimits.max_entries if the archive is genuine)")
+                             f"archive.max_entries in the config if the archive is genuine)")
         members = [(info, rel) for info in infos if (rel := _member_path(shown, info)).parts and not is_junk(rel)]
         prefix = PurePosixPath() if zip_rel is None else _prefix(zip_rel, [rel for _, rel in members])
         inner = []
@@ -139,7 +139,7 @@ def _plan_zip(path: Path, shown: str, zip_rel: PurePosixPath | None, depth: int,
             inner_shown = f"{shown} > {info.filename}"
             if depth + 1 > limits.max_depth:
                 raise InputError(f"{inner_shown}: zips nested {depth + 1} levels deep (limit {limits.max_depth}); "
-                                 f"refusing (raise ArchiveLimits.max_depth if the archive is genuine)")
+                                 f"refusing (raise archive.max_depth in the config if the archive is genuine)")
             spooled = _spool(zf, info, inner_shown, plan, spool_base)
             _plan_zip(spooled, inner_shown, rel, depth + 1, nested, limits, plan, spool_base)
 
@@ -243,7 +243,7 @@ def safe_extract(zip_path: str | Path, target: str | Path, *, nested: bool = Tru
         total = sum(info.file_size for _, _, info, _ in plan.files)
         if limits.max_total_bytes is not None and total > limits.max_total_bytes:
             raise InputError(f"{zip_path}: unpacks to {total / MB:.0f} MB, above the limit of "
-                             f"{limits.max_total_bytes / MB:.0f} MB; raise ArchiveLimits.max_total_bytes if genuine")
+                             f"{limits.max_total_bytes / MB:.0f} MB; raise archive.max_total_bytes in the config if genuine")
         existing = next(p for p in [target, *target.parents] if p.exists())
         _check_free(existing, total, str(zip_path), "unpacking it")
         _check_inside(plan, target)

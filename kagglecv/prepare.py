@@ -210,6 +210,17 @@ def _target_name(cfg: DataConfig, targets: list[str]) -> str:
     return cfg.target_column or targets[0]
 
 
+def refuse_extra_columns(train: pd.DataFrame, targets: list[str], sample_path: Path) -> None:
+    """A template with one target column that train.csv also has, plus others it does not: the others are
+    extra (a template with one column per class has none of them in train.csv)."""
+    have = {str(c).lower() for c in train.columns}
+    shared = [t for t in targets if t.lower() in have]
+    if len(targets) > 1 and len(shared) == 1:
+        extra = ", ".join(repr(t) for t in targets if t not in shared)
+        raise InputError(f"{sample_path}: extra column(s) {extra} beside the target {shared[0]!r}; a submission "
+                         "template holds the id and the target columns only, remove them")
+
+
 def label_column(train: pd.DataFrame, tid: str, cfg: DataConfig, targets: list[str], path: Path) -> str:
     """data.target_column; else the template's target column; else, when the template has one probability
     column per class, train.csv's only column besides the id."""
@@ -229,6 +240,7 @@ def _csv_images(root, cfg, sample, id_col, targets) -> Competition:
     require_rows(train, train_path, "it must list the training images and their labels")
     hint = "rename it, or set data.id_column/data.target_column"
     tid = match_column(train, id_col, train_path, "id", hint)
+    refuse_extra_columns(train, targets, root / cfg.sample_submission)
     tgt = label_column(train, tid, cfg, targets, train_path)
     refuse_duplicates(train[tid], train_path, tid)
     refuse_missing(train[tgt], train[tid], train_path, tgt)

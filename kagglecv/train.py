@@ -271,7 +271,7 @@ def save_resume(path: Path, epoch: int, history, model, phases, scaler, ema, res
              "ema": ema.state_dict() if ema is not None else None, "config": resolved, "data": fingerprint,
              "torch_rng": torch.get_rng_state(),
              "numpy_rng": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]}
-    with atomic_path(path) as tmp:
+    with atomic_path(path, durable=False) as tmp:  # a torn checkpoint after a crash only means starting over
         torch.save(state, tmp)
 
 

@@ -115,7 +115,15 @@ def test_empty_or_unreadable_csvs(tmp_path, file, content, expected):
         run_prepare(bad, tmp_path)
 
 
-def test_extra_column_in_the_sample_submission(tmp_path):
+def test_extra_column_beside_the_target_in_the_sample_submission(tmp_path):
+    write_csv_images_competition(tmp_path / "c.zip")
+    bad = edit_zip(tmp_path / "c.zip", tmp_path / "bad.zip", lambda n, d: d.replace(b"id,label\n", b"id,label,note\n")
+                   .replace(b",0\n", b",0,x\n") if n == "sample_submission.csv" else d)
+    with pytest.raises(InputError, match="sample_submission.csv: extra column\\(s\\) 'note' beside the target 'label'"):
+        run_prepare(bad, tmp_path)
+
+
+def test_extra_column_in_a_one_column_per_class_sample_submission(tmp_path):
     write_csv_images_competition(tmp_path / "c.zip")
 
     def edit(name, data):
