@@ -12,16 +12,19 @@ library never imports snakemake):
   download       kaggle_io   the official kaggle client: download, submit, score read back; redaction
                  archive     safe unpacking of competition zips, with limits
   demo           demo        the embedded digits competition, laid out as Kaggle ships one
-  prepare        prepare     read the four layouts, validate, write the cache (train/test_images.npy, tables)
+                 demo_tasks  miniature competitions of every task kind (tests), with held-out scoring
+  prepare        prepare     read the four layouts, validate, recognise the task, write the cache and tables
+                 tasks       the task kinds (binary ... ordinal): targets, head width, activation, loss scale
                  images      decode images on every core, straight to disk (one decoder, also for predict)
-  folds          folds       stratified k-fold assignment, once
+  folds          folds       k-fold assignment per task (stratified, multi-label, binned, grouped), once
   lr_find        lr_finder   fastai's LR range test
   train          train       one (backbone, fold): timm model, one-cycle, AMP, EMA, mixup, TTA, resume
                  data        batches from the memory-mapped cache (DataLoader or on-device)
                  augment     augmentation and TTA presets (albumentations and batched tensor ops)
                  gpu         GPU leases for concurrent jobs
   ensemble       ensemble    OOF predictions combined and scored; blend: the methods, with honest CV
-                 metrics     the competition metrics
+                 metrics     the competition metrics, which tasks each suits
+                 thresholds  per-label thresholds and ordinal cut points fitted on OOF, honestly nested
   submission     submission  a submission with exactly sample_submission.csv's ids, order and columns
   submit         kaggle_steps  submit, wait for the score, leaderboard.csv
   report         report      the Snakemake report's figures

@@ -87,6 +87,10 @@ def resolve(raw: dict, schema: dict | None = None) -> dict:
     except jsonschema.ValidationError as e:
         where = ".".join(str(p) for p in e.absolute_path) or "config"
         raise InputError(f"config: {where}: {e.message}") from None
+    if config["task"] != "auto":  # else prepare checks the metric against the task it recognises
+        from .metrics import check_metric
+
+        check_metric(config["metric"], config["task"])
     return config
 
 

@@ -64,7 +64,8 @@ class CachedImages(Dataset):
             release(self.cache)
             self._read = 0
         x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
-        return x, (-1 if self.labels is None else int(self.labels[i]))
+        # a class index, a 0/1 vector (multilabel) or a number (regression); the default collate stacks them
+        return x, (-1 if self.labels is None else torch.as_tensor(self.labels[i]))
 
 
 def to_device(cache, rows, device) -> torch.Tensor:

@@ -68,13 +68,17 @@ def write_csv(path: str | os.PathLike, df) -> None:
         df.to_csv(tmp, index=False)
 
 
+TEXT_COLUMNS = ("id", "label", "group")  # the pipeline's text columns; label: a class, tags, or a number as written
+
+
 def read_table(path: str | os.PathLike, **kw):
     """One of the pipeline's own tables (folds.csv, the prepared train/test.csv, oof/test predictions): ids and
-    labels as the text they were written as; "NA" and "None" are names, not missing values."""
+    labels (and groups) as the text they were written as; "NA" and "None" are names, not missing values."""
     import pandas as pd
 
-    df = pd.read_csv(path, **{"dtype": {"id": str, "label": str}, "keep_default_na": False, **kw})
+    text = {c: str for c in TEXT_COLUMNS}
+    df = pd.read_csv(path, **{"dtype": text, "keep_default_na": False, **kw})
     for c in df.columns:  # every other column is numbers: an empty cell is a gap (NaN), not text
-        if c not in ("id", "label") and not pd.api.types.is_numeric_dtype(df[c]):
+        if c not in TEXT_COLUMNS and not pd.api.types.is_numeric_dtype(df[c]):
             df[c] = pd.to_numeric(df[c].replace("", None), errors="coerce")
     return df

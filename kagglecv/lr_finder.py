@@ -124,7 +124,7 @@ def _batches(loader):
 def lr_find(model: torch.nn.Module, train_loader, device, *, start_lr: float = DEFAULTS.start_lr,
             end_lr: float = DEFAULTS.end_lr, num_it: int = DEFAULTS.num_it, beta: float = 0.98,
             stop_div: float = DEFAULTS.stop_div, weight_decay: float = 0.01, amp_dtype: torch.dtype | None = None,
-            label_smoothing: float = 0.0, method: str = DEFAULTS.method) -> LRFinderResult:
+            label_smoothing: float = 0.0, method: str = DEFAULTS.method, loss_fn=None) -> LRFinderResult:
     """Sweep the LR exponentially from start_lr to end_lr over num_it AdamW steps on (x, y) batches.
 
     The model is moved to `device` and left there; its weights (parameters and buffers) and its train/eval
@@ -157,7 +157,8 @@ def lr_find(model: torch.nn.Module, train_loader, device, *, start_lr: float = D
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+                loss = (loss_fn(model(x), y) if loss_fn is not None else  # the task's loss (train.task_loss)
+                        F.cross_entropy(model(x), y, label_smoothing=label_smoothing))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -226,21 +227,21 @@ def run_lr_find(train_cfg: dict, prepared_dir, folds_csv, out_dir,
 
     Writes out_dir/lr_find.json ({suggestion, suggestions, lrs, losses, backbone, ...}) and out_dir/lr_find.png."""
     from .data import use_device_path
-    from .train import TrainConfig, fold_batches, load_fold, setup_model
+    from .train import TrainConfig, fold_batches, load_fold, setup_model, task_loss
 
     cfg = TrainConfig.from_dict({k: v for k, v in train_cfg.items() if k != "lr"})  # lr may be "auto"
     sweep = settings if isinstance(settings, LRFindConfig) else LRFindConfig(**(settings or {}))
     start_lr, end_lr, num_it, stop_div, method = (sweep.start_lr, sweep.end_lr, sweep.num_it, sweep.stop_div,
                                                   sweep.method)
     prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
-    _, images, y, tr_idx, va_idx, n_classes = load_fold(cfg, prepared_dir, folds_csv)
-    model, dc, device, amp_dtype = setup_model(cfg, n_classes, in_chans=images.shape[-1])
-    # The training rows exactly as train.run feeds them (same data path, augmentation and seed).
-    train_dl, _ = fold_batches(cfg, images, y, tr_idx, va_idx, dc, device,
+    _, images, y, tr_idx, va_idx, task = load_fold(cfg, prepared_dir, folds_csv)
+    model, dc, device, amp_dtype = setup_model(cfg, task.outputs, in_chans=images.shape[-1])
+    # The training rows exactly as train.run feeds them (same targets, data path, augmentation and seed).
+    train_dl, _ = fold_batches(cfg, images, task.standardise(y), tr_idx, va_idx, dc, device,
                                use_device_path(cfg.data_path, device, images.nbytes))
     result = lr_find(model, train_dl, device, start_lr=start_lr, end_lr=end_lr, num_it=num_it, stop_div=stop_div,
                      weight_decay=cfg.weight_decay, amp_dtype=amp_dtype, label_smoothing=cfg.label_smoothing,
-                     method=method)
+                     method=method, loss_fn=lambda out, target: task_loss(task, out, target, cfg.label_smoothing))
     print(f"lr_find {cfg.backbone}: {len(result.lrs)} steps"
           f"{' (stopped: loss diverged)' if result.stopped_early else ''}; "
           + ", ".join(f"{k}={v:.3g}" for k, v in result.suggestions.items())

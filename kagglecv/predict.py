@@ -40,6 +40,8 @@ import pandas as pd
 from .errors import InputError
 from .fsutil import read_table, write_csv, write_json
 from .layout import Layout
+from .submission import decisions
+from .tasks import Task
 
 log = logging.getLogger("kagglecv.predict")
 
@@ -77,9 +79,10 @@ def load_folder(folder: str | Path, image_shape, resize: str = "squash",
 
 
 def load_fold_model(model_pt: str | Path, in_chans: int, device_pref: str = "auto"):
-    """(model on its device, TrainConfig, data config, device, amp dtype) rebuilt from one fold's model.pt."""
+    """(model on its device, TrainConfig, data config, device, amp dtype, task) rebuilt from one fold's model.pt."""
     import torch
 
+    from .tasks import Task
     from .train import TrainConfig, autocast_dtype, build_model, pick_device
 
     model_pt = Path(model_pt)
@@ -91,7 +94,9 @@ def load_fold_model(model_pt: str | Path, in_chans: int, device_pref: str = "aut
     # weights come from model.pt: no pretrained download or file; the device is this machine's choice
     cfg = TrainConfig.from_dict({**{k: v for k, v in resolved.items() if k in names},
                                  "pretrained": False, "pretrained_file": None, "device": device_pref})
-    model, dc = build_model(cfg, int(resolved["n_classes"]), in_chans)
+    # the task's activation, with the target scale this fold trained on (numeric tasks)
+    task = Task(resolved.get("task", "multiclass"), scale=tuple(resolved.get("target_scale", (0.0, 1.0))))
+    model, dc = build_model(cfg, int(resolved.get("n_outputs", resolved.get("n_classes", 0))), in_chans)
     model.load_state_dict(saved["state_dict"])
     dc = {"img_size": int(resolved["img_size"]), "mean": list(resolved["mean"]), "std": list(resolved["std"])}
     device = pick_device(cfg)
@@ -99,7 +104,7 @@ def load_fold_model(model_pt: str | Path, in_chans: int, device_pref: str = "aut
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     model.eval()
-    return model, cfg, dc, device, autocast_dtype(device, cfg)
+    return model, cfg, dc, device, autocast_dtype(device, cfg), task
 
 
 def backbone_probs(fold_dirs: list[Path], images: np.ndarray, device_pref: str = "auto") -> tuple[np.ndarray, dict]:
@@ -108,8 +113,8 @@ def backbone_probs(fold_dirs: list[Path], images: np.ndarray, device_pref: str =
 
     per_fold, info = [], {}
     for d in fold_dirs:
-        model, cfg, dc, device, amp = load_fold_model(Path(d) / "model.pt", images.shape[-1], device_pref)
-        p = predict_tta(model, images, cfg, dc, device, amp)
+        model, cfg, dc, device, amp, task = load_fold_model(Path(d) / "model.pt", images.shape[-1], device_pref)
+        p = predict_tta(model, images, cfg, dc, device, amp, task=task)
         # test.csv holds float32 values; average them in float64 as the ensemble step does after reading it
         per_fold.append(np.asarray(p, dtype=np.float32).astype(np.float64))
         info = {"tta": cfg.tta, "tta_n": cfg.tta_n, "tta_beta": cfg.tta_beta, "img_size": dc["img_size"],
@@ -162,13 +167,14 @@ def refit(results_dir: Path, scores: dict, members: list[str], method: str):
         if oof[cols].isna().any().any():
             raise ValueError(f"{name}: OOF predictions do not cover folds.csv")
         oofs.append(oof[cols].to_numpy())
-    return blend.METHODS[method][0](oofs, folds["y"].to_numpy(), scores["metric"])
+    task = Task.of(json.loads(Layout(results_dir).meta.read_text()))
+    return blend.METHODS[method][0](oofs, task.targets(folds), scores["metric"], kind=task.kind)
 
 
-def apply_recipe(method: str, preds: list[np.ndarray], params) -> np.ndarray:
+def apply_recipe(method: str, preds: list[np.ndarray], params, kind: str = "multiclass") -> np.ndarray:
     from . import blend
 
-    return np.asarray(blend.METHODS[method][1](preds, params))
+    return np.asarray(blend.apply(method, preds, params, kind=kind))
 
 
 def check_against_submission(results_dir: Path, scores: dict, method: str, members: list[str], params) -> dict:
@@ -180,7 +186,7 @@ def check_against_submission(results_dir: Path, scores: dict, method: str, membe
         ens = read_table(Layout(results_dir).ensemble_test)
     except (OSError, KeyError, ValueError) as e:
         return {"checked": False, "reason": str(e)}
-    ours = apply_recipe(method, [t[prob_columns(t)].to_numpy() for t in tests], params)
+    ours = apply_recipe(method, [t[prob_columns(t)].to_numpy() for t in tests], params, scores.get("task", "multiclass"))
     diff = float(np.max(np.abs(ours - ens[prob_columns(ens)].to_numpy()))) if len(ens) else 0.0
     return {"checked": True, "max_abs_diff": diff, "ok": diff < 1e-6}
 
@@ -244,12 +250,17 @@ def predict_folder(results_dir: str | Path, folder: str | Path, out_csv: str | P
         p, settings[m] = backbone_probs(fold_dirs_of(results_dir, scores, m), images, device)
         preds.append(p)
         log.info("%s: predicted %d image(s) with %d fold(s)", m, len(names), len(scores["models"][m]["folds"]))
-    probs = apply_recipe(method, preds, params)
+    probs = apply_recipe(method, preds, params, scores.get("task", "multiclass"))
 
-    columns = [c if c not in ("image", "label") else f"p_{c}" for c in classes]
+    task = Task.of(meta)
+    columns = [c if c not in ("image", "label") else f"p_{c}" for c in classes] or ["value"]
     out = pd.DataFrame(probs, columns=columns)
     out.insert(0, "image", names)
-    out["label"] = [meta["classes"][k] for k in probs.argmax(1)]
+    if task.kind != "regression":  # the submission's answer: class, tags at the fitted thresholds, or grade
+        answer = decisions(task, probs, "tags" if task.kind == "multilabel" else "label", scores["metric"],
+                           scores["ensemble"].get("thresholds"))
+        out["label"] = ([" ".join(c for c, f in zip(classes, row) if f) for row in np.asarray(answer)]
+                        if task.kind == "multilabel" else answer)
     write_csv(out_csv, out)
     write_json(out_json, {
         "folder": str(folder), "n_images": len(names), "skipped": skipped, "csv": str(out_csv),

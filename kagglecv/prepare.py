@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import images
+from . import images, metrics, tasks
 from .archive import ArchiveLimits, is_junk, safe_extract
 from .errors import InputError
 from .fsutil import atomic_path, write_csv, write_json
@@ -52,6 +52,7 @@ class DataConfig:
     image_size: int | None = None  # cache side; the workflow passes config.cache_side (what the backbones need)
     resize: str = "squash"  # how an image becomes image_size x image_size: squash | crop | pad (kagglecv.images)
     max_image_pixels: int | None = None  # decompression-bomb limit; None: Pillow's (about 89 megapixels)
+    group_column: str | None = None  # train.csv column of groups (patient, photographer) that folds keep together
 
 
 @dataclass
@@ -65,6 +66,8 @@ class Competition:
     test_ids: list[str]
     train_images: list | "PixelRows" = field(repr=False)  # image paths, or the pixel_csv rows
     test_images: list | "PixelRows" = field(repr=False)
+    label_names: list[str] | None = None  # one 0/1 train.csv column per label: those columns, in template order
+    groups: list[str] | None = None  # data.group_column's values
 
 
 @dataclass
@@ -128,15 +131,6 @@ def refuse_missing(labels: pd.Series, ids, path: Path, column: str) -> None:
         raise InputError(f"{path}: id {bad!r} has no value in column {column!r}; fill or drop the row")
 
 
-def class_order(labels) -> list[str]:
-    """The classes, as text: by number when every label reads as one (so "2" comes before "10"), else by text."""
-    classes = set(labels)
-    try:
-        return sorted(classes, key=lambda c: (float(c), c))
-    except ValueError:
-        return sorted(classes)
-
-
 def match_column(df: pd.DataFrame, want: str, path: Path, what: str, hint: str) -> str:
     """Exact column, else a case-insensitive match (Digit Recognizer: `Label` vs `label`)."""
     if want in df.columns:
@@ -198,6 +192,9 @@ def read_competition(root: Path, cfg: DataConfig) -> Competition:
     if not targets:
         raise InputError(f"{sample_path}: no target column beside {id_col!r}; it is not a submission template")
     layout = detect_layout(root, cfg) if cfg.layout == "auto" else cfg.layout
+    if cfg.group_column and layout != "csv_images":
+        raise InputError(f"data.group_column: the {layout} layout has no train.csv columns to group by; remove "
+                         "data.group_column")
     reader = {"csv_images": _csv_images, "pixel_csv": _pixel_csv,
               "folder_per_class": _folder_per_class, "filename_labels": _filename_labels}.get(layout)
     if reader is None:
@@ -240,16 +237,49 @@ def _csv_images(root, cfg, sample, id_col, targets) -> Competition:
     require_rows(train, train_path, "it must list the training images and their labels")
     hint = "rename it, or set data.id_column/data.target_column"
     tid = match_column(train, id_col, train_path, "id", hint)
-    refuse_extra_columns(train, targets, root / cfg.sample_submission)
-    tgt = label_column(train, tid, cfg, targets, train_path)
     refuse_duplicates(train[tid], train_path, tid)
-    refuse_missing(train[tgt], train[tid], train_path, tgt)
+    label_names = None
+    if not cfg.target_column and len(targets) > 1 and all(t.lower() in map(str.lower, train.columns) for t in targets):
+        labels, label_names = one_hot_labels(train, tid, targets, train_path), targets  # Plant Pathology
+    else:
+        refuse_extra_columns(train, targets, root / cfg.sample_submission)
+        tgt = label_column(train, tid, cfg, targets, train_path)
+        refuse_missing(train[tgt], train[tid], train_path, tgt)
+        labels = train[tgt].tolist()
     train_dir, test_dir = root / cfg.train_dir, root / cfg.test_dir
     train_ids = train[tid].tolist()
     test_ids = sample[id_col].tolist()
-    return Competition("csv_images", id_col, targets, train_ids, train[tgt].tolist(), test_ids,
+    return Competition("csv_images", id_col, targets, train_ids, labels, test_ids,
                        lookup(index_images(train_dir), train_ids, train_dir, train_path, "train"),
-                       lookup(index_images(test_dir), test_ids, test_dir, root / cfg.sample_submission, "test"))
+                       lookup(index_images(test_dir), test_ids, test_dir, root / cfg.sample_submission, "test"),
+                       label_names, group_values(train, tid, cfg, train_path))
+
+
+def one_hot_labels(train: pd.DataFrame, tid: str, targets: list[str], path: Path) -> list[str]:
+    """One 0/1 column per label (the template's columns) -> each row's labels as space-separated names."""
+    cols = [match_column(train, t, path, "label", "") for t in targets]
+    flags = []
+    for name, col in zip(targets, cols):
+        values = train[col].str.strip()
+        bad = ~values.isin(["0", "1", "0.0", "1.0"])
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise InputError(f"{path}: column {col!r} holds {values.iloc[row]!r} for id {train[tid].iloc[row]!r}; one "
+                             "column per label takes 0 or 1, fix the value or drop the row")
+        flags.append(values.astype(float).astype(bool).to_numpy())
+    return [" ".join(n for n, f in zip(targets, row) if f) for row in np.column_stack(flags)]
+
+
+def group_values(train: pd.DataFrame, tid: str, cfg: DataConfig, path: Path) -> list[str] | None:
+    """data.group_column's values (patients, photographers): folds keep each group in one fold."""
+    if not cfg.group_column:
+        return None
+    col = match_column(train, cfg.group_column, path, "group", "fix data.group_column")
+    empty = (train[col].str.strip() == "").to_numpy()
+    if empty.any():
+        raise InputError(f"{path}: id {train[tid].iloc[int(np.flatnonzero(empty)[0])]!r} has no group in column "
+                         f"{col!r} (data.group_column); fill it or drop the row")
+    return train[col].tolist()
 
 
 def _pixel_csv(root, cfg, sample, id_col, targets) -> Competition:
@@ -311,6 +341,32 @@ def refuse_unknown_columns(comp: Competition, classes: list[str], sample_path: P
                              "the labels")
 
 
+def recognise(comp: Competition, task: str, metric: str, train_path: Path) -> tuple[str, list[str]]:
+    """(task kind, classes) of the training labels; the metric must suit the task."""
+    column = comp.target_columns[0] if len(comp.target_columns) == 1 else "label"
+    if comp.label_names:  # one 0/1 column per label: multilabel, or one class per row when task: says so
+        kind = task if task != "auto" else "multilabel"
+        if kind in tasks.CLASSIFICATION:
+            several = [i for i, v in zip(comp.train_ids, comp.labels) if len(v.split()) != 1]
+            if several:
+                raise InputError(f"{train_path}: id {several[0]!r} has not exactly one label among "
+                                 f"{', '.join(comp.label_names)}, which task: {kind} needs; use task: multilabel")
+        elif kind != "multilabel":
+            raise InputError(f"task: {kind} cannot read one 0/1 column per label; use multilabel or multiclass")
+        classes = list(comp.label_names)
+    else:
+        kind = tasks.detect(comp.labels, metric, task, column, comp.train_ids)
+        classes = tasks.class_names(comp.labels, kind)
+    metrics.check_metric(metric, kind)
+    if kind in tasks.CLASSIFICATION and len(classes) < 2:
+        raise InputError(f"{train_path}: only one class ({classes[0]!r}) in the training labels")
+    if kind == "binary" and len(classes) != 2:
+        raise InputError(f"task: binary, but the labels have {len(classes)} classes; use task: multiclass")
+    if kind == "multilabel" and not classes:
+        raise InputError(f"{train_path}: no labels at all in column {column!r}")
+    return kind, classes
+
+
 def cache_shape(sizes: set[tuple[int, int]], gray: bool, cfg: DataConfig) -> tuple[int, int, int]:
     """(H, W, C) of the cache: the images' own size when they all share one that is no larger than the side
     training needs (and squashing would not change them), else side x side."""
@@ -356,9 +412,10 @@ def inside(data_path: Path, tmp: str):
 
 
 def prepare(data_path: str | Path, out_dir: str | Path, cfg: DataConfig | None = None, workers: int = 1,
-            limits: ArchiveLimits | None = None) -> dict:
-    """Validate the competition at `data_path` (folder or zip, unpacked within `limits`) and write the cache
-    into `out_dir`, decoding on `workers` processes."""
+            limits: ArchiveLimits | None = None, task: str = "auto", metric: str = "accuracy") -> dict:
+    """Validate the competition at `data_path` (folder or zip, unpacked within `limits`), recognise its task
+    (`task: auto`; the metric settles integer targets, see kagglecv.tasks) and write the cache into `out_dir`,
+    decoding on `workers` processes."""
     cfg = cfg or DataConfig()
     if cfg.resize not in images.RESIZE_MODES:
         raise InputError(f"data.resize: unknown mode {cfg.resize!r}; use one of {', '.join(images.RESIZE_MODES)}")
@@ -380,10 +437,9 @@ def prepare(data_path: str | Path, out_dir: str | Path, cfg: DataConfig | None =
         comp = read_competition(root, cfg)
         if not comp.train_ids:
             raise InputError(f"{data_path}: no training images found")
-        classes = class_order(comp.labels)
-        if len(classes) < 2:
-            raise InputError(f"{data_path}: only one class ({classes[0]!r}) in the training labels")
-        refuse_unknown_columns(comp, classes, root / cfg.sample_submission)
+        kind, classes = recognise(comp, task, metric, root / cfg.train_csv)
+        if kind in tasks.CLASSIFICATION:
+            refuse_unknown_columns(comp, classes, root / cfg.sample_submission)
         gray, sizes = scan(comp, cfg, pool)
         h, w, c = cache_shape(sizes, gray, cfg)
         decoder = images.Decoder(h, w, gray, cfg.resize, cfg.max_image_pixels)
@@ -394,12 +450,11 @@ def prepare(data_path: str | Path, out_dir: str | Path, cfg: DataConfig | None =
         # Later steps need the submission template; keep it byte for byte beside the cache.
         with atomic_path(out_dir / "sample_submission.csv") as t:
             shutil.copyfile(root / cfg.sample_submission, t)
-    cls_index = {c: k for k, c in enumerate(classes)}
     n_images = len(comp.train_ids) + len(comp.test_ids)
     meta = {
         "layout": comp.layout, "id_column": comp.id_column, "target_columns": comp.target_columns,
         "classes": classes,
-        "task": "binary" if len(classes) == 2 else "multiclass",
+        "task": kind, "group_column": cfg.group_column,
         "n_train": len(comp.train_ids), "n_test": len(comp.test_ids),
         "image_shape": [h, w, c],
         "cache": {"side": cfg.image_size, "resize": cfg.resize, "max_image_pixels": cfg.max_image_pixels,
@@ -411,8 +466,11 @@ def prepare(data_path: str | Path, out_dir: str | Path, cfg: DataConfig | None =
                    "images_per_s": round(n_images / decode_s, 1) if decode_s > 0 else None,
                    "total_seconds": round(time.perf_counter() - t0, 2)},
     }
-    write_csv(out_dir / "train.csv", pd.DataFrame({"id": comp.train_ids, "label": comp.labels,
-                                                   "y": [cls_index[v] for v in comp.labels]}))
+    train = pd.DataFrame({"id": comp.train_ids, "label": comp.labels,
+                          "y": tasks.Task(kind, tuple(classes)).encode(comp.labels)})
+    if comp.groups is not None:
+        train["group"] = comp.groups
+    write_csv(out_dir / "train.csv", train)
     write_csv(out_dir / "test.csv", pd.DataFrame({"id": comp.test_ids}))
     write_json(out_dir / "meta.json", meta)  # last: a complete meta.json means a complete cache
     return meta

@@ -64,8 +64,6 @@ def _fmt(v, digits: int = 5) -> str:
 
 def cv_frame(scores: dict, ensemble_oof: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per backbone and per ensemble method: kind, name, CV, fold 0..k-1, chosen, params."""
-    from . import metrics
-
     n_folds = max((len(m["folds"]) for m in scores["models"].values()), default=0)
     folds = [f"fold {k}" for k in range(n_folds)]
     rows = []
@@ -76,12 +74,7 @@ def cv_frame(scores: dict, ensemble_oof: pd.DataFrame | None = None) -> pd.DataF
     for name, m in scores.get("methods", {}).items():
         row = {"kind": "ensemble", "model": name, "CV": m["cv"], "chosen": name == chosen,
                "params": _describe_params(m.get("params"))}
-        if name == chosen and ensemble_oof is not None:  # per-fold scores of the chosen method's honest OOF
-            cols = [c for c in ensemble_oof.columns if c.startswith("p") and c[1:].isdigit()]
-            for k in range(n_folds):
-                part = ensemble_oof[ensemble_oof["fold"] == k]
-                if len(part):
-                    row[f"fold {k}"] = metrics.score(scores["metric"], part["y"], part[cols].to_numpy())
+        row.update(zip(folds, m.get("folds", [])))  # per-fold scores of the method's honest OOF
         rows.append(row)
     df = pd.DataFrame(rows, columns=["kind", "model", "CV", *folds, "chosen", "params"])
     return df
@@ -267,12 +260,34 @@ def _probs(df: pd.DataFrame) -> np.ndarray:
     return df[sorted(cols, key=lambda c: int(c[1:]))].to_numpy(float)
 
 
+def decided(oof: pd.DataFrame, meta: dict, scores: dict | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(true index, predicted index, names) of OOF rows of a task with classes: argmax for classification,
+    the fitted cut points for ordinal grades."""
+    from . import thresholds
+    from .tasks import Task
+
+    task, p = Task.of(meta), _probs(oof)
+    names = list(task.classes)
+    if task.kind != "ordinal":
+        return oof["y"].to_numpy(int), p.argmax(1), names
+    cuts = (scores or {}).get("ensemble", {}).get("thresholds")
+    grades = task.grades
+    pred = thresholds.decide(p, cuts, "ordinal", grades)
+    index = {g: k for k, g in enumerate(grades)}
+    return np.array([index[float(v)] for v in oof["y"]]), np.array([index[float(v)] for v in pred]), names
+
+
 def confusion(ensemble_oof_csv: str | Path, meta_json: str | Path, out_png: str | Path,
-              method: str | None = None) -> np.ndarray:
+              method: str | None = None, scores: dict | None = None) -> np.ndarray:
+    """The OOF confusion matrix (classes, grades); multilabel: per-label counts; regression: predicted vs true."""
     oof = read_table(ensemble_oof_csv)
-    names = class_names(json.loads(Path(meta_json).read_text()))
+    meta = json.loads(Path(meta_json).read_text())
+    if meta.get("task") == "multilabel":
+        return label_confusion(oof, meta, scores, out_png, method)
+    if meta.get("task") == "regression":
+        return predicted_vs_true(oof, out_png, method)
+    y, pred, names = decided(oof, meta, scores)
     n = len(names)
-    y, pred = oof["y"].to_numpy(int), _probs(oof).argmax(1)
     cm = np.zeros((n, n), dtype=int)
     np.add.at(cm, (y, pred), 1)
     side = min(max(4.5, 0.45 * n + 2.5), 24)
@@ -299,11 +314,75 @@ def confusion(ensemble_oof_csv: str | Path, meta_json: str | Path, out_png: str 
     return cm
 
 
-def class_balance(folds_csv: str | Path, meta_json: str | Path, out_png: str | Path) -> pd.DataFrame:
-    folds = read_table(folds_csv)
-    names = class_names(json.loads(Path(meta_json).read_text()))
-    counts = (folds.groupby(["fold", "y"]).size().unstack(fill_value=0)
+
+
+def label_confusion(oof, meta, scores, out_png, method) -> np.ndarray:
+    """Multilabel: true positives, false positives and false negatives per label at the fitted thresholds."""
+    from . import thresholds
+    from .tasks import Task
+
+    task = Task.of(meta)
+    truth = task.targets(oof).astype(bool)
+    flags = thresholds.decide(_probs(oof), (scores or {}).get("ensemble", {}).get("thresholds"), "multilabel")
+    flags = np.asarray(flags).astype(bool)
+    counts = np.stack([(truth & flags).sum(0), (~truth & flags).sum(0), (truth & ~flags).sum(0)], axis=1)
+    names = list(task.classes)
+    fig = new_figure(9, max(3.0, 0.3 * len(names) + 1.5))
+    ax = fig.add_subplot()
+    left = np.zeros(len(names))
+    for j, (what, color) in enumerate((("true positive", "#1b7837"), ("false positive", "#d6604d"),
+                                       ("false negative", "#f4a582"))):
+        ax.barh(names, counts[:, j], left=left, color=color, label=what)
+        left += counts[:, j]
+    ax.invert_yaxis()
+    ax.legend(fontsize=8)
+    ax.set_xlabel("OOF images")
+    ax.set_title(f"OOF decisions per label, ensemble{f' ({method})' if method else ''}", fontsize=10)
+    save_figure(fig, out_png)
+    return counts
+
+
+def predicted_vs_true(oof, out_png, method) -> np.ndarray:
+    """Regression: each OOF prediction against its target, with the diagonal."""
+    y, p = oof["y"].to_numpy(float), _probs(oof)[:, 0]
+    fig = new_figure(6, 5.5)
+    ax = fig.add_subplot()
+    ax.scatter(y, p, s=6, alpha=0.5)
+    lo, hi = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
+    ax.plot([lo, hi], [lo, hi], color="gray", lw=1)
+    rmse = float(np.sqrt(np.mean((p - y) ** 2)))
+    ax.set_xlabel("true")
+    ax.set_ylabel("predicted (OOF)")
+    ax.set_title(f"OOF predictions, ensemble{f' ({method})' if method else ''}: RMSE {rmse:.4g}", fontsize=10)
+    save_figure(fig, out_png)
+    return np.column_stack([y, p])
+
+
+def fold_counts(folds: pd.DataFrame, meta: dict) -> tuple[pd.DataFrame, list[str]]:
+    """(rows per fold and class, column names): classes and grades; labels (multilabel, a row counts once per
+    label); target quantile bins (regression)."""
+    from .tasks import Task
+
+    task = Task.of(meta)
+    if task.kind == "multilabel":
+        names = list(task.classes)
+        table = pd.DataFrame(task.targets(folds), columns=range(len(names))).groupby(folds["fold"]).sum()
+        return table.astype(int).sort_index(), names
+    if task.kind == "regression":
+        edges = np.unique(np.quantile(folds["y"], np.linspace(0, 1, 6)))
+        key = np.clip(np.searchsorted(edges, folds["y"], side="right") - 1, 0, len(edges) - 2)
+        names = [f"{edges[k]:.3g}-{edges[k + 1]:.3g}" for k in range(len(edges) - 1)]
+    elif task.kind == "ordinal":
+        key, names = np.array([task.grades.index(float(v)) for v in folds["y"]]), list(task.classes)
+    else:
+        key, names = folds["y"].to_numpy(int), list(task.classes)
+    counts = (folds.assign(key=key).groupby(["fold", "key"]).size().unstack(fill_value=0)
               .reindex(columns=range(len(names)), fill_value=0).sort_index())
+    return counts, names
+
+
+def class_balance(folds_csv: str | Path, meta_json: str | Path, out_png: str | Path) -> pd.DataFrame:
+    counts, names = fold_counts(read_table(folds_csv), json.loads(Path(meta_json).read_text()))
     fig = new_figure(9, max(3.0, 0.45 * len(counts) + 1.8))
     ax = fig.add_subplot()
     frac = counts.div(counts.sum(axis=1), axis=0)
@@ -330,8 +409,20 @@ def class_balance(folds_csv: str | Path, meta_json: str | Path, out_png: str | P
     return counts
 
 
-def pick_errors(oof: pd.DataFrame, n: int = 16) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(most confidently wrong, most uncertain) OOF rows, with pred, confidence and margin columns."""
+def pick_errors(oof: pd.DataFrame, n: int = 16, meta: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(most confidently wrong, most uncertain) OOF rows, with pred, confidence and margin columns; tasks
+    without classes: (largest errors, smallest errors)."""
+    kind = (meta or {}).get("task", "multiclass")
+    if kind in ("multilabel", "regression", "ordinal"):
+        from .tasks import Task
+
+        task, p = Task.of(meta), _probs(oof)
+        truth = task.targets(oof).reshape(len(oof), -1)
+        out = oof[["id", "label", "fold"]].copy()
+        out["error"] = np.abs(p - truth).sum(1)  # numeric: |pred - y|; multilabel: summed probability misses
+        out["shown"] = [" ".join(f"{v:.2f}" for v in row[:3]) for row in p]
+        return (out.sort_values(["error", "id"], ascending=[False, True]).head(n),
+                out.sort_values(["error", "id"]).head(n))
     p = _probs(oof)
     top2 = np.sort(p, axis=1)[:, -2:]
     out = oof[["id", "y", "fold"]].copy()
@@ -351,9 +442,12 @@ def oof_errors(ensemble_oof_csv: str | Path, prepared_dir: str | Path, out_png: 
     train = read_table(prepared_dir / "train.csv")
     row_of = dict(zip(train["id"], range(len(train))))
     images = np.load(prepared_dir / "train_images.npy", mmap_mode="r")
-    wrong, uncertain = pick_errors(oof, n)
-    sections = [("Most confidently wrong", wrong, "no wrong out-of-fold prediction"),
-                ("Most uncertain (smallest margin between the top two classes)", uncertain, "no images")]
+    wrong, uncertain = pick_errors(oof, n, meta)
+    by_class = "error" not in wrong.columns
+    sections = ([("Most confidently wrong", wrong, "no wrong out-of-fold prediction"),
+                 ("Most uncertain (smallest margin between the top two classes)", uncertain, "no images")]
+                if by_class else [("Largest out-of-fold errors", wrong, "no images"),
+                                  ("Smallest out-of-fold errors", uncertain, "no images")])
     rows = [max(1, math.ceil(len(df) / per_row)) for _, df, _ in sections]
     fig = new_figure(1.45 * per_row, 1.75 * sum(rows) + 0.9)
     subfigs = fig.subfigures(len(sections), 1, height_ratios=rows)
@@ -371,6 +465,9 @@ def oof_errors(ensemble_oof_csv: str | Path, prepared_dir: str | Path, out_png: 
                 ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
             else:
                 ax.imshow(img, interpolation="nearest")
+            if not by_class:
+                ax.set_title(f"{_short(str(r.id))}\ntrue {_short(str(r.label))}\npred {_short(r.shown)}", fontsize=7)
+                continue
             wrong_pred = r.pred != r.y
             ax.set_title(f"{_short(str(r.id))}\ntrue {_short(names[r.y])} / pred {_short(names[r.pred])}\n"
                          f"p={r.confidence:.2f} (true {r.p_true:.2f})", fontsize=7,
@@ -442,8 +539,8 @@ def report_step(kind: str, inputs: dict, outputs: dict, params: dict) -> None:
     elif kind == "curves":
         training_curves(params["histories"], params["metric"], outputs["png"])
     elif kind == "oof":
-        method = json.loads(Path(inputs["scores"]).read_text())["ensemble"]["method"]
-        confusion(inputs["oof"], inputs["meta"], outputs["confusion"], method)
+        scores = json.loads(Path(inputs["scores"]).read_text())
+        confusion(inputs["oof"], inputs["meta"], outputs["confusion"], scores["ensemble"]["method"], scores)
         oof_errors(inputs["oof"], Path(inputs["meta"]).parent, outputs["errors"])
     elif kind == "folds":
         class_balance(inputs["folds"], inputs["meta"], outputs["png"])

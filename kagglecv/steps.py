@@ -23,14 +23,15 @@ def demo_step(zip_path, solution_path) -> None:
 
 
 def prepare_step(data_path, out_dir, data_cfg: dict, experiment: str, results_dir="results", track=True,
-                 workers: int = 1, archive: dict | None = None) -> dict:
+                 workers: int = 1, archive: dict | None = None, task: str = "auto", metric: str = "accuracy") -> dict:
     from . import prepare
     from .archive import ArchiveLimits
 
     cfg = prepare.DataConfig(**data_cfg)
     with Tracker(experiment, "prepare", results_dir, enabled=track, tags={"step": "prepare"},
                  record=record_file(out_dir, "prepare")) as t:
-        meta = prepare.prepare(data_path, out_dir, cfg, workers=workers, limits=ArchiveLimits(**(archive or {})))
+        meta = prepare.prepare(data_path, out_dir, cfg, workers=workers, limits=ArchiveLimits(**(archive or {})),
+                               task=task, metric=metric)
         t.log_params({"data_path": str(data_path), **{k: v for k, v in meta.items() if k != "classes"},
                       "n_classes": len(meta["classes"])})
         t.log_artifact(Path(out_dir) / "meta.json")
@@ -43,7 +44,8 @@ def folds_step(train_csv, out_csv, n_folds: int, seed: int, experiment: str, res
 
     with Tracker(experiment, "folds", results_dir, enabled=track, tags={"step": "folds"},
                  record=record_file(Path(out_csv).parent, "folds")) as t:
-        df = folds.make_folds(train_csv, out_csv, n_folds, seed)
+        task = json.loads((Path(train_csv).parent / "meta.json").read_text())["task"]
+        df = folds.make_folds(train_csv, out_csv, n_folds, seed, task=task)
         t.log_params({"folds": n_folds, "seed": seed})
         t.log_metrics({f"fold{k}_size": int(n) for k, n in df["fold"].value_counts().sort_index().items()})
         t.log_artifact(out_csv)
@@ -81,13 +83,14 @@ def ensemble_step(model_dirs: dict[str, list[str]], folds_csv, out_dir, metric: 
 
 
 def submission_step(ensemble_test_csv, prepared_dir, out_csv, metric: str, experiment: str,
-                    results_dir="results", track=True) -> None:
+                    results_dir="results", track=True, scores_json=None) -> None:
     from . import submission
 
     with Tracker(experiment, "submission", results_dir, enabled=track, tags={"step": "submission"},
                  record=record_file(Path(out_csv).parent, "submission")) as t:
         out = submission.make_submission(Path(ensemble_test_csv), Path(prepared_dir),
-                                         Path(prepared_dir) / "sample_submission.csv", metric, Path(out_csv))
+                                         Path(prepared_dir) / "sample_submission.csv", metric, Path(out_csv),
+                                         scores_json=scores_json)
         t.log_params({"rows": len(out), "columns": ",".join(out.columns)})
         t.log_artifact(out_csv)
 

@@ -1,4 +1,13 @@
-"""A Kaggle-format submission: exactly the ids, order and columns of sample_submission.csv."""
+"""A Kaggle-format submission: exactly the ids, order and columns of sample_submission.csv.
+
+The format follows from the task, the template and the metric (`submission_format`):
+  label          one column, a class name (classification) or a grade (ordinal: cut points fitted on OOF)
+  probability    one column, P(second class): a binary task scored on probabilities (roc_auc, log_loss)
+  class_columns  one column per class or label (Plant Pathology): probabilities, or 0/1 where the metric needs
+                 decisions
+  tags           one column of space-separated labels whose probability passes its threshold (Planet)
+  value          one column, the predicted number (regression)
+"""
 
 from __future__ import annotations
 
@@ -8,28 +17,60 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import metrics, thresholds
 from .errors import InputError
 from .fsutil import read_table, write_csv
-from .metrics import PROBABILITY_METRICS
+from .tasks import Task
 
 
 def submission_format(meta: dict, metric: str) -> str:
-    """class_columns (one probability column per class), probability (P of the second class), or label."""
+    kind = meta["task"]
     if len(meta["target_columns"]) > 1:
         return "class_columns"
-    if meta["task"] == "binary" and metric in PROBABILITY_METRICS:
+    if kind == "multilabel":
+        return "tags"
+    if kind == "regression":
+        return "value"
+    if kind == "binary" and metric in metrics.PROBABILITY_METRICS:
         return "probability"
     return "label"
 
 
+def fitted_thresholds(scores_json: Path | None) -> list[float] | None:
+    """The thresholds (multilabel) or cut points (ordinal) the ensemble step fitted on OOF, if any."""
+    if scores_json is None or not Path(scores_json).exists():
+        return None
+    return json.loads(Path(scores_json).read_text()).get("ensemble", {}).get("thresholds")
+
+
+def decisions(task: Task, preds: np.ndarray, fmt: str, metric: str, cuts: list[float] | None):
+    """Each row's answer in the submission's terms: class names, 0/1 label flags, grade names, numbers, or the
+    probabilities themselves where the metric scores those."""
+    if task.kind == "multilabel":
+        if fmt == "tags" or metrics.needs_thresholds(metric, task.kind):
+            return thresholds.decide(preds, cuts, task.kind)
+        return preds
+    if task.kind == "regression":
+        return preds[:, 0]
+    if task.kind == "ordinal":
+        grades = thresholds.decide(preds, cuts, task.kind, task.grades)
+        return [task.classes[task.grades.index(float(g))] for g in grades]
+    if fmt == "label":
+        return [task.classes[k] for k in preds.argmax(1)]
+    if fmt == "probability":
+        return preds[:, 1]
+    return preds
+
+
 def make_submission(ensemble_test_csv: Path, prepared_dir: Path, sample_csv_path: Path, metric: str,
-                    out_csv: Path) -> pd.DataFrame:
+                    out_csv: Path, scores_json: Path | None = None) -> pd.DataFrame:
     prepared_dir = Path(prepared_dir)
     meta = json.loads((prepared_dir / "meta.json").read_text())
+    task = Task.of(meta)
     sample = pd.read_csv(sample_csv_path, dtype=str, keep_default_na=False)
-    id_col, classes = meta["id_column"], meta["classes"]
+    id_col, classes = meta["id_column"], list(task.classes)
     preds = read_table(ensemble_test_csv)
-    probs = preds[[f"p{k}" for k in range(len(classes))]].to_numpy()
+    probs = preds[[f"p{k}" for k in range(task.outputs)]].to_numpy()
     pred_by_id = dict(zip(preds["id"], range(len(preds))))
     missing = [i for i in sample[id_col] if i not in pred_by_id]
     if missing:
@@ -41,17 +82,18 @@ def make_submission(ensemble_test_csv: Path, prepared_dir: Path, sample_csv_path
         raise InputError(f"{ensemble_test_csv}: prediction for id {bad!r} is not finite; "
                          "a training job diverged, lower train.lr and rerun")
     out = sample.copy()
-    fmt = submission_format(meta, metric)
+    fmt, target = submission_format(meta, metric), meta["target_columns"][0]
+    answer = decisions(task, probs, fmt, metric, fitted_thresholds(scores_json))
     if fmt == "class_columns":
-        names = [str(c) for c in classes]
-        unknown = [c for c in meta["target_columns"] if c not in names]
+        unknown = [c for c in meta["target_columns"] if c not in classes]
         if unknown:
-            raise InputError(f"{sample_csv_path}: column {unknown[0]!r} is not a class in train labels {names[:5]}...")
+            raise InputError(f"{sample_csv_path}: column {unknown[0]!r} is not a class in train labels {classes[:5]}...")
+        answer = np.asarray(answer)
         for c in meta["target_columns"]:
-            out[c] = probs[:, names.index(c)]
-    elif fmt == "probability":
-        out[meta["target_columns"][0]] = probs[:, 1]
+            out[c] = answer[:, classes.index(c)]
+    elif fmt == "tags":
+        out[target] = [" ".join(c for c, f in zip(classes, row) if f) for row in np.asarray(answer)]
     else:
-        out[meta["target_columns"][0]] = [classes[k] for k in probs.argmax(1)]
+        out[target] = answer
     write_csv(out_csv, out)
     return out

@@ -1,6 +1,10 @@
 """Train one (backbone, fold): timm model by name, albumentations, one-cycle, AMP on GPU, TTA.
 
-Writes into `out_dir`: oof.csv and test.csv (class probabilities), metrics.json, config.json,
+The task (kagglecv.tasks) sets the head's width, the loss and what a prediction is: softmax probabilities
+(binary, multiclass: cross-entropy), sigmoid probabilities (multilabel: BCE per label), or values (regression,
+ordinal: Huber on standardised targets).
+
+Writes into `out_dir`: oof.csv and test.csv (predictions, columns p0..), metrics.json, config.json,
 history.csv (one row per epoch) and model.pt. Every file is written atomically.
 """
 
@@ -8,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import math
 import os
 import time
@@ -22,6 +27,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import metrics
+from .tasks import CLASSIFICATION, Task
 from .augment import tta_blend, tta_views
 from .config import explicit_input_size
 from .data import loader_workers, make_batches, open_cache, use_device_path
@@ -85,7 +91,7 @@ class TrainConfig:
         return cls(**d)
 
 
-def build_model(cfg: TrainConfig, n_classes: int, in_chans: int) -> tuple[torch.nn.Module, dict]:
+def build_model(cfg: TrainConfig, n_outputs: int, in_chans: int) -> tuple[torch.nn.Module, dict]:
     """timm model by name plus the input size and normalisation to feed it."""
     kw = dict(cfg.extra)
     if cfg.pretrained_file:
@@ -95,7 +101,7 @@ def build_model(cfg: TrainConfig, n_classes: int, in_chans: int) -> tuple[torch.
         kw["pretrained_cfg_overlay"] = dict(file=str(Path(cfg.pretrained_file).resolve()))
     pretrained = cfg.pretrained or bool(cfg.pretrained_file)
     try:
-        model = timm.create_model(cfg.backbone, pretrained=pretrained, num_classes=n_classes, in_chans=in_chans,
+        model = timm.create_model(cfg.backbone, pretrained=pretrained, num_classes=n_outputs, in_chans=in_chans,
                                   drop_rate=cfg.drop_rate, **kw)
     except RuntimeError as e:
         if "Unknown model" in str(e):
@@ -139,9 +145,23 @@ def autocast_dtype(device: torch.device, cfg: TrainConfig) -> torch.dtype | None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def task_loss(task: Task, out, target, label_smoothing: float = 0.0):
+    """Cross-entropy (classification; soft targets after mixup), BCE per label (multilabel), Huber on
+    standardised targets (numeric: robust to the odd mislabelled grade, and MSE near the target)."""
+    out = out.float()
+    if task.kind in CLASSIFICATION:
+        if target.ndim == 2:  # mixup / cutmix mixed the one-hot targets
+            return torch.sum(-target * F.log_softmax(out, 1), 1).mean()
+        return F.cross_entropy(out, target, label_smoothing=label_smoothing)
+    if task.kind == "multilabel":
+        return F.binary_cross_entropy_with_logits(out, target.float())
+    return F.smooth_l1_loss(out[:, 0], target.float())
+
+
 @torch.no_grad()
-def predict(model, loader, device, amp_dtype, tta: str = "none") -> np.ndarray:
-    """Softmax probabilities; with tta=flip/dihedral, the mean over the deterministic views only."""
+def predict(model, loader, device, amp_dtype, tta: str = "none", task: Task = Task("multiclass")) -> np.ndarray:
+    """The task's predictions (probabilities or values); with tta=flip/dihedral, the mean over the deterministic
+    views only. Views are averaged after activation: on the scale the metric reads."""
     model.eval()
     out = []
     for x, _ in loader:
@@ -150,13 +170,13 @@ def predict(model, loader, device, amp_dtype, tta: str = "none") -> np.ndarray:
             x = x.contiguous(memory_format=torch.channels_last)
         batches = tta_views(x, tta) if tta != "none" else [x]
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            probs = torch.stack([model(v).float().softmax(1) for v in batches]).mean(0)
+            probs = torch.stack([task.activate(model(v).float()) for v in batches]).mean(0)
         out.append(probs.cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 
 def predict_tta(model, images, cfg: TrainConfig, dc: dict, device, amp_dtype, on_device: bool = False,
-                rows=None) -> np.ndarray:
+                rows=None, task: Task = Task("multiclass")) -> np.ndarray:
     """The plain prediction of `rows` of the cache (all when None) blended with the TTA views (fastai's beta
     blend), streamed a batch at a time."""
     def batches(augment: str, seed: int = 0):
@@ -164,13 +184,14 @@ def predict_tta(model, images, cfg: TrainConfig, dc: dict, device, amp_dtype, on
                             seed=seed, on_device=on_device, rows=rows,
                             num_workers=loader_workers(cfg.num_workers, cfg.threads, device))
 
-    plain = predict(model, batches("none"), device, amp_dtype)
+    plain = predict(model, batches("none"), device, amp_dtype, task=task)
     if cfg.tta == "none":
         return plain
     if cfg.tta == "augment":
-        views = [predict(model, batches(cfg.augment, cfg.seed + i), device, amp_dtype) for i in range(cfg.tta_n)]
+        views = [predict(model, batches(cfg.augment, cfg.seed + i), device, amp_dtype, task=task)
+                 for i in range(cfg.tta_n)]
     else:
-        views = [predict(model, batches("none"), device, amp_dtype, tta=cfg.tta)]
+        views = [predict(model, batches("none"), device, amp_dtype, tta=cfg.tta, task=task)]
     return tta_blend(plain, views, cfg.tta_beta)
 
 
@@ -219,7 +240,7 @@ def set_frozen(model, frozen: bool) -> None:
 
 
 def train_epoch(model, batches, phase: Phase, scaler, device, amp_dtype, cfg, desc, ema=None,
-                mixup=None) -> tuple[float, float]:
+                mixup=None, task: Task = Task("multiclass")) -> tuple[float, float]:
     """One pass over the training fold; returns (mean loss, images per second)."""
     model.train()
     total, n, t0 = 0.0, 0, time.perf_counter()
@@ -233,9 +254,7 @@ def train_epoch(model, batches, phase: Phase, scaler, device, amp_dtype, cfg, de
         if mixup is not None and len(x) % 2 == 0:  # timm's Mixup pairs samples: an even batch is required
             x, target = mixup(x, y)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            out = model(x)
-            loss = (torch.sum(-target * F.log_softmax(out.float(), 1), 1).mean() if target.ndim == 2 else
-                    F.cross_entropy(out, target, label_smoothing=cfg.label_smoothing))
+            loss = task_loss(task, model(x), target, cfg.label_smoothing)
         scaler.scale(loss / cfg.grad_accum).backward()
         if step % cfg.grad_accum == 0 or step == len(batches):
             scaler.step(phase.optimizer)
@@ -302,8 +321,9 @@ def load_resume(path: Path, resolved, fingerprint: str, model, phases, scaler, e
 
 
 def load_fold(cfg: TrainConfig, prepared_dir: Path, folds_csv) -> tuple[pd.DataFrame, np.ndarray, np.ndarray,
-                                                                        np.ndarray, np.ndarray, int]:
-    """Seed this job, then (folds, memory-mapped train cache, y, train rows, valid rows, n_classes) for cfg.fold."""
+                                                                        np.ndarray, np.ndarray, Task]:
+    """Seed this job, then (folds, memory-mapped train cache, targets, train rows, valid rows, task) for cfg.fold.
+    Numeric tasks get their target scale from this fold's training rows only."""
     torch.manual_seed(cfg.seed * 1000 + cfg.fold)
     np.random.seed(cfg.seed * 1000 + cfg.fold)
     if cfg.threads:
@@ -313,12 +333,17 @@ def load_fold(cfg: TrainConfig, prepared_dir: Path, folds_csv) -> tuple[pd.DataF
         raise InputError(f"{folds_csv}: no fold {cfg.fold}; folds are {sorted(set(folds['fold']))}")
     images = open_cache(Path(prepared_dir) / "train_images.npy")
     fold = folds["fold"].to_numpy()
-    return (folds, images, folds["y"].to_numpy(), np.flatnonzero(fold != cfg.fold), np.flatnonzero(fold == cfg.fold),
-            int(folds["y"].max()) + 1)
+    task = Task.of(json.loads((Path(prepared_dir) / "meta.json").read_text()))
+    if (cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0) and task.kind not in CLASSIFICATION:
+        raise InputError(f"train.mixup_alpha/cutmix_alpha: mixup mixes class targets; this is a {task.kind} task, "
+                         "set them to 0")
+    y, tr_idx = task.targets(folds), np.flatnonzero(fold != cfg.fold)
+    return folds, images, y, tr_idx, np.flatnonzero(fold == cfg.fold), task.fitted_scale(y[tr_idx])
 
 
 def fold_batches(cfg: TrainConfig, images, y, tr_idx, va_idx, dc: dict, device, on_device: bool):
-    """(training batches, validation batches) of the fold, read from the cache by row."""
+    """(training batches, validation batches) of the fold, read from the cache by row; `y` as the model learns
+    it (Task.standardise)."""
     workers = loader_workers(cfg.num_workers, cfg.threads, device)
     train = make_batches(images, y[tr_idx], dc, device, augment=cfg.augment, shuffle=True, batch_size=cfg.batch_size,
                          seed=cfg.seed * 1000 + cfg.fold, on_device=on_device, rows=tr_idx, num_workers=workers)
@@ -327,10 +352,10 @@ def fold_batches(cfg: TrainConfig, images, y, tr_idx, va_idx, dc: dict, device, 
     return train, valid
 
 
-def setup_model(cfg: TrainConfig, n_classes: int, in_chans: int):
+def setup_model(cfg: TrainConfig, n_outputs: int, in_chans: int):
     """(model on its device, data config, device, autocast dtype)."""
     device = pick_device(cfg)
-    model, dc = build_model(cfg, n_classes, in_chans)
+    model, dc = build_model(cfg, n_outputs, in_chans)
     model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -340,24 +365,26 @@ def setup_model(cfg: TrainConfig, n_classes: int, in_chans: int):
 def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_dir: str | Path,
         experiment: str = "default", results_dir: str | Path = "results", track: bool = True) -> dict:
     prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
-    folds, images, y, tr_idx, va_idx, n_classes = load_fold(cfg, prepared_dir, folds_csv)
+    folds, images, y, tr_idx, va_idx, task = load_fold(cfg, prepared_dir, folds_csv)
     test_images = open_cache(prepared_dir / "test_images.npy")
     test_ids = read_table(prepared_dir / "test.csv")["id"]
-    model, dc, device, amp_dtype = setup_model(cfg, n_classes, in_chans=images.shape[-1])
+    model, dc, device, amp_dtype = setup_model(cfg, task.outputs, in_chans=images.shape[-1])
     on_device = use_device_path(cfg.data_path, device, images.nbytes + test_images.nbytes)
-    train_batches, val_batches = fold_batches(cfg, images, y, tr_idx, va_idx, dc, device, on_device)
+    train_batches, val_batches = fold_batches(cfg, images, task.standardise(y), tr_idx, va_idx, dc, device,
+                                              on_device)
     phases = plan_phases(model, cfg, len(train_batches))
     epoch_phase = [p for p in phases for _ in range(p.epochs)]  # which phase each epoch belongs to
     scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
     ema = timm.utils.ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
     mixup = (timm.data.Mixup(mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha,
-                             label_smoothing=cfg.label_smoothing, num_classes=n_classes)
+                             label_smoothing=cfg.label_smoothing, num_classes=task.outputs)
              if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0 else None)
 
     resolved = {**dataclasses.asdict(cfg), **dc, "device": str(device), "amp_dtype": str(amp_dtype),
                 "data_path_used": "device" if on_device else "loader",
                 "num_workers_used": 0 if on_device else loader_workers(cfg.num_workers, cfg.threads, device),
-                "n_train": len(tr_idx), "n_valid": len(va_idx), "n_classes": n_classes}
+                "n_train": len(tr_idx), "n_valid": len(va_idx), "task": task.kind, "n_outputs": task.outputs,
+                "target_scale": list(task.scale)}  # predict.py rebuilds the task's activation from these
     write_json(out_dir / "config.json", resolved)
     # Not a declared output: survives a killed job, and is removed once the job has finished.
     resume_path = out_dir / "resume.pt"
@@ -374,15 +401,15 @@ def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_d
             t0, phase = time.perf_counter(), epoch_phase[epoch]
             set_frozen(model, phase.frozen)
             loss, img_s = train_epoch(model, train_batches, phase, scaler, device, amp_dtype, cfg, ema=ema,
-                                      mixup=mixup, desc=f"{cfg.backbone} fold {cfg.fold} "
+                                      mixup=mixup, task=task, desc=f"{cfg.backbone} fold {cfg.fold} "
                                                         f"epoch {epoch + 1}/{len(epoch_phase)}")
             if not math.isfinite(loss):
                 raise RuntimeError(f"{cfg.backbone} fold {cfg.fold}: training loss is {loss} at epoch {epoch + 1}; "
                                    "lower train.lr")
-            probs = predict(ema.module if ema else model, val_batches, device, amp_dtype)
+            probs = predict(ema.module if ema else model, val_batches, device, amp_dtype, task=task)
             row = {"epoch": epoch + 1, "train_loss": loss,
-                   "valid_loss": metrics.score("log_loss", y[va_idx], probs),
-                   f"valid_{cfg.metric}": metrics.score(cfg.metric, y[va_idx], probs),
+                   "valid_loss": task.valid_loss(y[va_idx], probs),
+                   f"valid_{cfg.metric}": metrics.score(cfg.metric, y[va_idx], probs, grades=task.grades),
                    "lr": phase.scheduler.get_last_lr()[-1], "seconds": time.perf_counter() - t0, "img_per_s": img_s}
             history.append(row)
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
@@ -392,19 +419,19 @@ def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_d
         train_seconds = time.perf_counter() - t_start
 
         final = ema.module if ema else model
-        oof = predict_tta(final, images, cfg, dc, device, amp_dtype, on_device, rows=va_idx)
-        test = predict_tta(final, test_images, cfg, dc, device, amp_dtype, on_device)
-        cols = [f"p{k}" for k in range(n_classes)]
+        oof = predict_tta(final, images, cfg, dc, device, amp_dtype, on_device, rows=va_idx, task=task)
+        test = predict_tta(final, test_images, cfg, dc, device, amp_dtype, on_device, task=task)
+        cols = [f"p{k}" for k in range(task.outputs)]
         oof_df = pd.DataFrame(oof, columns=cols)
-        oof_df.insert(0, "fold", cfg.fold), oof_df.insert(0, "y", y[va_idx])
+        oof_df.insert(0, "fold", cfg.fold), oof_df.insert(0, "y", folds["y"].to_numpy()[va_idx])
         oof_df.insert(0, "id", folds["id"].to_numpy()[va_idx])
         test_df = pd.DataFrame(test, columns=cols)
         test_df.insert(0, "id", test_ids.to_numpy())
         result = {
             "backbone": cfg.backbone, "fold": cfg.fold, "metric": cfg.metric,
-            "score": metrics.score(cfg.metric, y[va_idx], oof),
+            "score": metrics.score(cfg.metric, y[va_idx], oof, grades=task.grades),
             "score_no_tta": history[-1][f"valid_{cfg.metric}"] if history else None,
-            "valid_loss": metrics.score("log_loss", y[va_idx], oof),
+            "valid_loss": task.valid_loss(y[va_idx], oof),
             "train_seconds": train_seconds, "device": str(device),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),  # which GPU lease this job held
             "img_per_s": float(np.mean([h["img_per_s"] for h in history])) if history else None,

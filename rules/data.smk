@@ -33,6 +33,8 @@ rule prepare:
             },
             "image_size": CACHE_SIDE,
         },
+        task=config["task"],
+        metric=config["metric"],
         experiment=COMP,
         track=config["mlflow"]["enabled"],
     script:
@@ -42,6 +44,7 @@ rule prepare:
 rule folds:
     input:
         train=str(L.prepared / "train.csv"),
+        meta=str(L.prepared / "meta.json"),
     output:
         folds=str(L.folds),
     log:

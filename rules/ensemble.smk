@@ -3,6 +3,7 @@ rule ensemble:
         oof=all_fold_outputs("oof.csv"),
         test=all_fold_outputs("test.csv"),
         folds=str(L.folds),
+        meta=str(L.meta),
     output:
         scores=str(L.scores),
         oof=str(L.ensemble_oof),
@@ -24,6 +25,7 @@ rule ensemble:
 rule submission:
     input:
         test=str(L.ensemble_test),
+        scores=str(L.scores),
         prepared=PREPARED_FILES,
     output:
         submission=str(L.submission),

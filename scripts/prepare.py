@@ -6,4 +6,4 @@ from kagglecv.steps import prepare_step
 p = snakemake.params
 # archive limits from the config, not params: changing them must not rebuild the cache
 run_logged(snakemake.log[0], prepare_step, p.path, Path(snakemake.output[0]).parent, p.data, p.experiment,
-           track=p.track, workers=snakemake.threads, archive=snakemake.config["archive"])
+           track=p.track, task=p.task, metric=p.metric, workers=snakemake.threads, archive=snakemake.config["archive"])

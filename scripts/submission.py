@@ -5,4 +5,5 @@ from kagglecv.steps import submission_step
 
 p = snakemake.params
 run_logged(snakemake.log[0], submission_step, snakemake.input.test, Path(snakemake.input.prepared[0]).parent,
-           snakemake.output.submission, p.metric, p.experiment, track=p.track)
+           snakemake.output.submission, p.metric, p.experiment, track=p.track,
+           scores_json=snakemake.input.scores)

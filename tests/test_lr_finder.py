@@ -121,6 +121,7 @@ def test_run_lr_find_writes_json_and_png(digits, tmp_path):
     prepared = tmp_path / "prepared"
     prepared.mkdir()
     np.save(prepared / "train_images.npy", x[:240])
+    (prepared / "meta.json").write_text(json.dumps({"task": "multiclass", "classes": [str(c) for c in range(10)]}))
     folds = pd.DataFrame({"id": [str(i) for i in range(240)], "y": y[:240], "fold": np.arange(240) % 3})
     folds.to_csv(tmp_path / "folds.csv", index=False)
     cfg = {"backbone": "test_resnet", "img_size": 16, "batch_size": 32, "lr": "auto", "device": "cpu",

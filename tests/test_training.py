@@ -144,7 +144,7 @@ def test_fine_tune_trains_the_head_alone_then_everything_with_discriminative_lrs
     from kagglecv.train import build_model, plan_phases, set_frozen
 
     cfg = TrainConfig(backbone="test_resnet", lr=0.01, freeze_epochs=1, epochs=2, lr_mult=100, lr_groups=3)
-    model, _ = build_model(cfg, n_classes=3, in_chans=1)
+    model, _ = build_model(cfg, n_outputs=3, in_chans=1)
     frozen, thawed = plan_phases(model, cfg, steps_per_epoch=4)
     assert frozen.frozen and frozen.epochs == 1 and not thawed.frozen and thawed.epochs == 2
     head = {id(p) for p in model.get_classifier().parameters()}
