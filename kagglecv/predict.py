@@ -167,7 +167,8 @@ def refit(results_dir: Path, scores: dict, members: list[str], method: str):
         if oof[cols].isna().any().any():
             raise ValueError(f"{name}: OOF predictions do not cover folds.csv")
         oofs.append(oof[cols].to_numpy())
-    task = Task.of(json.loads(Layout(results_dir).meta.read_text()))
+    meta = Layout(results_dir).meta  # as ensemble.combine: bare OOF files (no prepared/) are classification
+    task = Task.of(json.loads(meta.read_text())) if meta.exists() else Task(scores.get("task", "multiclass"))
     return blend.METHODS[method][0](oofs, task.targets(folds), scores["metric"], kind=task.kind)
 
 
