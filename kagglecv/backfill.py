@@ -30,9 +30,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .fsutil import file_sha256
 from .layout import Layout
 from .tracking import HASH_TAG, JOB_TAG, PARENT_ENV, _create_experiment, _flatten, display_uri, http_defaults, \
-    sha256, tracking_uri
+    tracking_uri
 
 PARENT_TAG = "mlflow.parentRunId"
 BACKFILL_TAG = "kagglecv.backfilled"  # "created" or "completed": what the backfill did to the run
@@ -61,7 +62,7 @@ def job_from_record(path: Path) -> Job | None:
     """The job a record describes; None when the record is stale (an artifact missing or changed since)."""
     rec = json.loads(path.read_text())
     artifacts = [path.parent / a["path"] for a in rec["artifacts"]]
-    if not artifacts or any(not p.is_file() or sha256(p) != a["sha256"] for p, a in zip(artifacts, rec["artifacts"])):
+    if not artifacts or any(not p.is_file() or file_sha256(p) != a["sha256"] for p, a in zip(artifacts, rec["artifacts"])):
         return None
     tags = {k: v for k, v in rec["tags"].items() if k != JOB_TAG and not k.startswith(HASH_TAG)}
     return Job(rec["run_name"], tags, artifacts[0], int(rec["start_ms"]), int(rec["end_ms"] or rec["start_ms"]),
@@ -200,11 +201,11 @@ def backfill(results: str | Path, experiment: str | None = None, parent_run_id: 
         return fallback["id"]
 
     for job in jobs:
-        key_hash = sha256(job.key_file)
+        key_hash = file_sha256(job.key_file)
         if any(covers(r, job, key_hash) for r in runs):
             report["tracked"].append(job.name)
             continue
-        hashes = {f"{HASH_TAG}{p.name}": sha256(p) for p in job.artifacts}
+        hashes = {f"{HASH_TAG}{p.name}": file_sha256(p) for p in job.artifacts}
         tags = {JOB_TAG: job.name, **job.tags, **hashes}
         orphan = orphan_of(runs, job, key_hash)
         if dry_run:

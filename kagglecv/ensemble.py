@@ -36,6 +36,12 @@ def load_backbone(fold_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return oof, test
 
 
+def results_task(layout: Layout, kind: str = "multiclass") -> Task:
+    """The task of a results folder: its prepared meta.json (the ensemble rule declares it an input); bare OOF
+    files without one are `kind` (what their scores.json says, else classification)."""
+    return Task.of(json.loads(layout.meta.read_text())) if layout.meta.exists() else Task(kind)
+
+
 def honest_score(metric: str, task: Task, y, pred, fold) -> tuple[float, list[float]]:
     """(CV, per-fold scores) of OOF predictions. Where the metric needs decisions (F2 thresholds, QWK cut points),
     each fold is decided by thresholds fitted on the other folds only (thresholds.nested)."""
@@ -51,8 +57,7 @@ def honest_score(metric: str, task: Task, y, pred, fold) -> tuple[float, list[fl
 def combine(model_dirs: dict[str, list[Path]], folds_csv: Path, metric: str, out_dir: Path,
             method: str = "mean") -> dict:
     layout = Layout(Path(out_dir))  # out_dir is results/<competition>
-    # the prepared meta.json says the task (the rule declares it an input); bare OOF files are classification
-    task = Task.of(json.loads(layout.meta.read_text())) if layout.meta.exists() else Task("multiclass")
+    task = results_task(layout)
     folds = read_table(folds_csv)
     y, fold = task.targets(folds), folds["fold"].to_numpy()
     scores = {"metric": metric, "greater_is_better": metrics.greater_is_better(metric), "task": task.kind,

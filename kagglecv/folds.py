@@ -23,7 +23,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from .errors import InputError
 from .fsutil import write_csv
-from .tasks import KINDS, class_names
+from .tasks import KINDS, Task, class_names
 
 MAX_BINS = 10  # regression: quantile bins of y
 
@@ -71,15 +71,6 @@ def _groups(df: pd.DataFrame, n_folds: int) -> np.ndarray | None:
     return groups.to_numpy()
 
 
-def _tag_matrix(labels) -> np.ndarray:
-    names = class_names(labels, "multilabel")
-    index = {c: k for k, c in enumerate(names)}
-    out = np.zeros((len(labels), len(names)), dtype=int)
-    for row, tags in enumerate(labels):
-        out[row, [index[t] for t in str(tags).split()]] = 1
-    return out
-
-
 def _rarest_label(tags: np.ndarray) -> np.ndarray:
     """Each row's rarest label (by count over all rows) as its stratification key; -1 for a row with none."""
     counts = tags.sum(0)
@@ -98,7 +89,7 @@ def _splits(df: pd.DataFrame, task: str, n_folds: int, seed: int, groups):
     """(train, validation) index pairs for the task, grouped where `groups` is given."""
     x = np.zeros(len(df))
     if task == "multilabel":
-        tags = _tag_matrix(df["label"])
+        tags = Task("multilabel", tuple(class_names(df["label"], "multilabel"))).targets(df)
         if groups is None:
             from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 

@@ -18,7 +18,6 @@ import contextlib
 import csv
 import email.utils
 import fcntl
-import hashlib
 import io
 import json
 import logging
@@ -38,7 +37,7 @@ from urllib.parse import unquote, urlsplit
 from .archive import ArchiveLimits, safe_extract
 from .config import defaults
 from .errors import InputError
-from .fsutil import atomic_path, write_json
+from .fsutil import atomic_path, file_sha256, write_json
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -402,14 +401,6 @@ def _as_dict(sub) -> dict:
 
 def _scored(sub) -> bool:
     return bool(sub.public_score) or getattr(sub.status, "name", "") in ("COMPLETE", "ERROR")
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _upload(api, competition: str, file: Path, message: str, listing: Callable[[], list],

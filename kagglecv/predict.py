@@ -156,7 +156,7 @@ def ensemble_recipe(results_dir: str | Path, scores: dict) -> tuple[str, list[st
 def refit(results_dir: Path, scores: dict, members: list[str], method: str):
     """Fit `method` on all OOF rows exactly as ensemble.combine does (same alignment, same code)."""
     from . import blend
-    from .ensemble import load_backbone, prob_columns
+    from .ensemble import load_backbone, prob_columns, results_task
 
     folds = read_table(Layout(results_dir).folds)
     oofs = []
@@ -167,8 +167,7 @@ def refit(results_dir: Path, scores: dict, members: list[str], method: str):
         if oof[cols].isna().any().any():
             raise ValueError(f"{name}: OOF predictions do not cover folds.csv")
         oofs.append(oof[cols].to_numpy())
-    meta = Layout(results_dir).meta  # as ensemble.combine: bare OOF files (no prepared/) are classification
-    task = Task.of(json.loads(meta.read_text())) if meta.exists() else Task(scores.get("task", "multiclass"))
+    task = results_task(Layout(results_dir), scores.get("task", "multiclass"))
     return blend.METHODS[method][0](oofs, task.targets(folds), scores["metric"], kind=task.kind)
 
 

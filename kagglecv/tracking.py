@@ -3,7 +3,6 @@ and the job carries on writing its own files (metrics.json and friends stay the 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import random
@@ -11,6 +10,7 @@ import time
 import warnings
 from pathlib import Path
 
+from .fsutil import file_sha256
 from .kaggle_io import redact
 
 log = logging.getLogger(__name__)
@@ -40,14 +40,6 @@ def http_defaults() -> None:
     """Set HTTP_DEFAULTS for whatever the user has not set (the workflow's jobs inherit them)."""
     for k, v in HTTP_DEFAULTS.items():
         os.environ.setdefault(k, v)
-
-
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def display_uri(uri: str) -> str:
@@ -221,7 +213,7 @@ class Tracker:
 
         path = Path(path)
         if path.exists():
-            digest = sha256(path)
+            digest = file_sha256(path)
             where = self.record_path.parent if self.record_path else path.parent
             self.record["artifacts"].append({"path": os.path.relpath(path, where), "sha256": digest})
             self.record["tags"][f"{HASH_TAG}{path.name}"] = digest

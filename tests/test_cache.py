@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from kagglecv import config, data, images, prepare
+from kagglecv import config, data, prepare
 from kagglecv.errors import InputError
 from kagglecv.train import TrainConfig, build_model
 

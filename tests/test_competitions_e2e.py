@@ -13,7 +13,6 @@ import csv
 import hashlib
 import io
 import json
-import os
 import sqlite3
 import subprocess
 from dataclasses import dataclass

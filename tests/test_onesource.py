@@ -25,7 +25,7 @@ from kagglecv.prepare import DataConfig
 from kagglecv.summary import run_summary
 from kagglecv.train import TrainConfig
 
-from helpers import REPO, run_snakemake, tiny_config, write_csv_images_competition
+from helpers import REPO, run_snakemake, write_csv_images_competition
 
 # ---------------------------------------------------------------- defaults
 
