@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zlib
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network check for a newer version in every job
 
@@ -51,18 +52,43 @@ def albumentations_ops(p: Preset) -> list:
     return ops
 
 
-def batch_augment(x: torch.Tensor, size: int, p: Preset, gen: torch.Generator | None, train: bool) -> torch.Tensor:
+def image_seed(image: np.ndarray, seed: int) -> int:
+    """A seed for one image's random views, from its pixels and `seed`: the same image gets the same views
+    whatever its position, batch or company (the workflow's test set, a kernel on Kaggle, `predict`)."""
+    return zlib.crc32(np.ascontiguousarray(image).data, int(seed) & 0xFFFFFFFF)
+
+
+def reseed(transform: A.Compose, seed: int) -> None:
+    """Seed an albumentations pipeline and give each of its transforms a stream of its own (set_random_seed
+    alone hands them all the same seed, so e.g. a flip and an affine would always fire together)."""
+    states = np.random.SeedSequence(seed).generate_state(len(transform.transforms) + 1)
+    transform.set_random_seed(int(states[0]))
+    for t, s in zip(transform.transforms, states[1:]):
+        t.set_random_seed(int(s))
+
+
+def _uniform(n: int, gen: torch.Generator | None, gens: list[torch.Generator] | None, dev) -> torch.Tensor:
+    """n uniforms: from `gen` in batch order, or one from each row's own generator (per-image seeding)."""
+    if gens is None:
+        return torch.rand(n, generator=gen, device="cpu").to(dev)
+    return torch.cat([torch.rand(1, generator=g) for g in gens]).to(dev)
+
+
+def batch_augment(x: torch.Tensor, size: int, p: Preset, gen: torch.Generator | None, train: bool,
+                  seeds: list[int] | None = None) -> torch.Tensor:
     """uint8 NHWC batch -> float NCHW in [0, 1] at size x size, augmented on x's device.
 
     Resize, flips, rotations, zoom and shift are one affine grid_sample per batch: the whole
-    augmentation costs a few kernels however large the batch (the airbench lesson)."""
+    augmentation costs a few kernels however large the batch (the airbench lesson). With `seeds` (one per row,
+    see image_seed) each row's random parameters come from its own seed instead of `gen`."""
     x = x.permute(0, 3, 1, 2).float().div_(255)
     n, dev = len(x), x.device
+    gens = None if seeds is None else [torch.Generator().manual_seed(int(s)) for s in seeds]
     theta = torch.zeros(n, 2, 3, device=dev)
     theta[:, 0, 0] = theta[:, 1, 1] = 1.0
     if train and p != Preset():
-        def rand(*shape):
-            return torch.rand(*shape, generator=gen, device="cpu").to(dev)
+        def rand(n):
+            return _uniform(n, gen, gens, dev)
 
         apply = (rand(n) < p.p_affine).float()
         angle = torch.deg2rad((rand(n) * 2 - 1) * p.rotate) * apply
@@ -76,8 +102,8 @@ def batch_augment(x: torch.Tensor, size: int, p: Preset, gen: torch.Generator | 
     grid = F.affine_grid(theta, [n, x.shape[1], size, size], align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     if train and p.lighting:
-        b = 1 + (torch.rand(n, 1, 1, 1, generator=gen).to(dev) * 2 - 1) * p.lighting
-        c = 1 + (torch.rand(n, 1, 1, 1, generator=gen).to(dev) * 2 - 1) * p.lighting
+        b = 1 + (_uniform(n, gen, gens, dev).view(n, 1, 1, 1) * 2 - 1) * p.lighting
+        c = 1 + (_uniform(n, gen, gens, dev).view(n, 1, 1, 1) * 2 - 1) * p.lighting
         mean = out.mean(dim=(1, 2, 3), keepdim=True)
         out = ((out - mean) * c + mean * b).clamp_(0, 1)
     return out

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.stats import rankdata
-from sklearn.linear_model import LogisticRegression, RidgeCV
+from sklearn.linear_model import LogisticRegression, Ridge, RidgeCV
 
 from . import metrics
 from .errors import InputError
@@ -161,6 +161,43 @@ def fit_all(oofs, y, metric, kind="multiclass", names=None):
     names = methods(kind, metric, len(oofs)) if names is None else names
     y = np.asarray(y)
     return {name: (fit(oofs, y, metric, kind=kind) if (fit := _check(name)[0]) else None) for name in names}
+
+
+def _fitted(model) -> dict:
+    """A fitted linear model's state, exactly (JSON floats round-trip): what its predict/predict_proba read."""
+    out = {"type": type(model).__name__, "coef": np.asarray(model.coef_).tolist(),
+           "intercept": np.asarray(model.intercept_).tolist()}
+    if hasattr(model, "classes_"):
+        out["classes"] = np.asarray(model.classes_).tolist()
+    return out
+
+
+def _refitted(state: dict):
+    """The model `_fitted` described, ready to predict with scikit-learn's own code (no refit)."""
+    model = (LogisticRegression() if state["type"] == "LogisticRegression" else Ridge())
+    model.coef_, model.intercept_ = np.asarray(state["coef"]), np.asarray(state["intercept"])
+    if "classes" in state:
+        model.classes_ = np.asarray(state["classes"])
+    model.n_features_in_ = model.coef_.shape[-1]
+    return model
+
+
+def to_json(params):
+    """Fitted params as JSON-friendly data that `from_json` turns back into params `apply` accepts, exactly:
+    the ensemble step stores them in scores.json, and `predict` and the Kaggle kernel apply them from there."""
+    if params is None or "weights" in params or set(params) == {"model"} and isinstance(params["model"], int):
+        return params
+    if "models" in params:
+        return {"models": [m if isinstance(m, float) else _fitted(m) for m in params["models"]]}
+    return {"model": _fitted(params["model"])}
+
+
+def from_json(data):
+    if data is None or "weights" in data or isinstance(data.get("model"), int):
+        return data
+    if "models" in data:
+        return {"models": [m if isinstance(m, float) else _refitted(m) for m in data["models"]]}
+    return {"model": _refitted(data["model"])}
 
 
 def describe(name: str, params, names: list[str]):

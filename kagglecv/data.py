@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .augment import AUGMENT_PRESETS, batch_augment, build_transform
+from .augment import AUGMENT_PRESETS, batch_augment, build_transform, image_seed, reseed
 
 RELEASE_BYTES = 16 << 20  # bytes read between two page releases: what mapped pages may add to RSS
 DEVICE_CHUNK = 4096  # rows per host-to-device copy when the device path loads a fold
@@ -47,10 +47,13 @@ def as_rows(cache, rows) -> np.ndarray:
 class CachedImages(Dataset):
     """Rows `rows` of the cache (all when None), transformed per sample by albumentations.
 
-    `labels[i]` belongs to `rows[i]`; None for unlabelled (test) rows."""
+    `labels[i]` belongs to `rows[i]`; None for unlabelled (test) rows. With `view_seed`, each image's random
+    transform is seeded from its pixels and `view_seed` (augment.image_seed): test-time views that do not
+    depend on order, batch size or worker processes."""
 
-    def __init__(self, cache, labels, transform, rows=None):
+    def __init__(self, cache, labels, transform, rows=None, view_seed: int | None = None):
         self.cache, self.rows, self.labels, self.transform = cache, as_rows(cache, rows), labels, transform
+        self.view_seed = view_seed
         self._read = 0  # bytes read since the last release
 
     def __len__(self) -> int:
@@ -58,6 +61,8 @@ class CachedImages(Dataset):
 
     def __getitem__(self, i):
         row = np.asarray(self.cache[self.rows[i]])
+        if self.view_seed is not None:
+            reseed(self.transform, image_seed(row, self.view_seed))
         x = self.transform(image=row)["image"]
         self._read += row.nbytes
         if self._read >= RELEASE_BYTES:  # per process: DataLoader workers each count their own reads
@@ -68,13 +73,18 @@ class CachedImages(Dataset):
         return x, (-1 if self.labels is None else torch.as_tensor(self.labels[i]))
 
 
-def to_device(cache, rows, device) -> torch.Tensor:
-    """The cache's `rows` as one uint8 tensor on `device`, copied a chunk at a time."""
+def to_device(cache, rows, device, view_seed: int | None = None) -> tuple[torch.Tensor, list[int] | None]:
+    """The cache's `rows` as one uint8 tensor on `device`, copied a chunk at a time; with `view_seed`, also each
+    row's image_seed (computed on the host copy, on the way)."""
     x = torch.empty((len(rows), *cache.shape[1:]), dtype=torch.uint8, device=device)
+    seeds = None if view_seed is None else []
     for s in range(0, len(rows), DEVICE_CHUNK):
-        x[s:s + DEVICE_CHUNK] = torch.from_numpy(np.ascontiguousarray(cache[rows[s:s + DEVICE_CHUNK]])).to(device)
+        chunk = np.ascontiguousarray(cache[rows[s:s + DEVICE_CHUNK]])
+        x[s:s + DEVICE_CHUNK] = torch.from_numpy(chunk).to(device)
+        if seeds is not None:
+            seeds += [image_seed(img, view_seed) for img in chunk]
         release(cache)
-    return x
+    return x, seeds
 
 
 class DeviceBatches:
@@ -82,8 +92,8 @@ class DeviceBatches:
     so no per-sample work, no host-to-device copies and no worker processes stand between epochs."""
 
     def __init__(self, cache, labels, dc: dict, device, *, augment: str, shuffle: bool, batch_size: int, seed: int,
-                 rows=None):
-        self.x = to_device(cache, as_rows(cache, rows), device)
+                 rows=None, view_seed: int | None = None):
+        self.x, self.seeds = to_device(cache, as_rows(cache, rows), device, view_seed)
         self.y = None if labels is None else torch.from_numpy(np.asarray(labels)).to(device)
         self.preset, self.augment, self.size = AUGMENT_PRESETS[augment], augment != "none", dc["img_size"]
         self.mean = torch.tensor(dc["mean"], device=device).view(1, -1, 1, 1)
@@ -99,7 +109,8 @@ class DeviceBatches:
         order = torch.randperm(n, generator=self.gen) if self.shuffle else torch.arange(n)
         for i in range(len(self)):
             idx = order[i * self.bs:(i + 1) * self.bs].to(self.x.device)
-            xb = batch_augment(self.x[idx], self.size, self.preset, self.gen, train=self.augment)
+            seeds = None if self.seeds is None else [self.seeds[i] for i in idx.tolist()]
+            xb = batch_augment(self.x[idx], self.size, self.preset, self.gen, train=self.augment, seeds=seeds)
             yield (xb - self.mean) / self.std, (self.y[idx] if self.y is not None else torch.full((len(idx),), -1))
 
 
@@ -121,13 +132,16 @@ def loader_workers(num_workers: int | None, threads: int | None, device: torch.d
 
 
 def make_batches(cache, labels, dc: dict, device, *, augment: str, shuffle: bool, batch_size: int, seed: int,
-                 on_device: bool, rows=None, num_workers: int = 0):
-    """Batches of normalised NCHW tensors with labels, from either data path, over `rows` of the cache."""
+                 on_device: bool, rows=None, num_workers: int = 0, per_image: bool = False):
+    """Batches of normalised NCHW tensors with labels, from either data path, over `rows` of the cache.
+    per_image: seed each image's random views from its pixels and `seed` (test-time augmentation), not from
+    the order of the rows."""
+    view_seed = seed if per_image else None
     if on_device:
         return DeviceBatches(cache, labels, dc, device, augment=augment, shuffle=shuffle, batch_size=batch_size,
-                             seed=seed, rows=rows)
+                             seed=seed, rows=rows, view_seed=view_seed)
     tf = build_transform(dc["img_size"], dc["mean"], dc["std"], augment, seed=seed)
-    ds = CachedImages(cache, labels, tf, rows)
+    ds = CachedImages(cache, labels, tf, rows, view_seed=view_seed)
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle and len(ds) > batch_size,
                       num_workers=num_workers, pin_memory=device.type == "cuda",
                       persistent_workers=shuffle and num_workers > 0,

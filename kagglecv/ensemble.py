@@ -2,7 +2,9 @@
 
 scores.json: {"metric", "greater_is_better", "task", "models": {backbone: {"cv", "folds"}},
               "methods": {method: {"cv", "folds", "params"}},
-              "ensemble": {"method", "chosen_by", "members", "cv"[, "thresholds"]}}
+              "ensemble": {"method", "chosen_by", "members", "cv", "params"[, "thresholds"]}}
+`ensemble.params` are the chosen method's fitted parameters (blend.to_json): `predict` and the Kaggle kernel
+apply exactly these to new images.
 Every CV is honest: fitted blends by blend.nested_oof, and thresholds or cut points (multilabel F-scores,
 ordinal grades) by thresholds.nested; `thresholds` are then fitted on all OOF rows for the test set.
 """
@@ -98,7 +100,8 @@ def combine(model_dirs: dict[str, list[Path]], folds_csv: Path, metric: str, out
     ens_oof = honest[chosen]
     ens_test = blend.apply(chosen, test_list, params[chosen], kind=task.kind)
     scores["ensemble"] = {"method": chosen, "chosen_by": {"auto": "cv", "single model": "single model"}.get(method, "config"),
-                          "members": names, "cv": scores["methods"][chosen]["cv"]}
+                          "members": names, "cv": scores["methods"][chosen]["cv"],
+                          "params": blend.to_json(params[chosen])}  # what predict and the kernel apply
     if metrics.needs_thresholds(metric, task.kind):  # fitted on every OOF row, applied to the test set
         fitted = thresholds.fit(metric, y, ens_oof, task.grades)
         scores["ensemble"]["thresholds"] = [float(t) for t in fitted]

@@ -11,6 +11,7 @@ Snakemake wildcards ("{backbone}", "{fold}"): they are plain strings until Snake
         models/<backbone>/fold<k>/    oof.csv test.csv metrics.json config.json history.csv model.pt
         lr_find/<backbone>/           lr_find.json lr_find.png
         scores.json ensemble_oof.csv ensemble_test.csv submission.csv holdout.json leaderboard.csv
+        kernel-dataset/ kernel/       (snakemake kernel) kernel-state.json kernel-runs/<version>/ (code submit)
         report/       the report's figures
         predictions/  <folder>.csv <folder>.json    (snakemake predict)
         logs/ benchmarks/             one per job
@@ -99,6 +100,25 @@ class Layout:
     @property
     def leaderboard(self) -> Path:
         return self.root / "leaderboard.csv"
+
+    # ---------------------------------------------------------------- code competitions (kagglecv.kernel)
+    @property
+    def kernel_dataset(self) -> Path:
+        return self.root / "kernel-dataset"
+
+    @property
+    def kernel(self) -> Path:
+        return self.root / "kernel"
+
+    @property
+    def kernel_runs(self) -> Path:
+        """What `snakemake submit` fetched back from each kernel version it ran: <version>/ log and outputs."""
+        return self.root / "kernel-runs"
+
+    @property
+    def kernel_state(self) -> Path:
+        """The last dataset upload and kernel push of `snakemake submit`: lets a rerun resume, not redo."""
+        return self.root / "kernel-state.json"
 
     # ---------------------------------------------------------------- report, predictions, logs
     @property

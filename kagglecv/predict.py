@@ -11,17 +11,16 @@ The same steps as the submission:
   * each fold's model.pt is rebuilt with `train.build_model` from the config saved in it, and predicted with
     `train.predict_tta` (the same normalisation, input size, TTA preset, passes, beta and seeds);
   * the folds of a backbone are averaged, and the backbones are combined by the method scores.json says was
-    chosen, with its parameters: mean and rank_mean need none; best_single and hill_climb take theirs from
-    scores.json; stack (whose fitted regression scores.json does not hold) is fitted again on the same OOF
-    files with the same code, which reproduces it exactly. Should that be impossible, the mean is used and
-    the fallback is noted in the log and the JSON.
+    chosen, with the parameters the ensemble step fitted and stored there (`ensemble.params`), never refitted.
   * as a consistency check, the recipe is also applied to the stored per-fold test.csv files and compared
     with ensemble_test.csv: a difference means the results folder is stale (noted, not fatal).
 
 Files that cannot be read as images are listed by name (log, stderr and the JSON) and skipped. Hidden files
-and sub-folders are ignored. Caveats: rank_mean ranks within the predicted folder (as it ranked within the
-test set), and TTA `augment` draws its random views in image order, so only flip/dihedral/none TTA gives
-bit-identical probabilities for an image predicted in a different company.
+and sub-folders are ignored. TTA `augment` seeds each image's random views by its pixels, so an image gets the
+same views here as in the test set. rank_mean ranks within the predicted folder, as it ranked within the test
+set: predicting the test images gives the submission's numbers; any other folder, ranks among its own images.
+
+`ensemble_predict` is also what the Kaggle kernel runs (kagglecv.kernel): one implementation.
 """
 
 from __future__ import annotations
@@ -129,52 +128,40 @@ def fold_dirs_of(results_dir: Path, scores: dict, backbone: str) -> list[Path]:
     return Layout(Path(results_dir)).fold_dirs(backbone, len(scores["models"][backbone]["folds"]))
 
 
-def ensemble_recipe(results_dir: str | Path, scores: dict) -> tuple[str, list[str], object, list[str]]:
-    """(method used, members, params for blend.METHODS[method]'s apply, notes)."""
-    results_dir = Path(results_dir)
+def ensemble_recipe(scores: dict) -> tuple[str, list[str], object]:
+    """(method, members, params for blend.apply) exactly as the ensemble step applied them to the test set:
+    the fitted parameters are stored in scores.json (blend.to_json), never fitted again."""
+    from . import blend
+
     ens = scores["ensemble"]
     method, members = ens["method"], list(ens.get("members") or scores["models"])
-    params = scores["methods"].get(method, {}).get("params")
-    notes: list[str] = []
-    if method in ("mean", "rank_mean"):
-        return method, members, None, notes
-    if method == "best_single" and params and params.get("model") in members:
-        return method, members, {"model": members.index(params["model"])}, notes
-    if method == "hill_climb" and params and all(m in params for m in members):
-        return method, members, {"weights": [float(params[m]) for m in members]}, notes
-    if method == "stack":
-        try:
-            return method, members, refit(results_dir, scores, members, method), notes
-        except (OSError, KeyError, ValueError, InputError) as e:
-            notes.append(f"stack: cannot fit the stacker again from the OOF files ({e}); using mean instead")
-    else:
-        notes.append(f"{method}: scores.json lacks the parameters to apply it; using mean instead")
-    log.warning(notes[-1])
-    return "mean", members, None, notes
-
-
-def refit(results_dir: Path, scores: dict, members: list[str], method: str):
-    """Fit `method` on all OOF rows exactly as ensemble.combine does (same alignment, same code)."""
-    from . import blend
-    from .ensemble import load_backbone, prob_columns, results_task
-
-    folds = read_table(Layout(results_dir).folds)
-    oofs = []
-    for name in members:
-        oof, _ = load_backbone(fold_dirs_of(results_dir, scores, name))
-        oof = folds[["id"]].merge(oof, on="id", how="left", validate="one_to_one")
-        cols = prob_columns(oof)
-        if oof[cols].isna().any().any():
-            raise ValueError(f"{name}: OOF predictions do not cover folds.csv")
-        oofs.append(oof[cols].to_numpy())
-    task = results_task(Layout(results_dir), scores.get("task", "multiclass"))
-    return blend.METHODS[method][0](oofs, task.targets(folds), scores["metric"], kind=task.kind)
+    if blend.METHODS.get(method, (None,))[0] is not None and "params" not in ens:
+        raise InputError(f"scores.json: no fitted parameters for the ensemble method {method!r} (written by an "
+                         f"older version); rerun the ensemble step: snakemake --forcerun ensemble")
+    return method, members, blend.from_json(ens.get("params"))
 
 
 def apply_recipe(method: str, preds: list[np.ndarray], params, kind: str = "multiclass") -> np.ndarray:
     from . import blend
 
     return np.asarray(blend.apply(method, preds, params, kind=kind))
+
+
+def ensemble_predict(results_dir: str | Path, images: np.ndarray, device: str = "auto") -> tuple[np.ndarray, dict]:
+    """The ensemble's predictions for `images` (uint8 N x H x W x C, decoded as the training cache was): every
+    fold of every member with its TTA, folds averaged, members combined by the stored recipe. The one
+    implementation behind `snakemake predict` and the Kaggle kernel (kagglecv.kernel); `results_dir` is
+    results/<competition> or a kernel dataset, which has the same layout."""
+    scores = json.loads(Layout(Path(results_dir)).scores.read_text())
+    method, members, params = ensemble_recipe(scores)
+    preds, settings = [], {}
+    for m in members:
+        p, settings[m] = backbone_probs(fold_dirs_of(results_dir, scores, m), images, device)
+        preds.append(p)
+        log.info("%s: predicted %d image(s) with %d fold(s)", m, len(images), len(scores["models"][m]["folds"]))
+    probs = apply_recipe(method, preds, params, scores.get("task", "multiclass"))
+    return probs, {"method": method, "members": members, "preprocessing": settings,
+                   "folds": {m: len(scores["models"][m]["folds"]) for m in members}}
 
 
 def check_against_submission(results_dir: Path, scores: dict, method: str, members: list[str], params) -> dict:
@@ -239,18 +226,13 @@ def predict_folder(results_dir: str | Path, folder: str | Path, out_csv: str | P
         raise InputError(f"{folder}: no readable image to predict"
                          + (f" ({len(skipped)} unreadable file(s) skipped)" if skipped else ""))
 
-    method, members, params, notes = ensemble_recipe(results_dir, scores)
-    check = check_against_submission(results_dir, scores, method, members, params)
+    method, members, params = ensemble_recipe(scores)
+    check, notes = check_against_submission(results_dir, scores, method, members, params), []
     if check.get("checked") and not check["ok"]:
         notes.append(f"the recipe applied to the stored test predictions differs from ensemble_test.csv by "
                      f"{check['max_abs_diff']:.3g}: results/ may be stale; rerun the workflow")
         log.warning(notes[-1])
-    preds, settings = [], {}
-    for m in members:
-        p, settings[m] = backbone_probs(fold_dirs_of(results_dir, scores, m), images, device)
-        preds.append(p)
-        log.info("%s: predicted %d image(s) with %d fold(s)", m, len(names), len(scores["models"][m]["folds"]))
-    probs = apply_recipe(method, preds, params, scores.get("task", "multiclass"))
+    probs, info = ensemble_predict(results_dir, images, device)
 
     task = Task.of(meta)
     columns = [c if c not in ("image", "label") else f"p_{c}" for c in classes] or ["value"]
@@ -264,9 +246,8 @@ def predict_folder(results_dir: str | Path, folder: str | Path, out_csv: str | P
     write_csv(out_csv, out)
     write_json(out_json, {
         "folder": str(folder), "n_images": len(names), "skipped": skipped, "csv": str(out_csv),
-        "method": method, "chosen_method": scores["ensemble"]["method"], "members": members,
-        "folds": {m: len(scores["models"][m]["folds"]) for m in members}, "classes": meta["classes"],
-        "image_shape": meta["image_shape"], "preprocessing": settings, "notes": notes, "consistency_check": check,
+        **info, "classes": meta["classes"], "image_shape": meta["image_shape"], "notes": notes,
+        "consistency_check": check,
         "seconds": round(time.perf_counter() - t0, 2),
     })
     log.info("%d prediction(s) written to %s", len(out), out_csv)

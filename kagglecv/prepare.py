@@ -21,7 +21,7 @@ import contextlib
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -455,6 +455,7 @@ def prepare(data_path: str | Path, out_dir: str | Path, cfg: DataConfig | None =
         "layout": comp.layout, "id_column": comp.id_column, "target_columns": comp.target_columns,
         "classes": classes,
         "task": kind, "group_column": cfg.group_column,
+        "data": asdict(cfg),  # how the competition was read and decoded: a Kaggle kernel reads its test set the same way
         "n_train": len(comp.train_ids), "n_test": len(comp.test_ids),
         "image_shape": [h, w, c],
         "cache": {"side": cfg.image_size, "resize": cfg.resize, "max_image_pixels": cfg.max_image_pixels,

@@ -64,26 +64,35 @@ def decisions(task: Task, preds: np.ndarray, fmt: str, metric: str, cuts: list[f
 
 def make_submission(ensemble_test_csv: Path, prepared_dir: Path, sample_csv_path: Path, metric: str,
                     out_csv: Path, scores_json: Path | None = None) -> pd.DataFrame:
-    prepared_dir = Path(prepared_dir)
-    meta = json.loads((prepared_dir / "meta.json").read_text())
+    """The workflow's submission step: ensemble_test.csv in the template's ids, order and columns."""
+    meta = json.loads((Path(prepared_dir) / "meta.json").read_text())
+    out = submission_frame(read_table(ensemble_test_csv), meta, sample_csv_path, metric,
+                           fitted_thresholds(scores_json), source=ensemble_test_csv)
+    write_csv(out_csv, out)
+    return out
+
+
+def submission_frame(preds: pd.DataFrame, meta: dict, sample_csv_path: Path, metric: str,
+                     cuts: list[float] | None, source: str | Path = "predictions") -> pd.DataFrame:
+    """`preds` (an `id` column and p0..p<k-1>) as the competition's template wants it: the one place a
+    submission is made, by the workflow and by the Kaggle kernel (kagglecv.kernel) alike."""
     task = Task.of(meta)
     sample = pd.read_csv(sample_csv_path, dtype=str, keep_default_na=False)
     id_col, classes = meta["id_column"], list(task.classes)
-    preds = read_table(ensemble_test_csv)
     probs = preds[[f"p{k}" for k in range(task.outputs)]].to_numpy()
     pred_by_id = dict(zip(preds["id"], range(len(preds))))
     missing = [i for i in sample[id_col] if i not in pred_by_id]
     if missing:
-        raise InputError(f"{ensemble_test_csv}: no prediction for id {missing[0]!r} of {sample_csv_path}; "
+        raise InputError(f"{source}: no prediction for id {missing[0]!r} of {sample_csv_path}; "
                          "rerun the training jobs")
     probs = probs[[pred_by_id[i] for i in sample[id_col]]]
     if not np.isfinite(probs).all():
         bad = sample[id_col].iloc[int(np.flatnonzero(~np.isfinite(probs).all(1))[0])]
-        raise InputError(f"{ensemble_test_csv}: prediction for id {bad!r} is not finite; "
+        raise InputError(f"{source}: prediction for id {bad!r} is not finite; "
                          "a training job diverged, lower train.lr and rerun")
     out = sample.copy()
     fmt, target = submission_format(meta, metric), meta["target_columns"][0]
-    answer = decisions(task, probs, fmt, metric, fitted_thresholds(scores_json))
+    answer = decisions(task, probs, fmt, metric, cuts)
     if fmt == "class_columns":
         unknown = [c for c in meta["target_columns"] if c not in classes]
         if unknown:
@@ -95,5 +104,4 @@ def make_submission(ensemble_test_csv: Path, prepared_dir: Path, sample_csv_path
         out[target] = [" ".join(c for c, f in zip(classes, row) if f) for row in np.asarray(answer)]
     else:
         out[target] = answer
-    write_csv(out_csv, out)
     return out

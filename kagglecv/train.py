@@ -178,10 +178,11 @@ def predict(model, loader, device, amp_dtype, tta: str = "none", task: Task = Ta
 def predict_tta(model, images, cfg: TrainConfig, dc: dict, device, amp_dtype, on_device: bool = False,
                 rows=None, task: Task = Task("multiclass")) -> np.ndarray:
     """The plain prediction of `rows` of the cache (all when None) blended with the TTA views (fastai's beta
-    blend), streamed a batch at a time."""
+    blend), streamed a batch at a time. An image's random views (tta=augment) are seeded by its own pixels, so
+    it gets the same prediction in the test set, a Kaggle kernel or `predict`, whatever rows surround it."""
     def batches(augment: str, seed: int = 0):
         return make_batches(images, None, dc, device, augment=augment, shuffle=False, batch_size=cfg.batch_size * 2,
-                            seed=seed, on_device=on_device, rows=rows,
+                            seed=seed, on_device=on_device, rows=rows, per_image=True,
                             num_workers=loader_workers(cfg.num_workers, cfg.threads, device))
 
     plain = predict(model, batches("none"), device, amp_dtype, task=task)

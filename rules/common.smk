@@ -115,6 +115,14 @@ def all_fold_outputs(name):
     return [f"{d}/{name}" for b in BACKBONES for d in fold_dirs(b)]
 
 
+def kernel_inputs():
+    """The kernel folders for `submit`, unless the competition takes files (kaggle.code_competition: false):
+    with auto, whether Kaggle wants a notebook is only known once the submit job asks it."""
+    if config["kaggle"]["code_competition"] is False:
+        return []
+    return [str(L.kernel_dataset), str(L.kernel)]
+
+
 def default_targets():
     targets = [str(L.scores), str(L.submission)]
     if config["data"]["source"] == "demo":

@@ -25,7 +25,9 @@ rule download:
 
 
 # `snakemake submit`: builds the submission if needed, submits it, waits for the public score and
-# appends a row to results/<competition>/leaderboard.csv. Not part of `all`.
+# appends a row to results/<competition>/leaderboard.csv. Not part of `all`. On a code competition
+# (kaggle.code_competition, or auto and Kaggle says so) it uploads the kernel dataset, runs the kernel on
+# Kaggle and submits the kernel's output instead (kagglecv.kaggle_code).
 # No output on purpose, so the rule runs every time it is asked for: a submission is an action, not
 # a file. A declared marker or leaderboard.csv would be wrong either way: Snakemake deletes a job's
 # outputs before it runs (losing the earlier leaderboard rows), and its params/code rerun triggers
@@ -35,6 +37,7 @@ rule submit:
     input:
         submission=str(L.submission),
         scores=str(L.scores),
+        kernel=kernel_inputs(),
     log:
         str(L.log("submit")),
     retries: 0  # never resubmit blindly: a failed call may still have counted against the daily limit
@@ -50,5 +53,37 @@ rule submit:
         repo=workflow.basedir,  # the commit in the message is the workflow code's, not the run folder's
         experiment=COMP,
         track=config["mlflow"]["enabled"],
+        code_competition=KAGGLE["code_competition"],
+        owner=KAGGLE["owner"],
+        kernel_timeout=KAGGLE["kernel_timeout"],
+        max_bytes=KAGGLE["dataset_max_bytes"],
     script:
         "../scripts/submit.py"
+
+
+# `snakemake kernel`: a code competition's notebook and the dataset it needs (weights, configs, the ensemble,
+# wheels), from a finished run; kagglecv.kernel says what is in each. Not part of `all`.
+rule kernel:
+    input:
+        scores=str(L.scores),
+        meta=str(L.meta),
+        models=all_fold_outputs("model.pt"),
+        configs=all_fold_outputs("config.json"),
+    output:
+        dataset=directory(str(L.kernel_dataset)),
+        kernel=directory(str(L.kernel)),
+    log:
+        str(L.log("kernel")),
+    conda:
+        "../envs/data.yaml"
+    params:
+        competition=COMP,
+        owner=KAGGLE["owner"],
+        dataset=KAGGLE["dataset"],
+        kernel=KAGGLE["kernel"],
+        enable_gpu=KAGGLE["enable_gpu"],
+        wheels=KAGGLE["kernel_wheels"],
+        max_bytes=KAGGLE["dataset_max_bytes"],
+        repo=workflow.basedir,  # kagglecv's wheel is built from the workflow's own code
+    script:
+        "../scripts/kernel.py"

@@ -294,23 +294,123 @@ def test_competition_to_scored_submission(stub, pipeline, layout):
     assert_no_credentials(stub, run)
 
 
+def set_config(run: Run, **kaggle) -> None:
+    """Merge `kaggle` settings into the run's config.yaml (they are the kernel and submit rules' params)."""
+    cfg = yaml.safe_load((run.workdir / "config.yaml").read_text())
+    cfg["kaggle"] = {**cfg.get("kaggle", {}), **kaggle}
+    (run.workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+
+def one_line_error(r: subprocess.CompletedProcess) -> str:
+    """The step's `ERROR: ...` line (run_logged), and no traceback."""
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "Traceback" not in out, out[-3000:]
+    return next(ln for ln in out.splitlines() if ln.startswith("ERROR: "))
+
+
 @pytest.mark.workflow
 @pytest.mark.kaggle
-def test_code_competition_submit_refused(stub, pipeline):
+def test_code_competition_submits_the_kernel_output(stub, pipeline):
+    """Aerial Cactus as Kaggle runs it: Kaggle's listing says notebooks only, so `snakemake submit` builds the
+    kernel folders, uploads the dataset, pushes the kernel, which the stand-in really runs on the competition's
+    files (internet off), and submits its output; the score comes back to the leaderboard and MLflow. Then a
+    kernel that fails on Kaggle (no row, the log's tail in the error), and a second good submit after the
+    dataset changed: a new dataset version, not a new dataset."""
     run = pipeline("aerial-cactus-identification")
-    rows_before, n_before = len(run.leaderboard()), len(stub.submissions)
-    stub.code_competitions.add(run.comp.slug)
+    comp = run.comp
+    stub.code_competitions.add(comp.slug)
+    rows_before = len(run.leaderboard())
     try:
         r = run.snakemake("submit")
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+        user = stub.username
+        dataset, kernel = stub.datasets[f"{user}/{comp.slug}-kagglecv"], stub.kernels[f"{user}/{comp.slug}-kagglecv"]
+        assert len(dataset["versions"]) == 1 and len(kernel["versions"]) == 1
+        files = dataset["versions"][0]["files"]
+        assert any(f.startswith("models/test_resnet/fold1/") and f.endswith("model.pt") for f in files)
+        assert any(f.startswith("wheels/kagglecv-") for f in files) and "scores.json" in files
+        pushed = kernel["versions"][0]["metadata"]
+        assert pushed["competitionDataSources"] == [comp.slug] and pushed["enableInternet"] is False
+        assert pushed["datasetDataSources"] == [f"{user}/{comp.slug}-kagglecv"]
+
+        uploaded = stub.submissions[-1]
+        assert uploaded["competition"] == comp.slug and uploaded["fileName"] == "submission.csv"
+        ours = pd.read_csv(io.BytesIO(uploaded["data"]), dtype={"id": str})
+        local = pd.read_csv(run.results / "submission.csv", dtype={"id": str})
+        assert list(ours["id"]) == list(local["id"]) and list(ours.columns) == list(local.columns)
+        assert np.abs(ours["has_cactus"].to_numpy() - local["has_cactus"].to_numpy()).max() < 1e-5
+        expected = round(public_score(comp, uploaded["data"]), 5)
+        row = run.leaderboard()[-1]
+        assert len(run.leaderboard()) == rows_before + 1
+        assert float(row["public_score"]) == pytest.approx(expected) and row["status"] == "COMPLETE"
+        assert row["kernel"] == f"{user}/{comp.slug}-kagglecv" and row["kernel_version"] == "1"
+        assert mlflow_metrics(run, "submit")["public_score"] == pytest.approx(expected)
+        assert (run.results / "kernel-runs" / "1" / "submission.csv").read_bytes() == uploaded["data"]
+
+        # A kernel that fails on Kaggle: a one-line error with the log's tail, no submission, no row.
+        n_subs, n_rows = len(stub.submissions), len(run.leaderboard())
+        stub.kernel_error = "Your notebook tried to allocate more memory than is available"
+        try:
+            r = run.snakemake("submit")
+        finally:
+            stub.kernel_error = None
+        line = one_line_error(r)
+        assert "failed on Kaggle" in line and "more memory than is available" in line
+        assert "version 2" in line and "snakemake kernel" in line
+        assert len(stub.submissions) == n_subs and len(run.leaderboard()) == n_rows
+        assert len(dataset["versions"]) == 1  # unchanged: not uploaded again
+
+        # The dataset changes (an extra wheel): the next submit versions it and submits the new kernel run.
+        extra = run.workdir / "extra_pkg-0.1-py3-none-any.whl"
+        extra.write_bytes(make_zip({"extra_pkg/__init__.py": b""}))
+        set_config(run, kernel_wheels=[str(extra)])
+        r = run.snakemake("submit")
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+        assert len(dataset["versions"]) == 2 and "wheels/extra_pkg-0.1-py3-none-any.whl" in dataset["versions"][1]["files"]
+        assert len(stub.datasets) == 1 and len(kernel["versions"]) == 3
+        assert run.leaderboard()[-1]["kernel_version"] == "3" and len(stub.submissions) == n_subs + 1
     finally:
-        stub.code_competitions.discard(run.comp.slug)
-    assert r.returncode != 0
-    out = r.stdout + r.stderr
-    assert "code competition" in out
-    assert f"kaggle competitions submit -c {run.comp.slug} -k OWNER/KERNEL -f submission.csv -v VERSION" in out
-    assert "Traceback" not in out
-    assert len(stub.submissions) == n_before and len(run.leaderboard()) == rows_before
+        stub.code_competitions.discard(comp.slug)
+        set_config(run, kernel_wheels=[])
     assert_no_credentials(stub, run)
+
+
+@pytest.mark.workflow
+@pytest.mark.kaggle
+def test_code_competition_faults_are_one_line_errors(stub, pipeline):
+    """Without rights to the competition, with a dataset above the size limit, or a missing kernel folder:
+    one line saying what to do, a non-zero exit, and no row claiming a score."""
+    run = pipeline("aerial-cactus-identification")
+    comp = run.comp
+    stub.code_competitions.add(comp.slug)
+    n_subs, n_rows = len(stub.submissions), len(run.leaderboard())
+    try:
+        set_config(run, code_competition=True)
+        stub.forbidden.add(comp.slug)
+        try:
+            line = one_line_error(run.snakemake("submit"))
+        finally:
+            stub.forbidden.discard(comp.slug)
+        assert "403" in line and f"kaggle.com/competitions/{comp.slug}/rules" in line
+
+        set_config(run, code_competition=True, dataset_max_bytes=1000)
+        line = one_line_error(run.snakemake("submit"))
+        assert "above the Kaggle dataset limit" in line and "kaggle.dataset_max_bytes" in line
+
+        set_config(run, code_competition=True, dataset_max_bytes=None)
+        from kagglecv.kaggle_code import code_submit
+        from kagglecv.kaggle_io import KaggleError
+        from kagglecv.layout import Layout
+
+        empty = Layout(run.workdir / "elsewhere" / comp.slug)
+        empty.root.mkdir(parents=True)
+        with pytest.raises(KaggleError, match=r"kernel-dataset: no dataset-metadata.json; build the kernel "
+                                              r"folders with `snakemake kernel` first"):
+            code_submit(comp.slug, empty, "msg")
+    finally:
+        stub.code_competitions.discard(comp.slug)
+        set_config(run, code_competition="auto", dataset_max_bytes=107374182400)
+    assert len(stub.submissions) == n_subs and len(run.leaderboard()) == n_rows
 
 
 def test_submission_message(tmp_path):

@@ -1,0 +1,227 @@
+"""Code competitions, locally: `snakemake kernel` after a run, then the kernel's own code run as Kaggle would run
+it (KAGGLE_INPUT holding the unpacked competition and the dataset under their slugs), and `snakemake predict` on
+the test images: both must give the workflow's submission. Test-time views are seeded per image, so the test
+set predicted in another order, batch or company gives the same numbers.
+
+The run: the tiny csv_images competition, 2 folds, two backbones, tta=augment (random views), a stacked ensemble.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import REPO, run_snakemake, tiny_config, write_csv_images_competition
+
+BACKBONES = ["test_resnet", {"name": "test_convnext", "img_size": 32}]
+TRAIN = {"epochs": 1, "img_size": 16, "batch_size": 16, "tta": "augment", "tta_n": 2, "tta_beta": 0.5,
+         "augment": "fastai"}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("kernel")
+    info = write_csv_images_competition(wd / "tiny.zip", n_test=12)
+    cfg = tiny_config(wd / "tiny.zip", backbones=BACKBONES, train=TRAIN, ensemble={"method": "stack"},
+                      kaggle={"owner": "someone", "enable_gpu": False})
+    run_snakemake(wd, cfg)
+    run_snakemake(wd, cfg, "--cores", "2", "kernel")  # an option first: --configfile takes several values
+    return wd, cfg, info, wd / "results" / "tiny"
+
+
+def kaggle_input(wd: Path, dataset_dir: Path, slug: str) -> Path:
+    """/kaggle/input as Kaggle mounts it: the competition unpacked under its slug, the dataset under its own."""
+    inp = wd / "input"
+    shutil.rmtree(inp, ignore_errors=True)
+    with zipfile.ZipFile(wd / "tiny.zip") as zf:
+        zf.extractall(inp / "tiny")
+    shutil.copytree(dataset_dir, inp / slug)
+    return inp
+
+
+def run_kernel(wd: Path, kernel_dir: Path, inp: Path, working: Path, **env) -> subprocess.CompletedProcess:
+    meta = json.loads((kernel_dir / "kernel-metadata.json").read_text())
+    full = {**os.environ, "KAGGLE_INPUT": str(inp), "KAGGLE_WORKING": str(working), **env}
+    return subprocess.run([sys.executable, str(kernel_dir / meta["code_file"])], cwd=wd, env=full,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.workflow
+def test_kernel_folders_are_ready_to_push(run):
+    wd, cfg, info, res = run
+    ds, kernel = res / "kernel-dataset", res / "kernel"
+    dmeta = json.loads((ds / "dataset-metadata.json").read_text())
+    kmeta = json.loads((kernel / "kernel-metadata.json").read_text())
+    assert dmeta["id"] == "someone/tiny-kagglecv" and 6 <= len(dmeta["title"]) <= 50 and dmeta["licenses"]
+    assert kmeta["id"] == "someone/tiny-kagglecv" and kmeta["competition_sources"] == ["tiny"]
+    assert kmeta["dataset_sources"] == [dmeta["id"]]
+    assert kmeta["enable_internet"] is False and kmeta["enable_gpu"] is False
+    assert (kernel / kmeta["code_file"]).is_file() and kmeta["kernel_type"] == "script"
+    # every fold of every backbone, the ensemble with its fitted parameters, the data settings, our wheel
+    for b in ("test_resnet", "test_convnext"):
+        for k in range(2):
+            assert (ds / "models" / b / f"fold{k}" / "model.pt").stat().st_size > 0
+            assert json.loads((ds / "models" / b / f"fold{k}" / "config.json").read_text())["backbone"] == b
+    scores = json.loads((ds / "scores.json").read_text())
+    assert scores["ensemble"]["method"] == "stack" and scores["ensemble"]["params"]["model"]["coef"]
+    assert json.loads((ds / "prepared" / "meta.json").read_text())["data"]["test_dir"] == "test"
+    wheels = list((ds / "wheels").glob("kagglecv-*.whl"))
+    assert len(wheels) == 1
+    with zipfile.ZipFile(wheels[0]) as zf:
+        assert "kagglecv/kernel.py" in zf.namelist() and "kagglecv/predict.py" in zf.namelist()
+    manifest = json.loads((ds / "manifest.json").read_text())
+    assert manifest["bytes"] == sum(f["bytes"] for f in manifest["files"].values())
+    assert not any(p.name.startswith(".") for p in res.iterdir() if "kernel" in p.name)  # no temp folders left
+
+
+@pytest.mark.workflow
+def test_kernel_run_locally_writes_the_workflow_submission(run, tmp_path):
+    wd, cfg, info, res = run
+    slug = json.loads((res / "kernel-dataset" / "dataset-metadata.json").read_text())["id"].split("/")[1]
+    inp = kaggle_input(wd, res / "kernel-dataset", slug)
+    r = run_kernel(wd, res / "kernel", inp, tmp_path / "working")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    ours = pd.read_csv(tmp_path / "working" / "submission.csv", dtype=str, keep_default_na=False)
+    theirs = pd.read_csv(res / "submission.csv", dtype=str, keep_default_na=False)
+    assert list(ours.columns) == list(theirs.columns) and list(ours["id"]) == list(theirs["id"])
+    assert list(ours["label"]) == list(theirs["label"])
+    assert sorted(p.name for p in (tmp_path / "working").iterdir()) == ["submission.csv"]  # no cache left behind
+
+
+@pytest.mark.workflow
+def test_kernel_reads_a_hidden_test_set_in_another_order(run, tmp_path):
+    """Kaggle reruns the notebook on a test set it never saw: here the same images under a shuffled template
+    and fewer of them. Each image's probabilities must not depend on which others are there (TTA seeded per
+    image); the stacked ensemble then gives the same labels as the workflow's for those ids."""
+    wd, cfg, info, res = run
+    slug = json.loads((res / "kernel-dataset" / "dataset-metadata.json").read_text())["id"].split("/")[1]
+    inp = kaggle_input(wd, res / "kernel-dataset", slug)
+    sample = pd.read_csv(inp / "tiny" / "sample_submission.csv", dtype=str)
+    keep = sample.sample(frac=1.0, random_state=3).iloc[:8]
+    for name in set(sample["id"]) - set(keep["id"]):
+        (inp / "tiny" / "test" / f"{name}.png").unlink()
+    keep.to_csv(inp / "tiny" / "sample_submission.csv", index=False)
+    r = run_kernel(wd, res / "kernel", inp, tmp_path / "working")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    ours = pd.read_csv(tmp_path / "working" / "submission.csv", dtype=str).set_index("id")
+    theirs = pd.read_csv(res / "submission.csv", dtype=str).set_index("id")
+    assert list(ours.index) == list(keep["id"])
+    assert (ours["label"] == theirs.loc[ours.index, "label"]).all()
+
+
+@pytest.mark.workflow
+def test_kernel_without_its_dataset_says_what_to_attach(run, tmp_path):
+    wd, cfg, info, res = run
+    inp = tmp_path / "input"
+    with zipfile.ZipFile(wd / "tiny.zip") as zf:
+        zf.extractall(inp / "tiny")
+    r = run_kernel(wd, res / "kernel", inp, tmp_path / "working")
+    assert r.returncode != 0
+    assert "tiny-kagglecv: not found" in r.stderr and "attach it to the notebook" in r.stderr
+    assert not (tmp_path / "working" / "submission.csv").exists()
+
+
+@pytest.mark.workflow
+def test_predict_on_the_test_images_equals_the_submission(run):
+    """`snakemake predict` on the competition's test folder: the ensemble's probabilities of ensemble_test.csv,
+    with tta=augment (random views) and a stacked ensemble."""
+    wd, cfg, info, res = run
+    folder = wd / "test_images"
+    with zipfile.ZipFile(wd / "tiny.zip") as zf:
+        for name in zf.namelist():
+            if name.startswith("test/"):
+                folder.mkdir(exist_ok=True)
+                (folder / Path(name).name).write_bytes(zf.read(name))
+    run_snakemake(wd, cfg, "--cores", "2", "predict", "--config", f"predict_dir={folder}")
+    pred = pd.read_csv(res / "predictions" / "test_images.csv")
+    ens = pd.read_csv(res / "ensemble_test.csv", dtype={"id": str}).set_index("id")
+    pred.index = [Path(n).stem for n in pred["image"]]
+    cols = [c for c in ens.columns if c.startswith("p") and c[1:].isdigit()]
+    ours = pred.loc[ens.index, [c for c in pred.columns if c not in ("image", "label")]].to_numpy()
+    assert np.abs(ours - ens[cols].to_numpy()).max() < 1e-5
+    summary = json.loads((res / "predictions" / "test_images.json").read_text())
+    assert summary["method"] == "stack" and summary["consistency_check"]["ok"]
+
+
+def test_slugs_fit_kaggle():
+    from kagglecv.kernel import default_slug, slug
+
+    assert default_slug("aerial-cactus-identification") == "aerial-cactus-identification-kagglecv"
+    long = default_slug("x" * 80)
+    assert len(long) == 50 and not long.endswith("-")
+    assert slug("My Models!") == "my-models" and len(slug("ab")) >= 6
+
+
+def test_dataset_above_the_size_limit_is_refused(tmp_path):
+    from kagglecv.errors import InputError
+    from kagglecv.kernel import check_size
+
+    (tmp_path / "w.bin").write_bytes(b"\0" * 2048)
+    assert check_size(tmp_path, 4096) == 2048
+    with pytest.raises(InputError, match=r"above the Kaggle dataset limit .*kaggle.dataset_max_bytes"):
+        check_size(tmp_path, 1024)
+
+
+def test_wheel_builds_from_the_checkout_without_touching_it(tmp_path):
+    from kagglecv.kernel import build_wheel
+
+    before = sorted(p.name for p in REPO.iterdir())
+    wheel = build_wheel(REPO, tmp_path)
+    assert wheel.name.startswith("kagglecv-") and wheel.suffix == ".whl"
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+    assert "kagglecv/predict.py" in names and not any("__pycache__" in n for n in names)
+    assert sorted(p.name for p in REPO.iterdir()) == before
+
+
+@pytest.mark.parametrize("on_device", [False, True])
+def test_tta_views_are_seeded_per_image_not_by_order(on_device):
+    """The same image gets the same random views whatever its position, batch size or worker process (both
+    data paths); without per-image seeding the shuffled set gets different views (the test can fail)."""
+    import torch
+
+    from kagglecv import data
+
+    rng = np.random.default_rng(0)
+    cache = rng.integers(0, 255, (20, 12, 12, 3), dtype=np.uint8)
+    dc = {"img_size": 16, "mean": [0.5] * 3, "std": [0.5] * 3}
+    perm = rng.permutation(20)
+
+    def views(batch_size, rows=None, per_image=True, workers=0):
+        return torch.cat([x for x, _ in data.make_batches(
+            cache, None, dc, torch.device("cpu"), augment="fastai", shuffle=False, batch_size=batch_size, seed=7,
+            on_device=on_device, rows=rows, num_workers=workers, per_image=per_image)])
+
+    plain = views(8)
+    assert torch.equal(plain[perm], views(5, perm))
+    if not on_device:
+        assert torch.equal(plain[perm], views(5, perm, workers=2))
+    assert not torch.equal(plain[perm], views(5, perm, per_image=False))
+    assert not torch.equal(plain, views(8, per_image=True)[torch.roll(torch.arange(20), 1)])  # views differ by image
+
+
+def test_fitted_ensembles_round_trip_through_json_exactly():
+    """scores.json's `ensemble.params` reproduce every fitted method bit for bit: predict and the kernel apply
+    them without fitting anything again."""
+    from kagglecv import blend
+
+    rng = np.random.default_rng(0)
+    cases = [("multiclass", "log_loss", rng.integers(0, 3, 120), lambda: rng.dirichlet([1, 1, 1], 120)),
+             ("binary", "roc_auc", rng.integers(0, 2, 120), lambda: rng.dirichlet([1, 1], 120)),
+             ("multilabel", "mean_column_auc", (rng.random((120, 3)) < 0.3).astype(int), lambda: rng.random((120, 3))),
+             ("regression", "rmse", rng.random(120) * 10, lambda: rng.random((120, 1)) * 10)]
+    for kind, metric, y, make in cases:
+        oofs = [make(), make()]
+        for method, params in blend.fit_all(oofs, y, metric, kind=kind).items():
+            back = blend.from_json(json.loads(json.dumps(blend.to_json(params))))
+            assert np.array_equal(blend.apply(method, oofs, params, kind), blend.apply(method, oofs, back, kind)), \
+                (kind, method)
