@@ -377,6 +377,43 @@ def test_code_competition_submits_the_kernel_output(stub, pipeline):
 
 @pytest.mark.workflow
 @pytest.mark.kaggle
+def test_code_competition_waits_again_for_a_kernel_still_running(stub, pipeline):
+    """A kernel that outlives kaggle.kernel_timeout: a one-line error, no submission, no row; the next submit
+    waits for the same version (nothing uploaded or pushed again) and submits it once it completes."""
+    import threading
+
+    from kaggle_stub import run_kernel
+
+    run = pipeline("aerial-cactus-identification")
+    release = threading.Event()
+
+    def slow(stub_, version):
+        release.wait(120)
+        return run_kernel(stub_, version)
+
+    stub.kernel_runner = slow
+    set_config(run, code_competition=True, kernel_timeout=3, poll_interval=0.5)
+    n_subs, n_rows = len(stub.submissions), len(run.leaderboard())
+    try:
+        line = one_line_error(run.snakemake("submit"))
+        assert "still running" in line and "kaggle.kernel_timeout" in line and "run `snakemake submit` again" in line
+        assert len(stub.submissions) == n_subs and len(run.leaderboard()) == n_rows
+        pushes, uploads = len(stub.pushes), stub.calls("CreateDatasetVersion") + stub.calls("CreateDataset")
+        release.set()
+        set_config(run, code_competition=True, kernel_timeout=120, poll_interval=0.5)
+        r = run.snakemake("submit")
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+        assert len(stub.pushes) == pushes  # waited for the same version
+        assert stub.calls("CreateDatasetVersion") + stub.calls("CreateDataset") == uploads
+        assert len(stub.submissions) == n_subs + 1 and run.leaderboard()[-1]["status"] == "COMPLETE"
+    finally:
+        release.set()
+        stub.kernel_runner = run_kernel
+        set_config(run, code_competition="auto", kernel_timeout=32400.0, poll_interval=10.0)
+
+
+@pytest.mark.workflow
+@pytest.mark.kaggle
 def test_code_competition_faults_are_one_line_errors(stub, pipeline):
     """Without rights to the competition, with a dataset above the size limit, or a missing kernel folder:
     one line saying what to do, a non-zero exit, and no row claiming a score."""
