@@ -27,8 +27,10 @@ library never imports snakemake):
                  thresholds  per-label thresholds and ordinal cut points fitted on OOF, honestly nested
   submission     submission  a submission with exactly sample_submission.csv's ids, order and columns
   submit         kaggle_steps  submit, wait for the score, leaderboard.csv
+                 kaggle_code   code competitions: dataset upload, kernel push and run, code submission
+  kernel         kernel      the kernel dataset and notebook; `run`, the notebook itself (uses predict)
   report         report      the Snakemake report's figures
-  predict        predict     a finished run's ensemble on new images
+  predict        predict     a finished run's ensemble on new images (also the kernel's prediction)
   tracking       tracking    guarded MLflow logging, with each job's record of what it logged; backfill
                              replays those records into MLflow when the server was down
   (everywhere)   fsutil      atomic, durable writes; errors: the one exception type for bad input

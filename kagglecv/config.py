@@ -28,7 +28,9 @@ import yaml
 
 from .errors import InputError
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+PACKAGED_SCHEMA = Path(__file__).resolve().parent / "config.schema.yaml"  # a built wheel's copy (kagglecv.kernel)
+REPO_SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"  # the one that is edited
+SCHEMA_PATH = REPO_SCHEMA if REPO_SCHEMA.is_file() or not PACKAGED_SCHEMA.is_file() else PACKAGED_SCHEMA
 
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict:

@@ -101,6 +101,8 @@ def build_wheel(repo: str | Path, out_dir: Path) -> Path:
                 shutil.copy(repo / extra, src)
         shutil.copytree(repo / "kagglecv", src / "kagglecv",
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+        # the defaults every module reads (kagglecv.config): the wheel carries its own copy of the schema
+        shutil.copy(repo / "schemas" / "config.schema.yaml", src / "kagglecv" / "config.schema.yaml")
         code = "import sys; from setuptools import build_meta as b; print(b.build_wheel(sys.argv[1]))"
         out = subprocess.run([sys.executable, "-c", code, str(Path(tmp) / "dist")], cwd=src, capture_output=True,
                              text=True)

@@ -180,6 +180,7 @@ def test_wheel_builds_from_the_checkout_without_touching_it(tmp_path):
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
     assert "kagglecv/predict.py" in names and not any("__pycache__" in n for n in names)
+    assert "kagglecv/config.schema.yaml" in names  # kagglecv.config reads its defaults from it
     assert sorted(p.name for p in REPO.iterdir()) == before
 
 
@@ -225,3 +226,40 @@ def test_fitted_ensembles_round_trip_through_json_exactly():
             back = blend.from_json(json.loads(json.dumps(blend.to_json(params))))
             assert np.array_equal(blend.apply(method, oofs, params, kind), blend.apply(method, oofs, back, kind)), \
                 (kind, method)
+
+
+@pytest.mark.workflow
+def test_kernel_installs_its_wheel_offline_when_kagglecv_is_missing(run, tmp_path):
+    """As on Kaggle: a Python with torch and timm but no kagglecv. The kernel pip-installs the dataset's wheel
+    (no index, no network) and still writes the workflow's submission."""
+    import sysconfig
+
+    wd, cfg, info, res = run
+    env_dir = tmp_path / "venv"
+    made = subprocess.run([sys.executable, "-m", "venv", str(env_dir)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot create a venv with pip here: {made.stderr.strip()[-200:]}")
+    py = env_dir / "bin" / "python"
+    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    # our site-packages as a plain path entry: torch, timm, pandas import; its .pth files (the editable
+    # kagglecv) are not processed, so kagglecv is missing
+    Path(purelib, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    missing = subprocess.run([str(py), "-c", "import importlib.util as u, torch; print(u.find_spec('kagglecv'))"],
+                             capture_output=True, text=True, env=clean, cwd=tmp_path)
+    assert missing.stdout.strip() == "None", missing.stderr[-2000:]
+    slug = json.loads((res / "kernel-dataset" / "dataset-metadata.json").read_text())["id"].split("/")[1]
+    inp = kaggle_input(wd, res / "kernel-dataset", slug)
+    meta = json.loads((res / "kernel" / "kernel-metadata.json").read_text())
+    proxy = "http://127.0.0.1:9"  # internet off: anything that tries the network fails at once
+    r = subprocess.run([str(py), str(res / "kernel" / meta["code_file"])], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=600, env={**clean, "KAGGLE_INPUT": str(inp),
+                                                    "KAGGLE_WORKING": str(tmp_path / "working"),
+                                                    "HTTP_PROXY": proxy, "HTTPS_PROXY": proxy,
+                                                    "PIP_NO_INDEX": "1"})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    where = subprocess.run([str(py), "-c", "import kagglecv; print(kagglecv.__file__)"], capture_output=True,
+                           text=True, env=clean, cwd=tmp_path).stdout
+    assert str(env_dir) in where  # installed from the wheel into the venv
+    assert (tmp_path / "working" / "submission.csv").read_bytes() == (res / "submission.csv").read_bytes()
