@@ -185,40 +185,42 @@ class Tracker:
         self.run_id = run.info.run_id
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        import mlflow
-
-        self._call("end_run", mlflow.end_run, status="FAILED" if exc_type else "FINISHED")
+        self._call("end_run", _mlflow("end_run"), status="FAILED" if exc_type else "FINISHED")
         if exc_type is None and self.record_path is not None:
             from .fsutil import write_json
 
             write_json(self.record_path, {**self.record, "end_ms": now_ms()})
 
     def log_params(self, params: dict) -> None:
-        import mlflow
-
         flat = {k: (str(v)[:500]) for k, v in _flatten(params).items()}
         self.record["params"].update(flat)
-        self._call("log_params", mlflow.log_params, flat)
+        self._call("log_params", _mlflow("log_params"), flat)
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
-        import mlflow
-
         clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         at = now_ms()
         self.record["metrics"] += [[k, v, step or 0, at] for k, v in clean.items()]
-        self._call("log_metrics", mlflow.log_metrics, clean, step=step)
+        self._call("log_metrics", _mlflow("log_metrics"), clean, step=step)
 
     def log_artifact(self, path: str | Path) -> None:
-        import mlflow
-
         path = Path(path)
         if path.exists():
             digest = file_sha256(path)
             where = self.record_path.parent if self.record_path else path.parent
             self.record["artifacts"].append({"path": os.path.relpath(path, where), "sha256": digest})
             self.record["tags"][f"{HASH_TAG}{path.name}"] = digest
-            self._call("log_artifact", mlflow.log_artifact, str(path))
-            self._call("set_tag", mlflow.set_tag, f"{HASH_TAG}{path.name}", digest)
+            self._call("log_artifact", _mlflow("log_artifact"), str(path))
+            self._call("set_tag", _mlflow("set_tag"), f"{HASH_TAG}{path.name}", digest)
+
+
+def _mlflow(name: str):
+    """mlflow.<name>, imported when first called: a disabled Tracker (mlflow.enabled: false, or tracking down)
+    never imports mlflow, which costs a job seconds of start-up."""
+    def call(*args, **kw):
+        import mlflow
+
+        return getattr(mlflow, name)(*args, **kw)
+    return call
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

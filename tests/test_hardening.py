@@ -443,3 +443,19 @@ def test_kaggle_io_cli_still_writes_leaderboard_row(stub, tmp_path):
     (row,) = csv.DictReader(board.open())
     assert row["status"] == "COMPLETE" and row["public_score"] == "0.5"
     assert row["file_sha256"] == hashlib.sha256(submission.read_bytes()).hexdigest()
+
+
+def test_disabled_tracking_never_imports_mlflow(tmp_path):
+    """mlflow.enabled: false (or tracking down) costs a job nothing: a training job's imports and a disabled
+    Tracker's calls leave mlflow unimported (it takes seconds per job)."""
+    code = f"""
+import sys
+import kagglecv.train
+from kagglecv.tracking import Tracker
+with Tracker("x", "y", {str(tmp_path)!r}, enabled=False, record={str(tmp_path / 'r.json')!r}) as t:
+    t.log_params({{"a": 1}}); t.log_metrics({{"b": 1.0}}); t.log_artifact({str(tmp_path / 'r.json')!r})
+print("mlflow" in sys.modules)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr[-2000:]
+    assert json.loads((tmp_path / "r.json").read_text())["params"] == {"a": "1"}  # the job's record is still written

@@ -88,7 +88,11 @@ def test_killed_training_resumes_from_its_last_epoch(tmp_path, capsys):
     history = pd.read_csv(out / "history.csv")
     assert history["epoch"].tolist() == [1, 2, 3, 4]
     assert history.iloc[: saved["epoch"]]["train_loss"].tolist() == [h["train_loss"] for h in saved["history"]]
-    assert json.loads((out / "metrics.json").read_text())["score"] == result["score"]
+    saved_metrics = json.loads((out / "metrics.json").read_text())
+    assert saved_metrics["score"] == result["score"]
+    # what the job spent besides its epochs: start-up (here the whole pytest process so far) and TTA included
+    assert 0 < saved_metrics["startup_seconds"] <= saved_metrics["fixed_seconds"]
+    assert saved_metrics["tta_seconds"] >= 0
     assert not (out / "resume.pt").exists()  # removed once the job has finished
     record = json.loads((out / "test_resnet-fold0.mlflow.json").read_text())  # the whole history, resumed or not
     assert sorted({step for key, _, step, _ in record["metrics"] if key == "train_loss"}) == [1, 2, 3, 4]
