@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from kagglecv.augment import build_transform  # noqa: E402
 from kagglecv.fsutil import write_json  # noqa: E402
 from kagglecv.data import open_cache, use_device_path  # noqa: E402
-from kagglecv.train import (TrainConfig, autocast_dtype, build_model, fold_batches, plan_phases,  # noqa: E402
+from kagglecv.train import (TrainConfig, autocast_dtype, build_model, place_model, fold_batches, plan_phases,  # noqa: E402
                             pick_device, predict, train_epoch)
 
 BENCH = Path(__file__).resolve().parent
@@ -117,9 +117,7 @@ def fit_kagglecv(cfg: TrainConfig, train_dl, val_dl, y_valid, device, n_classes:
     """kagglecv.train's model, optimiser, one-cycle schedule, train_epoch and predict, as train.run uses them."""
     torch.manual_seed(cfg.seed)
     model, _ = build_model(cfg, n_classes, in_chans)
-    model = model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = place_model(model, device, cfg)
     amp_dtype = autocast_dtype(device, cfg)
     phase = plan_phases(model, cfg, len(train_dl))[0]
     scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)

@@ -135,6 +135,8 @@ def lr_find(model: torch.nn.Module, train_loader, device, *, start_lr: float = D
         raise ValueError(f"lr_find: unknown suggestion method {method!r}; choose one of {list(SUGGESTERS)}")
     if not 0 < start_lr < end_lr:
         raise ValueError(f"lr_find: need 0 < start_lr < end_lr, got {start_lr} and {end_lr}")
+    from .train import as_input  # batches follow the model's memory format (train.place_model)
+
     num_it = max(int(num_it), 6)  # fastai's floor: fewer steps leave nothing after trimming
     device = torch.device(device)
     model.to(device)
@@ -153,9 +155,7 @@ def lr_find(model: torch.nn.Module, train_loader, device, *, start_lr: float = D
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x, y = next(batches)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
+            x, y = as_input(model, x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 loss = (loss_fn(model(x), y) if loss_fn is not None else  # the task's loss (train.task_loss)
                         F.cross_entropy(model(x), y, label_smoothing=label_smoothing))

@@ -82,7 +82,7 @@ def load_fold_model(model_pt: str | Path, in_chans: int, device_pref: str = "aut
     import torch
 
     from .tasks import Task
-    from .train import TrainConfig, autocast_dtype, build_model, pick_device
+    from .train import TrainConfig, autocast_dtype, build_model, pick_device, place_model
 
     model_pt = Path(model_pt)
     if not model_pt.exists():
@@ -99,9 +99,7 @@ def load_fold_model(model_pt: str | Path, in_chans: int, device_pref: str = "aut
     model.load_state_dict(saved["state_dict"])
     dc = {"img_size": int(resolved["img_size"]), "mean": list(resolved["mean"]), "std": list(resolved["std"])}
     device = pick_device(cfg)
-    model = model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = place_model(model, device, cfg)
     model.eval()
     return model, cfg, dc, device, autocast_dtype(device, cfg), task
 

@@ -71,6 +71,9 @@ class TrainConfig:
     #                          albumentations per sample; auto: device on a GPU when the cache fits, else loader
     drop_rate: float = 0.0
     amp: bool = True  # mixed precision on GPU (bf16 where supported, else fp16 + grad scaler); off on CPU
+    amp_dtype: str = "auto"  # auto (as above) | bf16: bf16 autocast on any device, CPU too (the GPU's AMP code
+    #                          path, run where no GPU is) | fp16: fp16 + grad scaler, GPU only
+    channels_last: bool | None = None  # NHWC model and batches; None: on GPUs only (convolutions gain there)
     num_workers: int | None = None  # DataLoader workers; None: 0 on CPU, threads - 1 on a GPU (data.loader_workers)
     threads: int | None = None  # torch CPU threads (the workflow passes the rule's `threads:`); None: torch's own
     device: str = "auto"  # auto | cpu | cuda
@@ -140,9 +143,33 @@ def pick_device(cfg: TrainConfig) -> torch.device:
 
 
 def autocast_dtype(device: torch.device, cfg: TrainConfig) -> torch.dtype | None:
-    if device.type != "cuda" or not cfg.amp:
+    """The autocast dtype (None: full precision), from train.amp and train.amp_dtype."""
+    if not cfg.amp:
         return None
+    if cfg.amp_dtype == "bf16":
+        return torch.bfloat16
+    if device.type != "cuda":
+        if cfg.amp_dtype == "fp16":
+            raise InputError("train.amp_dtype: fp16 needs a GPU (the grad scaler); use bf16 or auto on CPU")
+        return None
+    if cfg.amp_dtype == "fp16":
+        return torch.float16
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def place_model(model, device: torch.device, cfg: TrainConfig):
+    """The model on `device`, in channels_last when train.channels_last says (None: on GPUs). The choice rides
+    on the model (and on its EMA copy), so every batch fed to it follows: see `as_input`."""
+    model = model.to(device)
+    model.kagglecv_channels_last = device.type == "cuda" if cfg.channels_last is None else bool(cfg.channels_last)
+    if model.kagglecv_channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def as_input(model, x: torch.Tensor) -> torch.Tensor:
+    """A batch in the memory format its model was placed in."""
+    return x.contiguous(memory_format=torch.channels_last) if getattr(model, "kagglecv_channels_last", False) else x
 
 
 def task_loss(task: Task, out, target, label_smoothing: float = 0.0):
@@ -165,9 +192,7 @@ def predict(model, loader, device, amp_dtype, tta: str = "none", task: Task = Ta
     model.eval()
     out = []
     for x, _ in loader:
-        x = x.to(device, non_blocking=True)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = as_input(model, x.to(device, non_blocking=True))
         batches = tta_views(x, tta) if tta != "none" else [x]
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             probs = torch.stack([task.activate(model(v).float()) for v in batches]).mean(0)
@@ -248,9 +273,7 @@ def train_epoch(model, batches, phase: Phase, scaler, device, amp_dtype, cfg, de
     bar = tqdm(batches, desc=desc, leave=False, mininterval=1)
     phase.optimizer.zero_grad(set_to_none=True)
     for step, (x, y) in enumerate(bar, 1):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x, y = as_input(model, x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
         target = y
         if mixup is not None and len(x) % 2 == 0:  # timm's Mixup pairs samples: an even batch is required
             x, target = mixup(x, y)
@@ -357,10 +380,7 @@ def setup_model(cfg: TrainConfig, n_outputs: int, in_chans: int):
     """(model on its device, data config, device, autocast dtype)."""
     device = pick_device(cfg)
     model, dc = build_model(cfg, n_outputs, in_chans)
-    model = model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    return model, dc, device, autocast_dtype(device, cfg)
+    return place_model(model, device, cfg), dc, device, autocast_dtype(device, cfg)
 
 
 _IMPORTED = time.perf_counter()
@@ -395,7 +415,8 @@ def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_d
                              label_smoothing=cfg.label_smoothing, num_classes=task.outputs)
              if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0 else None)
 
-    resolved = {**dataclasses.asdict(cfg), **dc, "device": str(device), "amp_dtype": str(amp_dtype),
+    resolved = {**dataclasses.asdict(cfg), **dc, "device": str(device), "amp_dtype_used": str(amp_dtype),
+                "channels_last_used": bool(getattr(model, "kagglecv_channels_last", False)),
                 "data_path_used": "device" if on_device else "loader",
                 "num_workers_used": 0 if on_device else loader_workers(cfg.num_workers, cfg.threads, device),
                 "n_train": len(tr_idx), "n_valid": len(va_idx), "task": task.kind, "n_outputs": task.outputs,

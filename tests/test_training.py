@@ -168,3 +168,36 @@ def test_fine_tune_ema_mixup_and_accumulation_run_end_to_end(tmp_path):
     history = pd.read_csv(tmp_path / "m" / "history.csv")
     assert history["epoch"].tolist() == [1, 2] and history["train_loss"].notna().all()
     assert (tmp_path / "m" / "model.pt").exists()
+
+
+def test_gpu_code_paths_run_on_cpu(tmp_path, monkeypatch):
+    """What a GPU job does, executed on CPU: bf16 autocast in training, TTA and prediction, a channels_last
+    model fed channels_last batches, and the on-device data path; then predict's reload of the fold."""
+    from kagglecv import train
+    from kagglecv.predict import load_fold_model
+
+    seen = []
+    forward = torch.nn.Module.__call__
+
+    def spy(self, x, *a, **kw):  # what the top-level model is fed, and under which autocast
+        if isinstance(self, torch.nn.Module) and hasattr(self, "kagglecv_channels_last") and torch.is_tensor(x):
+            seen.append((x.is_contiguous(memory_format=torch.channels_last), torch.is_autocast_enabled("cpu"),
+                         torch.get_autocast_dtype("cpu")))
+        return forward(self, x, *a, **kw)
+
+    monkeypatch.setattr(torch.nn.Module, "__call__", spy)
+    prep, fcsv = _tiny(tmp_path)
+    cfg = TrainConfig(backbone="test_resnet", epochs=1, img_size=16, batch_size=8, tta="augment", tta_n=2,
+                      data_path="device", device="cpu", amp_dtype="bf16", channels_last=True)
+    r = run(cfg, prep, fcsv, tmp_path / "m", track=False)
+    resolved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert resolved["amp_dtype_used"] == "torch.bfloat16" and resolved["channels_last_used"] is True
+    assert resolved["data_path_used"] == "device"
+    assert seen and all(cl and amp and dtype == torch.bfloat16 for cl, amp, dtype in seen)
+    assert pd.read_csv(tmp_path / "m" / "oof.csv").filter(like="p").sum(axis=1).round(3).eq(1).all()
+    assert 0 <= r["score"] <= 1
+    model, *_, amp, _ = load_fold_model(tmp_path / "m" / "model.pt", in_chans=1, device_pref="cpu")
+    assert amp == torch.bfloat16 and model.kagglecv_channels_last
+    with pytest.raises(train.InputError, match="fp16 needs a GPU"):
+        train.autocast_dtype(torch.device("cpu"), TrainConfig(backbone="x", amp_dtype="fp16"))
+    assert train.autocast_dtype(torch.device("cpu"), TrainConfig(backbone="x")) is None  # the default on CPU: full precision
