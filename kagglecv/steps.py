@@ -95,6 +95,22 @@ def submission_step(ensemble_test_csv, prepared_dir, out_csv, metric: str, exper
         t.log_artifact(out_csv)
 
 
+def kernel_step(results_dir, dataset_dir, kernel_dir, experiment: str, mlflow_dir="results", track=True,
+                **settings) -> dict:
+    """The kernel rule: kagglecv.kernel.build, logged. The record goes beside the results, not into the dataset
+    (a file that changes on every build would make every submit upload the dataset again)."""
+    from .kernel import MANIFEST, build
+
+    with Tracker(experiment, "kernel", mlflow_dir, enabled=track, tags={"step": "kernel"},
+                 record=record_file(results_dir, "kernel")) as t:
+        manifest = build(results_dir, dataset_dir, kernel_dir, **settings)
+        t.log_params({"dataset": manifest["dataset"], "kernel": manifest["kernel"], "method": manifest["method"],
+                      "members": ",".join(manifest["members"]), "files": len(manifest["files"])})
+        t.log_metrics({"dataset_bytes": manifest["bytes"]})
+        t.log_artifact(Path(dataset_dir) / MANIFEST)
+    return manifest
+
+
 def holdout_step(submission_csv, solution_csv, prepared_dir, out_json, metric: str, experiment: str,
                  results_dir="results", track=True) -> dict:
     """Score a submission against held-aside labels (the demo's solution.csv): the local 'public score'."""

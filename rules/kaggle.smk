@@ -85,5 +85,7 @@ rule kernel:
         wheels=KAGGLE["kernel_wheels"],
         max_bytes=KAGGLE["dataset_max_bytes"],
         repo=workflow.basedir,  # kagglecv's wheel is built from the workflow's own code
+        experiment=COMP,
+        track=config["mlflow"]["enabled"],
     script:
         "../scripts/kernel.py"

@@ -81,6 +81,8 @@ def test_kernel_folders_are_ready_to_push(run):
     manifest = json.loads((ds / "manifest.json").read_text())
     assert manifest["bytes"] == sum(f["bytes"] for f in manifest["files"].values())
     assert not any(p.name.startswith(".") for p in res.iterdir() if "kernel" in p.name)  # no temp folders left
+    record = json.loads((res / "kernel.mlflow.json").read_text())  # logged beside the results, not in the dataset
+    assert record["params"]["dataset"] == "someone/tiny-kagglecv" and "kernel.mlflow.json" not in manifest["files"]
 
 
 @pytest.mark.workflow
