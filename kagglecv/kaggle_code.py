@@ -26,8 +26,8 @@ from typing import Callable
 
 from .errors import InputError
 from .fsutil import file_sha256, write_json
-from .kaggle_io import (HTTP_TIMEOUT, KAGGLE, KaggleError, _call, _client, _poll, _status, append_leaderboard,
-                        read_leaderboard, redact)
+from .kaggle_io import (HTTP_TIMEOUT, KAGGLE, KaggleError, _call, _client, _poll, _status, pending_submission,
+                        record_result, redact, submission_listing)
 from .layout import Layout
 
 log = logging.getLogger(__name__)
@@ -218,7 +218,7 @@ def code_submit(competition: str, layout: Layout, message: str, *, cv: float | N
     from .kernel import DATASET_METADATA, KERNEL_METADATA, MANIFEST, check_size, stamp_owner
 
     dataset_dir, kernel_dir = layout.kernel_dataset, layout.kernel
-    for d, meta in ((dataset_dir, DATASET_METADATA), (kernel_dir, KERNEL_METADATA)):
+    for d, meta in ((dataset_dir, DATASET_METADATA), (dataset_dir, MANIFEST), (kernel_dir, KERNEL_METADATA)):
         if not (d / meta).is_file():
             raise KaggleError(f"{d}: no {meta}; build the kernel folders with `snakemake kernel` first")
     try:
@@ -232,7 +232,9 @@ def code_submit(competition: str, layout: Layout, message: str, *, cv: float | N
     dataset_slug = json.loads((dataset_dir / DATASET_METADATA).read_text())["id"].split("/")[-1]
     kernel_slug = json.loads((kernel_dir / KERNEL_METADATA).read_text())["id"].split("/")[-1]
     dataset_id, kernel_id = f"{user}/{dataset_slug}", f"{user}/{kernel_slug}"
-    dataset_sha = _folder_sha(dataset_dir, {DATASET_METADATA})
+    manifest = json.loads((dataset_dir / MANIFEST).read_text())  # every file with its sha256 (kernel.build)
+    dataset_sha = hashlib.sha256(json.dumps({f: v for f, v in manifest["files"].items() if f != DATASET_METADATA},
+                                            sort_keys=True).encode()).hexdigest()
     kernel_sha = _folder_sha(kernel_dir, {KERNEL_METADATA})
     state_path = layout.kernel_state
     state = _read_state(state_path)
@@ -243,7 +245,8 @@ def code_submit(competition: str, layout: Layout, message: str, *, cv: float | N
 
     same_push = (state.get("kernel") == kernel_id and state.get("kernel_sha") == kernel_sha
                  and state.get("dataset_sha") == dataset_sha and state.get("kernel_version"))
-    pending = _pending_row(layout.leaderboard, competition, kernel_id, state) if same_push else None
+    pending = (pending_submission(layout.leaderboard, competition, kernel=kernel_id,
+                                  kernel_version=state["kernel_version"]) if same_push else None)
     if pending is not None:  # submitted before, not scored yet: poll it, never submit twice
         log.info("%s: submission %s of kernel %s version %s is still pending: polling it", competition,
                  pending["ref"], kernel_id, state["kernel_version"])
@@ -257,7 +260,6 @@ def code_submit(competition: str, layout: Layout, message: str, *, cv: float | N
             log.info("%s: kernel dataset %s unchanged since its last upload: not uploaded again", competition,
                      dataset_id)
         else:
-            manifest = json.loads((dataset_dir / MANIFEST).read_text())
             log.info("%s: uploading kernel dataset %s (%d files, %.1f MB)", competition, dataset_id,
                      len(manifest["files"]), manifest["bytes"] / 1e6)
             how = upload_dataset(api, ds_copy, dataset_id, message, competition, poll_interval=poll_interval,
@@ -292,26 +294,14 @@ def code_submit(competition: str, layout: Layout, message: str, *, cv: float | N
                   timeout, http_timeout)
 
 
-def _pending_row(leaderboard: Path, competition: str, kernel_id: str, state: dict) -> dict | None:
-    rows = [r for r in read_leaderboard(leaderboard) if r.get("competition") == competition
-            and r.get("kernel") == kernel_id and str(r.get("kernel_version")) == str(state.get("kernel_version"))]
-    return rows[-1] if rows and rows[-1].get("status") == "PENDING" and rows[-1].get("ref") else None
-
-
 def _score(api, competition: str, layout: Layout, ref, message: str, cv, kernel_id: str, version: int,
            output: Path, poll_interval: float, timeout: float, http_timeout: float | None,
            replace: bool = False) -> dict:
     """Poll the submission list for `ref` (as for a file submission) and record the row in leaderboard.csv."""
-    def listing() -> list:
-        return _call(lambda: api.competition_submissions(competition) or [], competition, "submission listing",
-                     retries=2, backoff=poll_interval, http_timeout=http_timeout)
-
-    result = _poll(competition, ref, message, listing, poll_interval, timeout)
-    append_leaderboard(layout.leaderboard, {
-        "competition": competition, "message": message, "cv": cv, "public_score": result["public_score"],
-        "private_score": result["private_score"], "ref": result["ref"], "status": result["status"],
-        "file_sha256": file_sha256(output) if output.is_file() else "", "kernel": kernel_id,
-        "kernel_version": version,
-    }, replace_ref=replace)
+    result = _poll(competition, ref, message, submission_listing(api, competition, poll_interval, http_timeout),
+                   poll_interval, timeout)
+    record_result(layout.leaderboard, competition, message, cv, result,
+                  file_sha256(output) if output.is_file() else "", replace_ref=replace, kernel=kernel_id,
+                  kernel_version=version)
     return result | {"message": message, "cv": cv, "kernel": kernel_id, "kernel_version": version}
 

@@ -436,14 +436,18 @@ def submit(competition: str, file: Path, message: str, *, poll_interval: float =
     if resume_ref is None and not file.is_file():
         raise KaggleError(f"{file}: submission file not found; run the predict step first")
     api = _client(http_timeout)
-
-    def listing() -> list:  # read-only, so safe to retry
-        return _call(lambda: api.competition_submissions(competition) or [], competition, "submission listing",
-                     retries=2, backoff=poll_interval, http_timeout=http_timeout)
-
+    listing = submission_listing(api, competition, poll_interval, http_timeout)
     ref = resume_ref if resume_ref is not None else _upload(api, competition, file, message, listing,
                                                                  http_timeout)
     return _poll(competition, ref, message, listing, poll_interval, timeout)
+
+
+def submission_listing(api, competition: str, poll_interval: float, http_timeout: float | None) -> Callable[[], list]:
+    """The competition's submissions, as `_poll` reads them: read-only, so each call is retried."""
+    def listing() -> list:
+        return _call(lambda: api.competition_submissions(competition) or [], competition, "submission listing",
+                     retries=2, backoff=poll_interval, http_timeout=http_timeout)
+    return listing
 
 
 def _poll(competition: str, ref: int | str, message: str, listing: Callable[[], list], poll_interval: float,
@@ -506,10 +510,11 @@ def read_leaderboard(path: str | Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def pending_submission(path: str | Path, competition: str, sha256: str) -> dict | None:
-    """The last leaderboard row for `competition` and this exact file (by sha256), if it is still PENDING."""
+def pending_submission(path: str | Path, competition: str, **match) -> dict | None:
+    """The last leaderboard row for `competition` whose columns equal `match` (file_sha256=..., or a kernel
+    and its version), if it is still PENDING."""
     rows = [r for r in read_leaderboard(path) if r.get("competition") == competition
-            and r.get("file_sha256") == sha256]
+            and all(r.get(k) == str(v) for k, v in match.items())]
     return rows[-1] if rows and rows[-1].get("status") == PENDING and rows[-1].get("ref") else None
 
 
@@ -545,6 +550,16 @@ def append_leaderboard(path: Path, row: dict, *, replace_ref: bool = False) -> N
             writer.writerows(rows)
 
 
+def record_result(leaderboard: Path, competition: str, message: str, cv, result: dict, sha256: str, *,
+                  replace_ref: bool = False, **extra) -> None:
+    """A submission's row in leaderboard.csv (any status, PENDING included); `extra` adds columns."""
+    append_leaderboard(Path(leaderboard), {
+        "competition": competition, "message": message, "cv": cv, "public_score": result["public_score"],
+        "private_score": result["private_score"], "ref": result["ref"], "status": result["status"],
+        "file_sha256": sha256, **extra,
+    }, replace_ref=replace_ref)
+
+
 def submit_and_record(competition: str, file: Path, message: str, leaderboard: Path | None, *,
                       cv: float | None = None, resume: bool = True, resume_ref: str | None = None,
                       **submit_kw) -> dict:
@@ -554,18 +569,15 @@ def submit_and_record(competition: str, file: Path, message: str, leaderboard: P
     again instead of uploading the file a second time; `resume_ref` names a submission to poll explicitly.
     The message and CV of a resumed row are kept. Does not raise for PENDING/ERROR: see check_result."""
     sha = file_sha256(file) if Path(file).is_file() else ""
-    pending = pending_submission(leaderboard, competition, sha) if (leaderboard and resume and sha) else None
+    pending = (pending_submission(leaderboard, competition, file_sha256=sha) if (leaderboard and resume and sha)
+               else None)
     if resume_ref is None and pending is not None:
         resume_ref, message, cv = pending["ref"], pending.get("message") or message, pending.get("cv") or cv
         log.info("%s: submission %s of this file is still pending: polling it, not uploading again",
                  competition, resume_ref)
     result = submit(competition, file, message, resume_ref=resume_ref, **submit_kw)
     if leaderboard:
-        append_leaderboard(Path(leaderboard), {
-            "competition": competition, "message": message, "cv": cv, "public_score": result["public_score"],
-            "private_score": result["private_score"], "ref": result["ref"], "status": result["status"],
-            "file_sha256": sha,
-        }, replace_ref=resume_ref is not None)
+        record_result(leaderboard, competition, message, cv, result, sha, replace_ref=resume_ref is not None)
     return result | {"message": message, "cv": cv}
 
 

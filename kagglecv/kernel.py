@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from .errors import InputError
-from .fsutil import atomic_path, file_sha256, write_json
+from .fsutil import file_sha256, write_csv, write_json
 from .layout import Layout
 
 log = logging.getLogger("kagglecv.kernel")
@@ -62,14 +62,15 @@ def default_slug(competition: str) -> str:
 
 
 def credential_username() -> str | None:
-    """The Kaggle user name the local credentials name, without any network call (None for a bare token)."""
+    """The Kaggle user name the local credentials name, without any network call (None for a bare token); the
+    kaggle.json places are the client's, as kaggle_io lists them."""
+    from .kaggle_io import _config_dirs, _json_values
+
     if os.environ.get("KAGGLE_USERNAME"):
         return os.environ["KAGGLE_USERNAME"]
-    for d in filter(None, [os.environ.get("KAGGLE_CONFIG_DIR"), "~/.kaggle", "~/.config/kaggle"]):
-        try:
-            return json.loads(Path(os.path.expanduser(d), "kaggle.json").read_text())["username"] or None
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
+    for d in _config_dirs():
+        if name := next(iter(_json_values(d / "kaggle.json", "username") - {""}), None):
+            return name
     return None
 
 
@@ -285,9 +286,9 @@ def unpacked(competition_dir: Path, scratch: Path) -> Path:
     return out
 
 
-def read_test_set(competition_dir: Path, meta: dict, cache: Path, workers: int) -> list[str]:
+def read_test_set(competition_dir: Path, meta: dict, cache: Path, workers: int) -> tuple[list[str], Path]:
     """Decode the competition's test images into `cache` exactly as prepare decoded the workflow's (same
-    reader, settings, decoder and shape); return their ids in cache order."""
+    reader, settings, decoder and shape); return their ids in cache order and the submission template."""
     from . import images
     from .prepare import DataConfig, find_root, read_competition, write_images
 
@@ -300,7 +301,7 @@ def read_test_set(competition_dir: Path, meta: dict, cache: Path, workers: int) 
     decoder = images.Decoder(h, w, c == 1, cfg.resize, cfg.max_image_pixels)
     with images.Pool(workers) as pool:
         write_images(cache, comp.test_images, comp.test_ids, decoder, pool, "decode test")
-    return list(comp.test_ids)
+    return list(comp.test_ids), root / cfg.sample_submission
 
 
 def run(competition: str, dataset: str, input_dir: str | Path | None = None, working_dir: str | Path | None = None,
@@ -322,24 +323,16 @@ def run(competition: str, dataset: str, input_dir: str | Path | None = None, wor
     working_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kagglecv-") as tmp:  # not in working/: it would become an output
         cache = Path(tmp) / "test_images.npy"
-        ids = read_test_set(comp_dir, meta, cache, workers or os.cpu_count() or 1)
+        ids, sample = read_test_set(comp_dir, meta, cache, workers or os.cpu_count() or 1)
         log.info("%s: %d test images decoded to %s", competition, len(ids), tuple(meta["image_shape"]))
         probs, info = ensemble_predict(bundle, open_cache(cache), device)
-    preds = pd.DataFrame(probs, columns=[f"p{k}" for k in range(probs.shape[1])])
-    preds.insert(0, "id", ids)
-    sample = find_sample(comp_dir, meta)
-    out = submission_frame(preds, meta, sample, scores["metric"], scores["ensemble"].get("thresholds"),
-                           source=f"{dataset} predictions")
+        preds = pd.DataFrame(probs, columns=[f"p{k}" for k in range(probs.shape[1])])
+        preds.insert(0, "id", ids)
+        out = submission_frame(preds, meta, sample, scores["metric"], scores["ensemble"].get("thresholds"),
+                               source=f"{dataset} predictions")  # the template may lie in an unpacked zip
     dest = working_dir / "submission.csv"
-    with atomic_path(dest) as tmp:
-        out.to_csv(tmp, index=False)
+    write_csv(dest, out)  # as the workflow's submission step writes it
     log.info("%s: %d rows written to %s in %.1f s (%s of %s)", competition, len(out), dest,
              time.perf_counter() - t0, info["method"], ", ".join(info["members"]))
     return dest
 
-
-def find_sample(competition_dir: Path, meta: dict) -> Path:
-    from .prepare import DataConfig, find_root
-
-    cfg = DataConfig(**meta["data"])
-    return find_root(Path(competition_dir), cfg) / cfg.sample_submission
