@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SNAKEMAKE_ARGS ?=
 
-.PHONY: run test test-fast env lint bench bench-scale report clean
+.PHONY: run test test-fast env lint bench bench-threads bench-dag bench-scale report clean
 
 env: $(STAMP)
 
@@ -53,6 +53,14 @@ $(BENCH_STAMP): bench/requirements.txt requirements.lock pyproject.toml
 
 bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python bench/bench.py $(BENCH_ARGS)
+
+# The workflow's training jobs side by side with a thread each against one at a time with all cores (~7 min).
+bench-threads: $(STAMP)
+	$(BIN)/python bench/threads.py $(BENCH_ARGS)
+
+# The whole DAG against fastai on a 3,000/1,000 Fashion-MNIST competition: wall time and held-out accuracy (~6 min).
+bench-dag: $(STAMP) $(BENCH_STAMP)
+	$(BIN)/python bench/dag.py $(BENCH_ARGS)
 
 # Real-size benchmark (bench/scale.py): a Dogs-vs-Cats-sized synthetic photo competition, generated locally;
 # prepare and training memory and throughput at two dataset sizes. About 15 minutes on 2 cores.

@@ -26,7 +26,6 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import textwrap
@@ -41,6 +40,8 @@ from PIL import Image
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
+sys.path.insert(0, str(BENCH))
+from machine import cpu_name, slug  # noqa: E402
 GENERATOR_VERSION = 1  # bump when the generated images change, so cached competitions are rebuilt
 
 
@@ -222,15 +223,7 @@ def bench_size(n: int, args, work: Path) -> dict:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB"
+    return f"{cpu_name()}, {psutil.virtual_memory().total / 2**30:.0f} GiB"
 
 
 def main(argv=None) -> dict:
@@ -268,15 +261,12 @@ def main(argv=None) -> dict:
                                     / small["train_one_job"]["peak_rss_tree_mb"], 3)}
     report["seconds"] = round(time.perf_counter() - t0, 1)
     print("\n" + table(report), flush=True)
-    dest = args.out or BENCH / "results" / f"scale-{slug(report['machine'])}-{report['date']}.json"
+    dest = args.out or BENCH / "results" / f"scale-{slug(report['machine'])[:60]}-{report['date']}.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwritten to {dest}")
     return report
 
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60]
 
 
 def table(r: dict) -> str:

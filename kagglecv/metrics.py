@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from sklearn import metrics as skm
 
 from . import thresholds as _thresholds
 from .errors import InputError
@@ -26,6 +25,14 @@ from .tasks import KINDS
 
 
 # ---------------------------------------------------------------- inputs and decisions
+
+
+def _skm():
+    """sklearn.metrics, imported where a metric needs it: the import costs a training job about a second of
+    start-up, and accuracy (the commonest metric) does without it."""
+    from sklearn import metrics
+
+    return metrics
 
 
 def _arrays(y, pred) -> tuple[np.ndarray, np.ndarray]:
@@ -80,25 +87,26 @@ def _decisions(y, p, thresholds, grades):
 
 
 def _accuracy_d(y, d, labels):
-    return skm.accuracy_score(y, d)  # multilabel: exact match of the whole label set
+    same = np.asarray(y) == np.asarray(d)
+    return float(np.mean(same.all(1) if same.ndim == 2 else same))  # multilabel: exact match of the label set
 
 
 def _f1_micro_d(y, d, labels):
-    return skm.f1_score(y, d, average="micro", zero_division=0)
+    return _skm().f1_score(y, d, average="micro", zero_division=0)
 
 
 def _f1_macro_d(y, d, labels):
-    return skm.f1_score(y, d, average="macro", zero_division=0)
+    return _skm().f1_score(y, d, average="macro", zero_division=0)
 
 
 def _f2_samples_d(y, d, labels):
     # Planet: F2 per image, averaged; an image with no true and no predicted tag scores 0
-    return skm.fbeta_score(y, d, beta=2, average="samples", zero_division=0)
+    return _skm().fbeta_score(y, d, beta=2, average="samples", zero_division=0)
 
 
 def _qwk_d(y, d, labels):
     # labels fixed to the whole grade set: weights follow grade order even where a grade is missing
-    return skm.cohen_kappa_score(y, d, labels=labels, weights="quadratic")
+    return _skm().cohen_kappa_score(y, d, labels=labels, weights="quadratic")
 
 
 _ON_DECISIONS = {"accuracy": _accuracy_d, "f1_micro": _f1_micro_d, "f1_macro": _f1_macro_d,
@@ -123,7 +131,7 @@ def _mean_column_auc(y, p, thresholds=None, grades=None):
     """Plant Pathology: mean over columns of ROC AUC. A column with one class only (no positive, or no
     negative, in these rows) has no AUC and is skipped; nan when no column has one."""
     y = _one_hot(y, p)
-    aucs = [skm.roc_auc_score(y[:, j], p[:, j]) for j in range(y.shape[1]) if 0 < y[:, j].sum() < len(y)]
+    aucs = [_skm().roc_auc_score(y[:, j], p[:, j]) for j in range(y.shape[1]) if 0 < y[:, j].sum() < len(y)]
     return float(np.mean(aucs)) if aucs else float("nan")
 
 
@@ -131,24 +139,24 @@ def _roc_auc(y, p, thresholds=None, grades=None):
     if y.ndim == 2:
         return _mean_column_auc(y, p)
     if p.shape[1] == 2:
-        return skm.roc_auc_score(y, p[:, 1])
-    return skm.roc_auc_score(y, p, multi_class="ovr", labels=np.arange(p.shape[1]))
+        return _skm().roc_auc_score(y, p[:, 1])
+    return _skm().roc_auc_score(y, p, multi_class="ovr", labels=np.arange(p.shape[1]))
 
 
 def _log_loss(y, p, thresholds=None, grades=None):
     # Kaggle clips at 1e-15 and renormalises rows; sklearn does the same.
     p = np.clip(p, 1e-15, 1 - 1e-15)
     if y.ndim == 2:  # independent labels: the mean of the per-label binary log losses
-        return np.mean([skm.log_loss(y[:, j], p[:, j], labels=[0, 1]) for j in range(y.shape[1])])
-    return skm.log_loss(y, p, labels=np.arange(p.shape[1]))
+        return np.mean([_skm().log_loss(y[:, j], p[:, j], labels=[0, 1]) for j in range(y.shape[1])])
+    return _skm().log_loss(y, p, labels=np.arange(p.shape[1]))
 
 
 def _rmse(y, p, thresholds=None, grades=None):
-    return skm.root_mean_squared_error(y, p[:, 0])
+    return _skm().root_mean_squared_error(y, p[:, 0])
 
 
 def _mae(y, p, thresholds=None, grades=None):
-    return skm.mean_absolute_error(y, p[:, 0])
+    return _skm().mean_absolute_error(y, p[:, 0])
 
 
 # name -> (function(y, pred, thresholds, grades), greater_is_better)

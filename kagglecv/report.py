@@ -6,6 +6,7 @@ of a finished run needs no further computation.
 
   cv_table        scores.json (+ ensemble_oof.csv): backbone x fold and every ensemble method, as PNG and HTML
   training_curves history.csv of every (backbone, fold) job: losses and the validation metric per epoch
+  job_time        metrics.json of every training job: start-up, epochs, TTA and the rest (its fixed cost)
   lr_find_curves  lr_find.json of each backbone: smoothed loss against learning rate, with the suggestion
   confusion       ensemble_oof.csv: the ensemble's out-of-fold confusion matrix
   class_balance   folds.csv: class counts per fold
@@ -28,8 +29,8 @@ from .layout import Layout
 
 # matplotlib is imported where a figure is made: rules/report.smk imports this module while Snakemake parses.
 
-FIGURES = ("cv_table.png", "cv_table.html", "training_curves.png", "confusion_matrix.png", "oof_errors.png",
-           "class_balance.png")  # always in the report; lr_find.png and leaderboard.png when there is data
+FIGURES = ("cv_table.png", "cv_table.html", "training_curves.png", "job_time.png", "confusion_matrix.png",
+           "oof_errors.png", "class_balance.png")  # always in the report; lr_find.png and leaderboard.png when there is data
 DPI = 110
 CHOSEN_COLOR = "#d9f2e4"  # the chosen ensemble's row
 BEST_COLOR = "#b7e1c8"  # the best cell of a column
@@ -223,6 +224,44 @@ def training_curves(histories: dict[str, list[str | Path]], metric: str, out_png
         if ax_metric.lines:
             ax_metric.legend(fontsize=7, loc="best")
     save_figure(fig, out_png)
+
+
+JOB_PARTS = (("start-up", "C7"), ("epochs", "C0"), ("TTA", "C1"), ("writing and the rest", "C2"))
+
+
+def job_time_frame(metrics: dict[str, list[str | Path]]) -> pd.DataFrame:
+    """One row per training job from its metrics.json: seconds of start-up (imports, data, model: until the
+    first batch), epochs, TTA, and the rest (writing outputs, tracking)."""
+    rows = []
+    for name, paths in metrics.items():
+        for path in paths:
+            m = json.loads(Path(path).read_text())
+            if m.get("fixed_seconds") is None:  # written before these figures existed
+                continue
+            startup, tta, fixed = m["startup_seconds"], m["tta_seconds"], m["fixed_seconds"]
+            rows.append({"job": f"{name} fold {m['fold']}", "start-up": startup, "epochs": m["train_seconds"],
+                         "TTA": tta, "writing and the rest": max(fixed - startup - tta, 0.0), "fixed": fixed})
+    return pd.DataFrame(rows, columns=["job", *(p for p, _ in JOB_PARTS), "fixed"])
+
+
+def job_time(metrics: dict[str, list[str | Path]], out_png: str | Path) -> pd.DataFrame:
+    """Where each training job's time went, one stacked bar per job: what is not epochs is the job's fixed
+    cost (make bench's target is a few seconds)."""
+    df = job_time_frame(metrics)
+    fig = new_figure(9, 0.9 + 0.32 * max(len(df), 1))
+    ax = fig.subplots()
+    left = np.zeros(len(df))
+    for part, color in JOB_PARTS:
+        ax.barh(df["job"], df[part], left=left, color=color, label=part)
+        left += df[part].to_numpy()
+    ax.invert_yaxis()  # first job on top
+    ax.set_xlabel("seconds")
+    fixed = f"{df['fixed'].mean():.1f} s per job (median {df['fixed'].median():.1f})" if len(df) else "no data"
+    ax.set_title(f"Training jobs: fixed cost (all but the epochs) {fixed}", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, ncols=4, loc="lower right")
+    save_figure(fig, out_png)
+    return df
 
 
 # ---------------------------------------------------------------- LR finder
@@ -538,6 +577,7 @@ def report_step(kind: str, inputs: dict, outputs: dict, params: dict) -> None:
         cv_table(inputs["scores"], outputs["png"], outputs["html"], inputs.get("oof"))
     elif kind == "curves":
         training_curves(params["histories"], params["metric"], outputs["png"])
+        job_time(params["metrics"], outputs["job_time"])
     elif kind == "oof":
         scores = json.loads(Path(inputs["scores"]).read_text())
         confusion(inputs["oof"], inputs["meta"], outputs["confusion"], scores["ensemble"]["method"], scores)

@@ -67,8 +67,13 @@ def train_step(train_cfg: dict, prepared_dir, folds_csv, out_dir, experiment: st
 
 
 def ensemble_step(model_dirs: dict[str, list[str]], folds_csv, out_dir, metric: str, method: str,
-                  experiment: str, results_dir="results", track=True) -> dict:
+                  experiment: str, results_dir="results", track=True, replay_training=False) -> dict:
+    """The ensemble, logged. replay_training (mlflow.live: false): first put the training jobs' records into
+    MLflow, which they skipped to save their start-up."""
     from . import ensemble
+
+    if replay_training:
+        replay_records(out_dir, experiment)
 
     with Tracker(experiment, "ensemble", results_dir, enabled=track, tags={"step": "ensemble"},
                  record=record_file(out_dir, "ensemble")) as t:
@@ -80,6 +85,22 @@ def ensemble_step(model_dirs: dict[str, list[str]], folds_csv, out_dir, metric: 
         t.log_metrics({"cv_ensemble": scores["ensemble"]["cv"]})
         t.log_artifact(Layout(Path(out_dir)).scores)
     return scores
+
+
+def replay_records(results, experiment: str) -> None:
+    """kagglecv.backfill of `results` (results/<competition>): the runs of jobs that wrote only their record.
+    Tracking never fails a step: a failure warns once, and `snakemake backfill` can do it later."""
+    import warnings
+
+    from .backfill import backfill
+    from .kaggle_io import redact
+
+    try:
+        backfill(results, experiment)  # prints what it logged
+    except Exception as e:  # noqa: BLE001 - the ensemble's result does not depend on MLflow
+        warnings.warn(redact(f"MLflow: could not log the training jobs' records ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}); `snakemake backfill` does it later"),
+                      stacklevel=2)
 
 
 def submission_step(ensemble_test_csv, prepared_dir, out_csv, metric: str, experiment: str,

@@ -43,13 +43,20 @@ rule report_cv:
 
 rule report_curves:
     input:
-        all_fold_outputs("history.csv"),
+        histories=all_fold_outputs("history.csv"),
+        metrics=all_fold_outputs("metrics.json"),
     output:
         png=report(
             str(L.report / "training_curves.png"),
             category="Training",
             caption="../report/training_curves.rst",
             labels={"figure": "training curves"},
+        ),
+        job_time=report(
+            str(L.report / "job_time.png"),
+            category="Training",
+            caption="../report/job_time.rst",
+            labels={"figure": "job time"},
         ),
     log:
         str(L.log("report/curves")),
@@ -59,6 +66,7 @@ rule report_curves:
     params:
         kind="curves",
         histories={b: [f"{d}/history.csv" for d in fold_dirs(b)] for b in BACKBONES},
+        metrics={b: [f"{d}/metrics.json" for d in fold_dirs(b)] for b in BACKBONES},
         metric=config["metric"],
     script:
         "../scripts/report_plots.py"

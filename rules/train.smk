@@ -23,6 +23,6 @@ rule train:
     params:
         train=train_params,
         experiment=COMP,
-        track=config["mlflow"]["enabled"],
+        track=config["mlflow"]["enabled"] and config["mlflow"]["live"],
     script:
         "../scripts/train.py"

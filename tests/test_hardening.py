@@ -446,16 +446,23 @@ def test_kaggle_io_cli_still_writes_leaderboard_row(stub, tmp_path):
 
 
 def test_disabled_tracking_never_imports_mlflow(tmp_path):
-    """mlflow.enabled: false (or tracking down) costs a job nothing: a training job's imports and a disabled
-    Tracker's calls leave mlflow unimported (it takes seconds per job)."""
+    """mlflow.enabled: false (or mlflow.live: false, or tracking down) costs a job nothing: a training job's
+    imports and a disabled Tracker's calls leave mlflow unimported (it takes seconds per job); nor does scoring
+    accuracy import scikit-learn (another second), while a metric that needs it still gets it."""
     code = f"""
 import sys
+import numpy as np
 import kagglecv.train
+from kagglecv import metrics
 from kagglecv.tracking import Tracker
 with Tracker("x", "y", {str(tmp_path)!r}, enabled=False, record={str(tmp_path / 'r.json')!r}) as t:
     t.log_params({{"a": 1}}); t.log_metrics({{"b": 1.0}}); t.log_artifact({str(tmp_path / 'r.json')!r})
-print("mlflow" in sys.modules)
+acc = metrics.score("accuracy", np.array([0, 1, 2]), np.eye(3)[[0, 1, 1]])
+print("mlflow" in sys.modules, "sklearn" in sys.modules, round(acc, 4))
+auc = metrics.score("roc_auc", np.array([0, 1, 0, 1]), np.array([[.9, .1], [.2, .8], [.6, .4], [.3, .7]]))
+print("sklearn" in sys.modules, auc)
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr[-2000:]
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["False", "False", "0.6667", "True", "1.0"], r.stdout
     assert json.loads((tmp_path / "r.json").read_text())["params"] == {"a": "1"}  # the job's record is still written

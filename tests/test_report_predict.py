@@ -39,6 +39,7 @@ ITEMS = [
     ("CV scores", "CV table (image)"),
     ("CV scores", "CV table (HTML)"),
     ("Training", "training curves"),
+    ("Training", "job time"),
     ("OOF errors", "confusion matrix"),
     ("OOF errors", "confidently wrong and uncertain images"),
     ("Data", "class balance per fold"),
@@ -102,7 +103,7 @@ def report_html(run):
 def test_report_figures_are_made_by_the_default_run(run):
     wd, cfg, info, items = run
     rep = wd / "results" / "tiny" / "report"
-    names = {"cv_table.png", "training_curves.png", "confusion_matrix.png", "oof_errors.png", "class_balance.png",
+    names = {"cv_table.png", "training_curves.png", "job_time.png", "confusion_matrix.png", "oof_errors.png", "class_balance.png",
              "leaderboard.png"} | ({"lr_find.png"} if len(items) > len(ITEMS) else set())
     for name in names:
         assert (rep / name).read_bytes()[:8] == PNG_MAGIC, name
@@ -452,3 +453,22 @@ class Chromium:
         os.close(self._to_browser)
         os.close(self._from_browser)
         self._stderr.close()
+
+
+def test_job_time_figure_splits_each_job(tmp_path):
+    """The report's job-time figure reads each job's metrics.json: start-up, epochs, TTA and the rest (fixed
+    minus start-up minus TTA); jobs from before these figures existed are left out, not failed on."""
+    from kagglecv.report import job_time
+
+    paths = []
+    for k, (startup, tta, fixed, train) in enumerate([(5.0, 1.5, 7.0, 30.0), (6.0, 2.0, 9.0, 31.0)]):
+        path = tmp_path / f"m{k}.json"
+        path.write_text(json.dumps({"fold": k, "startup_seconds": startup, "tta_seconds": tta, "fixed_seconds": fixed,
+                                    "train_seconds": train}))
+        paths.append(str(path))
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"fold": 2, "train_seconds": 10.0}))
+    df = job_time({"resnet18": [*paths, str(old)]}, tmp_path / "job_time.png")
+    assert df["job"].tolist() == ["resnet18 fold 0", "resnet18 fold 1"]
+    assert df["writing and the rest"].tolist() == [0.5, 1.0] and df["epochs"].tolist() == [30.0, 31.0]
+    assert (tmp_path / "job_time.png").read_bytes()[:8] == PNG_MAGIC

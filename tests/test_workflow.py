@@ -13,7 +13,7 @@ import zipfile
 import pandas as pd
 import pytest
 
-from helpers import REPO, SNAKEMAKE, edit_zip, run_snakemake, tiny_config, write_csv_images_competition
+from helpers import REPO, SNAKEMAKE, TINY_TRAIN, edit_zip, run_snakemake, tiny_config, write_csv_images_competition
 
 pytestmark = pytest.mark.workflow  # every test here runs the real snakemake CLI
 
@@ -190,3 +190,28 @@ def test_backfill_replays_exactly_what_the_live_run_logged(finished, tmp_path):
     for name, (params, metrics) in live.items():
         assert back[name][0] == params, name
         assert back[name][1] == metrics, name
+
+
+def test_training_runs_reach_mlflow_after_the_fact_when_not_live(tmp_path, tiny_zip):
+    """mlflow.live: false: training jobs never touch MLflow (they write their record only) and the ensemble step
+    puts those records into MLflow as children of the workflow's run, with every epoch's metrics."""
+    cfg = tiny_config(tiny_zip[0], mlflow={"live": False})
+    run_snakemake(tmp_path, cfg)
+    runs = mlflow_runs(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}", "tiny")
+    assert {"prepare", "folds", "ensemble", "test_resnet-fold0", "test_resnet-fold1"} <= set(runs)
+    for k in (0, 1):
+        params, metrics = runs[f"test_resnet-fold{k}"]
+        assert params["fold"] == str(k) and len(metrics["train_loss"]) == TINY_TRAIN["epochs"]
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("tiny")
+    by_name = {r.info.run_name: r for r in client.search_runs([exp.experiment_id], max_results=100)}
+    parent = by_name["workflow"].info.run_id
+    for name in ("test_resnet-fold0", "test_resnet-fold1"):
+        tags = by_name[name].data.tags
+        assert tags["kagglecv.backfilled"] == "created" and tags["mlflow.parentRunId"] == parent, tags
+        assert by_name[name].info.status == "FINISHED"
+    assert "kagglecv.backfilled" not in by_name["prepare"].data.tags  # the other steps logged live
+    log = (tmp_path / "results/tiny/logs/ensemble.log").read_text()
+    assert "2 run(s) were created" in log, log

@@ -1,0 +1,33 @@
+"""What machine a benchmark ran on, and how busy it was: shared by the bench scripts."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from pathlib import Path
+
+
+def cpu_name() -> str:
+    """The CPU model and core count, e.g. "AMD EPYC, 2 cores"."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower().replace("(r)", "").replace("(tm)", "")).strip("-")
+
+
+def loadavg() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages: a busy neighbour shows up here."""
+    try:
+        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return None
