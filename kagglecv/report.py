@@ -259,7 +259,7 @@ def job_time(metrics: dict[str, list[str | Path]], out_png: str | Path) -> pd.Da
     fixed = f"{df['fixed'].mean():.1f} s per job (median {df['fixed'].median():.1f})" if len(df) else "no data"
     ax.set_title(f"Training jobs: fixed cost (all but the epochs) {fixed}", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=8, ncols=4, loc="lower right")
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=8, ncols=4, loc="outside lower center")
     save_figure(fig, out_png)
     return df
 
