@@ -105,11 +105,11 @@ dls = ImageDataLoaders.from_csv(root, "train.csv", folder="train", suff=".png", 
 learn = vision_learner(dls, "resnet18", pretrained=False, n_in=1, metrics=accuracy)
 with learn.no_bar(), learn.no_logging():
     learn.fit_one_cycle(epochs, lr)
+    print("valid accuracy", float(learn.recorder.values[-1][2]))  # before tta, which starts a new record
     test = sorted((root / "test").glob("*.png"))
     preds, _ = learn.tta(dl=learn.dls.test_dl(test))
 vocab = list(learn.dls.vocab)
 pd.DataFrame({"id": [p.stem for p in test], "label": [vocab[k] for k in preds.argmax(1).tolist()]}).to_csv(out, index=False)
-print("valid accuracy", float(learn.recorder.values[-1][2]))
 '''
 
 
