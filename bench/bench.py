@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import gzip
 import json
 import os
 import platform
@@ -39,14 +38,13 @@ from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from kagglecv.augment import build_transform  # noqa: E402
-from machine import cpu_name, loadavg, slug  # noqa: E402
+from machine import FASHION, cpu_name, loadavg, read_idx, slug  # noqa: E402
 from kagglecv.fsutil import atomic_path, write_json  # noqa: E402
 from kagglecv.data import open_cache, use_device_path  # noqa: E402
 from kagglecv.train import (TrainConfig, autocast_dtype, build_model, place_model, fold_batches, plan_phases,  # noqa: E402
                             pick_device, predict, train_epoch)
 
 BENCH = Path(__file__).resolve().parent
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 ANCHOR = {"what": "fastai resnet18 (timm, from scratch), 32 px, bs 128, 3 epochs fit_one_cycle on 2,400 "
                   "Fashion-MNIST images, 2 CPU cores, torch 2.13 (shared/notes/anchors.md)",
           "seconds": 19.8, "img_per_s": 360}
@@ -56,19 +54,11 @@ TARGET = 0.80  # held-out accuracy on the 2,400/600 Fashion-MNIST split (issue 1
 
 # --- data ------------------------------------------------------------------------------------------------------
 
-def _idx(path: Path) -> np.ndarray:
-    """An IDX file (MNIST format), gzipped."""
-    raw = gzip.open(path, "rb").read()
-    ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * k: 8 + 4 * k], "big") for k in range(ndim))
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
 def load_data(n_train: int, n_valid: int):
     """(x_train, y_train, x_valid, y_valid, name): uint8 N x H x W x 1 images and int64 labels."""
     if (FASHION / "train-images-idx3-ubyte.gz").exists():
-        xtr, ytr = _idx(FASHION / "train-images-idx3-ubyte.gz"), _idx(FASHION / "train-labels-idx1-ubyte.gz")
-        xva, yva = _idx(FASHION / "t10k-images-idx3-ubyte.gz"), _idx(FASHION / "t10k-labels-idx1-ubyte.gz")
+        xtr, ytr = read_idx(FASHION / "train-images-idx3-ubyte.gz"), read_idx(FASHION / "train-labels-idx1-ubyte.gz")
+        xva, yva = read_idx(FASHION / "t10k-images-idx3-ubyte.gz"), read_idx(FASHION / "t10k-labels-idx1-ubyte.gz")
         return (xtr[:n_train, ..., None], ytr[:n_train].astype(np.int64), xva[:n_valid, ..., None],
                 yva[:n_valid].astype(np.int64), "fashion-mnist")
     from sklearn.datasets import load_digits

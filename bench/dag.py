@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import io
-import json
 import os
 import shutil
 import subprocess
@@ -32,11 +31,12 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
-from machine import cpu_name, loadavg, slug  # noqa: E402
+from machine import FASHION, cpu_name, loadavg, read_idx, slug  # noqa: E402
+
+from kagglecv.fsutil import write_json  # noqa: E402
 
 SNAKEMAKE = REPO / ".venv" / "bin" / "snakemake"
 FASTAI_PYTHON = BENCH / ".venv" / "bin" / "python"
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
 def write_competition(path: Path, n_train: int, n_test: int) -> dict[str, int]:
@@ -45,13 +45,10 @@ def write_competition(path: Path, n_train: int, n_test: int) -> dict[str, int]:
     import pandas as pd
     from PIL import Image
 
-    sys.path.insert(0, str(BENCH))
-    from bench import _idx
-
     if not (FASHION / "train-images-idx3-ubyte.gz").exists():
         raise SystemExit(f"{FASHION}: not found; apt-get install -y dataset-fashion-mnist")
-    xtr, ytr = _idx(FASHION / "train-images-idx3-ubyte.gz")[:n_train], _idx(FASHION / "train-labels-idx1-ubyte.gz")
-    xte, yte = _idx(FASHION / "t10k-images-idx3-ubyte.gz")[:n_test], _idx(FASHION / "t10k-labels-idx1-ubyte.gz")
+    xtr, ytr = read_idx(FASHION / "train-images-idx3-ubyte.gz")[:n_train], read_idx(FASHION / "train-labels-idx1-ubyte.gz")
+    xte, yte = read_idx(FASHION / "t10k-images-idx3-ubyte.gz")[:n_test], read_idx(FASHION / "t10k-labels-idx1-ubyte.gz")
 
     def png(a) -> bytes:
         buf = io.BytesIO()
@@ -194,8 +191,7 @@ def main(argv=None) -> dict:
               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "results": results, "wall_ratio_kagglecv_over_fastai": ratio}
     out = args.out or BENCH / "results" / f"dag-{slug(name)}-{dt.date.today().isoformat()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(out, report)
     print(f"written: {out}")
     return report
 

@@ -1,11 +1,25 @@
-"""What machine a benchmark ran on, and how busy it was: shared by the bench scripts."""
+"""What machine a benchmark ran on, how busy it was, and the real data it reads: shared by the bench scripts
+(light on purpose: no torch)."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import platform
 import re
 from pathlib import Path
+
+import numpy as np
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (MNIST format), gzipped."""
+    raw = gzip.open(path, "rb").read()
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * k: 8 + 4 * k], "big") for k in range(ndim))
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
 def cpu_name() -> str:

@@ -29,8 +29,9 @@ from .layout import Layout
 
 # matplotlib is imported where a figure is made: rules/report.smk imports this module while Snakemake parses.
 
+# Always in the report; lr_find.png and leaderboard.png when there is data.
 FIGURES = ("cv_table.png", "cv_table.html", "training_curves.png", "job_time.png", "confusion_matrix.png",
-           "oof_errors.png", "class_balance.png")  # always in the report; lr_find.png and leaderboard.png when there is data
+           "oof_errors.png", "class_balance.png")
 DPI = 110
 CHOSEN_COLOR = "#d9f2e4"  # the chosen ensemble's row
 BEST_COLOR = "#b7e1c8"  # the best cell of a column

@@ -89,18 +89,15 @@ def ensemble_step(model_dirs: dict[str, list[str]], folds_csv, out_dir, metric: 
 
 def replay_records(results, experiment: str) -> None:
     """kagglecv.backfill of `results` (results/<competition>): the runs of jobs that wrote only their record.
-    Tracking never fails a step: a failure warns once, and `snakemake backfill` can do it later."""
-    import warnings
-
+    Tracking never fails a step: a failure warns once, as any tracking call's does, and `snakemake backfill`
+    can do it later."""
     from .backfill import backfill
-    from .kaggle_io import redact
+    from .tracking import _warn_down
 
     try:
         backfill(results, experiment)  # prints what it logged
     except Exception as e:  # noqa: BLE001 - the ensemble's result does not depend on MLflow
-        warnings.warn(redact(f"MLflow: could not log the training jobs' records ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0] if str(e) else ''}); `snakemake backfill` does it later"),
-                      stacklevel=2)
+        _warn_down("replaying the training jobs' records", e, stacklevel=2)
 
 
 def submission_step(ensemble_test_csv, prepared_dir, out_csv, metric: str, experiment: str,
