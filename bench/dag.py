@@ -69,7 +69,8 @@ def write_competition(path: Path, n_train: int, n_test: int) -> dict[str, int]:
 def run_kagglecv(work: Path, zip_path: Path, args) -> tuple[float, Path]:
     config = {"competition": "fmnist-bench", "data": {"source": "local", "path": str(zip_path)},
               "folds": args.folds, "backbones": [args.backbone],
-              "train": {"epochs": args.epochs, "img_size": args.img_size}, "mlflow": {"live": args.mlflow_live}}
+              "train": {**args.train_set, "epochs": args.epochs, "img_size": args.img_size},
+              "mlflow": {"live": args.mlflow_live}}
     import yaml
 
     (work / "config.yaml").write_text(yaml.safe_dump(config))
@@ -92,12 +93,14 @@ from fastai.vision.all import (ImageDataLoaders, Normalize, PILImageBW, Resize, 
                                imagenet_stats, vision_learner)
 root, out, epochs, size, bs, lr, seed = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), \
     int(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7])
+augment = sys.argv[8] == "light"
 torch.manual_seed(seed)
 mean, std = (float(np.mean(v)) for v in imagenet_stats)  # grey images: ImageNet's channel means, as timm does
 dls = ImageDataLoaders.from_csv(root, "train.csv", folder="train", suff=".png", valid_pct=0.2, seed=seed, bs=bs,
                                 img_cls=PILImageBW, item_tfms=Resize(size),
-                                batch_tfms=[*aug_transforms(do_flip=False, max_rotate=10.0, max_zoom=1.1,
-                                                            max_lighting=0.0, max_warp=0.0, p_affine=0.75),
+                                batch_tfms=[*(aug_transforms(do_flip=False, max_rotate=10.0, max_zoom=1.1,
+                                                             max_lighting=0.0, max_warp=0.0, p_affine=0.75)
+                                              if augment else []),
                                             Normalize.from_stats([mean], [std], cuda=False)])
 learn = vision_learner(dls, "resnet18", pretrained=False, n_in=1, metrics=accuracy)
 with learn.no_bar(), learn.no_logging():
@@ -117,7 +120,7 @@ def run_fastai(work: Path, zip_path: Path, args) -> tuple[float, Path]:
     script, out = work / "fastai_run.py", work / "fastai_submission.csv"
     script.write_text(FASTAI_SCRIPT)
     cmd = [str(FASTAI_PYTHON), str(script), str(root), str(out), str(args.fastai_epochs), str(args.img_size),
-           str(args.batch_size), str(args.lr), str(args.seed)]
+           str(args.batch_size), str(args.lr), str(args.seed), args.fastai_augment]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     wall = time.perf_counter() - t0
@@ -145,16 +148,29 @@ def main(argv=None) -> dict:
     ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=3, help="kagglecv epochs per fold")
     ap.add_argument("--fastai-epochs", type=int, default=10)
+    ap.add_argument("--fastai-augment", choices=["light", "none"], default="light",
+                    help="light: aug_transforms without flips, lighting or warp (rotate 10, zoom 1.1, p 0.75), as a "
+                         "fastai user augments; none: Normalize only, as kagglecv's default")
     ap.add_argument("--batch-size", type=int, default=128, help="fastai's batch size (kagglecv: its default)")
     ap.add_argument("--lr", type=float, default=3e-3, help="fastai's peak LR (kagglecv: its default)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--cores", type=int, default=os.cpu_count())
     ap.add_argument("--mlflow-live", action=argparse.BooleanOptionalAction, default=False,
                     help="kagglecv's mlflow.live (default: off, as in the demo)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a kagglecv train setting (YAML value), e.g. --set label_smoothing=0.1; repeatable")
     ap.add_argument("--ways", default="kagglecv,fastai")
     ap.add_argument("--work", type=Path, default=BENCH / "work" / "dag")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    import yaml
+
+    args.train_set = {}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--set {item!r}: expected KEY=VALUE")
+        args.train_set[key.strip()] = yaml.safe_load(value)
     for need in (SNAKEMAKE, FASTAI_PYTHON):
         if not need.exists():
             raise SystemExit(f"{need}: missing; `make env` and `make bench/.venv/.installed` build the two environments")
@@ -176,7 +192,8 @@ def main(argv=None) -> dict:
                   flush=True)
             wall, sub = run_kagglecv(work, zip_path, args)
         else:
-            print(f"[fastai] fit_one_cycle {args.fastai_epochs} epochs on 80/20, TTA", flush=True)
+            print(f"[fastai] fit_one_cycle {args.fastai_epochs} epochs on 80/20, augment {args.fastai_augment}, TTA",
+                  flush=True)
             wall, sub = run_fastai(work, zip_path, args)
         results[way] = {"wall_seconds": round(wall, 1), "test_accuracy": round(accuracy(sub, truth), 4),
                         "loadavg_before": load, "loadavg_after": loadavg()}

@@ -106,6 +106,7 @@ def load_fold_model(model_pt: str | Path, in_chans: int, device_pref: str = "aut
 
 def backbone_probs(fold_dirs: list[Path], images: np.ndarray, device_pref: str = "auto") -> tuple[np.ndarray, dict]:
     """The fold models' TTA probabilities averaged over folds (as ensemble.load_backbone averages test.csv)."""
+    from .augment import resolve_tta
     from .train import predict_tta
 
     per_fold, info = [], {}
@@ -114,7 +115,7 @@ def backbone_probs(fold_dirs: list[Path], images: np.ndarray, device_pref: str =
         p = predict_tta(model, images, cfg, dc, device, amp, task=task)
         # test.csv holds float32 values; average them in float64 as the ensemble step does after reading it
         per_fold.append(np.asarray(p, dtype=np.float32).astype(np.float64))
-        info = {"tta": cfg.tta, "tta_n": cfg.tta_n, "tta_beta": cfg.tta_beta, "img_size": dc["img_size"],
+        info = {"tta": resolve_tta(cfg.tta, cfg.augment), "tta_n": cfg.tta_n, "tta_beta": cfg.tta_beta, "img_size": dc["img_size"],
                 "device": str(device)}
     return np.mean(per_fold, axis=0), info
 

@@ -67,12 +67,12 @@ def train_step(train_cfg: dict, prepared_dir, folds_csv, out_dir, experiment: st
 
 
 def ensemble_step(model_dirs: dict[str, list[str]], folds_csv, out_dir, metric: str, method: str,
-                  experiment: str, results_dir="results", track=True, replay_training=False) -> dict:
-    """The ensemble, logged. replay_training (mlflow.live: false): first put the training jobs' records into
-    MLflow, which they skipped to save their start-up."""
+                  experiment: str, results_dir="results", track=True, replay=False) -> dict:
+    """The ensemble, logged. replay (mlflow.live: false): first put the records of the jobs before it (prepare,
+    folds, training) into MLflow, which they skipped to save their start-up."""
     from . import ensemble
 
-    if replay_training:
+    if replay:
         replay_records(out_dir, experiment)
 
     with Tracker(experiment, "ensemble", results_dir, enabled=track, tags={"step": "ensemble"},
@@ -97,7 +97,7 @@ def replay_records(results, experiment: str) -> None:
     try:
         backfill(results, experiment)  # prints what it logged
     except Exception as e:  # noqa: BLE001 - the ensemble's result does not depend on MLflow
-        _warn_down("replaying the training jobs' records", e, stacklevel=2)
+        _warn_down("replaying the jobs' records", e, stacklevel=2)
 
 
 def submission_step(ensemble_test_csv, prepared_dir, out_csv, metric: str, experiment: str,

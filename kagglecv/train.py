@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from .tasks import CLASSIFICATION, Task
-from .augment import tta_blend, tta_views
+from .augment import resolve_tta, tta_blend, tta_views
 from .config import explicit_input_size
 from .data import loader_workers, make_batches, open_cache, use_device_path
 from .errors import InputError
@@ -55,8 +55,11 @@ class TrainConfig:
     img_size: int | None = None  # None: the model's own data config input size
     pretrained: bool = False
     pretrained_file: str | None = None  # local weights file (offline); implies pretrained
-    augment: str = "light"  # preset in augment.AUGMENT_PRESETS
-    tta: str = "augment"  # none | flip | dihedral | augment (n random passes of the train augmentation)
+    augment: str = "none"  # preset in augment.AUGMENT_PRESETS. none: on small grey images (Fashion-MNIST, 3 and
+    #                        10 epochs) light augmentation cost 2-3 points and 15% of the speed (bench/README.md);
+    #                        photo competitions name theirs (flip, fastai) in their configs
+    tta: str = "auto"  # none | flip | dihedral | augment (n random passes of the train augmentation) | auto: the
+    #                    flips the augment preset trains with (augment.resolve_tta), none when it has none
     tta_n: int = 4  # passes for tta=augment
     tta_beta: float = 0.25  # weight of the plain prediction in the blend, as fastai's tta(beta)
     label_smoothing: float = 0.0
@@ -70,10 +73,12 @@ class TrainConfig:
     data_path: str = "auto"  # device: uint8 cache on the device, batch augmentation there; loader: DataLoader +
     #                          albumentations per sample; auto: device on a GPU when the cache fits, else loader
     drop_rate: float = 0.0
-    amp: bool = True  # mixed precision on GPU (bf16 where supported, else fp16 + grad scaler); off on CPU
-    amp_dtype: str = "auto"  # auto (as above) | bf16: bf16 autocast on any device, CPU too (the GPU's AMP code
-    #                          path, run where no GPU is) | fp16: fp16 + grad scaler, GPU only
-    channels_last: bool | None = None  # NHWC model and batches; None: on GPUs only (convolutions gain there)
+    amp: bool = True  # mixed precision: on GPUs (bf16 where supported, else fp16 + grad scaler) and on CPUs with
+    #                   native bf16 (AVX512-BF16/AMX: 1.5x the images/s of fp32 on resnet18); else full precision
+    amp_dtype: str = "auto"  # auto (as above) | bf16: bf16 autocast on any device, also on CPUs that only emulate
+    #                          it (slower there) | fp16: fp16 + grad scaler, GPU only
+    channels_last: bool | None = None  # NHWC model and batches; None: wherever AMP runs (oneDNN/cuDNN's bf16 and
+    #                                    fp16 convolutions are NHWC-native; in fp32 on CPU it did not pay)
     num_workers: int | None = None  # DataLoader workers; None: 0 on CPU, threads - 1 on a GPU (data.loader_workers)
     threads: int | None = None  # torch CPU threads (the workflow passes the rule's `threads:`); None: torch's own
     device: str = "auto"  # auto | cpu | cuda
@@ -151,17 +156,27 @@ def autocast_dtype(device: torch.device, cfg: TrainConfig) -> torch.dtype | None
     if device.type != "cuda":
         if cfg.amp_dtype == "fp16":
             raise InputError("train.amp_dtype: fp16 needs a GPU (the grad scaler); use bf16 or auto on CPU")
-        return None
+        return torch.bfloat16 if cpu_has_native_bf16() else None
     if cfg.amp_dtype == "fp16":
         return torch.float16
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU does bf16 arithmetic in hardware (oneDNN's check: AVX512-BF16 or AMX), where bf16
+    autocast trains faster than fp32; elsewhere oneDNN emulates bf16 and it is slower."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch built without oneDNN
+        return False
+
+
 def place_model(model, device: torch.device, cfg: TrainConfig):
-    """The model on `device`, in channels_last when train.channels_last says (None: on GPUs). The choice rides
-    on the model (and on its EMA copy), so every batch fed to it follows: see `as_input`."""
+    """The model on `device`, in channels_last when train.channels_last says (None: wherever AMP runs). The
+    choice rides on the model (and on its EMA copy), so every batch fed to it follows: see `as_input`."""
     model = model.to(device)
-    model.kagglecv_channels_last = device.type == "cuda" if cfg.channels_last is None else bool(cfg.channels_last)
+    auto = autocast_dtype(device, cfg) is not None
+    model.kagglecv_channels_last = auto if cfg.channels_last is None else bool(cfg.channels_last)
     if model.kagglecv_channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -210,14 +225,15 @@ def predict_tta(model, images, cfg: TrainConfig, dc: dict, device, amp_dtype, on
                             seed=seed, on_device=on_device, rows=rows, per_image=True,
                             num_workers=loader_workers(cfg.num_workers, cfg.threads, device))
 
+    tta = resolve_tta(cfg.tta, cfg.augment)
     plain = predict(model, batches("none"), device, amp_dtype, task=task)
-    if cfg.tta == "none":
+    if tta == "none":
         return plain
-    if cfg.tta == "augment":
+    if tta == "augment":
         views = [predict(model, batches(cfg.augment, cfg.seed + i), device, amp_dtype, task=task)
                  for i in range(cfg.tta_n)]
     else:
-        views = [predict(model, batches("none"), device, amp_dtype, tta=cfg.tta, task=task)]
+        views = [predict(model, batches("none"), device, amp_dtype, tta=tta, task=task)]
     return tta_blend(plain, views, cfg.tta_beta)
 
 
@@ -416,6 +432,7 @@ def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_d
              if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0 else None)
 
     resolved = {**dataclasses.asdict(cfg), **dc, "device": str(device), "amp_dtype_used": str(amp_dtype),
+                "tta_used": resolve_tta(cfg.tta, cfg.augment),
                 "channels_last_used": bool(getattr(model, "kagglecv_channels_last", False)),
                 "data_path_used": "device" if on_device else "loader",
                 "num_workers_used": 0 if on_device else loader_workers(cfg.num_workers, cfg.threads, device),

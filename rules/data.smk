@@ -36,7 +36,7 @@ rule prepare:
         task=config["task"],
         metric=config["metric"],
         experiment=COMP,
-        track=config["mlflow"]["enabled"],
+        track=TRACK_LIVE,
     script:
         "../scripts/prepare.py"
 
@@ -55,6 +55,6 @@ rule folds:
         folds=config["folds"],
         seed=config["seed"],
         experiment=COMP,
-        track=config["mlflow"]["enabled"],
+        track=TRACK_LIVE,
     script:
         "../scripts/folds.py"

@@ -18,7 +18,7 @@ rule ensemble:
         method=config["ensemble"]["method"],
         experiment=COMP,
         track=config["mlflow"]["enabled"],
-        replay_training=config["mlflow"]["enabled"] and not config["mlflow"]["live"],
+        replay=REPLAY_RECORDS,
     script:
         "../scripts/ensemble.py"
 

@@ -23,6 +23,6 @@ rule train:
     params:
         train=train_params,
         experiment=COMP,
-        track=config["mlflow"]["enabled"] and config["mlflow"]["live"],
+        track=TRACK_LIVE,
     script:
         "../scripts/train.py"

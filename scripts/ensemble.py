@@ -6,4 +6,4 @@ from kagglecv.steps import ensemble_step
 p = snakemake.params
 run_logged(snakemake.log[0], ensemble_step, p.model_dirs, snakemake.input.folds,
            Path(snakemake.output.scores).parent, p.metric, p.method, p.experiment, track=p.track,
-           replay_training=p.replay_training)
+           replay=p.replay)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from kagglecv import blend, ensemble, folds, metrics, prepare, submission
-from kagglecv.augment import dihedral_views, tta_blend
+from kagglecv.augment import dihedral_views, resolve_tta, tta_blend
 from kagglecv.demo import make_digits_competition
 from kagglecv.errors import InputError
 from kagglecv.train import TrainConfig, build_model, one_cycle
@@ -183,6 +183,13 @@ def test_dihedral_tta_gives_eight_distinct_views():
     assert len(views) == 8
     assert len({tuple(v.flatten().tolist()) for v in views}) == 8
     assert tta_blend(np.ones((2, 2)), [np.zeros((2, 2))], beta=0.25)[0, 0] == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("augment,expected", [("none", "none"), ("light", "none"), ("flip", "flip"),
+                                              ("fastai", "dihedral")])
+def test_auto_tta_uses_only_the_views_training_taught(augment, expected):
+    assert resolve_tta("auto", augment) == expected
+    assert resolve_tta("augment", augment) == "augment" and resolve_tta("none", "fastai") == "none"  # explicit wins
 
 
 def test_model_input_comes_from_the_data_config():

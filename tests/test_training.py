@@ -200,4 +200,20 @@ def test_gpu_code_paths_run_on_cpu(tmp_path, monkeypatch):
     assert amp == torch.bfloat16 and model.kagglecv_channels_last
     with pytest.raises(train.InputError, match="fp16 needs a GPU"):
         train.autocast_dtype(torch.device("cpu"), TrainConfig(backbone="x", amp_dtype="fp16"))
-    assert train.autocast_dtype(torch.device("cpu"), TrainConfig(backbone="x")) is None  # the default on CPU: full precision
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_default_precision_follows_bf16_hardware(native, monkeypatch):
+    """On CPU, auto means bf16 autocast + channels_last where the CPU does bf16 natively (measured 1.5x the
+    images/s, bench/README.md), and full precision in NCHW where it would only emulate it."""
+    from kagglecv import train
+
+    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: native)
+    cpu, cfg = torch.device("cpu"), TrainConfig(backbone="x")
+    assert train.autocast_dtype(cpu, cfg) == (torch.bfloat16 if native else None)
+    assert train.place_model(torch.nn.Conv2d(1, 2, 3), cpu, cfg).kagglecv_channels_last is native
+    # explicit settings win over the hardware: amp off, or channels_last forced either way
+    assert train.autocast_dtype(cpu, TrainConfig(backbone="x", amp=False)) is None
+    assert train.autocast_dtype(cpu, TrainConfig(backbone="x", amp_dtype="bf16")) == torch.bfloat16
+    forced = TrainConfig(backbone="x", channels_last=not native)
+    assert train.place_model(torch.nn.Conv2d(1, 2, 3), cpu, forced).kagglecv_channels_last is (not native)
