@@ -114,6 +114,20 @@ def tracking_uri(results_dir: str | Path = "results") -> str:
     return f"sqlite:///{(Path(results_dir) / 'mlflow.db').resolve()}"
 
 
+def tracks_live(config: dict, before_ensemble: bool = False) -> bool:
+    """Whether a job logs to MLflow while it runs, from the workflow's (validated) config. Jobs read it from
+    the config, never from a rule param: tracking changes no result, so turning it on or off must not rerun
+    anything. mlflow.live: false keeps MLflow out of the jobs before the ensemble (prepare, folds, training)."""
+    m = config["mlflow"]
+    return bool(m["enabled"] and (m["live"] or not before_ensemble))
+
+
+def replays_records(config: dict) -> bool:
+    """Whether the ensemble step puts the records of the jobs before it into MLflow (they ran without it)."""
+    m = config["mlflow"]
+    return bool(m["enabled"] and not m["live"])
+
+
 def _create_experiment(client, name: str, results_dir: Path) -> str:
     """Artifacts of the default SQLite store go under results/ too; a server decides for itself."""
     kw = {}

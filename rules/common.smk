@@ -49,10 +49,6 @@ def global_resource(name):
 BACKBONES = backbone_settings(config, SCHEMA)
 # What the largest backbone needs, plus the margin; the previous side when the cache would not change.
 CACHE_SIDE = prepare_side(cache_side(BACKBONES, config["data"]), L.meta)
-# mlflow.live: false keeps MLflow (its import and start-up) out of the jobs before the ensemble; each writes
-# only its record, and the ensemble step replays the records (kagglecv.backfill)
-TRACK_LIVE = config["mlflow"]["enabled"] and config["mlflow"]["live"]
-REPLAY_RECORDS = config["mlflow"]["enabled"] and not config["mlflow"]["live"]
 TRAIN_THREADS = train_threads(config["train"]["threads"], workflow.cores, global_resource("gpu"))
 LOCAL_GPUS = bool(visible_devices())
 

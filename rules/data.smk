@@ -36,7 +36,6 @@ rule prepare:
         task=config["task"],
         metric=config["metric"],
         experiment=COMP,
-        track=TRACK_LIVE,
     script:
         "../scripts/prepare.py"
 
@@ -55,6 +54,5 @@ rule folds:
         folds=config["folds"],
         seed=config["seed"],
         experiment=COMP,
-        track=TRACK_LIVE,
     script:
         "../scripts/folds.py"

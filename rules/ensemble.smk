@@ -17,8 +17,6 @@ rule ensemble:
         metric=config["metric"],
         method=config["ensemble"]["method"],
         experiment=COMP,
-        track=config["mlflow"]["enabled"],
-        replay=REPLAY_RECORDS,
     script:
         "../scripts/ensemble.py"
 
@@ -37,7 +35,6 @@ rule submission:
     params:
         metric=config["metric"],
         experiment=COMP,
-        track=config["mlflow"]["enabled"],
     script:
         "../scripts/submission.py"
 
@@ -56,6 +53,5 @@ rule holdout:
     params:
         metric=config["metric"],
         experiment=COMP,
-        track=config["mlflow"]["enabled"],
     script:
         "../scripts/holdout.py"

@@ -52,7 +52,6 @@ rule submit:
         http_timeout=KAGGLE["http_timeout"],
         repo=workflow.basedir,  # the commit in the message is the workflow code's, not the run folder's
         experiment=COMP,
-        track=config["mlflow"]["enabled"],
         code_competition=KAGGLE["code_competition"],
         owner=KAGGLE["owner"],
         kernel_timeout=KAGGLE["kernel_timeout"],
@@ -86,6 +85,5 @@ rule kernel:
         max_bytes=KAGGLE["dataset_max_bytes"],
         repo=workflow.basedir,  # kagglecv's wheel is built from the workflow's own code
         experiment=COMP,
-        track=config["mlflow"]["enabled"],
     script:
         "../scripts/kernel.py"

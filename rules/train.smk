@@ -23,6 +23,5 @@ rule train:
     params:
         train=train_params,
         experiment=COMP,
-        track=TRACK_LIVE,
     script:
         "../scripts/train.py"

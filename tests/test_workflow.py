@@ -216,3 +216,7 @@ def test_training_runs_reach_mlflow_after_the_fact_when_not_live(tmp_path, tiny_
     assert "kagglecv.backfilled" not in by_name["ensemble"].data.tags  # the steps from the ensemble on log live
     log = (tmp_path / "results/tiny/logs/ensemble.log").read_text()
     assert "4 run(s) were created" in log, log
+    # tracking changes no result: turning it live, or off, reruns nothing (jobs read it from the config)
+    for mlflow_cfg in ({"live": True}, {"enabled": False}):
+        r = run_snakemake(tmp_path, {**cfg, "mlflow": mlflow_cfg}, "-n")
+        assert "Nothing to be done" in r.stdout + r.stderr, (mlflow_cfg, r.stdout[-2000:])
