@@ -77,8 +77,8 @@ class TrainConfig:
     #                   native bf16 (AVX512-BF16/AMX: 1.5x the images/s of fp32 on resnet18); else full precision
     amp_dtype: str = "auto"  # auto (as above) | bf16: bf16 autocast on any device, also on CPUs that only emulate
     #                          it (slower there) | fp16: fp16 + grad scaler, GPU only
-    channels_last: bool | None = None  # NHWC model and batches; None: wherever AMP runs (oneDNN/cuDNN's bf16 and
-    #                                    fp16 convolutions are NHWC-native; in fp32 on CPU it did not pay)
+    channels_last: bool | None = None  # NHWC model and batches; None: on GPUs, and on CPUs where AMP runs
+    #                                    (oneDNN's bf16 convolutions are NHWC-native; in fp32 on CPU it did not pay)
     num_workers: int | None = None  # DataLoader workers; None: 0 on CPU, threads - 1 on a GPU (data.loader_workers)
     threads: int | None = None  # torch CPU threads (the workflow passes the rule's `threads:`); None: torch's own
     device: str = "auto"  # auto | cpu | cuda
@@ -172,10 +172,11 @@ def cpu_has_native_bf16() -> bool:
 
 
 def place_model(model, device: torch.device, cfg: TrainConfig):
-    """The model on `device`, in channels_last when train.channels_last says (None: wherever AMP runs). The
-    choice rides on the model (and on its EMA copy), so every batch fed to it follows: see `as_input`."""
+    """The model on `device`, in channels_last when train.channels_last says (None: on GPUs, and on CPUs where
+    AMP runs). The choice rides on the model (and on its EMA copy), so every batch fed to it follows: see
+    `as_input`."""
     model = model.to(device)
-    auto = autocast_dtype(device, cfg) is not None
+    auto = device.type == "cuda" or autocast_dtype(device, cfg) is not None
     model.kagglecv_channels_last = auto if cfg.channels_last is None else bool(cfg.channels_last)
     if model.kagglecv_channels_last:
         model = model.to(memory_format=torch.channels_last)
