@@ -32,13 +32,12 @@ from pathlib import Path
 os.environ.setdefault("TQDM_DISABLE", "1")  # kagglecv's per-step progress bars would flood the output
 
 import numpy as np  # noqa: E402
-import yaml  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from kagglecv.augment import build_transform  # noqa: E402
-from machine import FASHION, cpu_name, loadavg, read_idx, slug  # noqa: E402
+from machine import FASHION, cpu_name, loadavg, read_idx, slug, train_overrides  # noqa: E402
 from kagglecv.fsutil import atomic_path, write_json  # noqa: E402
 from kagglecv.data import open_cache, use_device_path  # noqa: E402
 from kagglecv.train import (TrainConfig, autocast_dtype, build_model, place_model, fold_batches, plan_phases,  # noqa: E402
@@ -317,12 +316,7 @@ def main(argv=None) -> dict:
                     help="a kagglecv train setting for ways 1-3 (TrainConfig; YAML value), e.g. label_smoothing=0.1")
     ap.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/<device>-<date>.json)")
     args = ap.parse_args(argv)
-    overrides = {}
-    for item in args.overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            ap.error(f"--set {item!r}: expected KEY=VALUE")
-        overrides[key.strip()] = yaml.safe_load(value)
+    overrides = train_overrides(ap, args.overrides)
     ways = [w.strip() for w in args.ways.split(",") if w.strip()]
     unknown = set(ways) - {"synthetic", "kagglecv", "png", "fastai"}
     if unknown:

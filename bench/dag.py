@@ -31,7 +31,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
-from machine import FASHION, cpu_name, loadavg, read_idx, slug  # noqa: E402
+from machine import FASHION, cpu_name, loadavg, read_idx, slug, train_overrides  # noqa: E402
 
 from kagglecv.fsutil import write_json  # noqa: E402
 
@@ -163,14 +163,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--work", type=Path, default=BENCH / "work" / "dag")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    import yaml
-
-    args.train_set = {}
-    for item in args.overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            ap.error(f"--set {item!r}: expected KEY=VALUE")
-        args.train_set[key.strip()] = yaml.safe_load(value)
+    args.train_set = train_overrides(ap, args.overrides)
     for need in (SNAKEMAKE, FASTAI_PYTHON):
         if not need.exists():
             raise SystemExit(f"{need}: missing; `make env` and `make bench/.venv/.installed` build the two environments")

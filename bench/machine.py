@@ -1,5 +1,5 @@
-"""What machine a benchmark ran on, how busy it was, and the real data it reads: shared by the bench scripts
-(light on purpose: no torch)."""
+"""What machine a benchmark ran on, how busy it was, the real data it reads and the recipe changes it was given:
+shared by the bench scripts (light on purpose: no torch)."""
 
 from __future__ import annotations
 
@@ -45,3 +45,16 @@ def loadavg() -> list[float] | None:
         return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
     except OSError:
         return None
+
+
+def train_overrides(ap, items: list[str]) -> dict:
+    """`--set KEY=VALUE` arguments as {key: YAML value}; a malformed one is the parser's usage error."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--set {item!r}: expected KEY=VALUE")
+        out[key.strip()] = yaml.safe_load(value)
+    return out

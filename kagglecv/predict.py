@@ -115,8 +115,8 @@ def backbone_probs(fold_dirs: list[Path], images: np.ndarray, device_pref: str =
         p = predict_tta(model, images, cfg, dc, device, amp, task=task)
         # test.csv holds float32 values; average them in float64 as the ensemble step does after reading it
         per_fold.append(np.asarray(p, dtype=np.float32).astype(np.float64))
-        info = {"tta": resolve_tta(cfg.tta, cfg.augment), "tta_n": cfg.tta_n, "tta_beta": cfg.tta_beta, "img_size": dc["img_size"],
-                "device": str(device)}
+        info = {"tta": resolve_tta(cfg.tta, cfg.augment), "tta_n": cfg.tta_n, "tta_beta": cfg.tta_beta,
+                "img_size": dc["img_size"], "device": str(device)}
     return np.mean(per_fold, axis=0), info
 
 
