@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SNAKEMAKE_ARGS ?=
 
-.PHONY: run test test-fast env lint bench bench-threads bench-dag bench-scale report clean
+.PHONY: run test test-fast env lint bench bench-threads bench-dag bench-scale clean
 
 env: $(STAMP)
 

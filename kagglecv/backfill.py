@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .fsutil import file_sha256
 from .layout import Layout
-from .tracking import HASH_TAG, JOB_TAG, PARENT_ENV, _create_experiment, _flatten, display_uri, http_defaults, \
+from .tracking import HASH_TAG, JOB_TAG, PARENT_ENV, create_experiment, flatten, display_uri, http_defaults, \
     tracking_uri
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -126,7 +126,7 @@ def _chunks(items: list, n: int):
 def _log(client, run_id: str, job: Job, params: dict, metrics: list, tags: dict, artifacts: list) -> None:
     from mlflow.entities import Metric, Param, RunTag
 
-    flat = [Param(k, str(v)[:500]) for k, v in _flatten(params).items()]
+    flat = [Param(k, str(v)[:500]) for k, v in flatten(params).items()]
     ms = [Metric(k, v, ts, step) for k, v, step, ts in metrics]
     for chunk in _chunks(flat, 100):
         client.log_batch(run_id, params=chunk)
@@ -183,7 +183,7 @@ def backfill(results: str | Path, experiment: str | None = None, parent_run_id: 
     if exp is None and dry_run:
         exp_id, runs = None, []
     else:
-        exp_id = exp.experiment_id if exp else _create_experiment(client, experiment, res.parent)
+        exp_id = exp.experiment_id if exp else create_experiment(client, experiment, res.parent)
         runs = _all_runs(client, exp_id)
     parents = [r for r in runs if r.data.tags.get("step") == "workflow"]
     by_id = {r.info.run_id: r for r in runs}
@@ -214,7 +214,7 @@ def backfill(results: str | Path, experiment: str | None = None, parent_run_id: 
         if orphan is not None:
             have = orphan.data.params
             _log(client, orphan.info.run_id, job,
-                 {k: v for k, v in _flatten(job.params).items() if k not in have},
+                 {k: v for k, v in flatten(job.params).items() if k not in have},
                  _missing_metrics(client, orphan, job), {**tags, BACKFILL_TAG: "completed"},
                  _missing_artifacts(client, orphan, job))
             client.set_terminated(orphan.info.run_id, "FINISHED", end_time=max(job.end_ms, orphan.info.start_time))

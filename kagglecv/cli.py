@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             from .predict import main as run
         elif cmd == "backfill":
             from .backfill import main as run
-        else:  # download: the kaggle_io command line's download subcommand
-            from .kaggle_io import main as kaggle_main
+        else:  # download: the Kaggle command line's download subcommand
+            from .kaggle.__main__ import main as kaggle_main
 
             return kaggle_main(["download", *rest] if rest[:1] not in (["-h"], ["--help"]) else ["download", "-h"],
                                prog="kagglecv")

@@ -19,7 +19,7 @@ from sklearn.model_selection import train_test_split
 from .fsutil import atomic_path, write_csv
 
 
-def _png_bytes(img: np.ndarray) -> bytes:
+def png_bytes(img: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG")
     return buf.getvalue()
@@ -43,5 +43,5 @@ def make_digits_competition(zip_path: str | Path, solution_path: str | Path, *, 
             zf.writestr("sample_submission.csv", sample.to_csv(index=False))
             for split, index in (("train", idx_train), ("test", idx_test)):
                 for i in index:
-                    zf.writestr(f"{split}/{ids[i]}.png", _png_bytes(images[i]))
+                    zf.writestr(f"{split}/{ids[i]}.png", png_bytes(images[i]))
     write_csv(solution_path, solution)

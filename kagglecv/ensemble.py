@@ -20,7 +20,7 @@ import pandas as pd
 from . import blend, metrics, thresholds
 from .errors import InputError
 from .fsutil import read_table, write_csv, write_json
-from .layout import Layout
+from .layout import Layout, ModelFiles
 from .tasks import Task
 
 
@@ -30,8 +30,9 @@ def prob_columns(df: pd.DataFrame) -> list[str]:
 
 def load_backbone(fold_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """OOF rows of all folds of one backbone, and its test predictions averaged over folds."""
-    oof = pd.concat([read_table(d / "oof.csv") for d in fold_dirs], ignore_index=True)
-    tests = [read_table(d / "test.csv") for d in fold_dirs]
+    folds = [ModelFiles(d) for d in fold_dirs]
+    oof = pd.concat([read_table(f.oof) for f in folds], ignore_index=True)
+    tests = [read_table(f.test) for f in folds]
     cols = prob_columns(tests[0])
     test = tests[0][["id"]].copy()
     test[cols] = np.mean([t[cols].to_numpy() for t in tests], axis=0)

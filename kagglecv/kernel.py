@@ -37,15 +37,11 @@ from pathlib import Path
 
 from .errors import InputError
 from .fsutil import file_sha256, write_csv, write_json
-from .layout import Layout
+from .layout import KernelDatasetFiles, KernelFiles, Layout, ModelFiles, PreparedFiles
 
 log = logging.getLogger("kagglecv.kernel")
 
-CODE_FILE = "kernel.py"
-DATASET_METADATA = "dataset-metadata.json"
-KERNEL_METADATA = "kernel-metadata.json"
-MANIFEST = "manifest.json"
-FOLD_FILES = ("model.pt", "config.json")  # what prediction reads (model.pt carries the resolved config too)
+FOLD_FILES = (ModelFiles.model, ModelFiles.config)  # what prediction reads (model.pt carries the config too)
 DEFAULT_OWNER = "kagglecv"  # stands in until the submit step, which stamps the authenticated user's name
 
 
@@ -63,13 +59,13 @@ def default_slug(competition: str) -> str:
 
 def credential_username() -> str | None:
     """The Kaggle user name the local credentials name, without any network call (None for a bare token); the
-    kaggle.json places are the client's, as kaggle_io lists them."""
-    from .kaggle_io import _config_dirs, _json_values
+    kaggle.json places are the client's, as kagglecv.secrets lists them."""
+    from .secrets import json_values, kaggle_config_dirs
 
     if os.environ.get("KAGGLE_USERNAME"):
         return os.environ["KAGGLE_USERNAME"]
-    for d in _config_dirs():
-        if name := next(iter(_json_values(d / "kaggle.json", "username") - {""}), None):
+    for d in kaggle_config_dirs():
+        if name := next(iter(json_values(d / "kaggle.json", "username") - {""}), None):
             return name
     return None
 
@@ -186,19 +182,20 @@ def build(results_dir: str | Path, dataset_dir: str | Path, kernel_dir: str | Pa
         write_json(out.scores, scores)
         write_json(out.meta, meta)
         for m in members:
-            for k, d in enumerate(layout.fold_dirs(m, len(scores["models"][m]["folds"]))):
+            for k, d in enumerate(layout.folds_of(m, len(scores["models"][m]["folds"]))):
                 for name in FOLD_FILES:
-                    if not (d / name).is_file():
-                        raise InputError(f"{d / name}: not found; rerun the training job of {m} fold {k}")
-                    _place(d / name, out.model_dir(m, k) / name)
-        build_wheel(repo, ds_tmp / "wheels")
+                    if not (d.path / name).is_file():
+                        raise InputError(f"{d.path / name}: not found; rerun the training job of {m} fold {k}")
+                    _place(d.path / name, out.model(m, k).path / name)
+        ds = KernelDatasetFiles(ds_tmp)
+        build_wheel(repo, ds.wheels)
         for w in wheels or []:
             w = Path(w)
             if not w.is_file() or w.suffix != ".whl":
                 raise InputError(f"kaggle.kernel_wheels: {w} is not a wheel file; list .whl files (e.g. from "
                                  f"`pip download --no-deps -d wheels/ albumentations==2.0.8`)")
-            shutil.copyfile(w, ds_tmp / "wheels" / w.name)
-        write_json(ds_tmp / DATASET_METADATA, {"title": dataset, "id": f"{owner}/{dataset}",
+            shutil.copyfile(w, ds.wheels / w.name)
+        write_json(ds.metadata, {"title": dataset, "id": f"{owner}/{dataset}",
                                                "licenses": [{"name": "CC0-1.0"}]})
         files = sorted(p for p in ds_tmp.rglob("*") if p.is_file())
         manifest = {"competition": competition, "dataset": f"{owner}/{dataset}", "kernel": f"{owner}/{kernel}",
@@ -206,15 +203,16 @@ def build(results_dir: str | Path, dataset_dir: str | Path, kernel_dir: str | Pa
                     "files": {p.relative_to(ds_tmp).as_posix(): {"bytes": p.stat().st_size,
                                                                  "sha256": file_sha256(p)} for p in files}}
         manifest["bytes"] = sum(f["bytes"] for f in manifest["files"].values())
-        write_json(ds_tmp / MANIFEST, manifest)
+        write_json(ds.manifest, manifest)
         try:  # a warning here (submit refuses to upload it): `submit` builds these folders for file competitions too
             check_size(ds_tmp, max_bytes)
         except InputError as e:
             log.warning("%s", str(e).replace(str(ds_tmp), str(dataset_dir)))
 
-        (k_tmp / CODE_FILE).write_text(kernel_code(competition, dataset))
-        write_json(k_tmp / KERNEL_METADATA, {
-            "id": f"{owner}/{kernel}", "title": kernel, "code_file": CODE_FILE, "language": "python",
+        nb = KernelFiles(k_tmp)
+        nb.code.write_text(kernel_code(competition, dataset))
+        write_json(nb.metadata, {
+            "id": f"{owner}/{kernel}", "title": kernel, "code_file": KernelFiles.code, "language": "python",
             "kernel_type": "script", "is_private": is_private, "enable_gpu": bool(enable_gpu),
             "enable_internet": False, "dataset_sources": [f"{owner}/{dataset}"],
             "competition_sources": [competition], "kernel_sources": [], "model_sources": []})
@@ -233,7 +231,7 @@ def stamp_owner(dataset_dir: Path, kernel_dir: Path, owner: str, dest: Path) -> 
     """Copies of both folders (files hard-linked) under `dest`, their ids naming `owner`: the authenticated
     user pushes under their own name without the outputs of the kernel rule being edited."""
     out = []
-    for src, meta_name in ((Path(dataset_dir), DATASET_METADATA), (Path(kernel_dir), KERNEL_METADATA)):
+    for src, meta_name in ((Path(dataset_dir), KernelDatasetFiles.metadata), (Path(kernel_dir), KernelFiles.metadata)):
         copy = Path(dest) / src.name
         for p in src.rglob("*"):
             if p.is_file() and p.name != meta_name:
@@ -322,7 +320,7 @@ def run(competition: str, dataset: str, input_dir: str | Path | None = None, wor
     meta, scores = json.loads(layout.meta.read_text()), json.loads(layout.scores.read_text())
     working_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kagglecv-") as tmp:  # not in working/: it would become an output
-        cache = Path(tmp) / "test_images.npy"
+        cache = PreparedFiles(tmp).test_images
         ids, sample = read_test_set(comp_dir, meta, cache, workers or os.cpu_count() or 1)
         log.info("%s: %d test images decoded to %s", competition, len(ids), tuple(meta["image_shape"]))
         probs, info = ensemble_predict(bundle, open_cache(cache), device)
@@ -330,7 +328,7 @@ def run(competition: str, dataset: str, input_dir: str | Path | None = None, wor
         preds.insert(0, "id", ids)
         out = submission_frame(preds, meta, sample, scores["metric"], scores["ensemble"].get("thresholds"),
                                source=f"{dataset} predictions")  # the template may lie in an unpacked zip
-    dest = working_dir / "submission.csv"
+    dest = KernelFiles(working_dir).submission
     write_csv(dest, out)  # as the workflow's submission step writes it
     log.info("%s: %d rows written to %s in %.1f s (%s of %s)", competition, len(out), dest,
              time.perf_counter() - t0, info["method"], ", ".join(info["members"]))

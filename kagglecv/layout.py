@@ -1,7 +1,8 @@
 """Where everything lives under results/<competition>/: the one place that spells the layout.
 
-The rules (rules/common.smk), predict, backfill and the report ask a `Layout` for their paths. Paths may hold
-Snakemake wildcards ("{backbone}", "{fold}"): they are plain strings until Snakemake fills them.
+The rules (rules/common.smk), the jobs, predict, backfill, the kernel and the report ask a `Layout` for their
+paths; the files inside each folder are named once, on its `Folder` class (PreparedFiles, ModelFiles, ...).
+Paths may hold Snakemake wildcards ("{backbone}", "{fold}"): they are plain strings until Snakemake fills them.
 
     results/
       mlflow.db, mlartifacts/                    the default tracking store (kagglecv.tracking)
@@ -23,10 +24,118 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-PREPARED_FILES = ("train_images.npy", "test_images.npy", "train.csv", "test.csv", "meta.json",
-                  "sample_submission.csv")
-MODEL_FILES = ("oof.csv", "test.csv", "metrics.json", "config.json", "history.csv", "model.pt")
 RECORD_SUFFIX = ".mlflow.json"
+
+
+class Name:
+    """A file's name in a folder class: its name on the class, its path on an instance of it.
+
+        ModelFiles.oof                -> "oof.csv"
+        ModelFiles(Path("m/fold0")).oof -> Path("m/fold0/oof.csv")
+    """
+
+    def __init__(self, name: str, output: bool = True):
+        self.name, self.output = name, output  # output: a declared output of the rule that writes the folder
+
+    def __get__(self, folder, owner=None):
+        return self.name if folder is None else folder.path / self.name
+
+
+@dataclass(frozen=True)
+class Folder:
+    """A folder of results whose files are named once, as `Name`s on its class."""
+
+    path: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+    @classmethod
+    def names(cls, outputs_only: bool = True) -> dict[str, str]:
+        """{attribute: file name}, in the order they are declared (outputs only, unless told otherwise)."""
+        found = {}
+        for klass in reversed(cls.__mro__):
+            for attr, value in vars(klass).items():
+                if isinstance(value, Name) and (value.output or not outputs_only):
+                    found[attr] = value.name
+        return found
+
+    def files(self) -> list[Path]:
+        """Every declared output file of the folder."""
+        return [self.path / name for name in self.names().values()]
+
+
+class PreparedFiles(Folder):
+    """prepared/: the image cache and the tables every later step reads (kagglecv.prepare)."""
+
+    train_images = Name("train_images.npy")  # uint8 N x H x W x C, memory-mapped by training
+    test_images = Name("test_images.npy")
+    train = Name("train.csv")  # id, label, y (and group)
+    test = Name("test.csv")  # id, in cache order
+    meta = Name("meta.json")  # classes, task, image shape, how the competition was read; written last
+    sample_submission = Name("sample_submission.csv")  # the competition's template, byte for byte
+
+
+class ModelFiles(Folder):
+    """models/<backbone>/fold<k>/: one training job's outputs (kagglecv.train), the model-folder contract."""
+
+    oof = Name("oof.csv")  # id, y, fold, p0..: predictions of the fold's held-out rows
+    test = Name("test.csv")  # id, p0..: predictions of the test set
+    metrics = Name("metrics.json")  # score, timings
+    config = Name("config.json")  # the resolved training config (also inside model.pt)
+    history = Name("history.csv")  # one row per epoch
+    model = Name("model.pt")  # {"state_dict", "config"}
+    resume = Name("resume.pt", output=False)  # end-of-epoch state while the job runs; removed once it finishes
+
+
+class LrFindFiles(Folder):
+    """lr_find/<backbone>/: the LR range test (kagglecv.lr_finder)."""
+
+    json = Name("lr_find.json")
+    png = Name("lr_find.png")
+
+
+class ReportFiles(Folder):
+    """report/: the Snakemake report's figures (kagglecv.report), made in the default run."""
+
+    cv_table = Name("cv_table.png")
+    cv_table_html = Name("cv_table.html")
+    training_curves = Name("training_curves.png")
+    job_time = Name("job_time.png")
+    confusion_matrix = Name("confusion_matrix.png")
+    oof_errors = Name("oof_errors.png")
+    class_balance = Name("class_balance.png")
+    lr_find = Name("lr_find.png", output=False)  # only when some backbone has an LR range test
+    leaderboard = Name("leaderboard.png", output=False)  # only once something was submitted
+
+
+class DownloadFiles(Folder):
+    """data/kaggle/<competition>/: a competition downloaded through the Kaggle API (kagglecv.kaggle.download)."""
+
+    marker = Name(".complete")  # the download rule's output: Snakemake deletes it before it reruns the rule
+    manifest = Name("manifest.json", output=False)  # the same record, Snakemake's to keep: survives any rerun
+    files = Name("files", output=False)  # the unpacked competition
+
+
+def downloaded(competition: str, data: str | Path = "data") -> DownloadFiles:
+    """Where the download rule puts `competition`."""
+    return DownloadFiles(Path(data) / "kaggle" / competition)
+
+
+class KernelDatasetFiles(Folder):
+    """kernel-dataset/: what the code competition's notebook reads (kagglecv.kernel); a results folder itself."""
+
+    metadata = Name("dataset-metadata.json")
+    manifest = Name("manifest.json")  # every file with its size and sha256
+    wheels = Name("wheels", output=False)  # a folder of .whl files
+
+
+class KernelFiles(Folder):
+    """kernel/: the notebook Kaggle runs (kagglecv.kernel)."""
+
+    code = Name("kernel.py")
+    metadata = Name("kernel-metadata.json")
+    submission = Name("submission.csv", output=False)  # what the notebook writes into its working folder
 
 
 @dataclass(frozen=True)
@@ -48,33 +157,30 @@ class Layout:
 
     # ---------------------------------------------------------------- data
     @property
-    def prepared(self) -> Path:
-        return self.root / "prepared"
-
-    def prepared_files(self) -> list[Path]:
-        return [self.prepared / name for name in PREPARED_FILES]
+    def prepared(self) -> PreparedFiles:
+        return PreparedFiles(self.root / "prepared")
 
     @property
     def meta(self) -> Path:
-        return self.prepared / "meta.json"
+        return self.prepared.meta
 
     @property
     def folds(self) -> Path:
         return self.root / "folds.csv"
 
     # ---------------------------------------------------------------- training
-    def model_dir(self, backbone: str, fold: int | str) -> Path:
-        return self.root / "models" / str(backbone) / f"fold{fold}"
+    def model(self, backbone: str, fold: int | str) -> ModelFiles:
+        return ModelFiles(self.root / "models" / str(backbone) / f"fold{fold}")
 
-    def fold_dirs(self, backbone: str, n_folds: int) -> list[Path]:
-        return [self.model_dir(backbone, k) for k in range(n_folds)]
+    def folds_of(self, backbone: str, n_folds: int) -> list[ModelFiles]:
+        return [self.model(backbone, k) for k in range(n_folds)]
 
     def model_folders(self) -> list[Path]:
         """Every models/<backbone>/fold<k> folder that exists."""
         return sorted(d for d in (self.root / "models").glob("*/fold*") if d.is_dir())
 
-    def lr_find(self, backbone: str) -> Path:
-        return self.root / "lr_find" / str(backbone)
+    def lr_find(self, backbone: str) -> LrFindFiles:
+        return LrFindFiles(self.root / "lr_find" / str(backbone))
 
     # ---------------------------------------------------------------- ensemble and submission
     @property
@@ -103,12 +209,12 @@ class Layout:
 
     # ---------------------------------------------------------------- code competitions (kagglecv.kernel)
     @property
-    def kernel_dataset(self) -> Path:
-        return self.root / "kernel-dataset"
+    def kernel_dataset(self) -> KernelDatasetFiles:
+        return KernelDatasetFiles(self.root / "kernel-dataset")
 
     @property
-    def kernel(self) -> Path:
-        return self.root / "kernel"
+    def kernel(self) -> KernelFiles:
+        return KernelFiles(self.root / "kernel")
 
     @property
     def kernel_runs(self) -> Path:
@@ -122,8 +228,8 @@ class Layout:
 
     # ---------------------------------------------------------------- report, predictions, logs
     @property
-    def report(self) -> Path:
-        return self.root / "report"
+    def report(self) -> ReportFiles:
+        return ReportFiles(self.root / "report")
 
     def prediction(self, name: str) -> Path:
         return self.root / "predictions" / f"{name}.csv"

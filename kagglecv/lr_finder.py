@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .fsutil import atomic_path, write_json
+from .layout import LrFindFiles
 
 SUGGESTION_METHODS = ("valley", "minimum", "steep")
 
@@ -253,6 +254,7 @@ def run_lr_find(train_cfg: dict, prepared_dir, folds_csv, out_dir,
         "img_size": dc["img_size"], "batch_size": cfg.batch_size, "device": str(device),
         "settings": {"start_lr": start_lr, "end_lr": end_lr, "num_it": num_it, "stop_div": stop_div},
     }
-    plot_lr_find(result, out_dir / "lr_find.png", title=f"{cfg.backbone}: lr_find")
-    write_json(out_dir / "lr_find.json", out)
+    files = LrFindFiles(out_dir)
+    plot_lr_find(result, files.png, title=f"{cfg.backbone}: lr_find")
+    write_json(files.json, out)
     return out

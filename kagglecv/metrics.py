@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import thresholds as _thresholds
+from .decisions import decide
 from .errors import InputError
 from .tasks import KINDS
 
@@ -35,7 +35,7 @@ def _skm():
     return metrics
 
 
-def _arrays(y, pred) -> tuple[np.ndarray, np.ndarray]:
+def arrays(y, pred) -> tuple[np.ndarray, np.ndarray]:
     y, pred = np.asarray(y), np.asarray(pred, dtype=float)
     return y, (pred[:, None] if pred.ndim == 1 else pred)  # a bare vector of values is one column
 
@@ -80,7 +80,7 @@ def _decisions(y, p, thresholds, grades):
         return y.astype(int), p.argmax(1), np.arange(p.shape[1])  # all K classes, present in y or not
     kind = "multilabel" if shape == "multilabel" else "ordinal"  # one column of values: decisions are grades
     grades = grade_set(y, grades) if kind == "ordinal" else None
-    return _as_labels(y, _thresholds.decide(p, thresholds, kind, grades), kind, grades)
+    return _as_labels(y, decide(p, thresholds, kind, grades), kind, grades)
 
 
 # ---------------------------------------------------------------- metrics on decisions: f(truth, decided, labels)
@@ -202,7 +202,7 @@ def _entry(name: str):
 def score(name: str, y, pred, thresholds=None, grades=None) -> float:
     """`name` of predictions `pred` against targets `y` (layouts in the module docstring). `thresholds`: per-label
     thresholds (multilabel) or cut points between grades (ordinal), for metrics that compare decisions."""
-    y, pred = _arrays(y, pred)
+    y, pred = arrays(y, pred)
     return float(_entry(name)[0](y, pred, thresholds, grades))
 
 

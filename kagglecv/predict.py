@@ -38,7 +38,7 @@ import pandas as pd
 
 from .errors import InputError
 from .fsutil import read_table, write_csv, write_json
-from .layout import Layout
+from .layout import Layout, ModelFiles
 from .submission import decisions
 from .tasks import Task
 
@@ -111,7 +111,7 @@ def backbone_probs(fold_dirs: list[Path], images: np.ndarray, device_pref: str =
 
     per_fold, info = [], {}
     for d in fold_dirs:
-        model, cfg, dc, device, amp, task = load_fold_model(Path(d) / "model.pt", images.shape[-1], device_pref)
+        model, cfg, dc, device, amp, task = load_fold_model(ModelFiles(d).model, images.shape[-1], device_pref)
         p = predict_tta(model, images, cfg, dc, device, amp, task=task)
         # test.csv holds float32 values; average them in float64 as the ensemble step does after reading it
         per_fold.append(np.asarray(p, dtype=np.float32).astype(np.float64))
@@ -124,7 +124,7 @@ def backbone_probs(fold_dirs: list[Path], images: np.ndarray, device_pref: str =
 
 
 def fold_dirs_of(results_dir: Path, scores: dict, backbone: str) -> list[Path]:
-    return Layout(Path(results_dir)).fold_dirs(backbone, len(scores["models"][backbone]["folds"]))
+    return [f.path for f in Layout(Path(results_dir)).folds_of(backbone, len(scores["models"][backbone]["folds"]))]
 
 
 def ensemble_recipe(scores: dict) -> tuple[str, list[str], object]:
@@ -251,12 +251,6 @@ def predict_folder(results_dir: str | Path, folder: str | Path, out_csv: str | P
     })
     log.info("%d prediction(s) written to %s", len(out), out_csv)
     return out
-
-
-def predict_step(results_dir, folder, out_csv, out_json, device: str = "auto", threads: int | None = None) -> None:
-    """The `predict` rule's job (scripts/predict.py)."""
-    out = predict_folder(results_dir, folder, out_csv, out_json, device=device, threads=threads)
-    print(f"{len(out)} prediction(s) written to {out_csv}", flush=True)
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m kagglecv.predict") -> int:

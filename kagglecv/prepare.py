@@ -33,7 +33,7 @@ from . import images, metrics, tasks
 from .archive import ArchiveLimits, is_junk, safe_extract
 from .errors import InputError
 from .fsutil import atomic_path, write_csv, write_json
-from .layout import PREPARED_FILES
+from .layout import PreparedFiles
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 FALLBACK_SIDE = 256  # mixed sizes and nothing saying what training needs (a direct library call)
@@ -423,7 +423,8 @@ def prepare(data_path: str | Path, out_dir: str | Path, cfg: DataConfig | None =
     if not data_path.exists():
         raise InputError(f"{data_path}: not found; set data.path to the competition folder or zip")
     out_dir.mkdir(parents=True, exist_ok=True)
-    images.remove_stale(out_dir, PREPARED_FILES)  # temp files of a killed run: gigabytes, and never mistaken for outputs
+    out = PreparedFiles(out_dir)
+    images.remove_stale(out_dir, PreparedFiles.names().values())  # temp files of a killed run: gigabytes, and never mistaken for outputs
     for stale in out_dir.glob(".unpack-*"):
         shutil.rmtree(stale, ignore_errors=True)
     t0 = time.perf_counter()
@@ -444,11 +445,11 @@ def prepare(data_path: str | Path, out_dir: str | Path, cfg: DataConfig | None =
         h, w, c = cache_shape(sizes, gray, cfg)
         decoder = images.Decoder(h, w, gray, cfg.resize, cfg.max_image_pixels)
         t1 = time.perf_counter()
-        write_images(out_dir / "train_images.npy", comp.train_images, comp.train_ids, decoder, pool, "decode train")
-        write_images(out_dir / "test_images.npy", comp.test_images, comp.test_ids, decoder, pool, "decode test")
+        write_images(out.train_images, comp.train_images, comp.train_ids, decoder, pool, "decode train")
+        write_images(out.test_images, comp.test_images, comp.test_ids, decoder, pool, "decode test")
         decode_s = time.perf_counter() - t1
         # Later steps need the submission template; keep it byte for byte beside the cache.
-        with atomic_path(out_dir / "sample_submission.csv") as t:
+        with atomic_path(out.sample_submission) as t:
             shutil.copyfile(root / cfg.sample_submission, t)
     n_images = len(comp.train_ids) + len(comp.test_ids)
     meta = {
@@ -471,7 +472,7 @@ def prepare(data_path: str | Path, out_dir: str | Path, cfg: DataConfig | None =
                           "y": tasks.Task(kind, tuple(classes)).encode(comp.labels)})
     if comp.groups is not None:
         train["group"] = comp.groups
-    write_csv(out_dir / "train.csv", train)
-    write_csv(out_dir / "test.csv", pd.DataFrame({"id": comp.test_ids}))
-    write_json(out_dir / "meta.json", meta)  # last: a complete meta.json means a complete cache
+    write_csv(out.train, train)
+    write_csv(out.test, pd.DataFrame({"id": comp.test_ids}))
+    write_json(out.meta, meta)  # last: a complete meta.json means a complete cache
     return meta

@@ -25,13 +25,10 @@ import numpy as np
 import pandas as pd
 
 from .fsutil import atomic_path, read_table
-from .layout import Layout
+from .layout import Layout, PreparedFiles
 
 # matplotlib is imported where a figure is made: rules/report.smk imports this module while Snakemake parses.
 
-# Always in the report; lr_find.png and leaderboard.png when there is data.
-FIGURES = ("cv_table.png", "cv_table.html", "training_curves.png", "job_time.png", "confusion_matrix.png",
-           "oof_errors.png", "class_balance.png")
 DPI = 110
 CHOSEN_COLOR = "#d9f2e4"  # the chosen ensemble's row
 BEST_COLOR = "#b7e1c8"  # the best cell of a column
@@ -303,7 +300,7 @@ def _probs(df: pd.DataFrame) -> np.ndarray:
 def decided(oof: pd.DataFrame, meta: dict, scores: dict | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(true index, predicted index, names) of OOF rows of a task with classes: argmax for classification,
     the fitted cut points for ordinal grades."""
-    from . import thresholds
+    from .decisions import decide
     from .tasks import Task
 
     task, p = Task.of(meta), _probs(oof)
@@ -312,7 +309,7 @@ def decided(oof: pd.DataFrame, meta: dict, scores: dict | None) -> tuple[np.ndar
         return oof["y"].to_numpy(int), p.argmax(1), names
     cuts = (scores or {}).get("ensemble", {}).get("thresholds")
     grades = task.grades
-    pred = thresholds.decide(p, cuts, "ordinal", grades)
+    pred = decide(p, cuts, "ordinal", grades)
     index = {g: k for k, g in enumerate(grades)}
     return np.array([index[float(v)] for v in oof["y"]]), np.array([index[float(v)] for v in pred]), names
 
@@ -358,12 +355,12 @@ def confusion(ensemble_oof_csv: str | Path, meta_json: str | Path, out_png: str 
 
 def label_confusion(oof, meta, scores, out_png, method) -> np.ndarray:
     """Multilabel: true positives, false positives and false negatives per label at the fitted thresholds."""
-    from . import thresholds
+    from .decisions import decide
     from .tasks import Task
 
     task = Task.of(meta)
     truth = task.targets(oof).astype(bool)
-    flags = thresholds.decide(_probs(oof), (scores or {}).get("ensemble", {}).get("thresholds"), "multilabel")
+    flags = decide(_probs(oof), (scores or {}).get("ensemble", {}).get("thresholds"), "multilabel")
     flags = np.asarray(flags).astype(bool)
     counts = np.stack([(truth & flags).sum(0), (~truth & flags).sum(0), (truth & ~flags).sum(0)], axis=1)
     names = list(task.classes)
@@ -475,13 +472,13 @@ def pick_errors(oof: pd.DataFrame, n: int = 16, meta: dict | None = None) -> tup
 
 def oof_errors(ensemble_oof_csv: str | Path, prepared_dir: str | Path, out_png: str | Path, n: int = 16,
                per_row: int = 8) -> tuple[pd.DataFrame, pd.DataFrame]:
-    prepared_dir = Path(prepared_dir)
+    prepared = PreparedFiles(prepared_dir)
     oof = read_table(ensemble_oof_csv)
-    meta = json.loads((prepared_dir / "meta.json").read_text())
+    meta = json.loads(prepared.meta.read_text())
     names = class_names(meta)
-    train = read_table(prepared_dir / "train.csv")
+    train = read_table(prepared.train)
     row_of = dict(zip(train["id"], range(len(train))))
-    images = np.load(prepared_dir / "train_images.npy", mmap_mode="r")
+    images = np.load(prepared.train_images, mmap_mode="r")
     wrong, uncertain = pick_errors(oof, n, meta)
     by_class = "error" not in wrong.columns
     sections = ([("Most confidently wrong", wrong, "no wrong out-of-fold prediction"),
@@ -556,7 +553,7 @@ def lr_find_results(layout: Layout, backbones: dict, lr_find_rule: bool) -> dict
         return {}
     out = {}
     for name, settings in backbones.items():
-        path = layout.lr_find(name) / "lr_find.json"
+        path = layout.lr_find(name).json
         if path.exists() or str(settings.get("lr")) == "auto":
             out[name] = str(path)
     return out
@@ -564,30 +561,10 @@ def lr_find_results(layout: Layout, backbones: dict, lr_find_rule: bool) -> dict
 
 def report_targets(layout: Layout, lr_find: dict) -> list[str]:
     """The report's files: the LR finder and leaderboard figures only when there is data."""
-    targets = [str(layout.report / name) for name in FIGURES]
+    report = layout.report
+    targets = [str(p) for p in report.files()]  # always; the LR finder's and the leaderboard's with data
     if lr_find:
-        targets.append(str(layout.report / "lr_find.png"))
+        targets.append(str(report.lr_find))
     if layout.leaderboard.exists():
-        targets.append(str(layout.report / "leaderboard.png"))
+        targets.append(str(report.leaderboard))
     return targets
-
-
-def report_step(kind: str, inputs: dict, outputs: dict, params: dict) -> None:
-    """One report rule's job: `kind` names the rule's figures (see rules/report.smk)."""
-    if kind == "cv":
-        cv_table(inputs["scores"], outputs["png"], outputs["html"], inputs.get("oof"))
-    elif kind == "curves":
-        training_curves(params["histories"], params["metric"], outputs["png"])
-        job_time(params["metrics"], outputs["job_time"])
-    elif kind == "oof":
-        scores = json.loads(Path(inputs["scores"]).read_text())
-        confusion(inputs["oof"], inputs["meta"], outputs["confusion"], scores["ensemble"]["method"], scores)
-        oof_errors(inputs["oof"], Path(inputs["meta"]).parent, outputs["errors"])
-    elif kind == "folds":
-        class_balance(inputs["folds"], inputs["meta"], outputs["png"])
-    elif kind == "lr_find":
-        lr_find_curves(params["lr_find"], outputs["png"])
-    elif kind == "leaderboard":
-        leaderboard(inputs["leaderboard"], outputs["png"])
-    else:
-        raise ValueError(f"unknown report figure kind {kind!r}")

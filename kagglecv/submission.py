@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import metrics, thresholds
+from . import metrics
+from .decisions import decide
 from .errors import InputError
 from .fsutil import read_table, write_csv
+from .layout import PreparedFiles
 from .tasks import Task
 
 
@@ -48,12 +50,12 @@ def decisions(task: Task, preds: np.ndarray, fmt: str, metric: str, cuts: list[f
     probabilities themselves where the metric scores those."""
     if task.kind == "multilabel":
         if fmt == "tags" or metrics.needs_thresholds(metric, task.kind):
-            return thresholds.decide(preds, cuts, task.kind)
+            return decide(preds, cuts, task.kind)
         return preds
     if task.kind == "regression":
         return preds[:, 0]
     if task.kind == "ordinal":
-        grades = thresholds.decide(preds, cuts, task.kind, task.grades)
+        grades = decide(preds, cuts, task.kind, task.grades)
         return [task.classes[task.grades.index(float(g))] for g in grades]
     if fmt == "label":
         return [task.classes[k] for k in preds.argmax(1)]
@@ -65,7 +67,7 @@ def decisions(task: Task, preds: np.ndarray, fmt: str, metric: str, cuts: list[f
 def make_submission(ensemble_test_csv: Path, prepared_dir: Path, sample_csv_path: Path, metric: str,
                     out_csv: Path, scores_json: Path | None = None) -> pd.DataFrame:
     """The workflow's submission step: ensemble_test.csv in the template's ids, order and columns."""
-    meta = json.loads((Path(prepared_dir) / "meta.json").read_text())
+    meta = json.loads(PreparedFiles(prepared_dir).meta.read_text())
     out = submission_frame(read_table(ensemble_test_csv), meta, sample_csv_path, metric,
                            fitted_thresholds(scores_json), source=ensemble_test_csv)
     write_csv(out_csv, out)
@@ -105,3 +107,20 @@ def submission_frame(preds: pd.DataFrame, meta: dict, sample_csv_path: Path, met
     else:
         out[target] = answer
     return out
+
+
+def score_against(submission_csv, solution_csv, meta: dict, metric: str) -> dict:
+    """{metric, score, n}: a submission scored against held-aside labels (the demo's solution.csv), as Kaggle
+    scores it: the local 'public score'."""
+    sub = pd.read_csv(submission_csv, dtype=str, keep_default_na=False)
+    sol = pd.read_csv(solution_csv, dtype=str, keep_default_na=False)
+    id_col, target = meta["id_column"], meta["target_columns"][0]
+    merged = sol.merge(sub, on=id_col, suffixes=("_true", "_pred"), validate="one_to_one")
+    classes = [str(c) for c in meta["classes"]]
+    y = merged[f"{target}_true"].map(classes.index).to_numpy()
+    if submission_format(meta, metric) == "label":
+        probs = pd.get_dummies(pd.Categorical(merged[f"{target}_pred"], categories=classes)).to_numpy(float)
+    else:
+        p1 = merged[f"{target}_pred"].astype(float).to_numpy()
+        probs = pd.DataFrame({"0": 1 - p1, "1": p1}).to_numpy()
+    return {"metric": metric, "score": metrics.score(metric, y, probs), "n": len(merged)}

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import metrics
+from .decisions import decide, midpoints
 from .errors import InputError
 
 GRID = np.linspace(0.05, 0.95, 19)  # multilabel candidates; 0.5 is among them
@@ -22,53 +24,8 @@ LABEL_PASSES = 2
 CUT_PASSES, CUT_STEPS = 3, 30  # ordinal: candidates per cut between its neighbours
 
 
-def midpoints(grades) -> np.ndarray:
-    """Default cut points: halfway between consecutive grades, i.e. rounding to the nearest grade."""
-    g = np.sort(np.asarray(grades, dtype=float))
-    return (g[:-1] + g[1:]) / 2
-
-
-def _label_thresholds(thresholds, n_labels: int) -> np.ndarray:
-    t = np.full(n_labels, 0.5) if thresholds is None else np.asarray(thresholds, dtype=float)
-    t = np.full(n_labels, float(t)) if t.ndim == 0 else t  # one threshold for every label
-    if len(t) != n_labels:
-        raise InputError(f"thresholds: {len(t)} thresholds for {n_labels} labels; fit them again on this task's "
-                         "OOF predictions")
-    return t
-
-
-def _cut_points(thresholds, grades: np.ndarray) -> np.ndarray:
-    cuts = midpoints(grades) if thresholds is None else np.asarray(thresholds, dtype=float)
-    if len(cuts) != len(grades) - 1 or np.any(np.diff(cuts) < 0):
-        raise InputError(f"thresholds: cut points {np.round(cuts, 4).tolist()} do not fit grades "
-                         f"{grades.tolist()} (need {len(grades) - 1}, ascending); fit them again")
-    return cuts
-
-
-def decide(pred, thresholds, kind: str, grades=None) -> np.ndarray:
-    """Decisions from predictions (rows x outputs): multilabel a 0/1 int matrix (probability > threshold);
-    ordinal the grade values (n,): value < cuts[0] -> grades[0], cuts[0] <= value < cuts[1] -> grades[1], ...;
-    binary/multiclass the argmax class index; regression the values. thresholds=None: the defaults."""
-    pred = np.asarray(pred, dtype=float)
-    pred = pred[:, None] if pred.ndim == 1 else pred
-    if kind == "multilabel":
-        return (pred > _label_thresholds(thresholds, pred.shape[1])).astype(int)
-    if kind == "ordinal":
-        if grades is None:
-            raise InputError("grades: ordinal decisions need the task's grades; pass grades=Task.grades")
-        g = np.sort(np.asarray(grades, dtype=float))
-        return g[np.digitize(pred[:, 0], _cut_points(thresholds, g))]
-    if kind in ("binary", "multiclass"):
-        return pred.argmax(1)
-    if kind == "regression":
-        return pred[:, 0]
-    raise InputError(f"task: unknown task {kind!r}; use binary, multiclass, multilabel, regression or ordinal")
-
-
 def kind_of(metric: str, y, pred) -> str | None:
     """'multilabel' or 'ordinal' when `metric` on this layout of y/pred compares decisions worth fitting."""
-    from . import metrics  # metrics imports this module for `decide`
-
     shape = metrics.layout(np.asarray(y), np.asarray(pred).reshape(len(pred), -1))
     kind = {"multilabel": "multilabel", "numeric": "ordinal"}.get(shape)
     return kind if kind and metrics.needs_thresholds(metric, kind) else None
@@ -93,8 +50,6 @@ def _fbeta_samples_trials(y, decided, j, cands, beta: float) -> np.ndarray:
 
 def _column_trials(metric, y, decided, j, cands) -> np.ndarray:
     """The metric with column j of the decisions replaced by each column of `cands`."""
-    from . import metrics
-
     if metric == "f2_samples":
         return _fbeta_samples_trials(y, decided, j, cands, beta=2.0)
     trial, out = decided.copy(), []
@@ -105,8 +60,6 @@ def _column_trials(metric, y, decided, j, cands) -> np.ndarray:
 
 
 def _fit_labels(metric, y, pred) -> list[float]:
-    from . import metrics
-
     sign = 1 if metrics.greater_is_better(metric) else -1
     y = y.astype(int)
     t = np.full(pred.shape[1], 0.5)
@@ -129,8 +82,6 @@ def _fit_labels(metric, y, pred) -> list[float]:
 
 
 def _fit_cuts(metric, y, pred, grades: np.ndarray) -> list[float]:
-    from . import metrics
-
     sign = 1 if metrics.greater_is_better(metric) else -1
     values = pred[:, 0]
 
@@ -162,9 +113,7 @@ def fit(metric: str, y, pred, grades=None) -> list[float] | None:
     """Thresholds maximising `metric` on these rows: per-label thresholds (multilabel, pred n x L) or cut points
     between grades (ordinal, pred n x 1; len(grades) - 1 of them, ascending). None where the metric needs none
     (probability and value metrics, argmax classes). grades: the task's grades (default: distinct values of y)."""
-    from . import metrics
-
-    y, pred = metrics._arrays(y, pred)
+    y, pred = metrics.arrays(y, pred)
     kind = kind_of(metric, y, pred)
     if kind == "multilabel":
         return _fit_labels(metric, y, pred)
@@ -177,9 +126,7 @@ def nested(metric: str, y, pred, fold, grades=None) -> tuple[float, list]:
     """Honest score of fitted thresholds: each fold decided with thresholds fit on the other folds' rows, then
     all decided rows scored together (QWK and F-scores do not average over folds). Returns (score, the
     thresholds fitted for each fold in sorted fold order; None each where the metric needs none)."""
-    from . import metrics
-
-    y, pred = metrics._arrays(y, pred)
+    y, pred = metrics.arrays(y, pred)
     fold = np.asarray(fold)
     kind, folds = kind_of(metric, y, pred), np.unique(fold)
     if kind is None:

@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 
 from .fsutil import file_sha256
-from .kaggle_io import redact
+from .secrets import redact
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def retry_busy(fn, *args, **kw):
             time.sleep(wait)
 
 
-def _warn_down(what: str, err: Exception, stacklevel: int = 3) -> None:
+def warn_down(what: str, err: Exception, stacklevel: int = 3) -> None:
     global _down
     if not _down:
         hint = f"the store stayed locked after {busy_retries()} retries: {BUSY_HINT}; " if is_busy(err) else ""
@@ -128,7 +128,7 @@ def replays_records(config: dict) -> bool:
     return bool(m["enabled"] and not m["live"])
 
 
-def _create_experiment(client, name: str, results_dir: Path) -> str:
+def create_experiment(client, name: str, results_dir: Path) -> str:
     """Artifacts of the default SQLite store go under results/ too; a server decides for itself."""
     kw = {}
     if not os.environ.get("MLFLOW_TRACKING_URI"):
@@ -161,7 +161,7 @@ class Tracker:
 
     def _fail(self, what: str, err: Exception) -> None:
         if not self._warned:
-            _warn_down(f"{what} ({display_uri(tracking_uri(self.results_dir))})", err, stacklevel=3)
+            warn_down(f"{what} ({display_uri(tracking_uri(self.results_dir))})", err, stacklevel=3)
             self._warned = True
         self.enabled = False
         if self.run_id:
@@ -192,7 +192,7 @@ class Tracker:
         mlflow.set_tracking_uri(uri)
         client = mlflow.MlflowClient()
         exp = client.get_experiment_by_name(self.experiment)
-        exp_id = exp.experiment_id if exp else _create_experiment(client, self.experiment, self.results_dir)
+        exp_id = exp.experiment_id if exp else create_experiment(client, self.experiment, self.results_dir)
         parent = os.environ.get(PARENT_ENV) or None
         run = mlflow.start_run(experiment_id=exp_id, run_name=self.run_name, parent_run_id=parent,
                                tags={JOB_TAG: self.run_name, **self.tags})
@@ -206,7 +206,7 @@ class Tracker:
             write_json(self.record_path, {**self.record, "end_ms": now_ms()})
 
     def log_params(self, params: dict) -> None:
-        flat = {k: (str(v)[:500]) for k, v in _flatten(params).items()}
+        flat = {k: redact(str(v))[:500] for k, v in flatten(params).items()}  # no credential reaches MLflow
         self.record["params"].update(flat)
         self._call("log_params", _mlflow("log_params"), flat)
 
@@ -237,12 +237,12 @@ def _mlflow(name: str):
     return call
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
+def flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(_flatten(v, f"{key}."))
+            out.update(flatten(v, f"{key}."))
         else:
             out[key] = v
     return out
@@ -259,10 +259,10 @@ def start_parent(experiment: str, results_dir: str | Path = "results", name: str
         mlflow.set_tracking_uri(tracking_uri(results_dir))
         client = mlflow.MlflowClient()
         exp = retry_busy(client.get_experiment_by_name, experiment)
-        exp_id = exp.experiment_id if exp else retry_busy(_create_experiment, client, experiment, results_dir)
+        exp_id = exp.experiment_id if exp else retry_busy(create_experiment, client, experiment, results_dir)
         run = retry_busy(client.create_run, exp_id, run_name=name, tags={"step": "workflow", JOB_TAG: name})
     except Exception as e:  # noqa: BLE001 - tracking must never stop the workflow
-        _warn_down(f"parent run ({display_uri(tracking_uri(results_dir))})", e, stacklevel=2)
+        warn_down(f"parent run ({display_uri(tracking_uri(results_dir))})", e, stacklevel=2)
         return None
     os.environ[PARENT_ENV] = run.info.run_id
     return run.info.run_id
@@ -295,10 +295,10 @@ def log_to_parent(metrics: dict | None = None, params: dict | None = None, tags:
             run_id,
             metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()
                      if isinstance(v, (int, float)) and not isinstance(v, bool)],
-            params=[Param(k, str(v)[:500]) for k, v in _flatten(params or {}).items()],
+            params=[Param(k, str(v)[:500]) for k, v in flatten(params or {}).items()],
             tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
     except Exception as e:  # noqa: BLE001 - tracking must never fail the job
-        _warn_down(f"logging to the parent run ({display_uri(tracking_uri(results_dir))})", e, stacklevel=2)
+        warn_down(f"logging to the parent run ({display_uri(tracking_uri(results_dir))})", e, stacklevel=2)
         return False
     return True
 

@@ -34,7 +34,7 @@ from .data import loader_workers, make_batches, open_cache, use_device_path
 from .errors import InputError
 from .fsutil import atomic_path, read_table, write_csv, write_json
 from .gpu import lease_gpu
-from .layout import record_file
+from .layout import ModelFiles, PreparedFiles, record_file
 from .tracking import Tracker
 
 
@@ -309,16 +309,16 @@ def train_epoch(model, batches, phase: Phase, scaler, device, amp_dtype, cfg, de
     return total / max(n, 1), n / (time.perf_counter() - t0)
 
 
-def data_fingerprint(prepared_dir: Path, folds_csv) -> str:
+def data_fingerprint(prepared: PreparedFiles, folds_csv) -> str:
     """What a checkpoint was trained on: the content of folds.csv and the prepared tables, and the image cache
     files' size and modification time (rebuilding the cache changes them; hashing gigabytes every epoch would
     cost more than it saves)."""
     h = hashlib.sha256()
-    for p in (Path(folds_csv), prepared_dir / "meta.json", prepared_dir / "train.csv"):
+    for p in (Path(folds_csv), prepared.meta, prepared.train):
         h.update(p.read_bytes())
-    for name in ("train_images.npy", "test_images.npy"):
-        st = (prepared_dir / name).stat()
-        h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    for p in (prepared.train_images, prepared.test_images):
+        st = p.stat()
+        h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()
 
 
@@ -361,7 +361,7 @@ def load_resume(path: Path, resolved, fingerprint: str, model, phases, scaler, e
     return state["epoch"], state["history"], state
 
 
-def load_fold(cfg: TrainConfig, prepared_dir: Path, folds_csv) -> tuple[pd.DataFrame, np.ndarray, np.ndarray,
+def load_fold(cfg: TrainConfig, prepared_dir, folds_csv) -> tuple[pd.DataFrame, np.ndarray, np.ndarray,
                                                                         np.ndarray, np.ndarray, Task]:
     """Seed this job, then (folds, memory-mapped train cache, targets, train rows, valid rows, task) for cfg.fold.
     Numeric tasks get their target scale from this fold's training rows only."""
@@ -372,9 +372,10 @@ def load_fold(cfg: TrainConfig, prepared_dir: Path, folds_csv) -> tuple[pd.DataF
     folds = read_table(folds_csv)
     if cfg.fold not in set(folds["fold"]):
         raise InputError(f"{folds_csv}: no fold {cfg.fold}; folds are {sorted(set(folds['fold']))}")
-    images = open_cache(Path(prepared_dir) / "train_images.npy")
+    prepared = PreparedFiles(prepared_dir)
+    images = open_cache(prepared.train_images)
     fold = folds["fold"].to_numpy()
-    task = Task.of(json.loads((Path(prepared_dir) / "meta.json").read_text()))
+    task = Task.of(json.loads(prepared.meta.read_text()))
     if (cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0) and task.kind not in CLASSIFICATION:
         raise InputError(f"train.mixup_alpha/cutmix_alpha: mixup mixes class targets; this is a {task.kind} task, "
                          "set them to 0")
@@ -416,10 +417,10 @@ def process_seconds() -> float:
 
 def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_dir: str | Path,
         experiment: str = "default", results_dir: str | Path = "results", track: bool = True) -> dict:
-    prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
+    prepared, out = PreparedFiles(prepared_dir), ModelFiles(out_dir)
     folds, images, y, tr_idx, va_idx, task = load_fold(cfg, prepared_dir, folds_csv)
-    test_images = open_cache(prepared_dir / "test_images.npy")
-    test_ids = read_table(prepared_dir / "test.csv")["id"]
+    test_images = open_cache(prepared.test_images)
+    test_ids = read_table(prepared.test)["id"]
     model, dc, device, amp_dtype = setup_model(cfg, task.outputs, in_chans=images.shape[-1])
     on_device = use_device_path(cfg.data_path, device, images.nbytes + test_images.nbytes)
     train_batches, val_batches = fold_batches(cfg, images, task.standardise(y), tr_idx, va_idx, dc, device,
@@ -439,13 +440,13 @@ def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_d
                 "num_workers_used": 0 if on_device else loader_workers(cfg.num_workers, cfg.threads, device),
                 "n_train": len(tr_idx), "n_valid": len(va_idx), "task": task.kind, "n_outputs": task.outputs,
                 "target_scale": list(task.scale)}  # predict.py rebuilds the task's activation from these
-    write_json(out_dir / "config.json", resolved)
+    write_json(out.config, resolved)
     # Not a declared output: survives a killed job, and is removed once the job has finished.
-    resume_path = out_dir / "resume.pt"
-    fingerprint = data_fingerprint(prepared_dir, folds_csv)
+    resume_path = out.resume
+    fingerprint = data_fingerprint(prepared, folds_csv)
     start_epoch, history, _ = load_resume(resume_path, resolved, fingerprint, model, phases, scaler, ema)
     run_name = f"{cfg.backbone}-fold{cfg.fold}"
-    with Tracker(experiment, run_name, results_dir, enabled=track, record=record_file(out_dir, run_name),
+    with Tracker(experiment, run_name, results_dir, enabled=track, record=record_file(out.path, run_name),
                  tags={"step": "train", "backbone": cfg.backbone, "fold": str(cfg.fold)}) as tracker:
         tracker.log_params(resolved)
         for row in history:  # epochs done before a resume: this run (and its record) holds the whole history
@@ -492,10 +493,10 @@ def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_d
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),  # which GPU lease this job held
             "img_per_s": float(np.mean([h["img_per_s"] for h in history])) if history else None,
         }
-        write_csv(out_dir / "oof.csv", oof_df)
-        write_csv(out_dir / "test.csv", test_df)
-        write_csv(out_dir / "history.csv", pd.DataFrame(history))
-        with atomic_path(out_dir / "model.pt") as tmp:
+        write_csv(out.oof, oof_df)
+        write_csv(out.test, test_df)
+        write_csv(out.history, pd.DataFrame(history))
+        with atomic_path(out.model) as tmp:
             torch.save({"state_dict": final.state_dict(), "config": resolved}, tmp)
         # Everything but the epochs (make bench's target: a few seconds per job): before the first batch,
         # the TTA passes, and the rest (writing outputs, tracking).
@@ -503,9 +504,9 @@ def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_d
                    "fixed_seconds": round(process_seconds() - train_seconds, 2)}
         print(f"job time besides the epochs: {result['fixed_seconds']:.1f} s (start-up {startup:.1f} s, "
               f"TTA {tta_seconds:.1f} s)", flush=True)
-        write_json(out_dir / "metrics.json", result)
+        write_json(out.metrics, result)
         resume_path.unlink(missing_ok=True)
         tracker.log_metrics({"cv_fold": result["score"], "cv_fold_no_tta": result["score_no_tta"] or 0.0})
-        for name in ("metrics.json", "config.json", "history.csv"):
-            tracker.log_artifact(out_dir / name)
+        for path in (out.metrics, out.config, out.history):
+            tracker.log_artifact(path)
     return result

@@ -1,6 +1,7 @@
 # Helpers and config validation: everything here runs before any job starts.
 # Each piece of knowledge is the library's: kagglecv.config (layering, defaults, validation, what follows
-# from the backbones), kagglecv.layout (every path under results/<competition>/), kagglecv.summary.
+# from the backbones), kagglecv.layout (every path and file name under results/<competition>/),
+# kagglecv.summary; every rule's job is kagglecv.jobs.<rule name>, run by scripts/job.py.
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -18,7 +19,7 @@ from kagglecv.config import (
     train_threads,
 )
 from kagglecv.gpu import visible_devices
-from kagglecv.layout import Layout
+from kagglecv.layout import DownloadFiles, Layout, downloaded
 
 # The schema's defaults, then config.yaml (the demo's choices) or, with --configfile, those files instead,
 # then --config: see kagglecv.config. The same in every job (they get the same command-line config).
@@ -35,8 +36,9 @@ validate(
 
 COMP = config["competition"]
 L = Layout.of(COMP)  # every path under results/<competition>/
-PREPARED_FILES = [str(p) for p in L.prepared_files()]
-MODEL = L.model_dir("{backbone}", "{fold}")  # one training job's folder (wildcards left open)
+PREPARED = L.prepared  # prepared/: the image cache and tables (kagglecv.layout.PreparedFiles)
+PREPARED_FILES = [str(p) for p in PREPARED.files()]
+MODEL = L.model("{backbone}", "{fold}")  # one training job's files (wildcards left open)
 
 
 def global_resource(name):
@@ -74,7 +76,7 @@ def data_input():
     if source == "demo":
         return path or f"data/demo/{COMP}.zip"
     if source == "kaggle":
-        return f"data/kaggle/{COMP}/.complete"
+        return str(downloaded(COMP).marker)
     if not path:
         raise ValueError(
             "data.path: required with data.source: local (a competition folder or zip)"
@@ -85,7 +87,7 @@ def data_input():
 def competition_path(wildcards, input):
     """The competition prepare reads: its input, or for a download the files beside the marker."""
     data = Path(input.data)
-    return str(data.parent / "files") if data.name == ".complete" else str(data)
+    return str(DownloadFiles(data.parent).files) if data.name == DownloadFiles.marker else str(data)
 
 
 def train_params(wildcards):
@@ -103,16 +105,21 @@ def train_params(wildcards):
 def lr_find_input(wildcards):
     """lr_find.json when the backbone's train.lr is auto (the train job then reads its suggestion), else nothing."""
     if BACKBONES[wildcards.backbone]["lr"] == "auto":
-        return str(L.lr_find(wildcards.backbone) / "lr_find.json")
+        return str(L.lr_find(wildcards.backbone).json)
     return []
 
 
 def fold_dirs(backbone):
-    return [str(d) for d in L.fold_dirs(backbone, config["folds"])]
+    return [str(m.path) for m in L.folds_of(backbone, config["folds"])]
+
+
+def fold_outputs(backbone, name):
+    """One file (a ModelFiles name) of every fold of `backbone`."""
+    return [str(getattr(m, name)) for m in L.folds_of(backbone, config["folds"])]
 
 
 def all_fold_outputs(name):
-    return [f"{d}/{name}" for b in BACKBONES for d in fold_dirs(b)]
+    return [f for b in BACKBONES for f in fold_outputs(b, name)]
 
 
 def kernel_inputs():
@@ -120,7 +127,7 @@ def kernel_inputs():
     with auto, whether Kaggle wants a notebook is only known once the submit job asks it."""
     if config["kaggle"]["code_competition"] is False:
         return []
-    return [str(L.kernel_dataset), str(L.kernel)]
+    return [str(L.kernel_dataset.path), str(L.kernel.path)]
 
 
 def default_targets():

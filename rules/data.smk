@@ -7,14 +7,14 @@ rule demo_competition:
     conda:
         "../envs/data.yaml"
     script:
-        "../scripts/demo.py"
+        "../scripts/job.py"
 
 
 rule prepare:
     input:
         data=data_input(),
     output:
-        PREPARED_FILES,
+        **{name: str(path) for name, path in zip(PREPARED.names(), PREPARED.files())},
     log:
         str(L.log("prepare")),
     benchmark:
@@ -37,13 +37,13 @@ rule prepare:
         metric=config["metric"],
         experiment=COMP,
     script:
-        "../scripts/prepare.py"
+        "../scripts/job.py"
 
 
 rule folds:
     input:
-        train=str(L.prepared / "train.csv"),
-        meta=str(L.prepared / "meta.json"),
+        train=str(PREPARED.train),
+        meta=str(PREPARED.meta),
     output:
         folds=str(L.folds),
     log:
@@ -55,4 +55,4 @@ rule folds:
         seed=config["seed"],
         experiment=COMP,
     script:
-        "../scripts/folds.py"
+        "../scripts/job.py"

@@ -1,7 +1,7 @@
 rule ensemble:
     input:
-        oof=all_fold_outputs("oof.csv"),
-        test=all_fold_outputs("test.csv"),
+        oof=all_fold_outputs("oof"),
+        test=all_fold_outputs("test"),
         folds=str(L.folds),
         meta=str(L.meta),
     output:
@@ -18,7 +18,7 @@ rule ensemble:
         method=config["ensemble"]["method"],
         experiment=COMP,
     script:
-        "../scripts/ensemble.py"
+        "../scripts/job.py"
 
 
 rule submission:
@@ -36,7 +36,7 @@ rule submission:
         metric=config["metric"],
         experiment=COMP,
     script:
-        "../scripts/submission.py"
+        "../scripts/job.py"
 
 
 rule holdout:
@@ -54,4 +54,4 @@ rule holdout:
         metric=config["metric"],
         experiment=COMP,
     script:
-        "../scripts/holdout.py"
+        "../scripts/job.py"

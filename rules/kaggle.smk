@@ -1,6 +1,6 @@
-# Kaggle download and submit rules (issue 3). Credentials are never params: the kaggle client reads
-# ~/.kaggle/kaggle.json, KAGGLE_USERNAME/KAGGLE_KEY or KAGGLE_API_TOKEN itself, and kagglecv.kaggle_io
-# redacts everything it logs.
+# Kaggle download and submit rules. Credentials are never params: the kaggle client reads
+# ~/.kaggle/kaggle.json, KAGGLE_USERNAME/KAGGLE_KEY or KAGGLE_API_TOKEN itself, and kagglecv.secrets
+# redacts everything the jobs log.
 KAGGLE = config["kaggle"]  # defaults from the schema
 
 
@@ -12,7 +12,7 @@ KAGGLE = config["kaggle"]  # defaults from the schema
 # downloaded once. An interrupted download leaves no marker and starts over.
 rule download:
     output:
-        marker="data/kaggle/{competition}/.complete",
+        marker=str(downloaded("{competition}").marker),
     log:
         "data/kaggle/{competition}/download.log",
     wildcard_constraints:
@@ -21,13 +21,13 @@ rule download:
     conda:
         "../envs/data.yaml"
     script:
-        "../scripts/download.py"
+        "../scripts/job.py"
 
 
 # `snakemake submit`: builds the submission if needed, submits it, waits for the public score and
 # appends a row to results/<competition>/leaderboard.csv. Not part of `all`. On a code competition
 # (kaggle.code_competition, or auto and Kaggle says so) it uploads the kernel dataset, runs the kernel on
-# Kaggle and submits the kernel's output instead (kagglecv.kaggle_code).
+# Kaggle and submits the kernel's output instead (kagglecv.kaggle.code).
 # No output on purpose, so the rule runs every time it is asked for: a submission is an action, not
 # a file. A declared marker or leaderboard.csv would be wrong either way: Snakemake deletes a job's
 # outputs before it runs (losing the earlier leaderboard rows), and its params/code rerun triggers
@@ -57,7 +57,7 @@ rule submit:
         kernel_timeout=KAGGLE["kernel_timeout"],
         max_bytes=KAGGLE["dataset_max_bytes"],
     script:
-        "../scripts/submit.py"
+        "../scripts/job.py"
 
 
 # `snakemake kernel`: a code competition's notebook and the dataset it needs (weights, configs, the ensemble,
@@ -66,11 +66,11 @@ rule kernel:
     input:
         scores=str(L.scores),
         meta=str(L.meta),
-        models=all_fold_outputs("model.pt"),
-        configs=all_fold_outputs("config.json"),
+        models=all_fold_outputs("model"),
+        configs=all_fold_outputs("config"),
     output:
-        dataset=directory(str(L.kernel_dataset)),
-        kernel=directory(str(L.kernel)),
+        dataset=directory(str(L.kernel_dataset.path)),
+        kernel=directory(str(L.kernel.path)),
     log:
         str(L.log("kernel")),
     conda:
@@ -86,4 +86,4 @@ rule kernel:
         repo=workflow.basedir,  # kagglecv's wheel is built from the workflow's own code
         experiment=COMP,
     script:
-        "../scripts/kernel.py"
+        "../scripts/job.py"

@@ -8,8 +8,8 @@ rule lr_find:
         prepared=PREPARED_FILES,
         folds=str(L.folds),
     output:
-        json=str(L.lr_find("{backbone}") / "lr_find.json"),
-        png=str(L.lr_find("{backbone}") / "lr_find.png"),
+        json=str(L.lr_find("{backbone}").json),
+        png=str(L.lr_find("{backbone}").png),
     log:
         str(L.log("lr_find/{backbone}")),
     benchmark:
@@ -25,4 +25,4 @@ rule lr_find:
         train=lambda wildcards: train_params(SimpleNamespace(backbone=wildcards.backbone, fold="0")),
         lr_find=config.get("lr_find", {}),
     script:
-        "../scripts/lr_find.py"
+        "../scripts/job.py"

@@ -12,4 +12,4 @@ rule backfill:
         results=str(L.root),
         experiment=COMP,
     script:
-        "../scripts/backfill.py"
+        "../scripts/job.py"

@@ -19,13 +19,13 @@ rule report_cv:
         oof=str(L.ensemble_oof),
     output:
         png=report(
-            str(L.report / "cv_table.png"),
+            str(L.report.cv_table),
             category="CV scores",
             caption="../report/cv_table.rst",
             labels={"figure": "CV table (image)"},
         ),
         html=report(
-            str(L.report / "cv_table.html"),
+            str(L.report.cv_table_html),
             category="CV scores",
             caption="../report/cv_table_html.rst",
             labels={"figure": "CV table (HTML)"},
@@ -38,22 +38,22 @@ rule report_cv:
     params:
         kind="cv",
     script:
-        "../scripts/report_plots.py"
+        "../scripts/job.py"
 
 
 rule report_curves:
     input:
-        histories=all_fold_outputs("history.csv"),
-        metrics=all_fold_outputs("metrics.json"),
+        histories=all_fold_outputs("history"),
+        metrics=all_fold_outputs("metrics"),
     output:
         png=report(
-            str(L.report / "training_curves.png"),
+            str(L.report.training_curves),
             category="Training",
             caption="../report/training_curves.rst",
             labels={"figure": "training curves"},
         ),
         job_time=report(
-            str(L.report / "job_time.png"),
+            str(L.report.job_time),
             category="Training",
             caption="../report/job_time.rst",
             labels={"figure": "job time"},
@@ -65,11 +65,11 @@ rule report_curves:
         "../envs/data.yaml"
     params:
         kind="curves",
-        histories={b: [f"{d}/history.csv" for d in fold_dirs(b)] for b in BACKBONES},
-        metrics={b: [f"{d}/metrics.json" for d in fold_dirs(b)] for b in BACKBONES},
+        histories={b: fold_outputs(b, "history") for b in BACKBONES},
+        metrics={b: fold_outputs(b, "metrics") for b in BACKBONES},
         metric=config["metric"],
     script:
-        "../scripts/report_plots.py"
+        "../scripts/job.py"
 
 
 rule report_oof:
@@ -77,17 +77,17 @@ rule report_oof:
         oof=str(L.ensemble_oof),
         scores=str(L.scores),
         meta=str(L.meta),
-        train=str(L.prepared / "train.csv"),
-        images=str(L.prepared / "train_images.npy"),
+        train=str(PREPARED.train),
+        images=str(PREPARED.train_images),
     output:
         confusion=report(
-            str(L.report / "confusion_matrix.png"),
+            str(L.report.confusion_matrix),
             category="OOF errors",
             caption="../report/confusion_matrix.rst",
             labels={"figure": "confusion matrix"},
         ),
         errors=report(
-            str(L.report / "oof_errors.png"),
+            str(L.report.oof_errors),
             category="OOF errors",
             caption="../report/oof_errors.rst",
             labels={"figure": "confidently wrong and uncertain images"},
@@ -100,7 +100,7 @@ rule report_oof:
     params:
         kind="oof",
     script:
-        "../scripts/report_plots.py"
+        "../scripts/job.py"
 
 
 rule report_folds:
@@ -109,7 +109,7 @@ rule report_folds:
         meta=str(L.meta),
     output:
         png=report(
-            str(L.report / "class_balance.png"),
+            str(L.report.class_balance),
             category="Data",
             caption="../report/class_balance.rst",
             labels={"figure": "class balance per fold"},
@@ -122,7 +122,7 @@ rule report_folds:
     params:
         kind="folds",
     script:
-        "../scripts/report_plots.py"
+        "../scripts/job.py"
 
 
 rule report_lr_find:
@@ -130,7 +130,7 @@ rule report_lr_find:
         lambda wildcards: list(lr_find_jsons().values()),
     output:
         png=report(
-            str(L.report / "lr_find.png"),
+            str(L.report.lr_find),
             category="LR finder",
             caption="../report/lr_find.rst",
             labels={"figure": "LR range test"},
@@ -144,7 +144,7 @@ rule report_lr_find:
         kind="lr_find",
         lr_find=lambda wildcards: lr_find_jsons(),
     script:
-        "../scripts/report_plots.py"
+        "../scripts/job.py"
 
 
 # leaderboard.csv is appended by `snakemake submit` (no rule's output): the figure follows its mtime.
@@ -153,7 +153,7 @@ rule report_leaderboard:
         leaderboard=str(L.leaderboard),
     output:
         png=report(
-            str(L.report / "leaderboard.png"),
+            str(L.report.leaderboard),
             category="Leaderboard",
             caption="../report/leaderboard.rst",
             labels={"figure": "leaderboard history"},
@@ -166,7 +166,7 @@ rule report_leaderboard:
     params:
         kind="leaderboard",
     script:
-        "../scripts/report_plots.py"
+        "../scripts/job.py"
 
 
 # `snakemake predict --config predict_dir=DIR` writes predictions/<DIR's name>.csv (+ .json): the submission's
@@ -175,9 +175,9 @@ rule report_leaderboard:
 rule predict:
     input:
         images=lambda wildcards: require_folder(PREDICT_DIR),
-        models=all_fold_outputs("model.pt"),
-        oof=all_fold_outputs("oof.csv"),
-        test=all_fold_outputs("test.csv"),
+        models=all_fold_outputs("model"),
+        oof=all_fold_outputs("oof"),
+        test=all_fold_outputs("test"),
         scores=str(L.scores),
         ensemble_test=str(L.ensemble_test),
         folds=str(L.folds),
@@ -195,4 +195,4 @@ rule predict:
     params:
         device=config["train"]["device"],
     script:
-        "../scripts/predict.py"
+        "../scripts/job.py"

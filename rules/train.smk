@@ -4,12 +4,7 @@ rule train:
         folds=str(L.folds),
         lr_find=lr_find_input,
     output:
-        oof=str(MODEL / "oof.csv"),
-        test=str(MODEL / "test.csv"),
-        metrics=str(MODEL / "metrics.json"),
-        config=str(MODEL / "config.json"),
-        history=str(MODEL / "history.csv"),
-        model=str(MODEL / "model.pt"),
+        **{name: str(path) for name, path in zip(MODEL.names(), MODEL.files())},
     log:
         str(L.log("train/{backbone}/fold{fold}")),
     benchmark:
@@ -24,4 +19,4 @@ rule train:
         train=train_params,
         experiment=COMP,
     script:
-        "../scripts/train.py"
+        "../scripts/job.py"

@@ -1,5 +1,5 @@
 """Shared test helpers (imported as `from helpers import ...`; fixtures live in conftest.py): tiny competitions
-in Kaggle's layouts, zips, a real `snakemake` run in a temp dir, and the kaggle_io CLI against tests/kaggle_stub.py."""
+in Kaggle's layouts, zips, a real `snakemake` run in a temp dir, and the Kaggle CLI (python -m kagglecv.kaggle) against tests/kaggle_stub.py."""
 
 from __future__ import annotations
 
@@ -107,7 +107,7 @@ def run_snakemake(workdir: Path, config: dict | None, *args: str, check: bool = 
     return r
 
 
-# ---------------------------------------------------------------- the kaggle_io CLI against the Kaggle stub
+# ---------------------------------------------------------------- the Kaggle CLI against the Kaggle stub
 
 
 def competition_zip(top_folder: bool = False) -> bytes:
@@ -124,11 +124,11 @@ def stub_secrets(stub: KaggleStub) -> list[str]:
     return [stub.key, stub.token, base64.b64encode(f"{stub.username}:{stub.key}".encode()).decode()]
 
 
-def run_kaggle_io(stub: KaggleStub, tmp_path: Path, *args: str, creds: str | None = "env", key: str | None = None,
+def run_kaggle_cli(stub: KaggleStub, tmp_path: Path, *args: str, creds: str | None = "env", key: str | None = None,
                   extra_env: dict | None = None, cmd: list[str] | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m kagglecv.kaggle_io ARGS` (or `cmd`) against the stub; credentials must never leak."""
+    """Run `python -m kagglecv.kaggle ARGS` (or `cmd`) against the stub; credentials must never leak."""
     env = stub.env(tmp_path / "home", creds=creds, key=key) | {"PYTHONPATH": str(REPO)} | (extra_env or {})
-    cmd = cmd or [sys.executable, "-m", "kagglecv.kaggle_io", *args]
+    cmd = cmd or [sys.executable, "-m", "kagglecv.kaggle", *args]
     r = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     for secret in stub_secrets(stub):
         assert secret not in r.stdout + r.stderr

@@ -435,8 +435,8 @@ def test_code_competition_faults_are_one_line_errors(stub, pipeline):
         assert "above the Kaggle dataset limit" in line and "kaggle.dataset_max_bytes" in line
 
         set_config(run, code_competition=True, dataset_max_bytes=None)
-        from kagglecv.kaggle_code import code_submit
-        from kagglecv.kaggle_io import KaggleError
+        from kagglecv.kaggle.client import KaggleError
+        from kagglecv.kaggle.code import code_submit
         from kagglecv.layout import Layout
 
         empty = Layout(run.workdir / "elsewhere" / comp.slug)
@@ -452,7 +452,7 @@ def test_code_competition_faults_are_one_line_errors(stub, pipeline):
 
 def test_submission_message(tmp_path):
     from kagglecv.errors import InputError
-    from kagglecv.kaggle_steps import git_commit, submission_message
+    from kagglecv.kaggle.submit import git_commit, submission_message
 
     scores = {"metric": "roc_auc", "ensemble": {"method": "rank_mean", "cv": 0.987654321}}
     assert submission_message(scores, "abc1234") == "CV roc_auc=0.98765 | rank_mean | abc1234"

@@ -26,9 +26,11 @@ from kagglecv import tracking
 from kagglecv.archive import ArchiveLimits, is_junk, safe_extract
 from kagglecv.errors import InputError
 from kagglecv.fsutil import atomic_path, write_json
-from kagglecv.kaggle_io import backoff_delay, redact, retry_after
+from kagglecv.layout import Layout
+from kagglecv.kaggle.client import backoff_delay, retry_after
+from kagglecv.secrets import redact
 
-from helpers import REPO, competition_zip, error_line, make_zip, run_kaggle_io
+from helpers import REPO, competition_zip, error_line, make_zip, run_kaggle_cli
 from kaggle_stub import KaggleStub
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -132,12 +134,12 @@ def test_bad_download_is_never_complete(stub, tmp_path, fault):
     else:
         stub.competitions["digits"] = bomb_zip(tmp_path)
     dest = tmp_path / "data" / "digits"
-    line = error_line(run_kaggle_io(stub, tmp_path, "download", "digits", str(dest), "--retries", "0"))
+    line = error_line(run_kaggle_cli(stub, tmp_path, "download", "digits", str(dest), "--retries", "0"))
     assert {"not a zip": "is not a zip archive", "cut short": "the download was cut short",
             "zip bomb": "zip bomb"}[fault] in line
     assert list(dest.iterdir()) == []  # no files/, no manifest.json, no .complete, no temp folder
     stub.competitions["digits"], stub.truncate = competition_zip(), {}  # Kaggle serves it properly again
-    r = run_kaggle_io(stub, tmp_path, "download", "digits", str(dest))
+    r = run_kaggle_cli(stub, tmp_path, "download", "digits", str(dest))
     assert r.returncode == 0, r.stderr
     assert stub.calls("DownloadDataFiles") == 2 and (dest / ".complete").exists()
 
@@ -163,7 +165,7 @@ def test_http_calls_time_out(stub, tmp_path, op, args):
     (tmp_path / "S").write_text("id,label\n1,0\n")
     stub.delay[op] = 60  # the server accepts the connection and never answers
     t0 = time.monotonic()
-    r = run_kaggle_io(stub, tmp_path, "--http-timeout", "0.5",
+    r = run_kaggle_cli(stub, tmp_path, "--http-timeout", "0.5",
                       *[str(tmp_path / a) if a in "DS" else a for a in args])
     line = error_line(r)
     assert time.monotonic() - t0 < 30 and "Timeout" in line and "attempt(s)" in line
@@ -175,7 +177,7 @@ def test_429_retry_after_honoured_and_backoff_jittered(stub, tmp_path):
     import requests
 
     stub.fail["download"], stub.retry_after = (429, 1), "1.5"
-    r = run_kaggle_io(stub, tmp_path, "download", "digits", str(tmp_path / "d"), "--backoff", "0.01")
+    r = run_kaggle_cli(stub, tmp_path, "download", "digits", str(tmp_path / "d"), "--backoff", "0.01")
     assert r.returncode == 0, r.stderr
     calls = [t for t, path in stub.times if path.endswith("/DownloadDataFiles")]
     assert len(calls) == 2 and calls[1] - calls[0] >= 1.4  # not the 0.01 s backoff
@@ -193,19 +195,23 @@ def test_submission_missing_from_listing_keeps_being_polled(stub, tmp_path):
     submission = tmp_path / "submission.csv"
     submission.write_text("id,label\n1,0\n")
     stub.hidden_polls = 3  # Kaggle's listing lags behind the submission it just created
-    r = run_kaggle_io(stub, tmp_path, "submit", "digits", str(submission), "-m", "x", "--poll-interval", "0.05")
+    r = run_kaggle_cli(stub, tmp_path, "submit", "digits", str(submission), "-m", "x", "--poll-interval", "0.05")
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert result["status"] == "COMPLETE" and result["ref"] == stub.submissions[0]["ref"]
     assert stub.calls("StartSubmissionUpload") == 1 and len(stub.submissions) == 1
 
 
-SUBMIT_STEP = """
+SUBMIT_JOB = """
 import sys
-from kagglecv.kaggle_steps import submit_step
-from kagglecv.runner import run_logged
-r = run_logged(None, submit_step, "digits", sys.argv[1], sys.argv[2], sys.argv[3], poll_interval=0.05,
-               timeout=float(sys.argv[4]), track=False)
+from kagglecv.config import resolve
+from kagglecv.jobs import Files, Job, run_logged, submit
+config = resolve({"competition": "digits", "mlflow": {"enabled": False}})
+k = config["kaggle"]
+params = Files(competition="digits", message=k["message"], poll_interval=0.05, timeout=float(sys.argv[1]),
+               http_timeout=k["http_timeout"], repo=None, code_competition=k["code_competition"], owner=None,
+               kernel_timeout=k["kernel_timeout"], max_bytes=k["dataset_max_bytes"])
+r = run_logged(None, submit, Job("submit", config, params=params))
 print("RESULT", r["ref"], r["status"], r["public_score"])
 """
 
@@ -213,10 +219,11 @@ print("RESULT", r["ref"], r["status"], r["public_score"])
 @pytest.mark.kaggle
 @pytest.mark.parametrize("stall", ["not scored in time", "listing rate-limited"])
 def test_pending_submission_recorded_then_resumed(stub, tmp_path, stall):
-    sub, scores, board = tmp_path / "submission.csv", tmp_path / "scores.json", tmp_path / "res" / "leaderboard.csv"
+    L = Layout(tmp_path / "results" / "digits")
+    sub, scores, board = L.submission, L.scores, L.leaderboard
+    L.root.mkdir(parents=True)
     sub.write_text("id,label\n1,0\n")
     scores.write_text(json.dumps({"metric": "accuracy", "ensemble": {"cv": 0.9, "method": "mean"}}))
-    board.parent.mkdir()
     board.write_text("time,competition,message,cv,public_score,private_score,ref\n"  # a file from before `status`
                      "2024-01-01T00:00:00+00:00,digits,old,0.8,0.81,,7\n")
     if stall == "not scored in time":
@@ -225,7 +232,7 @@ def test_pending_submission_recorded_then_resumed(stub, tmp_path, stall):
         stub.retry_after = "0"
         stub.on_submit = lambda: stub.fail.update(submissions=429)
     env = stub.env(tmp_path / "home") | {"PYTHONPATH": str(REPO)}
-    step = [sys.executable, "-c", SUBMIT_STEP, str(sub), str(scores), str(board)]
+    step = [sys.executable, "-c", SUBMIT_JOB]
     r = subprocess.run([*step, "0.5"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "was made but is still pending" in r.stderr.strip().splitlines()[-1], r.stderr
     old, pending = list(csv.DictReader(board.open()))
@@ -382,7 +389,7 @@ def test_mlflow_sqlite_busy_retried_across_processes(tmp_path):
 
 APPEND = """
 import sys
-from kagglecv.kaggle_io import append_leaderboard
+from kagglecv.kaggle.leaderboard import append_leaderboard
 for i in range(int(sys.argv[3])):
     append_leaderboard(sys.argv[1], {"competition": "c", "message": f"{sys.argv[2]}-{i}", "ref": i})
 """
@@ -433,11 +440,11 @@ def test_atomic_write_durable_and_umask_untouched(tmp_path, monkeypatch):
 
 
 @pytest.mark.kaggle
-def test_kaggle_io_cli_still_writes_leaderboard_row(stub, tmp_path):
+def test_kaggle_cli_still_writes_leaderboard_row(stub, tmp_path):
     """The command line records the status and the file's hash too (what resuming matches on)."""
     submission, board = tmp_path / "s.csv", tmp_path / "leaderboard.csv"
     submission.write_text("id,label\n1,1\n")
-    r = run_kaggle_io(stub, tmp_path, "submit", "digits", str(submission), "-m", "x", "--poll-interval", "0.05",
+    r = run_kaggle_cli(stub, tmp_path, "submit", "digits", str(submission), "-m", "x", "--poll-interval", "0.05",
                       "--leaderboard", str(board), "--cv", "0.5")
     assert r.returncode == 0, r.stderr
     (row,) = csv.DictReader(board.open())

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from kagglecv import config as kconfig
-from kagglecv import kaggle_io, kaggle_steps, layout
+from kagglecv import layout
+from kagglecv.kaggle import client, download, submit
 from kagglecv.archive import ArchiveLimits
 from kagglecv.errors import InputError
 from kagglecv.layout import Layout
@@ -68,12 +69,11 @@ def test_kaggle_defaults_come_from_the_schema():
     def default(fn, name):
         return inspect.signature(fn).parameters[name].default
 
-    assert default(kaggle_io.download_competition, "retries") == k["retries"]
-    assert default(kaggle_io.download_competition, "backoff") == k["backoff"]
-    assert default(kaggle_io.submit, "poll_interval") == k["poll_interval"]
-    assert default(kaggle_io.submit, "timeout") == k["timeout"]
-    assert default(kaggle_steps.submit_step, "timeout") == k["timeout"]
-    assert kaggle_io.HTTP_TIMEOUT == k["http_timeout"] and kaggle_steps.DEFAULT_MESSAGE == k["message"]
+    assert default(download.download_competition, "retries") == k["retries"]
+    assert default(download.download_competition, "backoff") == k["backoff"]
+    assert default(submit.submit, "poll_interval") == k["poll_interval"]
+    assert default(submit.submit, "timeout") == k["timeout"]
+    assert client.HTTP_TIMEOUT == k["http_timeout"] and submit.DEFAULT_MESSAGE == k["message"]
 
 
 def test_lr_finder_defaults_come_from_its_config():
@@ -104,7 +104,7 @@ def spelled_paths(path) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("module", ["predict", "backfill", "report", "summary", "steps", "ensemble"])
+@pytest.mark.parametrize("module", ["predict", "backfill", "report", "summary", "jobs", "ensemble", "kernel", "train"])
 def test_library_asks_the_layout_for_paths(module):
     spelled = spelled_paths(REPO / "kagglecv" / f"{module}.py")
     assert not spelled, f"kagglecv/{module}.py spells results paths {spelled}; ask kagglecv.layout"
@@ -121,10 +121,26 @@ def test_rules_ask_the_layout_for_paths():
 
 def test_layout_paths():
     L = Layout.of("comp")
-    assert str(L.model_dir("{backbone}", "{fold}")) == "results/comp/models/{backbone}/fold{fold}"
-    assert [p.name for p in L.prepared_files()] == list(layout.PREPARED_FILES)
-    assert L.results.name == "results" and L.competition == "comp"
-    assert layout.record_file(L.model_dir("b", 0), "b-fold0").name == "b-fold0.mlflow.json"
+    model = L.model("{backbone}", "{fold}")
+    assert str(model.path) == "results/comp/models/{backbone}/fold{fold}"
+    assert str(model.oof) == "results/comp/models/{backbone}/fold{fold}/oof.csv" and layout.ModelFiles.oof == "oof.csv"
+    assert [p.name for p in model.files()] == list(layout.ModelFiles.names().values())
+    assert "resume.pt" not in layout.ModelFiles.names().values()  # not a declared output: it outlives a kill
+    assert [p.name for p in L.prepared.files()][-2:] == ["meta.json", "sample_submission.csv"]
+    assert L.meta == L.prepared.meta and L.results.name == "results" and L.competition == "comp"
+    assert layout.record_file(L.model("b", 0).path, "b-fold0").name == "b-fold0.mlflow.json"
+
+
+def test_each_results_file_is_named_once():
+    """A file of the results is spelled in kagglecv/layout.py and nowhere else in the library or the rules."""
+    names = {n for cls in (layout.PreparedFiles, layout.ModelFiles, layout.LrFindFiles, layout.ReportFiles,
+                           layout.KernelDatasetFiles, layout.KernelFiles) for n in cls.names(outputs_only=False).values()}
+    names -= {"train.csv", "test.csv", "sample_submission.csv", "wheels"}  # also the competition's own names
+    for path in [*(REPO / "kagglecv").rglob("*.py"), *(REPO / "rules").glob("*.smk"), REPO / "Snakefile"]:
+        if path.name == "layout.py":
+            continue
+        spelled = sorted(n for n in names if f'"{n}"' in path.read_text() or f"'{n}'" in path.read_text())
+        assert not spelled, f"{path.relative_to(REPO)} spells {spelled}; name them through kagglecv.layout"
 
 
 # ---------------------------------------------------------------- config layering
@@ -236,32 +252,48 @@ sys.meta_path.insert(0, Block())
 """
 
 
-def data_env_scripts() -> set[str]:
-    """The scripts of every rule that runs in envs/data.yaml."""
-    scripts = set()
+def data_env_rules() -> set[str]:
+    """The rules that run in envs/data.yaml."""
+    rules = set()
     for smk in (REPO / "rules").glob("*.smk"):
-        for rule in re.split(r"\nrule ", smk.read_text()):
+        for rule in re.split(r"^rule ", smk.read_text(), flags=re.M)[1:]:
             if "envs/data.yaml" in rule:
-                scripts |= set(re.findall(r'"\.\./scripts/(\w+\.py)"', rule))
-    return scripts
+                rules.add(rule.split(":")[0])
+    return rules
+
+
+def job_imports(rules: set[str]) -> set[str]:
+    """The kagglecv modules the jobs of `rules` import (kagglecv/jobs.py, one function per rule)."""
+    tree = ast.parse((REPO / "kagglecv" / "jobs.py").read_text())
+    found = set()
+    for fn in tree.body:
+        if isinstance(fn, ast.FunctionDef) and fn.name in rules:
+            for node in ast.walk(fn):
+                if isinstance(node, ast.ImportFrom) and node.level == 1:
+                    found |= {f"kagglecv.{node.module}" if node.module else f"kagglecv.{a.name}" for a in node.names}
+    return found
 
 
 def test_data_env_jobs_run_without_torch(tmp_path):
-    scripts = data_env_scripts()
-    assert {"prepare.py", "folds.py", "ensemble.py", "submission.py", "download.py"} <= scripts
-    modules = sorted({m for s in scripts for m in re.findall(r"from (kagglecv\.\w+) import",
-                                                             (REPO / "scripts" / s).read_text())})
+    rules = data_env_rules()
+    assert {"prepare", "folds", "ensemble", "submission", "download", "kernel", "submit", "report_cv"} <= rules
+    assert "train" not in rules and "predict" not in rules
+    modules = sorted(job_imports(rules) | {"kagglecv.jobs"})
+    assert "kagglecv.kaggle.download" in modules and "kagglecv.ensemble" in modules
     write_csv_images_competition(tmp_path / "tiny.zip")
     code = NO_TORCH + textwrap.dedent(f"""
         for m in {modules!r}:
             importlib.import_module(m)
-        from kagglecv.steps import folds_step, prepare_step
-        prepare_step({str(tmp_path / 'tiny.zip')!r}, {str(tmp_path / 'p')!r}, {{}}, "tiny", track=False, workers=2)
-        folds_step({str(tmp_path / 'p' / 'train.csv')!r}, {str(tmp_path / 'folds.csv')!r}, 2, 0, "tiny", track=False)
+        from kagglecv.config import resolve
+        from kagglecv.jobs import Files, Job, folds, prepare
+        config = resolve({{"competition": "tiny", "mlflow": {{"enabled": False}}}})
+        prepare(Job("prepare", config, params=Files(path={str(tmp_path / 'tiny.zip')!r}, data={{}}, task="auto",
+                                                     metric="accuracy"), threads=2))
+        folds(Job("folds", config, params=Files(folds=2, seed=0)))
     """)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert (tmp_path / "folds.csv").exists()
+    assert (tmp_path / "results/tiny/folds.csv").exists()
 
 
 def test_conda_envs_pin_what_the_lock_pins():

@@ -2,7 +2,7 @@
 a config that names only the competition, the data (and the group column) and the metric, plus the test's speed
 settings (3 folds x 3 epochs of resnet10t at 28 px on 1,200 Fashion-MNIST images; TASKS_N_TRAIN=2400 for the
 issue's acceptance size). The submission must match the template and clearly beat the best constant submission
-on held-out labels (kagglecv.demo_tasks)."""
+on held-out labels (tests/demo_tasks.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from helpers import run_snakemake
-from kagglecv.demo_tasks import DEMOS, make_task_competition, score_submission, trivial_submission
+from demo_tasks import DEMOS, make_task_competition, score_submission, trivial_submission
 
 pytestmark = pytest.mark.workflow
 

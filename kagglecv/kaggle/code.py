@@ -7,7 +7,7 @@ hand, from the folders `snakemake kernel` wrote (kagglecv.kernel):
   2. push the kernel (`kernels push`) and poll `kernels status` until its run completes; a failed run is a
      one-line error with the tail of the kernel's log (the whole log is kept under kernel-runs/<version>/);
   3. `competitions submit -k owner/kernel -v version -f submission.csv -m message`, then poll the submission
-     list for the score exactly as a file submission (kagglecv.kaggle_io), and record it in leaderboard.csv.
+     list for the score exactly as a file submission (kagglecv.kaggle.submit), and record it in leaderboard.csv.
 Both folders are pushed from hard-linked copies stamped with the authenticated user's name, so the kernel
 rule's outputs are never edited. kernel-state.json remembers the last upload and push: a rerun after a
 timeout waits for the same kernel version instead of pushing again, and an unchanged dataset is not uploaded
@@ -20,21 +20,22 @@ import hashlib
 import json
 import logging
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
-from .errors import InputError
-from .fsutil import file_sha256, write_json
-from .kaggle_io import (HTTP_TIMEOUT, KAGGLE, KaggleError, _call, _client, _poll, _status, pending_submission,
-                        record_result, redact, submission_listing)
-from .layout import Layout
+from ..errors import InputError
+from ..fsutil import file_sha256, write_json
+from ..layout import KernelDatasetFiles, KernelFiles, Layout
+from ..secrets import redact
+from .client import HTTP_TIMEOUT, KAGGLE, KaggleError, call, client, guard, http_status, poll
+from .leaderboard import pending_submission, record_result
+from .submit import submission_listing, wait_for_score
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("kagglecv.kaggle")
 
 DONE = {"COMPLETE"}
 FAILED = {"ERROR", "CANCEL_REQUESTED", "CANCEL_ACKNOWLEDGED"}
-OUTPUT = "submission.csv"
+OUTPUT = KernelFiles.submission  # what the notebook writes, and what is submitted
 LOG_TAIL = 5  # lines of the kernel's log in the one-line error
 
 
@@ -63,14 +64,6 @@ def _read_state(path: Path) -> dict:
         return {}
 
 
-def _guard(fn: Callable, competition: str, action: str, hint: str, **kw):
-    """`_call`, plus the ValueErrors the client raises for refused kernels and datasets, as one line."""
-    try:
-        return _call(fn, competition, action, hint=hint, **kw)
-    except ValueError as e:
-        raise KaggleError(f"Kaggle {action} for '{competition}' failed: {redact(str(e)).splitlines()[0]}; {hint}") from e
-
-
 # ---------------------------------------------------------------- is it a code competition?
 
 
@@ -78,7 +71,7 @@ def is_code_competition(api, competition: str, http_timeout: float | None = HTTP
     """The competition's isKernelsSubmissionsOnly, from `competitions list -s <competition>`; None when the
     listing does not show it (then the setting kaggle.code_competition decides)."""
     try:
-        response = _call(lambda: api.competitions_list(search=competition), competition, "competition lookup",
+        response = call(lambda: api.competitions_list(search=competition), competition, "competition lookup",
                          retries=2, http_timeout=http_timeout)
     except KaggleError as e:
         log.warning("%s: cannot tell whether it is a code competition (%s)", competition, e)
@@ -98,33 +91,30 @@ def upload_dataset(api, folder: Path, dataset_id: str, notes: str, competition: 
     """Create the dataset or add a version; wait until it is ready. Returns 'created' or 'versioned'."""
     hint = "check the dataset at https://www.kaggle.com/datasets/" + dataset_id
     try:
-        exists = bool(_call(lambda: api.dataset_status(dataset_id), competition, "dataset status",
+        exists = bool(call(lambda: api.dataset_status(dataset_id), competition, "dataset status",
                             http_timeout=http_timeout))
     except KaggleError as e:
-        if _status(e.__cause__) != 404:  # only "no such dataset" means: create it
+        if http_status(e.__cause__) != 404:  # only "no such dataset" means: create it
             raise
         exists = False
     if exists:
-        response = _guard(lambda: api.dataset_create_version(str(folder), notes, quiet=True, dir_mode="zip"),
+        response = guard(lambda: api.dataset_create_version(str(folder), notes, quiet=True, dir_mode="zip"),
                           competition, "dataset upload", hint, http_timeout=http_timeout)
     else:
-        response = _guard(lambda: api.dataset_create_new(str(folder), public=False, quiet=True, dir_mode="zip"),
+        response = guard(lambda: api.dataset_create_new(str(folder), public=False, quiet=True, dir_mode="zip"),
                           competition, "dataset upload", hint, http_timeout=http_timeout)
     if getattr(response, "error", None):
         raise KaggleError(f"Kaggle refused the kernel dataset {dataset_id}: {redact(str(response.error))}; {hint}")
-    deadline = time.monotonic() + timeout
-    while True:
-        status = _name(_call(lambda: api.dataset_status(dataset_id), competition, "dataset status", retries=2,
-                             backoff=poll_interval, http_timeout=http_timeout))
-        if status == "READY":
-            return "versioned" if exists else "created"
-        if status in ("FAILED", "ERROR"):
-            raise KaggleError(f"Kaggle could not process the kernel dataset {dataset_id} (status {status}); {hint}")
-        if time.monotonic() >= deadline:
-            raise KaggleError(f"the kernel dataset {dataset_id} is still {status.lower()} after {timeout:g}s "
-                              f"(kaggle.timeout); run `snakemake submit` again once it is ready (it is not "
-                              f"uploaded again)")
-        time.sleep(poll_interval)
+    status, ready = poll(lambda: _name(call(lambda: api.dataset_status(dataset_id), competition, "dataset status",
+                                            retries=2, backoff=poll_interval, http_timeout=http_timeout)),
+                         lambda status: status in ("READY", "FAILED", "ERROR"), interval=poll_interval, timeout=timeout)
+    if status in ("FAILED", "ERROR"):
+        raise KaggleError(f"Kaggle could not process the kernel dataset {dataset_id} (status {status}); {hint}")
+    if not ready:
+        raise KaggleError(f"the kernel dataset {dataset_id} is still {status.lower()} after {timeout:g}s "
+                          f"(kaggle.timeout); run `snakemake submit` again once it is ready (it is not "
+                          f"uploaded again)")
+    return "versioned" if exists else "created"
 
 
 # ---------------------------------------------------------------- the kernel
@@ -133,7 +123,7 @@ def upload_dataset(api, folder: Path, dataset_id: str, notes: str, competition: 
 def push_kernel(api, folder: Path, kernel_id: str, competition: str, http_timeout: float | None) -> int:
     """`kernels push`; the new version's number."""
     hint = f"check {folder}/kernel-metadata.json and https://www.kaggle.com/code/{kernel_id}"
-    response = _guard(lambda: api.kernels_push(str(folder)), competition, "kernel push", hint,
+    response = guard(lambda: api.kernels_push(str(folder)), competition, "kernel push", hint,
                       http_timeout=http_timeout)
     problems = [f"{what}: {', '.join(map(str, bad))}" for what, bad in (
         ("invalid dataset sources", getattr(response, "invalid_dataset_sources", None)),
@@ -150,7 +140,7 @@ def fetch_run(api, kernel_id: str, dest: Path, competition: str, http_timeout: f
     """Download the kernel's latest outputs and log into `dest`; the log file, if there is one."""
     dest.mkdir(parents=True, exist_ok=True)
     try:
-        files, _ = _guard(lambda: api.kernels_output(kernel_id, str(dest), force=True, quiet=True), competition,
+        files, _ = guard(lambda: api.kernels_output(kernel_id, str(dest), force=True, quiet=True), competition,
                           "kernel output", "see the kernel's page on Kaggle", retries=2, http_timeout=http_timeout)
     except KaggleError as e:
         log.warning("%s: could not fetch the output of %s: %s", competition, kernel_id, e)
@@ -176,16 +166,17 @@ def wait_kernel(api, kernel_id: str, version: int, runs: Path, competition: str,
                 timeout: float, http_timeout: float | None) -> Path:
     """Poll `kernels status` until the run completes; fetch its outputs into runs/<version>/ and return that
     folder. A failed or cancelled run, or one still going at `timeout`, is a one-line KaggleError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        response = _guard(lambda: api.kernels_status(kernel_id), competition, "kernel status",
-                          "check the kernel's page on Kaggle", retries=2, backoff=poll_interval,
-                          http_timeout=http_timeout)
+    def finished(response) -> bool:
         status = _name(getattr(response, "status", ""))
-        if status in DONE | FAILED or time.monotonic() >= deadline:
-            break
-        log.info("%s: kernel %s version %d is %s", competition, kernel_id, version, status.lower() or "queued")
-        time.sleep(poll_interval)
+        if status not in DONE | FAILED:
+            log.info("%s: kernel %s version %d is %s", competition, kernel_id, version, status.lower() or "queued")
+        return status in DONE | FAILED
+
+    response, _ = poll(lambda: guard(lambda: api.kernels_status(kernel_id), competition, "kernel status",
+                                     "check the kernel's page on Kaggle", retries=2, backoff=poll_interval,
+                                     http_timeout=http_timeout),
+                       finished, interval=poll_interval, timeout=timeout)
+    status = _name(getattr(response, "status", ""))
     dest = Path(runs) / str(version)
     if status not in DONE | FAILED:
         raise KaggleError(f"kernel {kernel_id} version {version} is still {status.lower() or 'queued'} after "
@@ -211,31 +202,33 @@ def code_submit(competition: str, layout: Layout, message: str, *, cv: float | N
                 owner: str | None = None, poll_interval: float = KAGGLE["poll_interval"],
                 timeout: float = KAGGLE["timeout"], kernel_timeout: float = KAGGLE["kernel_timeout"],
                 max_bytes: int | None = KAGGLE["dataset_max_bytes"],
-                http_timeout: float | None = HTTP_TIMEOUT) -> dict:
+                http_timeout: float | None = HTTP_TIMEOUT, api=None) -> dict:
     """Upload the kernel dataset, run the kernel on Kaggle, submit its output, wait for the score, and append the
-    result to leaderboard.csv. Returns the result dict of kaggle_io.submit (plus message, cv, kernel,
+    result to leaderboard.csv. Returns the result dict of kagglecv.kaggle.submit.submit (plus message, cv, kernel,
     kernel_version); raises KaggleError before anything is recorded when no submission was made."""
-    from .kernel import DATASET_METADATA, KERNEL_METADATA, MANIFEST, check_size, stamp_owner
+    from ..kernel import check_size, stamp_owner
 
-    dataset_dir, kernel_dir = layout.kernel_dataset, layout.kernel
-    for d, meta in ((dataset_dir, DATASET_METADATA), (dataset_dir, MANIFEST), (kernel_dir, KERNEL_METADATA)):
-        if not (d / meta).is_file():
-            raise KaggleError(f"{d}: no {meta}; build the kernel folders with `snakemake kernel` first")
+    dataset, kernel = layout.kernel_dataset, layout.kernel
+    dataset_dir, kernel_dir = dataset.path, kernel.path
+    for path in (dataset.metadata, dataset.manifest, kernel.metadata):
+        if not path.is_file():
+            raise KaggleError(f"{path.parent}: no {path.name}; build the kernel folders with `snakemake kernel` first")
     try:
         check_size(dataset_dir, max_bytes)
     except InputError as e:
         raise KaggleError(str(e)) from None
-    api = _client(http_timeout)
+    api = api or client(http_timeout)
     user = owner or api.get_config_value("username")
     if not user:
         raise KaggleError("cannot tell which Kaggle user pushes the kernel; set kaggle.owner")
-    dataset_slug = json.loads((dataset_dir / DATASET_METADATA).read_text())["id"].split("/")[-1]
-    kernel_slug = json.loads((kernel_dir / KERNEL_METADATA).read_text())["id"].split("/")[-1]
+    dataset_slug = json.loads(dataset.metadata.read_text())["id"].split("/")[-1]
+    kernel_slug = json.loads(kernel.metadata.read_text())["id"].split("/")[-1]
     dataset_id, kernel_id = f"{user}/{dataset_slug}", f"{user}/{kernel_slug}"
-    manifest = json.loads((dataset_dir / MANIFEST).read_text())  # every file with its sha256 (kernel.build)
-    dataset_sha = hashlib.sha256(json.dumps({f: v for f, v in manifest["files"].items() if f != DATASET_METADATA},
+    manifest = json.loads(dataset.manifest.read_text())  # every file with its sha256 (kernel.build)
+    dataset_sha = hashlib.sha256(json.dumps({f: v for f, v in manifest["files"].items()
+                                             if f != KernelDatasetFiles.metadata},
                                             sort_keys=True).encode()).hexdigest()
-    kernel_sha = _folder_sha(kernel_dir, {KERNEL_METADATA})
+    kernel_sha = _folder_sha(kernel_dir, {KernelFiles.metadata})
     state_path = layout.kernel_state
     state = _read_state(state_path)
 
@@ -280,7 +273,7 @@ def code_submit(competition: str, layout: Layout, message: str, *, cv: float | N
         save(kernel_version=None)  # a failed run is not waited for again: the next submit pushes anew
         raise
     log.info("%s: kernel %s version %d complete; submitting its %s", competition, kernel_id, version, OUTPUT)
-    response = _guard(lambda: api.competition_submit_code(OUTPUT, message, competition, kernel=kernel_id,
+    response = guard(lambda: api.competition_submit_code(OUTPUT, message, competition, kernel=kernel_id,
                                                           kernel_version=version, quiet=True),
                       competition, "code submission",
                       f"check `kaggle competitions submissions -c {competition}` before submitting again",
@@ -298,7 +291,7 @@ def _score(api, competition: str, layout: Layout, ref, message: str, cv, kernel_
            output: Path, poll_interval: float, timeout: float, http_timeout: float | None,
            replace: bool = False) -> dict:
     """Poll the submission list for `ref` (as for a file submission) and record the row in leaderboard.csv."""
-    result = _poll(competition, ref, message, submission_listing(api, competition, poll_interval, http_timeout),
+    result = wait_for_score(competition, ref, message, submission_listing(api, competition, poll_interval, http_timeout),
                    poll_interval, timeout)
     record_result(layout.leaderboard, competition, message, cv, result,
                   file_sha256(output) if output.is_file() else "", replace_ref=replace, kernel=kernel_id,

@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from .demo import _png_bytes
-from .fsutil import atomic_path, write_csv
+from kagglecv.demo import png_bytes
+from kagglecv.fsutil import atomic_path, write_csv
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 # Per Fashion-MNIST class: T-shirt, Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot
@@ -118,7 +118,7 @@ def make_task_competition(slug: str, zip_path: str | Path, solution_path: str | 
             zf.writestr("sample_submission.csv", sample.to_csv(index=False))
             for split, ids, images in (("train", train_ids, xtr), ("test", test_ids, xte)):
                 for i, img in zip(ids, images):
-                    zf.writestr(f"{split}/{i}.png", _png_bytes(img))
+                    zf.writestr(f"{split}/{i}.png", png_bytes(img))
     write_csv(solution_path, solution)
 
 

@@ -1,7 +1,7 @@
-"""kagglecv.kaggle_io against a stand-in Kaggle server, through the REAL kaggle client.
+"""kagglecv.kaggle against a stand-in Kaggle server, through the REAL kaggle client.
 
 `kaggle` authenticates at import time, so every download/submit runs in a subprocess
-(`python -m kagglecv.kaggle_io ...`) with the stub's environment: isolated HOME and
+(`python -m kagglecv.kaggle ...`) with the stub's environment: isolated HOME and
 KAGGLE_CONFIG_DIR, KAGGLE_API_ENVIRONMENT=LOCALHOST and HTTP_PROXY pointing at the stub.
 """
 
@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from kagglecv.kaggle_io import append_leaderboard, redact
+from kagglecv.kaggle.leaderboard import append_leaderboard
+from kagglecv.secrets import redact
 
-from helpers import REPO, competition_zip, error_line, make_zip, run_kaggle_io, stub_secrets
+from helpers import REPO, competition_zip, error_line, make_zip, run_kaggle_cli, stub_secrets
 from kaggle_stub import KaggleStub
 
 KAGGLE_CLI = Path(sys.executable).parent / "kaggle"
@@ -48,7 +49,7 @@ def stub():
 ])
 def test_download_unpacks_nested_zip(stub, tmp_path, creds, competition):
     dest = tmp_path / "data" / "kaggle" / "digits"
-    r = run_kaggle_io(stub, tmp_path, "download", competition, str(dest), creds=creds)
+    r = run_kaggle_cli(stub, tmp_path, "download", competition, str(dest), creds=creds)
     assert r.returncode == 0, r.stderr
     files = dest / "files"
     assert r.stdout.strip().splitlines()[-1] == str(files)
@@ -65,19 +66,19 @@ def test_download_unpacks_nested_zip(stub, tmp_path, creds, competition):
 @pytest.mark.kaggle
 def test_second_download_makes_no_request(stub, tmp_path):
     dest = tmp_path / "digits"
-    assert run_kaggle_io(stub, tmp_path, "download", "digits", str(dest)).returncode == 0
+    assert run_kaggle_cli(stub, tmp_path, "download", "digits", str(dest)).returncode == 0
     stub.requests.clear()
-    r = run_kaggle_io(stub, tmp_path, "download", "digits", str(dest))
+    r = run_kaggle_cli(stub, tmp_path, "download", "digits", str(dest))
     assert r.returncode == 0 and stub.requests == []
     # ...but a marker whose files went missing is not trusted.
     (dest / "files" / "train" / "a.jpg").unlink()
-    assert run_kaggle_io(stub, tmp_path, "download", "digits", str(dest)).returncode == 0
+    assert run_kaggle_cli(stub, tmp_path, "download", "digits", str(dest)).returncode == 0
     assert stub.calls("DownloadDataFiles") == 1 and (dest / "files" / "train" / "a.jpg").exists()
 
 
 @pytest.mark.kaggle
 def test_no_credentials(stub, tmp_path):
-    line = error_line(run_kaggle_io(stub, tmp_path, "download", "digits", str(tmp_path / "d"), creds=None))
+    line = error_line(run_kaggle_cli(stub, tmp_path, "download", "digits", str(tmp_path / "d"), creds=None))
     for hint in ("~/.kaggle/kaggle.json", "chmod 600", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
         assert hint in line
     assert stub.requests == []
@@ -85,20 +86,20 @@ def test_no_credentials(stub, tmp_path):
 
 @pytest.mark.kaggle
 def test_bad_credentials_401(stub, tmp_path):
-    line = error_line(run_kaggle_io(stub, tmp_path, "download", "digits", str(tmp_path / "d"), key="wrongkey999"))
+    line = error_line(run_kaggle_cli(stub, tmp_path, "download", "digits", str(tmp_path / "d"), key="wrongkey999"))
     assert "401" in line and "wrong or expired" in line
 
 
 @pytest.mark.kaggle
 def test_rules_not_accepted_403(stub, tmp_path):
     stub.fail["download"] = 403
-    line = error_line(run_kaggle_io(stub, tmp_path, "download", "digits", str(tmp_path / "d")))
+    line = error_line(run_kaggle_cli(stub, tmp_path, "download", "digits", str(tmp_path / "d")))
     assert "https://www.kaggle.com/competitions/digits/rules" in line
 
 
 @pytest.mark.kaggle
 def test_unknown_competition_404(stub, tmp_path):
-    line = error_line(run_kaggle_io(stub, tmp_path, "download", "no-such-comp", str(tmp_path / "d")))
+    line = error_line(run_kaggle_cli(stub, tmp_path, "download", "no-such-comp", str(tmp_path / "d")))
     assert "404" in line and "check the slug" in line and "no-such-comp" in line
 
 
@@ -106,7 +107,7 @@ def test_unknown_competition_404(stub, tmp_path):
 def test_server_error_retried_then_fails(stub, tmp_path):
     stub.fail["download"] = 500
     dest = tmp_path / "d"
-    r = run_kaggle_io(stub, tmp_path, "download", "digits", str(dest), "--retries", "2", "--backoff", "0.1")
+    r = run_kaggle_cli(stub, tmp_path, "download", "digits", str(dest), "--retries", "2", "--backoff", "0.1")
     assert "failed after 3 attempt(s)" in error_line(r)
     assert stub.calls("DownloadDataFiles") == 3
     assert not (dest / ".complete").exists()
@@ -116,7 +117,7 @@ def test_server_error_retried_then_fails(stub, tmp_path):
 def test_network_down_retried_then_fails(stub, tmp_path):
     env = stub.env(tmp_path / "home") | {"PYTHONPATH": str(REPO)}
     stub.stop()  # nothing listens on the proxy port any more
-    r = subprocess.run([sys.executable, "-m", "kagglecv.kaggle_io", "download", "digits", str(tmp_path / "d"),
+    r = subprocess.run([sys.executable, "-m", "kagglecv.kaggle", "download", "digits", str(tmp_path / "d"),
                         "--retries", "1", "--backoff", "0.1"], env=env, capture_output=True, text=True, timeout=120)
     line = error_line(r)
     assert "failed after 2 attempt(s)" in line and "network is unavailable" in line
@@ -126,7 +127,7 @@ def test_network_down_retried_then_fails(stub, tmp_path):
 @pytest.mark.kaggle
 def test_transient_server_error_recovers(stub, tmp_path):
     stub.fail["download"] = (500, 1)  # only the first call fails
-    r = run_kaggle_io(stub, tmp_path, "download", "digits", str(tmp_path / "d"), "--backoff", "0.1")
+    r = run_kaggle_cli(stub, tmp_path, "download", "digits", str(tmp_path / "d"), "--backoff", "0.1")
     assert r.returncode == 0, r.stderr
     assert stub.calls("DownloadDataFiles") == 2
 
@@ -135,15 +136,15 @@ def test_transient_server_error_recovers(stub, tmp_path):
 @pytest.mark.parametrize("competition", ["evil", "evil-nested"])
 def test_zip_slip_refused(stub, tmp_path, competition):
     dest = tmp_path / "data" / competition
-    assert "refusing" in error_line(run_kaggle_io(stub, tmp_path, "download", competition, str(dest)))
+    assert "refusing" in error_line(run_kaggle_cli(stub, tmp_path, "download", competition, str(dest)))
     assert list(tmp_path.rglob("evil.txt")) == []
     assert list(dest.iterdir()) == []  # no files/, no marker, no temp folder
 
 
 @pytest.mark.kaggle
 def test_verbose_client_output_is_redacted(stub, tmp_path):
-    # VERBOSE makes the client print request headers, Authorization included; run_kaggle_io() checks for leaks.
-    r = run_kaggle_io(stub, tmp_path, "-v", "download", "digits", str(tmp_path / "d"), extra_env={"VERBOSE": "1"})
+    # VERBOSE makes the client print request headers, Authorization included; run_kaggle_cli() checks for leaks.
+    r = run_kaggle_cli(stub, tmp_path, "-v", "download", "digits", str(tmp_path / "d"), extra_env={"VERBOSE": "1"})
     assert r.returncode == 0, r.stderr
     assert "Authorization: Basic ***" in r.stderr
 
@@ -167,7 +168,7 @@ def fraction_of_ones(competition: str, data: bytes) -> float:
 def test_submit_reads_score_after_pending_polls(stub, tmp_path, submission):
     stub.score_fn, stub.pending_polls = fraction_of_ones, 2
     board = tmp_path / "results" / "leaderboard.csv"
-    r = run_kaggle_io(stub, tmp_path, "submit", "digits", str(submission), "-m", "fold ensemble v1",
+    r = run_kaggle_cli(stub, tmp_path, "submit", "digits", str(submission), "-m", "fold ensemble v1",
                       "--poll-interval", "0.05", "--leaderboard", str(board), "--cv", "0.8")
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout.strip().splitlines()[-1])
@@ -185,10 +186,10 @@ def test_submit_reads_score_after_pending_polls(stub, tmp_path, submission):
 def test_upload_failure_detected_although_client_exits_0(stub, tmp_path, submission):
     stub.fail["upload"] = True
     # The behaviour being guarded against: the official CLI reports success through its exit code.
-    cli = run_kaggle_io(stub, tmp_path, cmd=[str(KAGGLE_CLI), "competitions", "submit", "-c", "digits",
+    cli = run_kaggle_cli(stub, tmp_path, cmd=[str(KAGGLE_CLI), "competitions", "submit", "-c", "digits",
                                              "-f", str(submission), "-m", "x"])
     assert cli.returncode == 0 and "Could not submit to competition" in cli.stdout
-    line = error_line(run_kaggle_io(stub, tmp_path, "submit", "digits", str(submission), "-m", "x",
+    line = error_line(run_kaggle_cli(stub, tmp_path, "submit", "digits", str(submission), "-m", "x",
                                     "--poll-interval", "0.05"))
     assert "did not record the submission" in line
     assert stub.submissions == []
@@ -196,7 +197,7 @@ def test_upload_failure_detected_although_client_exits_0(stub, tmp_path, submiss
 
 @pytest.mark.kaggle
 def test_code_competition_refused_with_kernel_instructions(stub, tmp_path, submission):
-    line = error_line(run_kaggle_io(stub, tmp_path, "submit", "cactus", str(submission), "-m", "x"))
+    line = error_line(run_kaggle_cli(stub, tmp_path, "submit", "cactus", str(submission), "-m", "x"))
     assert "code competition" in line
     assert "kaggle competitions submit -c cactus -k OWNER/KERNEL -f submission.csv -v VERSION" in line
 
@@ -208,14 +209,14 @@ def test_code_competition_refused_with_kernel_instructions(stub, tmp_path, submi
 ])
 def test_submit_errors(stub, tmp_path, submission, status, expected):
     stub.fail["submit"] = status
-    assert expected in error_line(run_kaggle_io(stub, tmp_path, "submit", "digits", str(submission), "-m", "x"))
+    assert expected in error_line(run_kaggle_cli(stub, tmp_path, "submit", "digits", str(submission), "-m", "x"))
     assert stub.calls("StartSubmissionUpload") == 1  # a submission is never retried blindly
 
 
 @pytest.mark.kaggle
 def test_submit_timeout_says_submission_was_made(stub, tmp_path, submission):
     stub.pending_polls = 10**6
-    line = error_line(run_kaggle_io(stub, tmp_path, "submit", "digits", str(submission), "-m", "x",
+    line = error_line(run_kaggle_cli(stub, tmp_path, "submit", "digits", str(submission), "-m", "x",
                                     "--poll-interval", "0.05", "--timeout", "0.3"))
     assert "was made" in line and "kaggle competitions submissions -c digits" in line
     assert len(stub.submissions) == 1
@@ -226,7 +227,7 @@ def test_scoring_error_reported(stub, tmp_path, submission):
     def bad_columns(competition, data):
         raise ValueError("Submission must have columns ImageId,Label")
     stub.score_fn = bad_columns
-    line = error_line(run_kaggle_io(stub, tmp_path, "submit", "digits", str(submission), "-m", "x",
+    line = error_line(run_kaggle_cli(stub, tmp_path, "submit", "digits", str(submission), "-m", "x",
                                     "--poll-interval", "0.05"))
     assert "could not score" in line and "must have columns" in line
 

@@ -1,0 +1,415 @@
+"""Every rule's job, one function per rule, named as the rule in rules/*.smk.
+
+Each rule runs scripts/job.py, which calls `run(snakemake)`: the harness builds a `Job` (the rule's input, output,
+params, config, threads and wildcards, and the competition's `Layout`), sends the job's output to its log, turns
+bad input into one `ERROR:` line with exit status 1, and calls the function registered under the rule's name.
+Tracking is decided here once (`Job.track`), from the config, never from a param: turning it on, off or live
+reruns nothing. Library modules are imported inside each job: a small job must not pay for torch and timm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .errors import InputError
+from .layout import Layout, record_file
+
+# Jobs that, with mlflow.live: false, only write their record; the ensemble step replays it into MLflow.
+BEFORE_ENSEMBLE = {"prepare", "folds", "train"}
+JOBS: dict[str, Callable[["Job"], object]] = {}
+log = logging.getLogger("kagglecv.jobs")
+
+
+class Files(dict):
+    """A rule's named input, output, params or wildcards: `job.input.folds` or `job.input["folds"]`."""
+
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"no {name!r} here; named: {', '.join(self) or 'none'}") from None
+
+
+@dataclass
+class Job:
+    """What one job of a rule receives."""
+
+    rule: str
+    config: dict  # the workflow's resolved config (rules/common.smk)
+    input: Files = field(default_factory=Files)
+    output: Files = field(default_factory=Files)
+    params: Files = field(default_factory=Files)
+    wildcards: Files = field(default_factory=Files)
+    threads: int = 1
+    log: str | None = None
+
+    @classmethod
+    def of(cls, smk) -> "Job":
+        """The job Snakemake hands a script (its global `snakemake` object)."""
+        return cls(smk.rule, smk.config, Files(smk.input.items()), Files(smk.output.items()),
+                   Files(smk.params.items()), Files(smk.wildcards.items()), smk.threads,
+                   smk.log[0] if smk.log else None)
+
+    @property
+    def layout(self) -> Layout:
+        return Layout.of(self.config["competition"])
+
+    @property
+    def experiment(self) -> str:
+        return self.config["competition"]
+
+    @property
+    def track(self) -> bool:
+        """Whether this job logs to MLflow while it runs (kagglecv.tracking.tracks_live)."""
+        from .tracking import tracks_live
+
+        return tracks_live(self.config, before_ensemble=self.rule in BEFORE_ENSEMBLE)
+
+    def tracker(self, run_name: str, folder, **tags):
+        """The job's MLflow run, with its record written beside its outputs in `folder`."""
+        from .tracking import Tracker
+
+        return Tracker(self.experiment, run_name, self.layout.results, enabled=self.track,
+                       tags={"step": self.rule, **tags}, record=record_file(folder, run_name))
+
+
+def job(fn: Callable[[Job], object]) -> Callable[[Job], object]:
+    """Register `fn` as the job of the rule of the same name."""
+    JOBS[fn.__name__] = fn
+    return fn
+
+
+# ---------------------------------------------------------------- the harness
+
+
+def run_logged(log_path: str | Path | None, fn, *args, **kwargs):
+    """Call fn(*args, **kwargs) with stdout/stderr going to `log_path`.
+
+    An InputError becomes a single `ERROR: ...` line, in the log and on the terminal, and exit status 1;
+    any other exception keeps its traceback in the log (that is a bug, not bad input)."""
+    terminal = sys.__stderr__
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    log_file = open(log_path, "a", buffering=1) if log_path else sys.stderr
+    logging.basicConfig(stream=log_file, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        force=True)
+    try:
+        with contextlib.redirect_stdout(log_file), contextlib.redirect_stderr(log_file):
+            try:
+                return fn(*args, **kwargs)
+            except InputError as e:
+                print(f"ERROR: {e}", file=log_file, flush=True)
+                if terminal is not None and log_path:
+                    print(f"ERROR: {e}", file=terminal, flush=True)
+                sys.exit(1)
+            except Exception:
+                traceback.print_exc(file=log_file)
+                raise
+    finally:
+        if log_path:
+            log_file.close()
+
+
+def run(smk):
+    """scripts/job.py: the job of the rule Snakemake is running, logged."""
+    job_ = Job.of(smk)
+    if job_.rule not in JOBS:
+        raise KeyError(f"rule {job_.rule!r} has no job in kagglecv.jobs (known: {', '.join(sorted(JOBS))})")
+    return run_logged(job_.log, JOBS[job_.rule], job_)
+
+
+# ---------------------------------------------------------------- data
+
+
+@job
+def demo_competition(job: Job) -> None:
+    from .demo import make_digits_competition
+
+    make_digits_competition(job.output.zip, job.output.solution)
+
+
+@job
+def download(job: Job) -> Path:
+    """The competition through the Kaggle API. Retry settings and archive limits come from the config, not
+    params: changing them must never download a competition again."""
+    from .archive import ArchiveLimits
+    from .kaggle.download import download_competition
+
+    k = job.config["kaggle"]
+    return download_competition(job.wildcards.competition, Path(job.output.marker).parent, retries=k["retries"],
+                                backoff=k["backoff"], http_timeout=k["http_timeout"],
+                                limits=ArchiveLimits(**job.config["archive"]))
+
+
+@job
+def prepare(job: Job) -> dict:
+    """Read, validate and decode the competition into prepared/. Archive limits come from the config, not
+    params: changing them must not rebuild the cache."""
+    from . import prepare as prep
+    from .archive import ArchiveLimits
+
+    p, out = job.params, job.layout.prepared
+    with job.tracker("prepare", out.path) as t:
+        meta = prep.prepare(p.path, out.path, prep.DataConfig(**p.data), workers=job.threads,
+                            limits=ArchiveLimits(**job.config["archive"]), task=p.task, metric=p.metric)
+        t.log_params({"data_path": str(p.path), **{k: v for k, v in meta.items() if k != "classes"},
+                      "n_classes": len(meta["classes"])})
+        t.log_artifact(out.meta)
+    return meta
+
+
+@job
+def folds(job: Job) -> None:
+    from . import folds as kfold
+
+    L, p = job.layout, job.params
+    with job.tracker("folds", L.root) as t:
+        task = json.loads(L.prepared.meta.read_text())["task"]
+        df = kfold.make_folds(L.prepared.train, L.folds, p.folds, p.seed, task=task)
+        t.log_params({"folds": p.folds, "seed": p.seed})
+        t.log_metrics({f"fold{k}_size": int(n) for k, n in df["fold"].value_counts().sort_index().items()})
+        t.log_artifact(L.folds)
+
+
+# ---------------------------------------------------------------- training
+
+
+def train_settings(job: Job) -> dict:
+    """The backbone's training settings (the rule's `train` param) with the job's threads."""
+    return {**job.params.train, "threads": job.threads}
+
+
+@job
+def lr_find(job: Job) -> dict:
+    from .lr_finder import run_lr_find
+
+    L = job.layout
+    return run_lr_find(train_settings(job), L.prepared.path, L.folds, L.lr_find(job.wildcards.backbone).path,
+                       job.params.lr_find)
+
+
+@job
+def train(job: Job) -> dict:
+    """One (backbone, fold). train.lr: auto trains at the lr_find rule's suggestion for the backbone."""
+    from . import train as trainer
+
+    L, cfg = job.layout, train_settings(job)
+    if cfg.get("lr") == "auto":
+        found = L.lr_find(job.wildcards.backbone).json
+        if not job.input.lr_find:
+            raise InputError("train.lr: auto needs the lr_find rule's lr_find.json for this backbone")
+        suggestion = json.loads(found.read_text())
+        print(f"train.lr: auto -> {suggestion['suggestion']:.4g} ({suggestion.get('method', 'valley')} of {found})")
+        cfg["lr"] = float(suggestion["suggestion"])
+    return trainer.run(trainer.TrainConfig.from_dict(cfg), L.prepared.path, L.folds,
+                       L.model(job.wildcards.backbone, job.wildcards.fold).path, experiment=job.experiment,
+                       results_dir=L.results, track=job.track)
+
+
+# ---------------------------------------------------------------- ensemble, submission
+
+
+@job
+def ensemble(job: Job) -> dict:
+    """The ensemble, logged. With mlflow.live: false, first put the records of the jobs before it (prepare,
+    folds, training) into MLflow, which they skipped to save their start-up."""
+    from . import ensemble as ens
+    from .tracking import replays_records
+
+    L, p = job.layout, job.params
+    if replays_records(job.config):
+        replay_records(L.root, job.experiment)
+    with job.tracker("ensemble", L.root) as t:
+        scores = ens.combine({k: [Path(d) for d in v] for k, v in p.model_dirs.items()}, L.folds, p.metric,
+                             L.root, p.method)
+        print(ens.cv_table(scores))
+        t.log_params({"metric": p.metric, "method": p.method, "backbones": ",".join(p.model_dirs)})
+        t.log_metrics({f"cv_{name}": s["cv"] for name, s in scores["models"].items()})
+        t.log_metrics({"cv_ensemble": scores["ensemble"]["cv"]})
+        t.log_artifact(L.scores)
+    return scores
+
+
+def replay_records(results, experiment: str) -> None:
+    """kagglecv.backfill of `results` (results/<competition>): the runs of jobs that wrote only their record.
+    Tracking never fails a step: a failure warns once, as any tracking call's does, and `snakemake backfill`
+    can do it later."""
+    from .backfill import backfill as replay
+    from .tracking import warn_down
+
+    try:
+        replay(results, experiment)  # prints what it logged
+    except Exception as e:  # noqa: BLE001 - the ensemble's result does not depend on MLflow
+        warn_down("replaying the jobs' records", e, stacklevel=2)
+
+
+@job
+def submission(job: Job) -> None:
+    from .submission import make_submission
+
+    L = job.layout
+    with job.tracker("submission", L.root) as t:
+        out = make_submission(L.ensemble_test, L.prepared.path, L.prepared.sample_submission, job.params.metric,
+                              L.submission, scores_json=L.scores)
+        t.log_params({"rows": len(out), "columns": ",".join(out.columns)})
+        t.log_artifact(L.submission)
+
+
+@job
+def holdout(job: Job) -> dict:
+    """Score the submission against held-aside labels (the demo's solution.csv): the local 'public score'."""
+    from .fsutil import write_json
+    from .submission import score_against
+
+    L = job.layout
+    result = score_against(L.submission, job.input.solution, json.loads(L.meta.read_text()), job.params.metric)
+    with job.tracker("holdout", L.root) as t:
+        write_json(L.holdout, result)
+        t.log_metrics({"holdout_score": result["score"]})
+        t.log_artifact(L.holdout)
+    return result
+
+
+# ---------------------------------------------------------------- Kaggle
+
+
+@job
+def kernel(job: Job) -> dict:
+    """The code competition's notebook and dataset (kagglecv.kernel.build), logged. The record goes beside the
+    results, not into the dataset (a file that changes on every build would make every submit upload again)."""
+    from .kernel import build
+
+    L, p = job.layout, job.params
+    with job.tracker("kernel", L.root) as t:
+        manifest = build(L.root, L.kernel_dataset.path, L.kernel.path, competition=p.competition, repo=p.repo,
+                         owner=p.owner, dataset=p.dataset, kernel=p.kernel, enable_gpu=p.enable_gpu,
+                         wheels=p.wheels, max_bytes=p.max_bytes)
+        t.log_params({"dataset": manifest["dataset"], "kernel": manifest["kernel"], "method": manifest["method"],
+                      "members": ",".join(manifest["members"]), "files": len(manifest["files"])})
+        t.log_metrics({"dataset_bytes": manifest["bytes"]})
+        t.log_artifact(L.kernel_dataset.manifest)
+    return manifest
+
+
+@job
+def submit(job: Job) -> dict:
+    """Submit, wait for the public score, append it to leaderboard.csv, log it to MLflow. A file competition gets
+    submission.csv (kagglecv.kaggle.submit); a code competition (kaggle.code_competition true, or auto and Kaggle's
+    listing says so) the output of the kernel of `snakemake kernel`, run on Kaggle (kagglecv.kaggle.code); one
+    authenticated client does all of it. The leaderboard row is written whatever happens once the submission
+    exists (scored, ERROR or PENDING); the job then fails with the reason. Run again after PENDING: the pending
+    row is polled again, never submitted twice."""
+    from .kaggle import code, submit as files
+    from .kaggle.client import client
+    from .secrets import redact
+    from .tracking import Tracker, log_to_parent
+
+    L, p = job.layout, job.params
+    scores = json.loads(L.scores.read_text())
+    cv = scores["ensemble"]["cv"]
+    message = files.submission_message(scores, files.git_commit(p.repo), p.message)
+    api = client(p.http_timeout)
+    is_code = p.code_competition
+    if is_code == "auto":
+        is_code = bool(code.is_code_competition(api, p.competition, p.http_timeout))
+        log.info("%s: %s competition (Kaggle's listing)", p.competition, "a code" if is_code else "a file")
+    log.info("%s: submitting %s with message %r", p.competition, "the kernel's output" if is_code else L.submission,
+             redact(message))
+    wait = {"poll_interval": p.poll_interval, "timeout": p.timeout, "http_timeout": p.http_timeout, "api": api}
+    if is_code:
+        result = code.code_submit(p.competition, L, message, cv=cv, owner=p.owner, kernel_timeout=p.kernel_timeout,
+                                  max_bytes=p.max_bytes, **wait)
+    else:
+        result = files.submit_and_record(p.competition, L.submission, message, L.leaderboard, cv=cv, **wait)
+    log.info("%s: submission %s %s: public score %s (CV %s %s); recorded in %s", p.competition, result["ref"],
+             result["status"], result["public_score"], scores["metric"], cv, L.leaderboard)
+    params = {"message": result["message"], "ref": result["ref"], "status": result["status"],
+              "metric": scores["metric"], **{k: result[k] for k in ("kernel", "kernel_version") if k in result}}
+    scored = {"public_score": result["public_score"], "private_score": result["private_score"]}
+    with Tracker(job.experiment, "submit", L.results, enabled=job.track, tags={"step": "submit"}) as t:
+        t.log_params(params)  # redacted, as everything a Tracker logs
+        t.log_metrics({"cv": result["cv"], **scored})
+        t.log_artifact(L.leaderboard)
+    if job.track:  # the invocation's parent run holds the public score beside the ensemble CV
+        log_to_parent(scored, results_dir=L.results)
+    files.check_result(result, p.competition)
+    print(f"{p.competition}: submission {result['ref']} public score {result['public_score']} "
+          f"(row appended to {L.leaderboard})", file=sys.__stderr__)
+    return result
+
+
+@job
+def backfill(job: Job) -> dict:
+    """Put into MLflow the runs that tracking missed; this invocation's own parent run holds no workflow, so it
+    is named for what it did (and kept out of the runs a later backfill attributes jobs to: step=workflow)."""
+    from .backfill import backfill as replay
+    from .tracking import log_to_parent
+
+    report = replay(job.layout.root, job.experiment)
+    log_to_parent(metrics={k: len(v) for k, v in report.items()},
+                  tags={"step": "backfill", "mlflow.runName": "backfill", "kagglecv.job": "backfill"})
+    return report
+
+
+# ---------------------------------------------------------------- predict and the report
+
+
+@job
+def predict(job: Job) -> None:
+    from .predict import predict_folder
+
+    out = predict_folder(job.layout.root, job.input.images, job.output.csv, job.output.summary,
+                         device=job.params.device, threads=job.threads)
+    print(f"{len(out)} prediction(s) written to {job.output.csv}", flush=True)
+
+
+@job
+def report_cv(job: Job) -> None:
+    from .report import cv_table
+
+    cv_table(job.input.scores, job.output.png, job.output.html, job.input.oof)
+
+
+@job
+def report_curves(job: Job) -> None:
+    from .report import job_time, training_curves
+
+    training_curves(job.params.histories, job.params.metric, job.output.png)
+    job_time(job.params.metrics, job.output.job_time)
+
+
+@job
+def report_oof(job: Job) -> None:
+    from .report import confusion, oof_errors
+
+    scores = json.loads(Path(job.input.scores).read_text())
+    confusion(job.input.oof, job.input.meta, job.output.confusion, scores["ensemble"]["method"], scores)
+    oof_errors(job.input.oof, job.layout.prepared.path, job.output.errors)
+
+
+@job
+def report_folds(job: Job) -> None:
+    from .report import class_balance
+
+    class_balance(job.input.folds, job.input.meta, job.output.png)
+
+
+@job
+def report_lr_find(job: Job) -> None:
+    from .report import lr_find_curves
+
+    lr_find_curves(job.params.lr_find, job.output.png)
+
+
+@job
+def report_leaderboard(job: Job) -> None:
+    from .report import leaderboard
+
+    leaderboard(job.input.leaderboard, job.output.png)

@@ -1,0 +1,73 @@
+"""Credentials out of everything we print, log or record: `redact` replaces every known secret with ***.
+
+It imports nothing else of kagglecv, so tracking (every job) and the Kaggle code share it without either
+pulling in the other. Known secrets are Kaggle's (KAGGLE_KEY, KAGGLE_API_TOKEN, kaggle.json, access_token,
+credentials.json: wherever the official client looks) and MLflow's (the password of MLFLOW_TRACKING_URI,
+MLFLOW_TRACKING_PASSWORD/TOKEN), plus the user:password part of any URL.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import re
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+_USERINFO = re.compile(r"(?<=://)[^/\s@]+@")  # https://user:password@host -> https://***@host
+MIN_LENGTH = 4  # shorter values would mangle ordinary text
+
+
+def kaggle_config_dirs() -> list[Path]:
+    """Where the kaggle client looks for kaggle.json (KAGGLE_CONFIG_DIR, ~/.kaggle, ~/.config/kaggle)."""
+    dirs = [Path(os.environ["KAGGLE_CONFIG_DIR"])] if os.environ.get("KAGGLE_CONFIG_DIR") else []
+    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    return dirs + [Path(os.path.expanduser("~/.kaggle")), Path(xdg) / "kaggle"]
+
+
+def json_values(path: Path, *keys: str) -> set[str]:
+    """The values of `keys` in a JSON file (empty strings for absent keys); nothing when it cannot be read."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        cfg = json.loads(Path(path).read_text())
+        return {str(cfg.get(k) or "") for k in keys}
+    return set()
+
+
+def mlflow_secrets() -> set[str]:
+    """The password (and user:password) in MLFLOW_TRACKING_URI, and MLflow's own credential variables."""
+    found = {os.environ.get("MLFLOW_TRACKING_PASSWORD", ""), os.environ.get("MLFLOW_TRACKING_TOKEN", "")}
+    with contextlib.suppress(ValueError):
+        parts = urlsplit(os.environ.get("MLFLOW_TRACKING_URI", ""))
+        if parts.password:
+            found |= {parts.password, unquote(parts.password)}
+    return found
+
+
+def kaggle_secrets() -> set[str]:
+    """Every credential value the kaggle client could use (env, kaggle.json, access tokens, the OAuth tokens of
+    credentials.json) and the Basic-auth header forms of user:key."""
+    users, keys = {os.environ.get("KAGGLE_USERNAME", "")}, {os.environ.get("KAGGLE_KEY", "")}
+    tokens = {os.environ.get("KAGGLE_API_TOKEN", "")}  # the token itself or a file containing it
+    for d in kaggle_config_dirs():
+        users |= json_values(d / "kaggle.json", "username")
+        keys |= json_values(d / "kaggle.json", "key")
+        tokens |= json_values(d / "credentials.json", "refresh_token", "access_token")  # `kaggle auth login`
+    for f in filter(None, [os.environ.get("KAGGLE_API_TOKEN"), "~/.kaggle/access_token", "~/.kaggle/access_token.txt"]):
+        with contextlib.suppress(OSError, ValueError):
+            tokens.add(Path(os.path.expanduser(f)).read_text().strip())
+    basic = {base64.b64encode(f"{u}:{k}".encode()).decode() for u in users for k in keys if k}
+    return keys | tokens | basic
+
+
+def secrets() -> set[str]:
+    return {s for s in kaggle_secrets() | mlflow_secrets() if len(s) >= MIN_LENGTH}
+
+
+def redact(text: str) -> str:
+    """`text` with every known credential replaced by ***, and the user:password part of any URL."""
+    text = _USERINFO.sub("***@", str(text))
+    for secret in sorted(secrets(), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
