@@ -73,10 +73,11 @@ class TrainConfig:
     data_path: str = "auto"  # device: uint8 cache on the device, batch augmentation there; loader: DataLoader +
     #                          albumentations per sample; auto: device on a GPU when the cache fits, else loader
     drop_rate: float = 0.0
-    amp: bool = True  # mixed precision: on GPUs (bf16 where supported, else fp16 + grad scaler) and on CPUs with
-    #                   native bf16 (AVX512-BF16/AMX: 1.5x the images/s of fp32 on resnet18); else full precision
-    amp_dtype: str = "auto"  # auto (as above) | bf16: bf16 autocast on any device, also on CPUs that only emulate
-    #                          it (slower there) | fp16: fp16 + grad scaler, GPU only
+    amp: bool = True  # mixed precision on GPUs (bf16 where supported, else fp16 + grad scaler); full precision on
+    #                   CPUs unless amp_dtype says bf16: on a Xeon with AMX, bf16 jobs of the workflow were not
+    #                   reproducible and some diverged to NaN (README, GPUs); fp32 on CPU is both
+    amp_dtype: str = "auto"  # auto (as above) | bf16: bf16 autocast on any device (1.5x the images/s of fp32 on a
+    #                          CPU with native bf16, at that risk) | fp16: fp16 + grad scaler, GPU only
     channels_last: bool | None = None  # NHWC model and batches; None: on GPUs, and on CPUs where AMP runs
     #                                    (oneDNN's bf16 convolutions are NHWC-native; in fp32 on CPU it did not pay)
     num_workers: int | None = None  # DataLoader workers; None: 0 on CPU, threads - 1 on a GPU (data.loader_workers)
@@ -156,19 +157,10 @@ def autocast_dtype(device: torch.device, cfg: TrainConfig) -> torch.dtype | None
     if device.type != "cuda":
         if cfg.amp_dtype == "fp16":
             raise InputError("train.amp_dtype: fp16 needs a GPU (the grad scaler); use bf16 or auto on CPU")
-        return torch.bfloat16 if cpu_has_native_bf16() else None
+        return None
     if cfg.amp_dtype == "fp16":
         return torch.float16
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU does bf16 arithmetic in hardware (oneDNN's check: AVX512-BF16 or AMX), where bf16
-    autocast trains faster than fp32; elsewhere oneDNN emulates bf16 and it is slower."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a torch built without oneDNN
-        return False
 
 
 def place_model(model, device: torch.device, cfg: TrainConfig):
