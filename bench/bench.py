@@ -40,7 +40,8 @@ from kagglecv.augment import build_transform  # noqa: E402
 from machine import FASHION, cpu_name, loadavg, read_idx, slug, train_overrides  # noqa: E402
 from kagglecv.fsutil import atomic_path, write_json  # noqa: E402
 from kagglecv.data import open_cache, use_device_path  # noqa: E402
-from kagglecv.train import (TrainConfig, autocast_dtype, build_model, place_model, fold_batches, plan_phases,  # noqa: E402
+from kagglecv.models import build_model  # noqa: E402
+from kagglecv.train import (TrainConfig, autocast_dtype, place_model, fold_batches, plan_phases,  # noqa: E402
                             pick_device, predict, train_epoch)
 
 BENCH = Path(__file__).resolve().parent

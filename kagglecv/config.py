@@ -129,10 +129,14 @@ def explicit_input_size(settings: dict) -> int | None:
 
 
 def input_size(name: str, settings: dict) -> int:
-    """The side `name` trains at: explicit_input_size, else timm's pretrained config for the name (what
-    kagglecv.train.build_model resolves from the built model). Imports timm only in that case."""
+    """The side entry `name` trains at: explicit_input_size, else timm's pretrained config for its timm name
+    (`model:` or the name itself: what kagglecv.models.build_model resolves from the built model); a factory of the
+    user's without img_size trains at timm's default, 224. Imports timm only when it has to."""
     if size := explicit_input_size(settings):
         return size
+    if ":" in str(settings.get("model") or ""):
+        return 224
+    name = settings.get("model") or name
     import timm
 
     try:

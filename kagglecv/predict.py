@@ -8,7 +8,7 @@ writes results/<competition>/predictions/<DIR's name>.csv (`image`, one probabil
 The same steps as the submission:
   * every image is decoded by the decoder that made the training cache (kagglecv.images.Decoder): upright,
     converted to its channels (L or RGB) and fitted to its height and width by the same `data.resize`;
-  * each fold's model.pt is rebuilt with `train.build_model` from the config saved in it, and predicted with
+  * each fold's model.pt is rebuilt with `models.build_model` from the config saved in it, and predicted with
     `train.predict_tta` (the same normalisation, input size, TTA preset, passes, beta and seeds);
   * the folds of a backbone are averaged, and the backbones are combined by the method scores.json says was
     chosen, with the parameters the ensemble step fitted and stored there (`ensemble.params`), never refitted.
@@ -82,7 +82,8 @@ def load_fold_model(model_pt: str | Path, in_chans: int, device_pref: str = "aut
     import torch
 
     from .tasks import Task
-    from .train import TrainConfig, autocast_dtype, build_model, pick_device, place_model
+    from .models import build_model
+    from .train import TrainConfig, autocast_dtype, pick_device, place_model
 
     model_pt = Path(model_pt)
     if not model_pt.exists():

@@ -29,18 +29,22 @@ from tqdm.auto import tqdm
 from . import metrics
 from .tasks import CLASSIFICATION, Task
 from .augment import resolve_tta, tta_blend, tta_views
-from .config import explicit_input_size
 from .data import loader_workers, make_batches, open_cache, use_device_path
 from .errors import InputError
 from .fsutil import atomic_path, read_table, write_csv, write_json
 from .gpu import lease_gpu
 from .layout import ModelFiles, PreparedFiles, record_file
+from .models import build_model
 from .tracking import Tracker
 
 
 @dataclass
 class TrainConfig:
-    backbone: str  # any timm model name, e.g. "resnet18" or "convnext_tiny.fb_in22k"
+    backbone: str  # the entry's name: a timm model name ("resnet18", "convnext_tiny.fb_in22k") unless `model` says
+    model: str | None = None  # a timm name for this entry, or the user's factory FILE.py:FUNCTION / MODULE:FUNCTION
+    model_args: dict = field(default_factory=dict)  # keyword arguments of the factory (kagglecv.models)
+    head: str = "linear"  # linear: the model's own classifier | gem: GeM pooling, learned p | multi_dropout
+    gpus: int = 1  # devices one job trains on; more than 1: DistributedDataParallel, one process per device
     fold: int = 0
     seed: int = 42
     metric: str = "accuracy"
@@ -98,43 +102,6 @@ class TrainConfig:
         if "moms" in d:
             d["moms"] = tuple(d["moms"])
         return cls(**d)
-
-
-def build_model(cfg: TrainConfig, n_outputs: int, in_chans: int) -> tuple[torch.nn.Module, dict]:
-    """timm model by name plus the input size and normalisation to feed it."""
-    kw = dict(cfg.extra)
-    if cfg.pretrained_file:
-        if not Path(cfg.pretrained_file).exists():
-            raise InputError(f"{cfg.pretrained_file}: pretrained weights for {cfg.backbone} not found; "
-                             "fix pretrained_file or set pretrained: false")
-        kw["pretrained_cfg_overlay"] = dict(file=str(Path(cfg.pretrained_file).resolve()))
-    pretrained = cfg.pretrained or bool(cfg.pretrained_file)
-    try:
-        model = timm.create_model(cfg.backbone, pretrained=pretrained, num_classes=n_outputs, in_chans=in_chans,
-                                  drop_rate=cfg.drop_rate, **kw)
-    except RuntimeError as e:
-        if "Unknown model" in str(e):
-            raise InputError(f"backbones: unknown timm model {cfg.backbone!r}; see timm.list_models()") from e
-        raise
-    except Exception as e:  # noqa: BLE001 - hub/network errors come in many types
-        if not pretrained:
-            raise
-        raise InputError(f"backbones: pretrained weights for {cfg.backbone} not found ({type(e).__name__}); put "
-                         "them in the Hugging Face cache, set pretrained_file: /path/to/weights, or "
-                         "pretrained: false") from e
-    dc = timm.data.resolve_model_data_config(model)
-    size = explicit_input_size({"img_size": cfg.img_size, "extra": cfg.extra}) or dc["input_size"][-1]
-    try:  # fail now, with the fix named, rather than after an epoch deep inside the model
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, in_chans, size, size))
-    except RuntimeError as e:
-        raise InputError(f"backbones: {cfg.backbone} cannot take {size}x{size} input ({str(e).splitlines()[0]}); "
-                         f"raise img_size for this backbone") from e
-    mean, std = list(dc["mean"]), list(dc["std"])
-    if in_chans == 1:  # grayscale: one channel with the average statistics
-        mean, std = [float(np.mean(mean))], [float(np.mean(std))]
-    return model, {"img_size": int(size), "mean": mean, "std": std}
 
 
 def pick_device(cfg: TrainConfig) -> torch.device:

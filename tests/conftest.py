@@ -12,7 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers import write_csv_images_competition
+# The tests run the GPU's bf16 code paths on the CPU. On this workplace's Xeon VMs, oneDNN's AMX bf16 kernels gave
+# NaN or other numbers under load (the same job alone was fine): cap oneDNN below AMX, at AVX512-BF16, for this
+# process and every job it starts. Read when oneDNN first runs, so set before any test imports torch.
+os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+
+from helpers import write_csv_images_competition  # noqa: E402
 
 # No test waits on the network (closed here): set for this process before anything imports huggingface_hub
 # (it reads HF_HUB_OFFLINE at import) and inherited by every subprocess the tests start (snakemake, its jobs,

@@ -20,7 +20,8 @@ from PIL import Image
 
 from kagglecv import config, data, prepare
 from kagglecv.errors import InputError
-from kagglecv.train import TrainConfig, build_model
+from kagglecv.models import build_model
+from kagglecv.train import TrainConfig
 
 from helpers import digits_images, png, run_snakemake, tiny_config, write_csv_images_competition
 

@@ -14,7 +14,8 @@ from kagglecv import blend, ensemble, folds, metrics, prepare, submission
 from kagglecv.augment import dihedral_views, resolve_tta, tta_blend
 from kagglecv.demo import make_digits_competition
 from kagglecv.errors import InputError
-from kagglecv.train import TrainConfig, build_model, one_cycle
+from kagglecv.models import build_model
+from kagglecv.train import TrainConfig, one_cycle
 
 from helpers import edit_zip, write_csv_images_competition
 

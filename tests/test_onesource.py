@@ -33,7 +33,7 @@ from helpers import REPO, run_snakemake, write_csv_images_competition
 # The dataclasses are the source of their sections' defaults; the schema's `default:` values must equal them.
 # Keys on one side only are listed with the reason.
 SOURCES = {
-    "train": (TrainConfig, {"backbone", "fold", "seed", "metric"}, {"mem_mb"}),  # per job / top level; scheduling
+    "train": (TrainConfig, {"backbone", "fold", "seed", "metric"}, {"mem_mb", "runtime"}),  # per job; scheduling
     "data": (DataConfig, set(), {"source", "path", "cache_margin"}),  # the workflow's, not prepare's
     "lr_find": (LRFindConfig, set(), set()),
     "archive": (ArchiveLimits, set(), set()),

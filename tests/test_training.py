@@ -144,7 +144,8 @@ def test_device_data_path_trains_and_augments_in_batches(tmp_path):
 
 
 def test_fine_tune_trains_the_head_alone_then_everything_with_discriminative_lrs():
-    from kagglecv.train import build_model, plan_phases, set_frozen
+    from kagglecv.models import build_model
+    from kagglecv.train import plan_phases, set_frozen
 
     cfg = TrainConfig(backbone="test_resnet", lr=0.01, freeze_epochs=1, epochs=2, lr_mult=100, lr_groups=3)
     model, _ = build_model(cfg, n_outputs=3, in_chans=1)
