@@ -20,6 +20,12 @@ include: "rules/report.smk"
 include: "rules/mlflow.smk"
 
 
+# rules/backbones/<name>.smk: a backbone's own rule, when it needs one (docs/extending.md)
+for backbone_rule in BACKBONE_RULES:
+
+    include: backbone_rule
+
+
 rule all:
     input:
         default_targets(),

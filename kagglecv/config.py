@@ -177,12 +177,17 @@ def prepare_side(wanted: int, meta_path: str | Path) -> int:
     return wanted
 
 
-def train_threads(configured: int | None, cores: int | None, gpu_slots: int | None) -> int:
-    """torch threads per training job. Configured wins; else the cores shared by the training jobs that may run
-    at once: with `--cores N --resources gpu=G`, N // G (at least 1); without a gpu limit one job runs alone and
-    gets all N. Snakemake then runs as many jobs at once as their threads fit in N."""
+CLUSTER_THREADS = 8  # a training job's threads per device on a cluster node, where --cores says nothing of the node
+
+
+def train_threads(configured: int | None, cores: int | None, gpu_slots: int | None, cluster: bool = False) -> int:
+    """torch threads per training job. Configured wins; on a cluster, CLUSTER_THREADS; else the cores shared by the
+    training jobs that may run at once: with `--cores N --resources gpu=G`, N // G (at least 1); without a gpu
+    limit one job runs alone and gets all N. Snakemake then runs as many jobs at once as their threads fit in N."""
     if configured:
         return int(configured)
+    if cluster:
+        return CLUSTER_THREADS
     return max(1, int(cores or 1) // max(1, int(gpu_slots or 1)))
 
 

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .augment import AUGMENT_PRESETS, batch_augment, build_transform, image_seed, reseed
+from .distributed import shard, world
 
 RELEASE_BYTES = 16 << 20  # bytes read between two page releases: what mapped pages may add to RSS
 DEVICE_CHUNK = 4096  # rows per host-to-device copy when the device path loads a fold
@@ -49,11 +50,12 @@ class CachedImages(Dataset):
 
     `labels[i]` belongs to `rows[i]`; None for unlabelled (test) rows. With `view_seed`, each image's random
     transform is seeded from its pixels and `view_seed` (augment.image_seed): test-time views that do not
-    depend on order, batch size or worker processes."""
+    depend on order, batch size or worker processes. With `meta` (float32, one row per cache row: the encoded
+    data.meta_columns), an item's input is (image, its metadata row)."""
 
-    def __init__(self, cache, labels, transform, rows=None, view_seed: int | None = None):
+    def __init__(self, cache, labels, transform, rows=None, view_seed: int | None = None, meta=None):
         self.cache, self.rows, self.labels, self.transform = cache, as_rows(cache, rows), labels, transform
-        self.view_seed = view_seed
+        self.view_seed, self.meta = view_seed, meta
         self._read = 0  # bytes read since the last release
 
     def __len__(self) -> int:
@@ -69,6 +71,8 @@ class CachedImages(Dataset):
             release(self.cache)
             self._read = 0
         x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+        if self.meta is not None:
+            x = (x, torch.from_numpy(self.meta[self.rows[i]]))
         # a class index, a 0/1 vector (multilabel) or a number (regression); the default collate stacks them
         return x, (-1 if self.labels is None else torch.as_tensor(self.labels[i]))
 
@@ -87,13 +91,32 @@ def to_device(cache, rows, device, view_seed: int | None = None) -> tuple[torch.
     return x, seeds
 
 
+class ShardedBatches(Sampler):
+    """Shuffled batches of `batch_size` rows, each cut to this process's share (kagglecv.distributed): the global
+    batches are those one process would draw from the same generator, so N processes see what one would."""
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator, drop_last: bool):
+        self.n, self.bs, self.gen, self.drop_last = n, batch_size, generator, drop_last
+
+    def __len__(self) -> int:
+        return self.n // self.bs if self.drop_last else math.ceil(self.n / self.bs)
+
+    def __iter__(self):
+        from .distributed import shard
+
+        order = torch.randperm(self.n, generator=self.gen).tolist()  # as RandomSampler draws it
+        for b in range(len(self)):
+            yield shard(order[b * self.bs:(b + 1) * self.bs])
+
+
 class DeviceBatches:
     """The on-device data path: the fold's uint8 rows live on the device and whole batches are augmented there,
     so no per-sample work, no host-to-device copies and no worker processes stand between epochs."""
 
     def __init__(self, cache, labels, dc: dict, device, *, augment: str, shuffle: bool, batch_size: int, seed: int,
-                 rows=None, view_seed: int | None = None):
+                 rows=None, view_seed: int | None = None, meta=None):
         self.x, self.seeds = to_device(cache, as_rows(cache, rows), device, view_seed)
+        self.m = None if meta is None else torch.from_numpy(np.asarray(meta)[as_rows(cache, rows)]).to(device)
         self.y = None if labels is None else torch.from_numpy(np.asarray(labels)).to(device)
         self.preset, self.augment, self.size = AUGMENT_PRESETS[augment], augment != "none", dc["img_size"]
         self.mean = torch.tensor(dc["mean"], device=device).view(1, -1, 1, 1)
@@ -108,10 +131,13 @@ class DeviceBatches:
         n = len(self.x)
         order = torch.randperm(n, generator=self.gen) if self.shuffle else torch.arange(n)
         for i in range(len(self)):
-            idx = order[i * self.bs:(i + 1) * self.bs].to(self.x.device)
+            idx = order[i * self.bs:(i + 1) * self.bs]
+            idx = (shard(idx) if self.shuffle else idx).to(self.x.device)  # training: this process's share
             seeds = None if self.seeds is None else [self.seeds[i] for i in idx.tolist()]
             xb = batch_augment(self.x[idx], self.size, self.preset, self.gen, train=self.augment, seeds=seeds)
-            yield (xb - self.mean) / self.std, (self.y[idx] if self.y is not None else torch.full((len(idx),), -1))
+            xb = (xb - self.mean) / self.std
+            yield (xb if self.m is None else (xb, self.m[idx])), (self.y[idx] if self.y is not None else
+                                                                   torch.full((len(idx),), -1))
 
 
 def use_device_path(data_path: str, device: torch.device, nbytes: int) -> bool:
@@ -132,16 +158,21 @@ def loader_workers(num_workers: int | None, threads: int | None, device: torch.d
 
 
 def make_batches(cache, labels, dc: dict, device, *, augment: str, shuffle: bool, batch_size: int, seed: int,
-                 on_device: bool, rows=None, num_workers: int = 0, per_image: bool = False):
-    """Batches of normalised NCHW tensors with labels, from either data path, over `rows` of the cache.
-    per_image: seed each image's random views from its pixels and `seed` (test-time augmentation), not from
-    the order of the rows."""
+                 on_device: bool, rows=None, num_workers: int = 0, per_image: bool = False, meta=None):
+    """Batches of normalised NCHW tensors with labels, from either data path, over `rows` of the cache; with `meta`
+    (one encoded row per cache row) a batch's input is (images, metadata). per_image: seed each image's random
+    views from its pixels and `seed` (test-time augmentation), not from the order of the rows."""
     view_seed = seed if per_image else None
     if on_device:
         return DeviceBatches(cache, labels, dc, device, augment=augment, shuffle=shuffle, batch_size=batch_size,
-                             seed=seed, rows=rows, view_seed=view_seed)
+                             seed=seed, rows=rows, view_seed=view_seed, meta=meta)
     tf = build_transform(dc["img_size"], dc["mean"], dc["std"], augment, seed=seed)
-    ds = CachedImages(cache, labels, tf, rows, view_seed=view_seed)
+    ds = CachedImages(cache, labels, tf, rows, view_seed=view_seed, meta=meta)
+    if shuffle and world() > 1:  # DistributedDataParallel: this process's share of each global batch
+        gen = torch.Generator().manual_seed(seed)
+        return DataLoader(ds, batch_sampler=ShardedBatches(len(ds), batch_size, gen, len(ds) > batch_size),
+                          num_workers=num_workers, pin_memory=device.type == "cuda",
+                          persistent_workers=num_workers > 0, generator=gen)
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle and len(ds) > batch_size,
                       num_workers=num_workers, pin_memory=device.type == "cuda",
                       persistent_workers=shuffle and num_workers > 0,

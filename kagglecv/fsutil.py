@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
 import os
@@ -81,14 +82,25 @@ def write_csv(path: str | os.PathLike, df) -> None:
 TEXT_COLUMNS = ("id", "label", "group")  # the pipeline's text columns; label: a class, tags, or a number as written
 
 
+def text_dtypes(path, is_text) -> dict:
+    """{column: str} for the text columns of a CSV's header."""
+    with open(path, newline="") as f:
+        header = next(csv.reader(f), [])
+    return {c: str for c in header if is_text(c)}
+
+
 def read_table(path: str | os.PathLike, **kw):
     """One of the pipeline's own tables (folds.csv, the prepared train/test.csv, oof/test predictions): ids and
     labels (and groups) as the text they were written as; "NA" and "None" are names, not missing values."""
     import pandas as pd
 
-    text = {c: str for c in TEXT_COLUMNS}
-    df = pd.read_csv(path, **{"dtype": text, "keep_default_na": False, **kw})
+    from .meta import PREFIX  # metadata columns: values as written, kagglecv.meta reads them
+
+    def is_text(c: str) -> bool:
+        return c in TEXT_COLUMNS or c.startswith(PREFIX)
+
+    df = pd.read_csv(path, **{"dtype": text_dtypes(path, is_text), "keep_default_na": False, **kw})
     for c in df.columns:  # every other column is numbers: an empty cell is a gap (NaN), not text
-        if c not in TEXT_COLUMNS and not pd.api.types.is_numeric_dtype(df[c]):
+        if not is_text(c) and not pd.api.types.is_numeric_dtype(df[c]):
             df[c] = pd.to_numeric(df[c].replace("", None), errors="coerce")
     return df

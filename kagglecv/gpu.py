@@ -106,12 +106,14 @@ def _wait_limit(timeout: float | None) -> float | None:
         raise InputError(f"{WAIT_ENV}={env!r}: not a number of seconds; unset it to wait forever") from None
 
 
-def lease_gpu(lock_dir: str | Path | None = None, timeout: float | None = None, poll: float = 1.0) -> str | None:
-    """Take one free device and set CUDA_VISIBLE_DEVICES to it; None when there is no GPU.
+def lease_gpu(lock_dir: str | Path | None = None, timeout: float | None = None, poll: float = 1.0,
+              count: int = 1) -> str | None:
+    """Take `count` free devices and set CUDA_VISIBLE_DEVICES to them ("2" or "0,3"); None when there is no GPU.
 
     An existing CUDA_VISIBLE_DEVICES (Slurm sets it) is respected and returned as is; a process that holds
-    a lease already gets the same device back. When every device is taken, waits (printing one line) for
-    `timeout` seconds: None means $KAGGLECV_GPU_WAIT if set, else forever."""
+    a lease already gets the same devices back. When too few devices are free, waits (printing one line) for
+    `timeout` seconds: None means $KAGGLECV_GPU_WAIT if set, else forever. All or nothing: a partial set is let
+    go at once, so two jobs never hold half of what each needs."""
     global _leased
     if _leased is not None:
         return _leased
@@ -120,17 +122,26 @@ def lease_gpu(lock_dir: str | Path | None = None, timeout: float | None = None, 
     devices = visible_devices()
     if not devices:
         return None
+    if count > len(devices):
+        raise InputError(f"train.gpus: {count} devices asked for, this machine has {len(devices)} ({devices}); "
+                         f"lower gpus for this backbone")
     lock_dir = private_dir(lock_dir or default_lock_dir())
     limit = _wait_limit(timeout)
     start, told = time.monotonic(), False
     while True:
+        got = []
         for dev in devices:
-            if (fd := _try_lock(lock_dir, dev)) is not None:
-                _held.append(fd)
-                _leased = os.environ["CUDA_VISIBLE_DEVICES"] = dev
-                if told:
-                    print(f"kagglecv: got GPU {dev} after {time.monotonic() - start:.0f}s", file=sys.stderr, flush=True)
-                return dev
+            if len(got) < count and (fd := _try_lock(lock_dir, dev)) is not None:
+                got.append((dev, fd))
+        if len(got) == count:
+            _held.extend(fd for _, fd in got)
+            _leased = os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(dev for dev, _ in got)
+            if told:
+                print(f"kagglecv: got GPU {_leased} after {time.monotonic() - start:.0f}s", file=sys.stderr,
+                      flush=True)
+            return _leased
+        for _, fd in got:  # all or nothing
+            os.close(fd)
         # All busy: more jobs run than there are devices (e.g. --resources gpu=N above the GPU count, or
         # another workflow on this machine); wait for one.
         if limit is not None and time.monotonic() - start >= limit:

@@ -366,7 +366,7 @@ def predict(job: Job) -> None:
     from .predict import predict_folder
 
     out = predict_folder(job.layout.root, job.input.images, job.output.csv, job.output.summary,
-                         device=job.params.device, threads=job.threads)
+                         device=job.params.device, threads=job.threads, meta_csv=job.config["predict_meta"])
     print(f"{len(out)} prediction(s) written to {job.output.csv}", flush=True)
 
 

@@ -82,6 +82,22 @@ def _place(src: Path, dest: Path) -> None:
         shutil.copyfile(src, dest)
 
 
+def place_factory(layout: Layout, member: str, out: Layout) -> None:
+    """A member built by a factory file of the user's: the file, beside the member's folds, where prediction
+    looks for it (kagglecv.models.load_factory), so the kernel runs from the dataset alone."""
+    from .models import factory_file
+
+    resolved = json.loads(layout.model(member, 0).config.read_text())
+    source = factory_file(resolved.get("model"))
+    if source is None:
+        return
+    if not source.is_file():
+        raise InputError(f"backbones: {member}: its model file {source} is gone; the kernel dataset must carry it")
+    dest = out.model(member, 0).path.parent / source.name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, dest)
+
+
 def build_wheel(repo: str | Path, out_dir: Path) -> Path:
     """kagglecv's wheel, built by its own build backend (setuptools) from a copy of the sources, so the
     checkout gets no build/ or egg-info folders."""
@@ -187,6 +203,7 @@ def build(results_dir: str | Path, dataset_dir: str | Path, kernel_dir: str | Pa
                     if not (d.path / name).is_file():
                         raise InputError(f"{d.path / name}: not found; rerun the training job of {m} fold {k}")
                     _place(d.path / name, out.model(m, k).path / name)
+            place_factory(layout, m, out)
         ds = KernelDatasetFiles(ds_tmp)
         build_wheel(repo, ds.wheels)
         for w in wheels or []:
@@ -284,9 +301,10 @@ def unpacked(competition_dir: Path, scratch: Path) -> Path:
     return out
 
 
-def read_test_set(competition_dir: Path, meta: dict, cache: Path, workers: int) -> tuple[list[str], Path]:
+def read_test_set(competition_dir: Path, meta: dict, cache: Path, workers: int) -> tuple[list[str], Path, object]:
     """Decode the competition's test images into `cache` exactly as prepare decoded the workflow's (same
-    reader, settings, decoder and shape); return their ids in cache order and the submission template."""
+    reader, settings, decoder and shape); return their ids in cache order, the submission template and, for
+    models that read data.meta_columns, the test rows' metadata (from the hidden test CSV), else None."""
     from . import images
     from .prepare import DataConfig, find_root, read_competition, write_images
 
@@ -299,7 +317,16 @@ def read_test_set(competition_dir: Path, meta: dict, cache: Path, workers: int) 
     decoder = images.Decoder(h, w, c == 1, cfg.resize, cfg.max_image_pixels)
     with images.Pool(workers) as pool:
         write_images(cache, comp.test_images, comp.test_ids, decoder, pool, "decode test")
-    return list(comp.test_ids), root / cfg.sample_submission
+    return list(comp.test_ids), root / cfg.sample_submission, test_meta(comp)
+
+
+def test_meta(comp):
+    """The test rows' metadata as prediction reads it (`meta:<column>` columns), or None."""
+    if comp.meta is None:
+        return None
+    from .meta import column
+
+    return comp.meta["test"].rename(columns=column)
 
 
 def run(competition: str, dataset: str, input_dir: str | Path | None = None, working_dir: str | Path | None = None,
@@ -321,9 +348,9 @@ def run(competition: str, dataset: str, input_dir: str | Path | None = None, wor
     working_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kagglecv-") as tmp:  # not in working/: it would become an output
         cache = PreparedFiles(tmp).test_images
-        ids, sample = read_test_set(comp_dir, meta, cache, workers or os.cpu_count() or 1)
+        ids, sample, meta_rows = read_test_set(comp_dir, meta, cache, workers or os.cpu_count() or 1)
         log.info("%s: %d test images decoded to %s", competition, len(ids), tuple(meta["image_shape"]))
-        probs, info = ensemble_predict(bundle, open_cache(cache), device)
+        probs, info = ensemble_predict(bundle, open_cache(cache), device, meta_rows)
         preds = pd.DataFrame(probs, columns=[f"p{k}" for k in range(probs.shape[1])])
         preds.insert(0, "id", ids)
         out = submission_frame(preds, meta, sample, scores["metric"], scores["ensemble"].get("thresholds"),

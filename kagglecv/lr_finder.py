@@ -136,7 +136,8 @@ def lr_find(model: torch.nn.Module, train_loader, device, *, start_lr: float = D
         raise ValueError(f"lr_find: unknown suggestion method {method!r}; choose one of {list(SUGGESTERS)}")
     if not 0 < start_lr < end_lr:
         raise ValueError(f"lr_find: need 0 < start_lr < end_lr, got {start_lr} and {end_lr}")
-    from .train import as_input  # batches follow the model's memory format (train.place_model)
+    from .models import forward
+    from .train import inputs  # batches follow the model's memory format (train.place_model)
 
     num_it = max(int(num_it), 6)  # fastai's floor: fewer steps leave nothing after trimming
     device = torch.device(device)
@@ -156,10 +157,11 @@ def lr_find(model: torch.nn.Module, train_loader, device, *, start_lr: float = D
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x, y = next(batches)
-            x, y = as_input(model, x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
+            (x, meta), y = inputs(model, x, device), y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss = (loss_fn(model(x), y) if loss_fn is not None else  # the task's loss (train.task_loss)
-                        F.cross_entropy(model(x), y, label_smoothing=label_smoothing))
+                out = forward(model, x, meta)
+                loss = (loss_fn(out, y) if loss_fn is not None else  # the task's loss (train.task_loss)
+                        F.cross_entropy(out, y, label_smoothing=label_smoothing))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -235,11 +237,12 @@ def run_lr_find(train_cfg: dict, prepared_dir, folds_csv, out_dir,
     start_lr, end_lr, num_it, stop_div, method = (sweep.start_lr, sweep.end_lr, sweep.num_it, sweep.stop_div,
                                                   sweep.method)
     prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
-    _, images, y, tr_idx, va_idx, task = load_fold(cfg, prepared_dir, folds_csv)
-    model, dc, device, amp_dtype = setup_model(cfg, task.outputs, in_chans=images.shape[-1])
-    # The training rows exactly as train.run feeds them (same targets, data path, augmentation and seed).
-    train_dl, _ = fold_batches(cfg, images, task.standardise(y), tr_idx, va_idx, dc, device,
-                               use_device_path(cfg.data_path, device, images.nbytes))
+    data = load_fold(cfg, prepared_dir, folds_csv)
+    images, task, tr_idx = data.images, data.task, data.tr_idx
+    model, dc, device, amp_dtype = setup_model(cfg, task.outputs, images.shape[-1], data.n_meta)
+    # The training rows exactly as train.run feeds them (same targets, data path, augmentation, seed, metadata).
+    train_dl, _ = fold_batches(cfg, images, task.standardise(data.y), tr_idx, data.va_idx, dc, device,
+                               use_device_path(cfg.data_path, device, images.nbytes), data.meta)
     result = lr_find(model, train_dl, device, start_lr=start_lr, end_lr=end_lr, num_it=num_it, stop_div=stop_div,
                      weight_decay=cfg.weight_decay, amp_dtype=amp_dtype, label_smoothing=cfg.label_smoothing,
                      method=method, loss_fn=lambda out, target: task_loss(task, out, target, cfg.label_smoothing))

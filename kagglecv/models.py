@@ -39,14 +39,17 @@ META_HIDDEN = 64  # width of the metadata MLP: a handful of columns needs no mor
 # ---------------------------------------------------------------- factories
 
 
-def load_factory(ref: str, entry: str):
-    """The callable `ref` names ("path/to/file.py:build" or "package.module:build")."""
+def load_factory(ref: str, entry: str, search: Path | None = None):
+    """The callable `ref` names ("path/to/file.py:build" or "package.module:build"). A file that is not where the
+    reference says is looked for by its name in `search` (a kernel dataset's backbone folder carries it)."""
     where, sep, attr = str(ref).rpartition(":")
     if not sep or not where or not attr:
         raise InputError(f"backbones: {entry}: model {ref!r} is not FILE.py:FUNCTION or MODULE:FUNCTION")
     try:
         if where.endswith(".py"):
             path = Path(where).expanduser().resolve()
+            if not path.is_file() and search is not None and (Path(search) / path.name).is_file():
+                path = Path(search) / path.name
             if not path.is_file():
                 raise InputError(f"backbones: {entry}: model file {where} not found (relative to the working "
                                  f"directory, {Path.cwd()}); fix the path")
@@ -161,8 +164,9 @@ def timm_model(cfg, pretrained: bool, **kw):
         raise
 
 
-def create(cfg, n_outputs: int, in_chans: int, n_meta: int = 0) -> nn.Module:
-    """The network `cfg` (a TrainConfig) describes, untrained (or with its pretrained weights)."""
+def create(cfg, n_outputs: int, in_chans: int, n_meta: int = 0, search: Path | None = None) -> nn.Module:
+    """The network `cfg` (a TrainConfig) describes, untrained (or with its pretrained weights); `search`: where
+    else a factory's file may be (load_factory)."""
     pretrained = cfg.pretrained or bool(cfg.pretrained_file)
     if cfg.pretrained_file and not Path(cfg.pretrained_file).exists():
         raise InputError(f"{cfg.pretrained_file}: pretrained weights for {cfg.backbone} not found; "
@@ -170,7 +174,7 @@ def create(cfg, n_outputs: int, in_chans: int, n_meta: int = 0) -> nn.Module:
     if cfg.head not in HEADS:
         raise InputError(f"backbones: {cfg.backbone}: head {cfg.head!r} is not one of {', '.join(HEADS)}")
     if cfg.model and ":" in cfg.model:  # the user's factory
-        factory = load_factory(cfg.model, cfg.backbone)
+        factory = load_factory(cfg.model, cfg.backbone, search)
         if cfg.head != "linear":
             raise InputError(f"backbones: {cfg.backbone}: head: {cfg.head} is for timm bodies; a factory builds "
                              "its own head (use head: linear)")
@@ -239,10 +243,11 @@ def check_forward(model: nn.Module, cfg, in_chans: int, size: int, n_outputs: in
                          f"image, the task needs ({n_outputs},); build it with num_outputs={n_outputs}")
 
 
-def build_model(cfg, n_outputs: int, in_chans: int, n_meta: int = 0) -> tuple[nn.Module, dict]:
+def build_model(cfg, n_outputs: int, in_chans: int, n_meta: int = 0,
+                search: Path | None = None) -> tuple[nn.Module, dict]:
     """(the model, the input size and normalisation to feed it), checked with one forward pass."""
     try:
-        model = create(cfg, n_outputs, in_chans, n_meta)
+        model = create(cfg, n_outputs, in_chans, n_meta, search)
     except InputError:
         raise
     except Exception as e:  # noqa: BLE001 - hub/network errors come in many types

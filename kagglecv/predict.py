@@ -39,6 +39,7 @@ import pandas as pd
 from .errors import InputError
 from .fsutil import read_table, write_csv, write_json
 from .layout import Layout, ModelFiles
+from .meta import MetaEncoder
 from .submission import decisions
 from .tasks import Task
 
@@ -78,7 +79,8 @@ def load_folder(folder: str | Path, image_shape, resize: str = "squash",
 
 
 def load_fold_model(model_pt: str | Path, in_chans: int, device_pref: str = "auto"):
-    """(model on its device, TrainConfig, data config, device, amp dtype, task) rebuilt from one fold's model.pt."""
+    """(model on its device, TrainConfig, data config, device, amp dtype, task) rebuilt from one fold's model.pt;
+    a model built with metadata carries its fitted encoder as `model.kagglecv_meta` (kagglecv.meta)."""
     import torch
 
     from .tasks import Task
@@ -96,8 +98,11 @@ def load_fold_model(model_pt: str | Path, in_chans: int, device_pref: str = "aut
                                  "pretrained": False, "pretrained_file": None, "device": device_pref})
     # the task's activation, with the target scale this fold trained on (numeric tasks)
     task = Task(resolved.get("task", "multiclass"), scale=tuple(resolved.get("target_scale", (0.0, 1.0))))
-    model, dc = build_model(cfg, int(resolved.get("n_outputs", resolved.get("n_classes", 0))), in_chans)
+    encoder = MetaEncoder.from_json(resolved["meta_encoder"]) if resolved.get("meta_encoder") else None
+    model, dc = build_model(cfg, int(resolved.get("n_outputs", resolved.get("n_classes", 0))), in_chans,
+                            encoder.width if encoder else 0, search=model_pt.parent.parent)  # the backbone's folder
     model.load_state_dict(saved["state_dict"])
+    model.kagglecv_meta = encoder
     dc = {"img_size": int(resolved["img_size"]), "mean": list(resolved["mean"]), "std": list(resolved["std"])}
     device = pick_device(cfg)
     model = place_model(model, device, cfg)
@@ -105,15 +110,18 @@ def load_fold_model(model_pt: str | Path, in_chans: int, device_pref: str = "aut
     return model, cfg, dc, device, autocast_dtype(device, cfg), task
 
 
-def backbone_probs(fold_dirs: list[Path], images: np.ndarray, device_pref: str = "auto") -> tuple[np.ndarray, dict]:
-    """The fold models' TTA probabilities averaged over folds (as ensemble.load_backbone averages test.csv)."""
+def backbone_probs(fold_dirs: list[Path], images: np.ndarray, device_pref: str = "auto",
+                   meta_rows: pd.DataFrame | None = None) -> tuple[np.ndarray, dict]:
+    """The fold models' TTA probabilities averaged over folds (as ensemble.load_backbone averages test.csv);
+    `meta_rows`: the images' raw metadata (`meta:<column>` columns), for models built with it."""
     from .augment import resolve_tta
     from .train import predict_tta
 
     per_fold, info = [], {}
     for d in fold_dirs:
         model, cfg, dc, device, amp, task = load_fold_model(ModelFiles(d).model, images.shape[-1], device_pref)
-        p = predict_tta(model, images, cfg, dc, device, amp, task=task)
+        p = predict_tta(model, images, cfg, dc, device, amp, task=task,
+                        meta=fold_meta(model.kagglecv_meta, meta_rows, len(images)))
         # test.csv holds float32 values; average them in float64 as the ensemble step does after reading it
         per_fold.append(np.asarray(p, dtype=np.float32).astype(np.float64))
         info = {"tta": resolve_tta(cfg.tta, cfg.augment), "tta_n": cfg.tta_n, "tta_beta": cfg.tta_beta,
@@ -147,7 +155,19 @@ def apply_recipe(method: str, preds: list[np.ndarray], params, kind: str = "mult
     return np.asarray(blend.apply(method, preds, params, kind=kind))
 
 
-def ensemble_predict(results_dir: str | Path, images: np.ndarray, device: str = "auto") -> tuple[np.ndarray, dict]:
+def fold_meta(encoder: MetaEncoder | None, meta_rows: pd.DataFrame | None, n: int) -> np.ndarray | None:
+    """The metadata of `n` images as a fold's encoder encodes it; none for a model built without it."""
+    if encoder is None:
+        return None
+    if meta_rows is None or len(meta_rows) != n:
+        names = ", ".join(c["name"] for c in encoder.columns)
+        raise InputError(f"this run's models read metadata beside the image ({names}, data.meta_columns): give "
+                         f"each image's values (predict --meta FILE.csv, or the competition's test CSV)")
+    return encoder.transform(meta_rows)
+
+
+def ensemble_predict(results_dir: str | Path, images: np.ndarray, device: str = "auto",
+                     meta_rows: pd.DataFrame | None = None) -> tuple[np.ndarray, dict]:
     """The ensemble's predictions for `images` (uint8 N x H x W x C, decoded as the training cache was): every
     fold of every member with its TTA, folds averaged, members combined by the stored recipe. The one
     implementation behind `snakemake predict` and the Kaggle kernel (kagglecv.kernel); `results_dir` is
@@ -156,7 +176,7 @@ def ensemble_predict(results_dir: str | Path, images: np.ndarray, device: str = 
     method, members, params = ensemble_recipe(scores)
     preds, settings = [], {}
     for m in members:
-        p, settings[m] = backbone_probs(fold_dirs_of(results_dir, scores, m), images, device)
+        p, settings[m] = backbone_probs(fold_dirs_of(results_dir, scores, m), images, device, meta_rows)
         preds.append(p)
         log.info("%s: predicted %d image(s) with %d fold(s)", m, len(images), len(scores["models"][m]["folds"]))
     probs = apply_recipe(method, preds, params, scores.get("task", "multiclass"))
@@ -193,9 +213,35 @@ def output_name(folder: str | Path) -> str:
     return folder.name or folder.resolve().name
 
 
+def read_meta_csv(path: str | Path, names: list[str], meta: dict) -> pd.DataFrame | None:
+    """The metadata of images `names` from a CSV whose first column holds their file names (or names without
+    the extension) and then the run's data.meta_columns, as `meta:<column>` columns; None for a run without."""
+    from . import meta as metadata
+    from .prepare import read_csv
+
+    columns = [c["name"] for c in meta.get("meta_columns") or []]
+    if not columns:
+        return None
+    if not path:
+        return None  # ensemble_predict says what is missing
+    table = read_csv(Path(path))
+    key = table.columns[0]
+    rows = {str(v): i for i, v in enumerate(table[key])}
+    missing = [n for n in names if n not in rows and Path(n).stem not in rows]
+    if missing:
+        raise InputError(f"{path}: no row for image {missing[0]!r} in column {key!r}; list every image")
+    for c in columns:
+        if c not in table.columns:
+            raise InputError(f"{path}: no column {c!r}; the run's models read {', '.join(columns)}")
+    picked = table.iloc[[rows.get(n, rows.get(Path(n).stem)) for n in names]].reset_index(drop=True)
+    return pd.DataFrame({metadata.column(c): picked[c] for c in columns})
+
+
 def predict_folder(results_dir: str | Path, folder: str | Path, out_csv: str | Path | None = None,
-                   out_json: str | Path | None = None, device: str = "auto", threads: int | None = None) -> pd.DataFrame:
-    """Predict every image in `folder`; write the CSV and the JSON summary; return the predictions."""
+                   out_json: str | Path | None = None, device: str = "auto", threads: int | None = None,
+                   meta_csv: str | Path | None = None) -> pd.DataFrame:
+    """Predict every image in `folder` (with their metadata from `meta_csv` when the run's models read some);
+    write the CSV and the JSON summary; return the predictions."""
     t0 = time.perf_counter()
     results_dir = Path(results_dir)
     name = output_name(folder)
@@ -232,7 +278,7 @@ def predict_folder(results_dir: str | Path, folder: str | Path, out_csv: str | P
         notes.append(f"the recipe applied to the stored test predictions differs from ensemble_test.csv by "
                      f"{check['max_abs_diff']:.3g}: results/ may be stale; rerun the workflow")
         log.warning(notes[-1])
-    probs, info = ensemble_predict(results_dir, images, device)
+    probs, info = ensemble_predict(results_dir, images, device, read_meta_csv(meta_csv, names, meta))
 
     task = Task.of(meta)
     columns = [c if c not in ("image", "label") else f"p_{c}" for c in classes] or ["value"]
@@ -261,10 +307,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m kagglecv.predict"
     ap.add_argument("--out", help="CSV to write (default: <results>/predictions/<folder name>.csv)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--meta", help="CSV of the images' metadata, for runs with data.meta_columns: a first column of "
+                                   "file names, then those columns")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     try:
-        out = predict_folder(args.results, args.folder, args.out, device=args.device, threads=args.threads)
+        out = predict_folder(args.results, args.folder, args.out, device=args.device, threads=args.threads,
+                             meta_csv=args.meta)
     except InputError as e:
         print(f"ERROR: {e}", file=sys.stderr)
         return 1

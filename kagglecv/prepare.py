@@ -45,7 +45,7 @@ class DataConfig:
     id_column: str | None = None  # None: first column of sample_submission.csv
     target_column: str | None = None  # None: sample_submission's target column, matched case-insensitively
     train_csv: str = "train.csv"
-    test_csv: str = "test.csv"  # pixel_csv only
+    test_csv: str = "test.csv"  # the test pixels (pixel_csv), or the test metadata (meta_columns)
     train_dir: str = "train"
     test_dir: str = "test"
     sample_submission: str = "sample_submission.csv"
@@ -53,6 +53,7 @@ class DataConfig:
     resize: str = "squash"  # how an image becomes image_size x image_size: squash | crop | pad (kagglecv.images)
     max_image_pixels: int | None = None  # decompression-bomb limit; None: Pillow's (about 89 megapixels)
     group_column: str | None = None  # train.csv column of groups (patient, photographer) that folds keep together
+    meta_columns: list[str] = field(default_factory=list)  # train.csv/test.csv columns the model sees (meta.py)
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Competition:
     test_images: list | "PixelRows" = field(repr=False)
     label_names: list[str] | None = None  # one 0/1 train.csv column per label: those columns, in template order
     groups: list[str] | None = None  # data.group_column's values
+    meta: dict | None = None  # data.meta_columns: {"specs", "train", "test"} (raw values, in id order)
 
 
 @dataclass
@@ -192,9 +194,10 @@ def read_competition(root: Path, cfg: DataConfig) -> Competition:
     if not targets:
         raise InputError(f"{sample_path}: no target column beside {id_col!r}; it is not a submission template")
     layout = detect_layout(root, cfg) if cfg.layout == "auto" else cfg.layout
-    if cfg.group_column and layout != "csv_images":
-        raise InputError(f"data.group_column: the {layout} layout has no train.csv columns to group by; remove "
-                         "data.group_column")
+    for key in ("group_column", "meta_columns"):
+        if getattr(cfg, key) and layout != "csv_images":
+            raise InputError(f"data.{key}: the {layout} layout has no train.csv columns to read them from; remove "
+                             f"data.{key}")
     reader = {"csv_images": _csv_images, "pixel_csv": _pixel_csv,
               "folder_per_class": _folder_per_class, "filename_labels": _filename_labels}.get(layout)
     if reader is None:
@@ -252,7 +255,8 @@ def _csv_images(root, cfg, sample, id_col, targets) -> Competition:
     return Competition("csv_images", id_col, targets, train_ids, labels, test_ids,
                        lookup(index_images(train_dir), train_ids, train_dir, train_path, "train"),
                        lookup(index_images(test_dir), test_ids, test_dir, root / cfg.sample_submission, "test"),
-                       label_names, group_values(train, tid, cfg, train_path))
+                       label_names, group_values(train, tid, cfg, train_path),
+                       meta_values(root, cfg, train, tid, test_ids, id_col))
 
 
 def one_hot_labels(train: pd.DataFrame, tid: str, targets: list[str], path: Path) -> list[str]:
@@ -280,6 +284,27 @@ def group_values(train: pd.DataFrame, tid: str, cfg: DataConfig, path: Path) -> 
         raise InputError(f"{path}: id {train[tid].iloc[int(np.flatnonzero(empty)[0])]!r} has no group in column "
                          f"{col!r} (data.group_column); fill it or drop the row")
     return train[col].tolist()
+
+
+def meta_values(root: Path, cfg: DataConfig, train: pd.DataFrame, tid: str, test_ids: list[str],
+                id_col: str) -> dict | None:
+    """data.meta_columns: their kinds and raw values for the train rows and, from data.test_csv, the test ids."""
+    if not cfg.meta_columns:
+        return None
+    from . import meta
+
+    test_path = root / cfg.test_csv
+    test = read_csv(test_path)
+    col = match_column(test, id_col, test_path, "id", "rename it, or set data.id_column")
+    refuse_duplicates(test[col], test_path, col)
+    missing = sorted(set(test_ids) - set(test[col]))
+    if missing:
+        raise InputError(f"{test_path}: test id {missing[0]!r} has no row; the metadata of every test image is "
+                         f"needed (data.meta_columns)")
+    specs = meta.specs(train, test, cfg.meta_columns, root / cfg.train_csv, test_path)
+    test = test.set_index(col).loc[test_ids]
+    return {"specs": specs, "train": train[cfg.meta_columns].reset_index(drop=True),
+            "test": test[cfg.meta_columns].reset_index(drop=True)}
 
 
 def _pixel_csv(root, cfg, sample, id_col, targets) -> Competition:
@@ -456,6 +481,7 @@ def prepare(data_path: str | Path, out_dir: str | Path, cfg: DataConfig | None =
         "layout": comp.layout, "id_column": comp.id_column, "target_columns": comp.target_columns,
         "classes": classes,
         "task": kind, "group_column": cfg.group_column,
+        "meta_columns": comp.meta["specs"] if comp.meta else [],
         "data": asdict(cfg),  # how the competition was read and decoded: a Kaggle kernel reads its test set the same way
         "n_train": len(comp.train_ids), "n_test": len(comp.test_ids),
         "image_shape": [h, w, c],
@@ -472,7 +498,13 @@ def prepare(data_path: str | Path, out_dir: str | Path, cfg: DataConfig | None =
                           "y": tasks.Task(kind, tuple(classes)).encode(comp.labels)})
     if comp.groups is not None:
         train["group"] = comp.groups
+    test = pd.DataFrame({"id": comp.test_ids})
+    if comp.meta is not None:
+        from .meta import column
+
+        for name in cfg.meta_columns:
+            train[column(name)], test[column(name)] = comp.meta["train"][name], comp.meta["test"][name]
     write_csv(out.train, train)
-    write_csv(out.test, pd.DataFrame({"id": comp.test_ids}))
+    write_csv(out.test, test)
     write_json(out.meta, meta)  # last: a complete meta.json means a complete cache
     return meta

@@ -195,7 +195,9 @@ caption {{ caption-side: top; text-align: left; padding-bottom: 0.6em; }}
 
 
 def training_curves(histories: dict[str, list[str | Path]], metric: str, out_png: str | Path) -> None:
-    """histories: {backbone: [history.csv of fold 0, 1, ...]}. One row of panels per backbone."""
+    """histories: {backbone: [history.csv of fold 0, 1, ...]}. One row of panels per backbone; a backbone trained by
+    a rule of the user's that writes no history.csv (docs/extending.md) is left out."""
+    histories = {b: paths for b, paths in histories.items() if all(Path(p).is_file() for p in paths)}
     names = list(histories)
     fig = new_figure(11, 2.8 * max(len(names), 1))
     axes = fig.subplots(max(len(names), 1), 2, squeeze=False)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import metrics
+from . import distributed, metrics
 from .tasks import CLASSIFICATION, Task
 from .augment import resolve_tta, tta_blend, tta_views
 from .data import loader_workers, make_batches, open_cache, use_device_path
@@ -34,7 +34,8 @@ from .errors import InputError
 from .fsutil import atomic_path, read_table, write_csv, write_json
 from .gpu import lease_gpu
 from .layout import ModelFiles, PreparedFiles, record_file
-from .models import build_model
+from .meta import MetaEncoder
+from .models import build_model, forward
 from .tracking import Tracker
 
 
@@ -107,6 +108,8 @@ class TrainConfig:
 def pick_device(cfg: TrainConfig) -> torch.device:
     if cfg.device == "cpu":
         return torch.device("cpu")
+    if distributed.world() > 1:  # the devices were leased before the processes started
+        return distributed.device()
     lease_gpu()  # sets CUDA_VISIBLE_DEVICES before CUDA initialises; None when there is no GPU
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -147,6 +150,12 @@ def as_input(model, x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if getattr(model, "kagglecv_channels_last", False) else x
 
 
+def inputs(model, x, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(images, metadata rows or None) of a batch's input, on `device`, images in the model's memory format."""
+    x, meta = x if isinstance(x, (tuple, list)) else (x, None)
+    return as_input(model, x.to(device, non_blocking=True)), (None if meta is None else meta.to(device))
+
+
 def task_loss(task: Task, out, target, label_smoothing: float = 0.0):
     """Cross-entropy (classification; soft targets after mixup), BCE per label (multilabel), Huber on
     standardised targets (numeric: robust to the odd mislabelled grade, and MSE near the target)."""
@@ -167,22 +176,23 @@ def predict(model, loader, device, amp_dtype, tta: str = "none", task: Task = Ta
     model.eval()
     out = []
     for x, _ in loader:
-        x = as_input(model, x.to(device, non_blocking=True))
+        x, meta = inputs(model, x, device)
         batches = tta_views(x, tta) if tta != "none" else [x]
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            probs = torch.stack([task.activate(model(v).float()) for v in batches]).mean(0)
+            probs = torch.stack([task.activate(forward(model, v, meta).float()) for v in batches]).mean(0)
         out.append(probs.cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 
 def predict_tta(model, images, cfg: TrainConfig, dc: dict, device, amp_dtype, on_device: bool = False,
-                rows=None, task: Task = Task("multiclass")) -> np.ndarray:
+                rows=None, task: Task = Task("multiclass"), meta=None) -> np.ndarray:
     """The plain prediction of `rows` of the cache (all when None) blended with the TTA views (fastai's beta
-    blend), streamed a batch at a time. An image's random views (tta=augment) are seeded by its own pixels, so
-    it gets the same prediction in the test set, a Kaggle kernel or `predict`, whatever rows surround it."""
+    blend), streamed a batch at a time; `meta`: the encoded metadata of every cache row, for models built with
+    it. An image's random views (tta=augment) are seeded by its own pixels, so it gets the same prediction in
+    the test set, a Kaggle kernel or `predict`, whatever rows surround it."""
     def batches(augment: str, seed: int = 0):
         return make_batches(images, None, dc, device, augment=augment, shuffle=False, batch_size=cfg.batch_size * 2,
-                            seed=seed, on_device=on_device, rows=rows, per_image=True,
+                            seed=seed, on_device=on_device, rows=rows, per_image=True, meta=meta,
                             num_workers=loader_workers(cfg.num_workers, cfg.threads, device))
 
     tta = resolve_tta(cfg.tta, cfg.augment)
@@ -246,15 +256,15 @@ def train_epoch(model, batches, phase: Phase, scaler, device, amp_dtype, cfg, de
     """One pass over the training fold; returns (mean loss, images per second)."""
     model.train()
     total, n, t0 = 0.0, 0, time.perf_counter()
-    bar = tqdm(batches, desc=desc, leave=False, mininterval=1)
+    bar = tqdm(batches, desc=desc, leave=False, mininterval=1, disable=not distributed.is_main())
     phase.optimizer.zero_grad(set_to_none=True)
     for step, (x, y) in enumerate(bar, 1):
-        x, y = as_input(model, x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
+        (x, meta), y = inputs(model, x, device), y.to(device, non_blocking=True)
         target = y
         if mixup is not None and len(x) % 2 == 0:  # timm's Mixup pairs samples: an even batch is required
             x, target = mixup(x, y)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = task_loss(task, model(x), target, cfg.label_smoothing)
+            loss = task_loss(task, forward(model, x, meta), target, cfg.label_smoothing)
         scaler.scale(loss / cfg.grad_accum).backward()
         if step % cfg.grad_accum == 0 or step == len(batches):
             scaler.step(phase.optimizer)
@@ -320,14 +330,30 @@ def load_resume(path: Path, resolved, fingerprint: str, model, phases, scaler, e
     return state["epoch"], state["history"], state
 
 
-def load_fold(cfg: TrainConfig, prepared_dir, folds_csv) -> tuple[pd.DataFrame, np.ndarray, np.ndarray,
-                                                                        np.ndarray, np.ndarray, Task]:
-    """Seed this job, then (folds, memory-mapped train cache, targets, train rows, valid rows, task) for cfg.fold.
-    Numeric tasks get their target scale from this fold's training rows only."""
+@dataclass
+class Fold:
+    """One job's data: the folds table, the memory-mapped train cache, the targets, this fold's rows and task."""
+    folds: pd.DataFrame
+    images: np.ndarray
+    y: np.ndarray
+    tr_idx: np.ndarray  # training rows (cache rows = folds.csv rows)
+    va_idx: np.ndarray  # this fold's held-out rows
+    task: Task  # numeric tasks carry the target scale of the training rows
+    encoder: MetaEncoder | None = None  # data.meta_columns, fitted on the training rows only
+    meta: np.ndarray | None = None  # every row's encoded metadata (float32), for the batches
+
+    @property
+    def n_meta(self) -> int:
+        return 0 if self.encoder is None else self.encoder.width
+
+
+def load_fold(cfg: TrainConfig, prepared_dir, folds_csv) -> Fold:
+    """Seed this job, then read its fold. Numeric tasks get their target scale, and metadata its encoding, from
+    this fold's training rows only."""
     torch.manual_seed(cfg.seed * 1000 + cfg.fold)
     np.random.seed(cfg.seed * 1000 + cfg.fold)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    if cfg.threads:  # the job's threads, shared by its processes
+        torch.set_num_threads(max(1, cfg.threads // distributed.world()))
     folds = read_table(folds_csv)
     if cfg.fold not in set(folds["fold"]):
         raise InputError(f"{folds_csv}: no fold {cfg.fold}; folds are {sorted(set(folds['fold']))}")
@@ -339,24 +365,33 @@ def load_fold(cfg: TrainConfig, prepared_dir, folds_csv) -> tuple[pd.DataFrame, 
         raise InputError(f"train.mixup_alpha/cutmix_alpha: mixup mixes class targets; this is a {task.kind} task, "
                          "set them to 0")
     y, tr_idx = task.targets(folds), np.flatnonzero(fold != cfg.fold)
-    return folds, images, y, tr_idx, np.flatnonzero(fold == cfg.fold), task.fitted_scale(y[tr_idx])
+    data = Fold(folds, images, y, tr_idx, np.flatnonzero(fold == cfg.fold), task.fitted_scale(y[tr_idx]))
+    specs = json.loads(prepared.meta.read_text()).get("meta_columns") or []
+    if specs:
+        if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
+            raise InputError("train.mixup_alpha/cutmix_alpha: mixup mixes images, not their metadata; with "
+                             "data.meta_columns set them to 0")
+        data.encoder = MetaEncoder.fit(folds.iloc[tr_idx], specs)
+        data.meta = data.encoder.transform(folds)
+    return data
 
 
-def fold_batches(cfg: TrainConfig, images, y, tr_idx, va_idx, dc: dict, device, on_device: bool):
+def fold_batches(cfg: TrainConfig, images, y, tr_idx, va_idx, dc: dict, device, on_device: bool, meta=None):
     """(training batches, validation batches) of the fold, read from the cache by row; `y` as the model learns
-    it (Task.standardise)."""
+    it (Task.standardise); `meta` the encoded metadata of every row, when there is any."""
     workers = loader_workers(cfg.num_workers, cfg.threads, device)
     train = make_batches(images, y[tr_idx], dc, device, augment=cfg.augment, shuffle=True, batch_size=cfg.batch_size,
-                         seed=cfg.seed * 1000 + cfg.fold, on_device=on_device, rows=tr_idx, num_workers=workers)
+                         seed=cfg.seed * 1000 + cfg.fold, on_device=on_device, rows=tr_idx, num_workers=workers,
+                         meta=meta)
     valid = make_batches(images, y[va_idx], dc, device, augment="none", shuffle=False, batch_size=cfg.batch_size * 2,
-                         seed=0, on_device=on_device, rows=va_idx, num_workers=workers)
+                         seed=0, on_device=on_device, rows=va_idx, num_workers=workers, meta=meta)
     return train, valid
 
 
-def setup_model(cfg: TrainConfig, n_outputs: int, in_chans: int):
+def setup_model(cfg: TrainConfig, n_outputs: int, in_chans: int, n_meta: int = 0):
     """(model on its device, data config, device, autocast dtype)."""
     device = pick_device(cfg)
-    model, dc = build_model(cfg, n_outputs, in_chans)
+    model, dc = build_model(cfg, n_outputs, in_chans, n_meta)
     return place_model(model, device, cfg), dc, device, autocast_dtype(device, cfg)
 
 
@@ -374,98 +409,167 @@ def process_seconds() -> float:
         return time.perf_counter() - _IMPORTED
 
 
-def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_dir: str | Path,
-        experiment: str = "default", results_dir: str | Path = "results", track: bool = True) -> dict:
-    prepared, out = PreparedFiles(prepared_dir), ModelFiles(out_dir)
-    folds, images, y, tr_idx, va_idx, task = load_fold(cfg, prepared_dir, folds_csv)
-    test_images = open_cache(prepared.test_images)
-    test_ids = read_table(prepared.test)["id"]
-    model, dc, device, amp_dtype = setup_model(cfg, task.outputs, in_chans=images.shape[-1])
-    on_device = use_device_path(cfg.data_path, device, images.nbytes + test_images.nbytes)
-    train_batches, val_batches = fold_batches(cfg, images, task.standardise(y), tr_idx, va_idx, dc, device,
-                                              on_device)
+@dataclass
+class Session:
+    """Everything one job trains with, built in the order that fixes its random draws (see `start`)."""
+    cfg: TrainConfig
+    data: Fold
+    model: torch.nn.Module  # on its device; `trained` is what the optimizer steps (DDP wraps it across processes)
+    trained: torch.nn.Module
+    dc: dict  # input size and normalisation
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    on_device: bool  # the device data path (data.DeviceBatches) rather than a DataLoader
+    train_batches: object
+    val_batches: object
+    phases: list[Phase]
+    scaler: torch.amp.GradScaler
+    ema: object | None = None  # timm.utils.ModelEmaV3
+    mixup: object | None = None  # timm.data.Mixup
+
+    @property
+    def final(self) -> torch.nn.Module:
+        """What predicts: the EMA weights when kept, else the model."""
+        return self.ema.module if self.ema else self.model
+
+
+def start(cfg: TrainConfig, prepared_dir, folds_csv, test_bytes: int) -> Session:
+    """The job's data, model, batches and optimizers. The order is the job's seed order: the fold's seeds, then the
+    model's initial weights, then everything else; changing it changes every result."""
+    data = load_fold(cfg, prepared_dir, folds_csv)
+    model, dc, device, amp_dtype = setup_model(cfg, data.task.outputs, data.images.shape[-1], data.n_meta)
+    on_device = use_device_path(cfg.data_path, device, data.images.nbytes + test_bytes)
+    train_batches, val_batches = fold_batches(cfg, data.images, data.task.standardise(data.y), data.tr_idx,
+                                              data.va_idx, dc, device, on_device, data.meta)
     phases = plan_phases(model, cfg, len(train_batches))
-    epoch_phase = [p for p in phases for _ in range(p.epochs)]  # which phase each epoch belongs to
     scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
     ema = timm.utils.ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
     mixup = (timm.data.Mixup(mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha,
-                             label_smoothing=cfg.label_smoothing, num_classes=task.outputs)
+                             label_smoothing=cfg.label_smoothing, num_classes=data.task.outputs)
              if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0 else None)
+    return Session(cfg, data, model, distributed.wrap(model), dc, device, amp_dtype, on_device, train_batches,
+                   val_batches, phases, scaler, ema, mixup)
 
-    resolved = {**dataclasses.asdict(cfg), **dc, "device": str(device), "amp_dtype_used": str(amp_dtype),
-                "tta_used": resolve_tta(cfg.tta, cfg.augment),
-                "channels_last_used": bool(getattr(model, "kagglecv_channels_last", False)),
-                "data_path_used": "device" if on_device else "loader",
-                "num_workers_used": 0 if on_device else loader_workers(cfg.num_workers, cfg.threads, device),
-                "n_train": len(tr_idx), "n_valid": len(va_idx), "task": task.kind, "n_outputs": task.outputs,
-                "target_scale": list(task.scale)}  # predict.py rebuilds the task's activation from these
-    write_json(out.config, resolved)
+
+def resolved_config(s: Session) -> dict:
+    """config.json: the settings and what they resolved to here (also inside model.pt: predict rebuilds from it)."""
+    cfg, data = s.cfg, s.data
+    return {**dataclasses.asdict(cfg), **s.dc, "device": str(s.device), "amp_dtype_used": str(s.amp_dtype),
+            "tta_used": resolve_tta(cfg.tta, cfg.augment),
+            "channels_last_used": bool(getattr(s.model, "kagglecv_channels_last", False)),
+            "data_path_used": "device" if s.on_device else "loader",
+            "num_workers_used": 0 if s.on_device else loader_workers(cfg.num_workers, cfg.threads, s.device),
+            "n_train": len(data.tr_idx), "n_valid": len(data.va_idx), "task": data.task.kind,
+            "n_outputs": data.task.outputs,
+            "target_scale": list(data.task.scale),  # predict.py rebuilds the task's activation from these
+            **({"meta_encoder": data.encoder.to_json()} if data.encoder else {})}  # and the metadata's encoding
+
+
+def fit(s: Session, history: list, start_epoch: int, log_epoch) -> None:
+    """Train the epochs not done yet; after each, `log_epoch(epoch, row)` (only the main process validates)."""
+    cfg, data = s.cfg, s.data
+    epoch_phase = [p for p in s.phases for _ in range(p.epochs)]  # which phase each epoch belongs to
+    for epoch in range(start_epoch, len(epoch_phase)):
+        t0, phase = time.perf_counter(), epoch_phase[epoch]
+        set_frozen(s.model, phase.frozen)
+        loss, img_s = train_epoch(s.trained, s.train_batches, phase, s.scaler, s.device, s.amp_dtype, cfg,
+                                  ema=s.ema, mixup=s.mixup, task=data.task,
+                                  desc=f"{cfg.backbone} fold {cfg.fold} epoch {epoch + 1}/{len(epoch_phase)}")
+        if not math.isfinite(loss):
+            raise RuntimeError(f"{cfg.backbone} fold {cfg.fold}: training loss is {loss} at epoch {epoch + 1}; "
+                               "lower train.lr")
+        if not distributed.is_main():
+            continue
+        y_va = data.y[data.va_idx]
+        probs = predict(s.final, s.val_batches, s.device, s.amp_dtype, task=data.task)
+        row = {"epoch": epoch + 1, "train_loss": loss, "valid_loss": data.task.valid_loss(y_va, probs),
+               f"valid_{cfg.metric}": metrics.score(cfg.metric, y_va, probs, grades=data.task.grades),
+               "lr": phase.scheduler.get_last_lr()[-1], "seconds": time.perf_counter() - t0, "img_per_s": img_s}
+        history.append(row)
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+        log_epoch(epoch + 1, row)
+
+
+def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_dir: str | Path,
+        experiment: str = "default", results_dir: str | Path = "results", track: bool = True) -> dict:
+    """Train one (backbone, fold) and write its outputs (ModelFiles) into `out_dir`; its metrics.json."""
+    if cfg.gpus > 1 and distributed.world() == 1:
+        return run_distributed(cfg, prepared_dir, folds_csv, out_dir, experiment, results_dir, track)
+    prepared, out, main = PreparedFiles(prepared_dir), ModelFiles(out_dir), distributed.is_main()
+    test_images, test_table = open_cache(prepared.test_images), read_table(prepared.test)
+    s = start(cfg, prepared_dir, folds_csv, test_images.nbytes)
+    resolved = resolved_config(s)
+    if main:
+        write_json(out.config, resolved)
     # Not a declared output: survives a killed job, and is removed once the job has finished.
-    resume_path = out.resume
     fingerprint = data_fingerprint(prepared, folds_csv)
-    start_epoch, history, _ = load_resume(resume_path, resolved, fingerprint, model, phases, scaler, ema)
+    start_epoch, history, _ = load_resume(out.resume, resolved, fingerprint, s.model, s.phases, s.scaler, s.ema)
     run_name = f"{cfg.backbone}-fold{cfg.fold}"
-    with Tracker(experiment, run_name, results_dir, enabled=track, record=record_file(out.path, run_name),
+    with Tracker(experiment, run_name, results_dir, enabled=track and main, record=record_file(out.path, run_name),
                  tags={"step": "train", "backbone": cfg.backbone, "fold": str(cfg.fold)}) as tracker:
         tracker.log_params(resolved)
         for row in history:  # epochs done before a resume: this run (and its record) holds the whole history
             tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
         t_start, startup = time.perf_counter(), process_seconds()  # startup: imports, data, model, tracking
-        for epoch in range(start_epoch, len(epoch_phase)):
-            t0, phase = time.perf_counter(), epoch_phase[epoch]
-            set_frozen(model, phase.frozen)
-            loss, img_s = train_epoch(model, train_batches, phase, scaler, device, amp_dtype, cfg, ema=ema,
-                                      mixup=mixup, task=task, desc=f"{cfg.backbone} fold {cfg.fold} "
-                                                        f"epoch {epoch + 1}/{len(epoch_phase)}")
-            if not math.isfinite(loss):
-                raise RuntimeError(f"{cfg.backbone} fold {cfg.fold}: training loss is {loss} at epoch {epoch + 1}; "
-                                   "lower train.lr")
-            probs = predict(ema.module if ema else model, val_batches, device, amp_dtype, task=task)
-            row = {"epoch": epoch + 1, "train_loss": loss,
-                   "valid_loss": task.valid_loss(y[va_idx], probs),
-                   f"valid_{cfg.metric}": metrics.score(cfg.metric, y[va_idx], probs, grades=task.grades),
-                   "lr": phase.scheduler.get_last_lr()[-1], "seconds": time.perf_counter() - t0, "img_per_s": img_s}
-            history.append(row)
-            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
-                  flush=True)
-            tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
-            save_resume(resume_path, epoch + 1, history, model, phases, scaler, ema, resolved, fingerprint)
-        train_seconds = time.perf_counter() - t_start
 
-        final = ema.module if ema else model
-        t_tta = time.perf_counter()
-        oof = predict_tta(final, images, cfg, dc, device, amp_dtype, on_device, rows=va_idx, task=task)
-        test = predict_tta(final, test_images, cfg, dc, device, amp_dtype, on_device, task=task)
-        tta_seconds = time.perf_counter() - t_tta
-        cols = [f"p{k}" for k in range(task.outputs)]
-        oof_df = pd.DataFrame(oof, columns=cols)
-        oof_df.insert(0, "fold", cfg.fold), oof_df.insert(0, "y", folds["y"].to_numpy()[va_idx])
-        oof_df.insert(0, "id", folds["id"].to_numpy()[va_idx])
-        test_df = pd.DataFrame(test, columns=cols)
-        test_df.insert(0, "id", test_ids.to_numpy())
-        result = {
-            "backbone": cfg.backbone, "fold": cfg.fold, "metric": cfg.metric,
-            "score": metrics.score(cfg.metric, y[va_idx], oof, grades=task.grades),
-            "score_no_tta": history[-1][f"valid_{cfg.metric}"] if history else None,
-            "valid_loss": task.valid_loss(y[va_idx], oof),
-            "train_seconds": train_seconds, "device": str(device),
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),  # which GPU lease this job held
-            "img_per_s": float(np.mean([h["img_per_s"] for h in history])) if history else None,
-        }
-        write_csv(out.oof, oof_df)
-        write_csv(out.test, test_df)
-        write_csv(out.history, pd.DataFrame(history))
-        with atomic_path(out.model) as tmp:
-            torch.save({"state_dict": final.state_dict(), "config": resolved}, tmp)
+        def log_epoch(epoch: int, row: dict) -> None:
+            tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            save_resume(out.resume, epoch, history, s.model, s.phases, s.scaler, s.ema, resolved, fingerprint)
+
+        fit(s, history, start_epoch, log_epoch)
+        if not main:
+            return {}
+        train_seconds = time.perf_counter() - t_start
+        result = write_outputs(s, out, history, resolved, test_images, test_table)
         # Everything but the epochs (make bench's target: a few seconds per job): before the first batch,
         # the TTA passes, and the rest (writing outputs, tracking).
-        result |= {"startup_seconds": round(startup, 2), "tta_seconds": round(tta_seconds, 2),
+        result |= {"train_seconds": train_seconds, "startup_seconds": round(startup, 2),
                    "fixed_seconds": round(process_seconds() - train_seconds, 2)}
         print(f"job time besides the epochs: {result['fixed_seconds']:.1f} s (start-up {startup:.1f} s, "
-              f"TTA {tta_seconds:.1f} s)", flush=True)
+              f"TTA {result['tta_seconds']:.1f} s)", flush=True)
         write_json(out.metrics, result)
-        resume_path.unlink(missing_ok=True)
+        out.resume.unlink(missing_ok=True)
         tracker.log_metrics({"cv_fold": result["score"], "cv_fold_no_tta": result["score_no_tta"] or 0.0})
         for path in (out.metrics, out.config, out.history):
             tracker.log_artifact(path)
     return result
+
+
+def write_outputs(s: Session, out: ModelFiles, history: list, resolved: dict, test_images, test_table) -> dict:
+    """The TTA predictions of the held-out rows and of the test set, the history and the weights; the result."""
+    cfg, data = s.cfg, s.data
+    va_idx, y_va = data.va_idx, data.y[data.va_idx]
+    test_meta = None if data.encoder is None else data.encoder.transform(test_table)
+    t_tta = time.perf_counter()
+    oof = predict_tta(s.final, data.images, cfg, s.dc, s.device, s.amp_dtype, s.on_device, rows=va_idx,
+                      task=data.task, meta=data.meta)
+    test = predict_tta(s.final, test_images, cfg, s.dc, s.device, s.amp_dtype, s.on_device, task=data.task,
+                       meta=test_meta)
+    tta_seconds = time.perf_counter() - t_tta
+    cols = [f"p{k}" for k in range(data.task.outputs)]
+    oof_df = pd.DataFrame(oof, columns=cols)
+    oof_df.insert(0, "fold", cfg.fold), oof_df.insert(0, "y", data.folds["y"].to_numpy()[va_idx])
+    oof_df.insert(0, "id", data.folds["id"].to_numpy()[va_idx])
+    test_df = pd.DataFrame(test, columns=cols)
+    test_df.insert(0, "id", test_table["id"].to_numpy())
+    write_csv(out.oof, oof_df)
+    write_csv(out.test, test_df)
+    write_csv(out.history, pd.DataFrame(history))
+    with atomic_path(out.model) as tmp:
+        torch.save({"state_dict": s.final.state_dict(), "config": resolved}, tmp)
+    return {"backbone": cfg.backbone, "fold": cfg.fold, "metric": cfg.metric,
+            "score": metrics.score(cfg.metric, y_va, oof, grades=data.task.grades),
+            "score_no_tta": history[-1][f"valid_{cfg.metric}"] if history else None,
+            "valid_loss": data.task.valid_loss(y_va, oof), "device": str(s.device),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),  # which GPU lease this job held
+            "img_per_s": float(np.mean([h["img_per_s"] for h in history])) if history else None,
+            "tta_seconds": round(tta_seconds, 2), "processes": distributed.world()}
+
+
+def run_distributed(cfg: TrainConfig, prepared_dir, folds_csv, out_dir, experiment, results_dir, track) -> dict:
+    """`run` in one process per device (kagglecv.distributed), after leasing the devices; the main process's
+    result."""
+    if cfg.device != "cpu":
+        lease_gpu(count=cfg.gpus)  # CUDA_VISIBLE_DEVICES for the processes (Slurm's, when it set them)
+    distributed.launch(cfg.gpus, run, cfg, prepared_dir, folds_csv, out_dir, experiment, results_dir, track)
+    return json.loads(ModelFiles(out_dir).metrics.read_text())

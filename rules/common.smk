@@ -2,6 +2,7 @@
 # Each piece of knowledge is the library's: kagglecv.config (layering, defaults, validation, what follows
 # from the backbones), kagglecv.layout (every path and file name under results/<competition>/),
 # kagglecv.summary; every rule's job is kagglecv.jobs.<rule name>, run by scripts/job.py.
+import re
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -9,6 +10,7 @@ from snakemake.utils import validate
 from kagglecv.config import (
     backbone_settings,
     cache_side,
+    defaults,
     input_size,
     layered,
     load_schema,
@@ -51,8 +53,32 @@ def global_resource(name):
 BACKBONES = backbone_settings(config, SCHEMA)
 # What the largest backbone needs, plus the margin; the previous side when the cache would not change.
 CACHE_SIDE = prepare_side(cache_side(BACKBONES, config["data"]), L.meta)
-TRAIN_THREADS = train_threads(config["train"]["threads"], workflow.cores, global_resource("gpu"))
+TRAIN_THREADS = train_threads(
+    config["train"]["threads"],
+    workflow.cores,
+    global_resource("gpu"),
+    cluster=workflow.non_local_exec,
+)
 LOCAL_GPUS = bool(visible_devices())
+
+
+# What a training job asks the scheduler for follows its backbone entry (gpus, threads, mem_mb, runtime); none of
+# it is a param, so changing it reruns nothing (gpus is also a training setting: DDP across the devices).
+def train_threads_of(wildcards):
+    """The entry's threads, else the share of the cores one job gets, times the devices it uses."""
+    s = BACKBONES[wildcards.backbone]
+    if s["threads"]:
+        return int(s["threads"])
+    return min(TRAIN_THREADS * s["gpus"], max(workflow.cores or 1, TRAIN_THREADS))
+
+
+def train_gpus(wildcards):
+    return int(BACKBONES[wildcards.backbone]["gpus"])
+
+
+def train_runtime(wildcards):
+    """Minutes (Slurm's time limit of the job)."""
+    return int(BACKBONES[wildcards.backbone]["runtime"])
 
 
 def train_mem(wildcards):
@@ -61,13 +87,21 @@ def train_mem(wildcards):
     """
     s = BACKBONES[wildcards.backbone]
     gpu = workflow.non_local_exec or LOCAL_GPUS
-    workers = loader_workers(s["num_workers"], TRAIN_THREADS, gpu)
+    workers = loader_workers(s["num_workers"], train_threads_of(wildcards), gpu)
     return train_mem_mb(s, input_size(wildcards.backbone, s), 3, workers, gpu)
 
 
 wildcard_constraints:
     backbone="[A-Za-z0-9_.-]+",
     fold=r"\d+",
+
+
+# Backbones trained by their own rules/backbones/<name>.smk (docs/extending.md), which the Snakefile includes;
+# the train rule leaves them alone.
+BACKBONE_RULES = sorted(Path(workflow.basedir, "rules", "backbones").glob("*.smk"))
+OWN_RULE = {p.stem for p in BACKBONE_RULES}
+OWN_RULES = "|".join(re.escape(b) for b in sorted(OWN_RULE))
+TRAIN_BACKBONE = f"(?!(?:{OWN_RULES})$)[A-Za-z0-9_.-]+" if OWN_RULE else "[A-Za-z0-9_.-]+"
 
 
 def data_input():
@@ -90,11 +124,36 @@ def competition_path(wildcards, input):
     return str(DownloadFiles(data.parent).files) if data.name == DownloadFiles.marker else str(data)
 
 
-def train_params(wildcards):
-    """What the training job computes with. Scheduling settings (mem_mb) are not params: changing them
-    must not retrain anything."""
+# Backbone settings that only say what a job asks the scheduler for: never params, so changing them reruns nothing.
+SCHEDULING = ("mem_mb", "runtime")
+TRAIN_DEFAULTS = defaults(SCHEMA)["train"]
+
+
+def prepare_params():
+    """What the cache is made of: the data settings that differ from the schema's defaults (as for training, see
+    train_params), and image_size, the resolved side: a larger backbone changes it (a rebuild)."""
+    data_defaults = defaults(SCHEMA)["data"]
     return {
-        **{k: v for k, v in BACKBONES[wildcards.backbone].items() if k != "mem_mb"},
+        **{
+            k: v
+            for k, v in config["data"].items()
+            if k not in ("source", "path", "cache_margin") and v != data_defaults[k]
+        },
+        "image_size": CACHE_SIDE,
+    }
+
+
+def train_params(wildcards):
+    """What the training job computes with: the backbone's settings that differ from the schema's defaults (the
+    job fills in the rest, kagglecv.train.TrainConfig), so a setting added to the schema, or a default changed,
+    retrains nothing that was trained already."""
+    settings = BACKBONES[wildcards.backbone]
+    return {
+        **{
+            k: v
+            for k, v in settings.items()
+            if k not in SCHEDULING and (k not in TRAIN_DEFAULTS or v != TRAIN_DEFAULTS[k])
+        },
         "backbone": wildcards.backbone,
         "fold": int(wildcards.fold),
         "seed": config["seed"],

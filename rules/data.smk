@@ -24,15 +24,7 @@ rule prepare:
     threads: workflow.cores  # images are decoded on every core; prepare runs before anything else
     params:
         path=competition_path,
-        # what the cache is made of; image_size is the resolved side: a larger backbone changes it (a rebuild)
-        data={
-            **{
-                k: v
-                for k, v in config["data"].items()
-                if k not in ("source", "path", "cache_margin")
-            },
-            "image_size": CACHE_SIDE,
-        },
+        data=prepare_params(),
         task=config["task"],
         metric=config["metric"],
         experiment=COMP,

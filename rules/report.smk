@@ -43,8 +43,7 @@ rule report_cv:
 
 rule report_curves:
     input:
-        histories=all_fold_outputs("history"),
-        metrics=all_fold_outputs("metrics"),
+        metrics=all_fold_outputs("metrics"),  # a training job writes it last: its history.csv is there by then
     output:
         png=report(
             str(L.report.training_curves),

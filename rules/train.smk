@@ -9,12 +9,15 @@ rule train:
         str(L.log("train/{backbone}/fold{fold}")),
     benchmark:
         str(L.benchmark("train/{backbone}/fold{fold}"))
+    wildcard_constraints:
+        backbone=TRAIN_BACKBONE,
     conda:
         "../envs/train.yaml"
-    threads: TRAIN_THREADS
+    threads: train_threads_of
     resources:
-        gpu=1,
+        gpu=train_gpus,
         mem_mb=train_mem,
+        runtime=train_runtime,
     params:
         train=train_params,
         experiment=COMP,

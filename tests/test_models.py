@@ -1,0 +1,224 @@
+"""Models beyond a timm name (kagglecv.models): the user's factories, heads on timm bodies, metadata beside the image
+(kagglecv.meta), and one job on several devices (kagglecv.distributed, run on CPU with gloo)."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from kagglecv.errors import InputError
+from kagglecv.meta import MetaEncoder, column
+from kagglecv.models import GeM, Net, build_model
+from kagglecv.prepare import prepare
+from kagglecv.train import TrainConfig, run
+
+from helpers import digits_images, png
+
+FACTORY = textwrap.dedent('''
+    import torch.nn as nn
+
+    def build(num_outputs, in_chans, pretrained, img_size, width=8):
+        body = nn.Sequential(nn.Conv2d(in_chans, width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten())
+        return body if num_outputs == 0 else nn.Sequential(body, nn.Linear(width, num_outputs))
+
+    def wrong(num_outputs, in_chans, pretrained, img_size):
+        return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_outputs + 1))
+
+    def not_a_module(**kw):
+        return "a model"
+''')
+
+
+@pytest.fixture
+def factory_file(tmp_path):
+    path = tmp_path / "outside" / "mynet.py"  # outside the repository, as a user's file would be
+    path.parent.mkdir()
+    path.write_text(FACTORY)
+    return path
+
+
+def test_a_factory_file_builds_the_model_with_its_arguments(factory_file):
+    cfg = TrainConfig(backbone="mynet", model=f"{factory_file}:build", model_args={"width": 5}, img_size=16)
+    model, dc = build_model(cfg, n_outputs=3, in_chans=1)
+    assert model(torch.zeros(2, 1, 16, 16)).shape == (2, 3)
+    assert model[0][0].out_channels == 5  # model_args reached the factory
+    assert dc["img_size"] == 16 and len(dc["mean"]) == 1  # timm's defaults, grey
+
+
+def test_a_factory_module_is_imported_by_name(factory_file, monkeypatch):
+    monkeypatch.syspath_prepend(str(factory_file.parent))
+    model, _ = build_model(TrainConfig(backbone="mynet", model="mynet:build", img_size=12), n_outputs=4, in_chans=3)
+    assert model(torch.zeros(1, 3, 12, 12)).shape == (1, 4)
+
+
+@pytest.mark.parametrize("ref, message", [
+    ("{dir}/nope.py:build", "model file .*nope.py not found"),
+    ("{dir}/mynet.py:missing", "has no 'missing'"),
+    ("{dir}/mynet.py:wrong", r"gives outputs of shape \(4,\) for one image, the task needs \(3,\)"),
+    ("{dir}/mynet.py:not_a_module", "returned str, not a torch.nn.Module"),
+    ("no_such_package_xyz.models:build", "cannot import model 'no_such_package_xyz.models:build'"),
+    ("just-a-name", "unknown timm model 'just-a-name'"),
+])
+def test_a_bad_factory_is_one_line_naming_the_entry(factory_file, ref, message):
+    cfg = TrainConfig(backbone="mynet", model=ref.format(dir=factory_file.parent), img_size=16)
+    with pytest.raises(InputError, match=message) as e:
+        build_model(cfg, n_outputs=3, in_chans=1)
+    assert "\n" not in str(e.value) and ("mynet" in str(e.value) or "just-a-name" in str(e.value))
+
+
+@pytest.mark.parametrize("head", ["gem", "multi_dropout"])
+def test_heads_on_a_timm_body(head):
+    torch.manual_seed(0)
+    model, _ = build_model(TrainConfig(backbone="test_resnet", head=head, img_size=32), n_outputs=3, in_chans=3)
+    assert isinstance(model, Net) and model(torch.randn(4, 3, 32, 32)).shape == (4, 3)
+    if head == "gem":
+        assert isinstance(model.pool, GeM) and model.pool.p.requires_grad  # p is learned
+        x = torch.rand(2, 5, 4, 4) + 0.1
+        assert torch.allclose(GeM(1.0)(x), x.mean((-2, -1)), atol=1e-5)  # p=1: average pooling
+    else:
+        x = torch.randn(4, 3, 32, 32)
+        model.train()
+        assert not torch.allclose(model(x), model(x))  # different masks each call
+        model.eval()
+        assert torch.allclose(model(x), model(x))  # eval: the plain linear layer
+
+
+def test_gem_refuses_a_body_without_a_feature_map():
+    with pytest.raises(InputError, match="head: gem pools a convolutional feature map"):
+        build_model(TrainConfig(backbone="test_vit", head="gem"), n_outputs=2, in_chans=3)
+
+
+# ---------------------------------------------------------------- metadata
+
+
+def frame(**cols) -> pd.DataFrame:
+    return pd.DataFrame({column(k): v for k, v in cols.items()})
+
+
+def test_meta_encoder_fits_on_the_rows_it_is_given():
+    specs = [{"name": "age", "kind": "number"}, {"name": "site", "kind": "text"}]
+    train = frame(age=["10", "30", ""], site=["head", "torso", "head"])
+    enc = MetaEncoder.fit(train, specs)
+    assert enc.columns[0]["mean"] == 20.0 and enc.columns[0]["std"] == 10.0  # the missing age is left out
+    assert enc.columns[1]["categories"] == ["head", "torso"]
+    out = enc.transform(frame(age=["40", "NA"], site=["torso", "palms"]))
+    # age standardised + missing flag; site one-hot with "other" last: "palms" was never seen in training
+    assert out.tolist() == [[2.0, 0.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0, 1.0]]
+    assert enc.width == 5 and MetaEncoder.from_json(json.loads(json.dumps(enc.to_json()))).columns == enc.columns
+    # fitted on other rows, other statistics: what the encoder sees is exactly what it is given
+    assert MetaEncoder.fit(frame(age=["40", "50"], site=["x", "x"]), specs).columns[0]["mean"] == 45.0
+
+
+def meta_competition(path, *, signal: bool = True, drop_test_column: bool = False, empty_column: bool = False):
+    """csv_images with two metadata columns: `kind` (text) decides the label with the digit when `signal`."""
+    rng = np.random.default_rng(0)
+    imgs, digits = digits_images(12, classes=(0, 1, 2))
+    test_imgs, _ = digits_images(3, classes=(0, 1, 2), offset=12)
+    kinds = rng.choice(["a", "b"], len(imgs))
+    labels = [f"{d}{k}" if signal else str(d) for d, k in zip(digits, kinds)]
+    train = pd.DataFrame({"id": [f"tr{i}" for i in range(len(imgs))], "label": labels, "kind": kinds,
+                          "age": ["" if empty_column else str(a) for a in rng.integers(20, 80, len(imgs))]})
+    test = pd.DataFrame({"id": [f"te{i}" for i in range(len(test_imgs))],
+                         "kind": rng.choice(["a", "b", "c"], len(test_imgs)),
+                         "age": rng.integers(20, 80, len(test_imgs)).astype(str)})
+    if drop_test_column:
+        test = test.drop(columns=["age"])
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("train.csv", train.to_csv(index=False))
+        zf.writestr("test.csv", test.to_csv(index=False))
+        zf.writestr("sample_submission.csv", pd.DataFrame({"id": test["id"], "label": labels[0]}).to_csv(index=False))
+        for i, img in zip(train["id"], imgs):
+            zf.writestr(f"train/{i}.png", png(img))
+        for i, img in zip(test["id"], test_imgs):
+            zf.writestr(f"test/{i}.png", png(img))
+    return path
+
+
+def test_prepare_keeps_the_metadata_and_refuses_what_the_model_cannot_have(tmp_path):
+    from kagglecv.prepare import DataConfig
+
+    cfg = DataConfig(meta_columns=["kind", "age"])
+    meta = prepare(meta_competition(tmp_path / "c.zip"), tmp_path / "p", cfg)
+    assert meta["meta_columns"] == [{"name": "kind", "kind": "text"}, {"name": "age", "kind": "number"}]
+    train, test = pd.read_csv(tmp_path / "p/train.csv", dtype=str), pd.read_csv(tmp_path / "p/test.csv", dtype=str)
+    assert {"meta:kind", "meta:age"} <= set(train.columns) and list(test.columns) == ["id", "meta:kind", "meta:age"]
+    with pytest.raises(InputError, match=r"test.csv: no column 'age' \(data.meta_columns\)"):
+        prepare(meta_competition(tmp_path / "d.zip", drop_test_column=True), tmp_path / "q", cfg)
+    with pytest.raises(InputError, match=r"column 'age' \(data.meta_columns\) is empty in every row"):
+        prepare(meta_competition(tmp_path / "e.zip", empty_column=True), tmp_path / "r", cfg)
+
+
+def folds_for(prepared, tmp_path, k=2):
+    from kagglecv.folds import make_folds
+
+    task = json.loads((prepared / "meta.json").read_text())["task"]
+    make_folds(prepared / "train.csv", tmp_path / "folds.csv", k, 0, task=task)
+    return tmp_path / "folds.csv"
+
+
+def test_a_model_with_metadata_trains_predicts_and_encodes_on_its_training_rows_only(tmp_path):
+    from kagglecv.data import open_cache
+    from kagglecv.predict import backbone_probs, load_fold_model
+    from kagglecv.prepare import DataConfig
+    from kagglecv.train import load_fold
+
+    prepared = tmp_path / "p"
+    prepare(meta_competition(tmp_path / "c.zip"), prepared, DataConfig(meta_columns=["kind", "age"]))
+    fcsv = folds_for(prepared, tmp_path)
+    cfg = TrainConfig(backbone="test_resnet", epochs=1, img_size=16, batch_size=8, threads=1)
+    r = run(cfg, prepared, fcsv, tmp_path / "m", track=False)
+    resolved = json.loads((tmp_path / "m/config.json").read_text())
+    age = resolved["meta_encoder"][1]
+    folds = pd.read_csv(fcsv, dtype=str, keep_default_na=False)
+    train_ages = folds.loc[folds["fold"] != "0", "meta:age"].astype(float)
+    assert age["mean"] == pytest.approx(train_ages.mean())  # the fold's training rows, not all of them
+    assert age["mean"] != pytest.approx(folds["meta:age"].astype(float).mean())
+    assert 0 <= r["score"] <= 1 and len(pd.read_csv(tmp_path / "m/test.csv")) == 9
+    # rebuilt for prediction with its encoder; without the metadata it says what is missing
+    model, *_ = load_fold_model(tmp_path / "m/model.pt", in_chans=1, device_pref="cpu")
+    assert model.kagglecv_meta.width == 5  # kind: a, b and other; age and its missing flag
+    test_rows = pd.read_csv(prepared / "test.csv", dtype=str, keep_default_na=False)
+    probs, _ = backbone_probs([tmp_path / "m"], open_cache(prepared / "test_images.npy"), "cpu", test_rows)
+    stored = pd.read_csv(tmp_path / "m/test.csv").filter(like="p").to_numpy()
+    assert np.allclose(probs, stored, atol=1e-6)  # the same encoding as at training time
+    with pytest.raises(InputError, match="read metadata beside the image"):
+        backbone_probs([tmp_path / "m"], open_cache(prepared / "test_images.npy"), "cpu")
+    assert load_fold(cfg, prepared, fcsv).meta.shape == (36, 5)
+
+
+def test_mixup_with_metadata_is_refused(tmp_path):
+    from kagglecv.prepare import DataConfig
+    from kagglecv.train import load_fold
+
+    prepare(meta_competition(tmp_path / "c.zip"), tmp_path / "p", DataConfig(meta_columns=["kind"]))
+    with pytest.raises(InputError, match="mixup mixes images, not their metadata"):
+        load_fold(TrainConfig(backbone="x", mixup_alpha=0.4), tmp_path / "p", folds_for(tmp_path / "p", tmp_path))
+
+
+# ---------------------------------------------------------------- several devices in one job
+
+
+@pytest.mark.timeout(900)
+def test_two_processes_train_what_one_would(tmp_path):
+    """gpus: 2 on CPU: two gloo processes, each half of every batch, gradients averaged. Batch norm sees half a
+    batch per process, so the numbers move a little, not the model."""
+    from helpers import write_csv_images_competition
+
+    write_csv_images_competition(tmp_path / "c.zip", n_per_class=16)
+    prepare(tmp_path / "c.zip", tmp_path / "p")
+    fcsv = folds_for(tmp_path / "p", tmp_path)
+    base = dict(backbone="test_resnet", epochs=2, img_size=16, batch_size=16, threads=2, device="cpu", tta="none")
+    one = run(TrainConfig(**base), tmp_path / "p", fcsv, tmp_path / "one", track=False)
+    two = run(TrainConfig(**base, gpus=2), tmp_path / "p", fcsv, tmp_path / "two", track=False)
+    assert one["processes"] == 1 and two["processes"] == 2
+    a = pd.read_csv(tmp_path / "one/oof.csv").filter(like="p").to_numpy()
+    b = pd.read_csv(tmp_path / "two/oof.csv").filter(like="p").to_numpy()
+    assert a.shape == b.shape and not np.array_equal(a, b)  # really another run
+    assert np.abs(a - b).mean() < 0.05, np.abs(a - b).mean()
