@@ -60,9 +60,19 @@ def _worker(rank_: int, world_: int, port: int, fn, args: tuple) -> None:
 def launch(world_: int, fn, *args) -> None:
     """Run fn(*args) in `world_` processes joined in one process group; returns once all have finished (an error
     in any of them is raised here)."""
+    import sys
+
     import torch.multiprocessing as mp
 
-    mp.start_processes(_worker, args=(world_, free_port(), fn, args), nprocs=world_, start_method="spawn")
+    # Spawned processes start fresh and would run this process's main script again (a Snakemake job's script,
+    # which only works inside Snakemake): without a main file to re-run they import just what `fn` needs.
+    main = sys.modules["__main__"]
+    main_file = main.__dict__.pop("__file__", None)
+    try:
+        mp.start_processes(_worker, args=(world_, free_port(), fn, args), nprocs=world_, start_method="spawn")
+    finally:
+        if main_file is not None:
+            main.__file__ = main_file
 
 
 def device(cpu: bool = False) -> torch.device:

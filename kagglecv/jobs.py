@@ -70,7 +70,7 @@ class Job:
         """Whether this job logs to MLflow while it runs (kagglecv.tracking.tracks_live)."""
         from .tracking import tracks_live
 
-        return tracks_live(self.config, before_ensemble=self.rule in BEFORE_ENSEMBLE)
+        return tracks_live(self.config, before_ensemble=job_of(self.rule).__name__ in BEFORE_ENSEMBLE)
 
     def tracker(self, run_name: str, folder, **tags):
         """The job's MLflow run, with its record written beside its outputs in `folder`."""
@@ -117,12 +117,22 @@ def run_logged(log_path: str | Path | None, fn, *args, **kwargs):
             log_file.close()
 
 
+def job_of(rule: str) -> Callable[[Job], object]:
+    """The job of `rule`: the function of that name, or for a rule reusing one of ours (`use rule train as
+    train_mynet`, docs/extending.md) the job whose name, with "_", begins its name."""
+    if rule in JOBS:
+        return JOBS[rule]
+    base = max((name for name in JOBS if rule.startswith(f"{name}_")), key=len, default=None)
+    if base is None:
+        raise KeyError(f"rule {rule!r} has no job in kagglecv.jobs (known: {', '.join(sorted(JOBS))}); a rule reusing "
+                       f"one of ours is named <its name>_<anything>, e.g. train_mynet")
+    return JOBS[base]
+
+
 def run(smk):
     """scripts/job.py: the job of the rule Snakemake is running, logged."""
     job_ = Job.of(smk)
-    if job_.rule not in JOBS:
-        raise KeyError(f"rule {job_.rule!r} has no job in kagglecv.jobs (known: {', '.join(sorted(JOBS))})")
-    return run_logged(job_.log, JOBS[job_.rule], job_)
+    return run_logged(job_.log, job_of(job_.rule), job_)
 
 
 # ---------------------------------------------------------------- data

@@ -77,14 +77,15 @@ class PreparedFiles(Folder):
 
 
 class ModelFiles(Folder):
-    """models/<backbone>/fold<k>/: one training job's outputs (kagglecv.train), the model-folder contract."""
+    """models/<backbone>/fold<k>/: one training job's outputs (kagglecv.train). What each file holds, and which a
+    rule of the user's must write, is the model-folder contract in docs/extending.md."""
 
-    oof = Name("oof.csv")  # id, y, fold, p0..: predictions of the fold's held-out rows
-    test = Name("test.csv")  # id, p0..: predictions of the test set
-    metrics = Name("metrics.json")  # score, timings
-    config = Name("config.json")  # the resolved training config (also inside model.pt)
-    history = Name("history.csv")  # one row per epoch
-    model = Name("model.pt")  # {"state_dict", "config"}
+    oof = Name("oof.csv")
+    test = Name("test.csv")
+    metrics = Name("metrics.json")
+    config = Name("config.json")
+    history = Name("history.csv")
+    model = Name("model.pt")
     resume = Name("resume.pt", output=False)  # end-of-epoch state while the job runs; removed once it finishes
 
 

@@ -234,7 +234,7 @@ def plan_phases(model, cfg: TrainConfig, steps_per_epoch: int) -> list[Phase]:
     if not cfg.freeze_epochs:
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         return [Phase(cfg.epochs, False, opt, one_cycle(opt, cfg, cfg.epochs * steps))]
-    head_ids = {id(p) for p in model.get_classifier().parameters()}
+    head_ids = head_params(model)
     head, body = [p for p in params if id(p) in head_ids], [p for p in params if id(p) not in head_ids]
     opt1 = torch.optim.AdamW(head, lr=cfg.lr, weight_decay=cfg.weight_decay)
     chunks = [c for c in np.array_split(np.arange(len(body)), max(1, cfg.lr_groups - 1)) if len(c)]
@@ -245,8 +245,16 @@ def plan_phases(model, cfg: TrainConfig, steps_per_epoch: int) -> list[Phase]:
             Phase(cfg.epochs, False, opt2, one_cycle(opt2, cfg, cfg.epochs * steps, max_lr=lrs))]
 
 
+def head_params(model) -> set[int]:
+    """ids of the head's parameters, what fine_tune trains alone first: timm's get_classifier()."""
+    if not hasattr(model, "get_classifier"):
+        raise InputError(f"train.freeze_epochs: a {type(model).__name__} has no get_classifier() to tell its head "
+                         f"from its body; set freeze_epochs: 0 for this backbone, or give the model that method")
+    return {id(p) for p in model.get_classifier().parameters()}
+
+
 def set_frozen(model, frozen: bool) -> None:
-    head_ids = {id(p) for p in model.get_classifier().parameters()}
+    head_ids = head_params(model) if frozen else set()
     for p in model.parameters():
         p.requires_grad_(not frozen or id(p) in head_ids)
 
@@ -524,7 +532,9 @@ def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_d
         # Everything but the epochs (make bench's target: a few seconds per job): before the first batch,
         # the TTA passes, and the rest (writing outputs, tracking).
         result |= {"train_seconds": train_seconds, "startup_seconds": round(startup, 2),
-                   "fixed_seconds": round(process_seconds() - train_seconds, 2)}
+                   "fixed_seconds": round(process_seconds() - train_seconds, 2),
+                   # when the job's process ran (Unix time): which jobs shared the machine
+                   "started_at": round(time.time() - process_seconds(), 2), "finished_at": round(time.time(), 2)}
         print(f"job time besides the epochs: {result['fixed_seconds']:.1f} s (start-up {startup:.1f} s, "
               f"TTA {result['tta_seconds']:.1f} s)", flush=True)
         write_json(out.metrics, result)

@@ -36,6 +36,12 @@ validate(
     config, "../schemas/config.schema.yaml"
 )  # Snakemake's own check, on what the jobs will see
 
+# Every rule's script and environments, as absolute paths: a rule reused elsewhere (`use rule train as ...` in
+# rules/backbones/, docs/extending.md) resolves relative paths from its new file, not from here.
+JOB = str(Path(workflow.basedir, "scripts", "job.py"))  # kagglecv.jobs.<rule name>
+DATA_ENV = str(Path(workflow.basedir, "envs", "data.yaml"))  # the data-side jobs: no torch
+TRAIN_ENV = str(Path(workflow.basedir, "envs", "train.yaml"))
+
 COMP = config["competition"]
 L = Layout.of(COMP)  # every path under results/<competition>/
 PREPARED = L.prepared  # prepared/: the image cache and tables (kagglecv.layout.PreparedFiles)
@@ -101,7 +107,8 @@ wildcard_constraints:
 BACKBONE_RULES = sorted(Path(workflow.basedir, "rules", "backbones").glob("*.smk"))
 OWN_RULE = {p.stem for p in BACKBONE_RULES}
 OWN_RULES = "|".join(re.escape(b) for b in sorted(OWN_RULE))
-TRAIN_BACKBONE = f"(?!(?:{OWN_RULES})$)[A-Za-z0-9_.-]+" if OWN_RULE else "[A-Za-z0-9_.-]+"
+# A wildcard's regex sits inside the whole path's: a name is refused by what follows it, the "/" of models/<name>/.
+TRAIN_BACKBONE = f"(?!(?:{OWN_RULES})/)[A-Za-z0-9_.-]+" if OWN_RULE else "[A-Za-z0-9_.-]+"
 
 
 def data_input():

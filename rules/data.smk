@@ -5,9 +5,9 @@ rule demo_competition:
     log:
         "data/demo/{competition}.log",
     conda:
-        "../envs/data.yaml"
+        DATA_ENV
     script:
-        "../scripts/job.py"
+        JOB
 
 
 rule prepare:
@@ -20,7 +20,7 @@ rule prepare:
     benchmark:
         str(L.benchmark("prepare"))
     conda:
-        "../envs/data.yaml"
+        DATA_ENV
     threads: workflow.cores  # images are decoded on every core; prepare runs before anything else
     params:
         path=competition_path,
@@ -29,7 +29,7 @@ rule prepare:
         metric=config["metric"],
         experiment=COMP,
     script:
-        "../scripts/job.py"
+        JOB
 
 
 rule folds:
@@ -41,10 +41,10 @@ rule folds:
     log:
         str(L.log("folds")),
     conda:
-        "../envs/data.yaml"
+        DATA_ENV
     params:
         folds=config["folds"],
         seed=config["seed"],
         experiment=COMP,
     script:
-        "../scripts/job.py"
+        JOB

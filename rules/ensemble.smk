@@ -11,14 +11,14 @@ rule ensemble:
     log:
         str(L.log("ensemble")),
     conda:
-        "../envs/data.yaml"
+        DATA_ENV
     params:
         model_dirs={b: fold_dirs(b) for b in BACKBONES},
         metric=config["metric"],
         method=config["ensemble"]["method"],
         experiment=COMP,
     script:
-        "../scripts/job.py"
+        JOB
 
 
 rule submission:
@@ -31,12 +31,12 @@ rule submission:
     log:
         str(L.log("submission")),
     conda:
-        "../envs/data.yaml"
+        DATA_ENV
     params:
         metric=config["metric"],
         experiment=COMP,
     script:
-        "../scripts/job.py"
+        JOB
 
 
 rule holdout:
@@ -49,9 +49,9 @@ rule holdout:
     log:
         str(L.log("holdout")),
     conda:
-        "../envs/data.yaml"
+        DATA_ENV
     params:
         metric=config["metric"],
         experiment=COMP,
     script:
-        "../scripts/job.py"
+        JOB

@@ -19,9 +19,9 @@ rule download:
         competition="[A-Za-z0-9][A-Za-z0-9_-]*",
     retries: 0  # download_competition retries network errors and 5xx itself, with backoff
     conda:
-        "../envs/data.yaml"
+        DATA_ENV
     script:
-        "../scripts/job.py"
+        JOB
 
 
 # `snakemake submit`: builds the submission if needed, submits it, waits for the public score and
@@ -42,7 +42,7 @@ rule submit:
         str(L.log("submit")),
     retries: 0  # never resubmit blindly: a failed call may still have counted against the daily limit
     conda:
-        "../envs/data.yaml"
+        DATA_ENV
     params:
         competition=COMP,
         leaderboard=str(L.leaderboard),
@@ -57,7 +57,7 @@ rule submit:
         kernel_timeout=KAGGLE["kernel_timeout"],
         max_bytes=KAGGLE["dataset_max_bytes"],
     script:
-        "../scripts/job.py"
+        JOB
 
 
 # `snakemake kernel`: a code competition's notebook and the dataset it needs (weights, configs, the ensemble,
@@ -74,7 +74,7 @@ rule kernel:
     log:
         str(L.log("kernel")),
     conda:
-        "../envs/data.yaml"
+        DATA_ENV
     params:
         competition=COMP,
         owner=KAGGLE["owner"],
@@ -86,4 +86,4 @@ rule kernel:
         repo=workflow.basedir,  # kagglecv's wheel is built from the workflow's own code
         experiment=COMP,
     script:
-        "../scripts/job.py"
+        JOB

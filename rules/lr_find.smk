@@ -15,7 +15,7 @@ rule lr_find:
     benchmark:
         str(L.benchmark("lr_find/{backbone}"))
     conda:
-        "../envs/train.yaml"
+        TRAIN_ENV
     threads: TRAIN_THREADS
     resources:
         gpu=1,
@@ -25,4 +25,4 @@ rule lr_find:
         train=lambda wildcards: train_params(SimpleNamespace(backbone=wildcards.backbone, fold="0")),
         lr_find=config.get("lr_find", {}),
     script:
-        "../scripts/job.py"
+        JOB

@@ -7,9 +7,9 @@ rule backfill:
         str(L.log("backfill")),
     localrule: True  # it only talks to the tracking server: no cluster job for it
     conda:
-        "../envs/data.yaml"
+        DATA_ENV
     params:
         results=str(L.root),
         experiment=COMP,
     script:
-        "../scripts/job.py"
+        JOB

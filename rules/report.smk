@@ -34,11 +34,11 @@ rule report_cv:
         str(L.log("report/cv")),
     localrule: True  # a figure in seconds: never a cluster job
     conda:
-        "../envs/data.yaml"
+        DATA_ENV
     params:
         kind="cv",
     script:
-        "../scripts/job.py"
+        JOB
 
 
 rule report_curves:
@@ -61,14 +61,14 @@ rule report_curves:
         str(L.log("report/curves")),
     localrule: True  # a figure in seconds: never a cluster job
     conda:
-        "../envs/data.yaml"
+        DATA_ENV
     params:
         kind="curves",
         histories={b: fold_outputs(b, "history") for b in BACKBONES},
         metrics={b: fold_outputs(b, "metrics") for b in BACKBONES},
         metric=config["metric"],
     script:
-        "../scripts/job.py"
+        JOB
 
 
 rule report_oof:
@@ -95,11 +95,11 @@ rule report_oof:
         str(L.log("report/oof")),
     localrule: True  # a figure in seconds: never a cluster job
     conda:
-        "../envs/data.yaml"
+        DATA_ENV
     params:
         kind="oof",
     script:
-        "../scripts/job.py"
+        JOB
 
 
 rule report_folds:
@@ -117,11 +117,11 @@ rule report_folds:
         str(L.log("report/folds")),
     localrule: True  # a figure in seconds: never a cluster job
     conda:
-        "../envs/data.yaml"
+        DATA_ENV
     params:
         kind="folds",
     script:
-        "../scripts/job.py"
+        JOB
 
 
 rule report_lr_find:
@@ -138,12 +138,12 @@ rule report_lr_find:
         str(L.log("report/lr_find")),
     localrule: True  # a figure in seconds: never a cluster job
     conda:
-        "../envs/data.yaml"
+        DATA_ENV
     params:
         kind="lr_find",
         lr_find=lambda wildcards: lr_find_jsons(),
     script:
-        "../scripts/job.py"
+        JOB
 
 
 # leaderboard.csv is appended by `snakemake submit` (no rule's output): the figure follows its mtime.
@@ -161,11 +161,11 @@ rule report_leaderboard:
         str(L.log("report/leaderboard")),
     localrule: True  # a figure in seconds: never a cluster job
     conda:
-        "../envs/data.yaml"
+        DATA_ENV
     params:
         kind="leaderboard",
     script:
-        "../scripts/job.py"
+        JOB
 
 
 # `snakemake predict --config predict_dir=DIR` writes predictions/<DIR's name>.csv (+ .json): the submission's
@@ -187,11 +187,11 @@ rule predict:
     log:
         str(L.log(f"predict/{PREDICT_NAME}")),
     conda:
-        "../envs/train.yaml"
+        TRAIN_ENV
     threads: TRAIN_THREADS
     resources:
         gpu=1,
     params:
         device=config["train"]["device"],
     script:
-        "../scripts/job.py"
+        JOB

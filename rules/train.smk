@@ -12,7 +12,7 @@ rule train:
     wildcard_constraints:
         backbone=TRAIN_BACKBONE,
     conda:
-        "../envs/train.yaml"
+        TRAIN_ENV
     threads: train_threads_of
     resources:
         gpu=train_gpus,
@@ -22,4 +22,4 @@ rule train:
         train=train_params,
         experiment=COMP,
     script:
-        "../scripts/job.py"
+        JOB

@@ -90,10 +90,10 @@ def tiny_config(data_path: Path, **over) -> dict:
 
 
 def run_snakemake(workdir: Path, config: dict | None, *args: str, check: bool = True,
-                  env: dict | None = None) -> subprocess.CompletedProcess:
-    """The real CLI on the repo's Snakefile, with `config` written to workdir/config.yaml."""
+                  env: dict | None = None, snakefile: Path | None = None) -> subprocess.CompletedProcess:
+    """The real CLI on the repo's Snakefile (or `snakefile`), with `config` written to workdir/config.yaml."""
     workdir.mkdir(parents=True, exist_ok=True)
-    cmd = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+    cmd = [*SNAKEMAKE, "--snakefile", str(snakefile or REPO / "Snakefile"), "--directory", str(workdir),
            "--workflow-profile", "none", "--cores", "2"]
     if config is not None:
         (workdir / "config.yaml").write_text(yaml.safe_dump(config))

@@ -253,11 +253,11 @@ sys.meta_path.insert(0, Block())
 
 
 def data_env_rules() -> set[str]:
-    """The rules that run in envs/data.yaml."""
+    """The rules that run in envs/data.yaml (DATA_ENV)."""
     rules = set()
     for smk in (REPO / "rules").glob("*.smk"):
         for rule in re.split(r"^rule ", smk.read_text(), flags=re.M)[1:]:
-            if "envs/data.yaml" in rule:
+            if "conda:\n        DATA_ENV" in rule:
                 rules.add(rule.split(":")[0])
     return rules
 
