@@ -71,6 +71,9 @@ class TrainConfig:
     mixup_alpha: float = 0.0  # > 0 enables mixup (timm.data.Mixup); soft targets replace label smoothing's
     cutmix_alpha: float = 0.0  # > 0 enables cutmix; with both set, timm switches between them per batch
     ema_decay: float = 0.0  # > 0 keeps an exponential moving average of the weights and predicts with it
+    precise_bn: int = 200  # batches over which batch norm's statistics are recomputed for the final weights; 0: off.
+    #                        On short schedules the running averages lag the weights: 20 steps of Fashion-MNIST
+    #                        left every fold at chance in eval mode (0.28 -> 0.62 on digits at 2 epochs)
     grad_accum: int = 1  # optimizer step every N batches: an effective batch of N * batch_size
     freeze_epochs: int = 0  # fastai's fine_tune: first train the head alone for N epochs, then unfreeze
     lr_mult: float = 100.0  # after unfreezing, the earliest layers train at lr / 2 / lr_mult, the head at lr / 2
@@ -243,6 +246,38 @@ def plan_phases(model, cfg: TrainConfig, steps_per_epoch: int) -> list[Phase]:
     opt2 = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return [Phase(cfg.freeze_epochs, True, opt1, one_cycle(opt1, cfg, cfg.freeze_epochs * steps, pct_start=0.99)),
             Phase(cfg.epochs, False, opt2, one_cycle(opt2, cfg, cfg.epochs * steps, max_lr=lrs))]
+
+
+BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
+
+
+@torch.no_grad()
+def precise_bn(model, batches, device, amp_dtype, max_batches: int) -> int:
+    """Recompute every batch norm's running mean and variance as the plain average over up to `max_batches`
+    training batches, seen by the final weights (detectron2's PreciseBN): the exponential running averages trail
+    weights that kept moving, by far on short schedules. Returns the batches used (0: no batch norm, or off)."""
+    norms = [m for m in model.modules() if isinstance(m, BATCH_NORMS) and m.track_running_stats]
+    if not norms or max_batches <= 0:
+        return 0
+    momenta, was_training = [m.momentum for m in norms], model.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches below
+    model.train()
+    used = 0
+    try:
+        for x, _ in batches:
+            x, meta = inputs(model, x, device)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                forward(model, x, meta)
+            used += 1
+            if used >= max_batches:
+                break
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+    return used
 
 
 def head_params(model) -> set[int]:
@@ -527,8 +562,10 @@ def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_d
         fit(s, history, start_epoch, log_epoch)
         if not main:
             return {}
+        bn_batches = precise_bn(s.final, s.train_batches, s.device, s.amp_dtype, cfg.precise_bn)
         train_seconds = time.perf_counter() - t_start
         result = write_outputs(s, out, history, resolved, test_images, test_table)
+        result["precise_bn_batches"] = bn_batches
         # Everything but the epochs (make bench's target: a few seconds per job): before the first batch,
         # the TTA passes, and the rest (writing outputs, tracking).
         result |= {"train_seconds": train_seconds, "startup_seconds": round(startup, 2),
