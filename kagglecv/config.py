@@ -118,8 +118,10 @@ def backbone_settings(config: dict, schema: dict | None = None) -> dict[str, dic
 
 
 def explicit_input_size(settings: dict) -> int | None:
-    """The side the settings ask for: `img_size`, else the `img_size` given to timm.create_model (a ViT built
-    for another size), else None (the model's own)."""
+    """The side the settings ask for: the largest stage's (progressive resizing), else `img_size`, else the
+    `img_size` given to timm.create_model (a ViT built for another size), else None (the model's own)."""
+    if settings.get("stages"):  # progressive resizing: the cache serves the largest stage
+        return max(int(st["img_size"]) for st in settings["stages"])
     if settings.get("img_size"):
         return int(settings["img_size"])
     extra = (settings.get("extra") or {}).get("img_size")
@@ -175,6 +177,17 @@ def prepare_side(wanted: int, meta_path: str | Path) -> int:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return wanted
+
+
+BUDGET_MARGIN_S = 600  # a time-budgeted job's start-up and writing, on top of its budget, in its scheduler time limit
+
+
+def train_runtime_minutes(settings: dict) -> int:
+    """The time limit (minutes) a training job asks a scheduler for: from train.time_budget when set (the budget
+    plus BUDGET_MARGIN_S), else train.runtime."""
+    if settings.get("time_budget"):
+        return int(math.ceil((float(settings["time_budget"]) + BUDGET_MARGIN_S) / 60))
+    return int(settings["runtime"])
 
 
 CLUSTER_THREADS = 8  # a training job's threads per device on a cluster node, where --cores says nothing of the node

@@ -114,8 +114,9 @@ class DeviceBatches:
     so no per-sample work, no host-to-device copies and no worker processes stand between epochs."""
 
     def __init__(self, cache, labels, dc: dict, device, *, augment: str, shuffle: bool, batch_size: int, seed: int,
-                 rows=None, view_seed: int | None = None, meta=None):
+                 rows=None, view_seed: int | None = None, meta=None, shard: bool = True):
         self.x, self.seeds = to_device(cache, as_rows(cache, rows), device, view_seed)
+        self.shard = shard
         self.m = None if meta is None else torch.from_numpy(np.asarray(meta)[as_rows(cache, rows)]).to(device)
         self.y = None if labels is None else torch.from_numpy(np.asarray(labels)).to(device)
         self.preset, self.augment, self.size = AUGMENT_PRESETS[augment], augment != "none", dc["img_size"]
@@ -132,7 +133,7 @@ class DeviceBatches:
         order = torch.randperm(n, generator=self.gen) if self.shuffle else torch.arange(n)
         for i in range(len(self)):
             idx = order[i * self.bs:(i + 1) * self.bs]
-            idx = (shard(idx) if self.shuffle else idx).to(self.x.device)  # training: this process's share
+            idx = (shard(idx) if self.shuffle and self.shard else idx).to(self.x.device)  # this process's share
             seeds = None if self.seeds is None else [self.seeds[i] for i in idx.tolist()]
             xb = batch_augment(self.x[idx], self.size, self.preset, self.gen, train=self.augment, seeds=seeds)
             xb = (xb - self.mean) / self.std
@@ -158,17 +159,18 @@ def loader_workers(num_workers: int | None, threads: int | None, device: torch.d
 
 
 def make_batches(cache, labels, dc: dict, device, *, augment: str, shuffle: bool, batch_size: int, seed: int,
-                 on_device: bool, rows=None, num_workers: int = 0, per_image: bool = False, meta=None):
+                 on_device: bool, rows=None, num_workers: int = 0, per_image: bool = False, meta=None,
+                 shard: bool = True):
     """Batches of normalised NCHW tensors with labels, from either data path, over `rows` of the cache; with `meta`
     (one encoded row per cache row) a batch's input is (images, metadata). per_image: seed each image's random
     views from its pixels and `seed` (test-time augmentation), not from the order of the rows."""
     view_seed = seed if per_image else None
     if on_device:
         return DeviceBatches(cache, labels, dc, device, augment=augment, shuffle=shuffle, batch_size=batch_size,
-                             seed=seed, rows=rows, view_seed=view_seed, meta=meta)
+                             seed=seed, rows=rows, view_seed=view_seed, meta=meta, shard=shard)
     tf = build_transform(dc["img_size"], dc["mean"], dc["std"], augment, seed=seed)
     ds = CachedImages(cache, labels, tf, rows, view_seed=view_seed, meta=meta)
-    if shuffle and world() > 1:  # DistributedDataParallel: this process's share of each global batch
+    if shuffle and shard and world() > 1:  # DistributedDataParallel: this process's share of each global batch
         gen = torch.Generator().manual_seed(seed)
         return DataLoader(ds, batch_sampler=ShardedBatches(len(ds), batch_size, gen, len(ds) > batch_size),
                           num_workers=num_workers, pin_memory=device.type == "cuda",

@@ -11,6 +11,7 @@ history.csv (one row per epoch) and model.pt. Every file is written atomically.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -35,7 +36,9 @@ from .fsutil import atomic_path, read_table, write_csv, write_json
 from .gpu import lease_gpu
 from .layout import ModelFiles, PreparedFiles, record_file
 from .meta import MetaEncoder
-from .models import build_model, forward
+from .models import build_model, check_forward, forward
+from .recipes import AVERAGE_BN_BATCHES, Stage, WeightAverage, plan_epochs, precise_bn, predict_seconds, \
+    rebuild_schedule, stages_of
 from .tracking import Tracker
 
 
@@ -74,6 +77,10 @@ class TrainConfig:
     precise_bn: int = 200  # batches over which batch norm's statistics are recomputed for the final weights; 0: off.
     #                        On short schedules the running averages lag the weights: 20 steps of Fashion-MNIST
     #                        left every fold at chance in eval mode (0.28 -> 0.62 on digits at 2 epochs)
+    stages: list = field(default_factory=list)  # progressive resizing: [{img_size, epochs, lr?, batch_size?}, ...]
+    time_budget: float | None = None  # seconds for the epochs and the final predictions, instead of `epochs`
+    average: str = "none"  # none | last_k: predict with the mean weights of the last `average_epochs` epochs
+    average_epochs: int = 3
     grad_accum: int = 1  # optimizer step every N batches: an effective batch of N * batch_size
     freeze_epochs: int = 0  # fastai's fine_tune: first train the head alone for N epochs, then unfreeze
     lr_mult: float = 100.0  # after unfreezing, the earliest layers train at lr / 2 / lr_mult, the head at lr / 2
@@ -222,21 +229,42 @@ def one_cycle(optimizer, cfg: TrainConfig, total_steps: int, max_lr=None, pct_st
 
 @dataclass
 class Phase:
-    """A stretch of epochs with its own optimizer and one-cycle schedule (fine_tune has two)."""
+    """A stretch of epochs with its own one-cycle schedule (fine_tune has two phases, progressive resizing one per
+    stage, sharing the optimizer). A stage's schedule is made when the stage starts (`schedule`): two OneCycleLRs
+    on one optimizer would overwrite each other's settings."""
     epochs: int
     frozen: bool  # body frozen, head only
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    stage: int = 0  # which of the job's stages (recipes.Stage) it trains
+    make: object = None  # optimizer, total steps -> scheduler, for a schedule made later
+
+    def schedule(self, steps: int) -> None:
+        if self.scheduler is None:
+            self.scheduler = self.make(self.optimizer, self.epochs * steps)
 
 
-def plan_phases(model, cfg: TrainConfig, steps_per_epoch: int) -> list[Phase]:
-    """Plain one-cycle; or, with freeze_epochs, fastai's fine_tune: head alone at lr, then every layer with
-    discriminative learning rates from lr / 2 / lr_mult (earliest layers) to lr / 2 (head)."""
-    steps = math.ceil(steps_per_epoch / cfg.grad_accum)
+def optimizer_steps(cfg: TrainConfig, batches: int) -> int:
+    return math.ceil(batches / cfg.grad_accum)
+
+
+def plan_phases(model, cfg: TrainConfig, steps_per_epoch: int, stages: list[Stage] | None = None) -> list[Phase]:
+    """Plain one-cycle (one per stage with progressive resizing); or, with freeze_epochs, fastai's fine_tune: head
+    alone at lr, then every layer with discriminative learning rates from lr / 2 / lr_mult (earliest layers) to
+    lr / 2 (head)."""
+    steps = optimizer_steps(cfg, steps_per_epoch)
     params = list(model.parameters())
     if not cfg.freeze_epochs:
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        return [Phase(cfg.epochs, False, opt, one_cycle(opt, cfg, cfg.epochs * steps))]
+        stages = stages or [Stage(0, cfg.epochs, cfg.lr, cfg.batch_size)]
+
+        def make(optimizer, total: int, lr: float):
+            return one_cycle(optimizer, cfg, total, max_lr=lr)
+
+        phases = [Phase(st.epochs, False, opt, None, k, functools.partial(make, lr=st.lr))
+                  for k, st in enumerate(stages)]
+        phases[0].schedule(steps)  # the first now; a later stage's when it starts (its batch size may differ)
+        return phases
     head_ids = head_params(model)
     head, body = [p for p in params if id(p) in head_ids], [p for p in params if id(p) not in head_ids]
     opt1 = torch.optim.AdamW(head, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -246,38 +274,6 @@ def plan_phases(model, cfg: TrainConfig, steps_per_epoch: int) -> list[Phase]:
     opt2 = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return [Phase(cfg.freeze_epochs, True, opt1, one_cycle(opt1, cfg, cfg.freeze_epochs * steps, pct_start=0.99)),
             Phase(cfg.epochs, False, opt2, one_cycle(opt2, cfg, cfg.epochs * steps, max_lr=lrs))]
-
-
-BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
-
-
-@torch.no_grad()
-def precise_bn(model, batches, device, amp_dtype, max_batches: int) -> int:
-    """Recompute every batch norm's running mean and variance as the plain average over up to `max_batches`
-    training batches, seen by the final weights (detectron2's PreciseBN): the exponential running averages trail
-    weights that kept moving, by far on short schedules. Returns the batches used (0: no batch norm, or off)."""
-    norms = [m for m in model.modules() if isinstance(m, BATCH_NORMS) and m.track_running_stats]
-    if not norms or max_batches <= 0:
-        return 0
-    momenta, was_training = [m.momentum for m in norms], model.training
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average over the batches below
-    model.train()
-    used = 0
-    try:
-        for x, _ in batches:
-            x, meta = inputs(model, x, device)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                forward(model, x, meta)
-            used += 1
-            if used >= max_batches:
-                break
-    finally:
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
-        model.train(was_training)
-    return used
 
 
 def head_params(model) -> set[int]:
@@ -334,22 +330,24 @@ def data_fingerprint(prepared: PreparedFiles, folds_csv) -> str:
     return h.hexdigest()
 
 
-def save_resume(path: Path, epoch: int, history, model, phases, scaler, ema, resolved, fingerprint: str) -> None:
-    """End-of-epoch state, so a killed job restarts from its last complete epoch. Only tensors and plain
-    values, so that it loads with weights_only=True (a checkpoint is never code)."""
+def save_resume(path: Path, epoch: int, history, s, resolved, fingerprint: str, recipe: dict | None = None) -> None:
+    """End-of-epoch state of session `s`, so a killed job restarts from its last complete epoch. Only tensors and
+    plain values, so that it loads with weights_only=True (a checkpoint is never code)."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"epoch": epoch, "history": history, "model": model.state_dict(), "scaler": scaler.state_dict(),
-             "phases": [(p.optimizer.state_dict(), p.scheduler.state_dict()) for p in phases],
-             "ema": ema.state_dict() if ema is not None else None, "config": resolved, "data": fingerprint,
+    state = {"epoch": epoch, "history": history, "model": s.model.state_dict(), "scaler": s.scaler.state_dict(),
+             "phases": [(p.optimizer.state_dict(), p.scheduler.state_dict() if p.scheduler else None)
+                        for p in s.phases],
+             "ema": s.ema.state_dict() if s.ema is not None else None, "config": resolved, "data": fingerprint,
+             "recipe": recipe,
              "torch_rng": torch.get_rng_state(),
              "numpy_rng": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]}
     with atomic_path(path, durable=False) as tmp:  # a torn checkpoint after a crash only means starting over
         torch.save(state, tmp)
 
 
-def load_resume(path: Path, resolved, fingerprint: str, model, phases, scaler, ema) -> tuple[int, list, dict]:
-    """(epochs already done, their history, the saved state); nothing when the config, the folds or the data
-    changed since the checkpoint was written (the job then starts over)."""
+def load_resume(path: Path, resolved, fingerprint: str, s) -> tuple[int, list, dict]:
+    """(epochs already done, their history, the saved state) into session `s`; nothing when the config, the folds
+    or the data changed since the checkpoint was written (the job then starts over)."""
     if not path.exists():
         return 0, [], {}
     try:
@@ -361,11 +359,16 @@ def load_resume(path: Path, resolved, fingerprint: str, model, phases, scaler, e
         if state.get(key) != now:
             print(f"{path}: saved with {what}; starting over", flush=True)
             return 0, [], {}
-    model.load_state_dict(state["model"]), scaler.load_state_dict(state["scaler"])
-    for phase, (opt_state, sched_state) in zip(phases, state["phases"]):
-        phase.optimizer.load_state_dict(opt_state), phase.scheduler.load_state_dict(sched_state)
-    if ema is not None and state["ema"] is not None:
-        ema.load_state_dict(state["ema"])
+    s.model.load_state_dict(state["model"]), s.scaler.load_state_dict(state["scaler"])
+    restore_recipe(s, state.get("recipe"))  # the planned epochs first: the schedules are made for them
+    for phase, (opt_state, sched_state) in zip(s.phases, state["phases"]):
+        phase.optimizer.load_state_dict(opt_state)
+        if sched_state is not None:
+            if phase.scheduler is None:  # a later stage's: made as it was when the checkpoint was written
+                phase.scheduler = phase.make(phase.optimizer, 1)
+            phase.scheduler.load_state_dict(sched_state)
+    if s.ema is not None and state["ema"] is not None:
+        s.ema.load_state_dict(state["ema"])
     name, keys, pos, has_gauss, cached = state["numpy_rng"]
     torch.set_rng_state(state["torch_rng"])
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
@@ -419,13 +422,15 @@ def load_fold(cfg: TrainConfig, prepared_dir, folds_csv) -> Fold:
     return data
 
 
-def fold_batches(cfg: TrainConfig, images, y, tr_idx, va_idx, dc: dict, device, on_device: bool, meta=None):
+def fold_batches(cfg: TrainConfig, images, y, tr_idx, va_idx, dc: dict, device, on_device: bool, meta=None,
+                 shard: bool = True):
     """(training batches, validation batches) of the fold, read from the cache by row; `y` as the model learns
-    it (Task.standardise); `meta` the encoded metadata of every row, when there is any."""
+    it (Task.standardise); `meta` the encoded metadata of every row, when there is any. shard: with several
+    processes, each takes its share of every training batch (kagglecv.distributed)."""
     workers = loader_workers(cfg.num_workers, cfg.threads, device)
     train = make_batches(images, y[tr_idx], dc, device, augment=cfg.augment, shuffle=True, batch_size=cfg.batch_size,
                          seed=cfg.seed * 1000 + cfg.fold, on_device=on_device, rows=tr_idx, num_workers=workers,
-                         meta=meta)
+                         meta=meta, shard=shard)
     valid = make_batches(images, y[va_idx], dc, device, augment="none", shuffle=False, batch_size=cfg.batch_size * 2,
                          seed=0, on_device=on_device, rows=va_idx, num_workers=workers, meta=meta)
     return train, valid
@@ -459,46 +464,88 @@ class Session:
     data: Fold
     model: torch.nn.Module  # on its device; `trained` is what the optimizer steps (DDP wraps it across processes)
     trained: torch.nn.Module
-    dc: dict  # input size and normalisation
+    dc: dict  # input size and normalisation of the current stage (the last one's after training)
     device: torch.device
     amp_dtype: torch.dtype | None
     on_device: bool  # the device data path (data.DeviceBatches) rather than a DataLoader
-    train_batches: object
+    train_batches: object  # the current stage's
     val_batches: object
     phases: list[Phase]
     scaler: torch.amp.GradScaler
+    stages: list[Stage]
     ema: object | None = None  # timm.utils.ModelEmaV3
     mixup: object | None = None  # timm.data.Mixup
+    average: WeightAverage | None = None  # train.average: last_k
+    stage: int = 0  # the stage the batches and dc are for
+    budget: dict = field(default_factory=dict)  # train.time_budget: what was planned and spent
 
     @property
     def final(self) -> torch.nn.Module:
         """What predicts: the EMA weights when kept, else the model."""
         return self.ema.module if self.ema else self.model
 
+    @property
+    def epochs(self) -> list[Phase]:
+        """The phase of each epoch (its count may change once: train.time_budget)."""
+        return [p for p in self.phases for _ in range(p.epochs)]
+
+    def batches(self, shard: bool = True) -> tuple:
+        """(training batches, validation batches) of the current stage."""
+        cfg = dataclasses.replace(self.cfg, batch_size=self.stages[self.stage].batch_size)
+        return fold_batches(cfg, self.data.images, self.data.task.standardise(self.data.y), self.data.tr_idx,
+                            self.data.va_idx, self.dc, self.device, self.on_device, self.data.meta, shard)
+
+    def enter(self, phase: Phase) -> None:
+        """The batches, input size and schedule of the phase's stage (progressive resizing)."""
+        if phase.stage != self.stage:
+            self.stage = phase.stage
+            self.dc = {**self.dc, "img_size": self.stages[self.stage].img_size}
+            self.train_batches, self.val_batches = self.batches()
+        phase.schedule(optimizer_steps(self.cfg, len(self.train_batches)))
+
+
+def check_recipe(cfg: TrainConfig) -> None:
+    """Settings that do not go together, refused before anything is built."""
+    if cfg.average not in ("none", "last_k"):
+        raise InputError(f"train.average: {cfg.average!r}; use none or last_k")
+    if cfg.average == "last_k" and cfg.ema_decay > 0:
+        raise InputError("train.average: last_k and train.ema_decay both choose the weights to predict with; set one")
+    if cfg.time_budget and (cfg.freeze_epochs or cfg.gpus > 1):
+        raise InputError("train.time_budget: not with freeze_epochs or gpus > 1 (the epoch count is planned from "
+                         "one process's plain schedule); set epochs instead")
+
 
 def start(cfg: TrainConfig, prepared_dir, folds_csv, test_bytes: int) -> Session:
     """The job's data, model, batches and optimizers. The order is the job's seed order: the fold's seeds, then the
     model's initial weights, then everything else; changing it changes every result."""
+    check_recipe(cfg)
     data = load_fold(cfg, prepared_dir, folds_csv)
     model, dc, device, amp_dtype = setup_model(cfg, data.task.outputs, data.images.shape[-1], data.n_meta)
+    stages = stages_of(cfg, dc["img_size"])
+    for size in sorted({st.img_size for st in stages} - {dc["img_size"]}):  # every stage's size, before any epoch
+        check_forward(model, cfg, data.images.shape[-1], size, data.task.outputs, data.n_meta)
+    dc = {**dc, "img_size": stages[0].img_size}
     on_device = use_device_path(cfg.data_path, device, data.images.nbytes + test_bytes)
-    train_batches, val_batches = fold_batches(cfg, data.images, data.task.standardise(data.y), data.tr_idx,
+    first = dataclasses.replace(cfg, batch_size=stages[0].batch_size)
+    train_batches, val_batches = fold_batches(first, data.images, data.task.standardise(data.y), data.tr_idx,
                                               data.va_idx, dc, device, on_device, data.meta)
-    phases = plan_phases(model, cfg, len(train_batches))
+    phases = plan_phases(model, cfg, len(train_batches), stages if cfg.stages else None)
     scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
     ema = timm.utils.ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
     mixup = (timm.data.Mixup(mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha,
                              label_smoothing=cfg.label_smoothing, num_classes=data.task.outputs)
              if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0 else None)
+    average = WeightAverage(cfg.average_epochs) if cfg.average == "last_k" else None
     return Session(cfg, data, model, distributed.wrap(model), dc, device, amp_dtype, on_device, train_batches,
-                   val_batches, phases, scaler, ema, mixup)
+                   val_batches, phases, scaler, stages, ema, mixup, average)
 
 
 def resolved_config(s: Session) -> dict:
-    """config.json: the settings and what they resolved to here (also inside model.pt: predict rebuilds from it)."""
+    """config.json: the settings and what they resolved to here (also inside model.pt: predict rebuilds from it).
+    img_size is the last stage's: what the model predicts at."""
     cfg, data = s.cfg, s.data
-    return {**dataclasses.asdict(cfg), **s.dc, "device": str(s.device), "amp_dtype_used": str(s.amp_dtype),
-            "tta_used": resolve_tta(cfg.tta, cfg.augment),
+    return {**dataclasses.asdict(cfg), **s.dc, "img_size": s.stages[-1].img_size, "device": str(s.device),
+            "amp_dtype_used": str(s.amp_dtype), "tta_used": resolve_tta(cfg.tta, cfg.augment),
             "channels_last_used": bool(getattr(s.model, "kagglecv_channels_last", False)),
             "data_path_used": "device" if s.on_device else "loader",
             "num_workers_used": 0 if s.on_device else loader_workers(cfg.num_workers, cfg.threads, s.device),
@@ -508,29 +555,88 @@ def resolved_config(s: Session) -> dict:
             **({"meta_encoder": data.encoder.to_json()} if data.encoder else {})}  # and the metadata's encoding
 
 
-def fit(s: Session, history: list, start_epoch: int, log_epoch) -> None:
+def tta_passes(cfg: TrainConfig) -> int:
+    """Forward passes per image of the final predictions: the plain one and the TTA views."""
+    tta = resolve_tta(cfg.tta, cfg.augment)
+    return 1 + {"none": 0, "flip": 2, "dihedral": 8, "augment": cfg.tta_n}[tta]
+
+
+def plan_budget(s: Session, spent: float, train_seconds: float, valid_seconds: float, n_test: int) -> None:
+    """train.time_budget, after the first epoch: the epoch count whose training and final predictions fit, and the
+    one-cycle schedule rebuilt for it."""
+    cfg, phase, steps = s.cfg, s.phases[-1], optimizer_steps(s.cfg, len(s.train_batches))
+    n_valid = len(s.data.va_idx)
+    after = predict_seconds(valid_seconds, n_valid, n_valid + n_test, tta_passes(cfg), cfg.precise_bn,
+                            train_seconds, len(s.train_batches))
+    epochs = plan_epochs(cfg.time_budget, spent, spent, after)
+    rebuild_schedule(phase, phase.make, epochs, steps, steps)
+    s.budget = {"budget_seconds": cfg.time_budget, "planned_epochs": epochs,
+                "planned_seconds": round(spent * epochs + after, 2), "first_epoch_seconds": round(spent, 2)}
+    print(f"train.time_budget {cfg.time_budget:g} s: {epochs} epoch(s) of {spent:.1f} s and {after:.1f} s of "
+          f"final predictions", flush=True)
+
+
+def fit(s: Session, history: list, start_epoch: int, log_epoch, n_test: int = 0) -> None:
     """Train the epochs not done yet; after each, `log_epoch(epoch, row)` (only the main process validates)."""
     cfg, data = s.cfg, s.data
-    epoch_phase = [p for p in s.phases for _ in range(p.epochs)]  # which phase each epoch belongs to
-    for epoch in range(start_epoch, len(epoch_phase)):
-        t0, phase = time.perf_counter(), epoch_phase[epoch]
+    epoch, t_fit = start_epoch, time.perf_counter()
+    while epoch < len(s.epochs):
+        t0, phase = time.perf_counter(), s.epochs[epoch]
+        s.enter(phase)
         set_frozen(s.model, phase.frozen)
         loss, img_s = train_epoch(s.trained, s.train_batches, phase, s.scaler, s.device, s.amp_dtype, cfg,
                                   ema=s.ema, mixup=s.mixup, task=data.task,
-                                  desc=f"{cfg.backbone} fold {cfg.fold} epoch {epoch + 1}/{len(epoch_phase)}")
+                                  desc=f"{cfg.backbone} fold {cfg.fold} epoch {epoch + 1}/{len(s.epochs)}")
         if not math.isfinite(loss):
             raise RuntimeError(f"{cfg.backbone} fold {cfg.fold}: training loss is {loss} at epoch {epoch + 1}; "
                                "lower train.lr")
+        if s.average is not None:
+            s.average.update(s.model, epoch + 1, len(s.epochs))
+        epoch += 1
         if not distributed.is_main():
             continue
-        y_va = data.y[data.va_idx]
+        t_val, y_va = time.perf_counter(), data.y[data.va_idx]
         probs = predict(s.final, s.val_batches, s.device, s.amp_dtype, task=data.task)
-        row = {"epoch": epoch + 1, "train_loss": loss, "valid_loss": data.task.valid_loss(y_va, probs),
+        if cfg.time_budget and epoch == 1:
+            plan_budget(s, time.perf_counter() - t_fit, t_val - t0, time.perf_counter() - t_val, n_test)
+        row = {"epoch": epoch, "train_loss": loss, "valid_loss": data.task.valid_loss(y_va, probs),
                f"valid_{cfg.metric}": metrics.score(cfg.metric, y_va, probs, grades=data.task.grades),
                "lr": phase.scheduler.get_last_lr()[-1], "seconds": time.perf_counter() - t0, "img_per_s": img_s}
         history.append(row)
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
-        log_epoch(epoch + 1, row)
+        log_epoch(epoch, row)
+
+
+def finish(s: Session) -> dict:
+    """The final weights: averaged (train.average), then batch norm recomputed for them (train.precise_bn; always
+    after averaging). What was done, for metrics.json."""
+    averaged = s.average.apply(s.model) if s.average is not None else 0
+    bn_batches = max(s.cfg.precise_bn, AVERAGE_BN_BATCHES if averaged else 0)
+
+    def run_batch(x):
+        x, meta = inputs(s.final, x, s.device)
+        with torch.autocast(s.device.type, dtype=s.amp_dtype, enabled=s.amp_dtype is not None):
+            forward(s.final, x, meta)
+
+    # every row of a batch, as one process trains (several processes each trained on their share)
+    batches = s.train_batches if distributed.world() == 1 else s.batches(shard=False)[0]
+    return {"averaged_epochs": averaged, "precise_bn_batches": precise_bn(s.final, batches, run_batch, bn_batches)}
+
+
+def recipe_state(s: Session) -> dict:
+    """What resuming needs beyond weights and optimizers: the planned epoch count and the weight average."""
+    return {"epochs": [p.epochs for p in s.phases], "budget": s.budget,
+            "average": s.average.state() if s.average is not None else None}
+
+
+def restore_recipe(s: Session, state: dict | None) -> None:
+    if not state:
+        return
+    for phase, epochs in zip(s.phases, state["epochs"]):
+        phase.epochs = epochs
+    s.budget = state["budget"]
+    if s.average is not None:
+        s.average.load(state["average"])
 
 
 def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_dir: str | Path,
@@ -546,7 +652,7 @@ def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_d
         write_json(out.config, resolved)
     # Not a declared output: survives a killed job, and is removed once the job has finished.
     fingerprint = data_fingerprint(prepared, folds_csv)
-    start_epoch, history, _ = load_resume(out.resume, resolved, fingerprint, s.model, s.phases, s.scaler, s.ema)
+    start_epoch, history, _ = load_resume(out.resume, resolved, fingerprint, s)
     run_name = f"{cfg.backbone}-fold{cfg.fold}"
     with Tracker(experiment, run_name, results_dir, enabled=track and main, record=record_file(out.path, run_name),
                  tags={"step": "train", "backbone": cfg.backbone, "fold": str(cfg.fold)}) as tracker:
@@ -557,26 +663,30 @@ def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_d
 
         def log_epoch(epoch: int, row: dict) -> None:
             tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-            save_resume(out.resume, epoch, history, s.model, s.phases, s.scaler, s.ema, resolved, fingerprint)
+            save_resume(out.resume, epoch, history, s, resolved, fingerprint, recipe_state(s))
 
-        fit(s, history, start_epoch, log_epoch)
+        fit(s, history, start_epoch, log_epoch, len(test_table))
         if not main:
             return {}
-        bn_batches = precise_bn(s.final, s.train_batches, s.device, s.amp_dtype, cfg.precise_bn)
+        done = finish(s)
         train_seconds = time.perf_counter() - t_start
-        result = write_outputs(s, out, history, resolved, test_images, test_table)
-        result["precise_bn_batches"] = bn_batches
+        result = write_outputs(s, out, history, resolved, test_images, test_table) | done
         # Everything but the epochs (make bench's target: a few seconds per job): before the first batch,
         # the TTA passes, and the rest (writing outputs, tracking).
         result |= {"train_seconds": train_seconds, "startup_seconds": round(startup, 2),
                    "fixed_seconds": round(process_seconds() - train_seconds, 2),
                    # when the job's process ran (Unix time): which jobs shared the machine
                    "started_at": round(time.time() - process_seconds(), 2), "finished_at": round(time.time(), 2)}
+        if s.budget:  # planned against spent: the epochs, the final predictions, and both together
+            result["time_budget"] = {**s.budget, "used_seconds": round(time.perf_counter() - t_start, 2),
+                                     "epochs": len(history)}
         print(f"job time besides the epochs: {result['fixed_seconds']:.1f} s (start-up {startup:.1f} s, "
               f"TTA {result['tta_seconds']:.1f} s)", flush=True)
         write_json(out.metrics, result)
         out.resume.unlink(missing_ok=True)
-        tracker.log_metrics({"cv_fold": result["score"], "cv_fold_no_tta": result["score_no_tta"] or 0.0})
+        tracker.log_metrics({"cv_fold": result["score"], "cv_fold_no_tta": result["score_no_tta"] or 0.0,
+                             **({"budget_planned_seconds": s.budget["planned_seconds"],
+                                 "budget_used_seconds": result["time_budget"]["used_seconds"]} if s.budget else {})})
         for path in (out.metrics, out.config, out.history):
             tracker.log_artifact(path)
     return result

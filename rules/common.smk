@@ -18,6 +18,7 @@ from kagglecv.config import (
     prepare_side,
     resolve,
     train_mem_mb,
+    train_runtime_minutes,
     train_threads,
 )
 from kagglecv.gpu import visible_devices
@@ -83,8 +84,8 @@ def train_gpus(wildcards):
 
 
 def train_runtime(wildcards):
-    """Minutes (Slurm's time limit of the job)."""
-    return int(BACKBONES[wildcards.backbone]["runtime"])
+    """Minutes (Slurm's time limit of the job): train.runtime, or what train.time_budget needs."""
+    return train_runtime_minutes(BACKBONES[wildcards.backbone])
 
 
 def train_mem(wildcards):

@@ -1,12 +1,20 @@
-"""Training recipes beyond one plain schedule (kagglecv.train): precise batch norm on short schedules."""
+"""Training recipes beyond one plain schedule (kagglecv.recipes, kagglecv.train): precise batch norm on short
+schedules, progressive resizing, weight averaging, time budgets."""
 
 from __future__ import annotations
 
-import pytest
+import json
 
+import pandas as pd
+import pytest
+import torch
+
+from kagglecv.config import input_size, train_runtime_minutes
 from kagglecv.demo import make_digits_competition
+from kagglecv.errors import InputError
 from kagglecv.folds import make_folds
 from kagglecv.prepare import prepare
+from kagglecv.recipes import WeightAverage
 from kagglecv.train import TrainConfig, run
 
 
@@ -32,3 +40,75 @@ def test_a_short_schedule_predicts_with_its_batch_norm_statistics_recomputed(dig
         assert r["score"] < 0.4, r["score"]
     else:
         assert r["score"] > 0.55, r["score"]
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    from helpers import write_csv_images_competition
+
+    write_csv_images_competition(tmp_path / "c.zip", n_per_class=12)
+    prepare(tmp_path / "c.zip", tmp_path / "prep")
+    make_folds(tmp_path / "prep" / "train.csv", tmp_path / "folds.csv", 2, 0)
+    return tmp_path / "prep", tmp_path / "folds.csv"
+
+
+BASE = dict(backbone="test_resnet", batch_size=8, threads=1, tta="none", amp=False)
+
+
+def test_progressive_resizing_trains_each_stage_at_its_size(tiny, tmp_path):
+    from kagglecv.train import start
+
+    cfg = TrainConfig(**BASE, stages=[{"img_size": 16, "epochs": 2}, {"img_size": 24, "epochs": 1, "lr": 0.001}])
+    s = start(cfg, *tiny, test_bytes=0)
+    assert [p.epochs for p in s.phases] == [2, 1] and s.dc["img_size"] == 16
+    assert s.phases[1].scheduler is None  # made when its stage starts: one OneCycleLR per optimizer at a time
+    s.enter(s.phases[1])
+    assert s.dc["img_size"] == 24 and next(iter(s.train_batches))[0].shape[-1] == 24
+    assert s.phases[1].optimizer.param_groups[0]["max_lr"] == 0.001  # the stage's own peak
+    r = run(cfg, *tiny, tmp_path / "m", track=False)
+    history = pd.read_csv(tmp_path / "m" / "history.csv")
+    assert history["epoch"].tolist() == [1, 2, 3]
+    resolved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert resolved["img_size"] == 24  # predicted at the last stage's size
+    assert 0 <= r["score"] <= 1
+    assert input_size("test_resnet", {"stages": cfg.stages}) == 24  # the cache serves the largest stage
+
+
+def test_a_stage_the_model_cannot_take_is_refused_before_training(tiny, tmp_path):
+    cfg = TrainConfig(**{**BASE, "backbone": "test_convnext"}, stages=[{"img_size": 32, "epochs": 1},
+                                                                       {"img_size": 8, "epochs": 1}])
+    with pytest.raises(InputError, match="cannot take 8x8 input"):
+        run(cfg, *tiny, tmp_path / "m", track=False)
+
+
+def test_weight_average_is_the_mean_of_the_last_epochs():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    avg = WeightAverage(2)
+    for epoch, value in ((1, 10.0), (2, 1.0), (3, 3.0)):
+        with torch.no_grad():
+            model[0].weight.fill_(value)
+        avg.update(model, epoch, 3)
+    assert avg.apply(model) == 2 and torch.all(model[0].weight == 2.0)  # epochs 2 and 3 only
+    assert model[1].num_batches_tracked.dtype == torch.int64  # integer buffers keep their last value
+
+
+def test_averaged_weights_get_their_batch_norm_recomputed(tiny, tmp_path):
+    r = run(TrainConfig(**BASE, epochs=3, img_size=16, average="last_k", average_epochs=2, precise_bn=0), *tiny,
+            tmp_path / "m", track=False)
+    assert r["averaged_epochs"] == 2 and r["precise_bn_batches"] > 0  # recomputed though precise_bn is off
+    with pytest.raises(InputError, match="both choose the weights"):
+        run(TrainConfig(**BASE, epochs=1, average="last_k", ema_decay=0.9), *tiny, tmp_path / "n", track=False)
+
+
+def test_a_time_budget_sets_the_epochs_after_the_first(tiny, tmp_path):
+    cfg = TrainConfig(**BASE, img_size=16, epochs=1, time_budget=6.0)
+    r = run(cfg, *tiny, tmp_path / "m", track=False)
+    budget = r["time_budget"]
+    epochs = len(pd.read_csv(tmp_path / "m" / "history.csv"))
+    assert budget["planned_epochs"] == epochs > 1  # `epochs: 1` is not what decided it
+    assert budget["planned_seconds"] <= cfg.time_budget + budget["first_epoch_seconds"]
+    assert budget["used_seconds"] > 0 and budget["epochs"] == epochs
+    resolved = {**json.loads((tmp_path / "m" / "config.json").read_text()), "time_budget": 6.0}
+    assert train_runtime_minutes(resolved) == 11  # the Slurm limit: the budget and a start-up margin
+    with pytest.raises(InputError, match="not with freeze_epochs or gpus > 1"):
+        run(TrainConfig(**BASE, time_budget=5.0, freeze_epochs=1), *tiny, tmp_path / "n", track=False)
