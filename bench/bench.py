@@ -41,7 +41,8 @@ from machine import FASHION, cpu_name, loadavg, read_idx, slug, train_overrides 
 from kagglecv.fsutil import atomic_path, write_json  # noqa: E402
 from kagglecv.data import open_cache, use_device_path  # noqa: E402
 from kagglecv.models import build_model  # noqa: E402
-from kagglecv.train import (TrainConfig, autocast_dtype, place_model, fold_batches, plan_phases,  # noqa: E402
+from kagglecv.tasks import Task  # noqa: E402
+from kagglecv.train import (Fold, TrainConfig, autocast_dtype, place_model, fold_batches, plan_phases,  # noqa: E402
                             pick_device, predict, train_epoch)
 
 BENCH = Path(__file__).resolve().parent
@@ -173,7 +174,8 @@ def run_kagglecv(cfg, device, data, n_classes, work: Path):
     _, dc = build_model(cfg, n_classes, xtr.shape[-1])
     on_device = use_device_path(cfg.data_path, device, images.nbytes)
     print(f"    data path: {'device' if on_device else 'loader'}", flush=True)
-    train_dl, val_dl = fold_batches(cfg, images, y, tr_idx, va_idx, dc, device, on_device)
+    train_dl, val_dl = fold_batches(cfg, Fold(None, images, y, tr_idx, va_idx, Task("multiclass")), dc, device,
+                                    on_device)
     return fit_kagglecv(cfg, train_dl, val_dl, yva, device, n_classes, xtr.shape[-1])
 
 

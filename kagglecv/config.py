@@ -117,6 +117,43 @@ def backbone_settings(config: dict, schema: dict | None = None) -> dict[str, dic
     return out
 
 
+def round_member(backbone: str, r: int) -> str:
+    """The member a pseudo-label round trains for `backbone` (round 1 is the backbone itself)."""
+    return backbone if r == 1 else f"{backbone}@r{r}"
+
+
+STUDENT_SUFFIX = "@student"
+
+
+def members(config: dict, backbones: dict[str, dict], schema: dict | None = None) -> dict[str, dict]:
+    """Every model the workflow trains, {member: train settings}: the backbones, each pseudo-label round's copy of
+    them (<backbone>@r2, ...: kagglecv.teachers), and the distilled student (<name>@student). A member that is not a
+    backbone names its timm model (or factory) in `model`, so it builds what its base builds."""
+    out = dict(backbones)
+    for r in range(2, config["pseudo_labels"]["rounds"] + 2):
+        for name, settings in backbones.items():
+            out[round_member(name, r)] = {**settings, "model": settings.get("model") or name}
+    student = config["distill"]["student"]
+    if student is not None:
+        name, settings = next(iter(backbone_settings({**config, "backbones": [student]}, schema).items()))
+        out[f"{name}{STUDENT_SUFFIX}"] = {**settings, "model": settings.get("model") or name}
+    return out
+
+
+def member_base(member: str) -> str:
+    """The backbone (or student entry) a member was made from."""
+    return member.split("@", 1)[0]
+
+
+def teacher_of(member: str) -> str | None:
+    """Which teacher file a member learns from: "round<r>" (a pseudo-label round), "student", or None."""
+    if member.endswith(STUDENT_SUFFIX):
+        return "student"
+    if "@r" in member:
+        return f"round{member.rsplit('@r', 1)[1]}"
+    return None
+
+
 def explicit_input_size(settings: dict) -> int | None:
     """The side the settings ask for: the largest stage's (progressive resizing), else `img_size`, else the
     `img_size` given to timm.create_model (a ViT built for another size), else None (the model's own)."""

@@ -33,9 +33,32 @@ def open_cache(path: str | Path) -> np.ndarray:
     return np.load(path, mmap_mode="r")
 
 
+class Stacked:
+    """Two caches read as one, without a copy: rows [0, len(first)) from the first, the rest from the second (a
+    fold's training images and the test images its teachers labelled, kagglecv.teachers)."""
+
+    def __init__(self, first, second):
+        self.parts, self.n_first = (first, second), len(first)
+        self.shape, self.dtype = (len(first) + len(second), *first.shape[1:]), first.dtype
+        self.nbytes = first.nbytes + second.nbytes
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows):
+        if np.ndim(rows) == 0:
+            return self.parts[0][rows] if rows < self.n_first else self.parts[1][rows - self.n_first]
+        rows = np.asarray(rows)
+        out, first = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype), rows < self.n_first
+        out[first], out[~first] = self.parts[0][rows[first]], self.parts[1][rows[~first] - self.n_first]
+        return out
+
+
 def release(cache) -> None:
     """Drop this process's mapped pages of a memory-mapped cache. The data stays in the kernel's page cache, so
     a later read is a minor fault, not disk I/O; what goes is the pages' weight in this process's RSS."""
+    for part in getattr(cache, "parts", ()):
+        release(part)
     mm = getattr(cache, "_mmap", None)
     if mm is not None and hasattr(mmap, "MADV_DONTNEED"):
         mm.madvise(mmap.MADV_DONTNEED)
@@ -53,9 +76,9 @@ class CachedImages(Dataset):
     depend on order, batch size or worker processes. With `meta` (float32, one row per cache row: the encoded
     data.meta_columns), an item's input is (image, its metadata row)."""
 
-    def __init__(self, cache, labels, transform, rows=None, view_seed: int | None = None, meta=None):
+    def __init__(self, cache, labels, transform, rows=None, view_seed: int | None = None, meta=None, weights=None):
         self.cache, self.rows, self.labels, self.transform = cache, as_rows(cache, rows), labels, transform
-        self.view_seed, self.meta = view_seed, meta
+        self.view_seed, self.meta, self.weights = view_seed, meta, weights
         self._read = 0  # bytes read since the last release
 
     def __len__(self) -> int:
@@ -74,7 +97,8 @@ class CachedImages(Dataset):
         if self.meta is not None:
             x = (x, torch.from_numpy(self.meta[self.rows[i]]))
         # a class index, a 0/1 vector (multilabel) or a number (regression); the default collate stacks them
-        return x, (-1 if self.labels is None else torch.as_tensor(self.labels[i]))
+        y = -1 if self.labels is None else torch.as_tensor(self.labels[i])
+        return x, (y if self.weights is None else (y, torch.as_tensor(self.weights[i])))
 
 
 def to_device(cache, rows, device, view_seed: int | None = None) -> tuple[torch.Tensor, list[int] | None]:
@@ -114,9 +138,10 @@ class DeviceBatches:
     so no per-sample work, no host-to-device copies and no worker processes stand between epochs."""
 
     def __init__(self, cache, labels, dc: dict, device, *, augment: str, shuffle: bool, batch_size: int, seed: int,
-                 rows=None, view_seed: int | None = None, meta=None, shard: bool = True):
+                 rows=None, view_seed: int | None = None, meta=None, shard: bool = True, weights=None):
         self.x, self.seeds = to_device(cache, as_rows(cache, rows), device, view_seed)
         self.shard = shard
+        self.w = None if weights is None else torch.from_numpy(np.asarray(weights)).to(device)
         self.m = None if meta is None else torch.from_numpy(np.asarray(meta)[as_rows(cache, rows)]).to(device)
         self.y = None if labels is None else torch.from_numpy(np.asarray(labels)).to(device)
         self.preset, self.augment, self.size = AUGMENT_PRESETS[augment], augment != "none", dc["img_size"]
@@ -137,8 +162,8 @@ class DeviceBatches:
             seeds = None if self.seeds is None else [self.seeds[i] for i in idx.tolist()]
             xb = batch_augment(self.x[idx], self.size, self.preset, self.gen, train=self.augment, seeds=seeds)
             xb = (xb - self.mean) / self.std
-            yield (xb if self.m is None else (xb, self.m[idx])), (self.y[idx] if self.y is not None else
-                                                                   torch.full((len(idx),), -1))
+            yb = self.y[idx] if self.y is not None else torch.full((len(idx),), -1)
+            yield (xb if self.m is None else (xb, self.m[idx])), (yb if self.w is None else (yb, self.w[idx]))
 
 
 def use_device_path(data_path: str, device: torch.device, nbytes: int) -> bool:
@@ -160,16 +185,17 @@ def loader_workers(num_workers: int | None, threads: int | None, device: torch.d
 
 def make_batches(cache, labels, dc: dict, device, *, augment: str, shuffle: bool, batch_size: int, seed: int,
                  on_device: bool, rows=None, num_workers: int = 0, per_image: bool = False, meta=None,
-                 shard: bool = True):
+                 shard: bool = True, weights=None):
     """Batches of normalised NCHW tensors with labels, from either data path, over `rows` of the cache; with `meta`
-    (one encoded row per cache row) a batch's input is (images, metadata). per_image: seed each image's random
-    views from its pixels and `seed` (test-time augmentation), not from the order of the rows."""
+    (one encoded row per cache row) a batch's input is (images, metadata); with `weights` (one per row of `rows`,
+    as `labels`) its target is (labels, weights). per_image: seed each image's random views from its pixels and
+    `seed` (test-time augmentation), not from the order of the rows."""
     view_seed = seed if per_image else None
     if on_device:
         return DeviceBatches(cache, labels, dc, device, augment=augment, shuffle=shuffle, batch_size=batch_size,
-                             seed=seed, rows=rows, view_seed=view_seed, meta=meta, shard=shard)
+                             seed=seed, rows=rows, view_seed=view_seed, meta=meta, shard=shard, weights=weights)
     tf = build_transform(dc["img_size"], dc["mean"], dc["std"], augment, seed=seed)
-    ds = CachedImages(cache, labels, tf, rows, view_seed=view_seed, meta=meta)
+    ds = CachedImages(cache, labels, tf, rows, view_seed=view_seed, meta=meta, weights=weights)
     if shuffle and shard and world() > 1:  # DistributedDataParallel: this process's share of each global batch
         gen = torch.Generator().manual_seed(seed)
         return DataLoader(ds, batch_sampler=ShardedBatches(len(ds), batch_size, gen, len(ds) > batch_size),

@@ -79,7 +79,8 @@ def write_csv(path: str | os.PathLike, df) -> None:
         df.to_csv(tmp, index=False)
 
 
-TEXT_COLUMNS = ("id", "label", "group")  # the pipeline's text columns; label: a class, tags, or a number as written
+TEXT_COLUMNS = ("id", "label", "group", "source")  # the pipeline's text columns; label: a class, tags, or a number
+# as written; source: a teacher file's "train" or "test" (kagglecv.teachers)
 
 
 def text_dtypes(path, is_text) -> dict:

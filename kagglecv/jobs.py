@@ -22,7 +22,7 @@ from .errors import InputError
 from .layout import Layout, record_file
 
 # Jobs that, with mlflow.live: false, only write their record; the ensemble step replays it into MLflow.
-BEFORE_ENSEMBLE = {"prepare", "folds", "train"}
+BEFORE_ENSEMBLE = {"prepare", "folds", "train", "pseudo_labels", "distill_targets"}
 JOBS: dict[str, Callable[["Job"], object]] = {}
 log = logging.getLogger("kagglecv.jobs")
 
@@ -205,22 +205,64 @@ def lr_find(job: Job) -> dict:
                        job.params.lr_find)
 
 
+def one_file(files) -> str | None:
+    """A named input that is one file or none (an input function's [])."""
+    if isinstance(files, str):
+        return files
+    return str(files[0]) if files else None
+
+
 @job
 def train(job: Job) -> dict:
-    """One (backbone, fold). train.lr: auto trains at the lr_find rule's suggestion for the backbone."""
+    """One (member, fold): a backbone, a pseudo-label round's copy of it, or the student, which learn from their
+    teacher file too (kagglecv.teachers). train.lr: auto trains at the lr_find rule's suggestion."""
     from . import train as trainer
 
     L, cfg = job.layout, train_settings(job)
     if cfg.get("lr") == "auto":
-        found = L.lr_find(job.wildcards.backbone).json
-        if not job.input.lr_find:
+        found = one_file(job.input.get("lr_find"))
+        if not found:
             raise InputError("train.lr: auto needs the lr_find rule's lr_find.json for this backbone")
-        suggestion = json.loads(found.read_text())
+        suggestion = json.loads(Path(found).read_text())
         print(f"train.lr: auto -> {suggestion['suggestion']:.4g} ({suggestion.get('method', 'valley')} of {found})")
         cfg["lr"] = float(suggestion["suggestion"])
     return trainer.run(trainer.TrainConfig.from_dict(cfg), L.prepared.path, L.folds,
                        L.model(job.wildcards.backbone, job.wildcards.fold).path, experiment=job.experiment,
-                       results_dir=L.results, track=job.track)
+                       results_dir=L.results, track=job.track, teacher_csv=one_file(job.input.get("teacher")))
+
+
+@job
+def pseudo_labels(job: Job) -> None:
+    """A pseudo-label round's targets for one fold: the test images as the previous round's fold models see them."""
+    from .tasks import Task
+    from .teachers import pseudo_labels as label
+
+    L, w = job.layout, job.wildcards
+    out = L.teacher(f"round{w.round}", w.fold)
+    with job.tracker(f"pseudo_labels-round{w.round}-fold{w.fold}", out.parent, round=w.round, fold=w.fold) as t:
+        rows = label(list(job.input.test), Task.of(json.loads(L.meta.read_text())), out, **job.params.settings)
+        t.log_params({"teachers": len(job.input.test), **job.params.settings})
+        t.log_metrics({"test_rows": len(rows)})
+        t.log_artifact(out)
+
+
+@job
+def distill_targets(job: Job) -> None:
+    """The student's targets for one fold: its training rows' labels mixed with the other members' out-of-fold
+    predictions, and the test images as the members' fold models see them."""
+    from .fsutil import read_table
+    from .tasks import Task
+    from .teachers import distill_targets as targets
+
+    L, fold, n = job.layout, int(job.wildcards.fold), job.config["folds"]
+    out = L.teacher("student", fold)
+    oofs = [[m.oof for m in L.folds_of(member, n)] for member in job.params.teachers]
+    with job.tracker(f"distill_targets-fold{fold}", out.parent, fold=str(fold)) as t:
+        rows = targets(oofs, list(job.input.test), read_table(L.folds), fold, Task.of(json.loads(L.meta.read_text())),
+                       out, label_weight=job.params.label_weight)
+        t.log_params({"teachers": ",".join(job.params.teachers), "label_weight": job.params.label_weight})
+        t.log_metrics({"rows": len(rows)})
+        t.log_artifact(out)
 
 
 # ---------------------------------------------------------------- ensemble, submission
@@ -300,7 +342,7 @@ def kernel(job: Job) -> dict:
     with job.tracker("kernel", L.root) as t:
         manifest = build(L.root, L.kernel_dataset.path, L.kernel.path, competition=p.competition, repo=p.repo,
                          owner=p.owner, dataset=p.dataset, kernel=p.kernel, enable_gpu=p.enable_gpu,
-                         wheels=p.wheels, max_bytes=p.max_bytes)
+                         wheels=p.wheels, max_bytes=p.max_bytes, models=p.models, student=p.student)
         t.log_params({"dataset": manifest["dataset"], "kernel": manifest["kernel"], "method": manifest["method"],
                       "members": ",".join(manifest["members"]), "files": len(manifest["files"])})
         t.log_metrics({"dataset_bytes": manifest["bytes"]})

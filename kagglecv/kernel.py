@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from .errors import InputError
-from .fsutil import file_sha256, write_csv, write_json
+from .fsutil import file_sha256, read_table, write_csv, write_json
 from .layout import KernelDatasetFiles, KernelFiles, Layout, ModelFiles, PreparedFiles
 
 log = logging.getLogger("kagglecv.kernel")
@@ -80,6 +80,27 @@ def _place(src: Path, dest: Path) -> None:
         os.link(src, dest)
     except OSError:
         shutil.copyfile(src, dest)
+
+
+def student_scores(layout: Layout, scores: dict, student: str | None) -> dict:
+    """scores.json with the distilled student as the whole ensemble: its folds averaged, its own thresholds or cut
+    points fitted on its out-of-fold predictions where the metric decides."""
+    from . import metrics, thresholds
+    from .ensemble import load_backbone, prob_columns, results_task
+
+    if not student or student not in scores["models"]:
+        raise InputError("kaggle.kernel_models: student needs a distilled student (distill.student) in this run; set "
+                         "distill.student, or kernel_models: ensemble")
+    cv = scores["models"][student]["cv"]
+    ens = {"method": "mean", "chosen_by": "kaggle.kernel_models", "members": [student], "cv": cv, "params": None}
+    task = results_task(layout, scores.get("task", "multiclass"))
+    if metrics.needs_thresholds(scores["metric"], task.kind):
+        oof, _ = load_backbone([m.path for m in layout.folds_of(student, len(scores["models"][student]["folds"]))])
+        folds = read_table(layout.folds)  # the labels as the task reads them (tags, grades), in folds.csv's order
+        oof = folds.merge(oof[["id", *prob_columns(oof)]], on="id", validate="one_to_one")
+        ens["thresholds"] = [float(t) for t in thresholds.fit(scores["metric"], task.targets(oof),
+                                                               oof[prob_columns(oof)].to_numpy(), task.grades)]
+    return {**scores, "ensemble": ens}
 
 
 def place_factory(layout: Layout, member: str, out: Layout) -> None:
@@ -175,9 +196,11 @@ run(COMPETITION, DATASET, INPUT, WORKING)
 def build(results_dir: str | Path, dataset_dir: str | Path, kernel_dir: str | Path, *, competition: str,
           repo: str | Path, owner: str | None = None, dataset: str | None = None, kernel: str | None = None,
           enable_gpu: bool = True, wheels: list[str] | None = None, max_bytes: int | None = None,
-          is_private: bool = True) -> dict:
+          is_private: bool = True, models: str = "ensemble", student: str | None = None) -> dict:
     """Write the kernel dataset and the kernel folders for the finished run in `results_dir`; return the
-    manifest. Both folders are written to temporary names and renamed into place: never half-written."""
+    manifest. Both folders are written to temporary names and renamed into place: never half-written.
+    models: "ensemble" (its recipe in scores.json), or "student" (kaggle.kernel_models: the distilled `student`
+    alone, which predicts in a fraction of the ensemble's time)."""
     layout = Layout(Path(results_dir))
     dataset_dir, kernel_dir = Path(dataset_dir), Path(kernel_dir)
     for p in (layout.scores, layout.meta):
@@ -189,6 +212,8 @@ def build(results_dir: str | Path, dataset_dir: str | Path, kernel_dir: str | Pa
                          f"rerun it: snakemake --forcerun prepare")
     from .predict import ensemble_recipe
 
+    if models == "student":
+        scores = student_scores(layout, scores, student)
     method, members, _ = ensemble_recipe(scores)  # refuses a scores.json without the fitted params
     owner = owner or credential_username() or DEFAULT_OWNER
     dataset, kernel = slug(dataset or default_slug(competition)), slug(kernel or default_slug(competition))

@@ -180,6 +180,11 @@ class Layout:
         """Every models/<backbone>/fold<k> folder that exists."""
         return sorted(d for d in (self.root / "models").glob("*/fold*") if d.is_dir())
 
+    def teacher(self, name: str, fold: int | str) -> Path:
+        """teachers/<round2|student>/fold<k>.csv: what a pseudo-label round or the student learns from
+        (kagglecv.teachers)."""
+        return self.root / "teachers" / str(name) / f"fold{fold}.csv"
+
     def lr_find(self, backbone: str) -> LrFindFiles:
         return LrFindFiles(self.root / "lr_find" / str(backbone))
 

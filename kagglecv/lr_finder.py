@@ -241,8 +241,7 @@ def run_lr_find(train_cfg: dict, prepared_dir, folds_csv, out_dir,
     images, task, tr_idx = data.images, data.task, data.tr_idx
     model, dc, device, amp_dtype = setup_model(cfg, task.outputs, images.shape[-1], data.n_meta)
     # The training rows exactly as train.run feeds them (same targets, data path, augmentation, seed, metadata).
-    train_dl, _ = fold_batches(cfg, images, task.standardise(data.y), tr_idx, data.va_idx, dc, device,
-                               use_device_path(cfg.data_path, device, images.nbytes), data.meta)
+    train_dl, _ = fold_batches(cfg, data, dc, device, use_device_path(cfg.data_path, device, images.nbytes))
     result = lr_find(model, train_dl, device, start_lr=start_lr, end_lr=end_lr, num_it=num_it, stop_div=stop_div,
                      weight_decay=cfg.weight_decay, amp_dtype=amp_dtype, label_smoothing=cfg.label_smoothing,
                      method=method, loss_fn=lambda out, target: task_loss(task, out, target, cfg.label_smoothing))

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import distributed, metrics
-from .tasks import CLASSIFICATION, Task
+from .tasks import CLASSIFICATION, NUMERIC, Task
 from .augment import resolve_tta, tta_blend, tta_views
 from .data import loader_workers, make_batches, open_cache, use_device_path
 from .errors import InputError
@@ -166,17 +166,22 @@ def inputs(model, x, device) -> tuple[torch.Tensor, torch.Tensor | None]:
     return as_input(model, x.to(device, non_blocking=True)), (None if meta is None else meta.to(device))
 
 
-def task_loss(task: Task, out, target, label_smoothing: float = 0.0):
-    """Cross-entropy (classification; soft targets after mixup), BCE per label (multilabel), Huber on
-    standardised targets (numeric: robust to the odd mislabelled grade, and MSE near the target)."""
-    out = out.float()
+def task_loss(task: Task, out, target, label_smoothing: float = 0.0, weight=None):
+    """Cross-entropy (classification; soft targets after mixup or from teachers), BCE per label (multilabel), Huber
+    on standardised targets (numeric: robust to the odd mislabelled grade, and MSE near the target). `weight`: one
+    per row (pseudo-labelled rows count less, kagglecv.teachers); the loss is then the mean of weighted losses."""
+    out, reduction = out.float(), "none" if weight is not None else "mean"
     if task.kind in CLASSIFICATION:
-        if target.ndim == 2:  # mixup / cutmix mixed the one-hot targets
-            return torch.sum(-target * F.log_softmax(out, 1), 1).mean()
-        return F.cross_entropy(out, target, label_smoothing=label_smoothing)
-    if task.kind == "multilabel":
-        return F.binary_cross_entropy_with_logits(out, target.float())
-    return F.smooth_l1_loss(out[:, 0], target.float())
+        if target.ndim == 2:  # soft targets: mixup / cutmix mixed the one-hot targets, or the teachers' probabilities
+            loss = torch.sum(-target * F.log_softmax(out, 1), 1)
+            return loss.mean() if weight is None else (loss * weight).mean()
+        loss = F.cross_entropy(out, target, label_smoothing=label_smoothing, reduction=reduction)
+    elif task.kind == "multilabel":
+        loss = F.binary_cross_entropy_with_logits(out, target.float(), reduction=reduction)
+        loss = loss if weight is None else loss.mean(1)
+    else:
+        loss = F.smooth_l1_loss(out[:, 0], target.float(), reduction=reduction)
+    return loss if weight is None else (loss * weight).mean()
 
 
 @torch.no_grad()
@@ -298,12 +303,14 @@ def train_epoch(model, batches, phase: Phase, scaler, device, amp_dtype, cfg, de
     bar = tqdm(batches, desc=desc, leave=False, mininterval=1, disable=not distributed.is_main())
     phase.optimizer.zero_grad(set_to_none=True)
     for step, (x, y) in enumerate(bar, 1):
+        y, weight = y if isinstance(y, (tuple, list)) else (y, None)  # weights: rows labelled by teachers
         (x, meta), y = inputs(model, x, device), y.to(device, non_blocking=True)
+        weight = None if weight is None else weight.to(device)
         target = y
         if mixup is not None and len(x) % 2 == 0:  # timm's Mixup pairs samples: an even batch is required
             x, target = mixup(x, y)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = task_loss(task, forward(model, x, meta), target, cfg.label_smoothing)
+            loss = task_loss(task, forward(model, x, meta), target, cfg.label_smoothing, weight)
         scaler.scale(loss / cfg.grad_accum).backward()
         if step % cfg.grad_accum == 0 or step == len(batches):
             scaler.step(phase.optimizer)
@@ -317,12 +324,12 @@ def train_epoch(model, batches, phase: Phase, scaler, device, amp_dtype, cfg, de
     return total / max(n, 1), n / (time.perf_counter() - t0)
 
 
-def data_fingerprint(prepared: PreparedFiles, folds_csv) -> str:
+def data_fingerprint(prepared: PreparedFiles, folds_csv, teacher_csv=None) -> str:
     """What a checkpoint was trained on: the content of folds.csv and the prepared tables, and the image cache
     files' size and modification time (rebuilding the cache changes them; hashing gigabytes every epoch would
     cost more than it saves)."""
     h = hashlib.sha256()
-    for p in (Path(folds_csv), prepared.meta, prepared.train):
+    for p in (Path(folds_csv), prepared.meta, prepared.train, *([Path(teacher_csv)] if teacher_csv else [])):
         h.update(p.read_bytes())
     for p in (prepared.train_images, prepared.test_images):
         st = p.stat()
@@ -387,15 +394,50 @@ class Fold:
     task: Task  # numeric tasks carry the target scale of the training rows
     encoder: MetaEncoder | None = None  # data.meta_columns, fitted on the training rows only
     meta: np.ndarray | None = None  # every row's encoded metadata (float32), for the batches
+    # With a teacher (kagglecv.teachers): `images` also holds the test images after the training ones, and the
+    # training batches are these rows, targets (float, the task's scale as the model learns it) and weights.
+    train_rows: np.ndarray | None = None
+    train_y: np.ndarray | None = None
+    weights: np.ndarray | None = None
 
     @property
     def n_meta(self) -> int:
         return 0 if self.encoder is None else self.encoder.width
 
+    def training(self) -> tuple:
+        """(rows, targets as the model learns them, weights or None) of the training batches."""
+        if self.train_rows is not None:
+            return self.train_rows, self.train_y, self.weights
+        return self.tr_idx, self.task.standardise(self.y)[self.tr_idx], None
 
-def load_fold(cfg: TrainConfig, prepared_dir, folds_csv) -> Fold:
-    """Seed this job, then read its fold. Numeric tasks get their target scale, and metadata its encoding, from
-    this fold's training rows only."""
+
+def attach_teacher(data: Fold, teacher_csv, prepared: PreparedFiles, cfg: TrainConfig) -> None:
+    """The rows a teacher file adds to the fold's training (pseudo-labelled test images; distilled targets of the
+    training rows), with the test images read from the test cache beside the training ones (data.Stacked)."""
+    from .data import Stacked
+    from .teachers import read_teacher, true_targets
+
+    if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
+        raise InputError("train.mixup_alpha/cutmix_alpha: mixup mixes class labels, not the teachers' targets; set "
+                         "them to 0 with pseudo_labels or distill")
+    task, test_table = data.task, read_table(prepared.test)
+    train_t, rows, test_t, w = read_teacher(teacher_csv, data.folds, data.tr_idx, test_table["id"].tolist(), task)
+    width = test_t.shape[1] if test_t.ndim == 2 else 1
+    labelled = train_t if train_t is not None else true_targets(task, data.folds.iloc[data.tr_idx], width)
+    targets = np.concatenate([labelled, test_t]).astype(np.float32)
+    if task.kind in NUMERIC:  # one value per row, standardised as the labels are
+        targets = task.standardise(targets[:, 0]).astype(np.float32)
+    n = len(data.images)
+    data.images = Stacked(data.images, open_cache(prepared.test_images))
+    data.train_rows = np.concatenate([data.tr_idx, n + rows])
+    data.train_y, data.weights = targets, np.concatenate([np.ones(len(data.tr_idx)), w]).astype(np.float32)
+    if data.meta is not None:
+        data.meta = np.concatenate([data.meta, data.encoder.transform(test_table)])
+
+
+def load_fold(cfg: TrainConfig, prepared_dir, folds_csv, teacher_csv=None) -> Fold:
+    """Seed this job, then read its fold (and the rows its teacher file adds). Numeric tasks get their target
+    scale, and metadata its encoding, from this fold's labelled training rows only."""
     torch.manual_seed(cfg.seed * 1000 + cfg.fold)
     np.random.seed(cfg.seed * 1000 + cfg.fold)
     if cfg.threads:  # the job's threads, shared by its processes
@@ -419,20 +461,23 @@ def load_fold(cfg: TrainConfig, prepared_dir, folds_csv) -> Fold:
                              "data.meta_columns set them to 0")
         data.encoder = MetaEncoder.fit(folds.iloc[tr_idx], specs)
         data.meta = data.encoder.transform(folds)
+    if teacher_csv:
+        attach_teacher(data, teacher_csv, prepared, cfg)
     return data
 
 
-def fold_batches(cfg: TrainConfig, images, y, tr_idx, va_idx, dc: dict, device, on_device: bool, meta=None,
-                 shard: bool = True):
-    """(training batches, validation batches) of the fold, read from the cache by row; `y` as the model learns
-    it (Task.standardise); `meta` the encoded metadata of every row, when there is any. shard: with several
-    processes, each takes its share of every training batch (kagglecv.distributed)."""
+def fold_batches(cfg: TrainConfig, data: Fold, dc: dict, device, on_device: bool, shard: bool = True):
+    """(training batches, validation batches) of the fold, read from the cache by row, the targets as the model
+    learns them (Fold.training), the metadata with them when there is any. shard: with several processes, each
+    takes its share of every training batch (kagglecv.distributed)."""
     workers = loader_workers(cfg.num_workers, cfg.threads, device)
-    train = make_batches(images, y[tr_idx], dc, device, augment=cfg.augment, shuffle=True, batch_size=cfg.batch_size,
-                         seed=cfg.seed * 1000 + cfg.fold, on_device=on_device, rows=tr_idx, num_workers=workers,
-                         meta=meta, shard=shard)
-    valid = make_batches(images, y[va_idx], dc, device, augment="none", shuffle=False, batch_size=cfg.batch_size * 2,
-                         seed=0, on_device=on_device, rows=va_idx, num_workers=workers, meta=meta)
+    rows, targets, weights = data.training()
+    train = make_batches(data.images, targets, dc, device, augment=cfg.augment, shuffle=True,
+                         batch_size=cfg.batch_size, seed=cfg.seed * 1000 + cfg.fold, on_device=on_device, rows=rows,
+                         num_workers=workers, meta=data.meta, shard=shard, weights=weights)
+    valid = make_batches(data.images, data.task.standardise(data.y)[data.va_idx], dc, device, augment="none",
+                         shuffle=False, batch_size=cfg.batch_size * 2, seed=0, on_device=on_device,
+                         rows=data.va_idx, num_workers=workers, meta=data.meta)
     return train, valid
 
 
@@ -492,8 +537,7 @@ class Session:
     def batches(self, shard: bool = True) -> tuple:
         """(training batches, validation batches) of the current stage."""
         cfg = dataclasses.replace(self.cfg, batch_size=self.stages[self.stage].batch_size)
-        return fold_batches(cfg, self.data.images, self.data.task.standardise(self.data.y), self.data.tr_idx,
-                            self.data.va_idx, self.dc, self.device, self.on_device, self.data.meta, shard)
+        return fold_batches(cfg, self.data, self.dc, self.device, self.on_device, shard)
 
     def enter(self, phase: Phase) -> None:
         """The batches, input size and schedule of the phase's stage (progressive resizing)."""
@@ -515,11 +559,11 @@ def check_recipe(cfg: TrainConfig) -> None:
                          "one process's plain schedule); set epochs instead")
 
 
-def start(cfg: TrainConfig, prepared_dir, folds_csv, test_bytes: int) -> Session:
+def start(cfg: TrainConfig, prepared_dir, folds_csv, test_bytes: int, teacher_csv=None) -> Session:
     """The job's data, model, batches and optimizers. The order is the job's seed order: the fold's seeds, then the
     model's initial weights, then everything else; changing it changes every result."""
     check_recipe(cfg)
-    data = load_fold(cfg, prepared_dir, folds_csv)
+    data = load_fold(cfg, prepared_dir, folds_csv, teacher_csv)
     model, dc, device, amp_dtype = setup_model(cfg, data.task.outputs, data.images.shape[-1], data.n_meta)
     stages = stages_of(cfg, dc["img_size"])
     for size in sorted({st.img_size for st in stages} - {dc["img_size"]}):  # every stage's size, before any epoch
@@ -527,8 +571,7 @@ def start(cfg: TrainConfig, prepared_dir, folds_csv, test_bytes: int) -> Session
     dc = {**dc, "img_size": stages[0].img_size}
     on_device = use_device_path(cfg.data_path, device, data.images.nbytes + test_bytes)
     first = dataclasses.replace(cfg, batch_size=stages[0].batch_size)
-    train_batches, val_batches = fold_batches(first, data.images, data.task.standardise(data.y), data.tr_idx,
-                                              data.va_idx, dc, device, on_device, data.meta)
+    train_batches, val_batches = fold_batches(first, data, dc, device, on_device)
     phases = plan_phases(model, cfg, len(train_batches), stages if cfg.stages else None)
     scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
     ema = timm.utils.ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -552,7 +595,8 @@ def resolved_config(s: Session) -> dict:
             "n_train": len(data.tr_idx), "n_valid": len(data.va_idx), "task": data.task.kind,
             "n_outputs": data.task.outputs,
             "target_scale": list(data.task.scale),  # predict.py rebuilds the task's activation from these
-            **({"meta_encoder": data.encoder.to_json()} if data.encoder else {})}  # and the metadata's encoding
+            **({"meta_encoder": data.encoder.to_json()} if data.encoder else {}),  # and the metadata's encoding
+            **({"teacher_rows": len(data.train_rows) - len(data.tr_idx)} if data.train_rows is not None else {})}
 
 
 def tta_passes(cfg: TrainConfig) -> int:
@@ -640,18 +684,20 @@ def restore_recipe(s: Session, state: dict | None) -> None:
 
 
 def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_dir: str | Path,
-        experiment: str = "default", results_dir: str | Path = "results", track: bool = True) -> dict:
-    """Train one (backbone, fold) and write its outputs (ModelFiles) into `out_dir`; its metrics.json."""
+        experiment: str = "default", results_dir: str | Path = "results", track: bool = True,
+        teacher_csv: str | Path | None = None) -> dict:
+    """Train one (backbone, fold) and write its outputs (ModelFiles) into `out_dir`; its metrics.json. With
+    `teacher_csv` (kagglecv.teachers), its training rows include what the teachers labelled."""
     if cfg.gpus > 1 and distributed.world() == 1:
-        return run_distributed(cfg, prepared_dir, folds_csv, out_dir, experiment, results_dir, track)
+        return run_distributed(cfg, prepared_dir, folds_csv, out_dir, experiment, results_dir, track, teacher_csv)
     prepared, out, main = PreparedFiles(prepared_dir), ModelFiles(out_dir), distributed.is_main()
     test_images, test_table = open_cache(prepared.test_images), read_table(prepared.test)
-    s = start(cfg, prepared_dir, folds_csv, test_images.nbytes)
+    s = start(cfg, prepared_dir, folds_csv, test_images.nbytes, teacher_csv)
     resolved = resolved_config(s)
     if main:
         write_json(out.config, resolved)
     # Not a declared output: survives a killed job, and is removed once the job has finished.
-    fingerprint = data_fingerprint(prepared, folds_csv)
+    fingerprint = data_fingerprint(prepared, folds_csv, teacher_csv)
     start_epoch, history, _ = load_resume(out.resume, resolved, fingerprint, s)
     run_name = f"{cfg.backbone}-fold{cfg.fold}"
     with Tracker(experiment, run_name, results_dir, enabled=track and main, record=record_file(out.path, run_name),
@@ -723,10 +769,12 @@ def write_outputs(s: Session, out: ModelFiles, history: list, resolved: dict, te
             "tta_seconds": round(tta_seconds, 2), "processes": distributed.world()}
 
 
-def run_distributed(cfg: TrainConfig, prepared_dir, folds_csv, out_dir, experiment, results_dir, track) -> dict:
+def run_distributed(cfg: TrainConfig, prepared_dir, folds_csv, out_dir, experiment, results_dir, track,
+                    teacher_csv=None) -> dict:
     """`run` in one process per device (kagglecv.distributed), after leasing the devices; the main process's
     result."""
     if cfg.device != "cpu":
         lease_gpu(count=cfg.gpus)  # CUDA_VISIBLE_DEVICES for the processes (Slurm's, when it set them)
-    distributed.launch(cfg.gpus, run, cfg, prepared_dir, folds_csv, out_dir, experiment, results_dir, track)
+    distributed.launch(cfg.gpus, run, cfg, prepared_dir, folds_csv, out_dir, experiment, results_dir, track,
+                       teacher_csv)
     return json.loads(ModelFiles(out_dir).metrics.read_text())

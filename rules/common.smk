@@ -11,6 +11,10 @@ from kagglecv.config import (
     backbone_settings,
     cache_side,
     defaults,
+    member_base,
+    members,
+    round_member,
+    teacher_of,
     input_size,
     layered,
     load_schema,
@@ -58,8 +62,15 @@ def global_resource(name):
 
 # {name: train settings}: each backbone's overrides merged over `train`, validated
 BACKBONES = backbone_settings(config, SCHEMA)
-# What the largest backbone needs, plus the margin; the previous side when the cache would not change.
-CACHE_SIDE = prepare_side(cache_side(BACKBONES, config["data"]), L.meta)
+# {member: settings}: every model trained; the backbones, their pseudo-label rounds (<backbone>@r2, ...) and the
+# distilled student (<name>@student), kagglecv.config.members
+MEMBERS = members(config, BACKBONES, SCHEMA)
+ROUNDS = (
+    config["pseudo_labels"]["rounds"] + 1
+)  # training rounds: 1, then one per pseudo-label round
+STUDENT = next((m for m in MEMBERS if teacher_of(m) == "student"), None)
+# What the largest member needs, plus the margin; the previous side when the cache would not change.
+CACHE_SIDE = prepare_side(cache_side(MEMBERS, config["data"]), L.meta)
 TRAIN_THREADS = train_threads(
     config["train"]["threads"],
     workflow.cores,
@@ -73,26 +84,26 @@ LOCAL_GPUS = bool(visible_devices())
 # it is a param, so changing it reruns nothing (gpus is also a training setting: DDP across the devices).
 def train_threads_of(wildcards):
     """The entry's threads, else the share of the cores one job gets, times the devices it uses."""
-    s = BACKBONES[wildcards.backbone]
+    s = MEMBERS[wildcards.backbone]
     if s["threads"]:
         return int(s["threads"])
     return min(TRAIN_THREADS * s["gpus"], max(workflow.cores or 1, TRAIN_THREADS))
 
 
 def train_gpus(wildcards):
-    return int(BACKBONES[wildcards.backbone]["gpus"])
+    return int(MEMBERS[wildcards.backbone]["gpus"])
 
 
 def train_runtime(wildcards):
     """Minutes (Slurm's time limit of the job): train.runtime, or what train.time_budget needs."""
-    return train_runtime_minutes(BACKBONES[wildcards.backbone])
+    return train_runtime_minutes(MEMBERS[wildcards.backbone])
 
 
 def train_mem(wildcards):
     """mem_mb for one training job of this backbone. Called at DAG time, once the executor is known: on a
     cluster the job gets a GPU (the rule asks for one), locally it does when this machine has some.
     """
-    s = BACKBONES[wildcards.backbone]
+    s = MEMBERS[wildcards.backbone]
     gpu = workflow.non_local_exec or LOCAL_GPUS
     workers = loader_workers(s["num_workers"], train_threads_of(wildcards), gpu)
     return train_mem_mb(s, input_size(wildcards.backbone, s), 3, workers, gpu)
@@ -109,7 +120,8 @@ BACKBONE_RULES = sorted(Path(workflow.basedir, "rules", "backbones").glob("*.smk
 OWN_RULE = {p.stem for p in BACKBONE_RULES}
 OWN_RULES = "|".join(re.escape(b) for b in sorted(OWN_RULE))
 # A wildcard's regex sits inside the whole path's: a name is refused by what follows it, the "/" of models/<name>/.
-TRAIN_BACKBONE = f"(?!(?:{OWN_RULES})/)[A-Za-z0-9_.-]+" if OWN_RULE else "[A-Za-z0-9_.-]+"
+# Members of later stages carry "@" (resnet18@r2, resnet10t@student): the train rule trains them too.
+TRAIN_BACKBONE = f"(?!(?:{OWN_RULES})/)[A-Za-z0-9_.@-]+" if OWN_RULE else "[A-Za-z0-9_.@-]+"
 
 
 def data_input():
@@ -155,7 +167,7 @@ def train_params(wildcards):
     """What the training job computes with: the backbone's settings that differ from the schema's defaults (the
     job fills in the rest, kagglecv.train.TrainConfig), so a setting added to the schema, or a default changed,
     retrains nothing that was trained already."""
-    settings = BACKBONES[wildcards.backbone]
+    settings = MEMBERS[wildcards.backbone]
     return {
         **{
             k: v
@@ -170,10 +182,32 @@ def train_params(wildcards):
 
 
 def lr_find_input(wildcards):
-    """lr_find.json when the backbone's train.lr is auto (the train job then reads its suggestion), else nothing."""
-    if BACKBONES[wildcards.backbone]["lr"] == "auto":
-        return str(L.lr_find(wildcards.backbone).json)
+    """lr_find.json when the member's train.lr is auto (the train job then reads its base's suggestion), else
+    nothing."""
+    if MEMBERS[wildcards.backbone]["lr"] == "auto":
+        return str(L.lr_find(member_base(wildcards.backbone)).json)
     return []
+
+
+def teacher_input(wildcards):
+    """The teacher file a pseudo-label round's or the student's job learns from (kagglecv.teachers), else nothing."""
+    teacher = teacher_of(wildcards.backbone)
+    return str(L.teacher(teacher, wildcards.fold)) if teacher else []
+
+
+def round_members(r):
+    """The members trained in round `r` (1: the backbones)."""
+    return [round_member(b, r) for b in BACKBONES]
+
+
+def pseudo_sources(wildcards):
+    """A pseudo-label round's teachers: the previous round's fold models' test predictions."""
+    return [str(L.model(m, wildcards.fold).test) for m in round_members(int(wildcards.round) - 1)]
+
+
+def teachers_of_student():
+    """Every member but the student: the models the student learns from."""
+    return [m for m in MEMBERS if m != STUDENT]
 
 
 def fold_dirs(backbone):
@@ -186,7 +220,7 @@ def fold_outputs(backbone, name):
 
 
 def all_fold_outputs(name):
-    return [f for b in BACKBONES for f in fold_outputs(b, name)]
+    return [f for b in MEMBERS for f in fold_outputs(b, name)]
 
 
 def kernel_inputs():

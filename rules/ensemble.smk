@@ -13,7 +13,7 @@ rule ensemble:
     conda:
         DATA_ENV
     params:
-        model_dirs={b: fold_dirs(b) for b in BACKBONES},
+        model_dirs={b: fold_dirs(b) for b in MEMBERS},
         metric=config["metric"],
         method=config["ensemble"]["method"],
         experiment=COMP,

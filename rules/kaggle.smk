@@ -84,6 +84,8 @@ rule kernel:
         wheels=KAGGLE["kernel_wheels"],
         max_bytes=KAGGLE["dataset_max_bytes"],
         repo=workflow.basedir,  # kagglecv's wheel is built from the workflow's own code
+        models=KAGGLE["kernel_models"],  # the ensemble, or the distilled student alone
+        student=STUDENT,
         experiment=COMP,
     script:
         JOB

@@ -64,8 +64,8 @@ rule report_curves:
         DATA_ENV
     params:
         kind="curves",
-        histories={b: fold_outputs(b, "history") for b in BACKBONES},
-        metrics={b: fold_outputs(b, "metrics") for b in BACKBONES},
+        histories={b: fold_outputs(b, "history") for b in MEMBERS},
+        metrics={b: fold_outputs(b, "metrics") for b in MEMBERS},
         metric=config["metric"],
     script:
         JOB

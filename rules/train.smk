@@ -3,6 +3,7 @@ rule train:
         prepared=PREPARED_FILES,
         folds=str(L.folds),
         lr_find=lr_find_input,
+        teacher=teacher_input,
     output:
         **{name: str(path) for name, path in zip(MODEL.names(), MODEL.files())},
     log:
