@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SNAKEMAKE_ARGS ?=
 
-.PHONY: run test test-fast env lint bench bench-threads bench-dag bench-scale clean
+.PHONY: run test test-fast env lint bench bench-threads bench-dag bench-scale bench-recipes clean
 
 env: $(STAMP)
 
@@ -61,6 +61,11 @@ bench-threads: $(STAMP)
 # The whole DAG against fastai on a 3,000/1,000 Fashion-MNIST competition: wall time and held-out accuracy (~6 min).
 bench-dag: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python bench/dag.py $(BENCH_ARGS)
+
+# What the recipes beyond one schedule buy (bench/recipes.py): precise BN, metadata, heads, pseudo-labels and the
+# student, progressive resizing, time budgets, weight averaging. BENCH_ARGS picks some: make bench-recipes BENCH_ARGS=budget
+bench-recipes: $(STAMP)
+	$(BIN)/python bench/recipes.py $(or $(BENCH_ARGS),short meta heads pseudo resize budget average)
 
 # Real-size benchmark (bench/scale.py): a Dogs-vs-Cats-sized synthetic photo competition, generated locally;
 # prepare and training memory and throughput at two dataset sizes. About 15 minutes on 2 cores.

@@ -17,10 +17,16 @@ the same name in kagglecv.jobs; the library never imports snakemake):
                  images      decode images on every core, straight to disk (one decoder, also for predict)
   folds          folds       k-fold assignment per task (stratified, multi-label, binned, grouped), once
   lr_find        lr_finder   fastai's LR range test
-  train          train       one (backbone, fold): timm model, one-cycle, AMP, EMA, mixup, TTA, resume
+  train          train       one (member, fold): one-cycle, AMP, EMA, mixup, TTA, resume, a teacher's rows
+                 models      a backbone entry's network: timm name or the user's factory, heads, metadata fusion
+                 meta        data.meta_columns encoded on the fold's training rows only
+                 recipes     progressive resizing, time budgets, weight averaging, precise batch norm
+                 distributed one job on several devices (DistributedDataParallel)
                  data        batches from the memory-mapped cache (DataLoader or on-device)
                  augment     augmentation and TTA presets (albumentations and batched tensor ops)
                  gpu         GPU leases for concurrent jobs
+  pseudo_labels  teachers    what pseudo-label rounds and the distilled student learn from, honestly per fold
+  distill_targets
   ensemble       ensemble    OOF predictions combined and scored; blend: the methods, with honest CV
                  metrics     the competition metrics, which tasks each suits
                  decisions   a class, labels over thresholds, a grade between cut points

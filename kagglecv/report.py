@@ -239,9 +239,12 @@ def job_time_frame(metrics: dict[str, list[str | Path]]) -> pd.DataFrame:
             if m.get("fixed_seconds") is None:  # written before these figures existed
                 continue
             startup, tta, fixed = m["startup_seconds"], m["tta_seconds"], m["fixed_seconds"]
+            budget = m.get("time_budget") or {}
             rows.append({"job": f"{name} fold {m['fold']}", "start-up": startup, "epochs": m["train_seconds"],
-                         "TTA": tta, "writing and the rest": max(fixed - startup - tta, 0.0), "fixed": fixed})
-    return pd.DataFrame(rows, columns=["job", *(p for p, _ in JOB_PARTS), "fixed"])
+                         "TTA": tta, "writing and the rest": max(fixed - startup - tta, 0.0), "fixed": fixed,
+                         "budget": budget.get("budget_seconds"), "planned": budget.get("planned_seconds"),
+                         "used": budget.get("used_seconds")})
+    return pd.DataFrame(rows, columns=["job", *(p for p, _ in JOB_PARTS), "fixed", "budget", "planned", "used"])
 
 
 def job_time(metrics: dict[str, list[str | Path]], out_png: str | Path) -> pd.DataFrame:
@@ -254,6 +257,14 @@ def job_time(metrics: dict[str, list[str | Path]], out_png: str | Path) -> pd.Da
     for part, color in JOB_PARTS:
         ax.barh(df["job"], df[part], left=left, color=color, label=part)
         left += df[part].to_numpy()
+    budgeted = df[df["budget"].notna()]  # train.time_budget: planned and used seconds, counted from start-up's end
+    if len(budgeted):
+        y = [list(df["job"]).index(j) for j in budgeted["job"]]
+        start = budgeted["start-up"].to_numpy(dtype=float)
+        ax.scatter(start + budgeted["planned"].to_numpy(dtype=float), y, marker="|", s=300, color="k",
+                   label="planned (time budget)", zorder=3)
+        ax.scatter(start + budgeted["budget"].to_numpy(dtype=float), y, marker="|", s=300, color="C3",
+                   label="time budget", zorder=3)
     ax.invert_yaxis()  # first job on top
     ax.set_xlabel("seconds")
     fixed = f"{df['fixed'].mean():.1f} s per job (median {df['fixed'].median():.1f})" if len(df) else "no data"

@@ -112,3 +112,15 @@ def test_a_time_budget_sets_the_epochs_after_the_first(tiny, tmp_path):
     assert train_runtime_minutes(resolved) == 11  # the Slurm limit: the budget and a start-up margin
     with pytest.raises(InputError, match="not with freeze_epochs or gpus > 1"):
         run(TrainConfig(**BASE, time_budget=5.0, freeze_epochs=1), *tiny, tmp_path / "n", track=False)
+
+
+def test_the_report_shows_a_budget_planned_against_used(tmp_path):
+    from kagglecv.report import job_time
+
+    m = tmp_path / "m.json"
+    m.write_text(json.dumps({"fold": 0, "startup_seconds": 4.0, "tta_seconds": 1.0, "fixed_seconds": 6.0,
+                             "train_seconds": 50.0, "time_budget": {"budget_seconds": 60.0, "planned_seconds": 55.0,
+                                                                    "used_seconds": 52.0}}))
+    df = job_time({"resnet18": [str(m)]}, tmp_path / "job_time.png")
+    assert df[["budget", "planned", "used"]].iloc[0].tolist() == [60.0, 55.0, 52.0]
+    assert (tmp_path / "job_time.png").stat().st_size > 0
