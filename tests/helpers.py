@@ -89,12 +89,19 @@ def tiny_config(data_path: Path, **over) -> dict:
     return cfg
 
 
+# The user's local profile: on 2 cores, two training jobs at once with a thread each (resources gpu=2), which
+# finished the tiny runs sooner than one job with both threads.
+PROFILE = REPO / "profiles" / "default"
+
+
 def run_snakemake(workdir: Path, config: dict | None, *args: str, check: bool = True,
-                  env: dict | None = None, snakefile: Path | None = None) -> subprocess.CompletedProcess:
-    """The real CLI on the repo's Snakefile (or `snakefile`), with `config` written to workdir/config.yaml."""
+                  env: dict | None = None, snakefile: Path | None = None,
+                  profile: Path | str = PROFILE) -> subprocess.CompletedProcess:
+    """The real CLI on the repo's Snakefile (or `snakefile`), with `config` written to workdir/config.yaml, under
+    `profile` (profiles/default; "none" for none) and 2 cores."""
     workdir.mkdir(parents=True, exist_ok=True)
     cmd = [*SNAKEMAKE, "--snakefile", str(snakefile or REPO / "Snakefile"), "--directory", str(workdir),
-           "--workflow-profile", "none", "--cores", "2"]
+           "--workflow-profile", str(profile), "--cores", "2"]
     if config is not None:
         (workdir / "config.yaml").write_text(yaml.safe_dump(config))
         cmd += ["--configfile", str(workdir / "config.yaml")]

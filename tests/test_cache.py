@@ -236,6 +236,6 @@ def test_a_larger_backbone_rebuilds_the_cache_and_a_smaller_one_does_not(tmp_pat
 def test_training_threads_follow_cores_and_gpu_slots(tmp_path):
     cfg = tiny_config(tiny_zip_path(tmp_path))
     for args, want in [(("--cores", "8", "--resources", "gpu=2"), 4), (("--cores", "2"), 2)]:
-        r = run_snakemake(tmp_path, cfg, "-n", *args)
+        r = run_snakemake(tmp_path, cfg, "-n", *args, profile="none")  # the profile would set gpu=2
         threads = re.findall(r"rule train:.*?threads: (\d+)", r.stdout, flags=re.S)
         assert threads and set(threads) == {str(want)}, r.stdout[-2000:]
