@@ -7,7 +7,11 @@ Slurm, `browser` drives headless Chromium, `kaggle` talks to tests/kaggle_stub.p
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
+import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -17,7 +21,7 @@ import pytest
 # process and every job it starts. Read when oneDNN first runs, so set before any test imports torch.
 os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
 
-from helpers import write_csv_images_competition  # noqa: E402
+from helpers import TINY_TRAIN, run_snakemake, tiny_config, write_csv_images_competition  # noqa: E402
 
 # No test waits on the network (closed here): set for this process before anything imports huggingface_hub
 # (it reads HF_HUB_OFFLINE at import) and inherited by every subprocess the tests start (snakemake, its jobs,
@@ -40,3 +44,50 @@ def pytest_configure(config):
 def tiny_zip(tmp_path) -> tuple[Path, dict]:
     path = tmp_path / "tiny.zip"
     return path, write_csv_images_competition(path)
+
+
+# ---------------------------------------------------------------- one trained run for the whole session
+
+# The tiny csv_images competition (12 test images), 2 folds, two backbones (a per-backbone lr and input size),
+# tta=augment (random views) after fastai augmentation, a stacked ensemble, kernel settings, live MLflow
+# tracking: one run that serves test_workflow.py, test_report_predict.py and test_kernel.py.
+SHARED_BACKBONES = ["test_resnet", {"name": "test_convnext", "lr": 0.002, "img_size": 32}]
+SHARED_TRAIN = {**TINY_TRAIN, "tta": "augment", "tta_n": 2, "augment": "fastai"}
+
+
+@dataclass
+class TrainedRun:
+    """A finished default `snakemake` run: its folder, config, the competition's ids and test labels, and what
+    snakemake printed."""
+
+    wd: Path
+    cfg: dict
+    info: dict
+    run: subprocess.CompletedProcess = field(repr=False)
+
+    @property
+    def res(self) -> Path:
+        return self.wd / "results" / self.cfg["competition"]
+
+    def copy(self, dest: Path) -> "TrainedRun":
+        """The run copied to `dest`, file times and Snakemake's records included, so that nothing is out of date
+        there: for tests that add to a run (more targets, a leaderboard, predictions) without changing what
+        the others see. The config still reads the original's zip (a path is a param: another would retrain);
+        MLflow's artifact folders are moved to the copy's own."""
+        shutil.copytree(self.wd, dest, symlinks=True)
+        old, new = ((p / "results" / "mlartifacts").resolve().as_uri() for p in (self.wd, dest))
+        with sqlite3.connect(dest / "results" / "mlflow.db") as db:
+            db.execute("update experiments set artifact_location = replace(artifact_location, ?, ?)", (old, new))
+            db.execute("update runs set artifact_uri = replace(artifact_uri, ?, ?)", (old, new))
+        db.close()
+        return TrainedRun(dest, self.cfg, self.info, self.run)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> TrainedRun:
+    """The session's one trained run (see SHARED_*): tests only read it; those that add to it take a copy."""
+    wd = tmp_path_factory.mktemp("trained")
+    info = write_csv_images_competition(wd / "tiny.zip", n_test=12)
+    cfg = tiny_config(wd / "tiny.zip", backbones=SHARED_BACKBONES, train=dict(SHARED_TRAIN),
+                      ensemble={"method": "stack"}, kaggle={"owner": "someone", "enable_gpu": False})
+    return TrainedRun(wd, cfg, info, run_snakemake(wd, cfg))

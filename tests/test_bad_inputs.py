@@ -1,9 +1,12 @@
 """Input real competitions throw at `prepare`: each case either runs correctly or stops there with a one-line
 error naming the file, column, id or value, before any training. Every case starts from a valid fixture.
-(Archives, downloads, Kaggle, locks and writes: tests/test_hardening.py.)"""
+The last section runs the prepare and folds jobs through the job harness, as every rule runs them: the error is
+one line on the terminal, exit status 1, and no output (one case through the real snakemake CLI:
+tests/test_workflow.py). (Archives, downloads, Kaggle, locks and writes: tests/test_hardening.py.)"""
 
 from __future__ import annotations
 
+import logging
 import zipfile
 
 import numpy as np
@@ -14,7 +17,7 @@ from kagglecv import folds, prepare, submission
 from kagglecv.errors import InputError
 from kagglecv.fsutil import read_table
 
-from helpers import digits_images, edit_zip, png, write_csv_images_competition
+from helpers import digits_images, edit_zip, png, tiny_config, write_csv_images_competition
 
 
 def run_prepare(zip_or_dir, tmp_path) -> dict:
@@ -190,3 +193,66 @@ def test_os_litter_is_ignored_in_image_and_class_folders(tmp_path):
     meta = run_prepare(root, tmp_path)
     assert meta["layout"] == "folder_per_class" and meta["classes"] == ["kind0", "kind1"]
     assert meta["n_train"] == len(imgs) and meta["n_test"] == 3
+
+
+# ---------------------------------------------------------------- through the job harness (kagglecv.jobs)
+
+
+def run_job(wd, rule: str, config: dict, capfd, **params) -> tuple[int, str, str]:
+    """The rule's job as scripts/job.py runs it (kagglecv.jobs.run_logged, logged to the rule's log, in the
+    run's folder `wd`): (exit status, what reached the terminal, the log)."""
+    from kagglecv.jobs import JOBS, Files, Job, run_logged
+
+    log = wd / "results" / config["competition"] / "logs" / f"{rule}.log"
+    job = Job(rule, config, params=Files(params), threads=1, log=str(log))
+    capfd.readouterr()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        run_logged(job.log, JOBS[rule], job)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    finally:  # run_logged points logging at the job's log, closed by now
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    return code, capfd.readouterr().err, log.read_text()
+
+
+def assert_one_line_error(code: int, terminal: str, log: str, expected: str) -> None:
+    lines = terminal.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and lines[0].startswith("ERROR: ") and expected in lines[0], terminal
+    assert log.strip().splitlines()[-1] == lines[0] and "Traceback" not in log, log
+
+
+def resolved(zip_path, **over) -> dict:
+    from kagglecv.config import resolve
+
+    return resolve(tiny_config(zip_path, mlflow={"enabled": False}, **over))
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda n, d: None if n == "train/tr005.png" else d, "train id 'tr005' has no image in"),
+    (lambda n, d: b"\x89PNG broken" if n == "train/tr006.png" else d, "cannot read image for id 'tr006'"),
+    (lambda n, d: d.replace(b"id,label", b"id,klass") if n == "train.csv" else d, "no target column 'label'"),
+    (lambda n, d: d.replace(b"id,label", b"name,label") if n == "train.csv" else d, "no id column 'id'"),
+    (lambda n, d: d + b"te999,0\n" if n == "sample_submission.csv" else d, "test id 'te999' has no image"),
+])
+def test_bad_input_stops_the_prepare_job_with_one_line(tmp_path, tiny_zip, monkeypatch, capfd, edit, expected):
+    bad = edit_zip(tiny_zip[0], tmp_path / "bad.zip", edit)
+    monkeypatch.chdir(tmp_path)
+    code, terminal, log = run_job(tmp_path, "prepare", resolved(bad), capfd, path=str(bad), data={}, task="auto",
+                                  metric="accuracy")
+    assert_one_line_error(code, terminal, log, expected)
+    assert not (tmp_path / "results/tiny/prepared/meta.json").exists()
+
+
+def test_class_smaller_than_folds_stops_the_folds_job_with_one_line(tmp_path, tiny_zip, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    config = resolved(tiny_zip[0], folds=9)
+    code, terminal, _ = run_job(tmp_path, "prepare", config, capfd, path=str(tiny_zip[0]), data={}, task="auto",
+                                metric="accuracy")
+    assert code == 0 and terminal == "", terminal
+    code, terminal, log = run_job(tmp_path, "folds", config, capfd, folds=9, seed=1)
+    assert_one_line_error(code, terminal, log, "class '0' has 8 sample(s), fewer than folds=9")
+    assert not (tmp_path / "results/tiny/folds.csv").exists()

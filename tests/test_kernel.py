@@ -3,7 +3,8 @@ it (KAGGLE_INPUT holding the unpacked competition and the dataset under their sl
 the test images: both must give the workflow's submission. Test-time views are seeded per image, so the test
 set predicted in another order, batch or company gives the same numbers.
 
-The run: the tiny csv_images competition, 2 folds, two backbones, tta=augment (random views), a stacked ensemble.
+The run: a copy of the session's trained run (conftest.py `trained_run`: the tiny csv_images competition, 2 folds,
+two backbones, tta=augment (random views), a stacked ensemble), with `snakemake kernel` added.
 """
 
 from __future__ import annotations
@@ -20,22 +21,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import REPO, run_snakemake, tiny_config, write_csv_images_competition
-
-BACKBONES = ["test_resnet", {"name": "test_convnext", "img_size": 32}]
-TRAIN = {"epochs": 1, "img_size": 16, "batch_size": 16, "tta": "augment", "tta_n": 2, "tta_beta": 0.5,
-         "augment": "fastai"}
+from helpers import REPO, run_snakemake
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    wd = tmp_path_factory.mktemp("kernel")
-    info = write_csv_images_competition(wd / "tiny.zip", n_test=12)
-    cfg = tiny_config(wd / "tiny.zip", backbones=BACKBONES, train=TRAIN, ensemble={"method": "stack"},
-                      kaggle={"owner": "someone", "enable_gpu": False})
-    run_snakemake(wd, cfg)
-    run_snakemake(wd, cfg, "--cores", "2", "kernel")  # an option first: --configfile takes several values
-    return wd, cfg, info, wd / "results" / "tiny"
+def run(trained_run, tmp_path_factory):
+    shared = trained_run.copy(tmp_path_factory.mktemp("kernel") / "run")
+    wd, cfg = shared.wd, shared.cfg
+    assert cfg["train"]["tta"] == "augment" and cfg["ensemble"]["method"] == "stack"  # what these tests are about
+    assert cfg["kaggle"] == {"owner": "someone", "enable_gpu": False}
+    assert shared.info["test_ids"][11:]  # 12 test images: the hidden test set below keeps 8 of them
+    r = run_snakemake(wd, cfg, "--cores", "2", "kernel")  # an option first: --configfile takes several values
+    assert "localrule train:" not in r.stdout + r.stderr  # only the kernel folders were made
+    return wd, cfg, shared.info, shared.res
 
 
 def kaggle_input(wd: Path, dataset_dir: Path, slug: str) -> Path:

@@ -1,6 +1,8 @@
 """The Snakemake report (rendered in headless Chromium) and predictions on new images, after one tiny run.
 
-The run: the tiny csv_images competition, 2 folds, test_resnet (16 px) + test_convnext (32 px), 1 epoch.
+The run: a copy of the session's trained run (conftest.py `trained_run`: the tiny csv_images competition, 2 folds,
+test_resnet (16 px) + test_convnext (32 px), 1 epoch, a stacked ensemble), to which the module adds a leaderboard
+and LR range tests.
 Chromium is driven over the DevTools protocol on a pipe (--remote-debugging-pipe: JSON messages ended by NUL
 on fds 3 and 4), so no websocket package is needed. Screenshots of every report item are kept under
 tests/artifacts/report/ (git-ignored); the test prints where.
@@ -27,10 +29,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import REPO, run_snakemake, tiny_config, write_csv_images_competition
+from helpers import REPO, run_snakemake
 
 ARTIFACTS = REPO / "tests" / "artifacts" / "report"
-BACKBONES = ["test_resnet", {"name": "test_convnext", "img_size": 32}]
 NAMES = ["test_resnet", "test_convnext"]
 METHODS = ["mean", "best_single", "hill_climb", "stack"]  # the tiny run is scored by accuracy: no rank_mean
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -64,13 +65,12 @@ def find_chromium() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(trained_run, tmp_path_factory):
     t0 = time.perf_counter()
-    wd = tmp_path_factory.mktemp("report")
-    info = write_csv_images_competition(wd / "tiny.zip")
-    cfg = tiny_config(wd / "tiny.zip", backbones=BACKBONES)
-    res = wd / "results" / "tiny"
-    run_snakemake(wd, cfg)
+    shared = trained_run.copy(tmp_path_factory.mktemp("report") / "run")
+    wd, cfg, info = shared.wd, shared.cfg, shared.info
+    res = shared.res
+    assert "Nothing to be done" in (r := run_snakemake(wd, cfg, "-n")).stdout + r.stderr  # the copy is complete
     # Afterwards: a leaderboard (as `snakemake submit` appends it) and, where the workflow has the rule,
     # an LR range test: the next default run adds their figures and nothing else.
     pd.DataFrame({"time": ["2026-01-01T10:00:00+00:00", "2026-01-02T09:30:00+00:00"], "competition": "tiny",
@@ -86,7 +86,7 @@ def run(tmp_path_factory):
     expected = {"report_leaderboard"} | ({"report_lr_find"} if lr_rule else set())
     assert planned == expected, plan
     run_snakemake(wd, cfg)
-    print(f"\nworkflow run for the report/predict tests: {time.perf_counter() - t0:.0f} s")
+    print(f"\nleaderboard and LR range tests added to the trained run: {time.perf_counter() - t0:.0f} s")
     return wd, cfg, info, items
 
 

@@ -1,10 +1,12 @@
-"""The real Snakemake DAG on tiny data with timm's tiny test models."""
+"""The real Snakemake DAG on tiny data with timm's tiny test models. The finished run the tests inspect is the
+session's one trained run (conftest.py `trained_run`: two backbones, 2 folds, a stacked ensemble, live MLflow)."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -13,19 +15,15 @@ import zipfile
 import pandas as pd
 import pytest
 
-from helpers import REPO, SNAKEMAKE, TINY_TRAIN, edit_zip, run_snakemake, tiny_config, write_csv_images_competition
+from helpers import REPO, SNAKEMAKE, TINY_TRAIN, edit_zip, run_snakemake, tiny_config
 
 pytestmark = pytest.mark.workflow  # every test here runs the real snakemake CLI
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """One complete run on a tiny competition, shared by the tests that inspect it."""
-    wd = tmp_path_factory.mktemp("wf")
-    info = write_csv_images_competition(wd / "tiny.zip")
-    cfg = tiny_config(wd / "tiny.zip", backbones=["test_resnet", {"name": "test_convnext", "lr": 0.002, "img_size": 32}])
-    run = run_snakemake(wd, cfg)
-    return wd, cfg, info, run
+@pytest.fixture
+def finished(trained_run):
+    """The session's trained run (read only here): (folder, config, competition info, snakemake's output)."""
+    return trained_run.wd, trained_run.cfg, trained_run.info, trained_run.run
 
 
 def test_full_run_writes_every_output(finished):
@@ -45,17 +43,32 @@ def test_full_run_writes_every_output(finished):
     assert json.loads((res / "models/test_resnet/fold0/config.json").read_text())["lr"] == 0.003
 
 
-def test_scores_json_has_the_documented_shape(finished):
-    wd, *_ = finished
-    scores = json.loads((wd / "results/tiny/scores.json").read_text())
+def test_scores_json_has_the_documented_shape(finished, tmp_path):
+    from kagglecv.ensemble import combine
+
+    wd, cfg, *_ = finished
+    res = wd / "results/tiny"
+    scores = json.loads((res / "scores.json").read_text())
     assert scores["metric"] == "accuracy"
     assert set(scores["models"]) == {"test_resnet", "test_convnext"}
     assert all(len(m["folds"]) == 2 and 0 <= m["cv"] <= 1 for m in scores["models"].values())
     # rank_mean only for AUC metrics: ranks say nothing about which class wins
     assert set(scores["methods"]) == {"mean", "best_single", "hill_climb", "stack"}
-    assert scores["ensemble"]["chosen_by"] == "cv" and 0 <= scores["ensemble"]["cv"] <= 1
-    best = max(m["cv"] for m in scores["methods"].values())
-    assert scores["ensemble"]["cv"] == best
+    # the run's ensemble.method (stack) reached the ensemble job
+    assert cfg["ensemble"]["method"] == "stack"
+    assert scores["ensemble"]["method"] == "stack" and scores["ensemble"]["chosen_by"] == "config"
+    assert scores["ensemble"]["cv"] == scores["methods"]["stack"]["cv"] and 0 <= scores["ensemble"]["cv"] <= 1
+    # auto, the default, on the same models: the method with the best CV
+    out = tmp_path / "tiny"
+    out.mkdir()
+    (out / "prepared").symlink_to(res / "prepared")
+    shutil.copy(res / "folds.csv", out / "folds.csv")
+    dirs = {b: [res / "models" / b / f"fold{k}" for k in range(2)] for b in scores["models"]}
+    auto = combine(dirs, out / "folds.csv", "accuracy", out, method="auto")
+    assert set(auto["methods"]) == set(scores["methods"])
+    assert auto["ensemble"]["chosen_by"] == "cv" and 0 <= auto["ensemble"]["cv"] <= 1
+    best = max(m["cv"] for m in auto["methods"].values())
+    assert auto["ensemble"]["cv"] == best
 
 
 def test_submission_matches_the_sample(finished):
@@ -110,25 +123,14 @@ def _assert_one_line_error(r, expected):
     assert errors and expected in errors[0], (r.stdout + r.stderr)[-3000:]
 
 
-@pytest.mark.parametrize("edit, expected", [
-    (lambda n, d: None if n == "train/tr005.png" else d, "train id 'tr005' has no image in"),
-    (lambda n, d: b"\x89PNG broken" if n == "train/tr006.png" else d, "cannot read image for id 'tr006'"),
-    (lambda n, d: d.replace(b"id,label", b"id,klass") if n == "train.csv" else d, "no target column 'label'"),
-    (lambda n, d: d.replace(b"id,label", b"name,label") if n == "train.csv" else d, "no id column 'id'"),
-    (lambda n, d: d + b"te999,0\n" if n == "sample_submission.csv" else d, "test id 'te999' has no image"),
-])
-def test_bad_input_fails_with_one_line_and_no_submission(tmp_path, tiny_zip, edit, expected):
-    bad = edit_zip(tiny_zip[0], tmp_path / "bad.zip", edit)
+def test_bad_input_fails_with_one_line_and_no_submission(tmp_path, tiny_zip):
+    """Through the real CLI, one case: the job's one line reaches the terminal and nothing is made after it.
+    Every bad input's line from the prepare and folds jobs: tests/test_bad_inputs.py (the job harness)."""
+    bad = edit_zip(tiny_zip[0], tmp_path / "bad.zip", lambda n, d: None if n == "train/tr005.png" else d)
     r = run_snakemake(tmp_path / "wd", tiny_config(bad), check=False)
-    _assert_one_line_error(r, expected)
+    _assert_one_line_error(r, "train id 'tr005' has no image in")
     assert not (tmp_path / "wd/results/tiny/submission.csv").exists()
     assert not (tmp_path / "wd/results/tiny/prepared/meta.json").exists()
-
-
-def test_class_smaller_than_folds_fails_clearly(tmp_path, tiny_zip):
-    r = run_snakemake(tmp_path / "wd", tiny_config(tiny_zip[0], folds=9), check=False)
-    _assert_one_line_error(r, "class '0' has 8 sample(s), fewer than folds=9")
-    assert not (tmp_path / "wd/results/tiny/folds.csv").exists()
 
 
 def test_config_is_validated_before_any_job(tmp_path, tiny_zip):
@@ -195,9 +197,11 @@ def test_backfill_replays_exactly_what_the_live_run_logged(finished, tmp_path):
 def test_training_runs_reach_mlflow_after_the_fact_when_not_live(tmp_path, tiny_zip):
     """mlflow.live: false: prepare, folds and the training jobs never touch MLflow (they write their record only)
     and the ensemble step puts those records into MLflow as children of the workflow's run, with every epoch's
-    metrics; the steps after it log live."""
+    metrics; the steps after it log live. Run up to the ensemble (scores.json): what follows is not tracked
+    differently."""
     cfg = tiny_config(tiny_zip[0], mlflow={"live": False})
-    run_snakemake(tmp_path, cfg)
+    target = ("-p", "results/tiny/scores.json")  # after a plain flag: --configfile takes every word after it
+    run_snakemake(tmp_path, cfg, *target)
     runs = mlflow_runs(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}", "tiny")
     assert {"prepare", "folds", "ensemble", "test_resnet-fold0", "test_resnet-fold1"} <= set(runs)
     for k in (0, 1):
@@ -218,5 +222,5 @@ def test_training_runs_reach_mlflow_after_the_fact_when_not_live(tmp_path, tiny_
     assert "4 run(s) were created" in log, log
     # tracking changes no result: turning it live, or off, reruns nothing (jobs read it from the config)
     for mlflow_cfg in ({"live": True}, {"enabled": False}):
-        r = run_snakemake(tmp_path, {**cfg, "mlflow": mlflow_cfg}, "-n")
+        r = run_snakemake(tmp_path, {**cfg, "mlflow": mlflow_cfg}, "-n", *target)
         assert "Nothing to be done" in r.stdout + r.stderr, (mlflow_cfg, r.stdout[-2000:])
