@@ -210,14 +210,23 @@ def test_kagglecv_command_line():
 
 @pytest.mark.workflow
 def test_a_config_naming_only_competition_data_and_backbones_trains_with_the_defaults(tmp_path):
+    """The config file names only these; a second one sets epochs to 1 (the default 10 would only cost time;
+    Snakemake's --config gives nested values as text), so every other training setting the job used is the
+    schema's default."""
     write_csv_images_competition(tmp_path / "tiny.zip")
     cfg = {"competition": "tiny", "data": {"source": "local", "path": str(tmp_path / "tiny.zip")},
            "backbones": ["test_resnet"]}
-    run_snakemake(tmp_path, cfg, "-p", "results/tiny/models/test_resnet/fold0/config.json")
-    used = json.loads((tmp_path / "results/tiny/models/test_resnet/fold0/config.json").read_text())
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "one_epoch.yaml").write_text(yaml.safe_dump({"train": {"epochs": 1}}))
+    # the target after a plain flag: --configfile takes every word after it
+    run_snakemake(tmp_path, None, "--configfile", "config.yaml", "one_epoch.yaml", "-p",
+                  "results/tiny/models/test_resnet/fold0/config.json")
+    fold0 = tmp_path / "results/tiny/models/test_resnet/fold0"
+    used = json.loads((fold0 / "config.json").read_text())
     train = kconfig.defaults()["train"]
+    assert train["epochs"] > 1 and used["epochs"] == 1 and len((fold0 / "history.csv").read_text().splitlines()) == 2
     assert used["img_size"] == 160  # the model's own input size, not the demo's 16
-    for key in ("epochs", "batch_size", "lr", "augment", "tta", "tta_n", "weight_decay", "pretrained"):
+    for key in ("batch_size", "lr", "augment", "tta", "tta_n", "weight_decay", "pretrained"):
         assert used[key] == train[key], key
     assert used["n_train"] + used["n_valid"] == 24 and json.loads(
         (tmp_path / "results/tiny/prepared/meta.json").read_text())["image_shape"] == [8, 8, 1]
