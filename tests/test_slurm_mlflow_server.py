@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from helpers import PROFILE as LOCAL_PROFILE
 from helpers import REPO, SNAKEMAKE, tiny_config, write_csv_images_competition
 from slurm_local import MlflowServer, Unavailable, slurm_cluster
 
@@ -74,7 +75,13 @@ def workflow_cmd(wd: Path, cfg: dict, *args: str, profile: str | Path = PROFILE,
     (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
     # targets and options first: --configfile takes every word after it. The test node has 2 CPUs: --cores 1
     # caps the profile's 8-thread jobs at one CPU each, so that two training jobs fit on it at once.
+    # Status checks: the plugin waits this long after a job finished, and 10 s more after each check that found
+    # none finished (3, 16, 39 s... after a submission). The tiny jobs take 10-15 s under Slurm here: 3 finds them
+    # at the second check, 16 s; the profile's 5 at 20 s; 1 at 33 s (the DAG in 139, 170, 208 s, by the jobs'
+    # start and end times in slurmctld.log of one run).
     fit = ["--cores", "1"] if Path(profile) == PROFILE and "--cores" not in args else []
+    if Path(profile) == PROFILE:
+        fit += ["--slurm-init-seconds-before-status-checks", "3"]
     return [*SNAKEMAKE, *args, *fit, "--snakefile", str(snakefile or REPO / "Snakefile"), "--directory", str(wd),
             "--workflow-profile", str(profile), "--configfile", str(wd / "config.yaml")]
 
@@ -215,16 +222,18 @@ def test_mlflow_server_holds_the_parent_with_every_child(slurm_run, server):
 
 
 def test_slurm_vs_local_wall_time(slurm_run, server, competition, tmp_path_factory):
-    """The same tiny workflow with the local executor (2 cores), against the same server; both times printed."""
+    """The same tiny workflow with the local executor (the local profile on 2 cores: two training jobs at once,
+    as the two fake GPUs allow under Slurm), against the same server; both times printed."""
     wd = tmp_path_factory.mktemp("wf-local")
-    r = run_workflow(wd, tiny_config(competition, backbones=BACKBONES), server, "--cores", "2", profile="none")
+    r = run_workflow(wd, tiny_config(competition, backbones=BACKBONES), server, "--cores", "2",
+                     profile=LOCAL_PROFILE)
     TIMINGS["local"] = r.wall
     assert_complete_outputs(wd, competition)
     report = {k: round(v, 1) for k, v in TIMINGS.items()}
     out = tmp_path_factory.getbasetemp() / "slurm_vs_local.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\ntiny workflow wall time (4 training jobs, 2 fake GPUs): Slurm {report['slurm']} s, "
-          f"local --cores 2 {report['local']} s  ({out})")
+          f"local (profiles/default) --cores 2 {report['local']} s  ({out})")
 
 
 def backfill(wd: Path, server: MlflowServer, *args: str) -> subprocess.CompletedProcess:
