@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SNAKEMAKE_ARGS ?=
 
-.PHONY: run test test-fast env lint bench bench-threads bench-dag bench-scale bench-recipes clean
+.PHONY: run test test-fast coverage env lint bench bench-threads bench-dag bench-scale bench-recipes clean
 
 env: $(STAMP)
 
@@ -35,6 +35,17 @@ test: $(STAMP)
 # About 2 minutes on 2 cores; `make test` above runs everything, as CI does. Markers: pyproject.toml.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not workflow and not slurm and not browser" $(PYTEST_ARGS)
+
+# The whole suite with line coverage of kagglecv/, subprocesses included (tests/coverage.ini); the data in
+# $(COVERAGE_DIR), combined and reported at the end. Slower than `make test` (every job is traced).
+COVERAGE_DIR ?= /tmp/kagglecv-coverage
+coverage: $(STAMP)
+	@rm -rf $(COVERAGE_DIR) && mkdir -p $(COVERAGE_DIR); \
+	export COVERAGE_DIR=$(abspath $(COVERAGE_DIR)); \
+	$(BIN)/python -m pytest --cov=kagglecv --cov-config=tests/coverage.ini --cov-report= $(PYTEST_ARGS); \
+	status=$$?; \
+	$(BIN)/coverage combine --quiet --rcfile=tests/coverage.ini; $(BIN)/coverage report --rcfile=tests/coverage.ini; \
+	exit $$status
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint && $(BIN)/snakefmt --check Snakefile rules
