@@ -265,3 +265,23 @@ def test_kernel_installs_its_wheel_offline_when_kagglecv_is_missing(run, tmp_pat
                            text=True, env=clean, cwd=tmp_path).stdout
     assert str(env_dir) in where  # installed from the wheel into the venv
     assert (tmp_path / "working" / "submission.csv").read_bytes() == (res / "submission.csv").read_bytes()
+
+
+def test_the_test_side_reads_alone_as_meta_json_says(tmp_path):
+    """meta.json keeps the layout prepare recognised, and the test side reads from it with nothing of the training
+    side there: a code competition's hidden rerun has test/ and sample_submission.csv only."""
+    from kagglecv import prepare
+
+    info = write_csv_images_competition(tmp_path / "c.zip")
+    meta = prepare.prepare(tmp_path / "c.zip", tmp_path / "prepared", prepare.DataConfig())
+    assert meta["data"]["layout"] == "csv_images"
+    hidden = tmp_path / "hidden"
+    with zipfile.ZipFile(tmp_path / "c.zip") as zf:
+        zf.extractall(hidden, [n for n in zf.namelist() if n.startswith("test/") or n == "sample_submission.csv"])
+    cfg = prepare.DataConfig(**meta["data"])
+    side = prepare.read_test_side(hidden, cfg, cfg.layout)
+    assert side.template.ids == info["test_ids"] and [p.stem for p in side.images] == info["test_ids"]
+    (hidden / "test" / f"{info['test_ids'][1]}.png").unlink()  # the kernel cannot drop a hidden row: it is listed
+    missing = []
+    side = prepare.read_test_side(hidden, cfg, cfg.layout, missing=missing)
+    assert side.images[1] is None and missing == [(info["test_ids"][1], f"has no image in {hidden / 'test'}/")]
