@@ -25,7 +25,12 @@ from kagglecv.layout import DownloadFiles, Layout, downloaded
 # then --config: see kagglecv.config. The same in every job (they get the same command-line config).
 SCHEMA = load_schema(Path(workflow.basedir, "schemas", "config.schema.yaml"))
 _resolved = resolve(
-    layered(config, workflow.config_settings.configfiles, workflow.config_settings.config),
+    layered(
+        config,
+        workflow.config_settings.configfiles,
+        workflow.config_settings.config,
+        SCHEMA,
+    ),
     SCHEMA,
 )
 config.clear()
@@ -66,7 +71,7 @@ def train_mem(wildcards):
 
 
 wildcard_constraints:
-    backbone="[A-Za-z0-9_.-]+",
+    backbone="[A-Za-z0-9][A-Za-z0-9_.-]*",
     fold=r"\d+",
 
 
