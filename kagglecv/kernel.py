@@ -229,13 +229,20 @@ def build(results_dir: str | Path, dataset_dir: str | Path, kernel_dir: str | Pa
 
 def stamp_owner(dataset_dir: Path, kernel_dir: Path, owner: str, dest: Path) -> tuple[Path, Path]:
     """Copies of both folders (files hard-linked) under `dest`, their ids naming `owner`: the authenticated
-    user pushes under their own name without the outputs of the kernel rule being edited."""
+    user pushes under their own name without the outputs of the kernel rule being edited. The copies hold what
+    is uploaded and nothing else: the files the dataset's manifest lists (and the manifest), the kernel's code
+    file; not e.g. the .snakemake_timestamp marker Snakemake leaves in every directory output."""
+    dataset_dir, kernel_dir = Path(dataset_dir), Path(kernel_dir)
+    manifest = json.loads(KernelDatasetFiles(dataset_dir).manifest.read_text())
+    code = json.loads(KernelFiles(kernel_dir).metadata.read_text())["code_file"]
+    uploads = [*manifest["files"], KernelDatasetFiles.manifest]
     out = []
-    for src, meta_name in ((Path(dataset_dir), KernelDatasetFiles.metadata), (Path(kernel_dir), KernelFiles.metadata)):
+    for src, meta_name, names in ((dataset_dir, KernelDatasetFiles.metadata, uploads),
+                                  (kernel_dir, KernelFiles.metadata, [code])):
         copy = Path(dest) / src.name
-        for p in src.rglob("*"):
-            if p.is_file() and p.name != meta_name:
-                _place(p, copy / p.relative_to(src))
+        for name in names:
+            if name != meta_name:
+                _place(src / name, copy / name)
         meta = json.loads((src / meta_name).read_text())
         meta["id"] = f"{owner}/{meta['id'].split('/', 1)[-1]}"
         if "dataset_sources" in meta:

@@ -285,3 +285,27 @@ def test_the_test_side_reads_alone_as_meta_json_says(tmp_path):
     missing = []
     side = prepare.read_test_side(hidden, cfg, cfg.layout, missing=missing)
     assert side.images[1] is None and missing == [(info["test_ids"][1], f"has no image in {hidden / 'test'}/")]
+
+
+def test_only_what_the_manifest_lists_is_uploaded(tmp_path):
+    """Snakemake leaves a .snakemake_timestamp marker in every directory output: the copies pushed to Kaggle hold
+    the manifest's files (and the kernel's code) only."""
+    from kagglecv.fsutil import write_json
+    from kagglecv.kernel import stamp_owner
+
+    ds, kernel = tmp_path / "kernel-dataset", tmp_path / "kernel"
+    (ds / "models" / "m" / "fold0").mkdir(parents=True)
+    (ds / "models" / "m" / "fold0" / "model.pt").write_bytes(b"weights")
+    write_json(ds / "dataset-metadata.json", {"id": "someone/tiny-kagglecv", "title": "tiny-kagglecv"})
+    write_json(ds / "manifest.json", {"files": {"models/m/fold0/model.pt": {}, "dataset-metadata.json": {}}})
+    kernel.mkdir()
+    (kernel / "kernel.py").write_text("print(1)\n")
+    write_json(kernel / "kernel-metadata.json", {"id": "someone/tiny-kagglecv", "code_file": "kernel.py",
+                                                 "dataset_sources": ["someone/tiny-kagglecv"]})
+    for folder in (ds, kernel, ds / "models"):
+        (folder / ".snakemake_timestamp").write_text("")
+    ds_copy, kernel_copy = stamp_owner(ds, kernel, "me", tmp_path / "push")
+    assert sorted(p.relative_to(ds_copy).as_posix() for p in ds_copy.rglob("*") if p.is_file()) == \
+        ["dataset-metadata.json", "manifest.json", "models/m/fold0/model.pt"]
+    assert sorted(p.name for p in kernel_copy.iterdir()) == ["kernel-metadata.json", "kernel.py"]
+    assert json.loads((kernel_copy / "kernel-metadata.json").read_text())["dataset_sources"] == ["me/tiny-kagglecv"]
