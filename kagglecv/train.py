@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import os
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from . import metrics
 from .tasks import CLASSIFICATION, Task
 from .augment import resolve_tta, tta_blend, tta_views
 from .config import explicit_input_size
-from .data import loader_workers, make_batches, open_cache, use_device_path
+from .data import loader_workers, make_batches, open_cache, rng_state, set_rng_state, use_device_path
 from .errors import InputError
 from .fsutil import atomic_path, read_table, write_csv, write_json
 from .gpu import lease_gpu
@@ -314,20 +315,25 @@ def data_fingerprint(prepared: PreparedFiles, folds_csv) -> str:
     return h.hexdigest()
 
 
-def save_resume(path: Path, epoch: int, history, model, phases, scaler, ema, resolved, fingerprint: str) -> None:
-    """End-of-epoch state, so a killed job restarts from its last complete epoch. Only tensors and plain
-    values, so that it loads with weights_only=True (a checkpoint is never code)."""
+def save_resume(path: Path, epoch: int, history, model, phases, scaler, ema, resolved, fingerprint: str,
+                batches=None) -> None:
+    """End-of-epoch state, so a killed job restarts from its last complete epoch and ends as an uninterrupted one
+    would: weights, optimizers, schedules, and every random state the next epochs draw from (torch's, numpy's,
+    Python's, and the training batches' own: data.rng_state). Only tensors and plain values, so that it loads
+    with weights_only=True (a checkpoint is never code)."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
     state = {"epoch": epoch, "history": history, "model": model.state_dict(), "scaler": scaler.state_dict(),
              "phases": [(p.optimizer.state_dict(), p.scheduler.state_dict()) for p in phases],
              "ema": ema.state_dict() if ema is not None else None, "config": resolved, "data": fingerprint,
-             "torch_rng": torch.get_rng_state(),
+             "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
+             "batches_rng": rng_state(batches) if batches is not None else None,
              "numpy_rng": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]}
     with atomic_path(path, durable=False) as tmp:  # a torn checkpoint after a crash only means starting over
         torch.save(state, tmp)
 
 
-def load_resume(path: Path, resolved, fingerprint: str, model, phases, scaler, ema) -> tuple[int, list, dict]:
+def load_resume(path: Path, resolved, fingerprint: str, model, phases, scaler, ema,
+                batches=None) -> tuple[int, list, dict]:
     """(epochs already done, their history, the saved state); nothing when the config, the folds or the data
     changed since the checkpoint was written (the job then starts over)."""
     if not path.exists():
@@ -349,6 +355,10 @@ def load_resume(path: Path, resolved, fingerprint: str, model, phases, scaler, e
     name, keys, pos, has_gauss, cached = state["numpy_rng"]
     torch.set_rng_state(state["torch_rng"])
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if state.get("python_rng") is not None:
+        random.setstate(state["python_rng"])
+    if batches is not None and state.get("batches_rng") is not None:
+        set_rng_state(batches, state["batches_rng"])
     print(f"resuming from {path} after epoch {state['epoch']}", flush=True)
     return state["epoch"], state["history"], state
 
@@ -436,7 +446,8 @@ def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_d
     # Not a declared output: survives a killed job, and is removed once the job has finished.
     resume_path = out.resume
     fingerprint = data_fingerprint(prepared, folds_csv)
-    start_epoch, history, _ = load_resume(resume_path, resolved, fingerprint, model, phases, scaler, ema)
+    start_epoch, history, _ = load_resume(resume_path, resolved, fingerprint, model, phases, scaler, ema,
+                                          train_batches)
     run_name = f"{cfg.backbone}-fold{cfg.fold}"
     with Tracker(experiment, run_name, results_dir, enabled=track, record=record_file(out.path, run_name),
                  tags={"step": "train", "backbone": cfg.backbone, "fold": str(cfg.fold)}) as tracker:
@@ -462,7 +473,8 @@ def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_d
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
                   flush=True)
             tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
-            save_resume(resume_path, epoch + 1, history, model, phases, scaler, ema, resolved, fingerprint)
+            save_resume(resume_path, epoch + 1, history, model, phases, scaler, ema, resolved, fingerprint,
+                        train_batches)
         train_seconds = time.perf_counter() - t_start
 
         final = ema.module if ema else model
