@@ -287,3 +287,27 @@ def test_an_id_matching_two_files_is_refused(tmp_path):
     with pytest.raises(InputError, match=r"sample_submission.csv: test id 'te002' matches te002.jpg and te002.png in "
                                          r".*test/; put the extension in the id, or remove all but one of the files$"):
         run_prepare(tmp_path / "c.zip", tmp_path)
+
+
+# ---------------------------------------------------------------- the submission is checked before it is written
+
+
+def test_submission_checked_against_the_template(tmp_path):
+    """The checks of the workflow's submission step and the kernel's (one implementation, in submission_frame):
+    ids and their order, columns and their order, missing values, and each column's kind."""
+    sample = pd.DataFrame({"id": ["b", "a", "c"], "label": ["0.5", "0.5", "0.5"]})
+    sample.to_csv(tmp_path / "sample.csv", index=False)
+    meta = {"task": "binary", "classes": ["cat", "dog"], "id_column": "id", "target_columns": ["label"]}
+    preds = pd.DataFrame({"id": ["a", "b", "c"], "p0": [0.2, 0.7, 0.4], "p1": [0.8, 0.3, 0.6]})
+    out = submission.submission_frame(preds, meta, tmp_path / "sample.csv", "log_loss", None)
+    assert out["id"].tolist() == ["b", "a", "c"] and out["label"].tolist() == [0.3, 0.8, 0.6]
+    # accuracy writes class names where the template holds probabilities: Kaggle would not score it
+    with pytest.raises(InputError, match=r"predictions: column 'label' holds text \(e.g. 'cat'\) where the template "
+                                         r"holds numbers \(e.g. '0.5'\); check `metric:` .*Kaggle would not score"):
+        submission.submission_frame(preds, meta, tmp_path / "sample.csv", "accuracy", None)
+    for bad, expected in [(out[["label", "id"]], r"columns \['label', 'id'\] are not the template's \['id', 'label'\]"),
+                          (out.iloc[[1, 0, 2]], r"3 ids, row 2 differing from the template's 3 ids in their order"),
+                          (out.iloc[:2], r"2 ids, row 4 differing from the template's 3 ids"),
+                          (out.assign(label=[0.3, np.nan, 0.6]), r"id 'a' has no value in column 'label'")]:
+        with pytest.raises(InputError, match=expected):
+            submission.check_submission(bad, sample, "id", tmp_path / "sample.csv", "kernel")
