@@ -295,10 +295,12 @@ def kernel(job: Job) -> dict:
     with job.tracker("kernel", L.root) as t:
         manifest = build(L.root, L.kernel_dataset.path, L.kernel.path, competition=p.competition, repo=p.repo,
                          owner=p.owner, dataset=p.dataset, kernel=p.kernel, enable_gpu=p.enable_gpu,
-                         wheels=p.wheels, max_bytes=p.max_bytes)
+                         wheels=p.wheels, max_bytes=p.max_bytes, rerun_config=p.rerun)
         t.log_params({"dataset": manifest["dataset"], "kernel": manifest["kernel"], "method": manifest["method"],
                       "members": ",".join(manifest["members"]), "files": len(manifest["files"])})
-        t.log_metrics({"dataset_bytes": manifest["bytes"]})
+        t.log_metrics({"dataset_bytes": manifest["bytes"],
+                       **{k: v for k, v in (manifest["kernel_run"]["budget"] or {}).items()
+                          if k in ("projected_seconds", "seconds_per_image", "rows")}})
         t.log_artifact(L.kernel_dataset.manifest)
     return manifest
 

@@ -104,19 +104,23 @@ def load_fold_model(model_pt: str | Path, in_chans: int, device_pref: str = "aut
     return model, cfg, dc, device, autocast_dtype(device, cfg), task
 
 
-def backbone_probs(fold_dirs: list[Path], images: np.ndarray, device_pref: str = "auto") -> tuple[np.ndarray, dict]:
-    """The fold models' TTA probabilities averaged over folds (as ensemble.load_backbone averages test.csv)."""
+def backbone_probs(fold_dirs: list[Path], images: np.ndarray, device_pref: str = "auto", rows=None,
+                   progress=None) -> tuple[np.ndarray, dict]:
+    """The fold models' TTA probabilities for `rows` of `images` (all when None) averaged over folds (as
+    ensemble.load_backbone averages test.csv); `progress.update()` after each fold."""
     from .augment import resolve_tta
     from .train import predict_tta
 
     per_fold, info = [], {}
     for d in fold_dirs:
         model, cfg, dc, device, amp, task = load_fold_model(ModelFiles(d).model, images.shape[-1], device_pref)
-        p = predict_tta(model, images, cfg, dc, device, amp, task=task)
+        p = predict_tta(model, images, cfg, dc, device, amp, rows=rows, task=task)
         # test.csv holds float32 values; average them in float64 as the ensemble step does after reading it
         per_fold.append(np.asarray(p, dtype=np.float32).astype(np.float64))
         info = {"tta": resolve_tta(cfg.tta, cfg.augment), "tta_n": cfg.tta_n, "tta_beta": cfg.tta_beta,
                 "img_size": dc["img_size"], "device": str(device)}
+        if progress is not None:
+            progress.update()
     return np.mean(per_fold, axis=0), info
 
 
@@ -146,18 +150,21 @@ def apply_recipe(method: str, preds: list[np.ndarray], params, kind: str = "mult
     return np.asarray(blend.apply(method, preds, params, kind=kind))
 
 
-def ensemble_predict(results_dir: str | Path, images: np.ndarray, device: str = "auto") -> tuple[np.ndarray, dict]:
-    """The ensemble's predictions for `images` (uint8 N x H x W x C, decoded as the training cache was): every
-    fold of every member with its TTA, folds averaged, members combined by the stored recipe. The one
-    implementation behind `snakemake predict` and the Kaggle kernel (kagglecv.kernel); `results_dir` is
-    results/<competition> or a kernel dataset, which has the same layout."""
+def ensemble_predict(results_dir: str | Path, images: np.ndarray, device: str = "auto", rows=None,
+                     progress=None) -> tuple[np.ndarray, dict]:
+    """The ensemble's predictions for `rows` of `images` (all when None; uint8 N x H x W x C, decoded as the
+    training cache was): every fold of every member with its TTA, folds averaged, members combined by the stored
+    recipe. The one implementation behind `snakemake predict` and the Kaggle kernel (kagglecv.kernel);
+    `results_dir` is results/<competition> or a kernel dataset, which has the same layout. `progress.update()`
+    after each fold of each member."""
     scores = json.loads(Layout(Path(results_dir)).scores.read_text())
     method, members, params = ensemble_recipe(scores)
     preds, settings = [], {}
+    n = len(images) if rows is None else len(rows)
     for m in members:
-        p, settings[m] = backbone_probs(fold_dirs_of(results_dir, scores, m), images, device)
+        p, settings[m] = backbone_probs(fold_dirs_of(results_dir, scores, m), images, device, rows, progress)
         preds.append(p)
-        log.info("%s: predicted %d image(s) with %d fold(s)", m, len(images), len(scores["models"][m]["folds"]))
+        log.info("%s: predicted %d image(s) with %d fold(s)", m, n, len(scores["models"][m]["folds"]))
     probs = apply_recipe(method, preds, params, scores.get("task", "multiclass"))
     return probs, {"method": method, "members": members, "preprocessing": settings,
                    "folds": {m: len(scores["models"][m]["folds"]) for m in members}}

@@ -19,6 +19,7 @@ from kagglecv.config import (
     train_threads,
 )
 from kagglecv.gpu import visible_devices
+from kagglecv.kernel import RERUN_KEYS  # the kaggle.* settings of a hidden rerun
 from kagglecv.layout import DownloadFiles, Layout, downloaded
 
 # The schema's defaults, then config.yaml (the demo's choices) or, with --configfile, those files instead,
