@@ -305,6 +305,9 @@ def test_submission_checked_against_the_template(tmp_path):
     with pytest.raises(InputError, match=r"predictions: column 'label' holds text \(e.g. 'cat'\) where the template "
                                          r"holds numbers \(e.g. '0.5'\); check `metric:` .*Kaggle would not score"):
         submission.submission_frame(preds, meta, tmp_path / "sample.csv", "accuracy", None)
+    sample.assign(label="0").to_csv(tmp_path / "zero.csv", index=False)  # a placeholder 0 says nothing of the kind
+    assert submission.submission_frame(preds, meta, tmp_path / "zero.csv", "accuracy", None)["label"].tolist() == \
+        ["cat", "dog", "dog"]
     for bad, expected in [(out[["label", "id"]], r"columns \['label', 'id'\] are not the template's \['id', 'label'\]"),
                           (out.iloc[[1, 0, 2]], r"3 ids, row 2 differing from the template's 3 ids in their order"),
                           (out.iloc[:2], r"2 ids, row 4 differing from the template's 3 ids"),
