@@ -31,8 +31,11 @@ the same name in kagglecv.jobs; the library never imports snakemake):
                  metrics     the competition metrics, which tasks each suits
                  decisions   a class, labels over thresholds, a grade between cut points
                  thresholds  per-label thresholds and ordinal cut points fitted on OOF, honestly nested
-  submission     submission  a submission with exactly sample_submission.csv's ids, order and columns
+  submission     submission  a submission with exactly sample_submission.csv's ids, order and columns,
+                             checked before it is written (the workflow's and the kernel's)
   kernel         kernel      the kernel dataset and notebook; `run`, the notebook itself (uses predict)
+                 rerun       the hidden rerun: projected time, tested versions, dataset and disk checks,
+                             progress (imports nothing heavy: checked before torch is imported)
   report         report      the Snakemake report's figures
   predict        predict     a finished run's ensemble on new images (also the kernel's prediction)
   tracking       tracking    guarded MLflow logging, with each job's record of what it logged; backfill

@@ -55,15 +55,50 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def layered(workflow_config: dict, configfiles, overrides: dict) -> dict:
+def layered(workflow_config: dict, configfiles, overrides: dict, schema: dict | None = None) -> dict:
     """The configuration before defaults (see the module docstring). `workflow_config` is config.yaml as
-    Snakemake loaded it, `configfiles` the --configfile paths, `overrides` the --config values."""
+    Snakemake loaded it, `configfiles` the --configfile paths, `overrides` the --config values, typed by the
+    schema (see `typed`)."""
+    overrides = typed(dict(overrides or {}), schema or load_schema())
     if not configfiles:
         return merge(workflow_config, dict(overrides or {}))
     out: dict = {}
     for f in configfiles:
         out = merge(out, load_yaml(f))
     return merge(out, dict(overrides or {}))
+
+
+def typed(value, node: dict, schema: dict | None = None):
+    """--config values as the schema types them. Snakemake reads `--config train='{epochs: 3}'` with YAML's base
+    loader, so every nested value is text ('3', 'true', 'null'); a text that the schema refuses where its YAML
+    reading fits becomes that reading (3, True, None); text the schema accepts stays text ('auto', '001').
+    A backbone's {name, <train key>: value} overrides are typed as `train` keys."""
+    import jsonschema
+
+    schema = schema or node
+    if isinstance(value, dict):
+        props = branch(node, "object").get("properties", {})
+        if node is schema.get("properties", {}).get("backbones", {}).get("items"):
+            props = {**schema["properties"]["train"]["properties"], **props}
+        return {k: typed(v, props.get(k, {}), schema) for k, v in value.items()}
+    if isinstance(value, list):
+        items = branch(node, "array").get("items", {})
+        return [typed(v, items, schema) for v in value]
+    if not isinstance(value, str) or not node:
+        return value
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+    return parsed if jsonschema.Draft202012Validator(node).is_valid(parsed) else value
+
+
+def branch(node: dict, kind: str) -> dict:
+    """The part of a schema node that describes a value of JSON type `kind` (its oneOf/anyOf branch, if any)."""
+    for sub in node.get("oneOf", node.get("anyOf", [])):
+        if sub.get("type") == kind:
+            return sub
+    return node
 
 
 def defaults(schema: dict | None = None) -> dict:

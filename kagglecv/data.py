@@ -205,3 +205,34 @@ def make_batches(cache, labels, dc: dict, device, *, augment: str, shuffle: bool
                       num_workers=num_workers, pin_memory=device.type == "cuda",
                       persistent_workers=shuffle and num_workers > 0,
                       generator=torch.Generator().manual_seed(seed) if shuffle else None)
+
+
+def _random_parts(transform) -> list:
+    """The albumentations pipeline and each of its transforms: each draws from generators of its own."""
+    return [transform, *(t for sub in getattr(transform, "transforms", []) for t in _random_parts(sub))]
+
+
+def rng_state(batches) -> dict:
+    """What decides the next epochs' batches besides the global RNGs: the order (the DataLoader's generator, or
+    the device path's, which also draws its augmentation) and the albumentations transforms' own generators.
+    In a checkpoint, it lets a resumed job draw exactly what an uninterrupted one would have (CPU; DataLoader
+    worker processes keep copies of the transforms that no checkpoint sees)."""
+    if isinstance(batches, DeviceBatches):
+        return {"order": batches.gen.get_state(), "augment": []}
+    transform = getattr(batches.dataset, "transform", None)
+    return {"order": None if batches.generator is None else batches.generator.get_state(),
+            "augment": [(t.random_generator.bit_generator.state, t.py_random.getstate())
+                        for t in (_random_parts(transform) if transform is not None else [])]}
+
+
+def set_rng_state(batches, state: dict) -> None:
+    """Restore what `rng_state` saved into batches made by the same settings."""
+    if isinstance(batches, DeviceBatches):
+        batches.gen.set_state(state["order"])
+        return
+    if state["order"] is not None:
+        batches.generator.set_state(state["order"])
+    parts = _random_parts(batches.dataset.transform) if state["augment"] else []
+    for t, (numpy_state, python_state) in zip(parts, state["augment"]):
+        t.random_generator.bit_generator.state = numpy_state
+        t.py_random.setstate(python_state)

@@ -71,7 +71,8 @@ class Decoder:
 
 
 def _unreadable(src, ident: str, err: Exception) -> InputError:
-    return InputError(f"{src}: cannot read image for id {ident!r} ({err}); restore the file or drop the row")
+    return InputError(f"{src}: cannot read image for id {ident!r} ({err}); restore the file (download the "
+                      "competition again), or drop the row of a training image")
 
 
 def _check_pixels(src, ident: str, size: tuple[int, int], max_pixels: int | None) -> None:
@@ -200,12 +201,21 @@ def _probe_chunk(args) -> list[tuple[int, int, bool]]:
     return [probe(src, ident, max_pixels) for src, ident in items]
 
 
-def _decode_chunk(args) -> np.ndarray:
-    items, decoder = args
-    out = np.empty((len(items), *decoder.shape), dtype=np.uint8)
+def _decode_chunk(args) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """(the chunk's images, [(position, why)] of those that could not be read). Strict: the first unreadable
+    image raises. Tolerant: it stays a zero image, as does a None source (no file: the caller knows why)."""
+    items, decoder, tolerant = args
+    out, bad = np.zeros((len(items), *decoder.shape), dtype=np.uint8), []
     for k, (src, ident) in enumerate(items):
-        out[k] = decoder(src, ident)
-    return out
+        if src is None and tolerant:
+            continue
+        try:
+            out[k] = decoder(src, ident)
+        except InputError as e:
+            if not tolerant:
+                raise
+            bad.append((k, str(e.__cause__ or e).splitlines()[0]))
+    return out, bad
 
 
 # ---------------------------------------------------------------- parallel, ordered, bounded
@@ -279,8 +289,10 @@ def probe_all(sources: Sequence, ids: Sequence[str], workers: int | Pool = 1, ma
 
 
 def write_cache(path: str | Path, sources: Sequence, ids: Sequence[str], decoder: Decoder,
-                workers: int | Pool = 1, progress=None) -> tuple[int, ...]:
-    """Decode every image into the .npy file `path` (N x H x W x C uint8), streaming; returns its shape.
+                workers: int | Pool = 1, progress=None, bad: list | None = None) -> tuple[int, ...]:
+    """Decode every image into the .npy file `path` (N x H x W x C uint8), streaming; returns its shape. An
+    unreadable image is an error; with `bad` (a list) it becomes a zero row and (row, id, why) is appended (a
+    None source, no file at all, becomes a zero row silently).
 
     The file appears complete or not at all; a killed run leaves at most a hidden temp file beside it, which
     `remove_stale` clears."""
@@ -291,8 +303,12 @@ def write_cache(path: str | Path, sources: Sequence, ids: Sequence[str], decoder
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": shape})
-                for arr in pool.map(_decode_chunk, ((c, decoder) for c in chunks(items))):
+                done, tolerant = 0, bad is not None
+                for arr, failed in pool.map(_decode_chunk, ((c, decoder, tolerant) for c in chunks(items))):
                     f.write(arr.tobytes())
+                    if tolerant:
+                        bad.extend((done + k, ids[done + k], why) for k, why in failed)
+                    done += len(arr)
                     if progress is not None:
                         progress.update(len(arr))
                 f.flush()

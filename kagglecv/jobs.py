@@ -93,11 +93,15 @@ def run_logged(log_path: str | Path | None, fn, *args, **kwargs):
     """Call fn(*args, **kwargs) with stdout/stderr going to `log_path`.
 
     An InputError becomes a single `ERROR: ...` line, in the log and on the terminal, and exit status 1;
-    any other exception keeps its traceback in the log (that is a bug, not bad input)."""
+    any other exception keeps its traceback in the log (that is a bug, not bad input). Everything the job
+    prints or logs is redacted on its way (kagglecv.secrets): libraries print URLs with their credentials."""
+    from .secrets import RedactedStream, redact
+
     terminal = sys.__stderr__
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    log_file = open(log_path, "a", buffering=1) if log_path else sys.stderr
+    raw = open(log_path, "a", buffering=1) if log_path else sys.stderr
+    log_file = RedactedStream(raw)
     logging.basicConfig(stream=log_file, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         force=True)
     try:
@@ -107,14 +111,15 @@ def run_logged(log_path: str | Path | None, fn, *args, **kwargs):
             except InputError as e:
                 print(f"ERROR: {e}", file=log_file, flush=True)
                 if terminal is not None and log_path:
-                    print(f"ERROR: {e}", file=terminal, flush=True)
+                    print(f"ERROR: {redact(str(e), log_file.known)}", file=terminal, flush=True)
                 sys.exit(1)
             except Exception:
                 traceback.print_exc(file=log_file)
                 raise
     finally:
+        log_file.flush()
         if log_path:
-            log_file.close()
+            raw.close()
 
 
 def job_of(rule: str) -> Callable[[Job], object]:
@@ -342,10 +347,13 @@ def kernel(job: Job) -> dict:
     with job.tracker("kernel", L.root) as t:
         manifest = build(L.root, L.kernel_dataset.path, L.kernel.path, competition=p.competition, repo=p.repo,
                          owner=p.owner, dataset=p.dataset, kernel=p.kernel, enable_gpu=p.enable_gpu,
-                         wheels=p.wheels, max_bytes=p.max_bytes, models=p.models, student=p.student)
+                         wheels=p.wheels, max_bytes=p.max_bytes, models=p.models, student=p.student,
+                         rerun_config=p.rerun)
         t.log_params({"dataset": manifest["dataset"], "kernel": manifest["kernel"], "method": manifest["method"],
                       "members": ",".join(manifest["members"]), "files": len(manifest["files"])})
-        t.log_metrics({"dataset_bytes": manifest["bytes"]})
+        t.log_metrics({"dataset_bytes": manifest["bytes"],
+                       **{k: v for k, v in (manifest["kernel_run"]["budget"] or {}).items()
+                          if k in ("projected_seconds", "seconds_per_image", "rows")}})
         t.log_artifact(L.kernel_dataset.manifest)
     return manifest
 

@@ -127,8 +127,9 @@ class KernelDatasetFiles(Folder):
     """kernel-dataset/: what the code competition's notebook reads (kagglecv.kernel); a results folder itself."""
 
     metadata = Name("dataset-metadata.json")
-    manifest = Name("manifest.json")  # every file with its size and sha256
+    manifest = Name("manifest.json")  # every file with its size and sha256, tested versions, the rerun's budget
     wheels = Name("wheels", output=False)  # a folder of .whl files
+    prior = Name("prior.json")  # the training labels' prior: the prediction for an unreadable image
 
 
 class KernelFiles(Folder):

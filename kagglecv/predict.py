@@ -111,21 +111,24 @@ def load_fold_model(model_pt: str | Path, in_chans: int, device_pref: str = "aut
 
 
 def backbone_probs(fold_dirs: list[Path], images: np.ndarray, device_pref: str = "auto",
-                   meta_rows: pd.DataFrame | None = None) -> tuple[np.ndarray, dict]:
-    """The fold models' TTA probabilities averaged over folds (as ensemble.load_backbone averages test.csv);
-    `meta_rows`: the images' raw metadata (`meta:<column>` columns), for models built with it."""
+                   meta_rows: pd.DataFrame | None = None, rows=None, progress=None) -> tuple[np.ndarray, dict]:
+    """The fold models' TTA probabilities for `rows` of `images` (all when None) averaged over folds (as
+    ensemble.load_backbone averages test.csv); `meta_rows`: the images' raw metadata (`meta:<column>` columns, one
+    row per image), for models built with it; `progress.update()` after each fold."""
     from .augment import resolve_tta
     from .train import predict_tta
 
     per_fold, info = [], {}
     for d in fold_dirs:
         model, cfg, dc, device, amp, task = load_fold_model(ModelFiles(d).model, images.shape[-1], device_pref)
-        p = predict_tta(model, images, cfg, dc, device, amp, task=task,
+        p = predict_tta(model, images, cfg, dc, device, amp, rows=rows, task=task,
                         meta=fold_meta(model.kagglecv_meta, meta_rows, len(images)))
         # test.csv holds float32 values; average them in float64 as the ensemble step does after reading it
         per_fold.append(np.asarray(p, dtype=np.float32).astype(np.float64))
         info = {"tta": resolve_tta(cfg.tta, cfg.augment), "tta_n": cfg.tta_n, "tta_beta": cfg.tta_beta,
                 "img_size": dc["img_size"], "device": str(device)}
+        if progress is not None:
+            progress.update()
     return np.mean(per_fold, axis=0), info
 
 
@@ -167,18 +170,21 @@ def fold_meta(encoder: MetaEncoder | None, meta_rows: pd.DataFrame | None, n: in
 
 
 def ensemble_predict(results_dir: str | Path, images: np.ndarray, device: str = "auto",
-                     meta_rows: pd.DataFrame | None = None) -> tuple[np.ndarray, dict]:
-    """The ensemble's predictions for `images` (uint8 N x H x W x C, decoded as the training cache was): every
-    fold of every member with its TTA, folds averaged, members combined by the stored recipe. The one
-    implementation behind `snakemake predict` and the Kaggle kernel (kagglecv.kernel); `results_dir` is
-    results/<competition> or a kernel dataset, which has the same layout."""
+                     meta_rows: pd.DataFrame | None = None, rows=None, progress=None) -> tuple[np.ndarray, dict]:
+    """The ensemble's predictions for `rows` of `images` (all when None; uint8 N x H x W x C, decoded as the
+    training cache was): every fold of every member with its TTA, folds averaged, members combined by the stored
+    recipe. The one implementation behind `snakemake predict` and the Kaggle kernel (kagglecv.kernel);
+    `results_dir` is results/<competition> or a kernel dataset, which has the same layout. `meta_rows`: see
+    backbone_probs; `progress.update()` after each fold of each member."""
     scores = json.loads(Layout(Path(results_dir)).scores.read_text())
     method, members, params = ensemble_recipe(scores)
     preds, settings = [], {}
+    n = len(images) if rows is None else len(rows)
     for m in members:
-        p, settings[m] = backbone_probs(fold_dirs_of(results_dir, scores, m), images, device, meta_rows)
+        p, settings[m] = backbone_probs(fold_dirs_of(results_dir, scores, m), images, device, meta_rows, rows,
+                                        progress)
         preds.append(p)
-        log.info("%s: predicted %d image(s) with %d fold(s)", m, len(images), len(scores["models"][m]["folds"]))
+        log.info("%s: predicted %d image(s) with %d fold(s)", m, n, len(scores["models"][m]["folds"]))
     probs = apply_recipe(method, preds, params, scores.get("task", "multiclass"))
     return probs, {"method": method, "members": members, "preprocessing": settings,
                    "folds": {m: len(scores["models"][m]["folds"]) for m in members}}

@@ -18,7 +18,9 @@ on every core and streamed to disk, so memory does not grow with the dataset.
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
+from collections import Counter
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -54,6 +56,7 @@ class DataConfig:
     max_image_pixels: int | None = None  # decompression-bomb limit; None: Pillow's (about 89 megapixels)
     group_column: str | None = None  # train.csv column of groups (patient, photographer) that folds keep together
     meta_columns: list[str] = field(default_factory=list)  # train.csv/test.csv columns the model sees (meta.py)
+    label_normalise: bool = False  # labels that differ only in spelling ('1', '1.0') become one: label_spellings
 
 
 @dataclass
@@ -74,18 +77,56 @@ class Competition:
 
 @dataclass
 class PixelRows:
-    """Images stored as pixel columns of a CSV (Digit Recognizer), read in chunks, never all at once."""
+    """Images stored as pixel columns of a CSV (Digit Recognizer), read in chunks, never all at once. `of` checks
+    every value first: numbers from 0 to 255, or from 0 to 1 (then scaled by `scale`: 255)."""
     path: Path
     columns: list[str]
     side: int
     n: int
+    scale: float = 1.0
+
+    @classmethod
+    def of(cls, path: Path, columns: list[str], side: int, chunk: int = 4096) -> "PixelRows":
+        n, top = 0, 0.0
+        try:
+            for df in pd.read_csv(path, usecols=columns, chunksize=chunk):
+                top, n = max(top, float(pixel_values(df[columns], path, first_row=n).max(initial=0.0))), n + len(df)
+        except (pd.errors.ParserError, UnicodeDecodeError) as e:
+            raise InputError(f"{path}: cannot read CSV ({str(e).splitlines()[0]}); download it again") from e
+        # an image on the 0-255 scale never stays below 2: values all within [0, 1] are on the 0-1 scale
+        return cls(path, columns, side, n, 255.0 if top <= 1.0 else 1.0)
 
     def __len__(self) -> int:
         return self.n
 
     def chunks(self, size: int = 4096) -> Iterator[np.ndarray]:
         for df in pd.read_csv(self.path, usecols=self.columns, chunksize=size):
-            yield df[self.columns].to_numpy().clip(0, 255).astype(np.uint8).reshape(-1, self.side, self.side, 1)
+            values = df[self.columns].to_numpy(dtype=np.float64) * self.scale
+            yield np.rint(values).astype(np.uint8).reshape(-1, self.side, self.side, 1)
+
+
+def pixel_values(df: pd.DataFrame, path: Path, first_row: int = 0) -> np.ndarray:
+    """A chunk of pixel columns as numbers; a one-line error naming the row (as numbered in the file, the header
+    being row 1), the column and the value for text, a missing value, or a value outside 0-255."""
+    numeric = df.apply(lambda col: col if col.dtype.kind in "biuf" else pd.to_numeric(col, errors="coerce"))
+    values = numeric.to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values) | (values < 0) | (values > 255)
+    if bad.any():
+        r, c = (int(k[0]) for k in np.nonzero(bad))
+        raw = df.iat[r, c]
+        why = "has no value" if pd.isna(raw) else f"holds '{raw}'"
+        raise InputError(f"{path}: row {first_row + r + 2} column {df.columns[c]!r} {why}; pixels are numbers from "
+                         "0 to 255 (or 0 to 1), fix the file")
+    return values
+
+
+def pixel_columns(path: Path, head: pd.DataFrame) -> tuple[list[str], int]:
+    """(the pixel0..pixelN columns of a pixel CSV, the side of the square image they make)."""
+    pixels = [c for c in head.columns if str(c).lower().startswith("pixel")]
+    side = int(round(len(pixels) ** 0.5))
+    if not pixels or side * side != len(pixels):
+        raise InputError(f"{path}: {len(pixels)} pixel columns do not make a square image")
+    return pixels, side
 
 
 def find_root(path: Path, cfg: DataConfig) -> Path:
@@ -143,24 +184,44 @@ def match_column(df: pd.DataFrame, want: str, path: Path, what: str, hint: str) 
     raise InputError(f"{path}: no {what} column {want!r} (columns: {', '.join(map(str, df.columns[:8]))}); {hint}")
 
 
-def index_images(folder: Path) -> dict[str, Path]:
-    """Map both 'name.ext' and 'name' to the file, so ids may carry the extension or not."""
+def index_images(folder: Path) -> dict[str, Path | tuple[Path, ...]]:
+    """Map both 'name.ext' and 'name' to the file, so ids may carry the extension or not. A name shared by
+    several files (x.jpg and x.png) maps to all of them: an id without the extension cannot choose."""
     if not folder.is_dir():
         raise InputError(f"{folder}: image folder not found; check data.train_dir/data.test_dir")
-    index: dict[str, Path] = {}
-    for p in folder.iterdir():
+    index: dict[str, Path | tuple[Path, ...]] = {}
+    stems: dict[str, list[Path]] = {}
+    for p in sorted(folder.iterdir()):
         if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not is_junk(p.name):
             index[p.name] = p
-            index.setdefault(p.stem, p)
+            stems.setdefault(p.stem, []).append(p)
+    for stem, paths in stems.items():
+        index.setdefault(stem, paths[0] if len(paths) == 1 else tuple(paths))
     return index
 
 
-def lookup(index: dict[str, Path], ids, folder: Path, source: Path, what: str) -> list[Path]:
-    paths = []
+def lookup(index: dict, ids, folder: Path, source: Path, what: str,
+           missing: list | None = None) -> list[Path | None]:
+    """The image of each id. An id without an image, or one whose name matches several files, is an error; with
+    `missing` (a list: the kernel, which cannot drop a hidden test row) its path is None and (id, reason) is
+    appended instead. Two ids naming one file ('a' and 'a.png') are an error where rows can be dropped."""
+    paths, seen = [], {}
     for i in ids:
-        p = index.get(str(i))
+        p, problem = index.get(str(i)), None
         if p is None:
-            raise InputError(f"{source}: {what} id {i!r} has no image in {folder}/; restore the image or drop the row")
+            problem = f"has no image in {folder}/", "restore the image or drop the row"
+        elif isinstance(p, tuple):
+            problem = (f"matches {' and '.join(q.name for q in p)} in {folder}/",
+                       "put the extension in the id, or remove all but one of the files")
+        elif p in seen and missing is None:
+            raise InputError(f"{source}: {what} ids {seen[p]!r} and {i!r} both name {folder}/{p.name}; drop one "
+                             "of the rows")
+        if problem and missing is None:
+            raise InputError(f"{source}: {what} id {i!r} {problem[0]}; {problem[1]}")
+        if problem:
+            missing.append((i, problem[0]))
+            p = None
+        seen[p] = i
         paths.append(p)
     return paths
 
@@ -182,28 +243,96 @@ def detect_layout(root: Path, cfg: DataConfig) -> str:
                      "set data.layout")
 
 
-def read_competition(root: Path, cfg: DataConfig) -> Competition:
-    sample_path = root / cfg.sample_submission
-    sample = read_csv(sample_path)
-    require_rows(sample, sample_path, "it must list every test id; download the competition again")
+@dataclass
+class Template:
+    """sample_submission.csv, checked: the test ids in their order, and the target columns."""
+    path: Path
+    frame: pd.DataFrame = field(repr=False)
+    id_column: str
+    targets: list[str]
+
+    @property
+    def ids(self) -> list[str]:
+        return self.frame[self.id_column].tolist()
+
+
+def read_template(root: Path, cfg: DataConfig) -> Template:
+    path = root / cfg.sample_submission
+    sample = read_csv(path)
+    require_rows(sample, path, "it must list every test id; download the competition again")
     id_col = cfg.id_column or sample.columns[0]
     if id_col not in sample.columns:
-        raise InputError(f"{sample_path}: no id column {id_col!r}; fix data.id_column")
-    refuse_duplicates(sample[id_col], sample_path, id_col)
+        raise InputError(f"{path}: no id column {id_col!r}; fix data.id_column")
+    refuse_duplicates(sample[id_col], path, id_col)
     targets = [c for c in sample.columns if c != id_col]
     if not targets:
-        raise InputError(f"{sample_path}: no target column beside {id_col!r}; it is not a submission template")
+        raise InputError(f"{path}: no target column beside {id_col!r}; it is not a submission template")
+    return Template(path, sample, id_col, targets)
+
+
+@dataclass
+class TestSide:
+    """What predicting the test set needs, and nothing of the training side (a code competition's hidden rerun
+    has none): the template and, row for row, each test image (a path, None where `missing` took it) or the
+    pixel rows."""
+    __test__ = False  # not a test class, whatever pytest thinks of its name
+
+    template: Template
+    images: list | PixelRows = field(repr=False)
+
+
+LAYOUTS = ("csv_images", "pixel_csv", "folder_per_class", "filename_labels")
+
+
+def read_test_side(root: Path, cfg: DataConfig, layout: str, template: Template | None = None,
+                   missing: list | None = None) -> TestSide:
+    """The test side of the competition in `root` as `layout` stores it: every layout but pixel_csv keeps the
+    test images in data.test_dir, named by the template's ids; pixel_csv keeps them in data.test_csv, row for
+    row with the template. `missing`: see lookup."""
+    if layout not in LAYOUTS:
+        raise InputError(f"data.layout: unknown layout {layout!r}; use auto, {', '.join(LAYOUTS)}")
+    template = template or read_template(root, cfg)
+    if layout == "pixel_csv":
+        path = root / cfg.test_csv
+        rows = PixelRows.of(path, *pixel_columns(path, read_csv(path, nrows=0)))
+        if len(rows) != len(template.frame):
+            raise InputError(f"{path}: {len(rows)} rows but {len(template.frame)} ids in {cfg.sample_submission}; "
+                             "they must correspond row by row")
+        return TestSide(template, rows)
+    folder = root / cfg.test_dir
+    return TestSide(template, lookup(index_images(folder), template.ids, folder, template.path, "test", missing))
+
+
+@dataclass
+class TrainSide:
+    ids: list[str]
+    labels: list
+    images: list | PixelRows = field(repr=False)
+    label_names: list[str] | None = None
+    groups: list[str] | None = None
+    meta: dict | None = None  # see Competition.meta
+
+
+def read_competition(root: Path, cfg: DataConfig) -> Competition:
+    template = read_template(root, cfg)
     layout = detect_layout(root, cfg) if cfg.layout == "auto" else cfg.layout
+    if layout not in LAYOUTS:
+        raise InputError(f"data.layout: unknown layout {layout!r}; use auto, {', '.join(LAYOUTS)}")
     for key in ("group_column", "meta_columns"):
         if getattr(cfg, key) and layout != "csv_images":
             raise InputError(f"data.{key}: the {layout} layout has no train.csv columns to read them from; remove "
                              f"data.{key}")
     reader = {"csv_images": _csv_images, "pixel_csv": _pixel_csv,
-              "folder_per_class": _folder_per_class, "filename_labels": _filename_labels}.get(layout)
-    if reader is None:
-        raise InputError(f"data.layout: unknown layout {layout!r}; use auto, csv_images, pixel_csv, "
-                         "folder_per_class or filename_labels")
-    return reader(root, cfg, sample, id_col, targets)
+              "folder_per_class": _folder_per_class, "filename_labels": _filename_labels}[layout]
+    train = reader(root, cfg, template)
+    if layout == "pixel_csv":
+        test_path = root / cfg.test_csv
+        absent = [c for c in train.images.columns if c not in read_csv(test_path, nrows=0).columns]
+        if absent:
+            raise InputError(f"{test_path}: missing pixel column {absent[0]!r}; download the competition again")
+    test = read_test_side(root, cfg, layout, template)
+    return Competition(layout, template.id_column, template.targets, train.ids, train.labels, template.ids,
+                       train.images, test.images, train.label_names, train.groups, train.meta)
 
 
 def _target_name(cfg: DataConfig, targets: list[str]) -> str:
@@ -234,29 +363,25 @@ def label_column(train: pd.DataFrame, tid: str, cfg: DataConfig, targets: list[s
     return others[0]
 
 
-def _csv_images(root, cfg, sample, id_col, targets) -> Competition:
-    train_path = root / cfg.train_csv
+def _csv_images(root, cfg, template: Template) -> TrainSide:
+    train_path, targets = root / cfg.train_csv, template.targets
     train = read_csv(train_path)
     require_rows(train, train_path, "it must list the training images and their labels")
     hint = "rename it, or set data.id_column/data.target_column"
-    tid = match_column(train, id_col, train_path, "id", hint)
+    tid = match_column(train, template.id_column, train_path, "id", hint)
     refuse_duplicates(train[tid], train_path, tid)
     label_names = None
     if not cfg.target_column and len(targets) > 1 and all(t.lower() in map(str.lower, train.columns) for t in targets):
         labels, label_names = one_hot_labels(train, tid, targets, train_path), targets  # Plant Pathology
     else:
-        refuse_extra_columns(train, targets, root / cfg.sample_submission)
+        refuse_extra_columns(train, targets, template.path)
         tgt = label_column(train, tid, cfg, targets, train_path)
         refuse_missing(train[tgt], train[tid], train_path, tgt)
         labels = train[tgt].tolist()
-    train_dir, test_dir = root / cfg.train_dir, root / cfg.test_dir
-    train_ids = train[tid].tolist()
-    test_ids = sample[id_col].tolist()
-    return Competition("csv_images", id_col, targets, train_ids, labels, test_ids,
-                       lookup(index_images(train_dir), train_ids, train_dir, train_path, "train"),
-                       lookup(index_images(test_dir), test_ids, test_dir, root / cfg.sample_submission, "test"),
-                       label_names, group_values(train, tid, cfg, train_path),
-                       meta_values(root, cfg, train, tid, test_ids, id_col))
+    train_dir, train_ids = root / cfg.train_dir, train[tid].tolist()
+    return TrainSide(train_ids, labels, lookup(index_images(train_dir), train_ids, train_dir, train_path, "train"),
+                     label_names, group_values(train, tid, cfg, train_path),
+                     meta_values(root, cfg, train, template))
 
 
 def one_hot_labels(train: pd.DataFrame, tid: str, targets: list[str], path: Path) -> list[str]:
@@ -286,52 +411,50 @@ def group_values(train: pd.DataFrame, tid: str, cfg: DataConfig, path: Path) -> 
     return train[col].tolist()
 
 
-def meta_values(root: Path, cfg: DataConfig, train: pd.DataFrame, tid: str, test_ids: list[str],
-                id_col: str) -> dict | None:
-    """data.meta_columns: their kinds and raw values for the train rows and, from data.test_csv, the test ids."""
+def read_test_meta(root: Path, cfg: DataConfig, template: Template) -> pd.DataFrame | None:
+    """data.meta_columns of the template's test ids, row for row, from data.test_csv (raw values); None when the
+    config names none. Read by prepare and, from the hidden test CSV alone, by the Kaggle kernel."""
     if not cfg.meta_columns:
+        return None
+    path = root / cfg.test_csv
+    test = read_csv(path)
+    col = match_column(test, template.id_column, path, "id", "rename it, or set data.id_column")
+    refuse_duplicates(test[col], path, col)
+    absent = [c for c in cfg.meta_columns if c not in test.columns]
+    if absent:
+        raise InputError(f"{path}: no column {absent[0]!r} (data.meta_columns); the model needs it for every test "
+                         "image: add it, or remove it from data.meta_columns")
+    missing = sorted(set(template.ids) - set(test[col]))
+    if missing:
+        raise InputError(f"{path}: test id {missing[0]!r} has no row; the metadata of every test image is "
+                         f"needed (data.meta_columns)")
+    return test.set_index(col).loc[template.ids, cfg.meta_columns].reset_index(drop=True)
+
+
+def meta_values(root: Path, cfg: DataConfig, train: pd.DataFrame, template: Template) -> dict | None:
+    """data.meta_columns: their kinds and raw values for the train rows and, from data.test_csv, the test ids."""
+    test = read_test_meta(root, cfg, template)
+    if test is None:
         return None
     from . import meta
 
-    test_path = root / cfg.test_csv
-    test = read_csv(test_path)
-    col = match_column(test, id_col, test_path, "id", "rename it, or set data.id_column")
-    refuse_duplicates(test[col], test_path, col)
-    missing = sorted(set(test_ids) - set(test[col]))
-    if missing:
-        raise InputError(f"{test_path}: test id {missing[0]!r} has no row; the metadata of every test image is "
-                         f"needed (data.meta_columns)")
-    specs = meta.specs(train, test, cfg.meta_columns, root / cfg.train_csv, test_path)
-    test = test.set_index(col).loc[test_ids]
-    return {"specs": specs, "train": train[cfg.meta_columns].reset_index(drop=True),
-            "test": test[cfg.meta_columns].reset_index(drop=True)}
+    specs = meta.specs(train, test, cfg.meta_columns, root / cfg.train_csv, root / cfg.test_csv)
+    return {"specs": specs, "train": train[cfg.meta_columns].reset_index(drop=True), "test": test}
 
 
-def _pixel_csv(root, cfg, sample, id_col, targets) -> Competition:
-    train_path, test_path = root / cfg.train_csv, root / cfg.test_csv
-    train_head, test_head = read_csv(train_path, nrows=0), read_csv(test_path, nrows=0)
-    tgt = match_column(train_head, _target_name(cfg, targets), train_path, "target", "set data.target_column")
-    pixels = [c for c in train_head.columns if str(c).lower().startswith("pixel")]
-    side = int(round(len(pixels) ** 0.5))
-    if side * side != len(pixels):
-        raise InputError(f"{train_path}: {len(pixels)} pixel columns do not make a square image")
-    missing = [c for c in pixels if c not in test_head.columns]
-    if missing:
-        raise InputError(f"{test_path}: missing pixel column {missing[0]!r}; download the competition again")
+def _pixel_csv(root, cfg, template: Template) -> TrainSide:
+    train_path = root / cfg.train_csv
+    train_head = read_csv(train_path, nrows=0)
+    tgt = match_column(train_head, _target_name(cfg, template.targets), train_path, "target", "set data.target_column")
+    pixels, side = pixel_columns(train_path, train_head)
     labels = read_csv(train_path, usecols=[tgt])[tgt]
     require_rows(labels.to_frame(), train_path, "it must hold the training images")
     refuse_missing(labels, (f"row {k + 2}" for k in range(len(labels))), train_path, tgt)
-    n_test = len(read_csv(test_path, usecols=[pixels[0]]))
-    if n_test != len(sample):
-        raise InputError(f"{test_path}: {n_test} rows but {len(sample)} ids in {cfg.sample_submission}; "
-                         "they must correspond row by row")
-    return Competition("pixel_csv", id_col, targets, [str(i) for i in range(len(labels))], labels.tolist(),
-                       sample[id_col].tolist(), PixelRows(train_path, pixels, side, len(labels)),
-                       PixelRows(test_path, pixels, side, n_test))
+    return TrainSide([str(i) for i in range(len(labels))], labels.tolist(), PixelRows.of(train_path, pixels, side))
 
 
-def _folder_per_class(root, cfg, sample, id_col, targets) -> Competition:
-    train_dir, test_dir = root / cfg.train_dir, root / cfg.test_dir
+def _folder_per_class(root, cfg, template: Template) -> TrainSide:
+    train_dir = root / cfg.train_dir
     ids, labels, paths = [], [], []
     for cls_dir in sorted(p for p in train_dir.iterdir() if p.is_dir() and not is_junk(p.name)):
         for p in sorted(cls_dir.iterdir()):
@@ -339,21 +462,16 @@ def _folder_per_class(root, cfg, sample, id_col, targets) -> Competition:
                 ids.append(f"{cls_dir.name}/{p.name}")
                 labels.append(cls_dir.name)
                 paths.append(p)
-    test_ids = sample[id_col].tolist()
-    return Competition("folder_per_class", id_col, targets, ids, labels, test_ids, paths,
-                       lookup(index_images(test_dir), test_ids, test_dir, root / cfg.sample_submission, "test"))
+    return TrainSide(ids, labels, paths)
 
 
-def _filename_labels(root, cfg, sample, id_col, targets) -> Competition:
-    train_dir, test_dir = root / cfg.train_dir, root / cfg.test_dir
+def _filename_labels(root, cfg, template: Template) -> TrainSide:
+    train_dir = root / cfg.train_dir
     paths = sorted(p for p in train_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS and not is_junk(p.name))
     bad = [p.name for p in paths if p.name.count(".") < 2]
     if bad:
         raise InputError(f"{train_dir}/{bad[0]}: no label in the file name (expected <label>.<n>.<ext>)")
-    test_ids = sample[id_col].tolist()
-    return Competition("filename_labels", id_col, targets, [p.name for p in paths],
-                       [p.name.split(".")[0] for p in paths], test_ids, paths,
-                       lookup(index_images(test_dir), test_ids, test_dir, root / cfg.sample_submission, "test"))
+    return TrainSide([p.name for p in paths], [p.name.split(".")[0] for p in paths], paths)
 
 
 def refuse_unknown_columns(comp: Competition, classes: list[str], sample_path: Path) -> None:
@@ -366,8 +484,47 @@ def refuse_unknown_columns(comp: Competition, classes: list[str], sample_path: P
                              "the labels")
 
 
-def recognise(comp: Competition, task: str, metric: str, train_path: Path) -> tuple[str, list[str]]:
-    """(task kind, classes) of the training labels; the metric must suit the task."""
+MISSING_SPELLINGS = {"", "nan", "NaN", "NAN", "NA", "N/A", "n/a", "#N/A", "<NA>"}  # how CSV writers spell a gap
+DECIMAL = re.compile(r"[+-]?\d+\.\d*")
+
+
+def spelling(value) -> tuple:
+    """What a label means once its spelling is set aside: ' 1', '1' and '1.0' are one label (a float column
+    written out), 'nan' and 'NA' a missing value. Leading zeros stay: '001' is a code, not the number 1."""
+    text = str(value).strip()
+    if text in MISSING_SPELLINGS:
+        return ("missing",)
+    return ("label", text.rstrip("0").rstrip(".") if DECIMAL.fullmatch(text) else text)
+
+
+def label_spellings(labels: list, ids, path: Path, column: str, normalise: bool) -> list:
+    """The labels, each meaning spelt one way. Labels that differ only by surrounding whitespace, number format or
+    missing-value spelling would silently become separate classes: refused, naming them. With data.label_normalise
+    each becomes its most common spelling (stripped), and missing-value spellings are missing labels (refused,
+    naming the row). One consistent spelling (a class named 'NA') is left as it is."""
+    counts = Counter(labels)
+    groups: dict[tuple, list] = {}
+    for value in counts:
+        groups.setdefault(spelling(value), []).append(value)
+    if not normalise:
+        clash = next((sorted(g) for g in groups.values() if len(g) > 1), None)
+        if clash:
+            raise InputError(f"{path}: labels {', '.join(map(repr, clash))} in column {column!r} differ only by "
+                             "whitespace, number format or missing-value spelling and would be separate classes; "
+                             "write each one way, or set data.label_normalise: true")
+        return labels
+    if ("missing",) in groups:
+        row = next(k for k, v in enumerate(labels) if spelling(v) == ("missing",))
+        raise InputError(f"{path}: id {list(ids)[row]!r} has a missing label ({labels[row]!r}) in column {column!r}; "
+                         "fill or drop the row")
+    best = {key: min(g, key=lambda v: (-counts[v], str(v).strip())).strip() for key, g in groups.items()}
+    return [best[spelling(v)] for v in labels]
+
+
+def recognise(comp: Competition, task: str, metric: str, train_path: Path,
+              normalise: bool = False) -> tuple[str, list[str]]:
+    """(task kind, classes) of the training labels; the metric must suit the task. Labels that name classes are
+    checked for spellings first (label_spellings; comp.labels takes the result)."""
     column = comp.target_columns[0] if len(comp.target_columns) == 1 else "label"
     if comp.label_names:  # one 0/1 column per label: multilabel, or one class per row when task: says so
         kind = task if task != "auto" else "multilabel"
@@ -381,6 +538,9 @@ def recognise(comp: Competition, task: str, metric: str, train_path: Path) -> tu
         classes = list(comp.label_names)
     else:
         kind = tasks.detect(comp.labels, metric, task, column, comp.train_ids)
+        if kind not in ("multilabel", "regression"):  # a number is a number to a regression
+            comp.labels = label_spellings(comp.labels, comp.train_ids, train_path, column, normalise)
+            kind = tasks.detect(comp.labels, metric, task, column, comp.train_ids)
         classes = tasks.class_names(comp.labels, kind)
     metrics.check_metric(metric, kind)
     if kind in tasks.CLASSIFICATION and len(classes) < 2:
@@ -463,7 +623,7 @@ def prepare(data_path: str | Path, out_dir: str | Path, cfg: DataConfig | None =
         comp = read_competition(root, cfg)
         if not comp.train_ids:
             raise InputError(f"{data_path}: no training images found")
-        kind, classes = recognise(comp, task, metric, root / cfg.train_csv)
+        kind, classes = recognise(comp, task, metric, root / cfg.train_csv, cfg.label_normalise)
         if kind in tasks.CLASSIFICATION:
             refuse_unknown_columns(comp, classes, root / cfg.sample_submission)
         gray, sizes = scan(comp, cfg, pool)
@@ -482,7 +642,9 @@ def prepare(data_path: str | Path, out_dir: str | Path, cfg: DataConfig | None =
         "classes": classes,
         "task": kind, "group_column": cfg.group_column,
         "meta_columns": comp.meta["specs"] if comp.meta else [],
-        "data": asdict(cfg),  # how the competition was read and decoded: a Kaggle kernel reads its test set the same way
+        # how the competition was read and decoded, the layout as recognised: a Kaggle kernel reads its test set
+        # the same way, from the test side alone (a hidden rerun has no training side to recognise it from)
+        "data": {**asdict(cfg), "layout": comp.layout},
         "n_train": len(comp.train_ids), "n_test": len(comp.test_ids),
         "image_shape": [h, w, c],
         "cache": {"side": cfg.image_size, "resize": cfg.resize, "max_image_pixels": cfg.max_image_pixels,

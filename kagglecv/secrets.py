@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import os
 import re
@@ -65,9 +66,42 @@ def secrets() -> set[str]:
     return {s for s in kaggle_secrets() | mlflow_secrets() if len(s) >= MIN_LENGTH}
 
 
-def redact(text: str) -> str:
-    """`text` with every known credential replaced by ***, and the user:password part of any URL."""
+def redact(text: str, known: set[str] | None = None) -> str:
+    """`text` with every known credential (`known`, else `secrets()` read now) replaced by ***, and the
+    user:password part of any URL."""
     text = _USERINFO.sub("***@", str(text))
-    for secret in sorted(secrets(), key=len, reverse=True):
+    for secret in sorted(secrets() if known is None else known, key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
+
+
+class RedactedStream(io.TextIOBase):
+    """A text stream that writes whole lines to `stream`, each redacted: what a job prints (MLflow's own "View
+    run ... at: <url>" lines included) reaches its log without credentials. Lines are held until they end
+    (newline or carriage return), so a credential printed in pieces is still seen whole; the secrets are read
+    once, when the stream is made."""
+
+    def __init__(self, stream):
+        super().__init__()
+        self.stream, self.known, self.pending = stream, secrets(), ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        cut = max(self.pending.rfind("\n"), self.pending.rfind("\r")) + 1
+        if cut:
+            self.stream.write(redact(self.pending[:cut], self.known))
+            self.pending = self.pending[cut:]
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.stream.write(redact(self.pending, self.known))
+            self.pending = ""
+        self.stream.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self):
+        return getattr(self.stream, "encoding", "utf-8")

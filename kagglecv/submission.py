@@ -106,7 +106,52 @@ def submission_frame(preds: pd.DataFrame, meta: dict, sample_csv_path: Path, met
         out[target] = [" ".join(c for c, f in zip(classes, row) if f) for row in np.asarray(answer)]
     else:
         out[target] = answer
+    check_submission(out, sample, id_col, sample_csv_path, source, tags=fmt == "tags")
     return out
+
+
+def kind_of(values: pd.Series, template: bool = False) -> str | None:
+    """'number' when every non-empty value reads as a finite number, 'text' otherwise; None when all are empty,
+    or (`template`) when one whole number fills the column: templates fill class columns with a placeholder 0."""
+    text = values.astype(str).str.strip()
+    text = text[(text != "") & values.notna().to_numpy()]
+    if text.empty:
+        return None
+    numbers = pd.to_numeric(text, errors="coerce")
+    if not np.isfinite(numbers).all():
+        return "text"
+    return None if template and numbers.nunique() == 1 and float(numbers.iloc[0]).is_integer() else "number"
+
+
+def check_submission(out: pd.DataFrame, sample: pd.DataFrame, id_col: str, sample_path, source,
+                     tags: bool = False) -> None:
+    """What Kaggle's scorer checks, before anything is written: the template's columns in its order, its ids in
+    its order, no missing value, and each column of the template's kind (numbers where it holds numbers, text
+    where it holds text; a column filled with one whole number is a placeholder, of no kind). A column of
+    space-separated tags may be empty (an image with no tag) and is text whatever the template shows. One
+    implementation: the workflow's submission step and the kernel both make their submission through
+    submission_frame."""
+    def refuse(what: str) -> None:
+        raise InputError(f"{source}: {what} ({sample_path}); Kaggle would not score this submission")
+
+    if list(out.columns) != list(sample.columns):
+        refuse(f"columns {list(out.columns)} are not the template's {list(sample.columns)}")
+    ids = out[id_col].astype(str).tolist()
+    if ids != sample[id_col].tolist():
+        k = next((k for k, (a, b) in enumerate(zip(ids, sample[id_col])) if a != b), min(len(ids), len(sample)))
+        refuse(f"{len(ids)} ids, row {k + 2} differing from the template's {len(sample)} ids in their order")
+    for c in out.columns.drop(id_col):
+        values = out[c]
+        gap = values.isna().to_numpy() | (values.astype(str).str.strip().eq("").to_numpy() & (not tags))
+        if pd.api.types.is_numeric_dtype(values):
+            gap |= ~np.isfinite(values.to_numpy(dtype=float))
+        if gap.any():
+            refuse(f"id {ids[int(np.flatnonzero(gap)[0])]!r} has no value in column {c!r}")
+        ours, theirs = kind_of(values), kind_of(sample[c], template=True)
+        if ours and theirs and ours != theirs and not tags:
+            plural = {"number": "numbers", "text": "text"}
+            refuse(f"column {c!r} holds {plural[ours]} (e.g. {values.iloc[0]!r}) where the template holds "
+                   f"{plural[theirs]} (e.g. {sample[c].iloc[0]!r}); check `metric:` (probability metrics write numbers)")
 
 
 def score_against(submission_csv, solution_csv, meta: dict, metric: str) -> dict:

@@ -112,6 +112,17 @@ class Task:
             return out
         return frame["y"].to_numpy().astype(np.float32)
 
+    def prior(self, frame) -> np.ndarray:
+        """The prediction that knows nothing of the image, in the predictions' own terms: the training labels'
+        class frequencies (classification), label frequencies (multilabel) or mean value (numeric). The kernel
+        gives it to a hidden test image it cannot read."""
+        y = self.targets(frame)
+        if self.kind in CLASSIFICATION:
+            return np.bincount(y, minlength=self.outputs) / len(y)
+        if self.kind == "multilabel":
+            return y.mean(0).astype(np.float64)
+        return np.array([float(np.mean(y))])
+
     def encode(self, labels) -> list:
         """prepare's `y` column, always a number: class index (classification), how many tags (multilabel:
         the tags themselves are the `label` column), the value (numeric)."""

@@ -17,7 +17,6 @@ import numpy as np
 
 from . import metrics
 from .decisions import decide, midpoints
-from .errors import InputError
 
 GRID = np.linspace(0.05, 0.95, 19)  # multilabel candidates; 0.5 is among them
 LABEL_PASSES = 2

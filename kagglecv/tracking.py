@@ -20,11 +20,14 @@ JOB_TAG = "kagglecv.job"  # the job's run name: what kagglecv.backfill matches a
 HASH_TAG = "kagglecv.sha256."  # + file name: the content of each logged artifact, as the backfill compares it
 
 # MLflow's HTTP client retries 7 times with exponential backoff and a 120 s timeout by default: a dead server
-# would stall every job for minutes. These cost seconds; a user's own settings win.
+# would stall every job for minutes. These cost seconds; a user's own settings win. MLflow prints each run's URL
+# built from the tracking URI, credentials and all, to stdout (the job's log): not printed (and the job
+# harness redacts what is, kagglecv.jobs.run_logged).
 HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 _down = False  # once a tracking call failed in this process, every later one is skipped
 # A SQLite store shared by many concurrent jobs answers "database is locked" when its writers collide (MLflow

@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 from . import distributed, metrics
 from .tasks import CLASSIFICATION, NUMERIC, Task
 from .augment import resolve_tta, tta_blend, tta_views
-from .data import loader_workers, make_batches, open_cache, use_device_path
+from .data import loader_workers, make_batches, open_cache, rng_state, set_rng_state, use_device_path
 from .errors import InputError
 from .fsutil import atomic_path, read_table, write_csv, write_json
 from .gpu import lease_gpu
@@ -338,15 +339,18 @@ def data_fingerprint(prepared: PreparedFiles, folds_csv, teacher_csv=None) -> st
 
 
 def save_resume(path: Path, epoch: int, history, s, resolved, fingerprint: str, recipe: dict | None = None) -> None:
-    """End-of-epoch state of session `s`, so a killed job restarts from its last complete epoch. Only tensors and
-    plain values, so that it loads with weights_only=True (a checkpoint is never code)."""
+    """End-of-epoch state of session `s`, so a killed job restarts from its last complete epoch and ends as an
+    uninterrupted one would: weights, optimizers, schedules, the recipe's state, and every random state the next
+    epochs draw from (torch's, numpy's, Python's, and the current stage's training batches' own: data.rng_state).
+    Only tensors and plain values, so that it loads with weights_only=True (a checkpoint is never code)."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
     state = {"epoch": epoch, "history": history, "model": s.model.state_dict(), "scaler": s.scaler.state_dict(),
              "phases": [(p.optimizer.state_dict(), p.scheduler.state_dict() if p.scheduler else None)
                         for p in s.phases],
              "ema": s.ema.state_dict() if s.ema is not None else None, "config": resolved, "data": fingerprint,
              "recipe": recipe,
-             "torch_rng": torch.get_rng_state(),
+             "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
+             "batches_rng": {"stage": s.stage, **rng_state(s.train_batches)},
              "numpy_rng": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]}
     with atomic_path(path, durable=False) as tmp:  # a torn checkpoint after a crash only means starting over
         torch.save(state, tmp)
@@ -379,6 +383,12 @@ def load_resume(path: Path, resolved, fingerprint: str, s) -> tuple[int, list, d
     name, keys, pos, has_gauss, cached = state["numpy_rng"]
     torch.set_rng_state(state["torch_rng"])
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if state.get("python_rng") is not None:
+        random.setstate(state["python_rng"])
+    saved = state.get("batches_rng")
+    if saved is not None and state["epoch"] < len(s.epochs) and s.epochs[state["epoch"]].stage == saved["stage"]:
+        s.to_stage(saved["stage"])  # the next epoch goes on drawing from the batches the last one drew from
+        set_rng_state(s.train_batches, saved)
     print(f"resuming from {path} after epoch {state['epoch']}", flush=True)
     return state["epoch"], state["history"], state
 
@@ -539,12 +549,15 @@ class Session:
         cfg = dataclasses.replace(self.cfg, batch_size=self.stages[self.stage].batch_size)
         return fold_batches(cfg, self.data, self.dc, self.device, self.on_device, shard)
 
+    def to_stage(self, stage: int) -> None:
+        if stage != self.stage:
+            self.stage = stage
+            self.dc = {**self.dc, "img_size": self.stages[stage].img_size}
+            self.train_batches, self.val_batches = self.batches()
+
     def enter(self, phase: Phase) -> None:
         """The batches, input size and schedule of the phase's stage (progressive resizing)."""
-        if phase.stage != self.stage:
-            self.stage = phase.stage
-            self.dc = {**self.dc, "img_size": self.stages[self.stage].img_size}
-            self.train_batches, self.val_batches = self.batches()
+        self.to_stage(phase.stage)
         phase.schedule(optimizer_steps(self.cfg, len(self.train_batches)))
 
 

@@ -26,13 +26,19 @@ from kagglecv.config import (
     train_threads,
 )
 from kagglecv.gpu import visible_devices
+from kagglecv.kernel import RERUN_KEYS  # the kaggle.* settings of a hidden rerun
 from kagglecv.layout import DownloadFiles, Layout, downloaded
 
 # The schema's defaults, then config.yaml (the demo's choices) or, with --configfile, those files instead,
 # then --config: see kagglecv.config. The same in every job (they get the same command-line config).
 SCHEMA = load_schema(Path(workflow.basedir, "schemas", "config.schema.yaml"))
 _resolved = resolve(
-    layered(config, workflow.config_settings.configfiles, workflow.config_settings.config),
+    layered(
+        config,
+        workflow.config_settings.configfiles,
+        workflow.config_settings.config,
+        SCHEMA,
+    ),
     SCHEMA,
 )
 config.clear()
@@ -110,7 +116,7 @@ def train_mem(wildcards):
 
 
 wildcard_constraints:
-    backbone="[A-Za-z0-9_.-]+",
+    backbone="[A-Za-z0-9][A-Za-z0-9_.-]*",
     fold=r"\d+",
 
 

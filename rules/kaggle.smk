@@ -66,8 +66,10 @@ rule kernel:
     input:
         scores=str(L.scores),
         meta=str(L.meta),
+        train=str(PREPARED.train),  # the training labels' prior
         models=all_fold_outputs("model"),
         configs=all_fold_outputs("config"),
+        metrics=all_fold_outputs("metrics"),  # each fold's prediction time: the rerun's projection
     output:
         dataset=directory(str(L.kernel_dataset.path)),
         kernel=directory(str(L.kernel.path)),
@@ -83,6 +85,8 @@ rule kernel:
         enable_gpu=KAGGLE["enable_gpu"],
         wheels=KAGGLE["kernel_wheels"],
         max_bytes=KAGGLE["dataset_max_bytes"],
+        # the hidden rerun: unreadable images allowed, its projected time against the limit
+        rerun={k: KAGGLE[k] for k in RERUN_KEYS},
         repo=workflow.basedir,  # kagglecv's wheel is built from the workflow's own code
         models=KAGGLE["kernel_models"],  # the ensemble, or the distilled student alone
         student=STUDENT,

@@ -89,5 +89,5 @@ def trained_run(tmp_path_factory) -> TrainedRun:
     wd = tmp_path_factory.mktemp("trained")
     info = write_csv_images_competition(wd / "tiny.zip", n_test=12)
     cfg = tiny_config(wd / "tiny.zip", backbones=SHARED_BACKBONES, train=dict(SHARED_TRAIN),
-                      ensemble={"method": "stack"}, kaggle={"owner": "someone", "enable_gpu": False})
+                      ensemble={"method": "stack"}, kaggle={"owner": "someone", "enable_gpu": False, "max_bad_test_images": 0.05})
     return TrainedRun(wd, cfg, info, run_snakemake(wd, cfg))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -112,6 +113,23 @@ def run_snakemake(workdir: Path, config: dict | None, *args: str, check: bool = 
         raise AssertionError(f"snakemake {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-4000:]}\n"
                              f"{r.stderr[-6000:]}")
     return r
+
+
+def updated_workflow(dest: Path) -> Path:
+    """A copy of the workflow (Snakefile, rules, scripts, schemas, profiles...) whose scripts/job.py has just been
+    modified, as any `git pull` or checkout leaves it; the real checkout's mtimes stay as they are."""
+    shutil.copytree(REPO, dest, ignore=shutil.ignore_patterns(".git", ".venv", "results", "data", "tests", "bench",
+                                                              "docs", ".snakemake", "__pycache__"))
+    os.utime(dest / "scripts" / "job.py")
+    return dest
+
+
+def dry_run(flow: Path, workdir: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`snakemake -n` of the finished run in `workdir`, with the workflow in `flow` and its default profile."""
+    cmd = [*SNAKEMAKE, "--snakefile", str(flow / "Snakefile"), "--directory", str(workdir), "--configfile",
+           str(workdir / "config.yaml"), "--workflow-profile", str(flow / "profiles" / "default"), "-n"]
+    env = env or {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
 
 
 # ---------------------------------------------------------------- the Kaggle CLI against the Kaggle stub

@@ -256,3 +256,127 @@ def test_class_smaller_than_folds_stops_the_folds_job_with_one_line(tmp_path, ti
     code, terminal, log = run_job(tmp_path, "folds", config, capfd, folds=9, seed=1)
     assert_one_line_error(code, terminal, log, "class '0' has 8 sample(s), fewer than folds=9")
     assert not (tmp_path / "results/tiny/folds.csv").exists()
+
+
+# ---------------------------------------------------------------- labels spelt two ways are one label, or refused
+
+
+@pytest.mark.parametrize("spellings, named", [
+    ({"tr001": " 1"}, r"' 1', '1'"),  # surrounding whitespace
+    ({"tr001": "1.0", "tr002": "1.0"}, r"'1', '1.0'"),  # a float column written out
+    ({"tr010": "nan", "tr011": "NaN"}, r"'NaN', 'nan'"),  # two spellings of a missing value
+])
+def test_labels_spelt_two_ways_are_refused_or_normalised(tmp_path, spellings, named):
+    write_csv_images_competition(tmp_path / "c.zip")
+
+    def edit(name, data):
+        if name != "train.csv":
+            return data
+        df = pd.read_csv(pd.io.common.BytesIO(data), dtype=str, keep_default_na=False)
+        for i, label in spellings.items():
+            df.loc[df["id"] == i, "label"] = label
+        return df.to_csv(index=False).encode()
+
+    bad = edit_zip(tmp_path / "c.zip", tmp_path / "bad.zip", edit)
+    with pytest.raises(InputError, match=rf"train.csv: labels {named} in column 'label' differ only by whitespace, "
+                                         r"number format or missing-value spelling .*data.label_normalise: true$"):
+        run_prepare(bad, tmp_path)
+    assert not (tmp_path / "prepared" / "meta.json").exists()
+    normalise = prepare.DataConfig(label_normalise=True)
+    if "nan" in spellings.values():  # a missing label is not a class: normalising names the row
+        with pytest.raises(InputError, match=r"train.csv: id 'tr010' has a missing label \('nan'\) in column 'label'"):
+            prepare.prepare(bad, tmp_path / "prepared", normalise)
+        return
+    meta = prepare.prepare(bad, tmp_path / "prepared", normalise)
+    assert meta["classes"] == ["0", "1", "2"]  # the most common spelling, stripped
+    assert set(read_table(tmp_path / "prepared" / "train.csv")["label"]) == {"0", "1", "2"}
+
+
+# ---------------------------------------------------------------- pixel CSVs hold numbers from 0 to 255 (or 0 to 1)
+
+
+def test_pixel_csv_in_zero_to_one_is_scaled_not_truncated(tmp_path):
+    ints = run_prepare(pixel_competition(tmp_path / "ok.zip"), tmp_path)
+    cache = np.load(tmp_path / "prepared" / "train_images.npy")
+    assert ints["image_shape"] == [8, 8, 1] and cache.max() > 200
+
+    def to_unit(name, data):
+        if name not in ("train.csv", "test.csv"):
+            return data
+        df = pd.read_csv(pd.io.common.BytesIO(data))
+        pixels = [c for c in df.columns if c.startswith("pixel")]
+        df[pixels] = df[pixels] / 255.0
+        return df.to_csv(index=False).encode()
+
+    edit_zip(tmp_path / "ok.zip", tmp_path / "unit.zip", to_unit)
+    prepare.prepare(tmp_path / "unit.zip", tmp_path / "unit", prepare.DataConfig())
+    assert np.array_equal(np.load(tmp_path / "unit" / "train_images.npy"), cache)
+    assert np.array_equal(np.load(tmp_path / "unit" / "test_images.npy"),
+                          np.load(tmp_path / "prepared" / "test_images.npy"))
+
+
+@pytest.mark.parametrize("file, value, expected", [
+    ("train.csv", "", r"train.csv: row 5 column 'pixel3' has no value"),
+    ("train.csv", "300", r"train.csv: row 5 column 'pixel3' holds '300'"),
+    ("test.csv", "dark", r"test.csv: row 5 column 'pixel3' holds 'dark'"),
+])
+def test_pixel_csv_values_outside_the_pixel_range_are_refused(tmp_path, file, value, expected):
+    pixel_competition(tmp_path / "ok.zip")
+
+    def edit(name, data):
+        if name != file:
+            return data
+        df = pd.read_csv(pd.io.common.BytesIO(data), dtype=str, keep_default_na=False)
+        df.loc[3, "pixel3"] = value  # the file's row 5: the header is row 1
+        return df.to_csv(index=False).encode()
+
+    with pytest.raises(InputError, match=expected + r"; pixels are numbers from 0 to 255 \(or 0 to 1\), fix the file$"):
+        run_prepare(edit_zip(tmp_path / "ok.zip", tmp_path / "bad.zip", edit), tmp_path)
+
+
+# ---------------------------------------------------------------- one image per id, and one id per image
+
+
+def test_two_ids_naming_one_image_are_refused(tmp_path):
+    write_csv_images_competition(tmp_path / "c.zip")
+    bad = edit_zip(tmp_path / "c.zip", tmp_path / "bad.zip",
+                   lambda n, d: d + b"tr003.png,1\n" if n == "train.csv" else d)  # tr003 and tr003.png
+    with pytest.raises(InputError, match=r"train.csv: train ids 'tr003' and 'tr003.png' both name .*train/tr003.png; "
+                                         r"drop one of the rows$"):
+        run_prepare(bad, tmp_path)
+
+
+def test_an_id_matching_two_files_is_refused(tmp_path):
+    write_csv_images_competition(tmp_path / "c.zip")
+    with zipfile.ZipFile(tmp_path / "c.zip", "a") as zf:
+        zf.writestr("test/te002.jpg", zf.read("test/te002.png"))  # te002.png and te002.jpg: which one is te002?
+    with pytest.raises(InputError, match=r"sample_submission.csv: test id 'te002' matches te002.jpg and te002.png in "
+                                         r".*test/; put the extension in the id, or remove all but one of the files$"):
+        run_prepare(tmp_path / "c.zip", tmp_path)
+
+
+# ---------------------------------------------------------------- the submission is checked before it is written
+
+
+def test_submission_checked_against_the_template(tmp_path):
+    """The checks of the workflow's submission step and the kernel's (one implementation, in submission_frame):
+    ids and their order, columns and their order, missing values, and each column's kind."""
+    sample = pd.DataFrame({"id": ["b", "a", "c"], "label": ["0.5", "0.5", "0.5"]})
+    sample.to_csv(tmp_path / "sample.csv", index=False)
+    meta = {"task": "binary", "classes": ["cat", "dog"], "id_column": "id", "target_columns": ["label"]}
+    preds = pd.DataFrame({"id": ["a", "b", "c"], "p0": [0.2, 0.7, 0.4], "p1": [0.8, 0.3, 0.6]})
+    out = submission.submission_frame(preds, meta, tmp_path / "sample.csv", "log_loss", None)
+    assert out["id"].tolist() == ["b", "a", "c"] and out["label"].tolist() == [0.3, 0.8, 0.6]
+    # accuracy writes class names where the template holds probabilities: Kaggle would not score it
+    with pytest.raises(InputError, match=r"predictions: column 'label' holds text \(e.g. 'cat'\) where the template "
+                                         r"holds numbers \(e.g. '0.5'\); check `metric:` .*Kaggle would not score"):
+        submission.submission_frame(preds, meta, tmp_path / "sample.csv", "accuracy", None)
+    sample.assign(label="0").to_csv(tmp_path / "zero.csv", index=False)  # a placeholder 0 says nothing of the kind
+    assert submission.submission_frame(preds, meta, tmp_path / "zero.csv", "accuracy", None)["label"].tolist() == \
+        ["cat", "dog", "dog"]
+    for bad, expected in [(out[["label", "id"]], r"columns \['label', 'id'\] are not the template's \['id', 'label'\]"),
+                          (out.iloc[[1, 0, 2]], r"3 ids, row 2 differing from the template's 3 ids in their order"),
+                          (out.iloc[:2], r"2 ids, row 4 differing from the template's 3 ids"),
+                          (out.assign(label=[0.3, np.nan, 0.6]), r"id 'a' has no value in column 'label'")]:
+        with pytest.raises(InputError, match=expected):
+            submission.check_submission(bad, sample, "id", tmp_path / "sample.csv", "kernel")

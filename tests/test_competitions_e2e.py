@@ -25,7 +25,7 @@ import yaml
 from PIL import Image
 from sklearn import metrics as skm
 
-from helpers import PROFILE, REPO, SNAKEMAKE, make_zip, stub_secrets
+from helpers import PROFILE, REPO, SNAKEMAKE, dry_run, make_zip, stub_secrets, updated_workflow
 from kaggle_stub import KaggleStub
 SIDE = 16  # px: tiny images keep each run well under a minute on 2 CPU cores
 
@@ -308,6 +308,16 @@ def one_line_error(r: subprocess.CompletedProcess) -> str:
     out = r.stdout + r.stderr
     assert r.returncode != 0 and "Traceback" not in out, out[-3000:]
     return next(ln for ln in out.splitlines() if ln.startswith("ERROR: "))
+
+
+@pytest.mark.workflow
+@pytest.mark.kaggle
+def test_updating_the_workflow_downloads_and_retrains_nothing(stub, pipeline, tmp_path):
+    """After a checkout (every script's mtime changes) the default profile reruns nothing of a finished run:
+    neither the download (its marker) nor anything after it."""
+    run = pipeline(LAYOUTS["pixel_csv"])
+    r = dry_run(updated_workflow(tmp_path / "flow"), run.workdir, run.env)
+    assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr, r.stdout[-3000:] + r.stderr[-2000:]
 
 
 @pytest.mark.workflow

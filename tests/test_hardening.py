@@ -277,6 +277,43 @@ def test_credentials_redacted_everywhere(tmp_path, monkeypatch):
     assert "pa%24%24word444" not in message and "alice:" not in message
 
 
+MLFLOW_PRINTS = r"""
+import logging, os, sys
+from kagglecv.jobs import run_logged
+from kagglecv.tracking import http_defaults
+
+def job():
+    http_defaults()
+    print("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=" + os.environ.get("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "unset"))
+    url = os.environ["MLFLOW_TRACKING_URI"].rstrip("/")
+    sys.stdout.write(f"\N{RUNNER} View run train at: {url}/#/experiments/1/runs/abc\n")  # as MLflow prints it
+    sys.stdout.write(url[:12])  # a URL printed in pieces
+    sys.stdout.write(url[12:] + "/x\n")
+    logging.getLogger("kagglecv").info("tracking at %s", url)
+    print("the token is envTOKEN333", file=sys.stderr)
+
+run_logged(sys.argv[1], job)
+"""
+
+
+def test_job_logs_never_hold_a_credential(tmp_path, monkeypatch):
+    """MLflow prints each run's URL, built from the tracking URI with its user:password, to stdout, which the job
+    harness sends to results/<competition>/logs/: it is not printed, and what any library prints is redacted."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": "http://alice:pa55word444@127.0.0.1:9/",
+           "KAGGLE_API_TOKEN": "envTOKEN333"}
+    env.pop("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", None)
+    log = tmp_path / "logs" / "train.log"
+    r = subprocess.run([sys.executable, "-c", MLFLOW_PRINTS, str(log)], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    text = log.read_text()
+    assert "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=true" in text
+    assert "View run train at: http://***@127.0.0.1:9/#/experiments/1/runs/abc" in text
+    assert "http://***@127.0.0.1:9/x" in text and "tracking at http://***@127.0.0.1:9" in text
+    assert "the token is ***" in text
+    assert "pa55word444" not in text + r.stdout + r.stderr and "envTOKEN333" not in text
+
+
 # ---------------------------------------------------------------- GPU leases
 
 LEASE = """

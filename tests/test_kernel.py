@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import REPO, run_snakemake
+from helpers import REPO, dry_run, run_snakemake, updated_workflow, write_csv_images_competition
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +29,50 @@ def run(trained_run, tmp_path_factory):
     shared = trained_run.copy(tmp_path_factory.mktemp("kernel") / "run")
     wd, cfg = shared.wd, shared.cfg
     assert cfg["train"]["tta"] == "augment" and cfg["ensemble"]["method"] == "stack"  # what these tests are about
-    assert cfg["kaggle"] == {"owner": "someone", "enable_gpu": False}
+    assert cfg["kaggle"] == {"owner": "someone", "enable_gpu": False, "max_bad_test_images": 0.05}
     assert shared.info["test_ids"][11:]  # 12 test images: the hidden test set below keeps 8 of them
     r = run_snakemake(wd, cfg, "--cores", "2", "kernel")  # an option first: --configfile takes several values
     assert "localrule train:" not in r.stdout + r.stderr  # only the kernel folders were made
     return wd, cfg, shared.info, shared.res
+
+
+def dataset_slug(res: Path) -> str:
+    return json.loads((res / "kernel-dataset" / "dataset-metadata.json").read_text())["id"].split("/")[1]
+
+
+def hidden_rerun(wd: Path, res: Path, truncated: int, times: int = 5) -> tuple[Path, list[str], Path, list[str]]:
+    """/kaggle/input as Kaggle mounts it for the scoring rerun: the competition's folder holds the hidden test
+    set only (test/ and sample_submission.csv, no training side), `times` the public one's size in another
+    order: each public image as it is and flipped or rotated, under new ids; `truncated` of them cut in half.
+    Returns (the input folder, the hidden template's ids in order, a folder of the readable images, the ids of
+    the truncated ones)."""
+    from PIL import Image
+
+    inp = kaggle_input(wd, res / "kernel-dataset", dataset_slug(res))
+    comp, readable = inp / "tiny", wd / f"hidden-readable-{truncated}"
+    shutil.rmtree(comp)
+    shutil.rmtree(readable, ignore_errors=True)
+    (comp / "test").mkdir(parents=True)
+    readable.mkdir()
+    views = [lambda a: a, np.fliplr, np.flipud, np.rot90, np.transpose]
+    ids = []
+    with zipfile.ZipFile(wd / "tiny.zip") as zf:
+        public = [n for n in zf.namelist() if n.startswith("test/")]
+        for k in range(times):
+            for name in public:
+                pixels = np.asarray(Image.open(zf.open(name)))
+                ids.append(f"h{k}{Path(name).stem}")
+                Image.fromarray(np.ascontiguousarray(views[k](pixels))).save(comp / "test" / f"{ids[-1]}.png")
+    ids = [str(i) for i in np.random.default_rng(5).permutation(ids)]
+    cut = ids[3:3 + truncated]
+    for i in ids:
+        data = (comp / "test" / f"{i}.png").read_bytes()
+        if i in cut:
+            (comp / "test" / f"{i}.png").write_bytes(data[: len(data) // 2])
+        else:
+            (readable / f"{i}.png").write_bytes(data)
+    pd.DataFrame({"id": ids, "label": "0"}).to_csv(comp / "sample_submission.csv", index=False)
+    return inp, ids, readable, cut
 
 
 def kaggle_input(wd: Path, dataset_dir: Path, slug: str) -> Path:
@@ -116,6 +155,96 @@ def test_kernel_reads_a_hidden_test_set_in_another_order(run, tmp_path):
     theirs = pd.read_csv(res / "submission.csv", dtype=str).set_index("id")
     assert list(ours.index) == list(keep["id"])
     assert (ours["label"] == theirs.loc[ours.index, "label"]).all()
+
+
+@pytest.mark.workflow
+def test_kernel_survives_the_hidden_rerun(run, tmp_path):
+    """The scoring rerun as Kaggle runs it: no training side, a hidden test set 5x the public one in another
+    order, one truncated image. The submission is complete and valid, equal for every readable image to what
+    `snakemake predict` gives on the same images; the truncated one gets the training prior, and the log lists it
+    and ends with the count."""
+    wd, cfg, info, res = run
+    inp, ids, readable, cut = hidden_rerun(wd, res, truncated=1)
+    r = run_kernel(wd, res / "kernel", inp, tmp_path / "working")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    ours = pd.read_csv(tmp_path / "working" / "submission.csv", dtype=str, keep_default_na=False)
+    assert list(ours.columns) == ["id", "label"] and ours["id"].tolist() == ids and (ours["label"] != "").all()
+    run_snakemake(wd, cfg, "--cores", "2", "predict", "--config", f"predict_dir={readable}")
+    predicted = pd.read_csv(res / "predictions" / f"{readable.name}.csv", dtype=str, keep_default_na=False)
+    by_id = dict(zip(predicted["image"].str.removesuffix(".png"), predicted["label"]))
+    assert len(by_id) == len(ids) - 1
+    ours = ours.set_index("id")["label"]
+    assert all(ours[i] == by_id[i] for i in by_id)
+    prior = json.loads((res / "kernel-dataset" / "prior.json").read_text())["prior"]
+    classes = json.loads((res / "prepared" / "meta.json").read_text())["classes"]
+    assert ours[cut[0]] == classes[int(np.argmax(prior))]
+    assert f"test id {cut[0]!r} (row 5)" in r.stdout and "predicted with the training prior" in r.stdout
+    assert r.stdout.strip().splitlines()[-1].endswith("1 unreadable test image(s) predicted with the training prior")
+    assert "projected" in r.stdout and "predict: 4/4 fold passes" in r.stdout  # progress and projected end
+
+
+@pytest.mark.workflow
+def test_kernel_refuses_more_unreadable_images_than_allowed(run, tmp_path):
+    wd, cfg, info, res = run
+    inp, ids, readable, cut = hidden_rerun(wd, res, truncated=4)  # 4 of 60 > kaggle.max_bad_test_images 0.05
+    r = run_kernel(wd, res / "kernel", inp, tmp_path / "working")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(
+        "ERROR: kernel: 4 of 60 test images have no readable image, more than kaggle.max_bad_test_images (0.05 of "
+        "the rows)")
+    assert not (tmp_path / "working" / "submission.csv").exists()
+
+
+@pytest.mark.workflow
+def test_kernel_checks_its_weights_and_versions_before_decoding(run, tmp_path):
+    """It prints the versions it runs with; a weights file that is not the manifest's stops it with one line,
+    before any image is decoded."""
+    wd, cfg, info, res = run
+    slug = dataset_slug(res)
+    inp = kaggle_input(wd, res / "kernel-dataset", slug)
+    weights = inp / slug / "models" / "test_convnext" / "fold1" / "model.pt"
+    weights.write_bytes(weights.read_bytes()[:-10])  # an upload cut short
+    r = run_kernel(wd, res / "kernel", inp, tmp_path / "working")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(f"ERROR: {weights}: differs from the manifest")
+    from importlib.metadata import version
+
+    assert f"torch {version('torch')}" in r.stdout and "decode test" not in r.stdout + r.stderr
+
+
+@pytest.mark.workflow
+def test_snakemake_kernel_refuses_a_rerun_over_the_time_limit(run, tmp_path):
+    """A hidden test set projected to outlast the kernel's time limit: `snakemake kernel` refuses with one line
+    naming what to cut, and accepts once a member is cut. The projection is each fold's own prediction time
+    (metrics.json), so the limit is set between the two configurations' projections."""
+    wd, cfg, info, res = run
+    copy = tmp_path / "wd"  # the module's run stays as it is for the other tests
+    shutil.copytree(wd, copy, symlinks=True)
+    plan = json.loads((res / "kernel-dataset" / "manifest.json").read_text())["kernel_run"]["budget"]
+    members = {m: v["seconds_per_image"] for m, v in plan["members"].items()}
+    rows = 10**6
+    both = rows * (plan["decode_seconds_per_image"] + sum(members.values()))
+    resnet = rows * (plan["decode_seconds_per_image"] + members["test_resnet"])
+    limit = (both + resnet) / 2 / 0.7
+    over = {**cfg, "kaggle": {**cfg["kaggle"], "hidden_test_rows": rows, "kernel_time_limit": limit}}
+    r = run_snakemake(copy, over, "--cores", "2", "kernel", check=False)
+    assert r.returncode != 0
+    line = next(x for x in r.stderr.splitlines() if x.startswith("ERROR: kernel: the hidden rerun would take"))
+    assert f"({rows:,} images x" in line and "above 0.7 x kaggle.kernel_time_limit" in line
+    assert "cut TTA views (train.tta), folds or backbones" in line
+    cut = {**over, "backbones": ["test_resnet"]}
+    run_snakemake(copy, cut, "--cores", "2", "kernel")
+    manifest = json.loads((copy / "results" / "tiny" / "kernel-dataset" / "manifest.json").read_text())
+    assert manifest["members"] == ["test_resnet"] and manifest["kernel_run"]["budget"]["rows"] == rows
+
+
+@pytest.mark.workflow
+def test_updating_the_workflow_retrains_nothing(run, tmp_path):
+    """A checkout changes every script's modification time: with the profile, nothing whose inputs did not
+    change runs again."""
+    wd, cfg, info, res = run
+    r = dry_run(updated_workflow(tmp_path / "flow"), wd)
+    assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr, r.stdout[-3000:] + r.stderr[-2000:]
 
 
 @pytest.mark.workflow
@@ -228,14 +357,12 @@ def test_fitted_ensembles_round_trip_through_json_exactly():
                 (kind, method)
 
 
-@pytest.mark.workflow
-def test_kernel_installs_its_wheel_offline_when_kagglecv_is_missing(run, tmp_path):
-    """As on Kaggle: a Python with torch and timm but no kagglecv. The kernel pip-installs the dataset's wheel
-    (no index, no network) and still writes the workflow's submission."""
+@pytest.fixture(scope="module")
+def bare_python(tmp_path_factory):
+    """As on Kaggle: a Python with torch and timm but no kagglecv: (its python, its environment)."""
     import sysconfig
 
-    wd, cfg, info, res = run
-    env_dir = tmp_path / "venv"
+    env_dir = tmp_path_factory.mktemp("bare") / "venv"
     made = subprocess.run([sys.executable, "-m", "venv", str(env_dir)], capture_output=True, text=True)
     if made.returncode != 0:
         pytest.skip(f"cannot create a venv with pip here: {made.stderr.strip()[-200:]}")
@@ -247,19 +374,164 @@ def test_kernel_installs_its_wheel_offline_when_kagglecv_is_missing(run, tmp_pat
     Path(purelib, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     missing = subprocess.run([str(py), "-c", "import importlib.util as u, torch; print(u.find_spec('kagglecv'))"],
-                             capture_output=True, text=True, env=clean, cwd=tmp_path)
+                             capture_output=True, text=True, env=clean, cwd=env_dir)
     assert missing.stdout.strip() == "None", missing.stderr[-2000:]
+    proxy = "http://127.0.0.1:9"  # internet off: anything that tries the network fails at once
+    return py, {**clean, "HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "PIP_NO_INDEX": "1"}
+
+
+def run_bare(bare_python, res: Path, inp: Path, working: Path) -> subprocess.CompletedProcess:
+    """The kernel in `bare_python`, kagglecv missing (as a run before may have installed it)."""
+    py, env = bare_python
+    subprocess.run([str(py), "-m", "pip", "uninstall", "--quiet", "--yes", "kagglecv"], env=env, capture_output=True,
+                   check=True)
+    meta = json.loads((res / "kernel" / "kernel-metadata.json").read_text())
+    return subprocess.run([str(py), str(res / "kernel" / meta["code_file"])], cwd=working.parent,
+                          capture_output=True, text=True, timeout=600,
+                          env={**env, "KAGGLE_INPUT": str(inp), "KAGGLE_WORKING": str(working)})
+
+
+@pytest.mark.workflow
+def test_kernel_installs_its_wheel_offline_when_kagglecv_is_missing(run, bare_python, tmp_path):
+    """The kernel pip-installs the dataset's wheels (no index, no network) and still writes the workflow's
+    submission."""
+    wd, cfg, info, res = run
+    slug = json.loads((res / "kernel-dataset" / "dataset-metadata.json").read_text())["id"].split("/")[1]
+    r = run_bare(bare_python, res, kaggle_input(wd, res / "kernel-dataset", slug), tmp_path / "working")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    where = subprocess.run([str(bare_python[0]), "-c", "import kagglecv; print(kagglecv.__file__)"],
+                           capture_output=True, text=True, env=bare_python[1], cwd=tmp_path).stdout
+    assert str(bare_python[0].parents[1]) in where  # installed from the wheel into the venv
+    assert (tmp_path / "working" / "submission.csv").read_bytes() == (res / "submission.csv").read_bytes()
+
+
+@pytest.mark.workflow
+def test_kernel_dataset_without_its_wheels_folder_says_how_to_upload_it(run, bare_python, tmp_path):
+    """`kaggle datasets create -p` without --dir-mode skips folders: wheels/ never reaches Kaggle. One line naming
+    the folder and the upload that keeps it, not pip's CalledProcessError."""
+    wd, cfg, info, res = run
     slug = json.loads((res / "kernel-dataset" / "dataset-metadata.json").read_text())["id"].split("/")[1]
     inp = kaggle_input(wd, res / "kernel-dataset", slug)
-    meta = json.loads((res / "kernel" / "kernel-metadata.json").read_text())
-    proxy = "http://127.0.0.1:9"  # internet off: anything that tries the network fails at once
-    r = subprocess.run([str(py), str(res / "kernel" / meta["code_file"])], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=600, env={**clean, "KAGGLE_INPUT": str(inp),
-                                                    "KAGGLE_WORKING": str(tmp_path / "working"),
-                                                    "HTTP_PROXY": proxy, "HTTPS_PROXY": proxy,
-                                                    "PIP_NO_INDEX": "1"})
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    where = subprocess.run([str(py), "-c", "import kagglecv; print(kagglecv.__file__)"], capture_output=True,
-                           text=True, env=clean, cwd=tmp_path).stdout
-    assert str(env_dir) in where  # installed from the wheel into the venv
-    assert (tmp_path / "working" / "submission.csv").read_bytes() == (res / "submission.csv").read_bytes()
+    shutil.rmtree(inp / slug / "wheels")
+    r = run_bare(bare_python, res, inp, tmp_path / "working")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"ERROR: {inp / slug / 'wheels'}: not found; the dataset was uploaded without its folders (the kaggle client "
+        "skips them without --dir-mode): upload it again with `kaggle datasets version -p "
+        "results/tiny/kernel-dataset --dir-mode zip -m update`, or let `snakemake submit` upload it")
+
+
+def test_the_test_side_reads_alone_as_meta_json_says(tmp_path):
+    """meta.json keeps the layout prepare recognised, and the test side reads from it with nothing of the training
+    side there: a code competition's hidden rerun has test/ and sample_submission.csv only."""
+    from kagglecv import prepare
+
+    info = write_csv_images_competition(tmp_path / "c.zip")
+    meta = prepare.prepare(tmp_path / "c.zip", tmp_path / "prepared", prepare.DataConfig())
+    assert meta["data"]["layout"] == "csv_images"
+    hidden = tmp_path / "hidden"
+    with zipfile.ZipFile(tmp_path / "c.zip") as zf:
+        zf.extractall(hidden, [n for n in zf.namelist() if n.startswith("test/") or n == "sample_submission.csv"])
+    cfg = prepare.DataConfig(**meta["data"])
+    side = prepare.read_test_side(hidden, cfg, cfg.layout)
+    assert side.template.ids == info["test_ids"] and [p.stem for p in side.images] == info["test_ids"]
+    (hidden / "test" / f"{info['test_ids'][1]}.png").unlink()  # the kernel cannot drop a hidden row: it is listed
+    missing = []
+    side = prepare.read_test_side(hidden, cfg, cfg.layout, missing=missing)
+    assert side.images[1] is None and missing == [(info["test_ids"][1], f"has no image in {hidden / 'test'}/")]
+
+
+def test_only_what_the_manifest_lists_is_uploaded(tmp_path):
+    """Snakemake leaves a .snakemake_timestamp marker in every directory output: the copies pushed to Kaggle hold
+    the manifest's files (and the kernel's code) only."""
+    from kagglecv.fsutil import write_json
+    from kagglecv.kernel import stamp_owner
+
+    ds, kernel = tmp_path / "kernel-dataset", tmp_path / "kernel"
+    (ds / "models" / "m" / "fold0").mkdir(parents=True)
+    (ds / "models" / "m" / "fold0" / "model.pt").write_bytes(b"weights")
+    write_json(ds / "dataset-metadata.json", {"id": "someone/tiny-kagglecv", "title": "tiny-kagglecv"})
+    write_json(ds / "manifest.json", {"files": {"models/m/fold0/model.pt": {}, "dataset-metadata.json": {}}})
+    kernel.mkdir()
+    (kernel / "kernel.py").write_text("print(1)\n")
+    write_json(kernel / "kernel-metadata.json", {"id": "someone/tiny-kagglecv", "code_file": "kernel.py",
+                                                 "dataset_sources": ["someone/tiny-kagglecv"]})
+    for folder in (ds, kernel, ds / "models"):
+        (folder / ".snakemake_timestamp").write_text("")
+    ds_copy, kernel_copy = stamp_owner(ds, kernel, "me", tmp_path / "push")
+    assert sorted(p.relative_to(ds_copy).as_posix() for p in ds_copy.rglob("*") if p.is_file()) == \
+        ["dataset-metadata.json", "manifest.json", "models/m/fold0/model.pt"]
+    assert sorted(p.name for p in kernel_copy.iterdir()) == ["kernel-metadata.json", "kernel.py"]
+    assert json.loads((kernel_copy / "kernel-metadata.json").read_text())["dataset_sources"] == ["me/tiny-kagglecv"]
+
+
+def test_environment_check_names_the_wheel_to_ship(capsys):
+    from kagglecv import rerun
+    from kagglecv.errors import InputError
+
+    found = rerun.check_environment({"packages": {"numpy": np.__version__, "pandas": "1.0"}})
+    assert found["numpy"] == np.__version__ and f"numpy {np.__version__}" in capsys.readouterr().out
+    with pytest.raises(InputError, match=r"^kernel: numpy .* \(tested: 999.1\), no-such-package-kcv missing \(tested: "
+                                         r"1.0\); download the wheel\(s\) \(pip download --no-deps -d wheels/ "
+                                         r"numpy==999.1 no-such-package-kcv==1.0\), list them in kaggle.kernel_wheels"):
+        rerun.check_environment({"packages": {"numpy": "999.1", "no-such-package-kcv": "1.0"}})
+    assert rerun.release("2.15.0+cu132") == (2, 15, 0) < rerun.release("2.15.1") and rerun.release("x") == ()
+    assert set(rerun.tested_environment()["packages"]) == set(rerun.KERNEL_REQUIRES)
+
+
+def test_dataset_files_and_free_disk_are_checked(tmp_path):
+    from kagglecv import rerun
+    from kagglecv.errors import InputError
+    from kagglecv.fsutil import file_sha256
+
+    (tmp_path / "a.bin").write_bytes(b"weights")
+    manifest = {"files": {"a.bin": {"bytes": 7, "sha256": file_sha256(tmp_path / "a.bin")}}}
+    rerun.verify_files(tmp_path, manifest)
+    (tmp_path / "a.bin").write_bytes(b"weightz")
+    with pytest.raises(InputError, match=r"a.bin: differs from the manifest .*upload results/<competition>/kernel-"):
+        rerun.verify_files(tmp_path, manifest)
+    (tmp_path / "a.bin").unlink()
+    with pytest.raises(InputError, match=r"a.bin: not found; the kernel dataset is incomplete or stale"):
+        rerun.verify_files(tmp_path, manifest)
+    rerun.check_disk(tmp_path, 1, "a cache")
+    with pytest.raises(InputError, match=rf"^{tmp_path}: .* GiB free, the cache needs 8589934592.00 GiB; free space"):
+        rerun.check_disk(tmp_path, 2**63, "the cache")
+
+
+def test_rerun_projection_and_its_limit():
+    """Each fold's prediction time per image (its training job timed its validation and test rows), summed over
+    folds and members, plus decoding, times the hidden rows and the device factor."""
+    from kagglecv import rerun
+    from kagglecv.errors import InputError
+
+    meta = {"n_test": 10, "decode": {"workers": 2, "images_per_s": 400.0}}
+    fold = ({"tta_seconds": 3.0, "device": "cpu"}, {"n_valid": 20, "tta_used": "dihedral"})  # 0.1 s per image
+    other = ({"tta_seconds": 1.5, "device": "cpu"}, {"n_valid": 20, "tta_used": "augment", "tta_n": 2})
+    folds = {"big": [fold] * 5, "small": [other] * 5}
+    plan = rerun.project(folds, meta, enable_gpu=True, hidden_test_rows=10_000, speed_factor=None)
+    assert plan["speed_factor"] == 0.25 and plan["decode_seconds_per_image"] == pytest.approx(2 / 400 / 4)
+    assert plan["members"]["big"] == {"seconds_per_image": pytest.approx(0.5), "folds": 5, "views": 8}
+    assert plan["projected_seconds"] == pytest.approx(10_000 * (2 / 400 / 4 + 0.25 * 0.75))
+    rerun.check_budget(plan, limit=32400, safety=0.7)  # 1,888 s
+    with pytest.raises(InputError, match=r"^kernel: the hidden rerun would take ~0.52 h \(10,000 images x 0.189 s: "
+                                         r"decoding 0.0013 s, big 5 folds x 8 views 0.125 s, small 5 folds x 3 views "
+                                         r"0.0625 s; timed on cpu, x0.25 for a gpu kernel\), above 0.7 x kaggle.kernel"
+                                         r"_time_limit = 0.39 h; cut TTA views \(train.tta\), folds or backbones \(big "
+                                         r"costs the most\)"):
+        rerun.check_budget(plan, limit=2000, safety=0.7)
+    assert rerun.project({"big": [({"device": "cpu"}, fold[1])]}, meta, enable_gpu=False, hidden_test_rows=None,
+                         speed_factor=None) is None  # not timed: not projected
+    same = rerun.project(folds, meta, enable_gpu=False, hidden_test_rows=None, speed_factor=None)
+    assert same["speed_factor"] == 1.0 and same["rows"] == 10
+
+
+@pytest.mark.parametrize("kind, classes, labels, y, expected", [
+    ("multiclass", ["a", "b", "c"], ["a", "b", "b", "c"], [0, 1, 1, 2], [0.25, 0.5, 0.25]),
+    ("multilabel", ["x", "y"], ["x", "x y", "", "y"], [1, 2, 0, 1], [0.5, 0.5]),
+    ("regression", [], ["1.5", "2.5", "5"], [1.5, 2.5, 5.0], [3.0]),
+])
+def test_the_training_prior_is_the_labels_frequency_or_mean(kind, classes, labels, y, expected):
+    from kagglecv.tasks import Task
+
+    prior = Task(kind, tuple(classes)).prior(pd.DataFrame({"label": labels, "y": y}))
+    assert prior.tolist() == pytest.approx(expected)

@@ -167,6 +167,42 @@ def test_resolve_refuses_bad_keys_and_values():
         kconfig.resolve({"folds": 1})
 
 
+@pytest.mark.parametrize("name", [".", "..", "-x", ".hidden"])
+def test_backbone_names_cannot_name_a_folder_above_models(name):
+    with pytest.raises(InputError, match=r"config: backbones\.0: '.*' does not match '\^\[A-Za-z0-9\]"):
+        kconfig.resolve({"backbones": [name]})
+    with pytest.raises(InputError, match=r"config: backbones\.0\.name: '.*' does not match '\^\[A-Za-z0-9\]"):
+        kconfig.resolve({"backbones": [{"name": name}]})
+    assert kconfig.resolve({"backbones": ["convnext_tiny.fb_in22k", "resnet18"]})["backbones"][0].startswith("conv")
+
+
+def test_command_line_values_are_typed_by_the_schema():
+    """Snakemake reads `--config train='{epochs: 3}'` with YAML's base loader: every nested value is text."""
+    text = {"train": {"epochs": "3", "lr": "auto", "moms": ["0.9", "0.8", "0.9"], "img_size": "null",
+                      "amp": "false"},
+            "backbones": ["resnet18", {"name": "resnet10t", "lr": "0.01"}], "competition": "007",
+            "kaggle": {"code_competition": "true", "message": "{metric} {cv}"}, "data": {"id_column": "001"}}
+    cfg = kconfig.resolve(kconfig.layered({}, [], text))
+    assert cfg["train"] | {"epochs": 3, "lr": "auto", "moms": [0.9, 0.8, 0.9], "img_size": None, "amp": False} \
+        == cfg["train"]
+    assert cfg["backbones"][1] == {"name": "resnet10t", "lr": 0.01} and cfg["competition"] == "007"
+    assert cfg["kaggle"]["code_competition"] is True and cfg["kaggle"]["message"] == "{metric} {cv}"
+    assert cfg["data"]["id_column"] == "001"  # a name stays text
+    with pytest.raises(InputError, match=r"config: train.epochs: 'three' is not of type 'integer'"):
+        kconfig.resolve(kconfig.layered({}, [], {"train": {"epochs": "three"}}))
+
+
+@pytest.mark.workflow
+def test_snakemake_config_on_the_command_line_is_typed(tmp_path):
+    """The usual way to try a setting: `snakemake --config train='{epochs: 3}'`, through the real CLI."""
+    write_csv_images_competition(tmp_path / "tiny.zip")
+    cfg = {"competition": "tiny", "data": {"source": "local", "path": str(tmp_path / "tiny.zip")},
+           "backbones": ["test_resnet"], "folds": 2}
+    r = run_snakemake(tmp_path, cfg, "-n", "--config", "train={epochs: 3, img_size: 16, lr: auto}", check=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "lr_find" in r.stdout + r.stderr  # lr: auto reached the DAG as the word, epochs as a number
+
+
 def test_backbone_settings_merge_and_validate():
     cfg = kconfig.resolve({"backbones": ["resnet18", {"name": "efficientnet_b0", "lr": 0.001, "img_size": 64}]})
     b = kconfig.backbone_settings(cfg)

@@ -51,29 +51,34 @@ def test_an_existing_cuda_visible_devices_is_respected(tmp_path):
 
 
 TRAIN_JOB = """
-import sys
+import json, sys
 from kagglecv.train import TrainConfig, run
-cfg = TrainConfig(backbone="test_resnet", fold=0, epochs=4, img_size=32, batch_size=8, tta="none", device="cpu")
+cfg = TrainConfig(**json.loads(sys.argv[4]))
 run(cfg, sys.argv[1], sys.argv[2], sys.argv[3], track=False)
 """
+KILLED = dict(backbone="test_resnet", fold=0, epochs=4, img_size=32, batch_size=8, tta="none", device="cpu")
 
 
-def killed_after_an_epoch(tmp_path) -> tuple[list[str], dict]:
+def train_job(args: list[str], settings: dict, **kw):
+    """TRAIN_JOB in a process of its own, as the train rule runs it."""
+    return subprocess.Popen([sys.executable, "-c", TRAIN_JOB, *args, json.dumps(settings)], cwd=REPO, **kw)
+
+
+def killed_after_an_epoch(tmp_path, settings: dict = KILLED) -> tuple[list[str], dict]:
     """A training job killed (SIGKILL) once its first end-of-epoch checkpoint exists: (its args, the checkpoint)."""
     write_csv_images_competition(tmp_path / "c.zip", n_per_class=40)
     prepare.prepare(tmp_path / "c.zip", tmp_path / "prep")
     folds.make_folds(tmp_path / "prep" / "train.csv", tmp_path / "folds.csv", 2, seed=0)
     out = tmp_path / "model"
     args = [str(tmp_path / "prep"), str(tmp_path / "folds.csv"), str(out)]
-    p = subprocess.Popen([sys.executable, "-c", TRAIN_JOB, *args], cwd=REPO, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
+    p = train_job(args, settings, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (out / "resume.pt").exists() and p.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     p.send_signal(signal.SIGKILL)
     p.wait()
     saved = torch.load(out / "resume.pt", weights_only=True)  # tensors and plain values only: never code
-    assert 1 <= saved["epoch"] < 4 and not (out / "metrics.json").exists()
+    assert 1 <= saved["epoch"] < settings["epochs"] and not (out / "metrics.json").exists()
     return args, saved
 
 
@@ -96,6 +101,20 @@ def test_killed_training_resumes_from_its_last_epoch(tmp_path, capsys):
     assert not (out / "resume.pt").exists()  # removed once the job has finished
     record = json.loads((out / "test_resnet-fold0.mlflow.json").read_text())  # the whole history, resumed or not
     assert sorted({step for key, _, step, _ in record["metrics"] if key == "train_loss"}) == [1, 2, 3, 4]
+
+
+def test_a_resumed_job_ends_byte_identical_to_an_uninterrupted_one(tmp_path):
+    """Killed after its first epoch and run again, a job must end with the model an uninterrupted one ends with:
+    every random state the later epochs draw from is in the checkpoint (the batch order's generator, the
+    augmentation's own generators, torch's, numpy's and Python's)."""
+    settings = {**KILLED, "epochs": 3, "augment": "flip", "threads": 1}
+    args, saved = killed_after_an_epoch(tmp_path, settings)
+    resumed = train_job(args, settings, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert resumed.wait(timeout=300) == 0 and "resuming from" in resumed.stdout.read()
+    whole = [*args[:2], str(tmp_path / "whole")]
+    assert train_job(whole, settings, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).wait(timeout=300) == 0
+    for name in ("oof.csv", "test.csv"):
+        assert (tmp_path / "model" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
 
 
 def test_a_checkpoint_of_other_folds_is_not_resumed(tmp_path, capsys):

@@ -21,7 +21,6 @@ import json
 import logging
 import tempfile
 from pathlib import Path
-from typing import Callable
 
 from ..errors import InputError
 from ..fsutil import file_sha256, write_json
@@ -225,9 +224,9 @@ def code_submit(competition: str, layout: Layout, message: str, *, cv: float | N
     kernel_slug = json.loads(kernel.metadata.read_text())["id"].split("/")[-1]
     dataset_id, kernel_id = f"{user}/{dataset_slug}", f"{user}/{kernel_slug}"
     manifest = json.loads(dataset.manifest.read_text())  # every file with its sha256 (kernel.build)
-    dataset_sha = hashlib.sha256(json.dumps({f: v for f, v in manifest["files"].items()
-                                             if f != KernelDatasetFiles.metadata},
-                                            sort_keys=True).encode()).hexdigest()
+    # what the kernel reads: the files, and the manifest's own settings (kaggle.max_bad_test_images, versions)
+    uploaded = {**manifest, "files": {f: v for f, v in manifest["files"].items() if f != KernelDatasetFiles.metadata}}
+    dataset_sha = hashlib.sha256(json.dumps(uploaded, sort_keys=True).encode()).hexdigest()
     kernel_sha = _folder_sha(kernel_dir, {KernelFiles.metadata})
     state_path = layout.kernel_state
     state = _read_state(state_path)
