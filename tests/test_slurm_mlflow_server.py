@@ -202,6 +202,29 @@ def test_slurm_concurrent_training_jobs_get_different_gpus(slurm_run):
         assert a["device"] != b["device"], (a, b)
 
 
+def test_slurm_job_asks_for_its_backbones_gpus_memory_and_time(slurm, slurm_run, server, tmp_path_factory):
+    """A backbone entry's gpus, mem_mb and runtime reach sbatch through the train rule's resource functions: read
+    back from Slurm's record of the submitted job. Its two leased (fake) GPUs are used by two processes (DDP; gloo
+    on CPU). In a copy of the finished run, so prepare and folds are not run again."""
+    import shutil
+
+    wd = tmp_path_factory.mktemp("wf-slurm-gpus") / "run"
+    shutil.copytree(slurm_run[0], wd, symlinks=True)
+    cfg = yaml.safe_load((wd / "config.yaml").read_text())
+    cfg["backbones"] = [*cfg["backbones"], {"name": "test_efficientnet", "gpus": 2, "mem_mb": 1500, "runtime": 7}]
+    target = "results/tiny/models/test_efficientnet/fold0/metrics.json"
+    r = run_workflow(wd, cfg, server, target)
+    assert "localrule prepare" not in r.stdout + r.stderr and "rule prepare:" not in r.stdout + r.stderr
+    job = [j for j in slurm.jobs() if "/rule_train/test_efficientnet_0/" in j.get("StdOut", "")]
+    assert len(job) == 1, [j.get("StdOut") for j in slurm.jobs()]
+    job = job[0]
+    tres = dict(kv.split("=", 1) for kv in job["ReqTRES"].split(","))
+    assert tres["gres/gpu"] == "2" and tres["mem"] == "1500M", job["ReqTRES"]
+    assert job["TimeLimit"] == "00:07:00" and job["JobState"] == "COMPLETED", job
+    metrics = json.loads((wd / target).read_text())
+    assert metrics["processes"] == 2 and metrics["cuda_visible_devices"] == "0,1", metrics
+
+
 def test_mlflow_server_holds_the_parent_with_every_child(slurm_run, server):
     wd, _ = slurm_run
     parent, children = family(server)
