@@ -293,7 +293,6 @@ def write_dataset(folder: Path, layout: Layout, scores: dict, meta: dict, member
                   wheels: list[str] | None) -> None:
     """Everything the notebook reads but the manifest and the metadata: scores, meta, every fold's weights and
     config, the training labels' prior, kagglecv's wheel and kaggle.kernel_wheels."""
-    from .fsutil import read_table
     from .tasks import Task
 
     out, ds = Layout(folder), KernelDatasetFiles(folder)
@@ -324,8 +323,9 @@ def build(results_dir: str | Path, dataset_dir: str | Path, kernel_dir: str | Pa
           rerun_config: dict | None = None) -> dict:
     """Write the kernel dataset and the kernel folders for the finished run in `results_dir`; return the
     manifest. models: "ensemble" (its recipe in scores.json), or "student" (kaggle.kernel_models: the distilled
-    `student` alone, which predicts in a fraction of the ensemble's time). `rerun_config`: the kaggle.* settings of the hidden rerun (see rerun_settings); a rerun projected
-    above the time limit is refused before anything is written. Both folders are written to temporary names and
+    `student` alone, which predicts in a fraction of the ensemble's time). `rerun_config`: the kaggle.* settings of
+    the hidden rerun (see rerun_settings); a rerun projected above the time limit is refused before anything is
+    written. Both folders are written to temporary names and
     renamed into place: never half-written."""
     from .predict import ensemble_recipe
 

@@ -41,15 +41,20 @@ def as_numbers(values: pd.Series) -> np.ndarray | None:
     return None if np.any(present & ~np.isfinite(nums)) else nums
 
 
-def specs(train: pd.DataFrame, test: pd.DataFrame, columns: list[str], train_path, test_path) -> list[dict]:
+def require_column(frame: pd.DataFrame, name: str, path) -> None:
+    """A data.meta_columns column of `path` (train.csv, or test.csv: the kernel's hidden one too)."""
+    if name not in frame.columns:
+        raise InputError(f"{path}: no column {name!r} (data.meta_columns); the model needs it in train and test, or "
+                         f"remove it from data.meta_columns")
+
+
+def specs(train: pd.DataFrame, test: pd.DataFrame, columns: list[str], train_path) -> list[dict]:
     """[{name, kind}] of the columns (kind: number when every present value in train and test is one, else text);
-    a column missing from either file, or empty in every training row, is a one-line error."""
+    a column missing from train.csv, or empty in every training row, is a one-line error (one missing from the
+    test CSV: prepare.read_test_meta)."""
     out = []
     for name in columns:
-        for frame, path in ((train, train_path), (test, test_path)):
-            if name not in frame.columns:
-                raise InputError(f"{path}: no column {name!r} (data.meta_columns); the model needs it in train "
-                                 f"and test, or remove it from data.meta_columns")
+        require_column(train, name, train_path)
         if is_missing(train[name]).all():
             raise InputError(f"{train_path}: column {name!r} (data.meta_columns) is empty in every row; remove it "
                              f"from data.meta_columns")

@@ -420,10 +420,10 @@ def read_test_meta(root: Path, cfg: DataConfig, template: Template) -> pd.DataFr
     test = read_csv(path)
     col = match_column(test, template.id_column, path, "id", "rename it, or set data.id_column")
     refuse_duplicates(test[col], path, col)
-    absent = [c for c in cfg.meta_columns if c not in test.columns]
-    if absent:
-        raise InputError(f"{path}: no column {absent[0]!r} (data.meta_columns); the model needs it for every test "
-                         "image: add it, or remove it from data.meta_columns")
+    from .meta import require_column
+
+    for name in cfg.meta_columns:
+        require_column(test, name, path)
     missing = sorted(set(template.ids) - set(test[col]))
     if missing:
         raise InputError(f"{path}: test id {missing[0]!r} has no row; the metadata of every test image is "
@@ -438,7 +438,7 @@ def meta_values(root: Path, cfg: DataConfig, train: pd.DataFrame, template: Temp
         return None
     from . import meta
 
-    specs = meta.specs(train, test, cfg.meta_columns, root / cfg.train_csv, root / cfg.test_csv)
+    specs = meta.specs(train, test, cfg.meta_columns, root / cfg.train_csv)
     return {"specs": specs, "train": train[cfg.meta_columns].reset_index(drop=True), "test": test}
 
 
