@@ -11,6 +11,7 @@ import importlib.util
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -220,7 +221,11 @@ def test_slurm_job_asks_for_its_backbones_gpus_memory_and_time(slurm, slurm_run,
     assert len(job) == 1, [j.get("StdOut") for j in slurm.jobs()]
     job = job[0]
     tres = dict(kv.split("=", 1) for kv in (job.get("ReqTRES") or job["TRES"]).split(","))
-    assert tres["gres/gpu"] == "2" and tres["mem"] == "1500M", job["ReqTRES"]
+    # GPUs show in the TRES list only where AccountingStorageTRES tracks gres/gpu; the request itself is always in
+    # TresPerJob or TresPerNode ("gres:gpu:2", "gres/gpu:2" on newer Slurm)
+    per = job.get("TresPerJob") or job.get("TresPerNode") or ""
+    gpus = tres.get("gres/gpu") or (re.search(r"gpu[:=](\d+)$", per) or [None, None])[1]
+    assert gpus == "2" and tres["mem"] == "1500M", job
     assert job["TimeLimit"] == "00:07:00" and job["JobState"] == "COMPLETED", job
     metrics = json.loads((wd / target).read_text())
     assert metrics["processes"] == 2 and metrics["cuda_visible_devices"] == "0,1", metrics
