@@ -28,13 +28,19 @@ run: $(STAMP)
 	$(BIN)/snakemake $(SNAKEMAKE_ARGS) && \
 	echo "workflow finished in $$(( $$(date +%s) - start )) s"
 
+# Two pytest-xdist workers, one test file each at a time (module fixtures stay in one process): the workflow tests
+# spend much of their time starting processes on one core, so two workers use the machine's two cores.
+# PYTEST_WORKERS=0 runs the tests in the pytest process itself.
+PYTEST_WORKERS ?= 2
+XDIST = -n $(PYTEST_WORKERS) $(if $(filter 0,$(PYTEST_WORKERS)),,--dist loadfile)
+
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # The library and unit tests (Kaggle client against the stub included): no snakemake, Slurm or browser.
 # About 2 minutes on 2 cores; `make test` above runs everything, as CI does. Markers: pyproject.toml.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not workflow and not slurm and not browser" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not workflow and not slurm and not browser" $(PYTEST_ARGS)
 
 # The whole suite with line coverage of kagglecv/, subprocesses included (tests/coverage.ini); the data in
 # $(COVERAGE_DIR), combined and reported at the end. Slower than `make test` (every job is traced).
@@ -42,7 +48,7 @@ COVERAGE_DIR ?= /tmp/kagglecv-coverage
 coverage: $(STAMP)
 	@rm -rf $(COVERAGE_DIR) && mkdir -p $(COVERAGE_DIR); \
 	export COVERAGE_DIR=$(abspath $(COVERAGE_DIR)); \
-	$(BIN)/python -m pytest --cov=kagglecv --cov-config=tests/coverage.ini --cov-report= $(PYTEST_ARGS); \
+	$(BIN)/coverage run --rcfile=tests/coverage.ini -m pytest $(XDIST) $(PYTEST_ARGS); \
 	status=$$?; \
 	$(BIN)/coverage combine --quiet --rcfile=tests/coverage.ini; $(BIN)/coverage report --rcfile=tests/coverage.ini; \
 	exit $$status

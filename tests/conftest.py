@@ -83,11 +83,30 @@ class TrainedRun:
         return TrainedRun(dest, self.cfg, self.info, self.run)
 
 
-@pytest.fixture(scope="session")
-def trained_run(tmp_path_factory) -> TrainedRun:
-    """The session's one trained run (see SHARED_*): tests only read it; those that add to it take a copy."""
-    wd = tmp_path_factory.mktemp("trained")
+def _train_shared(wd: Path) -> TrainedRun:
     info = write_csv_images_competition(wd / "tiny.zip", n_test=12)
     cfg = tiny_config(wd / "tiny.zip", backbones=SHARED_BACKBONES, train=dict(SHARED_TRAIN),
                       ensemble={"method": "stack"}, kaggle={"owner": "someone", "enable_gpu": False, "max_bad_test_images": 0.05})
     return TrainedRun(wd, cfg, info, run_snakemake(wd, cfg))
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, worker_id) -> TrainedRun:
+    """The session's one trained run (see SHARED_*): tests only read it; those that add to it take a copy. Under
+    pytest-xdist (`make test` runs two workers) the first worker to ask trains it in the workers' common temp
+    folder, under a file lock, and the others read it from there: one run for the whole session still."""
+    if worker_id == "master":
+        return _train_shared(tmp_path_factory.mktemp("trained"))
+    import pickle
+
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent  # shared by the workers of this session
+    done = root / "trained.pickle"
+    with FileLock(str(root / "trained.lock")):
+        if done.exists():
+            return pickle.loads(done.read_bytes())
+        (wd := root / "trained").mkdir()
+        shared = _train_shared(wd)
+        done.write_bytes(pickle.dumps(shared))
+        return shared
