@@ -23,7 +23,6 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import PROFILE as LOCAL_PROFILE
 from helpers import REPO, SNAKEMAKE, tiny_config, write_csv_images_competition
 from slurm_local import MlflowServer, Unavailable, slurm_cluster
 
@@ -32,7 +31,6 @@ BACKBONES = ["test_resnet", {"name": "test_convnext", "img_size": 32}]  # x 2 fo
 TRAIN_JOBS = {f"{b}-fold{k}" for b in ("test_resnet", "test_convnext") for k in range(2)}
 JOBS = {"prepare", "folds", "ensemble", "submission"} | TRAIN_JOBS
 WARNING = "continuing without tracking"
-TIMINGS: dict[str, float] = {}
 
 # Slurm tests: the first one's setup may install slurm-wlm, wait for another session's cluster, then run the
 # whole workflow through sbatch (about 3 minutes on 2 cores once installed).
@@ -179,7 +177,6 @@ def family(server: MlflowServer) -> tuple:
 def slurm_run(slurm, server, competition, tmp_path_factory):
     wd = tmp_path_factory.mktemp("wf-slurm")
     r = run_workflow(wd, tiny_config(competition, backbones=BACKBONES), server)
-    TIMINGS["slurm"] = r.wall
     r.slurm_jobs = slurm.jobs()
     return wd, r
 
@@ -248,21 +245,6 @@ def test_mlflow_server_holds_the_parent_with_every_child(slurm_run, server):
     # nothing for the backfill to do after a run with the server up
     r = backfill(wd, server)
     assert "0 run(s) were created [], 0 were completed []" in r.stdout, r.stdout
-
-
-def test_slurm_vs_local_wall_time(slurm_run, server, competition, tmp_path_factory):
-    """The same tiny workflow with the local executor (the local profile on 2 cores: two training jobs at once,
-    as the two fake GPUs allow under Slurm), against the same server; both times printed."""
-    wd = tmp_path_factory.mktemp("wf-local")
-    r = run_workflow(wd, tiny_config(competition, backbones=BACKBONES), server, "--cores", "2",
-                     profile=LOCAL_PROFILE)
-    TIMINGS["local"] = r.wall
-    assert_complete_outputs(wd, competition)
-    report = {k: round(v, 1) for k, v in TIMINGS.items()}
-    out = tmp_path_factory.getbasetemp() / "slurm_vs_local.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\ntiny workflow wall time (4 training jobs, 2 fake GPUs): Slurm {report['slurm']} s, "
-          f"local (profiles/default) --cores 2 {report['local']} s  ({out})")
 
 
 def backfill(wd: Path, server: MlflowServer, *args: str) -> subprocess.CompletedProcess:
