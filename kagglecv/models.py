@@ -34,6 +34,7 @@ HEADS = ("linear", "gem", "multi_dropout")
 MULTI_DROPOUT = (5, 0.5)  # masks averaged, dropout rate of each: the usual multi-sample dropout of Kaggle heads
 GEM_P = 3.0  # GeM's initial p: between average (1) and max (inf) pooling, the retrieval papers' start
 META_HIDDEN = 64  # width of the metadata MLP: a handful of columns needs no more
+FUSION_HIDDEN = 256  # width of the layer over [image features, metadata features] before the head
 
 
 # ---------------------------------------------------------------- factories
@@ -119,6 +120,11 @@ def meta_mlp(n_meta: int) -> nn.Module:
                          nn.Linear(META_HIDDEN, META_HIDDEN), nn.BatchNorm1d(META_HIDDEN), nn.SiLU())
 
 
+def fusion_mlp(width: int) -> nn.Module:
+    """Image features and metadata features, concatenated, through one hidden layer before the head."""
+    return nn.Sequential(nn.Linear(width, FUSION_HIDDEN), nn.BatchNorm1d(FUSION_HIDDEN), nn.SiLU())
+
+
 class Net(nn.Module):
     """A body giving pooled features (or a feature map, pooled by `pool`), optionally metadata features beside
     them, and a head. forward(x) or forward(x, meta)."""
@@ -128,20 +134,25 @@ class Net(nn.Module):
         super().__init__()
         self.body, self.pool = body, pool or nn.Identity()
         self.meta = meta_mlp(n_meta) if n_meta else None
-        width = n_features + (META_HIDDEN if n_meta else 0)
+        # With metadata, a hidden layer over the concatenation: a linear head over [image, meta] can only add the
+        # two (a logit from the image plus one from the metadata) and misses a target that depends on both at
+        # once, e.g. a body site that changes what a lesion's look means.
+        width = n_features + META_HIDDEN if n_meta else n_features
+        self.fuse = fusion_mlp(width) if n_meta else None
+        width = FUSION_HIDDEN if n_meta else width
         self.drop = nn.Dropout(drop_rate)
         self.head = MultiDropout(width, n_outputs) if head == "multi_dropout" else nn.Linear(width, n_outputs)
 
     def get_classifier(self) -> nn.Module:
         """What fastai's fine_tune trains first (train.plan_phases): the head, and the metadata branch."""
-        return nn.ModuleList([m for m in (self.head, self.meta, self.pool) if m is not None])
+        return nn.ModuleList([m for m in (self.head, self.fuse, self.meta, self.pool) if m is not None])
 
     def forward(self, x, meta=None):
         f = self.pool(self.body(x))
         if self.meta is not None:
             if meta is None:
                 raise ValueError("this model was built with metadata columns: call it as model(images, meta)")
-            f = torch.cat([f, self.meta(meta.to(f.dtype))], 1)
+            f = self.fuse(torch.cat([f, self.meta(meta.to(f.dtype))], 1))
         return self.head(self.drop(f))
 
 
