@@ -137,14 +137,13 @@ class Net(nn.Module):
         # With metadata, a hidden layer over the concatenation: a linear head over [image, meta] can only add the
         # two (a logit from the image plus one from the metadata) and misses a target that depends on both at
         # once, e.g. a body site that changes what a lesion's look means.
-        width = n_features + META_HIDDEN if n_meta else n_features
-        self.fuse = fusion_mlp(width) if n_meta else None
-        width = FUSION_HIDDEN if n_meta else width
+        self.fuse = fusion_mlp(n_features + META_HIDDEN) if n_meta else None
+        width = FUSION_HIDDEN if n_meta else n_features
         self.drop = nn.Dropout(drop_rate)
         self.head = MultiDropout(width, n_outputs) if head == "multi_dropout" else nn.Linear(width, n_outputs)
 
     def get_classifier(self) -> nn.Module:
-        """What fastai's fine_tune trains first (train.plan_phases): the head, and the metadata branch."""
+        """What fastai's fine_tune trains first (train.plan_phases): the head, the fusion layer, the metadata branch."""
         return nn.ModuleList([m for m in (self.head, self.fuse, self.meta, self.pool) if m is not None])
 
     def forward(self, x, meta=None):
