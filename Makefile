@@ -28,11 +28,12 @@ run: $(STAMP)
 	$(BIN)/snakemake $(SNAKEMAKE_ARGS) && \
 	echo "workflow finished in $$(( $$(date +%s) - start )) s"
 
-# Two pytest-xdist workers, one test file each at a time (module fixtures stay in one process): the workflow tests
+# Two pytest-xdist workers, one group of tests each at a time (a test file, whose module fixtures stay in one
+# process, unless its tests name finer groups), the longest groups first (tests/conftest.py): the workflow tests
 # spend much of their time starting processes on one core, so two workers use the machine's two cores.
 # PYTEST_WORKERS=0 runs the tests in the pytest process itself.
 PYTEST_WORKERS ?= 2
-XDIST = -n $(PYTEST_WORKERS) $(if $(filter 0,$(PYTEST_WORKERS)),,--dist loadfile)
+XDIST = -n $(PYTEST_WORKERS) $(if $(filter 0,$(PYTEST_WORKERS)),,--dist loadgroup --no-loadscope-reorder)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)

@@ -49,7 +49,8 @@ def runs(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("slug", list(DEMOS))
+# each its own xdist group (tests/conftest.py): independent workflows, on whichever worker is free
+@pytest.mark.parametrize("slug", [pytest.param(s, marks=pytest.mark.xdist_group(s)) for s in DEMOS])
 def test_task_end_to_end(runs, slug):
     work = runs(slug)
     results, demo = work / "results" / slug, DEMOS[slug]
