@@ -183,7 +183,7 @@ def create(cfg, n_outputs: int, in_chans: int, n_meta: int = 0, search: Path | N
                          "fix pretrained_file or set pretrained: false")
     if cfg.head not in HEADS:
         raise InputError(f"backbones: {cfg.backbone}: head {cfg.head!r} is not one of {', '.join(HEADS)}")
-    if cfg.model and ":" in cfg.model:  # the user's factory
+    if cfg.model and (":" in cfg.model or cfg.model.endswith(".py")):  # the user's factory (a file needs :FUNCTION)
         factory = load_factory(cfg.model, cfg.backbone, search)
         if cfg.head != "linear":
             raise InputError(f"backbones: {cfg.backbone}: head: {cfg.head} is for timm bodies; a factory builds "

@@ -380,3 +380,36 @@ def test_submission_checked_against_the_template(tmp_path):
                           (out.assign(label=[0.3, np.nan, 0.6]), r"id 'a' has no value in column 'label'")]:
         with pytest.raises(InputError, match=expected):
             submission.check_submission(bad, sample, "id", tmp_path / "sample.csv", "kernel")
+
+
+def test_a_bug_keeps_its_traceback_in_the_log_and_fails_the_job(tmp_path):
+    """Not bad input but a bug: the traceback goes to the log (not a one-line ERROR) and the exception propagates,
+    so Snakemake marks the job failed."""
+    from kagglecv.jobs import run_logged
+
+    def broken():
+        print("started")
+        return {}["missing"]
+
+    log = tmp_path / "logs" / "broken.log"
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        with pytest.raises(KeyError):
+            run_logged(log, broken)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    text = log.read_text()
+    assert text.startswith("started\n") and "Traceback" in text and "KeyError: 'missing'" in text
+    assert "ERROR: " not in text
+
+
+def test_a_rule_reusing_a_job_finds_it_by_its_name_and_others_are_told_the_convention():
+    from kagglecv.jobs import JOBS, Files, job_of
+
+    assert job_of("train_mynet") is JOBS["train"] and job_of("report_cv") is JOBS["report_cv"]
+    with pytest.raises(KeyError, match="rule 'mytrain' has no job .* named <its name>_<anything>, e.g. train_mynet"):
+        job_of("mytrain")
+    with pytest.raises(AttributeError, match="no 'oof' here; named: folds, meta"):
+        Files({"folds": "f.csv", "meta": "m.json"}).oof

@@ -264,3 +264,18 @@ def test_pretrained_without_weights_offline_is_a_clear_error(tmp_path, monkeypat
     with pytest.raises(InputError, match="backbones: pretrained weights for resnet18 not found") as e:
         build_model(TrainConfig(backbone="resnet18", pretrained=True), n_outputs=2, in_chans=3)
     assert "pretrained_file" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("metric, predicted, expected", [
+    ("accuracy", ["dog", "cat", "cat", "cat"], 0.75),  # labels for ids a-d: c is wrong
+    ("roc_auc", ["0.9", "0.2", "0.25", "0.3"], 0.75),  # P(dog): of the (dog, cat) pairs only (c, d) is misordered
+])
+def test_the_local_public_score_reads_the_submission_as_kaggle_would(tmp_path, metric, predicted, expected):
+    """kagglecv.submission.score_against (the demo's holdout rule): the submission against held-aside labels, by
+    id, whatever the order of either file."""
+    meta = {"task": "binary", "id_column": "id", "target_columns": ["label"], "classes": ["cat", "dog"]}
+    pd.DataFrame({"id": ["d", "c", "b", "a"], "label": predicted[::-1]}).to_csv(tmp_path / "sub.csv", index=False)
+    pd.DataFrame({"id": ["a", "b", "c", "d"], "label": ["dog", "cat", "dog", "cat"]}).to_csv(
+        tmp_path / "solution.csv", index=False)
+    result = submission.score_against(tmp_path / "sub.csv", tmp_path / "solution.csv", meta, metric)
+    assert result == {"metric": metric, "score": pytest.approx(expected), "n": 4}

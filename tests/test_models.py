@@ -33,6 +33,14 @@ FACTORY = textwrap.dedent('''
 
     def not_a_module(**kw):
         return "a model"
+
+    def raises(**kw):
+        raise RuntimeError("no such width\\nsecond line")
+
+    def unpooled(num_outputs, in_chans, pretrained, img_size):
+        return nn.Conv2d(in_chans, 4, 3)
+
+    NOT_A_FUNCTION = 3
 ''')
 
 
@@ -65,12 +73,51 @@ def test_a_factory_module_is_imported_by_name(factory_file, monkeypatch):
     ("{dir}/mynet.py:not_a_module", "returned str, not a torch.nn.Module"),
     ("no_such_package_xyz.models:build", "cannot import model 'no_such_package_xyz.models:build'"),
     ("just-a-name", "unknown timm model 'just-a-name'"),
+    ("{dir}/mynet.py", "is not FILE.py:FUNCTION or MODULE:FUNCTION"),
+    ("{dir}/mynet.py:NOT_A_FUNCTION", "is not callable"),
+    ("{dir}/mynet.py:raises", r"failed to build \(RuntimeError: no such width\)"),
+    ("{dir}/broken.py:build", r"cannot import model .*broken.py:build' \(ZeroDivisionError: division by zero\)"),
 ])
 def test_a_bad_factory_is_one_line_naming_the_entry(factory_file, ref, message):
+    (factory_file.parent / "broken.py").write_text("x = 1 / 0\n")
     cfg = TrainConfig(backbone="mynet", model=ref.format(dir=factory_file.parent), img_size=16)
     with pytest.raises(InputError, match=message) as e:
         build_model(cfg, n_outputs=3, in_chans=1)
     assert "\n" not in str(e.value) and ("mynet" in str(e.value) or "just-a-name" in str(e.value))
+
+
+@pytest.mark.parametrize("settings, n_meta, message", [
+    ({"model": "{dir}/mynet.py:build", "head": "gem"}, 0, "head: gem is for timm bodies"),
+    ({"head": "max"}, 0, "head 'max' is not one of"),
+    ({"pretrained_file": "{dir}/missing.safetensors"}, 0, "missing.safetensors: pretrained weights for mynet not found"),
+    ({"model": "{dir}/mynet.py:unpooled"}, 2, r"must return pooled features N x F .* returned \(2, 4, 14, 14\)"),
+    ({"model": "test_resnet", "pretrained": True}, 0, "pretrained weights for mynet not found"),
+])
+def test_a_model_setting_that_cannot_work_is_one_line(factory_file, settings, n_meta, message):
+    """What the entry asks of the model is checked before any epoch (HF_HUB_OFFLINE: no weights to be had)."""
+    settings = {k: v.format(dir=factory_file.parent) if isinstance(v, str) else v for k, v in settings.items()}
+    with pytest.raises(InputError, match=message) as e:
+        build_model(TrainConfig(backbone="mynet", img_size=16, **settings), n_outputs=3, in_chans=1, n_meta=n_meta)
+    assert "\n" not in str(e.value)
+
+
+def test_a_factory_file_moved_is_found_where_the_kernel_dataset_carries_it(factory_file, tmp_path):
+    carried = tmp_path / "dataset" / "mynet"
+    carried.mkdir(parents=True)
+    factory_file.rename(carried / "mynet.py")
+    cfg = TrainConfig(backbone="mynet", model=f"{factory_file}:build", img_size=8)  # where it was written
+    with pytest.raises(InputError, match="not found"):
+        build_model(cfg, n_outputs=2, in_chans=1)
+    model, _ = build_model(cfg, n_outputs=2, in_chans=1, search=carried)
+    assert model(torch.zeros(1, 1, 8, 8)).shape == (1, 2)
+
+
+def test_a_factory_body_with_metadata_is_fused_and_asks_for_the_metadata(factory_file):
+    model, _ = build_model(TrainConfig(backbone="mynet", model=f"{factory_file}:build", img_size=8), n_outputs=2,
+                           in_chans=1, n_meta=3)
+    assert isinstance(model, Net) and model(torch.zeros(2, 1, 8, 8), torch.zeros(2, 3)).shape == (2, 2)
+    with pytest.raises(ValueError, match="call it as model\\(images, meta\\)"):
+        model(torch.zeros(2, 1, 8, 8))
 
 
 @pytest.mark.parametrize("head", ["gem", "multi_dropout"])
