@@ -103,6 +103,63 @@ def test_zip_limits_refused_before_writing(tmp_path, tiny_zip, case):
         assert "train.csv" in tree(safe_extract(tiny_zip[0], tmp_path / "ok"))
 
 
+def symlink_entry(src: Path, dst: Path) -> Path:
+    shutil.copy(src, dst)
+    with zipfile.ZipFile(dst, "a") as zf:
+        info = zipfile.ZipInfo("train/link.png")
+        info.external_attr = (0o120777 << 16)  # S_IFLNK: a symlink, as `zip --symlinks` stores one
+        zf.writestr(info, "/etc/passwd")
+    return dst
+
+
+def damaged_member(src: Path, dst: Path) -> Path:
+    """A valid directory whose last file's stored bytes are flipped: found only while unpacking (CRC)."""
+    with zipfile.ZipFile(src) as zf:
+        names = zf.namelist()
+    shutil.copy(src, dst)
+    with zipfile.ZipFile(dst, "a") as zf:
+        zf.writestr("zz_last.csv", b"id,label\n" * 50)  # stored: the bytes below are the file's own
+        info = zf.getinfo("zz_last.csv")
+    data = bytearray(dst.read_bytes())
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    data[start + 5] ^= 0xFF
+    dst.write_bytes(bytes(data))
+    assert len(names) > 1
+    return dst
+
+
+@pytest.mark.parametrize("build, expected", [
+    (lambda z, d: d.write_bytes(b"<html>rate limited</html>"), "not a readable zip"),
+    (symlink_entry, "refusing symlink entry 'train/link.png'"),
+    (damaged_member, "could not unpack 'zz_last.csv' (Bad CRC-32"),  # found while writing, after the others
+])
+def test_an_unreadable_or_unsafe_archive_is_one_line_and_leaves_nothing(tmp_path, tiny_zip, build, expected):
+    """Refused while planning (nothing written) or, for damage only reading finds, after writing: then what was
+    written is removed again."""
+    bad = tmp_path / "bad.zip"
+    build(tiny_zip[0], bad)
+    with pytest.raises(InputError) as e:
+        safe_extract(bad, tmp_path / "out")
+    assert expected in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "out").exists()
+    existing = tmp_path / "existing"  # a folder of the user's: kept, and only what the archive wrote is removed
+    (existing / "notes").mkdir(parents=True)
+    (existing / "notes" / "mine.txt").write_text("keep")
+    with pytest.raises(InputError):
+        safe_extract(bad, existing)
+    assert tree(existing) == {"notes/mine.txt": b"keep"}
+
+
+def test_an_existing_target_whose_symlink_leads_outside_is_refused(tmp_path, tiny_zip):
+    target, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    target.mkdir()
+    elsewhere.mkdir()
+    (target / "train").symlink_to(elsewhere)  # train/... would be written into `elsewhere`
+    with pytest.raises(InputError, match="would land outside"):
+        safe_extract(tiny_zip[0], target)
+    assert not any(elsewhere.iterdir())
+
+
 def test_os_litter_skipped(tmp_path, tiny_zip):
     litter = [("__MACOSX/train/._tr000.png", b"\x00\x05\x16\x07"), ("train/._tr001.png", b"\x00\x05\x16\x07"),
               (".DS_Store", b"\x00\x00\x00\x01Bud1"), ("train/Thumbs.db", b"\xd0\xcf"),
