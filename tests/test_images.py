@@ -170,3 +170,29 @@ def test_png_bytes_in_memory_decode_like_files(tmp_path):
     img.save(tmp_path / "a.png")
     dec = Decoder(6, 6, gray=False)
     assert np.array_equal(dec(io.BytesIO(buf.getvalue()), "a"), dec(tmp_path / "a.png", "a"))
+
+
+@pytest.mark.parametrize("values, expected", [
+    ([0.0, 0.5, 1.0], [0, 128, 255]),  # in [0, 1]: the usual float convention
+    ([0.0, 257.0, 65535.0], [0, 1, 255]),  # beyond 1: the 16-bit range
+])
+def test_float_images_are_scaled_by_their_range(tmp_path, values, expected):
+    Image.fromarray(np.array([values], dtype=np.float32).repeat(3, axis=0), "F").save(tmp_path / "depth.tiff")
+    assert Image.open(tmp_path / "depth.tiff").mode == "F"
+    out = Decoder(3, 3, gray=True)(tmp_path / "depth.tiff", "depth")
+    assert out[0, :, 0].tolist() == expected
+
+
+def test_cmyk_with_a_broken_colour_profile_still_converts(tmp_path):
+    rgb = halves(32, 32, left=(200, 40, 40), right=(30, 160, 60))
+    rgb.convert("CMYK").save(tmp_path / "print.jpg", quality=95, icc_profile=b"not an ICC profile")
+    assert Image.open(tmp_path / "print.jpg").info.get("icc_profile")
+    out = Decoder(32, 32, gray=False)(tmp_path / "print.jpg", "print")
+    assert close(out[16, 4], (200, 40, 40), tol=20) and close(out[16, 28], (30, 160, 60), tol=20)
+
+
+def test_a_raised_pixel_limit_lets_a_trusted_large_image_through(tmp_path, monkeypatch):
+    Image.new("RGB", (30, 30), (9, 9, 9)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow alone would refuse 900 px
+    out = Decoder(8, 8, gray=False, max_pixels=1000)(tmp_path / "big.png", "b")
+    assert out.shape == (8, 8, 3) and int(out[4, 4, 0]) == 9

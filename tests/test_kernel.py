@@ -535,3 +535,45 @@ def test_the_training_prior_is_the_labels_frequency_or_mean(kind, classes, label
 
     prior = Task(kind, tuple(classes)).prior(pd.DataFrame({"label": labels, "y": y}))
     assert prior.tolist() == pytest.approx(expected)
+
+
+def test_the_kernel_owner_comes_from_the_local_credentials_without_a_network_call(tmp_path, monkeypatch):
+    """kaggle.owner unset: the user name of KAGGLE_USERNAME, else of the first kaggle.json the client would read;
+    none for a bare API token."""
+    from kagglecv.kernel import credential_username
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "cfg"))
+    assert credential_username() is None
+    (home / ".config" / "kaggle").mkdir(parents=True)
+    (home / ".config" / "kaggle" / "kaggle.json").write_text(json.dumps({"username": "later", "key": "k"}))
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "kaggle.json").write_text(json.dumps({"username": "", "key": "token-only"}))
+    assert credential_username() == "later"  # the first file that names one
+    monkeypatch.setenv("KAGGLE_USERNAME", "alice")
+    assert credential_username() == "alice"
+
+
+def test_a_kernel_dataset_that_cannot_be_complete_is_one_line(tmp_path):
+    """No student to ship, a factory file gone since training, no checkout to build the wheel from."""
+    from kagglecv.errors import InputError
+    from kagglecv.kernel import build_wheel, place_factory, student_scores
+    from kagglecv.layout import Layout
+
+    L = Layout(tmp_path / "results" / "tiny")
+    with pytest.raises(InputError, match="kernel_models: student needs a distilled student"):
+        student_scores(L, {"models": {"test_resnet": {"cv": 0.5}}}, None)
+    fold = L.model("mynet", 0)
+    fold.path.mkdir(parents=True)
+    fold.config.write_text(json.dumps({"model": str(tmp_path / "gone.py") + ":build"}))
+    with pytest.raises(InputError, match=r"backbones: mynet: its model file .*gone.py is gone"):
+        place_factory(L, "mynet", Layout(tmp_path / "out"))
+    L.model("timm_member", 0).path.mkdir(parents=True)
+    L.model("timm_member", 0).config.write_text(json.dumps({"model": None}))
+    place_factory(L, "timm_member", Layout(tmp_path / "out"))  # a timm name: nothing to carry
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(InputError, match="no pyproject.toml and kagglecv/ here"):
+        build_wheel(tmp_path, tmp_path / "wheels")

@@ -286,3 +286,21 @@ def test_metadata_fusion_learns_a_target_that_depends_on_image_and_metadata_toge
         opt.step()
     net.eval()
     assert (net(x, meta).argmax(1) == y).float().mean().item() == 1.0
+
+
+def test_predict_reads_each_images_metadata_by_file_name_or_stem(tmp_path):
+    """`snakemake predict --config predict_meta=...` / `python -m kagglecv.predict --meta`: a row per image by its
+    file name or its name without the extension, in the images' order; what is missing is one line."""
+    from kagglecv.predict import read_meta_csv
+
+    meta = {"meta_columns": [{"name": "kind"}, {"name": "age"}]}
+    pd.DataFrame({"image": ["b", "a.png", "c.jpg"], "age": [3, 1, 2], "kind": ["x", "y", "z"],
+                  "other": [0, 0, 0]}).to_csv(tmp_path / "meta.csv", index=False)
+    got = read_meta_csv(tmp_path / "meta.csv", ["a.png", "b.png", "c.jpg"], meta)
+    assert got.to_dict("list") == {column("kind"): ["y", "x", "z"], column("age"): ["1", "3", "2"]}  # as read
+    assert read_meta_csv(tmp_path / "meta.csv", ["a.png"], {"meta_columns": []}) is None  # a run without
+    with pytest.raises(InputError, match=r"meta.csv: no row for image 'd.png' in column 'image'; list every image"):
+        read_meta_csv(tmp_path / "meta.csv", ["a.png", "d.png"], meta)
+    pd.DataFrame({"image": ["a"], "kind": ["x"]}).to_csv(tmp_path / "short.csv", index=False)
+    with pytest.raises(InputError, match=r"short.csv: no column 'age'; the run's models read kind, age"):
+        read_meta_csv(tmp_path / "short.csv", ["a.png"], meta)
