@@ -57,12 +57,28 @@ def test_prepare_keeps_string_labels_and_reads_a_folder(tmp_path):
     (lambda n, d: d.replace(b"id,label", b"id,target") if n == "train.csv" else d, "no target column 'label'"),
     (lambda n, d: d.replace(b"id,label", b"image,label") if n == "train.csv" else d, "no id column 'id'"),
     (lambda n, d: None if n == "test/te002.png" else d, "test id 'te002' has no image"),
+    (lambda n, d: b"" if n == "train.csv" else d, "train.csv: the file is empty"),
+    (lambda n, d: d.decode().encode("utf-16") if n == "train.csv" else d, "train.csv: not UTF-8 text"),
+    (lambda n, d: None if n == "sample_submission.csv" else d, "no sample_submission.csv found"),
+    (lambda n, d: b"id\nte000\n" if n == "sample_submission.csv" else d, "no target column beside 'id'"),
+    (lambda n, d: b"id,label\n" + b"".join(f"tr{i:03d},0\n".encode() for i in range(24)) if n == "train.csv"
+     else d, r"only one class \('0'\) in the training labels"),
 ])
 def test_prepare_bad_input_names_the_problem(tmp_path, tiny_zip, edit, expected):
     bad = edit_zip(tiny_zip[0], tmp_path / "bad.zip", edit)
     with pytest.raises(InputError, match=expected) as e:
         prepare.prepare(bad, tmp_path / "prep")
     assert "\n" not in str(e.value)
+    assert not (tmp_path / "prep" / "meta.json").exists()
+
+
+def test_prepare_settings_that_cannot_work_are_one_line(tmp_path, tiny_zip):
+    with pytest.raises(InputError, match="nowhere.zip: not found; set data.path"):
+        prepare.prepare(tmp_path / "nowhere.zip", tmp_path / "prep")
+    with pytest.raises(InputError, match="data.resize: unknown mode 'stretchy'; use one of"):
+        prepare.prepare(tiny_zip[0], tmp_path / "prep", prepare.DataConfig(resize="stretchy"))
+    with pytest.raises(InputError, match="data.layout: unknown layout 'tiles'; use auto"):
+        prepare.prepare(tiny_zip[0], tmp_path / "prep", prepare.DataConfig(layout="tiles"))
     assert not (tmp_path / "prep" / "meta.json").exists()
 
 
