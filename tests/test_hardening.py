@@ -334,6 +334,29 @@ def test_credentials_redacted_everywhere(tmp_path, monkeypatch):
     assert "pa%24%24word444" not in message and "alice:" not in message
 
 
+def test_the_parent_run_survives_a_tracking_server_that_is_down(tmp_path, monkeypatch):
+    """The workflow's parent run (Snakefile onstart/onsuccess, submit's score) against a server that is down: each
+    call warns and returns, none raises, and once one failed the rest do not wait on the server again."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9/")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
+    monkeypatch.setattr(tracking, "_down", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert tracking.start_parent("exp", tmp_path) is None
+        assert tracking.log_to_parent({"public_score": 0.9}, results_dir=tmp_path) is False  # no parent: nothing
+        monkeypatch.setenv(tracking.PARENT_ENV, "abc123")  # a parent started while the server was up
+        monkeypatch.setattr(tracking, "_down", False)
+        assert tracking.log_to_parent({"public_score": 0.9}, results_dir=tmp_path) is False
+        assert tracking._down
+        tracking.finish_parent(True)  # down already: says how to close it later, without calling the server
+    messages = [str(w.message) for w in caught]
+    assert any("parent run" in m and "continuing without tracking" in m for m in messages), messages
+    assert any("logging to the parent run" in m for m in messages), messages
+    assert "the parent run abc123 stays open" in messages[-1] and "--close-parents" in messages[-1]
+
+
 MLFLOW_PRINTS = r"""
 import logging, os, sys
 from kagglecv.jobs import run_logged
