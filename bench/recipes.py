@@ -9,8 +9,9 @@ workflow never sees (Fashion-MNIST competitions built here; the real `snakemake`
   heads     one fold, resnet18 three ways (timm's own head, head: gem, a factory file wrapping timm's resnet18):
             start-up seconds and images/s from metrics.json.
   pseudo    1,000 labelled / 5,000 test images, resnet18, 3 folds x 4 epochs at 32 px: held-out accuracy with one
-            pseudo-label round and without; the distilled student (resnet10t) beside them: its held-out accuracy
-            and its prediction time against the ensemble's.
+            pseudo-label round (soft labels on every test image; hard labels on the confident ones) and without;
+            the distilled student (resnet10t) beside them: its held-out accuracy and its prediction time against
+            its teachers' ensemble.
   resize    a photo competition (bench/scale.py's generator): stages 48 -> 64 px against 64 px throughout, same
             epochs: wall time and CV.
   budget    one fold of 10,000 images: time budgets of 40, 120 and 300 s, planned against used seconds.
@@ -219,6 +220,8 @@ def pseudo(root: Path) -> dict:
     data = {"source": "local", "path": str(root / "pl.zip")}
     out = {}
     for name, over in (("plain", {}), ("round", {"pseudo_labels": {"rounds": 1}}),
+                       ("round, confident hard labels",
+                        {"pseudo_labels": {"rounds": 1, "min_confidence": 0.9, "soft": False}}),
                        ("round+student", {"pseudo_labels": {"rounds": 1}, "distill": {"student": "resnet10t"}})):
         cfg = base_config("pl", data, train={"epochs": 4}, **over)
         wall = workflow(root / name, cfg)
@@ -231,8 +234,9 @@ def pseudo(root: Path) -> dict:
 
 
 def student_against_ensemble(res: Path, truth: pd.Series) -> dict:
-    """The student alone against the ensemble: held-out accuracy, and the seconds each takes to predict the test
-    images (kagglecv.predict.ensemble_predict, as `snakemake predict` and the kernel run it)."""
+    """The student alone against its teachers' ensemble (the mean of the other members, what it was distilled
+    from): held-out accuracy, and the seconds each takes to predict the test images
+    (kagglecv.predict.ensemble_predict, as `snakemake predict` and the kernel run it)."""
     from kagglecv.data import open_cache
     from kagglecv.kernel import student_scores
     from kagglecv.layout import Layout
@@ -244,7 +248,9 @@ def student_against_ensemble(res: Path, truth: pd.Series) -> dict:
     images = open_cache(L.prepared.test_images)
     ids = pd.read_csv(L.prepared.test, dtype=str)["id"]
     out = {}
-    for name, s in (("ensemble", full), ("student", student_scores(L, full, student))):
+    teachers = [m for m in full["models"] if m != student]
+    ensemble = {**full, "ensemble": {"method": "mean", "members": teachers, "params": None}}
+    for name, s in (("ensemble", ensemble), ("student", student_scores(L, full, student))):
         bundle = res.parent.parent / f"bundle-{name}"
         shutil.rmtree(bundle, ignore_errors=True)
         shutil.copytree(res, bundle / "r", ignore=shutil.ignore_patterns("*.npy", "kernel*", "logs", "report"))

@@ -136,6 +136,16 @@ def _check(method: str):
     return METHODS[method]
 
 
+def used(method: str, params, n_models: int) -> list[int]:
+    """The models whose predictions `method` with fitted `params` reads: one best_single model, the hill climb's
+    models with weight. A model outside it needs no predicting (a code competition's kernel skips its passes)."""
+    if method == "best_single":
+        return [int(params["model"])]
+    if method == "hill_climb":
+        return [i for i, w in enumerate(params["weights"]) if w > 0]
+    return list(range(n_models))
+
+
 def apply(method: str, preds, params, kind="multiclass") -> np.ndarray:
     """`method` with fitted `params` (None for parameter-free methods) on predictions of the same models."""
     return np.asarray(_check(method)[1](preds, params, kind=kind))

@@ -327,7 +327,7 @@ def build(results_dir: str | Path, dataset_dir: str | Path, kernel_dir: str | Pa
     the hidden rerun (see rerun_settings); a rerun projected above the time limit is refused before anything is
     written. Both folders are written to temporary names and
     renamed into place: never half-written."""
-    from .predict import ensemble_recipe
+    from .predict import ensemble_recipe, predicted_members
 
     layout = Layout(Path(results_dir))
     dataset_dir, kernel_dir = Path(dataset_dir), Path(kernel_dir)
@@ -335,18 +335,19 @@ def build(results_dir: str | Path, dataset_dir: str | Path, kernel_dir: str | Pa
     if models == "student":
         scores = student_scores(layout, scores, student)
     method, members, _ = ensemble_recipe(scores)  # refuses a scores.json without the fitted params
+    shipped = predicted_members(scores)  # a member the recipe gives no weight is neither shipped nor predicted
     settings = rerun_settings(rerun_config)
-    plan = budget(layout, scores, meta, members, settings, enable_gpu)
+    plan = budget(layout, scores, meta, shipped, settings, enable_gpu)
     owner = owner or credential_username() or DEFAULT_OWNER
     dataset, kernel = slug(dataset or default_slug(competition)), slug(kernel or default_slug(competition))
     ds_tmp, k_tmp = (Path(tempfile.mkdtemp(dir=d.parent, prefix=f".{d.name}-")) for d in (dataset_dir, kernel_dir))
     try:
-        write_dataset(ds_tmp, layout, scores, meta, members, repo, wheels)
+        write_dataset(ds_tmp, layout, scores, meta, shipped, repo, wheels)
         ds = KernelDatasetFiles(ds_tmp)
         write_json(ds.metadata, {"title": dataset, "id": f"{owner}/{dataset}", "licenses": [{"name": "CC0-1.0"}]})
         files = sorted(p for p in ds_tmp.rglob("*") if p.is_file())
         manifest = {"competition": competition, "dataset": f"{owner}/{dataset}", "kernel": f"{owner}/{kernel}",
-                    "method": method, "members": members,
+                    "method": method, "members": members, "shipped": shipped,
                     "files": {p.relative_to(ds_tmp).as_posix(): {"bytes": p.stat().st_size,
                                                                  "sha256": file_sha256(p)} for p in files},
                     "environment": rerun.tested_environment(),
@@ -506,13 +507,13 @@ def predict_test_set(bundle: Path, cache: Path, bad_rows: list[int], device: str
     import numpy as np
 
     from .data import open_cache
-    from .predict import ensemble_predict
+    from .predict import ensemble_predict, predicted_members
 
     images, scores = open_cache(cache), json.loads(Layout(bundle).scores.read_text())
     prior = np.asarray(json.loads(KernelDatasetFiles(bundle).prior.read_text())["prior"], dtype=np.float64)
     probs = np.tile(prior, (len(images), 1))
     good = np.setdiff1d(np.arange(len(images)), bad_rows)
-    passes = sum(len(scores["models"][m]["folds"]) for m in scores["ensemble"].get("members") or scores["models"])
+    passes = sum(len(scores["models"][m]["folds"]) for m in predicted_members(scores))
     info = {"method": scores["ensemble"]["method"], "members": []}
     if len(good):
         progress = rerun.Progress("predict", passes, "fold passes")

@@ -178,16 +178,28 @@ def ensemble_predict(results_dir: str | Path, images: np.ndarray, device: str = 
     backbone_probs; `progress.update()` after each fold of each member."""
     scores = json.loads(Layout(Path(results_dir)).scores.read_text())
     method, members, params = ensemble_recipe(scores)
-    preds, settings = [], {}
+    read = predicted_members(scores)
+    preds, settings = {}, {}
     n = len(images) if rows is None else len(rows)
-    for m in members:
-        p, settings[m] = backbone_probs(fold_dirs_of(results_dir, scores, m), images, device, meta_rows, rows,
-                                        progress)
-        preds.append(p)
+    for m in read:
+        preds[m], settings[m] = backbone_probs(fold_dirs_of(results_dir, scores, m), images, device, meta_rows,
+                                               rows, progress)
         log.info("%s: predicted %d image(s) with %d fold(s)", m, n, len(scores["models"][m]["folds"]))
-    probs = apply_recipe(method, preds, params, scores.get("task", "multiclass"))
-    return probs, {"method": method, "members": members, "preprocessing": settings,
-                   "folds": {m: len(scores["models"][m]["folds"]) for m in members}}
+    if skipped := [m for m in members if m not in preds]:
+        log.info("not predicted (the %s recipe gives them no weight): %s", method, ", ".join(skipped))
+    shape = next(iter(preds.values())).shape
+    probs = apply_recipe(method, [preds.get(m, np.zeros(shape)) for m in members], params,
+                         scores.get("task", "multiclass"))
+    return probs, {"method": method, "members": members, "predicted": read, "preprocessing": settings,
+                   "folds": {m: len(scores["models"][m]["folds"]) for m in read}}
+
+
+def predicted_members(scores: dict) -> list[str]:
+    """The ensemble's members whose predictions its recipe reads (blend.used), in its order."""
+    from . import blend
+
+    method, members, params = ensemble_recipe(scores)
+    return [members[i] for i in blend.used(method, params, len(members))]
 
 
 def check_against_submission(results_dir: Path, scores: dict, method: str, members: list[str], params) -> dict:

@@ -295,3 +295,35 @@ def test_the_local_public_score_reads_the_submission_as_kaggle_would(tmp_path, m
         tmp_path / "solution.csv", index=False)
     result = submission.score_against(tmp_path / "sub.csv", tmp_path / "solution.csv", meta, metric)
     assert result == {"metric": metric, "score": pytest.approx(expected), "n": 4}
+
+
+@pytest.mark.parametrize("method, params, read", [
+    ("best_single", {"model": 1}, ["b"]),
+    ("hill_climb", {"weights": [0.75, 0.0, 0.25]}, ["a", "c"]),
+    ("mean", None, ["a", "b", "c"]),
+])
+def test_prediction_skips_the_members_the_ensemble_gives_no_weight(tmp_path, monkeypatch, method, params, read):
+    """`snakemake predict` and the kernel run the folds of the members the stored recipe reads, and nothing else
+    (a best_single ensemble of a round-two model and its student predicts one model, not three); the answer is
+    the recipe's on all of them."""
+    from kagglecv import predict
+
+    rng = np.random.default_rng(0)
+    probs = {m: rng.dirichlet(np.ones(3), size=5) for m in "abc"}
+    calls = []
+
+    def fake_backbone_probs(fold_dirs, images, *args):  # a fold model's forward passes, recorded
+        member = fold_dirs[0].parent.name
+        calls.append(member)
+        return probs[member], {"member": member}
+
+    monkeypatch.setattr(predict, "backbone_probs", fake_backbone_probs)
+    res = tmp_path / "results" / "c"
+    res.mkdir(parents=True)
+    scores = {"task": "multiclass", "models": {m: {"cv": 0.5, "folds": [0.5, 0.5]} for m in "abc"},
+              "ensemble": {"method": method, "members": ["a", "b", "c"], "params": blend.to_json(params)}}
+    (res / "scores.json").write_text(json.dumps(scores))
+    out, info = predict.ensemble_predict(res, np.zeros((5, 4, 4, 1), np.uint8), "cpu")
+    assert calls == read and info["predicted"] == read and info["members"] == ["a", "b", "c"]
+    expected = blend.apply(method, [probs[m] for m in "abc"], params)
+    assert np.allclose(out, expected)
