@@ -271,7 +271,8 @@ def resize(root: Path) -> dict:
     out = {}
     for name, train in (("64px", {"epochs": 6, "img_size": 64}),
                         ("48-64px", {"stages": [{"img_size": 48, "epochs": 4}, {"img_size": 64, "epochs": 2}]})):
-        cfg = base_config("photos", data, train={**train, "augment": "flip"}, metric="accuracy")
+        # the generator's template holds probabilities (Dogs vs Cats): a probability metric, as scale.py's
+        cfg = base_config("photos", data, train={**train, "augment": "flip"}, metric="log_loss")
         wall = workflow(root / name, cfg)
         s = scores(root / name, "photos")
         train_s = [json.loads(p.read_text())["train_seconds"]
