@@ -6,11 +6,13 @@ Slurm, `browser` drives headless Chromium, `kaggle` talks to tests/kaggle_stub.p
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,10 +37,14 @@ OFFLINE_ENV = {
 
 def pytest_configure(config):
     os.environ.update(OFFLINE_ENV)
+    if not hasattr(config, "workerinput") and config.getoption("numprocesses", None):  # the xdist controller
+        os.environ[GROUPS_ENV] = tempfile.mkdtemp(prefix="kagglecv-test-groups-")  # the workers inherit it
     hub = sys.modules.get("huggingface_hub.constants")
     if hub is not None:  # imported before this hook (by a plugin): it has read the environment already
         hub.HF_HUB_OFFLINE = True
 
+
+GROUPS_ENV = "KAGGLECV_TEST_GROUPS"  # a folder: each xdist worker writes {test: group} there (GroupScheduling)
 
 # Seconds a group of tests took on the 2-core machine (pytest --durations, one process, 2026-12-05). `make test`
 # hands groups to its two xdist workers longest first (--dist loadgroup --no-loadscope-reorder), so that no long
@@ -51,16 +57,14 @@ GROUP_SECONDS = {"test_slurm_mlflow_server.py": 240, "test_kernel.py": 190, "aer
                  "test_workflow.py": 70, "mlflow-server-killed": 90, "test_onesource.py": 50}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the group marks
-def pytest_collection_modifyitems(config, items):
-    """Every test in a group (see GROUP_SECONDS), and the groups in the order the workers should take them."""
-    def group(item) -> str:
-        mark = item.get_closest_marker("xdist_group")
-        return str(mark.args[0]) if mark else Path(item.module.__file__).name
+def group(item) -> str:
+    """The item's xdist group: its own mark's, else its module's (see GROUP_SECONDS)."""
+    mark = item.get_closest_marker("xdist_group")
+    return str(mark.args[0]) if mark else Path(item.module.__file__).name
 
-    for item in items:
-        if not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(group(item)))
+
+def pytest_collection_modifyitems(config, items):
+    """The groups in the order the workers should take them; under xdist, each test's group for GroupScheduling."""
     # the listed groups longest first, then the others by tier (Slurm, whole workflows, the rest), then as collected
     tier: dict[str, int] = {}
     for item in items:
@@ -68,6 +72,32 @@ def pytest_collection_modifyitems(config, items):
         tier[group(item)] = min(tier.get(group(item), rank), rank)
     order = {item: k for k, item in enumerate(items)}
     items.sort(key=lambda item: (-GROUP_SECONDS.get(group(item), 0), tier[group(item)], order[item]))
+    if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get(GROUPS_ENV):
+        out = Path(os.environ[GROUPS_ENV]) / f"{os.environ['PYTEST_XDIST_WORKER']}.json"
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps({item.nodeid: group(item) for item in items}))
+        tmp.replace(out)  # written before the worker reports its collection, so before any scheduling
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadgroup` as it should be: xdist's own does not group under pytest 9.2 (it renames the items
+    after their group, which no longer takes; pytest-xdist#1386). Same scheduler, the scope of a test read from
+    what the workers wrote in pytest_collection_modifyitems."""
+    if config.getvalue("dist") != "loadgroup" or not os.environ.get(GROUPS_ENV):
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.groups is None:  # first called once every worker has collected
+                self.groups = {}
+                for f in sorted(Path(os.environ[GROUPS_ENV]).glob("*.json")):
+                    self.groups.update(json.loads(f.read_text()))
+            return self.groups.get(nodeid) or nodeid.split("::")[0]
+
+    return GroupScheduling(config, log)
 
 
 @pytest.fixture
