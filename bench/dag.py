@@ -66,9 +66,20 @@ def write_competition(path: Path, n_train: int, n_test: int) -> dict[str, int]:
     return {i: int(y) for i, y in zip(te_ids, yte[:n_test])}
 
 
+def backbone_entry(text: str):
+    """--backbone: a timm name, or a YAML mapping (a factory's file made absolute: the run is in another folder)."""
+    import yaml
+
+    entry = yaml.safe_load(text) if text.lstrip().startswith("{") else text
+    if isinstance(entry, dict) and ".py:" in str(entry.get("model", "")):
+        entry["model"] = str((REPO / entry["model"]).resolve()) if not Path(entry["model"]).is_absolute() \
+            else entry["model"]
+    return entry
+
+
 def run_kagglecv(work: Path, zip_path: Path, args) -> tuple[float, Path]:
     config = {"competition": "fmnist-bench", "data": {"source": "local", "path": str(zip_path)},
-              "folds": args.folds, "backbones": [args.backbone],
+              "folds": args.folds, "backbones": [backbone_entry(args.backbone)],
               "train": {**args.train_set, "epochs": args.epochs, "img_size": args.img_size},
               "mlflow": {"live": args.mlflow_live}}
     import yaml
@@ -143,7 +154,9 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n-train", type=int, default=3000)
     ap.add_argument("--n-test", type=int, default=1000)
-    ap.add_argument("--backbone", default="resnet18")
+    ap.add_argument("--backbone", default="resnet18",
+                    help="kagglecv's backbones: entry, a timm name or a YAML mapping, e.g. "
+                         "'{name: small_cnn, model: bench/models/small_cnn.py:build, model_args: {width: 16}}'")
     ap.add_argument("--img-size", type=int, default=32)
     ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=3, help="kagglecv epochs per fold")
