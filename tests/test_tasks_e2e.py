@@ -86,6 +86,7 @@ def test_task_end_to_end(runs, slug):
         assert ours <= constant + MARGIN[demo.metric], (ours, constant)
 
 
+@pytest.mark.xdist_group("isic-mini")  # isic-mini's run, on the worker that makes it
 def test_groups_never_cross_folds(runs):
     work = runs("isic-mini")
     folds = pd.read_csv(work / "results" / "isic-mini" / "folds.csv", dtype={"group": str})
