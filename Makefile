@@ -39,7 +39,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # The library and unit tests (Kaggle client against the stub included): no snakemake, Slurm or browser.
-# About 2 minutes on 2 cores; `make test` above runs everything, as CI does. Markers: pyproject.toml.
+# About 3 minutes on 2 cores; `make test` above runs everything, as CI does. Markers: pyproject.toml.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest $(XDIST) -m "not workflow and not slurm and not browser" $(PYTEST_ARGS)
 
