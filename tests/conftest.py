@@ -35,6 +35,11 @@ OFFLINE_ENV = {
 }
 
 
+def pytest_unconfigure(config):
+    if not hasattr(config, "workerinput") and os.environ.get(GROUPS_ENV):  # the controller: its groups folder
+        shutil.rmtree(os.environ.pop(GROUPS_ENV), ignore_errors=True)
+
+
 def pytest_configure(config):
     os.environ.update(OFFLINE_ENV)
     if not hasattr(config, "workerinput") and config.getoption("numprocesses", None):  # the xdist controller
