@@ -334,8 +334,8 @@ def build(results_dir: str | Path, dataset_dir: str | Path, kernel_dir: str | Pa
     scores, meta = finished_run(layout)
     if models == "student":
         scores = student_scores(layout, scores, student)
-    method, members, _ = ensemble_recipe(scores)  # refuses a scores.json without the fitted params
-    shipped = predicted_members(scores)  # a member the recipe gives no weight is neither shipped nor predicted
+    method, members, params = ensemble_recipe(scores)  # refuses a scores.json without the fitted params
+    shipped = predicted_members(method, members, params)  # a member of weight 0 is neither shipped nor predicted
     settings = rerun_settings(rerun_config)
     plan = budget(layout, scores, meta, shipped, settings, enable_gpu)
     owner = owner or credential_username() or DEFAULT_OWNER
@@ -507,13 +507,13 @@ def predict_test_set(bundle: Path, cache: Path, bad_rows: list[int], device: str
     import numpy as np
 
     from .data import open_cache
-    from .predict import ensemble_predict, predicted_members
+    from .predict import ensemble_predict, ensemble_recipe, predicted_members
 
     images, scores = open_cache(cache), json.loads(Layout(bundle).scores.read_text())
     prior = np.asarray(json.loads(KernelDatasetFiles(bundle).prior.read_text())["prior"], dtype=np.float64)
     probs = np.tile(prior, (len(images), 1))
     good = np.setdiff1d(np.arange(len(images)), bad_rows)
-    passes = sum(len(scores["models"][m]["folds"]) for m in predicted_members(scores))
+    passes = sum(len(scores["models"][m]["folds"]) for m in predicted_members(*ensemble_recipe(scores)))
     info = {"method": scores["ensemble"]["method"], "members": []}
     if len(good):
         progress = rerun.Progress("predict", passes, "fold passes")

@@ -178,7 +178,7 @@ def ensemble_predict(results_dir: str | Path, images: np.ndarray, device: str = 
     backbone_probs; `progress.update()` after each fold of each member."""
     scores = json.loads(Layout(Path(results_dir)).scores.read_text())
     method, members, params = ensemble_recipe(scores)
-    read = predicted_members(scores)
+    read = predicted_members(method, members, params)
     preds, settings = {}, {}
     n = len(images) if rows is None else len(rows)
     for m in read:
@@ -194,11 +194,10 @@ def ensemble_predict(results_dir: str | Path, images: np.ndarray, device: str = 
                    "folds": {m: len(scores["models"][m]["folds"]) for m in read}}
 
 
-def predicted_members(scores: dict) -> list[str]:
-    """The ensemble's members whose predictions its recipe reads (blend.used), in its order."""
+def predicted_members(method: str, members: list[str], params) -> list[str]:
+    """The members whose predictions the recipe (ensemble_recipe) reads (blend.used), in its order."""
     from . import blend
 
-    method, members, params = ensemble_recipe(scores)
     return [members[i] for i in blend.used(method, params, len(members))]
 
 
