@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import time
 import warnings
 from pathlib import Path
@@ -29,6 +30,8 @@ HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
+# What MLflow accepts in a param or metric name; a member's name has "@" ("resnet18@r2", "resnet10t@student")
+_NOT_IN_NAME = re.compile(r"[^\w.\- :/]")
 _down = False  # once a tracking call failed in this process, every later one is skipped
 # A SQLite store shared by many concurrent jobs answers "database is locked" when its writers collide (MLflow
 # already waits up to 20 s per statement); such a call is retried $KAGGLECV_MLFLOW_BUSY_RETRIES (default 4) times
@@ -209,12 +212,13 @@ class Tracker:
             write_json(self.record_path, {**self.record, "end_ms": now_ms()})
 
     def log_params(self, params: dict) -> None:
-        flat = {k: redact(str(v))[:500] for k, v in flatten(params).items()}  # no credential reaches MLflow
+        flat = {mlflow_name(k): redact(str(v))[:500] for k, v in flatten(params).items()}  # no credential reaches MLflow
         self.record["params"].update(flat)
         self._call("log_params", _mlflow("log_params"), flat)
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
-        clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        clean = {mlflow_name(k): float(v) for k, v in metrics.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
         at = now_ms()
         self.record["metrics"] += [[k, v, step or 0, at] for k, v in clean.items()]
         self._call("log_metrics", _mlflow("log_metrics"), clean, step=step)
@@ -238,6 +242,12 @@ def _mlflow(name: str):
 
         return getattr(mlflow, name)(*args, **kw)
     return call
+
+
+def mlflow_name(key: str) -> str:
+    """`key` as an MLflow param or metric name: "cv_resnet18@r2" -> "cv_resnet18_r2". MLflow refuses the run's
+    whole batch over one bad name, which would end a job's tracking as if the server were down."""
+    return _NOT_IN_NAME.sub("_", key)
 
 
 def flatten(d: dict, prefix: str = "") -> dict:

@@ -101,11 +101,12 @@ def run_snakemake(workdir: Path, config: dict | None, *args: str, check: bool = 
     """The real CLI on the repo's Snakefile (or `snakefile`), with `config` written to workdir/config.yaml, under
     `profile` (profiles/default; "none" for none) and 2 cores."""
     workdir.mkdir(parents=True, exist_ok=True)
-    cmd = [*SNAKEMAKE, "--snakefile", str(snakefile or REPO / "Snakefile"), "--directory", str(workdir),
-           "--workflow-profile", str(profile), "--cores", "2"]
-    if config is not None:
+    cmd = [*SNAKEMAKE]
+    if config is not None:  # first: --configfile takes every value up to the next option, targets included
         (workdir / "config.yaml").write_text(yaml.safe_dump(config))
         cmd += ["--configfile", str(workdir / "config.yaml")]
+    cmd += ["--snakefile", str(snakefile or REPO / "Snakefile"), "--directory", str(workdir),
+            "--workflow-profile", str(profile), "--cores", "2"]
     full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the default store
     full_env.update({"PYTHONUNBUFFERED": "1", **(env or {})})
     r = subprocess.run([*cmd, *args], cwd=workdir, env=full_env, capture_output=True, text=True, timeout=900)

@@ -590,3 +590,24 @@ print("sklearn" in sys.modules, auc)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["False", "False", "0.6667", "True", "1.0"], r.stdout
     assert json.loads((tmp_path / "r.json").read_text())["params"] == {"a": "1"}  # the job's record is still written
+
+
+def test_a_stage_members_name_is_logged_under_a_name_mlflow_accepts(tmp_path, monkeypatch):
+    """"cv_resnet18@r2": MLflow refuses a batch with "@" in a name, which ended the ensemble job's tracking (its run
+    left RUNNING, as if the server were down). Logged as "cv_resnet18_r2", in MLflow and in the job's record."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
+    monkeypatch.setattr(tracking, "_down", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a tracking failure would warn "continuing without tracking"
+        with tracking.Tracker("exp", "ensemble", tmp_path, record=tmp_path / "r.json") as t:
+            t.log_params({"members": {"resnet18@r2": "x"}})
+            t.log_metrics({"cv_resnet18@r2": 0.5, "cv_a.b/c d:e-f": 0.25})
+    import mlflow
+
+    run = mlflow.MlflowClient(tracking.tracking_uri(tmp_path)).get_run(t.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics == {"cv_resnet18_r2": 0.5, "cv_a.b/c d:e-f": 0.25}
+    assert run.data.params == {"members.resnet18_r2": "x"}
+    assert [m[0] for m in json.loads((tmp_path / "r.json").read_text())["metrics"]] == ["cv_resnet18_r2",
+                                                                                       "cv_a.b/c d:e-f"]

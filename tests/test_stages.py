@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import zipfile
@@ -134,6 +135,13 @@ def test_a_round_and_a_student_in_the_dag_and_a_kernel_of_the_student(tmp_path):
         assert np.allclose(labelled.filter(like="p").to_numpy(), first.filter(like="p").to_numpy())
     # the CV table and MLflow hold a row / a run per stage
     assert "test_resnet@r2" in (res / "report/cv_table.html").read_text()
+    with sqlite3.connect(tmp_path / "results/mlflow.db") as db:
+        runs = dict(db.execute("SELECT name, status FROM runs").fetchall())
+        cv = dict(db.execute("SELECT m.key, m.value FROM metrics m JOIN runs r ON m.run_uuid = r.run_uuid "
+                             "WHERE r.name = 'ensemble'").fetchall())
+    assert {"test_resnet@r2-fold0", "test_convnext@student-fold1", "pseudo_labels-round2-fold0",
+            "distill_targets-fold1", "ensemble"} <= set(runs) and set(runs.values()) == {"FINISHED"}, runs
+    assert cv["cv_test_resnet_r2"] == pytest.approx(scores["models"]["test_resnet@r2"]["cv"])
     run_snakemake(tmp_path, cfg, "--cores", "2", "kernel")
     ds = res / "kernel-dataset"
     assert sorted(p.name for p in (ds / "models").iterdir()) == ["test_convnext@student"]
