@@ -9,7 +9,8 @@ workflow never sees (Fashion-MNIST competitions built here; the real `snakemake`
   heads     one fold, resnet18 three ways (timm's own head, head: gem, a factory file wrapping timm's resnet18):
             start-up seconds and images/s from metrics.json.
   pseudo    1,000 labelled / 5,000 test images, resnet18, 3 folds x 4 epochs at 32 px: held-out accuracy with one
-            pseudo-label round (soft labels on every test image; hard labels on the confident ones) and without;
+            pseudo-label round (soft labels on every test image; hard labels on the confident ones; two rounds of
+            those) and without (`--pseudo NAME` for some of them);
             the distilled student (resnet10t) beside them: its held-out accuracy and its prediction time against
             its teachers' ensemble.
   resize    a photo competition (bench/scale.py's generator): stages 48 -> 64 px against 64 px throughout, same
@@ -214,22 +215,30 @@ def heads(root: Path) -> dict:
     return out
 
 
-def pseudo(root: Path) -> dict:
+HARD = {"min_confidence": 0.9, "soft": False}  # hard labels on the test images the teacher is sure of
+PSEUDO = {"plain": {}, "round": {"pseudo_labels": {"rounds": 1}},
+          "round, confident hard labels": {"pseudo_labels": {"rounds": 1, **HARD}},
+          "two rounds, confident hard labels": {"pseudo_labels": {"rounds": 2, **HARD}},
+          "round+student": {"pseudo_labels": {"rounds": 1}, "distill": {"student": "resnet10t"}}}
+
+
+def pseudo(root: Path, only: list[str] | None = None) -> dict:
+    """Every PSEUDO variant, or `only` those (plain always: the baseline of the same run)."""
     xtr, ytr, xte, yte = fashion(1000, 5000, seed=2)
     truth = image_competition(root / "pl.zip", xtr, ytr, xte, yte)
     data = {"source": "local", "path": str(root / "pl.zip")}
     out = {}
-    for name, over in (("plain", {}), ("round", {"pseudo_labels": {"rounds": 1}}),
-                       ("round, confident hard labels",
-                        {"pseudo_labels": {"rounds": 1, "min_confidence": 0.9, "soft": False}}),
-                       ("round+student", {"pseudo_labels": {"rounds": 1}, "distill": {"student": "resnet10t"}})):
+    for name, over in PSEUDO.items():
+        if only and name != "plain" and name not in only:
+            continue
         cfg = base_config("pl", data, train={"epochs": 4}, **over)
         wall = workflow(root / name, cfg)
         s = scores(root / name, "pl")
         out[name] = {"held_out": held_out(root / name, "pl", truth), "cv": s["ensemble"]["cv"],
                      "method": s["ensemble"]["method"], "members": {m: v["cv"] for m, v in s["models"].items()},
                      "wall_s": round(wall, 1)}
-    out["student"] = student_against_ensemble(root / "round+student" / "results" / "pl", truth)
+    if "round+student" in out:
+        out["student"] = student_against_ensemble(root / "round+student" / "results" / "pl", truth)
     return out
 
 
@@ -310,6 +319,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("what", nargs="+", choices=sorted(WHAT))
     ap.add_argument("--work", type=Path, default=Path("/tmp/kagglecv-bench-recipes"))
+    ap.add_argument("--pseudo", action="append", choices=sorted(PSEUDO), default=None,
+                    help="pseudo: only these variants beside plain (repeatable; default: every one)")
+    ap.add_argument("--tag", default="", help="added to the results file's name (recipes-<what>-<tag>-...)")
     args = ap.parse_args()
     device = cpu_name()
     for what in args.what:
@@ -317,11 +329,12 @@ def main() -> int:
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
         load0, t0 = loadavg(), time.perf_counter()
-        figures = WHAT[what](root)
+        figures = pseudo(root, args.pseudo) if what == "pseudo" else WHAT[what](root)
         result = {"what": what, "device": device, "date": dt.date.today().isoformat(), "load_before": load0,
                   "load_after": loadavg(), "seconds": round(time.perf_counter() - t0, 1), "figures": figures}
         print(json.dumps(result, indent=2))
-        write_json(BENCH / "results" / f"recipes-{what}-{slug(device)}-{result['date']}.json", result)
+        name = "-".join(x for x in ("recipes", what, args.tag, slug(device), result["date"]) if x)
+        write_json(BENCH / "results" / f"{name}.json", result)
     return 0
 
 
