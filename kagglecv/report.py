@@ -210,11 +210,12 @@ def training_curves(histories: dict[str, list[str | Path]], metric: str, out_png
                 continue
             c = colors[k % len(colors)]
             ax_loss.plot(h["epoch"], h["train_loss"], "-o", color=c, ms=3, label=f"fold {k} train")
-            ax_loss.plot(h["epoch"], h["valid_loss"], "--s", color=c, ms=3, label=f"fold {k} valid")
+            v = h.dropna(subset=["valid_loss"])  # the validated epochs (train.valid_every)
+            ax_loss.plot(v["epoch"], v["valid_loss"], "--s", color=c, ms=3, label=f"fold {k} valid")
             col = f"valid_{metric}" if f"valid_{metric}" in h else next(
                 (c2 for c2 in h.columns if c2.startswith("valid_") and c2 != "valid_loss"), None)
             if col:
-                ax_metric.plot(h["epoch"], h[col], "-o", color=c, ms=3, label=f"fold {k}")
+                ax_metric.plot(v["epoch"], v[col], "-o", color=c, ms=3, label=f"fold {k}")
         ax_loss.set_title(f"{name}: loss (solid train, dashed valid)", fontsize=10)
         ax_metric.set_title(f"{name}: validation {metric} (no TTA)", fontsize=10)
         for ax in (ax_loss, ax_metric):

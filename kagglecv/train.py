@@ -80,6 +80,7 @@ class TrainConfig:
     #                        left every fold at chance in eval mode (0.28 -> 0.62 on digits at 2 epochs)
     stages: list = field(default_factory=list)  # progressive resizing: [{img_size, epochs, lr?, batch_size?}, ...]
     time_budget: float | None = None  # seconds for the epochs and the final predictions, instead of `epochs`
+    valid_every: int = 1  # validate after every k-th epoch (and the first and last): validation is not free
     average: str = "none"  # none | last_k: predict with the mean weights of the last `average_epochs` epochs
     average_epochs: int = 3
     grad_accum: int = 1  # optimizer step every N batches: an effective batch of N * batch_size
@@ -625,10 +626,12 @@ def plan_budget(s: Session, spent: float, train_seconds: float, valid_seconds: f
     n_valid = len(s.data.va_idx)
     after = predict_seconds(valid_seconds, n_valid, n_valid + n_test, tta_passes(cfg), cfg.precise_bn,
                             train_seconds, len(s.train_batches))
-    epochs = plan_epochs(cfg.time_budget, spent, spent, after)
+    epoch_seconds = train_seconds + valid_seconds / cfg.valid_every  # an epoch's share of the validations
+    epochs = plan_epochs(cfg.time_budget, spent, epoch_seconds, after)
     rebuild_schedule(phase, phase.make, epochs, steps, steps)
     s.budget = {"budget_seconds": cfg.time_budget, "planned_epochs": epochs,
-                "planned_seconds": round(spent * epochs + after, 2), "first_epoch_seconds": round(spent, 2)}
+                "planned_seconds": round(spent + epoch_seconds * (epochs - 1) + after, 2),
+                "first_epoch_seconds": round(spent, 2)}
     print(f"train.time_budget {cfg.time_budget:g} s: {epochs} epoch(s) of {spent:.1f} s and {after:.1f} s of "
           f"final predictions", flush=True)
 
@@ -652,13 +655,15 @@ def fit(s: Session, history: list, start_epoch: int, log_epoch, n_test: int = 0)
         epoch += 1
         if not distributed.is_main():
             continue
-        t_val, y_va = time.perf_counter(), data.y[data.va_idx]
-        probs = predict(s.final, s.val_batches, s.device, s.amp_dtype, task=data.task)
-        if cfg.time_budget and epoch == 1:
-            plan_budget(s, time.perf_counter() - t_fit, t_val - t0, time.perf_counter() - t_val, n_test)
-        row = {"epoch": epoch, "train_loss": loss, "valid_loss": data.task.valid_loss(y_va, probs),
-               f"valid_{cfg.metric}": metrics.score(cfg.metric, y_va, probs, grades=data.task.grades),
-               "lr": phase.scheduler.get_last_lr()[-1], "seconds": time.perf_counter() - t0, "img_per_s": img_s}
+        row = {"epoch": epoch, "train_loss": loss}
+        if epoch == 1 or epoch % cfg.valid_every == 0 or epoch == len(s.epochs):  # the first: the budget's plan
+            t_val, y_va = time.perf_counter(), data.y[data.va_idx]
+            probs = predict(s.final, s.val_batches, s.device, s.amp_dtype, task=data.task)
+            if cfg.time_budget and epoch == 1:
+                plan_budget(s, time.perf_counter() - t_fit, t_val - t0, time.perf_counter() - t_val, n_test)
+            row |= {"valid_loss": data.task.valid_loss(y_va, probs),
+                    f"valid_{cfg.metric}": metrics.score(cfg.metric, y_va, probs, grades=data.task.grades)}
+        row |= {"lr": phase.scheduler.get_last_lr()[-1], "seconds": time.perf_counter() - t0, "img_per_s": img_s}
         history.append(row)
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
         log_epoch(epoch, row)

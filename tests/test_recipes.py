@@ -124,3 +124,15 @@ def test_the_report_shows_a_budget_planned_against_used(tmp_path):
     df = job_time({"resnet18": [str(m)]}, tmp_path / "job_time.png")
     assert df[["budget", "planned", "used"]].iloc[0].tolist() == [60.0, 55.0, 52.0]
     assert (tmp_path / "job_time.png").stat().st_size > 0
+
+
+def test_valid_every_validates_the_first_every_kth_and_the_last_epoch(tiny, tmp_path):
+    from kagglecv.report import training_curves
+
+    r = run(TrainConfig(**BASE, epochs=5, img_size=16, valid_every=3), *tiny, tmp_path / "m", track=False)
+    h = pd.read_csv(tmp_path / "m" / "history.csv")
+    assert h.loc[h["valid_loss"].notna(), "epoch"].tolist() == [1, 3, 5]
+    assert h["train_loss"].notna().all() and len(h) == 5
+    assert r["score_no_tta"] == pytest.approx(h["valid_accuracy"].iloc[-1])  # the fold's figures: the last epoch's
+    training_curves({"test_resnet": [tmp_path / "m" / "history.csv"]}, "accuracy", tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 0
