@@ -8,7 +8,9 @@ and batch norm recomputed for the final weights (kagglecv.train calls these).
                      stage; validation, TTA and prediction use the last stage's size. `epochs` is their sum.
   train.time_budget  seconds for training plus the final predictions (TTA), instead of `epochs`: after the first
                      epoch the job knows an epoch's time and a prediction's, sets the epoch count that fits and
-                     rebuilds the one-cycle schedule for it (as Ultralytics' `time=` does).
+                     rebuilds the one-cycle schedule for it (as Ultralytics' `time=` does); after each later
+                     epoch it plans again from the mean epoch so far, so a machine that slows down mid-run
+                     costs epochs, not the budget (a job resumed after a kill keeps its plan).
   train.average      last_k: the weights of the last `average_epochs` epochs averaged (timm's avg_checkpoints), then
                      batch norm recomputed for them; an alternative to ema_decay.
   train.precise_bn   batch norm's running statistics recomputed for the final weights, over that many batches.

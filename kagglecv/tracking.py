@@ -212,7 +212,8 @@ class Tracker:
             write_json(self.record_path, {**self.record, "end_ms": now_ms()})
 
     def log_params(self, params: dict) -> None:
-        flat = {mlflow_name(k): redact(str(v))[:500] for k, v in flatten(params).items()}  # no credential reaches MLflow
+        # no credential reaches MLflow
+        flat = {mlflow_name(k): redact(str(v))[:500] for k, v in flatten(params).items()}
         self.record["params"].update(flat)
         self._call("log_params", _mlflow("log_params"), flat)
 

@@ -631,9 +631,25 @@ def plan_budget(s: Session, spent: float, train_seconds: float, valid_seconds: f
     rebuild_schedule(phase, phase.make, epochs, steps, steps)
     s.budget = {"budget_seconds": cfg.time_budget, "planned_epochs": epochs,
                 "planned_seconds": round(spent + epoch_seconds * (epochs - 1) + after, 2),
-                "first_epoch_seconds": round(spent, 2)}
+                "first_epoch_seconds": round(spent, 2), "predict_seconds": round(after, 2),
+                "first_planned_epochs": epochs, "replans": []}  # replans: [after epoch, epochs planned then]
     print(f"train.time_budget {cfg.time_budget:g} s: {epochs} epoch(s) of {spent:.1f} s and {after:.1f} s of "
           f"final predictions", flush=True)
+
+
+def replan_budget(s: Session, elapsed: float, done: int) -> None:
+    """train.time_budget, after each later epoch: the count planned again from the mean epoch so far, and the
+    schedule rebuilt from where it is. A shared machine slows down or speeds up mid-run (a 2-core VM: 515 images/s
+    in one run's first epoch, 310 in another's third), and a plan made once would then overrun the budget."""
+    phase, b = s.phases[-1], s.budget
+    epochs = plan_epochs(s.cfg.time_budget, elapsed, elapsed / done, b["predict_seconds"], done)
+    if epochs != phase.epochs:
+        rebuild_schedule(phase, phase.make, epochs, optimizer_steps(s.cfg, len(s.train_batches)),
+                         done * optimizer_steps(s.cfg, len(s.train_batches)))
+        b["replans"].append([done, epochs])
+        b["planned_epochs"], b["planned_seconds"] = epochs, round(elapsed / done * epochs + b["predict_seconds"], 2)
+        print(f"train.time_budget {s.cfg.time_budget:g} s: {epochs} epoch(s) after all (epochs of "
+              f"{elapsed / done:.1f} s so far)", flush=True)
 
 
 def fit(s: Session, history: list, start_epoch: int, log_epoch, n_test: int = 0) -> None:
@@ -664,6 +680,8 @@ def fit(s: Session, history: list, start_epoch: int, log_epoch, n_test: int = 0)
             row |= {"valid_loss": data.task.valid_loss(y_va, probs),
                     f"valid_{cfg.metric}": metrics.score(cfg.metric, y_va, probs, grades=data.task.grades)}
         row |= {"lr": phase.scheduler.get_last_lr()[-1], "seconds": time.perf_counter() - t0, "img_per_s": img_s}
+        if cfg.time_budget and start_epoch == 0 and 1 < epoch < len(s.epochs):  # a resumed job keeps its plan
+            replan_budget(s, time.perf_counter() - t_fit, epoch)
         history.append(row)
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
         log_epoch(epoch, row)

@@ -51,15 +51,17 @@ def pytest_configure(config):
 
 GROUPS_ENV = "KAGGLECV_TEST_GROUPS"  # a folder: each xdist worker writes {test: group} there (GroupScheduling)
 
-# Seconds a group of tests took on the 2-core machine (pytest --durations, one process, 2026-12-05). `make test`
+# Seconds a group of tests took on the 2-core machine (pytest --durations under `make test`, 2026-12-05). `make test`
 # hands groups to its two xdist workers longest first (--dist loadgroup --no-loadscope-reorder), so that no long
 # one is left for one worker at the end. A hint only: a group missing here or a stale figure costs time, not a
 # result. A group is a module (its module-scoped fixtures stay in one process) unless its tests name their own
-# with @pytest.mark.xdist_group (independent whole workflows that may run on either worker).
-GROUP_SECONDS = {"test_slurm_mlflow_server.py": 240, "test_kernel.py": 190, "aerial-cactus-identification": 190,
-                 "test_stages.py": 110, "test_report_predict.py": 95, "plant-seedlings-classification": 90,
-                 "test_extending.py": 90, "dogs-vs-cats-redux-kernels-edition": 85, "digit-recognizer": 85,
-                 "test_workflow.py": 70, "mlflow-server-killed": 90, "test_onesource.py": 50}
+# with @pytest.mark.xdist_group (independent whole workflows that may run on either worker). test_kernel.py's
+# figure includes the session's shared trained run, which its first test usually trains.
+GROUP_SECONDS = {"test_slurm_mlflow_server.py": 200, "aerial-cactus-identification": 120, "test_kernel.py": 100,
+                 "mlflow-server-killed": 95, "test_extending.py": 85, "test_recipes.py": 75, "test_stages.py": 55,
+                 "test_report_predict.py": 55, "test_models.py": 55, "test_workflow.py": 45, "digit-recognizer": 35,
+                 "plant-seedlings-classification": 30, "test_onesource.py": 30,
+                 "dogs-vs-cats-redux-kernels-edition": 28}
 
 
 def group(item) -> str:

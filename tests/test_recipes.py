@@ -136,3 +136,26 @@ def test_valid_every_validates_the_first_every_kth_and_the_last_epoch(tiny, tmp_
     assert r["score_no_tta"] == pytest.approx(h["valid_accuracy"].iloc[-1])  # the fold's figures: the last epoch's
     training_curves({"test_resnet": [tmp_path / "m" / "history.csv"]}, "accuracy", tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_a_time_budget_is_planned_again_when_the_machine_slows_down(tiny, tmp_path, monkeypatch):
+    """Epochs that become slower after the first plan (a shared VM): the count is planned again after each epoch
+    and the job ends near its budget instead of overrunning it by the slowdown."""
+    import time as _time
+
+    import kagglecv.train as train
+
+    real, calls = train.train_epoch, []
+
+    def slower(*args, **kw):
+        calls.append(1)
+        if len(calls) > 2:
+            _time.sleep(1.0)  # from the third epoch on
+        return real(*args, **kw)
+
+    monkeypatch.setattr(train, "train_epoch", slower)
+    cfg = TrainConfig(**BASE, img_size=16, epochs=1, time_budget=8.0, precise_bn=0)
+    budget = run(cfg, *tiny, tmp_path / "m", track=False)["time_budget"]
+    assert budget["replans"] and budget["planned_epochs"] < budget["first_planned_epochs"], budget
+    assert budget["epochs"] == len(pd.read_csv(tmp_path / "m" / "history.csv")) == budget["planned_epochs"]
+    assert budget["used_seconds"] <= cfg.time_budget * 1.25, budget
