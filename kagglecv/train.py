@@ -680,11 +680,11 @@ def fit(s: Session, history: list, start_epoch: int, log_epoch, n_test: int = 0)
             row |= {"valid_loss": data.task.valid_loss(y_va, probs),
                     f"valid_{cfg.metric}": metrics.score(cfg.metric, y_va, probs, grades=data.task.grades)}
         row |= {"lr": phase.scheduler.get_last_lr()[-1], "seconds": time.perf_counter() - t0, "img_per_s": img_s}
-        if cfg.time_budget and start_epoch == 0 and 1 < epoch < len(s.epochs):  # a resumed job keeps its plan
-            replan_budget(s, time.perf_counter() - t_fit, epoch)
         history.append(row)
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
-        log_epoch(epoch, row)
+        if cfg.time_budget and start_epoch == 0 and 1 < epoch < len(s.epochs):  # a resumed job keeps its plan
+            replan_budget(s, time.perf_counter() - t_fit, epoch)
+        log_epoch(epoch, row)  # after the plan: the resume checkpoint holds the schedule the next epoch follows
 
 
 def finish(s: Session) -> dict:
