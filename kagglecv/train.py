@@ -682,7 +682,8 @@ def fit(s: Session, history: list, start_epoch: int, log_epoch, n_test: int = 0)
         row |= {"lr": phase.scheduler.get_last_lr()[-1], "seconds": time.perf_counter() - t0, "img_per_s": img_s}
         history.append(row)
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
-        if cfg.time_budget and start_epoch == 0 and 1 < epoch < len(s.epochs):  # a resumed job keeps its plan
+        # a resumed job keeps its plan; so does the last epoch but one: cut then, it would end before its anneal
+        if cfg.time_budget and start_epoch == 0 and 1 < epoch < len(s.epochs) - 1:
             replan_budget(s, time.perf_counter() - t_fit, epoch)
         log_epoch(epoch, row)  # after the plan: the resume checkpoint holds the schedule the next epoch follows
 
