@@ -33,7 +33,7 @@ from pathlib import Path
 from .fsutil import file_sha256
 from .layout import Layout
 from .tracking import HASH_TAG, JOB_TAG, PARENT_ENV, create_experiment, flatten, display_uri, http_defaults, \
-    tracking_uri
+    mlflow_name, tracking_uri
 
 PARENT_TAG = "mlflow.parentRunId"
 BACKFILL_TAG = "kagglecv.backfilled"  # "created" or "completed": what the backfill did to the run
@@ -65,8 +65,10 @@ def job_from_record(path: Path) -> Job | None:
     if not artifacts or any(not p.is_file() or file_sha256(p) != a["sha256"] for p, a in zip(artifacts, rec["artifacts"])):
         return None
     tags = {k: v for k, v in rec["tags"].items() if k != JOB_TAG and not k.startswith(HASH_TAG)}
+    # names as MLflow holds them: a record written before tracking cleaned them may have "cv_resnet18@r2"
     return Job(rec["run_name"], tags, artifacts[0], int(rec["start_ms"]), int(rec["end_ms"] or rec["start_ms"]),
-               params=rec["params"], metrics=[tuple(m) for m in rec["metrics"]], artifacts=artifacts)
+               params={mlflow_name(k): v for k, v in rec["params"].items()},
+               metrics=[(mlflow_name(k), *rest) for k, *rest in rec["metrics"]], artifacts=artifacts)
 
 
 def find_jobs(res: Path) -> list[Job]:

@@ -307,9 +307,9 @@ def log_to_parent(metrics: dict | None = None, params: dict | None = None, tags:
         retry_busy(
             mlflow.MlflowClient().log_batch,
             run_id,
-            metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()
+            metrics=[Metric(mlflow_name(k), float(v), now, 0) for k, v in (metrics or {}).items()
                      if isinstance(v, (int, float)) and not isinstance(v, bool)],
-            params=[Param(k, str(v)[:500]) for k, v in flatten(params or {}).items()],
+            params=[Param(mlflow_name(k), str(v)[:500]) for k, v in flatten(params or {}).items()],
             tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
     except Exception as e:  # noqa: BLE001 - tracking must never fail the job
         warn_down(f"logging to the parent run ({display_uri(tracking_uri(results_dir))})", e, stacklevel=2)
@@ -331,7 +331,7 @@ def finish_parent(ok: bool, metrics: dict | None = None) -> None:
         http_defaults()
         client = mlflow.MlflowClient()
         for k, v in (metrics or {}).items():
-            retry_busy(client.log_metric, run_id, k, float(v))
+            retry_busy(client.log_metric, run_id, mlflow_name(k), float(v))
         retry_busy(client.set_terminated, run_id, "FINISHED" if ok else "FAILED")
     except Exception as e:  # noqa: BLE001
         warnings.warn(redact(f"MLflow: could not close the parent run {run_id} ({e}); "

@@ -611,3 +611,34 @@ def test_a_stage_members_name_is_logged_under_a_name_mlflow_accepts(tmp_path, mo
     assert run.data.params == {"members.resnet18_r2": "x"}
     assert [m[0] for m in json.loads((tmp_path / "r.json").read_text())["metrics"]] == ["cv_resnet18_r2",
                                                                                        "cv_a.b/c d:e-f"]
+
+
+def test_a_record_written_before_names_were_cleaned_is_backfilled_under_clean_names(tmp_path, monkeypatch):
+    """An ensemble record from before tracking cleaned names holds "cv_a@r2": the backfill logs it as MLflow
+    holds such names now ("cv_a_r2"), and a second backfill finds it there (nothing logged twice)."""
+    from kagglecv.backfill import backfill
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
+    monkeypatch.setattr(tracking, "_down", False)
+    res = tmp_path / "results" / "comp"
+    res.mkdir(parents=True)
+    (res / "scores.json").write_text("{}")
+    record = res / "ensemble.mlflow.json"
+    with tracking.Tracker("comp", "ensemble", tmp_path / "results", tags={"step": "ensemble"}, enabled=False,
+                          record=record) as t:
+        t.log_artifact(res / "scores.json")
+    old = json.loads(record.read_text())
+    old["params"]["members.a@r2"] = "x"
+    old["metrics"].append(["cv_a@r2", 0.5, 0, old["start_ms"]])
+    record.write_text(json.dumps(old))
+    assert backfill(res)["created"] == ["ensemble"]
+    again = backfill(res)
+    assert again["created"] == [] and again["completed"] == []
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking.tracking_uri(tmp_path / "results"))
+    [run] = [r for r in client.search_runs([client.get_experiment_by_name("comp").experiment_id])
+             if r.info.run_name == "ensemble"]
+    assert run.data.metrics == {"cv_a_r2": 0.5} and run.data.params == {"members.a_r2": "x"}
+    assert len(client.get_metric_history(run.info.run_id, "cv_a_r2")) == 1
