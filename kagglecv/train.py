@@ -641,11 +641,10 @@ def replan_budget(s: Session, elapsed: float, done: int) -> None:
     """train.time_budget, after each later epoch: the count planned again from the mean epoch so far, and the
     schedule rebuilt from where it is. A shared machine slows down or speeds up mid-run (a 2-core VM: 515 images/s
     in one run's first epoch, 310 in another's third), and a plan made once would then overrun the budget."""
-    phase, b = s.phases[-1], s.budget
+    phase, b, steps = s.phases[-1], s.budget, optimizer_steps(s.cfg, len(s.train_batches))
     epochs = plan_epochs(s.cfg.time_budget, elapsed, elapsed / done, b["predict_seconds"], done)
     if epochs != phase.epochs:
-        rebuild_schedule(phase, phase.make, epochs, optimizer_steps(s.cfg, len(s.train_batches)),
-                         done * optimizer_steps(s.cfg, len(s.train_batches)))
+        rebuild_schedule(phase, phase.make, epochs, steps, done * steps)
         b["replans"].append([done, epochs])
         b["planned_epochs"], b["planned_seconds"] = epochs, round(elapsed / done * epochs + b["predict_seconds"], 2)
         print(f"train.time_budget {s.cfg.time_budget:g} s: {epochs} epoch(s) after all (epochs of "
