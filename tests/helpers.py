@@ -7,6 +7,7 @@ import base64
 import io
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import zipfile
@@ -159,6 +160,24 @@ def run_kaggle_cli(stub: KaggleStub, tmp_path: Path, *args: str, creds: str | No
     for secret in stub_secrets(stub):
         assert secret not in r.stdout + r.stderr
     return r
+
+
+def mlflow_db(db: Path, experiment: str | None = None) -> dict[str, tuple[str, dict[str, list[float]]]]:
+    """{run name: (status, {metric: its values by step})} of the runs in a workflow's SQLite MLflow store (of one
+    experiment, or all), read with SQL: quicker than a client, and it sees a run the client would skip. A name
+    logged twice keeps its latest run."""
+    with sqlite3.connect(db) as con:
+        runs = con.execute("SELECT r.run_uuid, r.name, r.status FROM runs r JOIN experiments e "
+                           "ON r.experiment_id = e.experiment_id WHERE ? IS NULL OR e.name = ? "
+                           "ORDER BY r.start_time", (experiment, experiment)).fetchall()
+        out = {}
+        for uuid, name, status in runs:
+            metrics: dict[str, list[float]] = {}
+            for key, value in con.execute("SELECT key, value FROM metrics WHERE run_uuid = ? "
+                                          "ORDER BY step, timestamp", (uuid,)):
+                metrics.setdefault(key, []).append(value)
+            out[name] = (status, metrics)
+    return out
 
 
 def error_line(r: subprocess.CompletedProcess) -> str:

@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import re
-import sqlite3
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ import yaml
 from PIL import Image
 from sklearn import metrics as skm
 
-from helpers import PROFILE, REPO, SNAKEMAKE, dry_run, make_zip, stub_secrets, updated_workflow
+from helpers import PROFILE, REPO, SNAKEMAKE, dry_run, make_zip, mlflow_db, stub_secrets, updated_workflow
 from kaggle_stub import KaggleStub
 SIDE = 16  # px: tiny images keep each run well under a minute on 2 CPU cores
 
@@ -234,11 +233,9 @@ def assert_no_credentials(stub: KaggleStub, run: Run) -> None:
 
 
 def mlflow_metrics(run: Run, run_name: str) -> dict[str, float]:
-    with sqlite3.connect(run.workdir / "results" / "mlflow.db") as db:
-        rows = db.execute("SELECT m.key, m.value FROM metrics m JOIN runs r ON m.run_uuid = r.run_uuid "
-                          "JOIN experiments e ON r.experiment_id = e.experiment_id "
-                          "WHERE r.name = ? AND e.name = ?", (run_name, run.comp.slug)).fetchall()
-    return dict(rows)
+    """The latest value of each metric of run `run_name` in the competition's experiment."""
+    _, metrics = mlflow_db(run.workdir / "results" / "mlflow.db", run.comp.slug)[run_name]
+    return {k: v[-1] for k, v in metrics.items()}
 
 
 def git_short_sha() -> str:

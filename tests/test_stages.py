@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import zipfile
@@ -23,7 +22,7 @@ from kagglecv.teachers import distill_targets, pseudo_labels, read_teacher
 from kagglecv.train import TrainConfig, run
 
 from demo_tasks import DEMOS, make_task_competition
-from helpers import run_snakemake, tiny_config, write_csv_images_competition
+from helpers import mlflow_db, run_snakemake, tiny_config, write_csv_images_competition
 
 KINDS = {"isic-mini": "binary", "planet-mini": "multilabel", "pawpularity-mini": "regression",
          "aptos-mini": "ordinal"}
@@ -135,10 +134,9 @@ def test_a_round_and_a_student_in_the_dag_and_a_kernel_of_the_student(tmp_path):
         assert np.allclose(labelled.filter(like="p").to_numpy(), first.filter(like="p").to_numpy())
     # the CV table and MLflow hold a row / a run per stage
     assert "test_resnet@r2" in (res / "report/cv_table.html").read_text()
-    with sqlite3.connect(tmp_path / "results/mlflow.db") as db:
-        runs = dict(db.execute("SELECT name, status FROM runs").fetchall())
-        cv = dict(db.execute("SELECT m.key, m.value FROM metrics m JOIN runs r ON m.run_uuid = r.run_uuid "
-                             "WHERE r.name = 'ensemble'").fetchall())
+    store = mlflow_db(tmp_path / "results/mlflow.db")
+    runs = {name: status for name, (status, _) in store.items()}
+    cv = {k: v[-1] for k, v in store["ensemble"][1].items()}
     assert {"test_resnet@r2-fold0", "test_convnext@student-fold1", "pseudo_labels-round2-fold0",
             "distill_targets-fold1", "ensemble"} <= set(runs) and set(runs.values()) == {"FINISHED"}, runs
     assert cv["cv_test_resnet_r2"] == pytest.approx(scores["models"]["test_resnet@r2"]["cv"])

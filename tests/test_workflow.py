@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import sqlite3
 import subprocess
 import sys
 import zipfile
@@ -15,7 +14,7 @@ import zipfile
 import pandas as pd
 import pytest
 
-from helpers import REPO, SNAKEMAKE, TINY_TRAIN, edit_zip, run_snakemake, tiny_config
+from helpers import REPO, SNAKEMAKE, TINY_TRAIN, edit_zip, mlflow_db, run_snakemake, tiny_config
 
 pytestmark = pytest.mark.workflow  # every test here runs the real snakemake CLI
 
@@ -81,14 +80,12 @@ def test_submission_matches_the_sample(finished):
 
 
 def test_every_step_is_in_mlflow(finished):
-    wd, *_ = finished
-    db = sqlite3.connect(wd / "results" / "mlflow.db")
-    runs = dict(db.execute("select r.name, r.status from runs r join experiments e "
-                           "on r.experiment_id = e.experiment_id where e.name = 'tiny'").fetchall())
-    assert {"prepare", "folds", "ensemble", "submission", "test_resnet-fold0", "test_convnext-fold1"} <= set(runs)
-    assert set(runs.values()) == {"FINISHED"}
-    steps = db.execute("select count(*) from metrics where key = 'train_loss'").fetchone()[0]
-    assert steps >= 4  # one per epoch per training job
+    wd, cfg, *_ = finished
+    store = mlflow_db(wd / "results" / "mlflow.db", "tiny")
+    assert {"prepare", "folds", "ensemble", "submission", "test_resnet-fold0", "test_convnext-fold1"} <= set(store)
+    assert {status for status, _ in store.values()} == {"FINISHED"}
+    for name in ("test_resnet-fold0", "test_convnext-fold1"):  # one train_loss per epoch of each training job
+        assert len(store[name][1]["train_loss"]) == cfg["train"]["epochs"], name
 
 
 def test_complete_run_leaves_nothing_to_do(finished):
