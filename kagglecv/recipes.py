@@ -72,6 +72,15 @@ def plan_epochs(budget: float, spent: float, epoch_seconds: float, predict_secon
     return max(done, done + more)
 
 
+def epoch_seconds(elapsed: float, done: int, valid_seconds: list[float], valid_every: int) -> float:
+    """A further epoch's expected seconds, after `done` epochs took `elapsed`: their mean without the validation
+    passes (training, checkpoints), plus an epoch's share of one validation pass (one every `valid_every` epochs).
+    The first plan and every re-plan use it: a plain mean would count the first epoch's validation in full, and the
+    count would swing as validated epochs come and go."""
+    valid = sum(valid_seconds)
+    return (elapsed - valid) / done + valid / max(len(valid_seconds), 1) / valid_every
+
+
 def predict_seconds(valid_seconds: float, n_valid: int, n_rows: int, views: int, bn_batches: int,
                     epoch_seconds: float, steps: int) -> float:
     """What the job spends after its epochs: each of `views` forward passes over `n_rows` rows costs what the

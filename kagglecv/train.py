@@ -38,7 +38,7 @@ from .gpu import lease_gpu
 from .layout import ModelFiles, PreparedFiles, record_file
 from .meta import MetaEncoder
 from .models import build_model, check_forward, forward
-from .recipes import AVERAGE_BN_BATCHES, Stage, WeightAverage, plan_epochs, precise_bn, predict_seconds, \
+from .recipes import AVERAGE_BN_BATCHES, Stage, WeightAverage, epoch_seconds, plan_epochs, precise_bn, predict_seconds, \
     rebuild_schedule, stages_of
 from .tracking import Tracker
 
@@ -619,42 +619,45 @@ def tta_passes(cfg: TrainConfig) -> int:
     return 1 + {"none": 0, "flip": 2, "dihedral": 8, "augment": cfg.tta_n}[tta]
 
 
-def plan_budget(s: Session, spent: float, train_seconds: float, valid_seconds: float, n_test: int) -> None:
+def plan_budget(s: Session, spent: float, train_seconds: float, valid_seconds: list[float], n_test: int) -> None:
     """train.time_budget, after the first epoch: the epoch count whose training and final predictions fit, and the
     one-cycle schedule rebuilt for it."""
     cfg, phase, steps = s.cfg, s.phases[-1], optimizer_steps(s.cfg, len(s.train_batches))
     n_valid = len(s.data.va_idx)
-    after = predict_seconds(valid_seconds, n_valid, n_valid + n_test, tta_passes(cfg), cfg.precise_bn,
+    after = predict_seconds(valid_seconds[-1], n_valid, n_valid + n_test, tta_passes(cfg), cfg.precise_bn,
                             train_seconds, len(s.train_batches))
-    epoch_seconds = train_seconds + valid_seconds / cfg.valid_every  # an epoch's share of the validations
-    epochs = plan_epochs(cfg.time_budget, spent, epoch_seconds, after)
+    each = epoch_seconds(spent, 1, valid_seconds, cfg.valid_every)
+    epochs = plan_epochs(cfg.time_budget, spent, each, after)
     rebuild_schedule(phase, phase.make, epochs, steps, steps)
     s.budget = {"budget_seconds": cfg.time_budget, "planned_epochs": epochs,
-                "planned_seconds": round(spent + epoch_seconds * (epochs - 1) + after, 2),
+                "planned_seconds": round(spent + each * (epochs - 1) + after, 2),
                 "first_epoch_seconds": round(spent, 2), "predict_seconds": round(after, 2),
                 "first_planned_epochs": epochs, "replans": []}  # replans: [after epoch, epochs planned then]
     print(f"train.time_budget {cfg.time_budget:g} s: {epochs} epoch(s) of {spent:.1f} s and {after:.1f} s of "
           f"final predictions", flush=True)
 
 
-def replan_budget(s: Session, elapsed: float, done: int) -> None:
-    """train.time_budget, after each later epoch: the count planned again from the mean epoch so far, and the
+def replan_budget(s: Session, elapsed: float, done: int, valid_seconds: list[float]) -> None:
+    """train.time_budget, after each later epoch: the count planned again from the epochs so far, and the
     schedule rebuilt from where it is. A shared machine slows down or speeds up mid-run (a 2-core VM: 515 images/s
     in one run's first epoch, 310 in another's third), and a plan made once would then overrun the budget."""
     phase, b, steps = s.phases[-1], s.budget, optimizer_steps(s.cfg, len(s.train_batches))
-    epochs = plan_epochs(s.cfg.time_budget, elapsed, elapsed / done, b["predict_seconds"], done)
+    each = epoch_seconds(elapsed, done, valid_seconds, s.cfg.valid_every)
+    epochs = plan_epochs(s.cfg.time_budget, elapsed, each, b["predict_seconds"], done)
     if epochs != phase.epochs:
         rebuild_schedule(phase, phase.make, epochs, steps, done * steps)
         b["replans"].append([done, epochs])
-        b["planned_epochs"], b["planned_seconds"] = epochs, round(elapsed / done * epochs + b["predict_seconds"], 2)
+        b["planned_epochs"] = epochs
+        b["planned_seconds"] = round(elapsed + each * (epochs - done) + b["predict_seconds"], 2)
         print(f"train.time_budget {s.cfg.time_budget:g} s: {epochs} epoch(s) after all (epochs of "
-              f"{elapsed / done:.1f} s so far)", flush=True)
+              f"{each:.1f} s so far)", flush=True)
 
 
 def fit(s: Session, history: list, start_epoch: int, log_epoch, n_test: int = 0) -> None:
     """Train the epochs not done yet; after each, `log_epoch(epoch, row)` (only the main process validates)."""
     cfg, data = s.cfg, s.data
     epoch, t_fit = start_epoch, time.perf_counter()
+    valid_seconds: list[float] = []  # each validation pass's, for the time budget's plans
     while epoch < len(s.epochs):
         t0, phase = time.perf_counter(), s.epochs[epoch]
         s.enter(phase)
@@ -674,8 +677,9 @@ def fit(s: Session, history: list, start_epoch: int, log_epoch, n_test: int = 0)
         if epoch == 1 or epoch % cfg.valid_every == 0 or epoch == len(s.epochs):  # the first: the budget's plan
             t_val, y_va = time.perf_counter(), data.y[data.va_idx]
             probs = predict(s.final, s.val_batches, s.device, s.amp_dtype, task=data.task)
+            valid_seconds.append(time.perf_counter() - t_val)
             if cfg.time_budget and epoch == 1:
-                plan_budget(s, time.perf_counter() - t_fit, t_val - t0, time.perf_counter() - t_val, n_test)
+                plan_budget(s, time.perf_counter() - t_fit, t_val - t0, valid_seconds, n_test)
             row |= {"valid_loss": data.task.valid_loss(y_va, probs),
                     f"valid_{cfg.metric}": metrics.score(cfg.metric, y_va, probs, grades=data.task.grades)}
         row |= {"lr": phase.scheduler.get_last_lr()[-1], "seconds": time.perf_counter() - t0, "img_per_s": img_s}
@@ -683,7 +687,7 @@ def fit(s: Session, history: list, start_epoch: int, log_epoch, n_test: int = 0)
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
         # a resumed job keeps its plan; so does the last epoch but one: cut then, it would end before its anneal
         if cfg.time_budget and start_epoch == 0 and 1 < epoch < len(s.epochs) - 1:
-            replan_budget(s, time.perf_counter() - t_fit, epoch)
+            replan_budget(s, time.perf_counter() - t_fit, epoch, valid_seconds)
         log_epoch(epoch, row)  # after the plan: the resume checkpoint holds the schedule the next epoch follows
 
 

@@ -159,3 +159,34 @@ def test_a_time_budget_is_planned_again_when_the_machine_slows_down(tiny, tmp_pa
     assert budget["replans"] and budget["planned_epochs"] < budget["first_planned_epochs"], budget
     assert budget["epochs"] == len(pd.read_csv(tmp_path / "m" / "history.csv")) == budget["planned_epochs"]
     assert budget["used_seconds"] <= cfg.time_budget * 1.25, budget
+
+
+def test_an_epoch_costs_its_share_of_the_validations():
+    from kagglecv.recipes import epoch_seconds
+
+    # two epochs of 10 s, the first validated (8 s), one validation every 4 epochs: 10 + 8 / 4, not (28) / 2
+    assert epoch_seconds(28.0, 2, [8.0], 4) == pytest.approx(12.0)
+    assert epoch_seconds(18.0, 1, [8.0], 1) == pytest.approx(18.0)  # validating each epoch: the plain mean
+    assert epoch_seconds(46.0, 3, [8.0, 8.0], 2) == pytest.approx(10.0 + 4.0)
+
+
+def test_a_budget_with_costly_validations_is_not_cut_when_they_are_skipped(tiny, tmp_path, monkeypatch):
+    """valid_every: 4 and a validation pass that costs several epochs: the first epoch (validated) and the second
+    (not) average to far more than an epoch's share of the validations; planned again from that mean, the count
+    would swing by a third and back on a machine whose speed did not change."""
+    import time as _time
+
+    import kagglecv.train as train
+
+    real = train.predict
+
+    def slow_predict(*args, **kw):
+        _time.sleep(0.5)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(train, "predict", slow_predict)
+    cfg = TrainConfig(**BASE, img_size=16, epochs=1, time_budget=10.0, precise_bn=0, valid_every=4)
+    budget = run(cfg, *tiny, tmp_path / "m", track=False)["time_budget"]
+    # the old model (the plain mean epoch) swung 51 -> 30 -> 42 -> 30 -> 36 here as validated epochs came and went
+    assert all(n >= 0.85 * budget["first_planned_epochs"] for _, n in budget["replans"]), budget
+    assert budget["used_seconds"] <= cfg.time_budget * 1.15, budget
