@@ -10,7 +10,7 @@ workflow never sees (Fashion-MNIST competitions built here; the real `snakemake`
             start-up seconds and images/s from metrics.json.
   pseudo    1,000 labelled / 5,000 test images, resnet18, 3 folds x 4 epochs at 32 px: held-out accuracy with one
             pseudo-label round (soft labels on every test image; hard labels on the confident ones; two rounds of
-            those) and without (`--pseudo NAME` for some of them);
+            those; one round at other confidence thresholds) and without (`--pseudo NAME` for some of them);
             the distilled student (resnet10t) beside them: its held-out accuracy and its prediction time against
             its teachers' ensemble.
   resize    a photo competition (bench/scale.py's generator): stages 48 -> 64 px against 64 px throughout, same
@@ -219,6 +219,8 @@ HARD = {"min_confidence": 0.9, "soft": False}  # hard labels on the test images 
 PSEUDO = {"plain": {}, "round": {"pseudo_labels": {"rounds": 1}},
           "round, confident hard labels": {"pseudo_labels": {"rounds": 1, **HARD}},
           "two rounds, confident hard labels": {"pseudo_labels": {"rounds": 2, **HARD}},
+          "round, hard labels p >= 0.8": {"pseudo_labels": {"rounds": 1, **HARD, "min_confidence": 0.8}},
+          "round, hard labels p >= 0.95": {"pseudo_labels": {"rounds": 1, **HARD, "min_confidence": 0.95}},
           "round+student": {"pseudo_labels": {"rounds": 1}, "distill": {"student": "resnet10t"}}}
 
 
