@@ -65,20 +65,30 @@ def steps_per_epoch(rows: int, batch_size: int) -> int:
 # ---------------------------------------------------------------- time budget
 
 
-def plan_epochs(budget: float, spent: float, epoch_seconds: float, predict_seconds: float, done: int = 1) -> int:
-    """The epoch count whose training and final prediction fit in `budget` seconds, after `done` epochs that took
-    `spent` seconds, each further epoch taking `epoch_seconds` and the final prediction `predict_seconds`."""
-    more = math.floor((budget - spent - predict_seconds) / max(epoch_seconds, 1e-9))
-    return max(done, done + more)
-
-
-def epoch_seconds(elapsed: float, done: int, valid_seconds: list[float], valid_every: int) -> float:
-    """A further epoch's expected seconds, after `done` epochs took `elapsed`: their mean without the validation
-    passes (training, checkpoints), plus an epoch's share of one validation pass (one every `valid_every` epochs).
-    The first plan and every re-plan use it: a plain mean would count the first epoch's validation in full, and the
-    count would swing as validated epochs come and go."""
+def epoch_costs(elapsed: float, done: int, valid_seconds: list[float]) -> tuple[float, float]:
+    """(an epoch's seconds without validation, one validation pass's seconds), from the `done` epochs that took
+    `elapsed` seconds and their validation passes. The first plan and every re-plan use both: a plain mean epoch
+    counts the first epoch's validation in full, and the count swung as validated epochs came and went."""
     valid = sum(valid_seconds)
-    return (elapsed - valid) / done + valid / max(len(valid_seconds), 1) / valid_every
+    return (elapsed - valid) / done, valid / max(len(valid_seconds), 1)
+
+
+MAX_EPOCHS = 10_000  # a bound on the plan of a job whose epochs take no measurable time
+
+
+def plan_epochs(budget: float, elapsed: float, done: int, epoch_s: float, valid_s: float, valid_every: int,
+                predict_s: float) -> tuple[int, float]:
+    """The most epochs (at least `done`) whose further epochs, their validation passes (after every
+    `valid_every`-th epoch and the last: train.valid_every) and the final prediction fit in `budget` seconds after
+    `elapsed`; and the seconds that plan comes to."""
+    def seconds(n: int) -> float:
+        passes = n // valid_every - done // valid_every + (n % valid_every != 0) if n > done else 0
+        return elapsed + (n - done) * epoch_s + passes * valid_s + predict_s
+
+    n = done
+    while n < MAX_EPOCHS and seconds(n + 1) <= budget:  # seconds(n) grows with n by an epoch at least
+        n += 1
+    return n, seconds(n)
 
 
 def predict_seconds(valid_seconds: float, n_valid: int, n_rows: int, views: int, bn_batches: int,

@@ -38,7 +38,7 @@ from .gpu import lease_gpu
 from .layout import ModelFiles, PreparedFiles, record_file
 from .meta import MetaEncoder
 from .models import build_model, check_forward, forward
-from .recipes import AVERAGE_BN_BATCHES, Stage, WeightAverage, epoch_seconds, plan_epochs, precise_bn, predict_seconds, \
+from .recipes import AVERAGE_BN_BATCHES, Stage, WeightAverage, epoch_costs, plan_epochs, precise_bn, predict_seconds, \
     rebuild_schedule, stages_of
 from .tracking import Tracker
 
@@ -626,11 +626,10 @@ def plan_budget(s: Session, spent: float, train_seconds: float, valid_seconds: l
     n_valid = len(s.data.va_idx)
     after = predict_seconds(valid_seconds[-1], n_valid, n_valid + n_test, tta_passes(cfg), cfg.precise_bn,
                             train_seconds, len(s.train_batches))
-    each = epoch_seconds(spent, 1, valid_seconds, cfg.valid_every)
-    epochs = plan_epochs(cfg.time_budget, spent, each, after)
+    epochs, planned = plan_epochs(cfg.time_budget, spent, 1, *epoch_costs(spent, 1, valid_seconds), cfg.valid_every,
+                                  after)
     rebuild_schedule(phase, phase.make, epochs, steps, steps)
-    s.budget = {"budget_seconds": cfg.time_budget, "planned_epochs": epochs,
-                "planned_seconds": round(spent + each * (epochs - 1) + after, 2),
+    s.budget = {"budget_seconds": cfg.time_budget, "planned_epochs": epochs, "planned_seconds": round(planned, 2),
                 "first_epoch_seconds": round(spent, 2), "predict_seconds": round(after, 2),
                 "first_planned_epochs": epochs, "replans": []}  # replans: [after epoch, epochs planned then]
     print(f"train.time_budget {cfg.time_budget:g} s: {epochs} epoch(s) of {spent:.1f} s and {after:.1f} s of "
@@ -642,15 +641,15 @@ def replan_budget(s: Session, elapsed: float, done: int, valid_seconds: list[flo
     schedule rebuilt from where it is. A shared machine slows down or speeds up mid-run (a 2-core VM: 515 images/s
     in one run's first epoch, 310 in another's third), and a plan made once would then overrun the budget."""
     phase, b, steps = s.phases[-1], s.budget, optimizer_steps(s.cfg, len(s.train_batches))
-    each = epoch_seconds(elapsed, done, valid_seconds, s.cfg.valid_every)
-    epochs = plan_epochs(s.cfg.time_budget, elapsed, each, b["predict_seconds"], done)
+    epoch_s, valid_s = epoch_costs(elapsed, done, valid_seconds)
+    epochs, planned = plan_epochs(s.cfg.time_budget, elapsed, done, epoch_s, valid_s, s.cfg.valid_every,
+                                  b["predict_seconds"])
     if epochs != phase.epochs:
         rebuild_schedule(phase, phase.make, epochs, steps, done * steps)
         b["replans"].append([done, epochs])
-        b["planned_epochs"] = epochs
-        b["planned_seconds"] = round(elapsed + each * (epochs - done) + b["predict_seconds"], 2)
+        b["planned_epochs"], b["planned_seconds"] = epochs, round(planned, 2)
         print(f"train.time_budget {s.cfg.time_budget:g} s: {epochs} epoch(s) after all (epochs of "
-              f"{each:.1f} s so far)", flush=True)
+              f"{epoch_s:.1f} s so far, validation passes of {valid_s:.1f} s)", flush=True)
 
 
 def fit(s: Session, history: list, start_epoch: int, log_epoch, n_test: int = 0) -> None:

@@ -161,13 +161,18 @@ def test_a_time_budget_is_planned_again_when_the_machine_slows_down(tiny, tmp_pa
     assert budget["used_seconds"] <= cfg.time_budget * 1.25, budget
 
 
-def test_an_epoch_costs_its_share_of_the_validations():
-    from kagglecv.recipes import epoch_seconds
+def test_a_plan_counts_each_validation_pass_it_will_make():
+    from kagglecv.recipes import epoch_costs, plan_epochs
 
-    # two epochs of 10 s, the first validated (8 s), one validation every 4 epochs: 10 + 8 / 4, not (28) / 2
-    assert epoch_seconds(28.0, 2, [8.0], 4) == pytest.approx(12.0)
-    assert epoch_seconds(18.0, 1, [8.0], 1) == pytest.approx(18.0)  # validating each epoch: the plain mean
-    assert epoch_seconds(46.0, 3, [8.0, 8.0], 2) == pytest.approx(10.0 + 4.0)
+    # two epochs of 10 s, the first validated (8 s): 10 s an epoch and 8 s a pass, not (28) / 2
+    assert epoch_costs(28.0, 2, [8.0]) == pytest.approx((10.0, 8.0))
+    # after the first epoch (18 s), one pass every 4 epochs and after the last, 5 s of final prediction:
+    # 7 epochs validate after epochs 1, 4 and 7: 18 + 6 * 10 + 2 * 8 + 5 = 99
+    assert plan_epochs(100.0, 18.0, 1, 10.0, 8.0, 4, 5.0) == (7, pytest.approx(99.0))
+    # at 95 s, 7 epochs no longer fit; an epoch's share of the passes (10 + 8 / 4) would have planned 7 all the same
+    assert plan_epochs(95.0, 18.0, 1, 10.0, 8.0, 4, 5.0) == (6, pytest.approx(89.0))
+    assert plan_epochs(20.0, 18.0, 1, 10.0, 8.0, 4, 5.0)[0] == 1  # never fewer than the epochs done
+    assert plan_epochs(100.0, 18.0, 1, 10.0, 8.0, 1, 5.0)[0] == 5  # validating each: 18 + 4 * 18 + 5 = 95
 
 
 def test_a_budget_with_costly_validations_is_not_cut_when_they_are_skipped(tiny, tmp_path, monkeypatch):
