@@ -18,7 +18,6 @@ and batch norm recomputed for the final weights (kagglecv.train calls these).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch

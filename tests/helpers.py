@@ -164,8 +164,8 @@ def run_kaggle_cli(stub: KaggleStub, tmp_path: Path, *args: str, creds: str | No
 
 def mlflow_db(db: Path, experiment: str | None = None) -> dict[str, tuple[str, dict[str, list[float]]]]:
     """{run name: (status, {metric: its values by step})} of the runs in a workflow's SQLite MLflow store (of one
-    experiment, or all), read with SQL: quicker than a client, and it sees a run the client would skip. A name
-    logged twice keeps its latest run."""
+    experiment, or all), read with SQL, without starting an MLflow client. A name logged twice keeps its latest
+    run."""
     with sqlite3.connect(db) as con:
         runs = con.execute("SELECT r.run_uuid, r.name, r.status FROM runs r JOIN experiments e "
                            "ON r.experiment_id = e.experiment_id WHERE ? IS NULL OR e.name = ? "
