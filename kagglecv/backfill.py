@@ -30,9 +30,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .fsutil import file_sha256
-from .layout import Layout
-from .tracking import HASH_TAG, JOB_TAG, PARENT_ENV, create_experiment, flatten, display_uri, http_defaults, \
+from kagglecv.fsutil import file_sha256
+from kagglecv.layout import Layout
+from kagglecv.tracking import HASH_TAG, JOB_TAG, PARENT_ENV, create_experiment, flatten, display_uri, http_defaults, \
     mlflow_name, tracking_uri
 
 PARENT_TAG = "mlflow.parentRunId"

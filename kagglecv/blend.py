@@ -20,9 +20,9 @@ import numpy as np
 from scipy.stats import rankdata
 from sklearn.linear_model import LogisticRegression, Ridge, RidgeCV
 
-from . import metrics
-from .errors import InputError
-from .tasks import CLASSIFICATION, NUMERIC
+from kagglecv import metrics
+from kagglecv.errors import InputError
+from kagglecv.tasks import CLASSIFICATION, NUMERIC
 
 
 def _normalise(p: np.ndarray) -> np.ndarray:

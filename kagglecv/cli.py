@@ -41,7 +41,7 @@ def parse_override(text: str) -> dict:
 def resolved_config(configfiles: list[Path], overrides: list[dict], workflow_config: Path) -> dict:
     """What rules/common.smk resolves for the same command line, with each backbone's settings merged and its
     input size and the image cache's side filled in."""
-    from .config import backbone_settings, cache_side, input_size, layered, load_yaml, merge, resolve
+    from kagglecv.config import backbone_settings, cache_side, input_size, layered, load_yaml, merge, resolve
 
     over: dict = {}
     for o in overrides:
@@ -92,17 +92,17 @@ def main(argv: list[str] | None = None) -> int:
         print(usage, file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     cmd, rest, prog = argv[0], argv[1:], f"kagglecv {argv[0]}"
-    from .errors import InputError
+    from kagglecv.errors import InputError
 
     try:
         if cmd == "config":
             return config_main(rest, prog)
         if cmd == "predict":
-            from .predict import main as run
+            from kagglecv.predict import main as run
         elif cmd == "backfill":
-            from .backfill import main as run
+            from kagglecv.backfill import main as run
         else:  # download: the Kaggle command line's download subcommand
-            from .kaggle.__main__ import main as kaggle_main
+            from kagglecv.kaggle.__main__ import main as kaggle_main
 
             return kaggle_main(["download", *rest] if rest[:1] not in (["-h"], ["--help"]) else ["download", "-h"],
                                prog="kagglecv")

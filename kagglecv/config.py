@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import InputError
+from kagglecv.errors import InputError
 
 PACKAGED_SCHEMA = Path(__file__).resolve().parent / "config.schema.yaml"  # a built wheel's copy (kagglecv.kernel)
 REPO_SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"  # the one that is edited
@@ -125,7 +125,7 @@ def resolve(raw: dict, schema: dict | None = None) -> dict:
         where = ".".join(str(p) for p in e.absolute_path) or "config"
         raise InputError(f"config: {where}: {e.message}") from None
     if config["task"] != "auto":  # else prepare checks the metric against the task it recognises
-        from .metrics import check_metric
+        from kagglecv.metrics import check_metric
 
         check_metric(config["metric"], config["task"])
     return config

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InputError
+from kagglecv.errors import InputError
 
 
 def midpoints(grades) -> np.ndarray:

@@ -16,7 +16,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from .fsutil import atomic_path, write_csv
+from kagglecv.fsutil import atomic_path, write_csv
 
 
 def png_bytes(img: np.ndarray) -> bytes:

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import blend, metrics, thresholds
-from .errors import InputError
-from .fsutil import read_table, write_csv, write_json
-from .layout import Layout, ModelFiles
-from .tasks import Task
+from kagglecv import blend, metrics, thresholds
+from kagglecv.errors import InputError
+from kagglecv.fsutil import read_table, write_csv, write_json
+from kagglecv.layout import Layout, ModelFiles
+from kagglecv.tasks import Task
 
 
 def prob_columns(df: pd.DataFrame) -> list[str]:

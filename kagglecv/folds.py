@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-from .errors import InputError
-from .fsutil import write_csv
-from .tasks import KINDS, Task, class_names
+from kagglecv.errors import InputError
+from kagglecv.fsutil import write_csv
+from kagglecv.tasks import KINDS, Task, class_names
 
 MAX_BINS = 10  # regression: quantile bins of y
 

@@ -95,7 +95,7 @@ def read_table(path: str | os.PathLike, **kw):
     labels (and groups) as the text they were written as; "NA" and "None" are names, not missing values."""
     import pandas as pd
 
-    from .meta import PREFIX  # metadata columns: values as written, kagglecv.meta reads them
+    from kagglecv.meta import PREFIX  # metadata columns: values as written, kagglecv.meta reads them
 
     def is_text(c: str) -> bool:
         return c in TEXT_COLUMNS or c.startswith(PREFIX)

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .errors import InputError
+from kagglecv.errors import InputError
 
 DEVICES_ENV = "KAGGLECV_DEVICES"  # override of the device list, e.g. "0,1" (tests, or to reserve GPUs)
 LOCK_DIR_ENV = "KAGGLECV_GPU_LOCK_DIR"  # where the per-device lock files live (default: per user, under /tmp)

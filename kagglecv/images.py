@@ -40,8 +40,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputError
-from .fsutil import atomic_path
+from kagglecv.errors import InputError
+from kagglecv.fsutil import atomic_path
 
 RESIZE_MODES = ("squash", "crop", "pad")
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}

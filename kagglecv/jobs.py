@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .errors import InputError
-from .layout import Layout, record_file
+from kagglecv.errors import InputError
+from kagglecv.layout import Layout, record_file
 
 # Jobs that, with mlflow.live: false, only write their record; the ensemble step replays it into MLflow.
 BEFORE_ENSEMBLE = {"prepare", "folds", "train", "pseudo_labels", "distill_targets"}
@@ -68,13 +68,13 @@ class Job:
     @property
     def track(self) -> bool:
         """Whether this job logs to MLflow while it runs (kagglecv.tracking.tracks_live)."""
-        from .tracking import tracks_live
+        from kagglecv.tracking import tracks_live
 
         return tracks_live(self.config, before_ensemble=job_of(self.rule).__name__ in BEFORE_ENSEMBLE)
 
     def tracker(self, run_name: str, folder, **tags):
         """The job's MLflow run, with its record written beside its outputs in `folder`."""
-        from .tracking import Tracker
+        from kagglecv.tracking import Tracker
 
         return Tracker(self.experiment, run_name, self.layout.results, enabled=self.track,
                        tags={"step": self.rule, **tags}, record=record_file(folder, run_name))
@@ -95,7 +95,7 @@ def run_logged(log_path: str | Path | None, fn, *args, **kwargs):
     An InputError becomes a single `ERROR: ...` line, in the log and on the terminal, and exit status 1;
     any other exception keeps its traceback in the log (that is a bug, not bad input). Everything the job
     prints or logs is redacted on its way (kagglecv.secrets): libraries print URLs with their credentials."""
-    from .secrets import RedactedStream, redact
+    from kagglecv.secrets import RedactedStream, redact
 
     terminal = sys.__stderr__
     if log_path:
@@ -145,7 +145,7 @@ def run(smk):
 
 @job
 def demo_competition(job: Job) -> None:
-    from .demo import make_digits_competition
+    from kagglecv.demo import make_digits_competition
 
     make_digits_competition(job.output.zip, job.output.solution)
 
@@ -154,8 +154,8 @@ def demo_competition(job: Job) -> None:
 def download(job: Job) -> Path:
     """The competition through the Kaggle API. Retry settings and archive limits come from the config, not
     params: changing them must never download a competition again."""
-    from .archive import ArchiveLimits
-    from .kaggle.download import download_competition
+    from kagglecv.archive import ArchiveLimits
+    from kagglecv.kaggle.download import download_competition
 
     k = job.config["kaggle"]
     return download_competition(job.wildcards.competition, Path(job.output.marker).parent, retries=k["retries"],
@@ -167,8 +167,8 @@ def download(job: Job) -> Path:
 def prepare(job: Job) -> dict:
     """Read, validate and decode the competition into prepared/. Archive limits come from the config, not
     params: changing them must not rebuild the cache."""
-    from . import prepare as prep
-    from .archive import ArchiveLimits
+    from kagglecv import prepare as prep
+    from kagglecv.archive import ArchiveLimits
 
     p, out = job.params, job.layout.prepared
     with job.tracker("prepare", out.path) as t:
@@ -182,7 +182,7 @@ def prepare(job: Job) -> dict:
 
 @job
 def folds(job: Job) -> None:
-    from . import folds as kfold
+    from kagglecv import folds as kfold
 
     L, p = job.layout, job.params
     with job.tracker("folds", L.root) as t:
@@ -203,7 +203,7 @@ def train_settings(job: Job) -> dict:
 
 @job
 def lr_find(job: Job) -> dict:
-    from .lr_finder import run_lr_find
+    from kagglecv.lr_finder import run_lr_find
 
     L = job.layout
     return run_lr_find(train_settings(job), L.prepared.path, L.folds, L.lr_find(job.wildcards.backbone).path,
@@ -221,7 +221,7 @@ def one_file(files) -> str | None:
 def train(job: Job) -> dict:
     """One (member, fold): a backbone, a pseudo-label round's copy of it, or the student, which learn from their
     teacher file too (kagglecv.teachers). train.lr: auto trains at the lr_find rule's suggestion."""
-    from . import train as trainer
+    from kagglecv import train as trainer
 
     L, cfg = job.layout, train_settings(job)
     if cfg.get("lr") == "auto":
@@ -239,8 +239,8 @@ def train(job: Job) -> dict:
 @job
 def pseudo_labels(job: Job) -> None:
     """A pseudo-label round's targets for one fold: the test images as the previous round's fold models see them."""
-    from .tasks import Task
-    from .teachers import pseudo_labels as label
+    from kagglecv.tasks import Task
+    from kagglecv.teachers import pseudo_labels as label
 
     L, w = job.layout, job.wildcards
     out = L.teacher(f"round{w.round}", w.fold)
@@ -255,9 +255,9 @@ def pseudo_labels(job: Job) -> None:
 def distill_targets(job: Job) -> None:
     """The student's targets for one fold: its training rows' labels mixed with the other members' out-of-fold
     predictions, and the test images as the members' fold models see them."""
-    from .fsutil import read_table
-    from .tasks import Task
-    from .teachers import distill_targets as targets
+    from kagglecv.fsutil import read_table
+    from kagglecv.tasks import Task
+    from kagglecv.teachers import distill_targets as targets
 
     L, fold, n = job.layout, int(job.wildcards.fold), job.config["folds"]
     out = L.teacher("student", fold)
@@ -277,8 +277,8 @@ def distill_targets(job: Job) -> None:
 def ensemble(job: Job) -> dict:
     """The ensemble, logged. With mlflow.live: false, first put the records of the jobs before it (prepare,
     folds, training) into MLflow, which they skipped to save their start-up."""
-    from . import ensemble as ens
-    from .tracking import replays_records
+    from kagglecv import ensemble as ens
+    from kagglecv.tracking import replays_records
 
     L, p = job.layout, job.params
     if replays_records(job.config):
@@ -298,8 +298,8 @@ def replay_records(results, experiment: str) -> None:
     """kagglecv.backfill of `results` (results/<competition>): the runs of jobs that wrote only their record.
     Tracking never fails a step: a failure warns once, as any tracking call's does, and `snakemake backfill`
     can do it later."""
-    from .backfill import backfill as replay
-    from .tracking import warn_down
+    from kagglecv.backfill import backfill as replay
+    from kagglecv.tracking import warn_down
 
     try:
         replay(results, experiment)  # prints what it logged
@@ -309,7 +309,7 @@ def replay_records(results, experiment: str) -> None:
 
 @job
 def submission(job: Job) -> None:
-    from .submission import make_submission
+    from kagglecv.submission import make_submission
 
     L = job.layout
     with job.tracker("submission", L.root) as t:
@@ -322,8 +322,8 @@ def submission(job: Job) -> None:
 @job
 def holdout(job: Job) -> dict:
     """Score the submission against held-aside labels (the demo's solution.csv): the local 'public score'."""
-    from .fsutil import write_json
-    from .submission import score_against
+    from kagglecv.fsutil import write_json
+    from kagglecv.submission import score_against
 
     L = job.layout
     result = score_against(L.submission, job.input.solution, json.loads(L.meta.read_text()), job.params.metric)
@@ -341,7 +341,7 @@ def holdout(job: Job) -> dict:
 def kernel(job: Job) -> dict:
     """The code competition's notebook and dataset (kagglecv.kernel.build), logged. The record goes beside the
     results, not into the dataset (a file that changes on every build would make every submit upload again)."""
-    from .kernel import build
+    from kagglecv.kernel import build
 
     L, p = job.layout, job.params
     with job.tracker("kernel", L.root) as t:
@@ -366,10 +366,10 @@ def submit(job: Job) -> dict:
     authenticated client does all of it. The leaderboard row is written whatever happens once the submission
     exists (scored, ERROR or PENDING); the job then fails with the reason. Run again after PENDING: the pending
     row is polled again, never submitted twice."""
-    from .kaggle import code, submit as files
-    from .kaggle.client import client
-    from .secrets import redact
-    from .tracking import Tracker, log_to_parent
+    from kagglecv.kaggle import code, submit as files
+    from kagglecv.kaggle.client import client
+    from kagglecv.secrets import redact
+    from kagglecv.tracking import Tracker, log_to_parent
 
     L, p = job.layout, job.params
     scores = json.loads(L.scores.read_text())
@@ -409,8 +409,8 @@ def submit(job: Job) -> dict:
 def backfill(job: Job) -> dict:
     """Put into MLflow the runs that tracking missed; this invocation's own parent run holds no workflow, so it
     is named for what it did (and kept out of the runs a later backfill attributes jobs to: step=workflow)."""
-    from .backfill import backfill as replay
-    from .tracking import log_to_parent
+    from kagglecv.backfill import backfill as replay
+    from kagglecv.tracking import log_to_parent
 
     report = replay(job.layout.root, job.experiment)
     log_to_parent(metrics={k: len(v) for k, v in report.items()},
@@ -423,7 +423,7 @@ def backfill(job: Job) -> dict:
 
 @job
 def predict(job: Job) -> None:
-    from .predict import predict_folder
+    from kagglecv.predict import predict_folder
 
     out = predict_folder(job.layout.root, job.input.images, job.output.csv, job.output.summary,
                          device=job.params.device, threads=job.threads, meta_csv=job.config["predict_meta"])
@@ -432,14 +432,14 @@ def predict(job: Job) -> None:
 
 @job
 def report_cv(job: Job) -> None:
-    from .report import cv_table
+    from kagglecv.report import cv_table
 
     cv_table(job.input.scores, job.output.png, job.output.html, job.input.oof)
 
 
 @job
 def report_curves(job: Job) -> None:
-    from .report import job_time, training_curves
+    from kagglecv.report import job_time, training_curves
 
     training_curves(job.params.histories, job.params.metric, job.output.png)
     job_time(job.params.metrics, job.output.job_time)
@@ -447,7 +447,7 @@ def report_curves(job: Job) -> None:
 
 @job
 def report_oof(job: Job) -> None:
-    from .report import confusion, oof_errors
+    from kagglecv.report import confusion, oof_errors
 
     scores = json.loads(Path(job.input.scores).read_text())
     confusion(job.input.oof, job.input.meta, job.output.confusion, scores["ensemble"]["method"], scores)
@@ -456,20 +456,20 @@ def report_oof(job: Job) -> None:
 
 @job
 def report_folds(job: Job) -> None:
-    from .report import class_balance
+    from kagglecv.report import class_balance
 
     class_balance(job.input.folds, job.input.meta, job.output.png)
 
 
 @job
 def report_lr_find(job: Job) -> None:
-    from .report import lr_find_curves
+    from kagglecv.report import lr_find_curves
 
     lr_find_curves(job.params.lr_find, job.output.png)
 
 
 @job
 def report_leaderboard(job: Job) -> None:
-    from .report import leaderboard
+    from kagglecv.report import leaderboard
 
     leaderboard(job.input.leaderboard, job.output.png)

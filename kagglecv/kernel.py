@@ -44,10 +44,10 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from . import rerun
-from .errors import InputError
-from .fsutil import file_sha256, read_table, write_csv, write_json
-from .layout import KernelDatasetFiles, KernelFiles, Layout, ModelFiles, PreparedFiles
+from kagglecv import rerun
+from kagglecv.errors import InputError
+from kagglecv.fsutil import file_sha256, read_table, write_csv, write_json
+from kagglecv.layout import KernelDatasetFiles, KernelFiles, Layout, ModelFiles, PreparedFiles
 
 log = logging.getLogger("kagglecv.kernel")
 
@@ -70,7 +70,7 @@ def default_slug(competition: str) -> str:
 def credential_username() -> str | None:
     """The Kaggle user name the local credentials name, without any network call (None for a bare token); the
     kaggle.json places are the client's, as kagglecv.secrets lists them."""
-    from .secrets import json_values, kaggle_config_dirs
+    from kagglecv.secrets import json_values, kaggle_config_dirs
 
     if os.environ.get("KAGGLE_USERNAME"):
         return os.environ["KAGGLE_USERNAME"]
@@ -95,8 +95,8 @@ def _place(src: Path, dest: Path) -> None:
 def student_scores(layout: Layout, scores: dict, student: str | None) -> dict:
     """scores.json with the distilled student as the whole ensemble: its folds averaged, its own thresholds or cut
     points fitted on its out-of-fold predictions where the metric decides."""
-    from . import metrics, thresholds
-    from .ensemble import load_backbone, prob_columns, results_task
+    from kagglecv import metrics, thresholds
+    from kagglecv.ensemble import load_backbone, prob_columns, results_task
 
     if not student or student not in scores["models"]:
         raise InputError("kaggle.kernel_models: student needs a distilled student (distill.student) in this run; set "
@@ -116,7 +116,7 @@ def student_scores(layout: Layout, scores: dict, student: str | None) -> dict:
 def place_factory(layout: Layout, member: str, out: Layout) -> None:
     """A member built by a factory file of the user's: the file, beside the member's folds, where prediction
     looks for it (kagglecv.models.load_factory), so the kernel runs from the dataset alone."""
-    from .models import factory_file
+    from kagglecv.models import factory_file
 
     resolved = json.loads(layout.model(member, 0).config.read_text())
     source = factory_file(resolved.get("model"))
@@ -269,7 +269,7 @@ RERUN_KEYS = ("max_bad_test_images", "hidden_test_rows", "kernel_time_limit", "k
 
 def rerun_settings(kaggle: dict | None) -> dict:
     """The kaggle.* settings of the hidden rerun, the schema's defaults under those given."""
-    from .config import defaults
+    from kagglecv.config import defaults
 
     return {k: v for k, v in {**defaults()["kaggle"], **(kaggle or {})}.items() if k in RERUN_KEYS}
 
@@ -293,7 +293,7 @@ def write_dataset(folder: Path, layout: Layout, scores: dict, meta: dict, member
                   wheels: list[str] | None) -> None:
     """Everything the notebook reads but the manifest and the metadata: scores, meta, every fold's weights and
     config, the training labels' prior, kagglecv's wheel and kaggle.kernel_wheels."""
-    from .tasks import Task
+    from kagglecv.tasks import Task
 
     out, ds = Layout(folder), KernelDatasetFiles(folder)
     write_json(out.scores, scores)
@@ -327,7 +327,7 @@ def build(results_dir: str | Path, dataset_dir: str | Path, kernel_dir: str | Pa
     the hidden rerun (see rerun_settings); a rerun projected above the time limit is refused before anything is
     written. Both folders are written to temporary names and
     renamed into place: never half-written."""
-    from .predict import ensemble_recipe, predicted_members
+    from kagglecv.predict import ensemble_recipe, predicted_members
 
     layout = Layout(Path(results_dir))
     dataset_dir, kernel_dir = Path(dataset_dir), Path(kernel_dir)
@@ -425,7 +425,7 @@ def unpacked(competition_dir: Path, scratch: Path) -> Path:
     mount train.zip/test.zip as they ship them. The input is read-only, so zips unpack into `scratch` (each X.zip
     into X/, or its single top folder X/ kept) and everything else is linked beside them. A folder without zips
     is used as it is."""
-    from .archive import safe_extract
+    from kagglecv.archive import safe_extract
 
     competition_dir = Path(competition_dir)
     zips = sorted(competition_dir.glob("*.zip"))
@@ -449,7 +449,7 @@ def read_test_set(competition_dir: Path, meta: dict, scratch: Path):
     metadata as prediction reads it (`meta:<column>` columns, from the hidden test CSV) or None), read as meta.json
     describes it (the layout prepare recognised, the file names it used): nothing of the training side, which a
     hidden rerun does not have."""
-    from .prepare import DataConfig, find_root, read_test_meta, read_test_side
+    from kagglecv.prepare import DataConfig, find_root, read_test_meta, read_test_side
 
     known = {f.name for f in dataclasses.fields(DataConfig)}
     data = {k: v for k, v in meta["data"].items() if k in known}
@@ -461,7 +461,7 @@ def read_test_set(competition_dir: Path, meta: dict, scratch: Path):
     side = read_test_side(root, cfg, cfg.layout, missing=missing)
     rows = read_test_meta(root, cfg, side.template)
     if rows is not None:
-        from .meta import column
+        from kagglecv.meta import column
 
         rows = rows.rename(columns=column)
     return side, cfg, missing, rows
@@ -470,8 +470,8 @@ def read_test_set(competition_dir: Path, meta: dict, scratch: Path):
 def decode_test_set(side, cfg, meta: dict, cache: Path, workers: int) -> list[tuple[int, str, str]]:
     """Decode the test images into `cache` exactly as prepare decoded the workflow's (same decoder and shape);
     [(row, id, why)] of those that could not be read (zero rows in the cache)."""
-    from . import images
-    from .prepare import PixelRows, write_images
+    from kagglecv import images
+    from kagglecv.prepare import PixelRows, write_images
 
     ids = side.template.ids
     h, w, c = (int(v) for v in meta["image_shape"])
@@ -506,8 +506,8 @@ def predict_test_set(bundle: Path, cache: Path, bad_rows: list[int], device: str
     """The ensemble's predictions of every row of `cache`; rows in `bad_rows` get the training labels' prior."""
     import numpy as np
 
-    from .data import open_cache
-    from .predict import ensemble_predict, ensemble_recipe, predicted_members
+    from kagglecv.data import open_cache
+    from kagglecv.predict import ensemble_predict, ensemble_recipe, predicted_members
 
     images, scores = open_cache(cache), json.loads(Layout(bundle).scores.read_text())
     prior = np.asarray(json.loads(KernelDatasetFiles(bundle).prior.read_text())["prior"], dtype=np.float64)
@@ -537,7 +537,7 @@ def run(competition: str, dataset: str, input_dir: str | Path | None = None, wor
     dataset's ensemble (unreadable images: the training prior), write submission.csv."""
     import pandas as pd
 
-    from .submission import submission_frame
+    from kagglecv.submission import submission_frame
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
     t0 = time.perf_counter()

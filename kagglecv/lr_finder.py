@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .fsutil import atomic_path, write_json
-from .layout import LrFindFiles
+from kagglecv.fsutil import atomic_path, write_json
+from kagglecv.layout import LrFindFiles
 
 SUGGESTION_METHODS = ("valley", "minimum", "steep")
 
@@ -136,8 +136,8 @@ def lr_find(model: torch.nn.Module, train_loader, device, *, start_lr: float = D
         raise ValueError(f"lr_find: unknown suggestion method {method!r}; choose one of {list(SUGGESTERS)}")
     if not 0 < start_lr < end_lr:
         raise ValueError(f"lr_find: need 0 < start_lr < end_lr, got {start_lr} and {end_lr}")
-    from .models import forward
-    from .train import inputs  # batches follow the model's memory format (train.place_model)
+    from kagglecv.models import forward
+    from kagglecv.train import inputs  # batches follow the model's memory format (train.place_model)
 
     num_it = max(int(num_it), 6)  # fastai's floor: fewer steps leave nothing after trimming
     device = torch.device(device)
@@ -229,8 +229,8 @@ def run_lr_find(train_cfg: dict, prepared_dir, folds_csv, out_dir,
     them: same model, input size, normalisation, augmentation, batch size, weight decay, AMP and seed.
 
     Writes out_dir/lr_find.json ({suggestion, suggestions, lrs, losses, backbone, ...}) and out_dir/lr_find.png."""
-    from .data import use_device_path
-    from .train import TrainConfig, fold_batches, load_fold, setup_model, task_loss
+    from kagglecv.data import use_device_path
+    from kagglecv.train import TrainConfig, fold_batches, load_fold, setup_model, task_loss
 
     cfg = TrainConfig.from_dict({k: v for k, v in train_cfg.items() if k != "lr"})  # lr may be "auto"
     sweep = settings if isinstance(settings, LRFindConfig) else LRFindConfig(**(settings or {}))

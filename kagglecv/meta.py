@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .errors import InputError
+from kagglecv.errors import InputError
 
 PREFIX = "meta:"  # prepared train.csv / test.csv columns holding the raw values
 MISSING = {"", "nan", "NaN", "NA", "N/A", "n/a", "null", "NULL", "None", "none"}

@@ -19,9 +19,9 @@ from typing import Callable
 
 import numpy as np
 
-from .decisions import decide
-from .errors import InputError
-from .tasks import KINDS
+from kagglecv.decisions import decide
+from kagglecv.errors import InputError
+from kagglecv.tasks import KINDS
 
 
 # ---------------------------------------------------------------- inputs and decisions

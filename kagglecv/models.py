@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .errors import InputError
+from kagglecv.errors import InputError
 
 HEADS = ("linear", "gem", "multi_dropout")
 MULTI_DROPOUT = (5, 0.5)  # masks averaged, dropout rate of each: the usual multi-sample dropout of Kaggle heads
@@ -225,7 +225,7 @@ def data_config(model: nn.Module, cfg, in_chans: int) -> dict:
     the input size overridden by img_size; grey images get the channel means."""
     import timm
 
-    from .config import explicit_input_size
+    from kagglecv.config import explicit_input_size
 
     inner = model.body if isinstance(model, Net) else model
     dc = timm.data.resolve_model_data_config(inner)

@@ -36,12 +36,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import InputError
-from .fsutil import read_table, write_csv, write_json
-from .layout import Layout, ModelFiles
-from .meta import MetaEncoder
-from .submission import decisions
-from .tasks import Task
+from kagglecv.errors import InputError
+from kagglecv.fsutil import read_table, write_csv, write_json
+from kagglecv.layout import Layout, ModelFiles
+from kagglecv.meta import MetaEncoder
+from kagglecv.submission import decisions
+from kagglecv.tasks import Task
 
 log = logging.getLogger("kagglecv.predict")
 
@@ -52,7 +52,7 @@ log = logging.getLogger("kagglecv.predict")
 def load_folder(folder: str | Path, image_shape, resize: str = "squash",
                 max_pixels: int | None = None) -> tuple[list[str], np.ndarray, list[dict]]:
     """(names, uint8 N x H x W x C array, skipped [{file, reason}]) for the files directly in `folder`."""
-    from .images import Decoder
+    from kagglecv.images import Decoder
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -83,9 +83,9 @@ def load_fold_model(model_pt: str | Path, in_chans: int, device_pref: str = "aut
     a model built with metadata carries its fitted encoder as `model.kagglecv_meta` (kagglecv.meta)."""
     import torch
 
-    from .tasks import Task
-    from .models import build_model
-    from .train import TrainConfig, autocast_dtype, pick_device, place_model
+    from kagglecv.tasks import Task
+    from kagglecv.models import build_model
+    from kagglecv.train import TrainConfig, autocast_dtype, pick_device, place_model
 
     model_pt = Path(model_pt)
     if not model_pt.exists():
@@ -115,8 +115,8 @@ def backbone_probs(fold_dirs: list[Path], images: np.ndarray, device_pref: str =
     """The fold models' TTA probabilities for `rows` of `images` (all when None) averaged over folds (as
     ensemble.load_backbone averages test.csv); `meta_rows`: the images' raw metadata (`meta:<column>` columns, one
     row per image), for models built with it; `progress.update()` after each fold."""
-    from .augment import resolve_tta
-    from .train import predict_tta
+    from kagglecv.augment import resolve_tta
+    from kagglecv.train import predict_tta
 
     per_fold, info = [], {}
     for d in fold_dirs:
@@ -142,7 +142,7 @@ def fold_dirs_of(results_dir: Path, scores: dict, backbone: str) -> list[Path]:
 def ensemble_recipe(scores: dict) -> tuple[str, list[str], object]:
     """(method, members, params for blend.apply) exactly as the ensemble step applied them to the test set:
     the fitted parameters are stored in scores.json (blend.to_json), never fitted again."""
-    from . import blend
+    from kagglecv import blend
 
     ens = scores["ensemble"]
     method, members = ens["method"], list(ens.get("members") or scores["models"])
@@ -153,7 +153,7 @@ def ensemble_recipe(scores: dict) -> tuple[str, list[str], object]:
 
 
 def apply_recipe(method: str, preds: list[np.ndarray], params, kind: str = "multiclass") -> np.ndarray:
-    from . import blend
+    from kagglecv import blend
 
     return np.asarray(blend.apply(method, preds, params, kind=kind))
 
@@ -196,14 +196,14 @@ def ensemble_predict(results_dir: str | Path, images: np.ndarray, device: str = 
 
 def predicted_members(method: str, members: list[str], params) -> list[str]:
     """The members whose predictions the recipe (ensemble_recipe) reads (blend.used), in its order."""
-    from . import blend
+    from kagglecv import blend
 
     return [members[i] for i in blend.used(method, params, len(members))]
 
 
 def check_against_submission(results_dir: Path, scores: dict, method: str, members: list[str], params) -> dict:
     """Apply the recipe to the stored per-fold test.csv files and compare with ensemble_test.csv."""
-    from .ensemble import load_backbone, prob_columns
+    from kagglecv.ensemble import load_backbone, prob_columns
 
     try:
         tests = [load_backbone(fold_dirs_of(results_dir, scores, m))[1] for m in members]
@@ -233,8 +233,8 @@ def output_name(folder: str | Path) -> str:
 def read_meta_csv(path: str | Path, names: list[str], meta: dict) -> pd.DataFrame | None:
     """The metadata of images `names` from a CSV whose first column holds their file names (or names without
     the extension) and then the run's data.meta_columns, as `meta:<column>` columns; None for a run without."""
-    from . import meta as metadata
-    from .prepare import read_csv
+    from kagglecv import meta as metadata
+    from kagglecv.prepare import read_csv
 
     columns = [c["name"] for c in meta.get("meta_columns") or []]
     if not columns:

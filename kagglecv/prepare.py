@@ -31,11 +31,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import images, metrics, tasks
-from .archive import ArchiveLimits, is_junk, safe_extract
-from .errors import InputError
-from .fsutil import atomic_path, write_csv, write_json
-from .layout import PreparedFiles
+from kagglecv import images, metrics, tasks
+from kagglecv.archive import ArchiveLimits, is_junk, safe_extract
+from kagglecv.errors import InputError
+from kagglecv.fsutil import atomic_path, write_csv, write_json
+from kagglecv.layout import PreparedFiles
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 FALLBACK_SIDE = 256  # mixed sizes and nothing saying what training needs (a direct library call)
@@ -420,7 +420,7 @@ def read_test_meta(root: Path, cfg: DataConfig, template: Template) -> pd.DataFr
     test = read_csv(path)
     col = match_column(test, template.id_column, path, "id", "rename it, or set data.id_column")
     refuse_duplicates(test[col], path, col)
-    from .meta import require_column
+    from kagglecv.meta import require_column
 
     for name in cfg.meta_columns:
         require_column(test, name, path)
@@ -436,7 +436,7 @@ def meta_values(root: Path, cfg: DataConfig, train: pd.DataFrame, template: Temp
     test = read_test_meta(root, cfg, template)
     if test is None:
         return None
-    from . import meta
+    from kagglecv import meta
 
     specs = meta.specs(train, test, cfg.meta_columns, root / cfg.train_csv)
     return {"specs": specs, "train": train[cfg.meta_columns].reset_index(drop=True), "test": test}
@@ -662,7 +662,7 @@ def prepare(data_path: str | Path, out_dir: str | Path, cfg: DataConfig | None =
         train["group"] = comp.groups
     test = pd.DataFrame({"id": comp.test_ids})
     if comp.meta is not None:
-        from .meta import column
+        from kagglecv.meta import column
 
         for name in cfg.meta_columns:
             train[column(name)], test[column(name)] = comp.meta["train"][name], comp.meta["test"][name]

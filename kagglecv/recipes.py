@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import InputError
+from kagglecv.errors import InputError
 
 BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
 AVERAGE_BN_BATCHES = 200  # batch norm is always recomputed for averaged weights, over this many batches at least

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .fsutil import atomic_path, read_table
-from .layout import Layout, PreparedFiles
+from kagglecv.fsutil import atomic_path, read_table
+from kagglecv.layout import Layout, PreparedFiles
 
 # matplotlib is imported where a figure is made: rules/report.smk imports this module while Snakemake parses.
 
@@ -314,8 +314,8 @@ def _probs(df: pd.DataFrame) -> np.ndarray:
 def decided(oof: pd.DataFrame, meta: dict, scores: dict | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(true index, predicted index, names) of OOF rows of a task with classes: argmax for classification,
     the fitted cut points for ordinal grades."""
-    from .decisions import decide
-    from .tasks import Task
+    from kagglecv.decisions import decide
+    from kagglecv.tasks import Task
 
     task, p = Task.of(meta), _probs(oof)
     names = list(task.classes)
@@ -369,8 +369,8 @@ def confusion(ensemble_oof_csv: str | Path, meta_json: str | Path, out_png: str 
 
 def label_confusion(oof, meta, scores, out_png, method) -> np.ndarray:
     """Multilabel: true positives, false positives and false negatives per label at the fitted thresholds."""
-    from .decisions import decide
-    from .tasks import Task
+    from kagglecv.decisions import decide
+    from kagglecv.tasks import Task
 
     task = Task.of(meta)
     truth = task.targets(oof).astype(bool)
@@ -412,7 +412,7 @@ def predicted_vs_true(oof, out_png, method) -> np.ndarray:
 def fold_counts(folds: pd.DataFrame, meta: dict) -> tuple[pd.DataFrame, list[str]]:
     """(rows per fold and class, column names): classes and grades; labels (multilabel, a row counts once per
     label); target quantile bins (regression)."""
-    from .tasks import Task
+    from kagglecv.tasks import Task
 
     task = Task.of(meta)
     if task.kind == "multilabel":
@@ -465,7 +465,7 @@ def pick_errors(oof: pd.DataFrame, n: int = 16, meta: dict | None = None) -> tup
     without classes: (largest errors, smallest errors)."""
     kind = (meta or {}).get("task", "multiclass")
     if kind in ("multilabel", "regression", "ordinal"):
-        from .tasks import Task
+        from kagglecv.tasks import Task
 
         task, p = Task.of(meta), _probs(oof)
         truth = task.targets(oof).reshape(len(oof), -1)

@@ -32,8 +32,8 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from .errors import InputError
-from .fsutil import file_sha256
+from kagglecv.errors import InputError
+from kagglecv.fsutil import file_sha256
 
 log = logging.getLogger("kagglecv.kernel")
 

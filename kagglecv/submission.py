@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import metrics
-from .decisions import decide
-from .errors import InputError
-from .fsutil import read_table, write_csv
-from .layout import PreparedFiles
-from .tasks import Task
+from kagglecv import metrics
+from kagglecv.decisions import decide
+from kagglecv.errors import InputError
+from kagglecv.fsutil import read_table, write_csv
+from kagglecv.layout import PreparedFiles
+from kagglecv.tasks import Task
 
 
 def submission_format(meta: dict, metric: str) -> str:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 
-from .layout import Layout
+from kagglecv.layout import Layout
 
 
 def run_summary(layout: Layout, tracking: str) -> str | None:
     """The CV table, the held-aside score (demo), where the submission is and how to open MLflow; None when
     the run produced no scores."""
-    from .ensemble import cv_table
+    from kagglecv.ensemble import cv_table
 
     if not layout.scores.exists():
         return None
@@ -26,7 +26,7 @@ def run_summary(layout: Layout, tracking: str) -> str | None:
 def finish(layout: Layout, ok: bool) -> str | None:
     """Close the invocation's parent run (with the ensemble's CV after a success); return the summary to print
     after a success, else None."""
-    from .tracking import display_uri, finish_parent, tracking_uri
+    from kagglecv.tracking import display_uri, finish_parent, tracking_uri
 
     scores = json.loads(layout.scores.read_text()) if ok and layout.scores.exists() else None
     finish_parent(ok, {"cv_ensemble": scores["ensemble"]["cv"]} if scores else None)

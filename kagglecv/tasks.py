@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
+from kagglecv.errors import InputError
 
 KINDS = ("binary", "multiclass", "multilabel", "regression", "ordinal")
 CLASSIFICATION = ("binary", "multiclass")

@@ -21,9 +21,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .errors import InputError
-from .fsutil import read_table, write_csv
-from .tasks import CLASSIFICATION, NUMERIC, Task
+from kagglecv.errors import InputError
+from kagglecv.fsutil import read_table, write_csv
+from kagglecv.tasks import CLASSIFICATION, NUMERIC, Task
 
 
 def prob_frame(path) -> tuple[pd.DataFrame, list[str]]:

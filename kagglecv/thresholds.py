@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import metrics
-from .decisions import decide, midpoints
+from kagglecv import metrics
+from kagglecv.decisions import decide, midpoints
 
 GRID = np.linspace(0.05, 0.95, 19)  # multilabel candidates; 0.5 is among them
 LABEL_PASSES = 2

@@ -11,8 +11,8 @@ import time
 import warnings
 from pathlib import Path
 
-from .fsutil import file_sha256
-from .secrets import redact
+from kagglecv.fsutil import file_sha256
+from kagglecv.secrets import redact
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ class Tracker:
     def __exit__(self, exc_type, exc, tb) -> None:
         self._call("end_run", _mlflow("end_run"), status="FAILED" if exc_type else "FINISHED")
         if exc_type is None and self.record_path is not None:
-            from .fsutil import write_json
+            from kagglecv.fsutil import write_json
 
             write_json(self.record_path, {**self.record, "end_ms": now_ms()})
 

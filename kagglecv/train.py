@@ -28,19 +28,19 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import distributed, metrics
-from .tasks import CLASSIFICATION, NUMERIC, Task
-from .augment import resolve_tta, tta_blend, tta_views
-from .data import loader_workers, make_batches, open_cache, rng_state, set_rng_state, use_device_path
-from .errors import InputError
-from .fsutil import atomic_path, read_table, write_csv, write_json
-from .gpu import lease_gpu
-from .layout import ModelFiles, PreparedFiles, record_file
-from .meta import MetaEncoder
-from .models import build_model, check_forward, forward
-from .recipes import AVERAGE_BN_BATCHES, Stage, WeightAverage, epoch_costs, plan_epochs, precise_bn, predict_seconds, \
+from kagglecv import distributed, metrics
+from kagglecv.tasks import CLASSIFICATION, NUMERIC, Task
+from kagglecv.augment import resolve_tta, tta_blend, tta_views
+from kagglecv.data import loader_workers, make_batches, open_cache, rng_state, set_rng_state, use_device_path
+from kagglecv.errors import InputError
+from kagglecv.fsutil import atomic_path, read_table, write_csv, write_json
+from kagglecv.gpu import lease_gpu
+from kagglecv.layout import ModelFiles, PreparedFiles, record_file
+from kagglecv.meta import MetaEncoder
+from kagglecv.models import build_model, check_forward, forward
+from kagglecv.recipes import AVERAGE_BN_BATCHES, Stage, WeightAverage, epoch_costs, plan_epochs, precise_bn, predict_seconds, \
     rebuild_schedule, stages_of
-from .tracking import Tracker
+from kagglecv.tracking import Tracker
 
 
 @dataclass
@@ -425,8 +425,8 @@ class Fold:
 def attach_teacher(data: Fold, teacher_csv, prepared: PreparedFiles, cfg: TrainConfig) -> None:
     """The rows a teacher file adds to the fold's training (pseudo-labelled test images; distilled targets of the
     training rows), with the test images read from the test cache beside the training ones (data.Stacked)."""
-    from .data import Stacked
-    from .teachers import read_teacher, true_targets
+    from kagglecv.data import Stacked
+    from kagglecv.teachers import read_teacher, true_targets
 
     if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
         raise InputError("train.mixup_alpha/cutmix_alpha: mixup mixes class labels, not the teachers' targets; set "

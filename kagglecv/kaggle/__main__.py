@@ -12,11 +12,11 @@ import logging
 import sys
 from pathlib import Path
 
-from ..errors import InputError
-from ..secrets import redact
-from .client import HTTP_TIMEOUT, KAGGLE
-from .download import download_competition
-from .submit import check_result, submit_and_record
+from kagglecv.errors import InputError
+from kagglecv.secrets import redact
+from kagglecv.kaggle.client import HTTP_TIMEOUT, KAGGLE
+from kagglecv.kaggle.download import download_competition
+from kagglecv.kaggle.submit import check_result, submit_and_record
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m kagglecv.kaggle") -> int:

@@ -18,9 +18,9 @@ import time
 from datetime import datetime, timezone
 from typing import Callable, TypeVar
 
-from ..config import defaults
-from ..errors import InputError
-from ..secrets import redact
+from kagglecv.config import defaults
+from kagglecv.errors import InputError
+from kagglecv.secrets import redact
 
 log = logging.getLogger("kagglecv.kaggle")
 T = TypeVar("T")

@@ -22,13 +22,13 @@ import logging
 import tempfile
 from pathlib import Path
 
-from ..errors import InputError
-from ..fsutil import file_sha256, write_json
-from ..layout import KernelDatasetFiles, KernelFiles, Layout
-from ..secrets import redact
-from .client import HTTP_TIMEOUT, KAGGLE, KaggleError, call, client, guard, http_status, poll
-from .leaderboard import pending_submission, record_result
-from .submit import submission_listing, wait_for_score
+from kagglecv.errors import InputError
+from kagglecv.fsutil import file_sha256, write_json
+from kagglecv.layout import KernelDatasetFiles, KernelFiles, Layout
+from kagglecv.secrets import redact
+from kagglecv.kaggle.client import HTTP_TIMEOUT, KAGGLE, KaggleError, call, client, guard, http_status, poll
+from kagglecv.kaggle.leaderboard import pending_submission, record_result
+from kagglecv.kaggle.submit import submission_listing, wait_for_score
 
 log = logging.getLogger("kagglecv.kaggle")
 
@@ -205,7 +205,7 @@ def code_submit(competition: str, layout: Layout, message: str, *, cv: float | N
     """Upload the kernel dataset, run the kernel on Kaggle, submit its output, wait for the score, and append the
     result to leaderboard.csv. Returns the result dict of kagglecv.kaggle.submit.submit (plus message, cv, kernel,
     kernel_version); raises KaggleError before anything is recorded when no submission was made."""
-    from ..kernel import check_size, stamp_owner
+    from kagglecv.kernel import check_size, stamp_owner
 
     dataset, kernel = layout.kernel_dataset, layout.kernel
     dataset_dir, kernel_dir = dataset.path, kernel.path

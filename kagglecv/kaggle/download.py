@@ -14,11 +14,11 @@ import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..archive import ArchiveLimits, safe_extract
-from ..errors import InputError
-from ..fsutil import write_json
-from ..layout import DownloadFiles
-from .client import HTTP_TIMEOUT, KAGGLE, KaggleError, Truncated, call, client
+from kagglecv.archive import ArchiveLimits, safe_extract
+from kagglecv.errors import InputError
+from kagglecv.fsutil import write_json
+from kagglecv.layout import DownloadFiles
+from kagglecv.kaggle.client import HTTP_TIMEOUT, KAGGLE, KaggleError, Truncated, call, client
 
 log = logging.getLogger("kagglecv.kaggle")
 

@@ -11,11 +11,11 @@ import subprocess
 from pathlib import Path
 from typing import Callable
 
-from ..errors import InputError
-from ..fsutil import file_sha256
-from ..secrets import redact
-from .client import HTTP_TIMEOUT, KAGGLE, KaggleError, call, client, poll
-from .leaderboard import PENDING, pending_submission, record_result
+from kagglecv.errors import InputError
+from kagglecv.fsutil import file_sha256
+from kagglecv.secrets import redact
+from kagglecv.kaggle.client import HTTP_TIMEOUT, KAGGLE, KaggleError, call, client, poll
+from kagglecv.kaggle.leaderboard import PENDING, pending_submission, record_result
 
 log = logging.getLogger("kagglecv.kaggle")
 
