@@ -3,12 +3,12 @@
 
   1. synthetic  random tensors already on the device: the compute limit (no data path at all)
   2. kagglecv   our data path: uint8 cache -> CachedImages + albumentations -> DataLoader -> one-cycle AdamW,
-                built from kagglecv.train's own pieces, as train.run builds them
+                built from kagglecv.training.train's own pieces, as train.run builds them
   3. png        a plain torch DataLoader decoding PNG files from disk, per-sample albumentations (same transform)
   4. fastai     vision_learner(dls, arch, pretrained=False, metrics=accuracy).fit_one_cycle(epochs, lr) on the
                 same PNG files (ImageDataLoaders.from_folder, Resize + aug_transforms on the batch)
 
-Ways 1-3 share kagglecv.train's model builder, train_epoch and predict; way 4 uses the same timm architecture
+Ways 1-3 share kagglecv.training.train's model builder, train_epoch and predict; way 4 uses the same timm architecture
 by name. Every way trains the same number of steps (drop_last) with a one-cycle schedule peaking at --lr and
 validates after each epoch. Throughput is images trained / wall time of the fit, validation included (the
 anchor's definition: fastai took 19.8 s = ~360 img/s on 2 CPU cores); train-only throughput is reported too.
@@ -36,13 +36,13 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-from kagglecv.augment import build_transform  # noqa: E402
+from kagglecv.data.augment import build_transform  # noqa: E402
 from machine import FASHION, cpu_name, loadavg, read_idx, slug, train_overrides  # noqa: E402
-from kagglecv.fsutil import atomic_path, write_json  # noqa: E402
-from kagglecv.data import open_cache, use_device_path  # noqa: E402
-from kagglecv.models import build_model  # noqa: E402
-from kagglecv.tasks import Task  # noqa: E402
-from kagglecv.train import (Fold, TrainConfig, autocast_dtype, place_model, fold_batches, plan_phases,  # noqa: E402
+from kagglecv.core.files import atomic_path, write_json  # noqa: E402
+from kagglecv.data.batches import open_cache, use_device_path  # noqa: E402
+from kagglecv.inference.models import build_model  # noqa: E402
+from kagglecv.core.tasks import Task  # noqa: E402
+from kagglecv.training.train import (Fold, TrainConfig, autocast_dtype, place_model, fold_batches, plan_phases,  # noqa: E402
                             pick_device, predict, train_epoch)
 
 BENCH = Path(__file__).resolve().parent
@@ -108,7 +108,7 @@ class PngImages(Dataset):
 # --- the kagglecv loop (ways 1-3) -------------------------------------------------------------------------------
 
 def fit_kagglecv(cfg: TrainConfig, train_dl, val_dl, y_valid, device, n_classes: int, in_chans: int) -> dict:
-    """kagglecv.train's model, optimiser, one-cycle schedule, train_epoch and predict, as train.run uses them."""
+    """kagglecv.training.train's model, optimiser, one-cycle schedule, train_epoch and predict, as train.run uses them."""
     torch.manual_seed(cfg.seed)
     model, _ = build_model(cfg, n_classes, in_chans)
     model = place_model(model, device, cfg)
@@ -154,7 +154,7 @@ def run_synthetic(cfg, device, n_train, n_valid, n_classes, in_chans):
 
 
 def loaders(cfg, train_ds, valid_ds, device, n_train):
-    """DataLoaders exactly as kagglecv.train.run makes them."""
+    """DataLoaders exactly as kagglecv.training.train.run makes them."""
     pin = device.type == "cuda"
     train_dl = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, drop_last=n_train > cfg.batch_size,
                           num_workers=cfg.num_workers, pin_memory=pin, persistent_workers=cfg.num_workers > 0)

@@ -33,7 +33,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 from machine import FASHION, cpu_name, loadavg, read_idx, slug, train_overrides  # noqa: E402
 
-from kagglecv.fsutil import write_json  # noqa: E402
+from kagglecv.core.files import write_json  # noqa: E402
 
 SNAKEMAKE = REPO / ".venv" / "bin" / "snakemake"
 FASTAI_PYTHON = BENCH / ".venv" / "bin" / "python"

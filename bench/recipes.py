@@ -42,7 +42,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 from machine import FASHION, cpu_name, loadavg, read_idx, slug  # noqa: E402
 
-from kagglecv.fsutil import write_json  # noqa: E402
+from kagglecv.core.files import write_json  # noqa: E402
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
@@ -180,8 +180,8 @@ def build(num_outputs, in_chans, pretrained, img_size):
 
 def one_fold(root: Path, n_train: int, n_test: int) -> tuple[Path, Path]:
     """A prepared pixel-CSV competition in 3 folds, for library-level jobs."""
-    from kagglecv.folds import make_folds
-    from kagglecv.prepare import prepare
+    from kagglecv.data.folds import make_folds
+    from kagglecv.data.prepare import prepare
 
     pixel_competition(root / "comp", n_train, n_test)
     prepare(root / "comp", root / "prepared", workers=2)
@@ -191,7 +191,7 @@ def one_fold(root: Path, n_train: int, n_test: int) -> tuple[Path, Path]:
 
 def job(cfg: dict, prepared: Path, folds: Path, out: Path) -> dict:
     """One training job in its own process, as the workflow runs it (start-up included)."""
-    code = ("import json, sys; from kagglecv.train import TrainConfig, run; "
+    code = ("import json, sys; from kagglecv.training.train import TrainConfig, run; "
             "r = run(TrainConfig.from_dict(json.loads(sys.argv[1])), sys.argv[2], sys.argv[3], sys.argv[4], "
             "track=False); print('RESULT', json.dumps(r))")
     r = subprocess.run([sys.executable, "-c", code, json.dumps(cfg), str(prepared), str(folds), str(out)],
@@ -247,11 +247,11 @@ def pseudo(root: Path, only: list[str] | None = None) -> dict:
 def student_against_ensemble(res: Path, truth: pd.Series) -> dict:
     """The student alone against its teachers' ensemble (the mean of the other members, what it was distilled
     from): held-out accuracy, and the seconds each takes to predict the test images
-    (kagglecv.predict.ensemble_predict, as `snakemake predict` and the kernel run it)."""
-    from kagglecv.data import open_cache
-    from kagglecv.kernel import student_scores
-    from kagglecv.layout import Layout
-    from kagglecv.predict import ensemble_predict
+    (kagglecv.inference.predict.ensemble_predict, as `snakemake predict` and the kernel run it)."""
+    from kagglecv.data.batches import open_cache
+    from kagglecv.kaggle.kernel import student_scores
+    from kagglecv.core.layout import Layout
+    from kagglecv.inference.predict import ensemble_predict
 
     L = Layout(res)
     full = json.loads(L.scores.read_text())

@@ -136,7 +136,7 @@ def python(code: str, *args) -> list[str]:
 
 PREPARE = """
 import json, sys
-from kagglecv.prepare import DataConfig, prepare
+from kagglecv.data.prepare import DataConfig, prepare
 meta = prepare(sys.argv[1], sys.argv[2], DataConfig(image_size=int(sys.argv[3])), workers=int(sys.argv[4]))
 print(json.dumps(meta["decode"]))
 """
@@ -157,13 +157,13 @@ print(len(files) / (time.perf_counter() - t))
 
 FOLDS = """
 import sys
-from kagglecv.folds import make_folds
+from kagglecv.data.folds import make_folds
 make_folds(sys.argv[1], sys.argv[2], 5, 42)
 """
 
 TRAIN = """
 import json, sys
-from kagglecv.train import TrainConfig, run
+from kagglecv.training.train import TrainConfig, run
 cfg = TrainConfig(backbone=sys.argv[4], fold=int(sys.argv[5]), epochs=1, img_size=int(sys.argv[6]), batch_size=64,
                   tta="none", augment="flip", threads=int(sys.argv[7]), device="cpu", metric="log_loss")
 print(json.dumps(run(cfg, sys.argv[1], sys.argv[2], sys.argv[3], track=False)))

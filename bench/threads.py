@@ -33,7 +33,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 from machine import cpu_name, loadavg, slug  # noqa: E402
 
-from kagglecv.fsutil import write_json  # noqa: E402
+from kagglecv.core.files import write_json  # noqa: E402
 
 
 def snakemake(work: Path, config: Path, *args: str) -> float:

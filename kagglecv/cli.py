@@ -92,15 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         print(usage, file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     cmd, rest, prog = argv[0], argv[1:], f"kagglecv {argv[0]}"
-    from kagglecv.errors import InputError
+    from kagglecv.core.errors import InputError
 
     try:
         if cmd == "config":
             return config_main(rest, prog)
         if cmd == "predict":
-            from kagglecv.predict import main as run
+            from kagglecv.inference.predict import main as run
         elif cmd == "backfill":
-            from kagglecv.backfill import main as run
+            from kagglecv.tracking.backfill import main as run
         else:  # download: the Kaggle command line's download subcommand
             from kagglecv.kaggle.__main__ import main as kaggle_main
 

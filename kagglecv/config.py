@@ -26,9 +26,9 @@ from pathlib import Path
 
 import yaml
 
-from kagglecv.errors import InputError
+from kagglecv.core.errors import InputError
 
-PACKAGED_SCHEMA = Path(__file__).resolve().parent / "config.schema.yaml"  # a built wheel's copy (kagglecv.kernel)
+PACKAGED_SCHEMA = Path(__file__).resolve().parent / "config.schema.yaml"  # a built wheel's copy (kagglecv.kaggle.kernel)
 REPO_SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"  # the one that is edited
 SCHEMA_PATH = REPO_SCHEMA if REPO_SCHEMA.is_file() or not PACKAGED_SCHEMA.is_file() else PACKAGED_SCHEMA
 
@@ -125,7 +125,7 @@ def resolve(raw: dict, schema: dict | None = None) -> dict:
         where = ".".join(str(p) for p in e.absolute_path) or "config"
         raise InputError(f"config: {where}: {e.message}") from None
     if config["task"] != "auto":  # else prepare checks the metric against the task it recognises
-        from kagglecv.metrics import check_metric
+        from kagglecv.scoring.metrics import check_metric
 
         check_metric(config["metric"], config["task"])
     return config
@@ -162,7 +162,7 @@ STUDENT_SUFFIX = "@student"
 
 def members(config: dict, backbones: dict[str, dict], schema: dict | None = None) -> dict[str, dict]:
     """Every model the workflow trains, {member: train settings}: the backbones, each pseudo-label round's copy of
-    them (<backbone>@r2, ...: kagglecv.teachers), and the distilled student (<name>@student). A member that is not a
+    them (<backbone>@r2, ...: kagglecv.training.teachers), and the distilled student (<name>@student). A member that is not a
     backbone names its timm model (or factory) in `model`, so it builds what its base builds."""
     out = dict(backbones)
     for r in range(2, config["pseudo_labels"]["rounds"] + 2):
@@ -204,7 +204,7 @@ def explicit_input_size(settings: dict) -> int | None:
 
 def input_size(name: str, settings: dict) -> int:
     """The side entry `name` trains at: explicit_input_size, else timm's pretrained config for its timm name
-    (`model:` or the name itself: what kagglecv.models.build_model resolves from the built model); a factory of the
+    (`model:` or the name itself: what kagglecv.inference.models.build_model resolves from the built model); a factory of the
     user's without img_size trains at timm's default, 224. Imports timm only when it has to."""
     if size := explicit_input_size(settings):
         return size

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from kagglecv.errors import InputError
-from kagglecv.layout import Layout, record_file
+from kagglecv.core.errors import InputError
+from kagglecv.core.layout import Layout, record_file
 
 # Jobs that, with mlflow.live: false, only write their record; the ensemble step replays it into MLflow.
 BEFORE_ENSEMBLE = {"prepare", "folds", "train", "pseudo_labels", "distill_targets"}
@@ -67,14 +67,14 @@ class Job:
 
     @property
     def track(self) -> bool:
-        """Whether this job logs to MLflow while it runs (kagglecv.tracking.tracks_live)."""
-        from kagglecv.tracking import tracks_live
+        """Whether this job logs to MLflow while it runs (kagglecv.tracking.tracker.tracks_live)."""
+        from kagglecv.tracking.tracker import tracks_live
 
         return tracks_live(self.config, before_ensemble=job_of(self.rule).__name__ in BEFORE_ENSEMBLE)
 
     def tracker(self, run_name: str, folder, **tags):
         """The job's MLflow run, with its record written beside its outputs in `folder`."""
-        from kagglecv.tracking import Tracker
+        from kagglecv.tracking.tracker import Tracker
 
         return Tracker(self.experiment, run_name, self.layout.results, enabled=self.track,
                        tags={"step": self.rule, **tags}, record=record_file(folder, run_name))
@@ -94,8 +94,8 @@ def run_logged(log_path: str | Path | None, fn, *args, **kwargs):
 
     An InputError becomes a single `ERROR: ...` line, in the log and on the terminal, and exit status 1;
     any other exception keeps its traceback in the log (that is a bug, not bad input). Everything the job
-    prints or logs is redacted on its way (kagglecv.secrets): libraries print URLs with their credentials."""
-    from kagglecv.secrets import RedactedStream, redact
+    prints or logs is redacted on its way (kagglecv.core.secrets): libraries print URLs with their credentials."""
+    from kagglecv.core.secrets import RedactedStream, redact
 
     terminal = sys.__stderr__
     if log_path:
@@ -145,7 +145,7 @@ def run(smk):
 
 @job
 def demo_competition(job: Job) -> None:
-    from kagglecv.demo import make_digits_competition
+    from kagglecv.data.demo import make_digits_competition
 
     make_digits_competition(job.output.zip, job.output.solution)
 
@@ -154,7 +154,7 @@ def demo_competition(job: Job) -> None:
 def download(job: Job) -> Path:
     """The competition through the Kaggle API. Retry settings and archive limits come from the config, not
     params: changing them must never download a competition again."""
-    from kagglecv.archive import ArchiveLimits
+    from kagglecv.data.archive import ArchiveLimits
     from kagglecv.kaggle.download import download_competition
 
     k = job.config["kaggle"]
@@ -167,8 +167,8 @@ def download(job: Job) -> Path:
 def prepare(job: Job) -> dict:
     """Read, validate and decode the competition into prepared/. Archive limits come from the config, not
     params: changing them must not rebuild the cache."""
-    from kagglecv import prepare as prep
-    from kagglecv.archive import ArchiveLimits
+    from kagglecv.data import prepare as prep
+    from kagglecv.data.archive import ArchiveLimits
 
     p, out = job.params, job.layout.prepared
     with job.tracker("prepare", out.path) as t:
@@ -182,7 +182,7 @@ def prepare(job: Job) -> dict:
 
 @job
 def folds(job: Job) -> None:
-    from kagglecv import folds as kfold
+    from kagglecv.data import folds as kfold
 
     L, p = job.layout, job.params
     with job.tracker("folds", L.root) as t:
@@ -203,7 +203,7 @@ def train_settings(job: Job) -> dict:
 
 @job
 def lr_find(job: Job) -> dict:
-    from kagglecv.lr_finder import run_lr_find
+    from kagglecv.training.lr_finder import run_lr_find
 
     L = job.layout
     return run_lr_find(train_settings(job), L.prepared.path, L.folds, L.lr_find(job.wildcards.backbone).path,
@@ -220,8 +220,8 @@ def one_file(files) -> str | None:
 @job
 def train(job: Job) -> dict:
     """One (member, fold): a backbone, a pseudo-label round's copy of it, or the student, which learn from their
-    teacher file too (kagglecv.teachers). train.lr: auto trains at the lr_find rule's suggestion."""
-    from kagglecv import train as trainer
+    teacher file too (kagglecv.training.teachers). train.lr: auto trains at the lr_find rule's suggestion."""
+    from kagglecv.training import train as trainer
 
     L, cfg = job.layout, train_settings(job)
     if cfg.get("lr") == "auto":
@@ -239,8 +239,8 @@ def train(job: Job) -> dict:
 @job
 def pseudo_labels(job: Job) -> None:
     """A pseudo-label round's targets for one fold: the test images as the previous round's fold models see them."""
-    from kagglecv.tasks import Task
-    from kagglecv.teachers import pseudo_labels as label
+    from kagglecv.core.tasks import Task
+    from kagglecv.training.teachers import pseudo_labels as label
 
     L, w = job.layout, job.wildcards
     out = L.teacher(f"round{w.round}", w.fold)
@@ -255,9 +255,9 @@ def pseudo_labels(job: Job) -> None:
 def distill_targets(job: Job) -> None:
     """The student's targets for one fold: its training rows' labels mixed with the other members' out-of-fold
     predictions, and the test images as the members' fold models see them."""
-    from kagglecv.fsutil import read_table
-    from kagglecv.tasks import Task
-    from kagglecv.teachers import distill_targets as targets
+    from kagglecv.core.files import read_table
+    from kagglecv.core.tasks import Task
+    from kagglecv.training.teachers import distill_targets as targets
 
     L, fold, n = job.layout, int(job.wildcards.fold), job.config["folds"]
     out = L.teacher("student", fold)
@@ -277,8 +277,8 @@ def distill_targets(job: Job) -> None:
 def ensemble(job: Job) -> dict:
     """The ensemble, logged. With mlflow.live: false, first put the records of the jobs before it (prepare,
     folds, training) into MLflow, which they skipped to save their start-up."""
-    from kagglecv import ensemble as ens
-    from kagglecv.tracking import replays_records
+    from kagglecv.scoring import ensemble as ens
+    from kagglecv.tracking.tracker import replays_records
 
     L, p = job.layout, job.params
     if replays_records(job.config):
@@ -295,11 +295,11 @@ def ensemble(job: Job) -> dict:
 
 
 def replay_records(results, experiment: str) -> None:
-    """kagglecv.backfill of `results` (results/<competition>): the runs of jobs that wrote only their record.
+    """kagglecv.tracking.backfill of `results` (results/<competition>): the runs of jobs that wrote only their record.
     Tracking never fails a step: a failure warns once, as any tracking call's does, and `snakemake backfill`
     can do it later."""
-    from kagglecv.backfill import backfill as replay
-    from kagglecv.tracking import warn_down
+    from kagglecv.tracking.backfill import backfill as replay
+    from kagglecv.tracking.tracker import warn_down
 
     try:
         replay(results, experiment)  # prints what it logged
@@ -309,7 +309,7 @@ def replay_records(results, experiment: str) -> None:
 
 @job
 def submission(job: Job) -> None:
-    from kagglecv.submission import make_submission
+    from kagglecv.scoring.submission import make_submission
 
     L = job.layout
     with job.tracker("submission", L.root) as t:
@@ -322,8 +322,8 @@ def submission(job: Job) -> None:
 @job
 def holdout(job: Job) -> dict:
     """Score the submission against held-aside labels (the demo's solution.csv): the local 'public score'."""
-    from kagglecv.fsutil import write_json
-    from kagglecv.submission import score_against
+    from kagglecv.core.files import write_json
+    from kagglecv.scoring.submission import score_against
 
     L = job.layout
     result = score_against(L.submission, job.input.solution, json.loads(L.meta.read_text()), job.params.metric)
@@ -339,9 +339,9 @@ def holdout(job: Job) -> dict:
 
 @job
 def kernel(job: Job) -> dict:
-    """The code competition's notebook and dataset (kagglecv.kernel.build), logged. The record goes beside the
+    """The code competition's notebook and dataset (kagglecv.kaggle.kernel.build), logged. The record goes beside the
     results, not into the dataset (a file that changes on every build would make every submit upload again)."""
-    from kagglecv.kernel import build
+    from kagglecv.kaggle.kernel import build
 
     L, p = job.layout, job.params
     with job.tracker("kernel", L.root) as t:
@@ -368,8 +368,8 @@ def submit(job: Job) -> dict:
     row is polled again, never submitted twice."""
     from kagglecv.kaggle import code, submit as files
     from kagglecv.kaggle.client import client
-    from kagglecv.secrets import redact
-    from kagglecv.tracking import Tracker, log_to_parent
+    from kagglecv.core.secrets import redact
+    from kagglecv.tracking.tracker import Tracker, log_to_parent
 
     L, p = job.layout, job.params
     scores = json.loads(L.scores.read_text())
@@ -409,8 +409,8 @@ def submit(job: Job) -> dict:
 def backfill(job: Job) -> dict:
     """Put into MLflow the runs that tracking missed; this invocation's own parent run holds no workflow, so it
     is named for what it did (and kept out of the runs a later backfill attributes jobs to: step=workflow)."""
-    from kagglecv.backfill import backfill as replay
-    from kagglecv.tracking import log_to_parent
+    from kagglecv.tracking.backfill import backfill as replay
+    from kagglecv.tracking.tracker import log_to_parent
 
     report = replay(job.layout.root, job.experiment)
     log_to_parent(metrics={k: len(v) for k, v in report.items()},
@@ -423,7 +423,7 @@ def backfill(job: Job) -> dict:
 
 @job
 def predict(job: Job) -> None:
-    from kagglecv.predict import predict_folder
+    from kagglecv.inference.predict import predict_folder
 
     out = predict_folder(job.layout.root, job.input.images, job.output.csv, job.output.summary,
                          device=job.params.device, threads=job.threads, meta_csv=job.config["predict_meta"])
@@ -432,14 +432,14 @@ def predict(job: Job) -> None:
 
 @job
 def report_cv(job: Job) -> None:
-    from kagglecv.report import cv_table
+    from kagglecv.report.figures import cv_table
 
     cv_table(job.input.scores, job.output.png, job.output.html, job.input.oof)
 
 
 @job
 def report_curves(job: Job) -> None:
-    from kagglecv.report import job_time, training_curves
+    from kagglecv.report.figures import job_time, training_curves
 
     training_curves(job.params.histories, job.params.metric, job.output.png)
     job_time(job.params.metrics, job.output.job_time)
@@ -447,7 +447,7 @@ def report_curves(job: Job) -> None:
 
 @job
 def report_oof(job: Job) -> None:
-    from kagglecv.report import confusion, oof_errors
+    from kagglecv.report.figures import confusion, oof_errors
 
     scores = json.loads(Path(job.input.scores).read_text())
     confusion(job.input.oof, job.input.meta, job.output.confusion, scores["ensemble"]["method"], scores)
@@ -456,20 +456,20 @@ def report_oof(job: Job) -> None:
 
 @job
 def report_folds(job: Job) -> None:
-    from kagglecv.report import class_balance
+    from kagglecv.report.figures import class_balance
 
     class_balance(job.input.folds, job.input.meta, job.output.png)
 
 
 @job
 def report_lr_find(job: Job) -> None:
-    from kagglecv.report import lr_find_curves
+    from kagglecv.report.figures import lr_find_curves
 
     lr_find_curves(job.params.lr_find, job.output.png)
 
 
 @job
 def report_leaderboard(job: Job) -> None:
-    from kagglecv.report import leaderboard
+    from kagglecv.report.figures import leaderboard
 
     leaderboard(job.input.leaderboard, job.output.png)

@@ -1,7 +1,7 @@
 # Helpers and config validation: everything here runs before any job starts.
 # Each piece of knowledge is the library's: kagglecv.config (layering, defaults, validation, what follows
-# from the backbones), kagglecv.layout (every path and file name under results/<competition>/),
-# kagglecv.summary; every rule's job is kagglecv.jobs.<rule name>, run by scripts/job.py.
+# from the backbones), kagglecv.core.layout (every path and file name under results/<competition>/),
+# kagglecv.tracking.summary; every rule's job is kagglecv.jobs.<rule name>, run by scripts/job.py.
 import re
 from pathlib import Path
 
@@ -25,9 +25,9 @@ from kagglecv.config import (
     train_runtime_minutes,
     train_threads,
 )
-from kagglecv.gpu import visible_devices
-from kagglecv.kernel import RERUN_KEYS  # the kaggle.* settings of a hidden rerun
-from kagglecv.layout import DownloadFiles, Layout, downloaded
+from kagglecv.core.gpus import visible_devices
+from kagglecv.kaggle.kernel import RERUN_KEYS  # the kaggle.* settings of a hidden rerun
+from kagglecv.core.layout import DownloadFiles, Layout, downloaded
 
 # The schema's defaults, then config.yaml (the demo's choices) or, with --configfile, those files instead,
 # then --config: see kagglecv.config. The same in every job (they get the same command-line config).
@@ -55,7 +55,7 @@ TRAIN_ENV = str(Path(workflow.basedir, "envs", "train.yaml"))
 
 COMP = config["competition"]
 L = Layout.of(COMP)  # every path under results/<competition>/
-PREPARED = L.prepared  # prepared/: the image cache and tables (kagglecv.layout.PreparedFiles)
+PREPARED = L.prepared  # prepared/: the image cache and tables (kagglecv.core.layout.PreparedFiles)
 PREPARED_FILES = [str(p) for p in PREPARED.files()]
 MODEL = L.model("{backbone}", "{fold}")  # one training job's files (wildcards left open)
 
@@ -171,7 +171,7 @@ def prepare_params():
 
 def train_params(wildcards):
     """What the training job computes with: the backbone's settings that differ from the schema's defaults (the
-    job fills in the rest, kagglecv.train.TrainConfig), so a setting added to the schema, or a default changed,
+    job fills in the rest, kagglecv.training.train.TrainConfig), so a setting added to the schema, or a default changed,
     retrains nothing that was trained already."""
     settings = MEMBERS[wildcards.backbone]
     return {
@@ -196,7 +196,7 @@ def lr_find_input(wildcards):
 
 
 def teacher_input(wildcards):
-    """The teacher file a pseudo-label round's or the student's job learns from (kagglecv.teachers), else nothing."""
+    """The teacher file a pseudo-label round's or the student's job learns from (kagglecv.training.teachers), else nothing."""
     teacher = teacher_of(wildcards.backbone)
     return str(L.teacher(teacher, wildcards.fold)) if teacher else []
 
@@ -245,7 +245,7 @@ def default_targets():
 
 
 def finish_run(ok):
-    from kagglecv.summary import finish
+    from kagglecv.tracking.summary import finish
 
     summary = finish(L, ok)
     if summary:
@@ -255,7 +255,7 @@ def finish_run(ok):
 onstart:
     # One MLflow parent run per invocation; jobs find its id in their environment (never a param).
     if config["mlflow"]["enabled"]:
-        from kagglecv.tracking import start_parent
+        from kagglecv.tracking.tracker import start_parent
 
         start_parent(COMP)
 

@@ -1,5 +1,5 @@
 # Kaggle download and submit rules. Credentials are never params: the kaggle client reads
-# ~/.kaggle/kaggle.json, KAGGLE_USERNAME/KAGGLE_KEY or KAGGLE_API_TOKEN itself, and kagglecv.secrets
+# ~/.kaggle/kaggle.json, KAGGLE_USERNAME/KAGGLE_KEY or KAGGLE_API_TOKEN itself, and kagglecv.core.secrets
 # redacts everything the jobs log.
 KAGGLE = config["kaggle"]  # defaults from the schema
 
@@ -61,7 +61,7 @@ rule submit:
 
 
 # `snakemake kernel`: a code competition's notebook and the dataset it needs (weights, configs, the ensemble,
-# wheels), from a finished run; kagglecv.kernel says what is in each. Not part of `all`.
+# wheels), from a finished run; kagglecv.kaggle.kernel says what is in each. Not part of `all`.
 rule kernel:
     input:
         scores=str(L.scores),

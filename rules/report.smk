@@ -1,8 +1,8 @@
 # The report's figures, made in the default run (`rule all` asks for report_targets()), so that
 # `snakemake --report results/<competition>/report.html` after a run only collects them; and
 # `snakemake predict --config predict_dir=DIR`: the trained ensemble on a folder of new images.
-from kagglecv.predict import output_name, require_folder
-from kagglecv.report import lr_find_results, report_targets as report_files
+from kagglecv.inference.predict import output_name, require_folder
+from kagglecv.report.figures import lr_find_results, report_targets as report_files
 
 PREDICT_DIR = config.get("predict_dir")
 PREDICT_NAME = output_name(PREDICT_DIR) if PREDICT_DIR else "unset"
@@ -170,7 +170,7 @@ rule report_leaderboard:
 
 # `snakemake predict --config predict_dir=DIR` writes predictions/<DIR's name>.csv (+ .json): the submission's
 # preprocessing, TTA and ensemble recipe on every image in DIR; unreadable files are listed and skipped.
-# Also `python -m kagglecv.predict --results results/<competition> DIR`. Not part of `all`.
+# Also `python -m kagglecv.inference.predict --results results/<competition> DIR`. Not part of `all`.
 rule predict:
     input:
         images=lambda wildcards: require_folder(PREDICT_DIR),

@@ -1,4 +1,4 @@
-# Stages after the first training, as jobs that depend on it (kagglecv.teachers): the targets each pseudo-label
+# Stages after the first training, as jobs that depend on it (kagglecv.training.teachers): the targets each pseudo-label
 # round and the distilled student learn from, per fold. Their members train through the train rule
 # (<backbone>@r<round>, <name>@student) and join the ensemble like any backbone.
 

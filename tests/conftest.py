@@ -31,7 +31,7 @@ from helpers import TINY_TRAIN, run_snakemake, tiny_config, write_csv_images_com
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",  # huggingface_hub (timm's weights): the local cache only, an error at once otherwise
     "HF_HUB_DISABLE_TELEMETRY": "1",
-    "NO_ALBUMENTATIONS_UPDATE": "1",  # albumentations' version check on import (kagglecv.augment sets it too)
+    "NO_ALBUMENTATIONS_UPDATE": "1",  # albumentations' version check on import (kagglecv.data.augment sets it too)
 }
 
 

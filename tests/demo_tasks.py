@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from kagglecv.demo import png_bytes
-from kagglecv.fsutil import atomic_path, write_csv
+from kagglecv.data.demo import png_bytes
+from kagglecv.core.files import atomic_path, write_csv
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 # Per Fashion-MNIST class: T-shirt, Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot

@@ -13,9 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kagglecv import folds, prepare, submission
-from kagglecv.errors import InputError
-from kagglecv.fsutil import read_table
+from kagglecv.data import folds
+from kagglecv.data import prepare
+from kagglecv.scoring import submission
+from kagglecv.core.errors import InputError
+from kagglecv.core.files import read_table
 
 from helpers import digits_images, edit_zip, png, tiny_config, write_csv_images_competition
 

@@ -18,10 +18,12 @@ import pytest
 import torch
 from PIL import Image
 
-from kagglecv import config, data, prepare
-from kagglecv.errors import InputError
-from kagglecv.models import build_model
-from kagglecv.train import TrainConfig
+from kagglecv import config
+from kagglecv.data import batches as data
+from kagglecv.data import prepare
+from kagglecv.core.errors import InputError
+from kagglecv.inference.models import build_model
+from kagglecv.training.train import TrainConfig
 
 from helpers import digits_images, png, run_snakemake, tiny_config, write_csv_images_competition
 
@@ -168,7 +170,7 @@ def tiny_zip_path(tmp_path):
 
 KILLABLE_PREPARE = """
 import sys
-from kagglecv.prepare import DataConfig, prepare
+from kagglecv.data.prepare import DataConfig, prepare
 prepare(sys.argv[1], sys.argv[2], DataConfig(image_size=64), workers=1)
 """
 

@@ -463,7 +463,7 @@ def test_code_competition_faults_are_one_line_errors(stub, pipeline):
         set_config(run, code_competition=True, dataset_max_bytes=None)
         from kagglecv.kaggle.client import KaggleError
         from kagglecv.kaggle.code import code_submit
-        from kagglecv.layout import Layout
+        from kagglecv.core.layout import Layout
 
         empty = Layout(run.workdir / "elsewhere" / comp.slug)
         empty.root.mkdir(parents=True)
@@ -477,7 +477,7 @@ def test_code_competition_faults_are_one_line_errors(stub, pipeline):
 
 
 def test_submission_message(tmp_path):
-    from kagglecv.errors import InputError
+    from kagglecv.core.errors import InputError
     from kagglecv.kaggle.submit import git_commit, submission_message
 
     scores = {"metric": "roc_auc", "ensemble": {"method": "rank_mean", "cv": 0.987654321}}

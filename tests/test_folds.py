@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import StratifiedGroupKFold
 
-from kagglecv import folds
-from kagglecv.errors import InputError
+from kagglecv.data import folds
+from kagglecv.core.errors import InputError
 
 
 def _write(tmp_path, label, y=None, group=None) -> str:

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from kagglecv import tracking
-from kagglecv.archive import ArchiveLimits, is_junk, safe_extract
-from kagglecv.errors import InputError
-from kagglecv.fsutil import atomic_path, write_json
-from kagglecv.layout import Layout
+from kagglecv.tracking import tracker as tracking
+from kagglecv.data.archive import ArchiveLimits, is_junk, safe_extract
+from kagglecv.core.errors import InputError
+from kagglecv.core.files import atomic_path, write_json
+from kagglecv.core.layout import Layout
 from kagglecv.kaggle.client import backoff_delay, retry_after
-from kagglecv.secrets import redact
+from kagglecv.core.secrets import redact
 
 from helpers import REPO, competition_zip, error_line, make_zip, run_kaggle_cli
 from kaggle_stub import KaggleStub
@@ -360,7 +360,7 @@ def test_the_parent_run_survives_a_tracking_server_that_is_down(tmp_path, monkey
 MLFLOW_PRINTS = r"""
 import logging, os, sys
 from kagglecv.jobs import run_logged
-from kagglecv.tracking import http_defaults
+from kagglecv.tracking.tracker import http_defaults
 
 def job():
     http_defaults()
@@ -398,8 +398,8 @@ def test_job_logs_never_hold_a_credential(tmp_path, monkeypatch):
 
 LEASE = """
 import json, os, sys, time
-from kagglecv.errors import InputError
-from kagglecv.gpu import lease_gpu
+from kagglecv.core.errors import InputError
+from kagglecv.core.gpus import lease_gpu
 timeout = None if sys.argv[2] == "none" else float(sys.argv[2])
 try:
     dev = lease_gpu(sys.argv[1], timeout=timeout, poll=0.05)
@@ -466,7 +466,7 @@ def test_gpu_wait_message_timeout_and_same_process_lease(tmp_path):
 
 TRACK_JOB = """
 import sys
-from kagglecv.tracking import Tracker
+from kagglecv.tracking.tracker import Tracker
 with Tracker("busy", sys.argv[2], sys.argv[1]) as t:
     t.log_metrics({"m": 1.0})
 print("RUN", t.run_id, flush=True)
@@ -576,9 +576,9 @@ def test_disabled_tracking_never_imports_mlflow(tmp_path):
     code = f"""
 import sys
 import numpy as np
-import kagglecv.train
-from kagglecv import metrics
-from kagglecv.tracking import Tracker
+import kagglecv.training.train
+from kagglecv.scoring import metrics
+from kagglecv.tracking.tracker import Tracker
 with Tracker("x", "y", {str(tmp_path)!r}, enabled=False, record={str(tmp_path / 'r.json')!r}) as t:
     t.log_params({{"a": 1}}); t.log_metrics({{"b": 1.0}}); t.log_artifact({str(tmp_path / 'r.json')!r})
 acc = metrics.score("accuracy", np.array([0, 1, 2]), np.eye(3)[[0, 1, 1]])
@@ -616,7 +616,7 @@ def test_a_stage_members_name_is_logged_under_a_name_mlflow_accepts(tmp_path, mo
 def test_a_record_written_before_names_were_cleaned_is_backfilled_under_clean_names(tmp_path, monkeypatch):
     """An ensemble record from before tracking cleaned names holds "cv_a@r2": the backfill logs it as MLflow
     holds such names now ("cv_a_r2"), and a second backfill finds it there (nothing logged twice)."""
-    from kagglecv.backfill import backfill
+    from kagglecv.tracking.backfill import backfill
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv(tracking.PARENT_ENV, raising=False)

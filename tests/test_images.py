@@ -1,4 +1,4 @@
-"""kagglecv.images: real photos as they come, the cache's fit modes, and the parallel streaming writer."""
+"""kagglecv.data.images: real photos as they come, the cache's fit modes, and the parallel streaming writer."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kagglecv import images
-from kagglecv.errors import InputError
-from kagglecv.images import Decoder
+from kagglecv.data import images
+from kagglecv.core.errors import InputError
+from kagglecv.data.images import Decoder
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
 

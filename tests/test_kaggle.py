@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from kagglecv.kaggle.leaderboard import append_leaderboard
-from kagglecv.secrets import redact
+from kagglecv.core.secrets import redact
 
 from helpers import REPO, competition_zip, error_line, make_zip, run_kaggle_cli, stub_secrets
 from kaggle_stub import KaggleStub

@@ -114,7 +114,7 @@ def test_kernel_folders_are_ready_to_push(run):
     wheels = list((ds / "wheels").glob("kagglecv-*.whl"))
     assert len(wheels) == 1
     with zipfile.ZipFile(wheels[0]) as zf:
-        assert "kagglecv/kernel.py" in zf.namelist() and "kagglecv/predict.py" in zf.namelist()
+        assert "kagglecv/kaggle/kernel.py" in zf.namelist() and "kagglecv/inference/predict.py" in zf.namelist()
     manifest = json.loads((ds / "manifest.json").read_text())
     assert manifest["bytes"] == sum(f["bytes"] for f in manifest["files"].values())
     assert not any(p.name.startswith(".") for p in res.iterdir() if "kernel" in p.name)  # no temp folders left
@@ -282,7 +282,7 @@ def test_predict_on_the_test_images_equals_the_submission(run):
 
 
 def test_slugs_fit_kaggle():
-    from kagglecv.kernel import default_slug, slug
+    from kagglecv.kaggle.kernel import default_slug, slug
 
     assert default_slug("aerial-cactus-identification") == "aerial-cactus-identification-kagglecv"
     long = default_slug("x" * 80)
@@ -291,8 +291,8 @@ def test_slugs_fit_kaggle():
 
 
 def test_dataset_above_the_size_limit_is_refused(tmp_path):
-    from kagglecv.errors import InputError
-    from kagglecv.kernel import check_size
+    from kagglecv.core.errors import InputError
+    from kagglecv.kaggle.kernel import check_size
 
     (tmp_path / "w.bin").write_bytes(b"\0" * 2048)
     assert check_size(tmp_path, 4096) == 2048
@@ -301,14 +301,14 @@ def test_dataset_above_the_size_limit_is_refused(tmp_path):
 
 
 def test_wheel_builds_from_the_checkout_without_touching_it(tmp_path):
-    from kagglecv.kernel import build_wheel
+    from kagglecv.kaggle.kernel import build_wheel
 
     before = sorted(p.name for p in REPO.iterdir())
     wheel = build_wheel(REPO, tmp_path)
     assert wheel.name.startswith("kagglecv-") and wheel.suffix == ".whl"
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
-    assert "kagglecv/predict.py" in names and not any("__pycache__" in n for n in names)
+    assert "kagglecv/inference/predict.py" in names and not any("__pycache__" in n for n in names)
     assert "kagglecv/config.schema.yaml" in names  # kagglecv.config reads its defaults from it
     assert sorted(p.name for p in REPO.iterdir()) == before
 
@@ -319,7 +319,7 @@ def test_tta_views_are_seeded_per_image_not_by_order(on_device):
     data paths); without per-image seeding the shuffled set gets different views (the test can fail)."""
     import torch
 
-    from kagglecv import data
+    from kagglecv.data import batches as data
 
     rng = np.random.default_rng(0)
     cache = rng.integers(0, 255, (20, 12, 12, 3), dtype=np.uint8)
@@ -342,7 +342,7 @@ def test_tta_views_are_seeded_per_image_not_by_order(on_device):
 def test_fitted_ensembles_round_trip_through_json_exactly():
     """scores.json's `ensemble.params` reproduce every fitted method bit for bit: predict and the kernel apply
     them without fitting anything again."""
-    from kagglecv import blend
+    from kagglecv.scoring import blend
 
     rng = np.random.default_rng(0)
     cases = [("multiclass", "log_loss", rng.integers(0, 3, 120), lambda: rng.dirichlet([1, 1, 1], 120)),
@@ -424,7 +424,7 @@ def test_kernel_dataset_without_its_wheels_folder_says_how_to_upload_it(run, bar
 def test_the_test_side_reads_alone_as_meta_json_says(tmp_path):
     """meta.json keeps the layout prepare recognised, and the test side reads from it with nothing of the training
     side there: a code competition's hidden rerun has test/ and sample_submission.csv only."""
-    from kagglecv import prepare
+    from kagglecv.data import prepare
 
     info = write_csv_images_competition(tmp_path / "c.zip")
     meta = prepare.prepare(tmp_path / "c.zip", tmp_path / "prepared", prepare.DataConfig())
@@ -444,8 +444,8 @@ def test_the_test_side_reads_alone_as_meta_json_says(tmp_path):
 def test_only_what_the_manifest_lists_is_uploaded(tmp_path):
     """Snakemake leaves a .snakemake_timestamp marker in every directory output: the copies pushed to Kaggle hold
     the manifest's files (and the kernel's code) only."""
-    from kagglecv.fsutil import write_json
-    from kagglecv.kernel import stamp_owner
+    from kagglecv.core.files import write_json
+    from kagglecv.kaggle.kernel import stamp_owner
 
     ds, kernel = tmp_path / "kernel-dataset", tmp_path / "kernel"
     (ds / "models" / "m" / "fold0").mkdir(parents=True)
@@ -466,8 +466,8 @@ def test_only_what_the_manifest_lists_is_uploaded(tmp_path):
 
 
 def test_environment_check_names_the_wheel_to_ship(capsys):
-    from kagglecv import rerun
-    from kagglecv.errors import InputError
+    from kagglecv.kaggle import rerun
+    from kagglecv.core.errors import InputError
 
     found = rerun.check_environment({"packages": {"numpy": np.__version__, "pandas": "1.0"}})
     assert found["numpy"] == np.__version__ and f"numpy {np.__version__}" in capsys.readouterr().out
@@ -480,9 +480,9 @@ def test_environment_check_names_the_wheel_to_ship(capsys):
 
 
 def test_dataset_files_and_free_disk_are_checked(tmp_path):
-    from kagglecv import rerun
-    from kagglecv.errors import InputError
-    from kagglecv.fsutil import file_sha256
+    from kagglecv.kaggle import rerun
+    from kagglecv.core.errors import InputError
+    from kagglecv.core.files import file_sha256
 
     (tmp_path / "a.bin").write_bytes(b"weights")
     manifest = {"files": {"a.bin": {"bytes": 7, "sha256": file_sha256(tmp_path / "a.bin")}}}
@@ -501,8 +501,8 @@ def test_dataset_files_and_free_disk_are_checked(tmp_path):
 def test_rerun_projection_and_its_limit():
     """Each fold's prediction time per image (its training job timed its validation and test rows), summed over
     folds and members, plus decoding, times the hidden rows and the device factor."""
-    from kagglecv import rerun
-    from kagglecv.errors import InputError
+    from kagglecv.kaggle import rerun
+    from kagglecv.core.errors import InputError
 
     meta = {"n_test": 10, "decode": {"workers": 2, "images_per_s": 400.0}}
     fold = ({"tta_seconds": 3.0, "device": "cpu"}, {"n_valid": 20, "tta_used": "dihedral"})  # 0.1 s per image
@@ -531,7 +531,7 @@ def test_rerun_projection_and_its_limit():
     ("regression", [], ["1.5", "2.5", "5"], [1.5, 2.5, 5.0], [3.0]),
 ])
 def test_the_training_prior_is_the_labels_frequency_or_mean(kind, classes, labels, y, expected):
-    from kagglecv.tasks import Task
+    from kagglecv.core.tasks import Task
 
     prior = Task(kind, tuple(classes)).prior(pd.DataFrame({"label": labels, "y": y}))
     assert prior.tolist() == pytest.approx(expected)
@@ -540,7 +540,7 @@ def test_the_training_prior_is_the_labels_frequency_or_mean(kind, classes, label
 def test_the_kernel_owner_comes_from_the_local_credentials_without_a_network_call(tmp_path, monkeypatch):
     """kaggle.owner unset: the user name of KAGGLE_USERNAME, else of the first kaggle.json the client would read;
     none for a bare API token."""
-    from kagglecv.kernel import credential_username
+    from kagglecv.kaggle.kernel import credential_username
 
     home = tmp_path / "home"
     monkeypatch.setenv("HOME", str(home))
@@ -559,9 +559,9 @@ def test_the_kernel_owner_comes_from_the_local_credentials_without_a_network_cal
 
 def test_a_kernel_dataset_that_cannot_be_complete_is_one_line(tmp_path):
     """No student to ship, a factory file gone since training, no checkout to build the wheel from."""
-    from kagglecv.errors import InputError
-    from kagglecv.kernel import build_wheel, place_factory, student_scores
-    from kagglecv.layout import Layout
+    from kagglecv.core.errors import InputError
+    from kagglecv.kaggle.kernel import build_wheel, place_factory, student_scores
+    from kagglecv.core.layout import Layout
 
     L = Layout(tmp_path / "results" / "tiny")
     with pytest.raises(InputError, match="kernel_models: student needs a distilled student"):

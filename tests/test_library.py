@@ -10,12 +10,17 @@ import pandas as pd
 import pytest
 import torch
 
-from kagglecv import blend, ensemble, folds, metrics, prepare, submission
-from kagglecv.augment import dihedral_views, resolve_tta, tta_blend
-from kagglecv.demo import make_digits_competition
-from kagglecv.errors import InputError
-from kagglecv.models import build_model
-from kagglecv.train import TrainConfig, one_cycle
+from kagglecv.scoring import blend
+from kagglecv.scoring import ensemble
+from kagglecv.data import folds
+from kagglecv.scoring import metrics
+from kagglecv.data import prepare
+from kagglecv.scoring import submission
+from kagglecv.data.augment import dihedral_views, resolve_tta, tta_blend
+from kagglecv.data.demo import make_digits_competition
+from kagglecv.core.errors import InputError
+from kagglecv.inference.models import build_model
+from kagglecv.training.train import TrainConfig, one_cycle
 
 from helpers import edit_zip, write_csv_images_competition
 
@@ -287,7 +292,7 @@ def test_pretrained_without_weights_offline_is_a_clear_error(tmp_path, monkeypat
     ("roc_auc", ["0.9", "0.2", "0.25", "0.3"], 0.75),  # P(dog): of the (dog, cat) pairs only (c, d) is misordered
 ])
 def test_the_local_public_score_reads_the_submission_as_kaggle_would(tmp_path, metric, predicted, expected):
-    """kagglecv.submission.score_against (the demo's holdout rule): the submission against held-aside labels, by
+    """kagglecv.scoring.submission.score_against (the demo's holdout rule): the submission against held-aside labels, by
     id, whatever the order of either file."""
     meta = {"task": "binary", "id_column": "id", "target_columns": ["label"], "classes": ["cat", "dog"]}
     pd.DataFrame({"id": ["d", "c", "b", "a"], "label": predicted[::-1]}).to_csv(tmp_path / "sub.csv", index=False)
@@ -306,7 +311,7 @@ def test_prediction_skips_the_members_the_ensemble_gives_no_weight(tmp_path, mon
     """`snakemake predict` and the kernel run the folds of the members the stored recipe reads, and nothing else
     (a best_single ensemble of a round-two model and its student predicts one model, not three); the answer is
     the recipe's on all of them."""
-    from kagglecv import predict
+    from kagglecv.inference import predict
 
     rng = np.random.default_rng(0)
     probs = {m: rng.dirichlet(np.ones(3), size=5) for m in "abc"}

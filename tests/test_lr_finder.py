@@ -1,4 +1,4 @@
-"""kagglecv.lr_finder: the LR range test on a tiny timm model and scikit-learn's digits (16 px, 1 channel)."""
+"""kagglecv.training.lr_finder: the LR range test on a tiny timm model and scikit-learn's digits (16 px, 1 channel)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import torch
 from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader
 
-from kagglecv.augment import build_transform
-from kagglecv.lr_finder import LRFinderResult, lr_find, minimum, plot_lr_find, run_lr_find, steep, suggest, valley
-from kagglecv.data import CachedImages
+from kagglecv.data.augment import build_transform
+from kagglecv.training.lr_finder import LRFinderResult, lr_find, minimum, plot_lr_find, run_lr_find, steep, suggest, valley
+from kagglecv.data.batches import CachedImages
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -1,5 +1,5 @@
-"""Models beyond a timm name (kagglecv.models): the user's factories, heads on timm bodies, metadata beside the image
-(kagglecv.meta), and one job on several devices (kagglecv.distributed, run on CPU with gloo)."""
+"""Models beyond a timm name (kagglecv.inference.models): the user's factories, heads on timm bodies, metadata beside the image
+(kagglecv.data.meta), and one job on several devices (kagglecv.training.distributed, run on CPU with gloo)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 import torch
 
-from kagglecv.errors import InputError
-from kagglecv.meta import MetaEncoder, column
-from kagglecv.models import GeM, Net, build_model
-from kagglecv.prepare import prepare
-from kagglecv.train import TrainConfig, run
+from kagglecv.core.errors import InputError
+from kagglecv.data.meta import MetaEncoder, column
+from kagglecv.inference.models import GeM, Net, build_model
+from kagglecv.data.prepare import prepare
+from kagglecv.training.train import TrainConfig, run
 
 from helpers import digits_images, png
 
@@ -189,7 +189,7 @@ def meta_competition(path, *, signal: bool = True, drop_test_column: bool = Fals
 
 
 def test_prepare_keeps_the_metadata_and_refuses_what_the_model_cannot_have(tmp_path):
-    from kagglecv.prepare import DataConfig
+    from kagglecv.data.prepare import DataConfig
 
     cfg = DataConfig(meta_columns=["kind", "age"])
     meta = prepare(meta_competition(tmp_path / "c.zip"), tmp_path / "p", cfg)
@@ -203,7 +203,7 @@ def test_prepare_keeps_the_metadata_and_refuses_what_the_model_cannot_have(tmp_p
 
 
 def folds_for(prepared, tmp_path, k=2):
-    from kagglecv.folds import make_folds
+    from kagglecv.data.folds import make_folds
 
     task = json.loads((prepared / "meta.json").read_text())["task"]
     make_folds(prepared / "train.csv", tmp_path / "folds.csv", k, 0, task=task)
@@ -211,10 +211,10 @@ def folds_for(prepared, tmp_path, k=2):
 
 
 def test_a_model_with_metadata_trains_predicts_and_encodes_on_its_training_rows_only(tmp_path):
-    from kagglecv.data import open_cache
-    from kagglecv.predict import backbone_probs, load_fold_model
-    from kagglecv.prepare import DataConfig
-    from kagglecv.train import load_fold
+    from kagglecv.data.batches import open_cache
+    from kagglecv.inference.predict import backbone_probs, load_fold_model
+    from kagglecv.data.prepare import DataConfig
+    from kagglecv.training.train import load_fold
 
     prepared = tmp_path / "p"
     prepare(meta_competition(tmp_path / "c.zip"), prepared, DataConfig(meta_columns=["kind", "age"]))
@@ -241,8 +241,8 @@ def test_a_model_with_metadata_trains_predicts_and_encodes_on_its_training_rows_
 
 
 def test_mixup_with_metadata_is_refused(tmp_path):
-    from kagglecv.prepare import DataConfig
-    from kagglecv.train import load_fold
+    from kagglecv.data.prepare import DataConfig
+    from kagglecv.training.train import load_fold
 
     prepare(meta_competition(tmp_path / "c.zip"), tmp_path / "p", DataConfig(meta_columns=["kind"]))
     with pytest.raises(InputError, match="mixup mixes images, not their metadata"):
@@ -289,9 +289,9 @@ def test_metadata_fusion_learns_a_target_that_depends_on_image_and_metadata_toge
 
 
 def test_predict_reads_each_images_metadata_by_file_name_or_stem(tmp_path):
-    """`snakemake predict --config predict_meta=...` / `python -m kagglecv.predict --meta`: a row per image by its
+    """`snakemake predict --config predict_meta=...` / `python -m kagglecv.inference.predict --meta`: a row per image by its
     file name or its name without the extension, in the images' order; what is missing is one line."""
-    from kagglecv.predict import read_meta_csv
+    from kagglecv.inference.predict import read_meta_csv
 
     meta = {"meta_columns": [{"name": "kind"}, {"name": "age"}]}
     pd.DataFrame({"image": ["b", "a.png", "c.jpg"], "age": [3, 1, 2], "kind": ["x", "y", "z"],

@@ -16,15 +16,15 @@ import pytest
 import yaml
 
 from kagglecv import config as kconfig
-from kagglecv import layout
+from kagglecv.core import layout
 from kagglecv.kaggle import client, download, submit
-from kagglecv.archive import ArchiveLimits
-from kagglecv.errors import InputError
-from kagglecv.layout import Layout
-from kagglecv.lr_finder import LRFindConfig
-from kagglecv.prepare import DataConfig
-from kagglecv.summary import run_summary
-from kagglecv.train import TrainConfig
+from kagglecv.data.archive import ArchiveLimits
+from kagglecv.core.errors import InputError
+from kagglecv.core.layout import Layout
+from kagglecv.training.lr_finder import LRFindConfig
+from kagglecv.data.prepare import DataConfig
+from kagglecv.tracking.summary import run_summary
+from kagglecv.training.train import TrainConfig
 
 from helpers import REPO, run_snakemake, write_csv_images_competition
 
@@ -77,7 +77,7 @@ def test_kaggle_defaults_come_from_the_schema():
 
 
 def test_lr_finder_defaults_come_from_its_config():
-    from kagglecv.lr_finder import lr_find
+    from kagglecv.training.lr_finder import lr_find
 
     sig = inspect.signature(lr_find).parameters
     for f in dataclasses.fields(LRFindConfig):
@@ -104,10 +104,14 @@ def spelled_paths(path) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("module", ["predict", "backfill", "report", "summary", "jobs", "ensemble", "kernel", "train"])
+MODULES = sorted(str(p.relative_to(REPO / "kagglecv")) for p in (REPO / "kagglecv").rglob("*.py")
+                 if p.name != "layout.py")
+
+
+@pytest.mark.parametrize("module", MODULES)
 def test_library_asks_the_layout_for_paths(module):
-    spelled = spelled_paths(REPO / "kagglecv" / f"{module}.py")
-    assert not spelled, f"kagglecv/{module}.py spells results paths {spelled}; ask kagglecv.layout"
+    spelled = spelled_paths(REPO / "kagglecv" / module)
+    assert not spelled, f"kagglecv/{module} spells results paths {spelled}; ask kagglecv.core.layout"
 
 
 def test_rules_ask_the_layout_for_paths():
@@ -116,7 +120,7 @@ def test_rules_ask_the_layout_for_paths():
         quoted = re.findall(r'"([^"\n]*)"', code)
         spelled = [q for q in quoted if q.startswith("results") or "{RES}" in q or "{PREP}" in q or any(
             q.endswith(f"/{n}") for n in LAYOUT_NAMES if "." in n)]
-        assert not spelled, f"{smk.name} spells results paths {spelled}; use L (kagglecv.layout.Layout)"
+        assert not spelled, f"{smk.name} spells results paths {spelled}; use L (kagglecv.core.layout.Layout)"
 
 
 def test_layout_paths():
@@ -132,7 +136,7 @@ def test_layout_paths():
 
 
 def test_each_results_file_is_named_once():
-    """A file of the results is spelled in kagglecv/layout.py and nowhere else in the library or the rules."""
+    """A file of the results is spelled in kagglecv/core/layout.py and nowhere else in the library or the rules."""
     names = {n for cls in (layout.PreparedFiles, layout.ModelFiles, layout.LrFindFiles, layout.ReportFiles,
                            layout.KernelDatasetFiles, layout.KernelFiles) for n in cls.names(outputs_only=False).values()}
     names -= {"train.csv", "test.csv", "sample_submission.csv", "wheels"}  # also the competition's own names
@@ -140,7 +144,7 @@ def test_each_results_file_is_named_once():
         if path.name == "layout.py":
             continue
         spelled = sorted(n for n in names if f'"{n}"' in path.read_text() or f"'{n}'" in path.read_text())
-        assert not spelled, f"{path.relative_to(REPO)} spells {spelled}; name them through kagglecv.layout"
+        assert not spelled, f"{path.relative_to(REPO)} spells {spelled}; name them through kagglecv.core.layout"
 
 
 # ---------------------------------------------------------------- config layering
@@ -314,8 +318,10 @@ def job_imports(rules: set[str]) -> set[str]:
     for fn in tree.body:
         if isinstance(fn, ast.FunctionDef) and fn.name in rules:
             for node in ast.walk(fn):
-                if isinstance(node, ast.ImportFrom) and node.level == 1:
-                    found |= {f"kagglecv.{node.module}" if node.module else f"kagglecv.{a.name}" for a in node.names}
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("kagglecv"):
+                    for name in (f"{node.module}.{a.name}" for a in node.names):  # a module, or a name in one
+                        is_module = (REPO / name.replace(".", "/")).with_suffix(".py").is_file()
+                        found.add(name if is_module else node.module)
     return found
 
 
@@ -324,7 +330,7 @@ def test_data_env_jobs_run_without_torch(tmp_path):
     assert {"prepare", "folds", "ensemble", "submission", "download", "kernel", "submit", "report_cv"} <= rules
     assert "train" not in rules and "predict" not in rules
     modules = sorted(job_imports(rules) | {"kagglecv.jobs"})
-    assert "kagglecv.kaggle.download" in modules and "kagglecv.ensemble" in modules
+    assert "kagglecv.kaggle.download" in modules and "kagglecv.scoring.ensemble" in modules
     write_csv_images_competition(tmp_path / "tiny.zip")
     code = NO_TORCH + textwrap.dedent(f"""
         for m in {modules!r}:

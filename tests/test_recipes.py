@@ -1,4 +1,4 @@
-"""Training recipes beyond one plain schedule (kagglecv.recipes, kagglecv.train): precise batch norm on short
+"""Training recipes beyond one plain schedule (kagglecv.training.recipes, kagglecv.training.train): precise batch norm on short
 schedules, progressive resizing, weight averaging, time budgets."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from kagglecv.config import input_size, train_runtime_minutes
-from kagglecv.demo import make_digits_competition
-from kagglecv.errors import InputError
-from kagglecv.folds import make_folds
-from kagglecv.prepare import prepare
-from kagglecv.recipes import WeightAverage
-from kagglecv.train import TrainConfig, run
+from kagglecv.data.demo import make_digits_competition
+from kagglecv.core.errors import InputError
+from kagglecv.data.folds import make_folds
+from kagglecv.data.prepare import prepare
+from kagglecv.training.recipes import WeightAverage
+from kagglecv.training.train import TrainConfig, run
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ BASE = dict(backbone="test_resnet", batch_size=8, threads=1, tta="none", amp=Fal
 
 
 def test_progressive_resizing_trains_each_stage_at_its_size(tiny, tmp_path):
-    from kagglecv.train import start
+    from kagglecv.training.train import start
 
     cfg = TrainConfig(**BASE, stages=[{"img_size": 16, "epochs": 2}, {"img_size": 24, "epochs": 1, "lr": 0.001}])
     s = start(cfg, *tiny, test_bytes=0)
@@ -115,7 +115,7 @@ def test_a_time_budget_sets_the_epochs_after_the_first(tiny, tmp_path):
 
 
 def test_the_report_shows_a_budget_planned_against_used(tmp_path):
-    from kagglecv.report import job_time
+    from kagglecv.report.figures import job_time
 
     m = tmp_path / "m.json"
     m.write_text(json.dumps({"fold": 0, "startup_seconds": 4.0, "tta_seconds": 1.0, "fixed_seconds": 6.0,
@@ -127,7 +127,7 @@ def test_the_report_shows_a_budget_planned_against_used(tmp_path):
 
 
 def test_valid_every_validates_the_first_every_kth_and_the_last_epoch(tiny, tmp_path):
-    from kagglecv.report import training_curves
+    from kagglecv.report.figures import training_curves
 
     r = run(TrainConfig(**BASE, epochs=5, img_size=16, valid_every=3), *tiny, tmp_path / "m", track=False)
     h = pd.read_csv(tmp_path / "m" / "history.csv")
@@ -143,7 +143,7 @@ def test_a_time_budget_is_planned_again_when_the_machine_slows_down(tiny, tmp_pa
     and the job ends near its budget instead of overrunning it by the slowdown."""
     import time as _time
 
-    import kagglecv.train as train
+    import kagglecv.training.train as train
 
     real, calls = train.train_epoch, []
 
@@ -162,7 +162,7 @@ def test_a_time_budget_is_planned_again_when_the_machine_slows_down(tiny, tmp_pa
 
 
 def test_a_plan_counts_each_validation_pass_it_will_make():
-    from kagglecv.recipes import epoch_costs, plan_epochs
+    from kagglecv.training.recipes import epoch_costs, plan_epochs
 
     # two epochs of 10 s, the first validated (8 s): 10 s an epoch and 8 s a pass, not (28) / 2
     assert epoch_costs(28.0, 2, [8.0]) == pytest.approx((10.0, 8.0))
@@ -183,7 +183,7 @@ def test_a_budget_with_costly_validations_is_not_cut_when_they_are_skipped(tiny,
     import time as real_time
     from types import SimpleNamespace
 
-    import kagglecv.train as train
+    import kagglecv.training.train as train
 
     clock = [0.0]
 

@@ -203,7 +203,7 @@ def test_predict_cli_lists_and_skips_unreadable_files(run):
     rgb[:, :, 0] = 200
     Image.fromarray(rgb).save(folder / "wide_rgb.jpg")
     Image.fromarray((np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)).save(folder / "deep16.png")
-    r = subprocess.run([sys.executable, "-m", "kagglecv.predict", "--results", "results/tiny", str(folder),
+    r = subprocess.run([sys.executable, "-m", "kagglecv.inference.predict", "--results", "results/tiny", str(folder),
                         "--threads", "1"], cwd=wd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "broken.png" in r.stderr and "notes.txt" in r.stderr and ".hidden" not in r.stderr
@@ -219,8 +219,8 @@ def test_predict_without_a_folder_fails_clearly(run, tmp_path):
     wd, cfg, *_ = run
     r = run_snakemake(wd, cfg, *targets("predict"), "-n", check=False)
     assert r.returncode != 0 and "predict_dir" in r.stdout + r.stderr
-    from kagglecv.errors import InputError
-    from kagglecv.predict import predict_folder
+    from kagglecv.core.errors import InputError
+    from kagglecv.inference.predict import predict_folder
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -231,8 +231,8 @@ def test_predict_without_a_folder_fails_clearly(run, tmp_path):
 
 def test_images_are_decoded_as_the_training_cache(tmp_path):
     """predict.load_folder decodes exactly as prepare writes the cache: mode, size, channels, resize mode."""
-    from kagglecv.images import Decoder, write_cache
-    from kagglecv.predict import load_folder
+    from kagglecv.data.images import Decoder, write_cache
+    from kagglecv.inference.predict import load_folder
 
     rng = np.random.default_rng(0)
     paths = []
@@ -255,8 +255,8 @@ def test_images_are_decoded_as_the_training_cache(tmp_path):
 def test_every_ensemble_method_recipe_reproduces_its_test_predictions(run, tmp_path):
     """For each method: the ensemble step's own ensemble_test.csv is what predict's recipe gives on the stored
     per-fold test predictions, with the parameters stored in scores.json (never refitted)."""
-    from kagglecv.ensemble import combine
-    from kagglecv.predict import check_against_submission, ensemble_recipe
+    from kagglecv.scoring.ensemble import combine
+    from kagglecv.inference.predict import check_against_submission, ensemble_recipe
 
     wd, *_ = run
     res = wd / "results" / "tiny"
@@ -275,7 +275,7 @@ def test_every_ensemble_method_recipe_reproduces_its_test_predictions(run, tmp_p
 
 def test_report_library_handles_many_classes_and_rgb(tmp_path):
     """Figures for a 30-class RGB competition without wrong predictions (heatmaps, empty error panel)."""
-    from kagglecv import report
+    from kagglecv.report import figures as report
 
     n, k = 90, 30
     rng = np.random.default_rng(1)
@@ -458,7 +458,7 @@ class Chromium:
 def test_job_time_figure_splits_each_job(tmp_path):
     """The report's job-time figure reads each job's metrics.json: start-up, epochs, TTA and the rest (fixed
     minus start-up minus TTA); jobs from before these figures existed are left out, not failed on."""
-    from kagglecv.report import job_time
+    from kagglecv.report.figures import job_time
 
     paths = []
     for k, (startup, tta, fixed, train) in enumerate([(5.0, 1.5, 7.0, 30.0), (6.0, 2.0, 9.0, 31.0)]):

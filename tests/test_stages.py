@@ -1,4 +1,4 @@
-"""Stages after the first training (kagglecv.teachers): pseudo-label rounds and the distilled student, for every
+"""Stages after the first training (kagglecv.training.teachers): pseudo-label rounds and the distilled student, for every
 task kind, honest by construction; then the whole DAG with a round, a student and a kernel that ships the student."""
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 
 from kagglecv.config import members, resolve, backbone_settings, teacher_of
-from kagglecv.folds import make_folds
-from kagglecv.prepare import prepare
-from kagglecv.tasks import Task
-from kagglecv.teachers import distill_targets, pseudo_labels, read_teacher
-from kagglecv.train import TrainConfig, run
+from kagglecv.data.folds import make_folds
+from kagglecv.data.prepare import prepare
+from kagglecv.core.tasks import Task
+from kagglecv.training.teachers import distill_targets, pseudo_labels, read_teacher
+from kagglecv.training.train import TrainConfig, run
 
 from demo_tasks import DEMOS, make_task_competition
 from helpers import mlflow_db, run_snakemake, tiny_config, write_csv_images_competition

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from kagglecv import blend, metrics, thresholds
-from kagglecv.errors import InputError
+from kagglecv.scoring import blend
+from kagglecv.scoring import metrics
+from kagglecv.scoring import thresholds
+from kagglecv.core.errors import InputError
 
 RNG = np.random.default_rng
 

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 
 from helpers import digits_images, png
-from kagglecv import folds as folds_mod
-from kagglecv import prepare
+from kagglecv.data import folds as folds_mod
+from kagglecv.data import prepare
 from kagglecv.config import load_schema, resolve
-from kagglecv.errors import InputError
-from kagglecv.submission import make_submission
+from kagglecv.core.errors import InputError
+from kagglecv.scoring.submission import make_submission
 
 
 def competition(path: Path, train: pd.DataFrame, sample_targets: dict, id_col: str = "id") -> Path:

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kagglecv.augment import tta_views
-from kagglecv.tasks import Task
-from kagglecv.train import predict, task_loss
+from kagglecv.data.augment import tta_views
+from kagglecv.core.tasks import Task
+from kagglecv.training.train import predict, task_loss
 
 
 class Corner(torch.nn.Module):

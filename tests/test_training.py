@@ -13,14 +13,15 @@ import pandas as pd
 import pytest
 import torch
 
-from kagglecv import folds, prepare
-from kagglecv.train import TrainConfig, run
+from kagglecv.data import folds
+from kagglecv.data import prepare
+from kagglecv.training.train import TrainConfig, run
 
 from helpers import REPO, write_csv_images_competition
 
 LEASE_JOB = """
 import json, os, sys, time
-from kagglecv.gpu import lease_gpu
+from kagglecv.core.gpus import lease_gpu
 dev = lease_gpu(sys.argv[1], poll=0.05)
 start = time.time()
 time.sleep(0.6)
@@ -52,7 +53,7 @@ def test_an_existing_cuda_visible_devices_is_respected(tmp_path):
 
 TRAIN_JOB = """
 import json, sys
-from kagglecv.train import TrainConfig, run
+from kagglecv.training.train import TrainConfig, run
 cfg = TrainConfig(**json.loads(sys.argv[4]))
 run(cfg, sys.argv[1], sys.argv[2], sys.argv[3], track=False)
 """
@@ -145,7 +146,7 @@ def _tiny(tmp_path, n_per_class=12):
 
 
 def test_device_data_path_trains_and_augments_in_batches(tmp_path):
-    from kagglecv.augment import AUGMENT_PRESETS, batch_augment
+    from kagglecv.data.augment import AUGMENT_PRESETS, batch_augment
 
     x = torch.arange(64, dtype=torch.uint8).reshape(1, 8, 8, 1).repeat(16, 1, 1, 1)  # asymmetric image
     out = batch_augment(x, 16, AUGMENT_PRESETS["fastai"], torch.Generator().manual_seed(0), train=True)
@@ -163,8 +164,8 @@ def test_device_data_path_trains_and_augments_in_batches(tmp_path):
 
 
 def test_fine_tune_trains_the_head_alone_then_everything_with_discriminative_lrs():
-    from kagglecv.models import build_model
-    from kagglecv.train import plan_phases, set_frozen
+    from kagglecv.inference.models import build_model
+    from kagglecv.training.train import plan_phases, set_frozen
 
     cfg = TrainConfig(backbone="test_resnet", lr=0.01, freeze_epochs=1, epochs=2, lr_mult=100, lr_groups=3)
     model, _ = build_model(cfg, n_outputs=3, in_chans=1)
@@ -193,8 +194,8 @@ def test_fine_tune_ema_mixup_and_accumulation_run_end_to_end(tmp_path):
 def test_gpu_code_paths_run_on_cpu(tmp_path, monkeypatch):
     """What a GPU job does, executed on CPU: bf16 autocast in training, TTA and prediction, a channels_last
     model fed channels_last batches, and the on-device data path; then predict's reload of the fold."""
-    from kagglecv import train
-    from kagglecv.predict import load_fold_model
+    from kagglecv.training import train
+    from kagglecv.inference.predict import load_fold_model
 
     seen = []
     forward = torch.nn.Module.__call__
@@ -226,7 +227,7 @@ def test_gpu_code_paths_run_on_cpu(tmp_path, monkeypatch):
 def test_cpu_default_precision_is_full(channels_last):
     """On CPU, auto means full precision in NCHW (bf16 on a CPU with AMX was neither reproducible nor safe in the
     workflow's jobs); amp_dtype: bf16 and channels_last force the GPU's code paths on any device."""
-    from kagglecv import train
+    from kagglecv.training import train
 
     cpu, cfg = torch.device("cpu"), TrainConfig(backbone="x")
     assert train.autocast_dtype(cpu, cfg) is None

@@ -43,7 +43,7 @@ def test_full_run_writes_every_output(finished):
 
 
 def test_scores_json_has_the_documented_shape(finished, tmp_path):
-    from kagglecv.ensemble import combine
+    from kagglecv.scoring.ensemble import combine
 
     wd, cfg, *_ = finished
     res = wd / "results/tiny"

@@ -8,5 +8,5 @@
   __main__     `python -m kagglecv.kaggle download|submit` (and `kagglecv download`)
 
 Credentials never pass through here: the client finds them itself (kaggle.json, KAGGLE_USERNAME/KAGGLE_KEY,
-KAGGLE_API_TOKEN), and everything it says is redacted (kagglecv.secrets).
+KAGGLE_API_TOKEN), and everything it says is redacted (kagglecv.core.secrets).
 """

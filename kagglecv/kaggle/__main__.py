@@ -12,8 +12,8 @@ import logging
 import sys
 from pathlib import Path
 
-from kagglecv.errors import InputError
-from kagglecv.secrets import redact
+from kagglecv.core.errors import InputError
+from kagglecv.core.secrets import redact
 from kagglecv.kaggle.client import HTTP_TIMEOUT, KAGGLE
 from kagglecv.kaggle.download import download_competition
 from kagglecv.kaggle.submit import check_result, submit_and_record

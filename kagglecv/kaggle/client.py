@@ -19,8 +19,8 @@ from datetime import datetime, timezone
 from typing import Callable, TypeVar
 
 from kagglecv.config import defaults
-from kagglecv.errors import InputError
-from kagglecv.secrets import redact
+from kagglecv.core.errors import InputError
+from kagglecv.core.secrets import redact
 
 log = logging.getLogger("kagglecv.kaggle")
 T = TypeVar("T")

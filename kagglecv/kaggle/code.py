@@ -1,7 +1,7 @@
 """Submitting to a code competition through the official client: dataset, kernel run, code submission, score.
 
 Kaggle scores a code competition only from a notebook's output. `code_submit` does what a competitor does by
-hand, from the folders `snakemake kernel` wrote (kagglecv.kernel):
+hand, from the folders `snakemake kernel` wrote (kagglecv.kaggle.kernel):
   1. upload the kernel dataset (`datasets create`, or `datasets version` when it exists) unless it is unchanged
      since the last upload, and wait until Kaggle says it is ready;
   2. push the kernel (`kernels push`) and poll `kernels status` until its run completes; a failed run is a
@@ -22,10 +22,10 @@ import logging
 import tempfile
 from pathlib import Path
 
-from kagglecv.errors import InputError
-from kagglecv.fsutil import file_sha256, write_json
-from kagglecv.layout import KernelDatasetFiles, KernelFiles, Layout
-from kagglecv.secrets import redact
+from kagglecv.core.errors import InputError
+from kagglecv.core.files import file_sha256, write_json
+from kagglecv.core.layout import KernelDatasetFiles, KernelFiles, Layout
+from kagglecv.core.secrets import redact
 from kagglecv.kaggle.client import HTTP_TIMEOUT, KAGGLE, KaggleError, call, client, guard, http_status, poll
 from kagglecv.kaggle.leaderboard import pending_submission, record_result
 from kagglecv.kaggle.submit import submission_listing, wait_for_score
@@ -205,7 +205,7 @@ def code_submit(competition: str, layout: Layout, message: str, *, cv: float | N
     """Upload the kernel dataset, run the kernel on Kaggle, submit its output, wait for the score, and append the
     result to leaderboard.csv. Returns the result dict of kagglecv.kaggle.submit.submit (plus message, cv, kernel,
     kernel_version); raises KaggleError before anything is recorded when no submission was made."""
-    from kagglecv.kernel import check_size, stamp_owner
+    from kagglecv.kaggle.kernel import check_size, stamp_owner
 
     dataset, kernel = layout.kernel_dataset, layout.kernel
     dataset_dir, kernel_dir = dataset.path, kernel.path

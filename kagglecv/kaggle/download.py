@@ -14,10 +14,10 @@ import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from kagglecv.archive import ArchiveLimits, safe_extract
-from kagglecv.errors import InputError
-from kagglecv.fsutil import write_json
-from kagglecv.layout import DownloadFiles
+from kagglecv.data.archive import ArchiveLimits, safe_extract
+from kagglecv.core.errors import InputError
+from kagglecv.core.files import write_json
+from kagglecv.core.layout import DownloadFiles
 from kagglecv.kaggle.client import HTTP_TIMEOUT, KAGGLE, KaggleError, Truncated, call, client
 
 log = logging.getLogger("kagglecv.kaggle")
@@ -88,7 +88,7 @@ def download_competition(competition: str, dest: Path, *, retries: int = KAGGLE[
     (no network call at all), even when Snakemake has deleted the marker to rerun the rule. Network errors,
     timeouts (`http_timeout` seconds), cut-short transfers, 429 and 5xx are retried `retries` times (jittered
     waits of about backoff, 2*backoff, 4*backoff, ... seconds, or what Retry-After asks). The zip is
-    checked against `limits` (kagglecv.archive.ArchiveLimits) before anything is unpacked.
+    checked against `limits` (kagglecv.data.archive.ArchiveLimits) before anything is unpacked.
     """
     dest = Path(dest)
     if (files := _complete(dest)) is not None:

@@ -10,8 +10,8 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from kagglecv.fsutil import atomic_path
-from kagglecv.secrets import redact
+from kagglecv.core.files import atomic_path
+from kagglecv.core.secrets import redact
 
 COLUMNS = ["time", "competition", "message", "cv", "public_score", "private_score", "ref", "status", "file_sha256"]
 PENDING = "PENDING"  # a submission made but not scored yet: the next submit polls it instead of uploading again

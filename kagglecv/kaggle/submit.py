@@ -11,9 +11,9 @@ import subprocess
 from pathlib import Path
 from typing import Callable
 
-from kagglecv.errors import InputError
-from kagglecv.fsutil import file_sha256
-from kagglecv.secrets import redact
+from kagglecv.core.errors import InputError
+from kagglecv.core.files import file_sha256
+from kagglecv.core.secrets import redact
 from kagglecv.kaggle.client import HTTP_TIMEOUT, KAGGLE, KaggleError, call, client, poll
 from kagglecv.kaggle.leaderboard import PENDING, pending_submission, record_result
 

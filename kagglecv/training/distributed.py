@@ -1,0 +1,96 @@
+"""One training job on several devices: DistributedDataParallel, started by the job itself (`train.gpus` > 1).
+
+The job leases its devices (kagglecv.core.gpus; under Slurm they are the job's), then starts one process per device
+(`launch`); each trains the same model on its share of every batch and DDP averages their gradients, so the run is
+the single-device run with the batch split across devices:
+
+  batch_size  stays the GLOBAL batch: each of N processes takes batch_size / N rows of it (the same rows, in the
+              same order, as one process would see), so
+  lr          is unchanged (no linear scaling to do: the step sees as many rows as before).
+
+What differs from one process: batch norm normalises each process's share (DDP's per-device statistics), and
+random augmentation draws per process. Process 0 validates, predicts, writes every output and logs; the others
+only train. Devices: cuda:<rank> when GPUs are visible (NCCL), else the CPU (gloo), which is how the tests run it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def shard(rows, of: int | None = None, at: int | None = None):
+    """This process's share of a global batch of `rows` (every `world`-th row, from its rank)."""
+    return rows[(rank() if at is None else at)::(world() if of is None else of)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank_: int, world_: int, port: int, fn, args: tuple) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    cuda = torch.cuda.is_available() and torch.cuda.device_count() >= world_
+    if cuda:
+        torch.cuda.set_device(rank_)
+    dist.init_process_group("nccl" if cuda else "gloo", rank=rank_, world_size=world_)
+    try:
+        fn(*args)
+    finally:
+        dist.destroy_process_group()
+
+
+def launch(world_: int, fn, *args) -> None:
+    """Run fn(*args) in `world_` processes joined in one process group; returns once all have finished (an error
+    in any of them is raised here)."""
+    import sys
+
+    import torch.multiprocessing as mp
+
+    # Spawned processes start fresh and would run this process's main script again (a Snakemake job's script,
+    # which only works inside Snakemake): without a main file to re-run they import just what `fn` needs.
+    main = sys.modules["__main__"]
+    main_file = main.__dict__.pop("__file__", None)
+    try:
+        mp.start_processes(_worker, args=(world_, free_port(), fn, args), nprocs=world_, start_method="spawn")
+    finally:
+        if main_file is not None:
+            main.__file__ = main_file
+
+
+def device(cpu: bool = False) -> torch.device:
+    """This process's device."""
+    if not cpu and torch.cuda.is_available():
+        return torch.device("cuda", rank() if world() > 1 else torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def wrap(model):
+    """The model in DDP when several processes train it, else as it is."""
+    if world() == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    dev = next(model.parameters()).device
+    return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+
+def unwrap(model):
+    return getattr(model, "module", model)
