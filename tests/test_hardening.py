@@ -262,7 +262,8 @@ def test_submission_missing_from_listing_keeps_being_polled(stub, tmp_path):
 SUBMIT_JOB = """
 import sys
 from kagglecv.config import resolve
-from kagglecv.jobs import Files, Job, run_logged, submit
+from kagglecv.jobs import Files, Job, run_logged
+from kagglecv.jobs.kaggle import submit
 config = resolve({"competition": "digits", "mlflow": {"enabled": False}})
 k = config["kaggle"]
 params = Files(competition="digits", message=k["message"], poll_interval=0.05, timeout=float(sys.argv[1]),

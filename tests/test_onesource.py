@@ -312,10 +312,9 @@ def data_env_rules() -> set[str]:
 
 
 def job_imports(rules: set[str]) -> set[str]:
-    """The kagglecv modules the jobs of `rules` import (kagglecv/jobs.py, one function per rule)."""
-    tree = ast.parse((REPO / "kagglecv" / "jobs.py").read_text())
+    """The kagglecv modules the jobs of `rules` import (kagglecv/jobs/, one function per rule)."""
     found = set()
-    for fn in tree.body:
+    for fn in (f for m in (REPO / "kagglecv" / "jobs").glob("*.py") for f in ast.parse(m.read_text()).body):
         if isinstance(fn, ast.FunctionDef) and fn.name in rules:
             for node in ast.walk(fn):
                 if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("kagglecv"):
@@ -336,7 +335,8 @@ def test_data_env_jobs_run_without_torch(tmp_path):
         for m in {modules!r}:
             importlib.import_module(m)
         from kagglecv.config import resolve
-        from kagglecv.jobs import Files, Job, folds, prepare
+        from kagglecv.jobs import Files, Job
+        from kagglecv.jobs.data import folds, prepare
         config = resolve({{"competition": "tiny", "mlflow": {{"enabled": False}}}})
         prepare(Job("prepare", config, params=Files(path={str(tmp_path / 'tiny.zip')!r}, data={{}}, task="auto",
                                                      metric="accuracy"), threads=2))

@@ -725,9 +725,12 @@ def restore_recipe(s: Session, state: dict | None) -> None:
 
 def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_dir: str | Path,
         experiment: str = "default", results_dir: str | Path = "results", track: bool = True,
-        teacher_csv: str | Path | None = None) -> dict:
+        teacher_csv: str | Path | None = None, on_epoch=None) -> dict:
     """Train one (backbone, fold) and write its outputs (ModelFiles) into `out_dir`; its metrics.json. With
-    `teacher_csv` (kagglecv.training.teachers), its training rows include what the teachers labelled."""
+    `teacher_csv` (kagglecv.training.teachers), its training rows include what the teachers labelled.
+    `on_epoch(epoch, row)`: called in the main process after each epoch's history row (with
+    `valid_<metric>` when the epoch was validated) and its resume checkpoint; what it raises stops the job
+    (a tuning trial's pruner, kagglecv.tuning)."""
     if cfg.gpus > 1 and distributed.world() == 1:
         return run_distributed(cfg, prepared_dir, folds_csv, out_dir, experiment, results_dir, track, teacher_csv)
     prepared, out, main = PreparedFiles(prepared_dir), ModelFiles(out_dir), distributed.is_main()
@@ -750,6 +753,8 @@ def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_d
         def log_epoch(epoch: int, row: dict) -> None:
             tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
             save_resume(out.resume, epoch, history, s, resolved, fingerprint, recipe_state(s))
+            if on_epoch is not None:
+                on_epoch(epoch, row)
 
         fit(s, history, start_epoch, log_epoch, len(test_table))
         if not main:
