@@ -42,8 +42,12 @@ from kagglecv.core.files import atomic_path, write_json  # noqa: E402
 from kagglecv.data.batches import open_cache, use_device_path  # noqa: E402
 from kagglecv.inference.models import build_model  # noqa: E402
 from kagglecv.core.tasks import Task  # noqa: E402
-from kagglecv.training.train import (Fold, TrainConfig, autocast_dtype, place_model, fold_batches, plan_phases,  # noqa: E402
-                            pick_device, predict, train_epoch)
+from kagglecv.config.train import TrainConfig
+from kagglecv.core.devices import autocast_dtype, place_model, pick_device
+from kagglecv.inference.tta import predict
+from kagglecv.training.fold import Fold, fold_batches
+from kagglecv.training.loop import train_epoch
+from kagglecv.training.schedule import plan_phases
 
 BENCH = Path(__file__).resolve().parent
 ANCHOR = {"what": "fastai resnet18 (timm, from scratch), 32 px, bs 128, 3 epochs fit_one_cycle on 2,400 "

@@ -163,7 +163,8 @@ make_folds(sys.argv[1], sys.argv[2], 5, 42)
 
 TRAIN = """
 import json, sys
-from kagglecv.training.train import TrainConfig, run
+from kagglecv.config.train import TrainConfig
+from kagglecv.training.train import run
 cfg = TrainConfig(backbone=sys.argv[4], fold=int(sys.argv[5]), epochs=1, img_size=int(sys.argv[6]), batch_size=64,
                   tta="none", augment="flip", threads=int(sys.argv[7]), device="cpu", metric="log_loss")
 print(json.dumps(run(cfg, sys.argv[1], sys.argv[2], sys.argv[3], track=False)))
@@ -196,7 +197,7 @@ def run_concurrent(cmds: list[list[str]], logs: list[Path]) -> dict:
 
 def bench_size(n: int, args, work: Path) -> dict:
     comp = generate(work / f"photos-{n}", n)
-    side = int(np.ceil(args.img_size * (1 + args.margin)))  # kagglecv.config.cache_side's rule
+    side = int(np.ceil(args.img_size * (1 + args.margin)))  # kagglecv.config.members.cache_side's rule
     out = work / f"prepared-{n}"
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)

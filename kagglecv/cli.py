@@ -41,7 +41,8 @@ def parse_override(text: str) -> dict:
 def resolved_config(configfiles: list[Path], overrides: list[dict], workflow_config: Path) -> dict:
     """What rules/common.smk resolves for the same command line, with each backbone's settings merged and its
     input size and the image cache's side filled in."""
-    from kagglecv.config import backbone_settings, cache_side, input_size, layered, load_yaml, merge, resolve
+    from kagglecv.config.members import backbone_settings, cache_side, input_size
+    from kagglecv.config.schema import layered, load_yaml, merge, resolve
 
     over: dict = {}
     for o in overrides:

@@ -7,24 +7,18 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from kagglecv.config import (
+from kagglecv.config.members import (
     backbone_settings,
     cache_side,
-    defaults,
     member_base,
     members,
     round_member,
     teacher_of,
     input_size,
-    layered,
-    load_schema,
-    loader_workers,
     prepare_side,
-    resolve,
-    train_mem_mb,
-    train_runtime_minutes,
-    train_threads,
 )
+from kagglecv.config.resources import loader_workers, train_mem_mb, train_runtime_minutes, train_threads
+from kagglecv.config.schema import defaults, layered, load_schema, resolve
 from kagglecv.core.gpus import visible_devices
 from kagglecv.kaggle.kernel import RERUN_KEYS  # the kaggle.* settings of a hidden rerun
 from kagglecv.core.layout import DownloadFiles, Layout, downloaded
@@ -69,7 +63,7 @@ def global_resource(name):
 # {name: train settings}: each backbone's overrides merged over `train`, validated
 BACKBONES = backbone_settings(config, SCHEMA)
 # {member: settings}: every model trained; the backbones, their pseudo-label rounds (<backbone>@r2, ...) and the
-# distilled student (<name>@student), kagglecv.config.members
+# distilled student (<name>@student), kagglecv.config.members.members
 MEMBERS = members(config, BACKBONES, SCHEMA)
 ROUNDS = (
     config["pseudo_labels"]["rounds"] + 1
@@ -171,7 +165,7 @@ def prepare_params():
 
 def train_params(wildcards):
     """What the training job computes with: the backbone's settings that differ from the schema's defaults (the
-    job fills in the rest, kagglecv.training.train.TrainConfig), so a setting added to the schema, or a default changed,
+    job fills in the rest, kagglecv.config.train.TrainConfig), so a setting added to the schema, or a default changed,
     retrains nothing that was trained already."""
     settings = MEMBERS[wildcards.backbone]
     return {

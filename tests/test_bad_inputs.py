@@ -228,7 +228,7 @@ def assert_one_line_error(code: int, terminal: str, log: str, expected: str) -> 
 
 
 def resolved(zip_path, **over) -> dict:
-    from kagglecv.config import resolve
+    from kagglecv.config.schema import resolve
 
     return resolve(tiny_config(zip_path, mlflow={"enabled": False}, **over))
 

@@ -18,12 +18,12 @@ import pytest
 import torch
 from PIL import Image
 
-from kagglecv import config
+from kagglecv.config import members, resources
 from kagglecv.data import batches as data
 from kagglecv.data import prepare
 from kagglecv.core.errors import InputError
 from kagglecv.inference.models import build_model
-from kagglecv.training.train import TrainConfig
+from kagglecv.config.train import TrainConfig
 
 from helpers import digits_images, png, run_snakemake, tiny_config, write_csv_images_competition
 
@@ -36,11 +36,11 @@ DC = {"img_size": 12, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}
 def test_cache_side_follows_the_largest_backbone():
     data_cfg = {"image_size": None, "cache_margin": 0.125}
     small = {"a": {"img_size": 64}, "b": {"img_size": 32}}
-    assert config.cache_side(small, data_cfg) == 72  # 64 px training, 12.5 % margin
-    assert config.cache_side({**small, "c": {"img_size": 48}}, data_cfg) == 72  # a smaller one changes nothing
-    assert config.cache_side({**small, "d": {"img_size": 128}}, data_cfg) == 144  # a larger one grows it
-    assert config.cache_side(small, {**data_cfg, "cache_margin": 0}) == 64
-    assert config.cache_side(small, {**data_cfg, "image_size": 100}) == 100  # an explicit side wins
+    assert members.cache_side(small, data_cfg) == 72  # 64 px training, 12.5 % margin
+    assert members.cache_side({**small, "c": {"img_size": 48}}, data_cfg) == 72  # a smaller one changes nothing
+    assert members.cache_side({**small, "d": {"img_size": 128}}, data_cfg) == 144  # a larger one grows it
+    assert members.cache_side(small, {**data_cfg, "cache_margin": 0}) == 64
+    assert members.cache_side(small, {**data_cfg, "image_size": 100}) == 100  # an explicit side wins
 
 
 @pytest.mark.parametrize("name, settings", [("resnet10t", {}), ("test_resnet", {}), ("test_vit", {"extra": {"img_size": 32}}),
@@ -48,32 +48,32 @@ def test_cache_side_follows_the_largest_backbone():
 def test_input_size_is_what_the_built_model_trains_at(name, settings):
     _, dc = build_model(TrainConfig(backbone=name, img_size=settings.get("img_size"), extra=settings.get("extra", {})),
                         2, 3)
-    assert config.input_size(name, settings) == dc["img_size"]
+    assert members.input_size(name, settings) == dc["img_size"]
 
 
 def test_unknown_backbone_is_a_clear_error():
     with pytest.raises(InputError, match="unknown timm model 'resnet_does_not_exist'"):
-        config.input_size("resnet_does_not_exist", {})
+        members.input_size("resnet_does_not_exist", {})
 
 
 def test_prepare_side_keeps_an_unchanged_native_cache(tmp_path):
     meta = tmp_path / "meta.json"
-    assert config.prepare_side(72, meta) == 72  # nothing prepared yet
+    assert members.prepare_side(72, meta) == 72  # nothing prepared yet
     native = {"image_shape": [8, 8, 1], "cache": {"side": 18, "distinct_sizes": 1, "largest": [8, 8]}}
     meta.write_text(json.dumps(native))
-    assert config.prepare_side(72, meta) == 18  # 8x8 kept either way: no rebuild, no retraining
-    assert config.prepare_side(6, meta) == 6  # now the images must shrink: a rebuild
+    assert members.prepare_side(72, meta) == 18  # 8x8 kept either way: no rebuild, no retraining
+    assert members.prepare_side(6, meta) == 6  # now the images must shrink: a rebuild
     resized = {"image_shape": [18, 18, 3], "cache": {"side": 18, "distinct_sizes": 40, "largest": [500, 375]}}
     meta.write_text(json.dumps(resized))
-    assert config.prepare_side(36, meta) == 36 and config.prepare_side(18, meta) == 18
+    assert members.prepare_side(36, meta) == 36 and members.prepare_side(18, meta) == 18
 
 
 def test_train_threads_share_the_cores():
-    assert config.train_threads(None, 8, 2) == 4
-    assert config.train_threads(None, 2, 2) == 1
-    assert config.train_threads(None, 2, None) == 2  # a lone job uses the whole machine
-    assert config.train_threads(None, 3, 8) == 1
-    assert config.train_threads(6, 2, 2) == 6  # configured wins
+    assert resources.train_threads(None, 8, 2) == 4
+    assert resources.train_threads(None, 2, 2) == 1
+    assert resources.train_threads(None, 2, None) == 2  # a lone job uses the whole machine
+    assert resources.train_threads(None, 3, 8) == 1
+    assert resources.train_threads(6, 2, 2) == 6  # configured wins
 
 
 # ---------------------------------------------------------------- reading

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kagglecv.config import defaults, resolve
+from kagglecv.config.schema import defaults, resolve
 
 from helpers import REPO, run_snakemake
 

@@ -261,7 +261,7 @@ def test_submission_missing_from_listing_keeps_being_polled(stub, tmp_path):
 
 SUBMIT_JOB = """
 import sys
-from kagglecv.config import resolve
+from kagglecv.config.schema import resolve
 from kagglecv.jobs import Files, Job, run_logged
 from kagglecv.jobs.kaggle import submit
 config = resolve({"competition": "digits", "mlflow": {"enabled": False}})

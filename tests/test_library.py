@@ -16,11 +16,12 @@ from kagglecv.data import folds
 from kagglecv.scoring import metrics
 from kagglecv.data import prepare
 from kagglecv.scoring import submission
-from kagglecv.data.augment import dihedral_views, resolve_tta, tta_blend
+from kagglecv.inference.tta import dihedral_views, resolve_tta, tta_blend
 from kagglecv.data.demo import make_digits_competition
 from kagglecv.core.errors import InputError
 from kagglecv.inference.models import build_model
-from kagglecv.training.train import TrainConfig, one_cycle
+from kagglecv.config.train import TrainConfig
+from kagglecv.training.schedule import one_cycle
 
 from helpers import edit_zip, write_csv_images_competition
 

@@ -16,7 +16,8 @@ from kagglecv.core.errors import InputError
 from kagglecv.data.meta import MetaEncoder, column
 from kagglecv.inference.models import GeM, Net, build_model
 from kagglecv.data.prepare import prepare
-from kagglecv.training.train import TrainConfig, run
+from kagglecv.config.train import TrainConfig
+from kagglecv.training.train import run
 
 from helpers import digits_images, png
 
@@ -214,7 +215,7 @@ def test_a_model_with_metadata_trains_predicts_and_encodes_on_its_training_rows_
     from kagglecv.data.batches import open_cache
     from kagglecv.inference.predict import backbone_probs, load_fold_model
     from kagglecv.data.prepare import DataConfig
-    from kagglecv.training.train import load_fold
+    from kagglecv.training.fold import load_fold
 
     prepared = tmp_path / "p"
     prepare(meta_competition(tmp_path / "c.zip"), prepared, DataConfig(meta_columns=["kind", "age"]))
@@ -242,7 +243,7 @@ def test_a_model_with_metadata_trains_predicts_and_encodes_on_its_training_rows_
 
 def test_mixup_with_metadata_is_refused(tmp_path):
     from kagglecv.data.prepare import DataConfig
-    from kagglecv.training.train import load_fold
+    from kagglecv.training.fold import load_fold
 
     prepare(meta_competition(tmp_path / "c.zip"), tmp_path / "p", DataConfig(meta_columns=["kind"]))
     with pytest.raises(InputError, match="mixup mixes images, not their metadata"):

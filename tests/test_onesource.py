@@ -15,7 +15,8 @@ import textwrap
 import pytest
 import yaml
 
-from kagglecv import config as kconfig
+from kagglecv.config import schema as kconfig_schema
+from kagglecv.config.members import backbone_settings
 from kagglecv.core import layout
 from kagglecv.kaggle import client, download, submit
 from kagglecv.data.archive import ArchiveLimits
@@ -24,47 +25,56 @@ from kagglecv.core.layout import Layout
 from kagglecv.training.lr_finder import LRFindConfig
 from kagglecv.data.prepare import DataConfig
 from kagglecv.tracking.summary import run_summary
-from kagglecv.training.train import TrainConfig
+from kagglecv.config.train import TrainConfig
 
 from helpers import REPO, run_snakemake, write_csv_images_competition
 
 # ---------------------------------------------------------------- defaults
 
-# The dataclasses are the source of their sections' defaults; the schema's `default:` values must equal them.
-# Keys on one side only are listed with the reason.
+# The schema is the one place a default is spelled: each settings dataclass takes every default from it
+# (kagglecv.config.schema.default_of). Keys on one side only are listed with the reason.
 SOURCES = {
-    "train": (TrainConfig, {"backbone", "fold", "seed", "metric"}, {"mem_mb", "runtime"}),  # per job; scheduling
+    "train": (TrainConfig, {"backbone", "fold"}, {"mem_mb", "runtime"}),  # per job; scheduling
     "data": (DataConfig, set(), {"source", "path", "cache_margin"}),  # the workflow's, not prepare's
     "lr_find": (LRFindConfig, set(), set()),
     "archive": (ArchiveLimits, set(), set()),
 }
-
-
-def field_default(f: dataclasses.Field):
-    if f.default is not dataclasses.MISSING:
-        return list(f.default) if isinstance(f.default, tuple) else f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return dataclasses.MISSING
+TOP_LEVEL = {"seed", "metric"}  # TrainConfig fields whose defaults are the run's (top-level keys)
 
 
 @pytest.mark.parametrize("section", SOURCES)
-def test_schema_defaults_are_the_dataclasses(section):
+def test_dataclass_defaults_come_from_the_schema(section):
+    """Every field of the dataclass is the schema key of its name, with a default written as default_of(that key):
+    a literal default (a second spelling) fails, and so does a schema key without a field."""
     cls, only_in_class, only_in_schema = SOURCES[section]
-    schema = kconfig.defaults()[section]
-    fields = {f.name: field_default(f) for f in dataclasses.fields(cls)}
-    assert set(fields) - only_in_class == set(schema) - only_in_schema, "keys differ between schema and dataclass"
-    differ = {k: (fields[k], schema[k]) for k in set(fields) & set(schema) if fields[k] != schema[k]}
-    assert not differ, f"{cls.__name__} and the schema's {section} defaults disagree (dataclass, schema): {differ}"
+    schema = kconfig_schema.defaults()[section]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    assert fields - only_in_class - TOP_LEVEL == set(schema) - only_in_schema, "keys differ between schema and class"
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    spelled = {}
+    for node in tree.body[0].body:
+        if isinstance(node, ast.AnnAssign) and node.value is not None:
+            name = node.target.id
+            want = name if name in TOP_LEVEL else f"{section}.{name}"
+            call = node.value
+            if not (isinstance(call, ast.Call) and getattr(call.func, "id", "") == "default_of"
+                    and [a.value for a in call.args] == [want]) and name not in only_in_class:
+                spelled[name] = ast.unparse(call)
+    assert not spelled, f"{cls.__name__} spells defaults of its own: {spelled}"
+    instance = cls(**({"backbone": "x"} if cls is TrainConfig else {}))
+    for name in fields - only_in_class:
+        value = getattr(instance, name)
+        expect = kconfig_schema.defaults()[name] if name in TOP_LEVEL else schema[name]
+        assert (list(value) if isinstance(value, tuple) else value) == expect, name
 
 
 def test_top_level_defaults_reach_the_train_config():
-    d = kconfig.defaults()
+    d = kconfig_schema.defaults()
     assert (TrainConfig.seed, TrainConfig.metric) == (d["seed"], d["metric"])
 
 
 def test_kaggle_defaults_come_from_the_schema():
-    k = kconfig.defaults()["kaggle"]
+    k = kconfig_schema.defaults()["kaggle"]
 
     def default(fn, name):
         return inspect.signature(fn).parameters[name].default
@@ -154,30 +164,30 @@ def test_layering_puts_configfiles_over_the_schema_not_over_the_demo(tmp_path):
     demo = {"competition": "digits-demo", "train": {"epochs": 6, "img_size": 16}}
     mine = tmp_path / "mine.yaml"
     mine.write_text("competition: mine\ndata: {source: local, path: /x.zip}\nbackbones: [resnet18]\n")
-    cfg = kconfig.resolve(kconfig.layered(demo, [mine], {"seed": 7}))
-    train = kconfig.defaults()["train"]
+    cfg = kconfig_schema.resolve(kconfig_schema.layered(demo, [mine], {"seed": 7}))
+    train = kconfig_schema.defaults()["train"]
     assert cfg["competition"] == "mine" and cfg["seed"] == 7
     assert cfg["train"] == train  # not the demo's epochs 6 / img_size 16
-    assert kconfig.resolve(kconfig.layered(demo, [], {}))["train"]["epochs"] == 6  # no --configfile: the demo
+    assert kconfig_schema.resolve(kconfig_schema.layered(demo, [], {}))["train"]["epochs"] == 6  # no --configfile: the demo
     later = tmp_path / "later.yaml"
     later.write_text("train: {epochs: 2}\n")
-    assert kconfig.resolve(kconfig.layered(demo, [mine, later], {}))["train"]["epochs"] == 2  # later files win
+    assert kconfig_schema.resolve(kconfig_schema.layered(demo, [mine, later], {}))["train"]["epochs"] == 2  # later files win
 
 
 def test_resolve_refuses_bad_keys_and_values():
     with pytest.raises(InputError, match="config: train: Additional properties.*'epochz'"):
-        kconfig.resolve({"train": {"epochz": 3}})
+        kconfig_schema.resolve({"train": {"epochz": 3}})
     with pytest.raises(InputError, match="config: folds: 1 is less than the minimum of 2"):
-        kconfig.resolve({"folds": 1})
+        kconfig_schema.resolve({"folds": 1})
 
 
 @pytest.mark.parametrize("name", [".", "..", "-x", ".hidden"])
 def test_backbone_names_cannot_name_a_folder_above_models(name):
     with pytest.raises(InputError, match=r"config: backbones\.0: '.*' does not match '\^\[A-Za-z0-9\]"):
-        kconfig.resolve({"backbones": [name]})
+        kconfig_schema.resolve({"backbones": [name]})
     with pytest.raises(InputError, match=r"config: backbones\.0\.name: '.*' does not match '\^\[A-Za-z0-9\]"):
-        kconfig.resolve({"backbones": [{"name": name}]})
-    assert kconfig.resolve({"backbones": ["convnext_tiny.fb_in22k", "resnet18"]})["backbones"][0].startswith("conv")
+        kconfig_schema.resolve({"backbones": [{"name": name}]})
+    assert kconfig_schema.resolve({"backbones": ["convnext_tiny.fb_in22k", "resnet18"]})["backbones"][0].startswith("conv")
 
 
 def test_command_line_values_are_typed_by_the_schema():
@@ -186,14 +196,14 @@ def test_command_line_values_are_typed_by_the_schema():
                       "amp": "false"},
             "backbones": ["resnet18", {"name": "resnet10t", "lr": "0.01"}], "competition": "007",
             "kaggle": {"code_competition": "true", "message": "{metric} {cv}"}, "data": {"id_column": "001"}}
-    cfg = kconfig.resolve(kconfig.layered({}, [], text))
+    cfg = kconfig_schema.resolve(kconfig_schema.layered({}, [], text))
     assert cfg["train"] | {"epochs": 3, "lr": "auto", "moms": [0.9, 0.8, 0.9], "img_size": None, "amp": False} \
         == cfg["train"]
     assert cfg["backbones"][1] == {"name": "resnet10t", "lr": 0.01} and cfg["competition"] == "007"
     assert cfg["kaggle"]["code_competition"] is True and cfg["kaggle"]["message"] == "{metric} {cv}"
     assert cfg["data"]["id_column"] == "001"  # a name stays text
     with pytest.raises(InputError, match=r"config: train.epochs: 'three' is not of type 'integer'"):
-        kconfig.resolve(kconfig.layered({}, [], {"train": {"epochs": "three"}}))
+        kconfig_schema.resolve(kconfig_schema.layered({}, [], {"train": {"epochs": "three"}}))
 
 
 @pytest.mark.workflow
@@ -208,15 +218,15 @@ def test_snakemake_config_on_the_command_line_is_typed(tmp_path):
 
 
 def test_backbone_settings_merge_and_validate():
-    cfg = kconfig.resolve({"backbones": ["resnet18", {"name": "efficientnet_b0", "lr": 0.001, "img_size": 64}]})
-    b = kconfig.backbone_settings(cfg)
+    cfg = kconfig_schema.resolve({"backbones": ["resnet18", {"name": "efficientnet_b0", "lr": 0.001, "img_size": 64}]})
+    b = backbone_settings(cfg)
     assert list(b) == ["resnet18", "efficientnet_b0"]
     assert b["resnet18"]["lr"] == cfg["train"]["lr"] and b["efficientnet_b0"]["lr"] == 0.001
     assert b["efficientnet_b0"]["epochs"] == cfg["train"]["epochs"]  # the rest from `train`
     with pytest.raises(InputError, match="'resnet18' is listed twice"):
-        kconfig.backbone_settings({**cfg, "backbones": ["resnet18", "resnet18"]})
+        backbone_settings({**cfg, "backbones": ["resnet18", "resnet18"]})
     with pytest.raises(InputError, match="override for 'resnet18' is invalid"):
-        kconfig.backbone_settings({**cfg, "backbones": [{"name": "resnet18", "lr": -1}]})
+        backbone_settings({**cfg, "backbones": [{"name": "resnet18", "lr": -1}]})
 
 
 def kagglecv(*args, cwd=REPO) -> subprocess.CompletedProcess:
@@ -234,7 +244,7 @@ def test_kagglecv_config_prints_what_the_jobs_see(tmp_path):
     assert "train" not in shown  # merged into each backbone
     resnet, convnext = shown["backbones"]["test_resnet"], shown["backbones"]["test_convnext"]
     assert resnet["epochs"] == convnext["epochs"] == 3
-    assert resnet["batch_size"] == kconfig.defaults()["train"]["batch_size"]
+    assert resnet["batch_size"] == kconfig_schema.defaults()["train"]["batch_size"]
     assert resnet["input_size"] == 160 and convnext["input_size"] == 48  # the model's own size; the override
     assert shown["data"]["image_size"] == 180  # 160 x 1.125: the cache side
 
@@ -263,7 +273,7 @@ def test_a_config_naming_only_competition_data_and_backbones_trains_with_the_def
                   "results/tiny/models/test_resnet/fold0/config.json")
     fold0 = tmp_path / "results/tiny/models/test_resnet/fold0"
     used = json.loads((fold0 / "config.json").read_text())
-    train = kconfig.defaults()["train"]
+    train = kconfig_schema.defaults()["train"]
     assert train["epochs"] > 1 and used["epochs"] == 1 and len((fold0 / "history.csv").read_text().splitlines()) == 2
     assert used["img_size"] == 160  # the model's own input size, not the demo's 16
     for key in ("batch_size", "lr", "augment", "tta", "tta_n", "weight_decay", "pretrained"):
@@ -334,7 +344,7 @@ def test_data_env_jobs_run_without_torch(tmp_path):
     code = NO_TORCH + textwrap.dedent(f"""
         for m in {modules!r}:
             importlib.import_module(m)
-        from kagglecv.config import resolve
+        from kagglecv.config.schema import resolve
         from kagglecv.jobs import Files, Job
         from kagglecv.jobs.data import folds, prepare
         config = resolve({{"competition": "tiny", "mlflow": {{"enabled": False}}}})

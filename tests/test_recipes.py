@@ -9,13 +9,15 @@ import pandas as pd
 import pytest
 import torch
 
-from kagglecv.config import input_size, train_runtime_minutes
+from kagglecv.config.members import input_size
+from kagglecv.config.resources import train_runtime_minutes
 from kagglecv.data.demo import make_digits_competition
 from kagglecv.core.errors import InputError
 from kagglecv.data.folds import make_folds
 from kagglecv.data.prepare import prepare
-from kagglecv.training.recipes import WeightAverage
-from kagglecv.training.train import TrainConfig, run
+from kagglecv.training.averaging import WeightAverage
+from kagglecv.config.train import TrainConfig
+from kagglecv.training.train import run
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +58,7 @@ BASE = dict(backbone="test_resnet", batch_size=8, threads=1, tta="none", amp=Fal
 
 
 def test_progressive_resizing_trains_each_stage_at_its_size(tiny, tmp_path):
-    from kagglecv.training.train import start
+    from kagglecv.training.session import start
 
     cfg = TrainConfig(**BASE, stages=[{"img_size": 16, "epochs": 2}, {"img_size": 24, "epochs": 1, "lr": 0.001}])
     s = start(cfg, *tiny, test_bytes=0)
@@ -162,7 +164,7 @@ def test_a_time_budget_is_planned_again_when_the_machine_slows_down(tiny, tmp_pa
 
 
 def test_a_plan_counts_each_validation_pass_it_will_make():
-    from kagglecv.training.recipes import epoch_costs, plan_epochs
+    from kagglecv.training.budget import epoch_costs, plan_epochs
 
     # two epochs of 10 s, the first validated (8 s): 10 s an epoch and 8 s a pass, not (28) / 2
     assert epoch_costs(28.0, 2, [8.0]) == pytest.approx((10.0, 8.0))

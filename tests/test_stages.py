@@ -14,12 +14,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kagglecv.config import members, resolve, backbone_settings, teacher_of
+from kagglecv.config.members import members, backbone_settings, teacher_of
+from kagglecv.config.schema import resolve
 from kagglecv.data.folds import make_folds
 from kagglecv.data.prepare import prepare
 from kagglecv.core.tasks import Task
 from kagglecv.training.teachers import distill_targets, pseudo_labels, read_teacher
-from kagglecv.training.train import TrainConfig, run
+from kagglecv.config.train import TrainConfig
+from kagglecv.training.train import run
 
 from demo_tasks import DEMOS, make_task_competition
 from helpers import mlflow_db, run_snakemake, tiny_config, write_csv_images_competition

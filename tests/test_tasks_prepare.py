@@ -14,7 +14,7 @@ import pytest
 from helpers import digits_images, png
 from kagglecv.data import folds as folds_mod
 from kagglecv.data import prepare
-from kagglecv.config import load_schema, resolve
+from kagglecv.config.schema import load_schema, resolve
 from kagglecv.core.errors import InputError
 from kagglecv.scoring.submission import make_submission
 

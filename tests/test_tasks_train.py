@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kagglecv.data.augment import tta_views
+from kagglecv.inference.tta import tta_views
 from kagglecv.core.tasks import Task
-from kagglecv.training.train import predict, task_loss
+from kagglecv.inference.tta import predict
+from kagglecv.training.loop import task_loss
 
 
 class Corner(torch.nn.Module):

@@ -15,7 +15,8 @@ import torch
 
 from kagglecv.data import folds
 from kagglecv.data import prepare
-from kagglecv.training.train import TrainConfig, run
+from kagglecv.config.train import TrainConfig
+from kagglecv.training.train import run
 
 from helpers import REPO, write_csv_images_competition
 
@@ -53,7 +54,8 @@ def test_an_existing_cuda_visible_devices_is_respected(tmp_path):
 
 TRAIN_JOB = """
 import json, sys
-from kagglecv.training.train import TrainConfig, run
+from kagglecv.config.train import TrainConfig
+from kagglecv.training.train import run
 cfg = TrainConfig(**json.loads(sys.argv[4]))
 run(cfg, sys.argv[1], sys.argv[2], sys.argv[3], track=False)
 """
@@ -165,7 +167,7 @@ def test_device_data_path_trains_and_augments_in_batches(tmp_path):
 
 def test_fine_tune_trains_the_head_alone_then_everything_with_discriminative_lrs():
     from kagglecv.inference.models import build_model
-    from kagglecv.training.train import plan_phases, set_frozen
+    from kagglecv.training.schedule import plan_phases, set_frozen
 
     cfg = TrainConfig(backbone="test_resnet", lr=0.01, freeze_epochs=1, epochs=2, lr_mult=100, lr_groups=3)
     model, _ = build_model(cfg, n_outputs=3, in_chans=1)
@@ -194,7 +196,7 @@ def test_fine_tune_ema_mixup_and_accumulation_run_end_to_end(tmp_path):
 def test_gpu_code_paths_run_on_cpu(tmp_path, monkeypatch):
     """What a GPU job does, executed on CPU: bf16 autocast in training, TTA and prediction, a channels_last
     model fed channels_last batches, and the on-device data path; then predict's reload of the fold."""
-    from kagglecv.training import train
+    from kagglecv.core import devices
     from kagglecv.inference.predict import load_fold_model
 
     seen = []
@@ -219,15 +221,15 @@ def test_gpu_code_paths_run_on_cpu(tmp_path, monkeypatch):
     assert 0 <= r["score"] <= 1
     model, *_, amp, _ = load_fold_model(tmp_path / "m" / "model.pt", in_chans=1, device_pref="cpu")
     assert amp == torch.bfloat16 and model.kagglecv_channels_last
-    with pytest.raises(train.InputError, match="fp16 needs a GPU"):
-        train.autocast_dtype(torch.device("cpu"), TrainConfig(backbone="x", amp_dtype="fp16"))
+    with pytest.raises(devices.InputError, match="fp16 needs a GPU"):
+        devices.autocast_dtype(torch.device("cpu"), TrainConfig(backbone="x", amp_dtype="fp16"))
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_cpu_default_precision_is_full(channels_last):
     """On CPU, auto means full precision in NCHW (bf16 on a CPU with AMX was neither reproducible nor safe in the
     workflow's jobs); amp_dtype: bf16 and channels_last force the GPU's code paths on any device."""
-    from kagglecv.training import train
+    from kagglecv.core import devices as train
 
     cpu, cfg = torch.device("cpu"), TrainConfig(backbone="x")
     assert train.autocast_dtype(cpu, cfg) is None

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
+from kagglecv.config.schema import default_of
 from kagglecv.core.errors import InputError
 
 MB = 2**20
@@ -30,23 +31,16 @@ SPOOL_PREFIX = ".unpack-zips-"  # beside the target; callers that clean `.unpack
 
 @dataclass(frozen=True)
 class ArchiveLimits:
-    """What a zip may hold before it is refused. The defaults are far above any real competition.
+    """What a zip may hold before it is refused: the workflow's `archive:` section (the schema describes each key
+    and holds its default, far above any real competition). The free space of the target's disk is always a
+    limit too."""
 
-    max_entries: entries in the archive and all its nested zips together (5,000,000).
-    max_ratio, bomb_bytes: an entry that unpacks to more than `bomb_bytes` (100 MB) and is compressed more
-        than `max_ratio` times (100x) is a zip bomb. Images and CSVs compress 1-10x.
-    max_entry_bytes: any single entry larger than this (None: no limit but the disk).
-    max_total_bytes: all unpacked files together (None: no limit but the disk). The free space of the
-        target's disk is always a limit too.
-    max_depth: levels of zips inside zips (3): the competition zip holding train.zip is one level.
-    """
-
-    max_entries: int = 5_000_000
-    max_ratio: float = 100.0
-    bomb_bytes: int = 100 * MB
-    max_entry_bytes: int | None = None
-    max_total_bytes: int | None = None
-    max_depth: int = 3
+    max_entries: int = default_of("archive.max_entries")
+    max_ratio: float = default_of("archive.max_ratio")
+    bomb_bytes: int = default_of("archive.bomb_bytes")
+    max_entry_bytes: int | None = default_of("archive.max_entry_bytes")
+    max_total_bytes: int | None = default_of("archive.max_total_bytes")
+    max_depth: int = default_of("archive.max_depth")
 
 
 def is_junk(name: str | os.PathLike | Iterable[str]) -> bool:

@@ -120,36 +120,3 @@ def build_transform(size: int, mean, std, augment: str = "none", seed: int | Non
     ], seed=seed)
 
 
-def dihedral_views(x: torch.Tensor, n: int = 8) -> list[torch.Tensor]:
-    """The first n of the 8 symmetries of the square, on an NCHW batch (identity first)."""
-    views = []
-    for k in range(4):
-        r = torch.rot90(x, k, dims=(2, 3))
-        views += [r, torch.flip(r, dims=(3,))]
-    return views[:n]
-
-
-def resolve_tta(tta: str, augment: str) -> str:
-    """tta 'auto': the symmetries the training augmentation teaches (d4: dihedral, hflip: flip), else none. A
-    view the model never saw in training hurts (flip TTA on a model trained without flips: Fashion-MNIST 0.81 ->
-    0.65), and random passes of a light augmentation did not pay for their 5 forward passes (bench/README.md)."""
-    if tta != "auto":
-        return tta
-    preset = AUGMENT_PRESETS.get(augment, Preset())
-    return "dihedral" if preset.d4 else "flip" if preset.hflip else "none"
-
-
-def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
-    """Deterministic TTA views of a normalised batch; 'augment' is handled by the caller (random passes)."""
-    if tta == "flip":
-        return [torch.flip(x, dims=(3,))]
-    if tta == "dihedral":
-        return dihedral_views(x)[1:]  # the plain view is blended separately
-    return []
-
-
-def tta_blend(plain: np.ndarray, views: list[np.ndarray], beta: float) -> np.ndarray:
-    """fastai's tta(beta): beta * plain + (1 - beta) * mean(augmented views)."""
-    if not views:
-        return plain
-    return beta * plain + (1.0 - beta) * np.mean(views, axis=0)

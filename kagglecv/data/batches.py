@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from kagglecv.data.augment import AUGMENT_PRESETS, batch_augment, build_transform, image_seed, reseed
-from kagglecv.training.distributed import shard, world
+from kagglecv.core.devices import shard, world
 
 RELEASE_BYTES = 16 << 20  # bytes read between two page releases: what mapped pages may add to RSS
 DEVICE_CHUNK = 4096  # rows per host-to-device copy when the device path loads a fold
@@ -126,7 +126,7 @@ class ShardedBatches(Sampler):
         return self.n // self.bs if self.drop_last else math.ceil(self.n / self.bs)
 
     def __iter__(self):
-        from kagglecv.training.distributed import shard
+        from kagglecv.core.devices import shard
 
         order = torch.randperm(self.n, generator=self.gen).tolist()  # as RandomSampler draws it
         for b in range(len(self)):
@@ -178,7 +178,7 @@ def use_device_path(data_path: str, device: torch.device, nbytes: int) -> bool:
 
 def loader_workers(num_workers: int | None, threads: int | None, device: torch.device) -> int:
     """config.loader_workers for this device."""
-    from kagglecv.config import loader_workers as rule
+    from kagglecv.config.resources import loader_workers as rule
 
     return rule(num_workers, threads, device.type == "cuda")
 

@@ -10,7 +10,7 @@ The cache is `train_images.npy`/`test_images.npy` (uint8, N x H x W x C), `train
 and labels, and `meta.json`; every later step reads only these, the images memory-mapped.
 
 The cache's side is what training needs (the workflow passes the largest input size of any backbone plus a
-margin, `kagglecv.config.cache_side`), not the photos' size: images that all share one size no larger than that
+margin, `kagglecv.config.members.cache_side`), not the photos' size: images that all share one size no larger than that
 are kept as they are; anything else becomes side x side by `data.resize` (kagglecv.data.images). Images are decoded
 on every core and streamed to disk, so memory does not grow with the dataset.
 """
@@ -35,6 +35,7 @@ from kagglecv.data import images
 from kagglecv.scoring import metrics
 from kagglecv.core import tasks
 from kagglecv.data.archive import ArchiveLimits, is_junk, safe_extract
+from kagglecv.config.schema import default_of
 from kagglecv.core.errors import InputError
 from kagglecv.core.files import atomic_path, write_csv, write_json
 from kagglecv.core.layout import PreparedFiles
@@ -45,20 +46,23 @@ FALLBACK_SIDE = 256  # mixed sizes and nothing saying what training needs (a dir
 
 @dataclass
 class DataConfig:
-    layout: str = "auto"  # one of the layouts above, or auto-detect
-    id_column: str | None = None  # None: first column of sample_submission.csv
-    target_column: str | None = None  # None: sample_submission's target column, matched case-insensitively
-    train_csv: str = "train.csv"
-    test_csv: str = "test.csv"  # the test pixels (pixel_csv), or the test metadata (meta_columns)
-    train_dir: str = "train"
-    test_dir: str = "test"
-    sample_submission: str = "sample_submission.csv"
-    image_size: int | None = None  # cache side; the workflow passes config.cache_side (what the backbones need)
-    resize: str = "squash"  # how an image becomes image_size x image_size: squash | crop | pad (kagglecv.data.images)
-    max_image_pixels: int | None = None  # decompression-bomb limit; None: Pillow's (about 89 megapixels)
-    group_column: str | None = None  # train.csv column of groups (patient, photographer) that folds keep together
-    meta_columns: list[str] = field(default_factory=list)  # train.csv/test.csv columns the model sees (meta.py)
-    label_normalise: bool = False  # labels that differ only in spelling ('1', '1.0') become one: label_spellings
+    """How prepare reads a competition: the workflow's `data:` section (the schema describes each key and holds its
+    default)."""
+
+    layout: str = default_of("data.layout")
+    id_column: str | None = default_of("data.id_column")
+    target_column: str | None = default_of("data.target_column")
+    train_csv: str = default_of("data.train_csv")
+    test_csv: str = default_of("data.test_csv")
+    train_dir: str = default_of("data.train_dir")
+    test_dir: str = default_of("data.test_dir")
+    sample_submission: str = default_of("data.sample_submission")
+    image_size: int | None = default_of("data.image_size")
+    resize: str = default_of("data.resize")
+    max_image_pixels: int | None = default_of("data.max_image_pixels")
+    group_column: str | None = default_of("data.group_column")
+    meta_columns: list[str] = default_of("data.meta_columns")
+    label_normalise: bool = default_of("data.label_normalise")
 
 
 @dataclass

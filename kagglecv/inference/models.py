@@ -225,7 +225,7 @@ def data_config(model: nn.Module, cfg, in_chans: int) -> dict:
     the input size overridden by img_size; grey images get the channel means."""
     import timm
 
-    from kagglecv.config import explicit_input_size
+    from kagglecv.config.members import explicit_input_size
 
     inner = model.body if isinstance(model, Net) else model
     dc = timm.data.resolve_model_data_config(inner)

@@ -85,7 +85,8 @@ def load_fold_model(model_pt: str | Path, in_chans: int, device_pref: str = "aut
 
     from kagglecv.core.tasks import Task
     from kagglecv.inference.models import build_model
-    from kagglecv.training.train import TrainConfig, autocast_dtype, pick_device, place_model
+    from kagglecv.config.train import TrainConfig
+    from kagglecv.core.devices import autocast_dtype, pick_device, place_model
 
     model_pt = Path(model_pt)
     if not model_pt.exists():
@@ -115,8 +116,8 @@ def backbone_probs(fold_dirs: list[Path], images: np.ndarray, device_pref: str =
     """The fold models' TTA probabilities for `rows` of `images` (all when None) averaged over folds (as
     ensemble.load_backbone averages test.csv); `meta_rows`: the images' raw metadata (`meta:<column>` columns, one
     row per image), for models built with it; `progress.update()` after each fold."""
-    from kagglecv.data.augment import resolve_tta
-    from kagglecv.training.train import predict_tta
+    from kagglecv.inference.tta import resolve_tta
+    from kagglecv.inference.tta import predict_tta
 
     per_fold, info = [], {}
     for d in fold_dirs:

@@ -7,9 +7,7 @@ Library modules are imported inside each job: a small job must not pay for torch
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from kagglecv.core.errors import InputError
 
 from kagglecv.jobs.harness import Job, job
 
@@ -39,19 +37,14 @@ def one_file(files) -> str | None:
 def train(job: Job) -> dict:
     """One (member, fold): a backbone, a pseudo-label round's copy of it, or the student, which learn from their
     teacher file too (kagglecv.training.teachers). train.lr: auto trains at the lr_find rule's suggestion."""
-    from kagglecv.training import train as trainer
+    from kagglecv.config.train import TrainConfig
+    from kagglecv.training.train import run
 
-    L, cfg = job.layout, train_settings(job)
-    if cfg.get("lr") == "auto":
-        found = one_file(job.input.get("lr_find"))
-        if not found:
-            raise InputError("train.lr: auto needs the lr_find rule's lr_find.json for this backbone")
-        suggestion = json.loads(Path(found).read_text())
-        print(f"train.lr: auto -> {suggestion['suggestion']:.4g} ({suggestion.get('method', 'valley')} of {found})")
-        cfg["lr"] = float(suggestion["suggestion"])
-    return trainer.run(trainer.TrainConfig.from_dict(cfg), L.prepared.path, L.folds,
-                       L.model(job.wildcards.backbone, job.wildcards.fold).path, experiment=job.experiment,
-                       results_dir=L.results, track=job.track, teacher_csv=one_file(job.input.get("teacher")))
+    L = job.layout
+    return run(TrainConfig.from_dict(train_settings(job)), L.prepared.path, L.folds,
+               L.model(job.wildcards.backbone, job.wildcards.fold).path, experiment=job.experiment,
+               results_dir=L.results, track=job.track, teacher_csv=one_file(job.input.get("teacher")),
+               lr_find=one_file(job.input.get("lr_find")))
 
 
 @job

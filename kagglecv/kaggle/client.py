@@ -18,7 +18,7 @@ import time
 from datetime import datetime, timezone
 from typing import Callable, TypeVar
 
-from kagglecv.config import defaults
+from kagglecv.config.schema import defaults
 from kagglecv.core.errors import InputError
 from kagglecv.core.secrets import redact
 

@@ -270,7 +270,7 @@ RERUN_KEYS = ("max_bad_test_images", "hidden_test_rows", "kernel_time_limit", "k
 
 def rerun_settings(kaggle: dict | None) -> dict:
     """The kaggle.* settings of the hidden rerun, the schema's defaults under those given."""
-    from kagglecv.config import defaults
+    from kagglecv.config.schema import defaults
 
     return {k: v for k, v in {**defaults()["kaggle"], **(kaggle or {})}.items() if k in RERUN_KEYS}
 

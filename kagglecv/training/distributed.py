@@ -21,22 +21,7 @@ import socket
 import torch
 import torch.distributed as dist
 
-
-def rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def world() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def is_main() -> bool:
-    return rank() == 0
-
-
-def shard(rows, of: int | None = None, at: int | None = None):
-    """This process's share of a global batch of `rows` (every `world`-th row, from its rank)."""
-    return rows[(rank() if at is None else at)::(world() if of is None else of)]
+from kagglecv.core.devices import world
 
 
 def free_port() -> int:
@@ -73,13 +58,6 @@ def launch(world_: int, fn, *args) -> None:
     finally:
         if main_file is not None:
             main.__file__ = main_file
-
-
-def device(cpu: bool = False) -> torch.device:
-    """This process's device."""
-    if not cpu and torch.cuda.is_available():
-        return torch.device("cuda", rank() if world() > 1 else torch.cuda.current_device())
-    return torch.device("cpu")
 
 
 def wrap(model):

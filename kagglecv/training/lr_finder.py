@@ -12,6 +12,8 @@ rows, the train augmentation) and writes lr_find.json and lr_find.png.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from kagglecv.config.schema import default_of
+from kagglecv.config.train import TrainConfig
+from kagglecv.core.errors import InputError
 from kagglecv.core.files import atomic_path, write_json
 from kagglecv.core.layout import LrFindFiles
 
@@ -28,12 +33,12 @@ SUGGESTION_METHODS = ("valley", "minimum", "steep")
 
 @dataclass(frozen=True)
 class LRFindConfig:
-    """The sweep's settings (the workflow's `lr_find:` section; its defaults are these)."""
-    start_lr: float = 1e-7  # first learning rate of the sweep
-    end_lr: float = 10.0  # last learning rate of the sweep
-    num_it: int = 100  # steps of the sweep, cycling through the data as needed
-    stop_div: float = 4.0  # stop once the smoothed loss exceeds this multiple of its best
-    method: str = "valley"  # which suggestion train.lr: auto trains at (valley | minimum | steep)
+    """The sweep's settings: the workflow's `lr_find:` section (the schema describes each and holds its default)."""
+    start_lr: float = default_of("lr_find.start_lr")
+    end_lr: float = default_of("lr_find.end_lr")
+    num_it: int = default_of("lr_find.num_it")
+    stop_div: float = default_of("lr_find.stop_div")
+    method: str = default_of("lr_find.method")
 
 
 DEFAULTS = LRFindConfig()
@@ -137,7 +142,7 @@ def lr_find(model: torch.nn.Module, train_loader, device, *, start_lr: float = D
     if not 0 < start_lr < end_lr:
         raise ValueError(f"lr_find: need 0 < start_lr < end_lr, got {start_lr} and {end_lr}")
     from kagglecv.inference.models import forward
-    from kagglecv.training.train import inputs  # batches follow the model's memory format (train.place_model)
+    from kagglecv.core.devices import inputs  # batches follow the model's memory format (devices.place_model)
 
     num_it = max(int(num_it), 6)  # fastai's floor: fewer steps leave nothing after trimming
     device = torch.device(device)
@@ -230,7 +235,9 @@ def run_lr_find(train_cfg: dict, prepared_dir, folds_csv, out_dir,
 
     Writes out_dir/lr_find.json ({suggestion, suggestions, lrs, losses, backbone, ...}) and out_dir/lr_find.png."""
     from kagglecv.data.batches import use_device_path
-    from kagglecv.training.train import TrainConfig, fold_batches, load_fold, setup_model, task_loss
+    from kagglecv.training.fold import fold_batches, load_fold
+    from kagglecv.training.loop import task_loss
+    from kagglecv.training.session import setup_model
 
     cfg = TrainConfig.from_dict({k: v for k, v in train_cfg.items() if k != "lr"})  # lr may be "auto"
     sweep = settings if isinstance(settings, LRFindConfig) else LRFindConfig(**(settings or {}))
@@ -260,3 +267,15 @@ def run_lr_find(train_cfg: dict, prepared_dir, folds_csv, out_dir,
     plot_lr_find(result, files.png, title=f"{cfg.backbone}: lr_find")
     write_json(files.json, out)
     return out
+
+
+def with_lr(cfg: TrainConfig, lr_find_json: str | Path | None) -> TrainConfig:
+    """`cfg` with train.lr: auto resolved to the suggestion in the backbone's lr_find.json (the lr_find rule's)."""
+    if cfg.lr != "auto":
+        return cfg
+    if not lr_find_json:
+        raise InputError("train.lr: auto needs the lr_find rule's lr_find.json for this backbone")
+    found = json.loads(Path(lr_find_json).read_text())
+    print(f"train.lr: auto -> {found['suggestion']:.4g} ({found.get('method', 'valley')} of {lr_find_json})",
+          flush=True)
+    return dataclasses.replace(cfg, lr=float(found["suggestion"]))

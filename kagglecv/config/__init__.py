@@ -1,0 +1,9 @@
+"""The configuration: one schema (schemas/config.schema.yaml) holds every key, its description and its default.
+
+  schema     the schema, its defaults (`default_of` for the settings dataclasses), layering, validation
+  members    each backbone entry's settings, the members each stage trains, input and cache sides
+  resources  threads, memory, time and workers a training job asks its scheduler for
+  train      TrainConfig: one training job's settings, what training and inference read
+
+rules/common.smk asks these modules (the library never imports snakemake, so all of it is unit-tested).
+"""
