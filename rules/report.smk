@@ -2,7 +2,7 @@
 # `snakemake --report results/<competition>/report.html` after a run only collects them; and
 # `snakemake predict --config predict_dir=DIR`: the trained ensemble on a folder of new images.
 from kagglecv.inference.predict import output_name, require_folder
-from kagglecv.report.figures import lr_find_results, report_targets as report_files
+from kagglecv.report.targets import lr_find_results, report_targets as report_files
 
 PREDICT_DIR = config.get("predict_dir")
 PREDICT_NAME = output_name(PREDICT_DIR) if PREDICT_DIR else "unset"

@@ -114,7 +114,7 @@ def test_kernel_folders_are_ready_to_push(run):
     wheels = list((ds / "wheels").glob("kagglecv-*.whl"))
     assert len(wheels) == 1
     with zipfile.ZipFile(wheels[0]) as zf:
-        assert "kagglecv/kaggle/kernel.py" in zf.namelist() and "kagglecv/inference/predict.py" in zf.namelist()
+        assert "kagglecv/kaggle/notebook.py" in zf.namelist() and "kagglecv/inference/predict.py" in zf.namelist()
     manifest = json.loads((ds / "manifest.json").read_text())
     assert manifest["bytes"] == sum(f["bytes"] for f in manifest["files"].values())
     assert not any(p.name.startswith(".") for p in res.iterdir() if "kernel" in p.name)  # no temp folders left

@@ -117,7 +117,7 @@ def test_a_time_budget_sets_the_epochs_after_the_first(tiny, tmp_path):
 
 
 def test_the_report_shows_a_budget_planned_against_used(tmp_path):
-    from kagglecv.report.figures import job_time
+    from kagglecv.report.curves import job_time
 
     m = tmp_path / "m.json"
     m.write_text(json.dumps({"fold": 0, "startup_seconds": 4.0, "tta_seconds": 1.0, "fixed_seconds": 6.0,
@@ -129,7 +129,7 @@ def test_the_report_shows_a_budget_planned_against_used(tmp_path):
 
 
 def test_valid_every_validates_the_first_every_kth_and_the_last_epoch(tiny, tmp_path):
-    from kagglecv.report.figures import training_curves
+    from kagglecv.report.curves import training_curves
 
     r = run(TrainConfig(**BASE, epochs=5, img_size=16, valid_every=3), *tiny, tmp_path / "m", track=False)
     h = pd.read_csv(tmp_path / "m" / "history.csv")

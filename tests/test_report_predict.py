@@ -275,7 +275,8 @@ def test_every_ensemble_method_recipe_reproduces_its_test_predictions(run, tmp_p
 
 def test_report_library_handles_many_classes_and_rgb(tmp_path):
     """Figures for a 30-class RGB competition without wrong predictions (heatmaps, empty error panel)."""
-    from kagglecv.report import figures as report
+    from kagglecv.report.folds import class_balance
+    from kagglecv.report.oof import confusion, oof_errors
 
     n, k = 90, 30
     rng = np.random.default_rng(1)
@@ -293,9 +294,9 @@ def test_report_library_handles_many_classes_and_rgb(tmp_path):
     oof.insert(0, "fold", np.arange(n) % 3), oof.insert(0, "y", y), oof.insert(0, "id", ids)
     oof.to_csv(tmp_path / "oof.csv", index=False)
     oof[["id", "y", "fold"]].to_csv(tmp_path / "folds.csv", index=False)
-    report.confusion(tmp_path / "oof.csv", prep / "meta.json", tmp_path / "cm.png")
-    report.class_balance(tmp_path / "folds.csv", prep / "meta.json", tmp_path / "cb.png")
-    wrong, uncertain = report.oof_errors(tmp_path / "oof.csv", prep, tmp_path / "err.png")
+    confusion(tmp_path / "oof.csv", prep / "meta.json", tmp_path / "cm.png")
+    class_balance(tmp_path / "folds.csv", prep / "meta.json", tmp_path / "cb.png")
+    wrong, uncertain = oof_errors(tmp_path / "oof.csv", prep, tmp_path / "err.png")
     assert wrong.empty and len(uncertain) == 16
     for name in ("cm.png", "cb.png", "err.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
@@ -458,7 +459,7 @@ class Chromium:
 def test_job_time_figure_splits_each_job(tmp_path):
     """The report's job-time figure reads each job's metrics.json: start-up, epochs, TTA and the rest (fixed
     minus start-up minus TTA); jobs from before these figures existed are left out, not failed on."""
-    from kagglecv.report.figures import job_time
+    from kagglecv.report.curves import job_time
 
     paths = []
     for k, (startup, tta, fixed, train) in enumerate([(5.0, 1.5, 7.0, 30.0), (6.0, 2.0, 9.0, 31.0)]):

@@ -97,7 +97,7 @@ class LrFindFiles(Folder):
 
 
 class ReportFiles(Folder):
-    """report/: the Snakemake report's figures (kagglecv.report.figures), made in the default run."""
+    """report/: the Snakemake report's figures (kagglecv.report), made in the default run."""
 
     cv_table = Name("cv_table.png")
     cv_table_html = Name("cv_table.html")

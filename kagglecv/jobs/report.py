@@ -22,14 +22,14 @@ def predict(job: Job) -> None:
 
 @job
 def report_cv(job: Job) -> None:
-    from kagglecv.report.figures import cv_table
+    from kagglecv.report.tables import cv_table
 
     cv_table(job.input.scores, job.output.png, job.output.html, job.input.oof)
 
 
 @job
 def report_curves(job: Job) -> None:
-    from kagglecv.report.figures import job_time, training_curves
+    from kagglecv.report.curves import job_time, training_curves
 
     training_curves(job.params.histories, job.params.metric, job.output.png)
     job_time(job.params.metrics, job.output.job_time)
@@ -37,7 +37,7 @@ def report_curves(job: Job) -> None:
 
 @job
 def report_oof(job: Job) -> None:
-    from kagglecv.report.figures import confusion, oof_errors
+    from kagglecv.report.oof import confusion, oof_errors
 
     scores = json.loads(Path(job.input.scores).read_text())
     confusion(job.input.oof, job.input.meta, job.output.confusion, scores["ensemble"]["method"], scores)
@@ -46,20 +46,20 @@ def report_oof(job: Job) -> None:
 
 @job
 def report_folds(job: Job) -> None:
-    from kagglecv.report.figures import class_balance
+    from kagglecv.report.folds import class_balance
 
     class_balance(job.input.folds, job.input.meta, job.output.png)
 
 
 @job
 def report_lr_find(job: Job) -> None:
-    from kagglecv.report.figures import lr_find_curves
+    from kagglecv.report.curves import lr_find_curves
 
     lr_find_curves(job.params.lr_find, job.output.png)
 
 
 @job
 def report_leaderboard(job: Job) -> None:
-    from kagglecv.report.figures import leaderboard
+    from kagglecv.report.leaderboard import leaderboard
 
     leaderboard(job.input.leaderboard, job.output.png)

@@ -10,7 +10,7 @@ there, or ends after the limit, scores nothing. So:
               (prepare's meta.json), times kaggle.hidden_test_rows and a speed factor for Kaggle's device;
               refused with one line when above kaggle.kernel_time_safety x kaggle.kernel_time_limit
     tested    the versions of the packages the kernel imports, as installed where the workflow ran
-  in the kernel (kagglecv.kaggle.kernel.run), before it decodes anything
+  in the kernel (kagglecv.kaggle.notebook.run), before it decodes anything
     check_environment  each package present and no older than tested, or one line naming the wheel to ship
     verify_files       every file of the dataset against the manifest's size and sha256
     check_disk         room for the decoded test images
