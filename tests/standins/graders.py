@@ -4,7 +4,7 @@ files, not copied): `grade(slug, submission, answers)` makes the checks its grad
 Where MLE-bench's grader would give no score (an InvalidSubmissionError, or any other error its grading function
 raises on the submission: a failed assert on the ids, a column pandas cannot split, text where numbers belong),
 `grade` raises `InvalidSubmission` saying why. Both files are read as MLE-bench reads them: `pd.read_csv` with
-pandas' default types (ids such as 1, 2 become integers) and round-trip floats. MLE-bench rounds the score to 5
+pandas' default types (ids such as 1, 2 become integers; empty cells NaN) and round-trip floats. MLE-bench rounds the score to 5
 decimals when it reports it; `grade` does not.
 
   metric (MLE-bench's name)      competitions
@@ -40,7 +40,7 @@ def read(frame_or_path) -> pd.DataFrame:
     """A CSV (or .csv.zip) as MLE-bench's grading reads it; a DataFrame is copied."""
     if isinstance(frame_or_path, pd.DataFrame):
         return frame_or_path.copy()
-    return pd.read_csv(Path(frame_or_path), float_precision="round_trip")
+    return pd.read_csv(Path(frame_or_path))  # pandas 3 reads floats round-trip by default
 
 
 def _require(sub: pd.DataFrame, *columns: str) -> None:
@@ -147,7 +147,8 @@ def _accuracy(id_col: str, target: str, fill_empty: bool = False):
             _same_length(sub, ans)
             _require(sub, target, id_col)
         sub, ans = _aligned(sub, ans, id_col)
-        pred = sub[target].fillna("").tolist() if fill_empty else sub[target].to_numpy()
+        pred = sub[target].astype(object).where(sub[target].notna(), "").tolist() if fill_empty \
+            else sub[target].to_numpy()
         return skm.accuracy_score(ans[target].to_numpy() if not fill_empty else ans[target], pred)
     return grade
 
@@ -199,7 +200,8 @@ def _tags_micro_f1(id_col: str, target: str):
     def grade(sub, ans):
         _require(sub, id_col, target)
         sub, ans = _aligned(sub, ans, id_col)
-        sub[target], ans[target] = sub[target].fillna(""), ans[target].fillna("")
+        sub[target] = sub[target].astype(object).where(sub[target].notna(), "")
+        ans[target] = ans[target].astype(object).where(ans[target].notna(), "")
         try:
             true_sets, pred_sets = ans[target].str.split(), sub[target].str.split()
         except AttributeError as e:  # e.g. a column of single integers, which pandas read as numbers
