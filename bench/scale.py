@@ -136,7 +136,8 @@ def python(code: str, *args) -> list[str]:
 
 PREPARE = """
 import json, sys
-from kagglecv.data.prepare import DataConfig, prepare
+from kagglecv.config.data import DataConfig
+from kagglecv.data.prepare import prepare
 meta = prepare(sys.argv[1], sys.argv[2], DataConfig(image_size=int(sys.argv[3])), workers=int(sys.argv[4]))
 print(json.dumps(meta["decode"]))
 """

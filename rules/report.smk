@@ -170,7 +170,7 @@ rule report_leaderboard:
 
 # `snakemake predict --config predict_dir=DIR` writes predictions/<DIR's name>.csv (+ .json): the submission's
 # preprocessing, TTA and ensemble recipe on every image in DIR; unreadable files are listed and skipped.
-# Also `python -m kagglecv.inference.predict --results results/<competition> DIR`. Not part of `all`.
+# Also `kagglecv predict --results results/<competition> DIR`. Not part of `all`.
 rule predict:
     input:
         images=lambda wildcards: require_folder(PREDICT_DIR),

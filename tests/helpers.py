@@ -1,5 +1,5 @@
 """Shared test helpers (imported as `from helpers import ...`; fixtures live in conftest.py): tiny competitions
-in Kaggle's layouts, zips, a real `snakemake` run in a temp dir, and the Kaggle CLI (python -m kagglecv.kaggle) against tests/kaggle_stub.py."""
+in Kaggle's layouts, zips, a real `snakemake` run in a temp dir, and the Kaggle CLI (kagglecv) against tests/kaggle_stub.py."""
 
 from __future__ import annotations
 
@@ -153,9 +153,9 @@ def stub_secrets(stub: KaggleStub) -> list[str]:
 
 def run_kaggle_cli(stub: KaggleStub, tmp_path: Path, *args: str, creds: str | None = "env", key: str | None = None,
                   extra_env: dict | None = None, cmd: list[str] | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m kagglecv.kaggle ARGS` (or `cmd`) against the stub; credentials must never leak."""
+    """Run `kagglecv ARGS` (or `cmd`) against the stub; credentials must never leak."""
     env = stub.env(tmp_path / "home", creds=creds, key=key) | {"PYTHONPATH": str(REPO)} | (extra_env or {})
-    cmd = cmd or [sys.executable, "-m", "kagglecv.kaggle", *args]
+    cmd = cmd or [sys.executable, "-m", "kagglecv", *args]
     r = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     for secret in stub_secrets(stub):
         assert secret not in r.stdout + r.stderr
@@ -181,8 +181,8 @@ def mlflow_db(db: Path, experiment: str | None = None) -> dict[str, tuple[str, d
 
 
 def error_line(r: subprocess.CompletedProcess) -> str:
-    """The one-line error: exit 1 and `error: ...` as the last line of stderr."""
+    """The one-line error: exit 1 and `ERROR: ...` as the last line of stderr."""
     assert r.returncode == 1, (r.stdout, r.stderr)
     line = r.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: ") and "Traceback" not in r.stderr, r.stderr
+    assert line.startswith("ERROR: ") and "Traceback" not in r.stderr, r.stderr
     return line

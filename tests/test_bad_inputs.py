@@ -12,18 +12,23 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import (
+    digits_images,
+    edit_zip,
+    png,
+    tiny_config,
+    write_csv_images_competition,
+)
 
-from kagglecv.data import folds
-from kagglecv.data import prepare
-from kagglecv.scoring import submission
+from kagglecv.config.data import DataConfig
 from kagglecv.core.errors import InputError
 from kagglecv.core.files import read_table
-
-from helpers import digits_images, edit_zip, png, tiny_config, write_csv_images_competition
+from kagglecv.data import folds, prepare
+from kagglecv.scoring import submission
 
 
 def run_prepare(zip_or_dir, tmp_path) -> dict:
-    return prepare.prepare(zip_or_dir, tmp_path / "prepared", prepare.DataConfig())
+    return prepare.prepare(zip_or_dir, tmp_path / "prepared", DataConfig())
 
 
 def submit_argmax(tmp_path, prep) -> pd.DataFrame:
@@ -236,7 +241,9 @@ def resolved(zip_path, **over) -> dict:
 @pytest.mark.parametrize("edit, expected", [
     (lambda n, d: None if n == "train/tr005.png" else d, "train id 'tr005' has no image in"),
     (lambda n, d: b"\x89PNG broken" if n == "train/tr006.png" else d, "cannot read image for id 'tr006'"),
-    (lambda n, d: d.replace(b"id,label", b"id,klass") if n == "train.csv" else d, "no target column 'label'"),
+    # two columns beside the id, neither named for the template's target (one alone would be the labels)
+    (lambda n, d: b"id,klass,note\n" + b"".join(r + b",x\n" for r in d.splitlines()[1:]) if n == "train.csv" else d,
+     "no target column 'label'"),
     (lambda n, d: d.replace(b"id,label", b"name,label") if n == "train.csv" else d, "no id column 'id'"),
     (lambda n, d: d + b"te999,0\n" if n == "sample_submission.csv" else d, "test id 'te999' has no image"),
 ])
@@ -284,7 +291,7 @@ def test_labels_spelt_two_ways_are_refused_or_normalised(tmp_path, spellings, na
                                          r"number format or missing-value spelling .*data.label_normalise: true$"):
         run_prepare(bad, tmp_path)
     assert not (tmp_path / "prepared" / "meta.json").exists()
-    normalise = prepare.DataConfig(label_normalise=True)
+    normalise = DataConfig(label_normalise=True)
     if "nan" in spellings.values():  # a missing label is not a class: normalising names the row
         with pytest.raises(InputError, match=r"train.csv: id 'tr010' has a missing label \('nan'\) in column 'label'"):
             prepare.prepare(bad, tmp_path / "prepared", normalise)
@@ -311,7 +318,7 @@ def test_pixel_csv_in_zero_to_one_is_scaled_not_truncated(tmp_path):
         return df.to_csv(index=False).encode()
 
     edit_zip(tmp_path / "ok.zip", tmp_path / "unit.zip", to_unit)
-    prepare.prepare(tmp_path / "unit.zip", tmp_path / "unit", prepare.DataConfig())
+    prepare.prepare(tmp_path / "unit.zip", tmp_path / "unit", DataConfig())
     assert np.array_equal(np.load(tmp_path / "unit" / "train_images.npy"), cache)
     assert np.array_equal(np.load(tmp_path / "unit" / "test_images.npy"),
                           np.load(tmp_path / "prepared" / "test_images.npy"))
@@ -353,7 +360,7 @@ def test_an_id_matching_two_files_is_refused(tmp_path):
     with zipfile.ZipFile(tmp_path / "c.zip", "a") as zf:
         zf.writestr("test/te002.jpg", zf.read("test/te002.png"))  # te002.png and te002.jpg: which one is te002?
     with pytest.raises(InputError, match=r"sample_submission.csv: test id 'te002' matches te002.jpg and te002.png in "
-                                         r".*test/; put the extension in the id, or remove all but one of the files$"):
+                                         r".*test/; put the extension \(or the path\) in the id, or remove all but one of the files$"):
         run_prepare(tmp_path / "c.zip", tmp_path)
 
 

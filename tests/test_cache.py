@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from kagglecv.config import members, resources
+from kagglecv.config.data import DataConfig
 from kagglecv.data import batches as data
 from kagglecv.data import prepare
 from kagglecv.core.errors import InputError
@@ -153,11 +154,11 @@ def mixed_size_competition(path, n_per_class=8, sizes=((40, 30), (24, 24), (64, 
 
 def test_prepare_sizes_the_cache_to_the_side_it_is_given(tmp_path):
     zip_path = mixed_size_competition(tmp_path / "mixed.zip")
-    meta = prepare.prepare(zip_path, tmp_path / "p18", prepare.DataConfig(image_size=18), workers=2)
+    meta = prepare.prepare(zip_path, tmp_path / "p18", DataConfig(image_size=18), workers=2)
     assert meta["image_shape"] == [18, 18, 1] and meta["cache"]["distinct_sizes"] == 3
     assert np.load(tmp_path / "p18/train_images.npy", mmap_mode="r").shape == (24, 18, 18, 1)
     # images that all share a size no larger than the side keep it (digits: 8x8 under any backbone)
-    native = prepare.prepare(tiny_zip_path(tmp_path), tmp_path / "pn", prepare.DataConfig(image_size=72))
+    native = prepare.prepare(tiny_zip_path(tmp_path), tmp_path / "pn", DataConfig(image_size=72))
     assert native["image_shape"] == [8, 8, 1]
 
 
@@ -170,7 +171,8 @@ def tiny_zip_path(tmp_path):
 
 KILLABLE_PREPARE = """
 import sys
-from kagglecv.data.prepare import DataConfig, prepare
+from kagglecv.config.data import DataConfig
+from kagglecv.data.prepare import prepare
 prepare(sys.argv[1], sys.argv[2], DataConfig(image_size=64), workers=1)
 """
 
@@ -197,7 +199,7 @@ def test_a_killed_prepare_leaves_nothing_a_rerun_mistakes_for_complete(tmp_path)
     finals = {p.name for p in out.iterdir() if not p.name.startswith(".")}
     assert not finals & {"train_images.npy", "test_images.npy", "meta.json"}, finals
     assert list(out.glob(".train_images.npy.*")), "the kill should have left a temp file behind"
-    meta = prepare.prepare(comp, out, prepare.DataConfig(image_size=64), workers=2)  # the rerun
+    meta = prepare.prepare(comp, out, DataConfig(image_size=64), workers=2)  # the rerun
     assert meta["n_train"] == 1500 and meta["image_shape"] == [64, 64, 3]
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # stale temp files are gone
 

@@ -222,8 +222,8 @@ def test_http_calls_time_out(stub, tmp_path, op, args):
     (tmp_path / "S").write_text("id,label\n1,0\n")
     stub.delay[op] = 60  # the server accepts the connection and never answers
     t0 = time.monotonic()
-    r = run_kaggle_cli(stub, tmp_path, "--http-timeout", "0.5",
-                      *[str(tmp_path / a) if a in "DS" else a for a in args])
+    cmd = [str(tmp_path / a) if a in "DS" else a for a in args]
+    r = run_kaggle_cli(stub, tmp_path, cmd[0], "--http-timeout", "0.5", *cmd[1:])
     line = error_line(r)
     assert time.monotonic() - t0 < 30 and "Timeout" in line and "attempt(s)" in line
     assert stub.submissions == [] and not (tmp_path / "D" / ".complete").exists()

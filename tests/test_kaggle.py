@@ -1,7 +1,7 @@
 """kagglecv.kaggle against a stand-in Kaggle server, through the REAL kaggle client.
 
 `kaggle` authenticates at import time, so every download/submit runs in a subprocess
-(`python -m kagglecv.kaggle ...`) with the stub's environment: isolated HOME and
+(`kagglecv download|submit ...`) with the stub's environment: isolated HOME and
 KAGGLE_CONFIG_DIR, KAGGLE_API_ENVIRONMENT=LOCALHOST and HTTP_PROXY pointing at the stub.
 """
 
@@ -117,7 +117,7 @@ def test_server_error_retried_then_fails(stub, tmp_path):
 def test_network_down_retried_then_fails(stub, tmp_path):
     env = stub.env(tmp_path / "home") | {"PYTHONPATH": str(REPO)}
     stub.stop()  # nothing listens on the proxy port any more
-    r = subprocess.run([sys.executable, "-m", "kagglecv.kaggle", "download", "digits", str(tmp_path / "d"),
+    r = subprocess.run([sys.executable, "-m", "kagglecv", "download", "digits", str(tmp_path / "d"),
                         "--retries", "1", "--backoff", "0.1"], env=env, capture_output=True, text=True, timeout=120)
     line = error_line(r)
     assert "failed after 2 attempt(s)" in line and "network is unavailable" in line

@@ -20,8 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from helpers import REPO, dry_run, run_snakemake, updated_workflow, write_csv_images_competition
+from helpers import (
+    REPO,
+    dry_run,
+    run_snakemake,
+    updated_workflow,
+    write_csv_images_competition,
+)
 
 
 @pytest.fixture(scope="module")
@@ -424,20 +429,22 @@ def test_kernel_dataset_without_its_wheels_folder_says_how_to_upload_it(run, bar
 def test_the_test_side_reads_alone_as_meta_json_says(tmp_path):
     """meta.json keeps the layout prepare recognised, and the test side reads from it with nothing of the training
     side there: a code competition's hidden rerun has test/ and sample_submission.csv only."""
+    from kagglecv.config.data import DataConfig
     from kagglecv.data import prepare
+    from kagglecv.data.competition import read_test_side
 
     info = write_csv_images_competition(tmp_path / "c.zip")
-    meta = prepare.prepare(tmp_path / "c.zip", tmp_path / "prepared", prepare.DataConfig())
+    meta = prepare.prepare(tmp_path / "c.zip", tmp_path / "prepared", DataConfig())
     assert meta["data"]["layout"] == "csv_images"
     hidden = tmp_path / "hidden"
     with zipfile.ZipFile(tmp_path / "c.zip") as zf:
         zf.extractall(hidden, [n for n in zf.namelist() if n.startswith("test/") or n == "sample_submission.csv"])
-    cfg = prepare.DataConfig(**meta["data"])
-    side = prepare.read_test_side(hidden, cfg, cfg.layout)
+    cfg = DataConfig.of(meta["data"])
+    _, side = read_test_side(hidden, cfg)
     assert side.template.ids == info["test_ids"] and [p.stem for p in side.images] == info["test_ids"]
     (hidden / "test" / f"{info['test_ids'][1]}.png").unlink()  # the kernel cannot drop a hidden row: it is listed
     missing = []
-    side = prepare.read_test_side(hidden, cfg, cfg.layout, missing=missing)
+    _, side = read_test_side(hidden, cfg, missing=missing)
     assert side.images[1] is None and missing == [(info["test_ids"][1], f"has no image in {hidden / 'test'}/")]
 
 
@@ -466,8 +473,8 @@ def test_only_what_the_manifest_lists_is_uploaded(tmp_path):
 
 
 def test_environment_check_names_the_wheel_to_ship(capsys):
-    from kagglecv.kaggle import rerun
     from kagglecv.core.errors import InputError
+    from kagglecv.kaggle import rerun
 
     found = rerun.check_environment({"packages": {"numpy": np.__version__, "pandas": "1.0"}})
     assert found["numpy"] == np.__version__ and f"numpy {np.__version__}" in capsys.readouterr().out
@@ -480,9 +487,9 @@ def test_environment_check_names_the_wheel_to_ship(capsys):
 
 
 def test_dataset_files_and_free_disk_are_checked(tmp_path):
-    from kagglecv.kaggle import rerun
     from kagglecv.core.errors import InputError
     from kagglecv.core.files import file_sha256
+    from kagglecv.kaggle import rerun
 
     (tmp_path / "a.bin").write_bytes(b"weights")
     manifest = {"files": {"a.bin": {"bytes": 7, "sha256": file_sha256(tmp_path / "a.bin")}}}
@@ -501,8 +508,8 @@ def test_dataset_files_and_free_disk_are_checked(tmp_path):
 def test_rerun_projection_and_its_limit():
     """Each fold's prediction time per image (its training job timed its validation and test rows), summed over
     folds and members, plus decoding, times the hidden rows and the device factor."""
-    from kagglecv.kaggle import rerun
     from kagglecv.core.errors import InputError
+    from kagglecv.kaggle import rerun
 
     meta = {"n_test": 10, "decode": {"workers": 2, "images_per_s": 400.0}}
     fold = ({"tta_seconds": 3.0, "device": "cpu"}, {"n_valid": 20, "tta_used": "dihedral"})  # 0.1 s per image
@@ -560,8 +567,8 @@ def test_the_kernel_owner_comes_from_the_local_credentials_without_a_network_cal
 def test_a_kernel_dataset_that_cannot_be_complete_is_one_line(tmp_path):
     """No student to ship, a factory file gone since training, no checkout to build the wheel from."""
     from kagglecv.core.errors import InputError
-    from kagglecv.kaggle.kernel import build_wheel, place_factory, student_scores
     from kagglecv.core.layout import Layout
+    from kagglecv.kaggle.kernel import build_wheel, place_factory, student_scores
 
     L = Layout(tmp_path / "results" / "tiny")
     with pytest.raises(InputError, match="kernel_models: student needs a distilled student"):

@@ -9,21 +9,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from kagglecv.scoring import blend
-from kagglecv.scoring import ensemble
-from kagglecv.data import folds
-from kagglecv.scoring import metrics
-from kagglecv.data import prepare
-from kagglecv.scoring import submission
-from kagglecv.inference.tta import dihedral_views, resolve_tta, tta_blend
-from kagglecv.data.demo import make_digits_competition
-from kagglecv.core.errors import InputError
-from kagglecv.inference.models import build_model
-from kagglecv.config.train import TrainConfig
-from kagglecv.training.schedule import one_cycle
-
 from helpers import edit_zip, write_csv_images_competition
+
+from kagglecv.config.data import DataConfig
+from kagglecv.config.train import TrainConfig
+from kagglecv.core.errors import InputError
+from kagglecv.data import folds, prepare
+from kagglecv.data.demo import make_digits_competition
+from kagglecv.inference.models import build_model
+from kagglecv.inference.tta import dihedral_views, resolve_tta, tta_blend
+from kagglecv.scoring import blend, ensemble, metrics, submission
+from kagglecv.training.schedule import one_cycle
 
 
 def test_demo_competition_is_laid_out_like_kaggle(tmp_path):
@@ -60,7 +56,9 @@ def test_prepare_keeps_string_labels_and_reads_a_folder(tmp_path):
 @pytest.mark.parametrize("edit, expected", [
     (lambda n, d: None if n == "train/tr003.png" else d, "train id 'tr003' has no image"),
     (lambda n, d: b"not a png" if n == "train/tr004.png" else d, "cannot read image for id 'tr004'"),
-    (lambda n, d: d.replace(b"id,label", b"id,target") if n == "train.csv" else d, "no target column 'label'"),
+    # two columns beside the id, neither named for the template's target (one alone would be the labels)
+    (lambda n, d: b"id,klass,note\n" + b"".join(r + b",x\n" for r in d.splitlines()[1:]) if n == "train.csv" else d,
+     "no target column 'label'"),
     (lambda n, d: d.replace(b"id,label", b"image,label") if n == "train.csv" else d, "no id column 'id'"),
     (lambda n, d: None if n == "test/te002.png" else d, "test id 'te002' has no image"),
     (lambda n, d: b"" if n == "train.csv" else d, "train.csv: the file is empty"),
@@ -82,9 +80,9 @@ def test_prepare_settings_that_cannot_work_are_one_line(tmp_path, tiny_zip):
     with pytest.raises(InputError, match="nowhere.zip: not found; set data.path"):
         prepare.prepare(tmp_path / "nowhere.zip", tmp_path / "prep")
     with pytest.raises(InputError, match="data.resize: unknown mode 'stretchy'; use one of"):
-        prepare.prepare(tiny_zip[0], tmp_path / "prep", prepare.DataConfig(resize="stretchy"))
+        prepare.prepare(tiny_zip[0], tmp_path / "prep", DataConfig(resize="stretchy"))
     with pytest.raises(InputError, match="data.layout: unknown layout 'tiles'; use auto"):
-        prepare.prepare(tiny_zip[0], tmp_path / "prep", prepare.DataConfig(layout="tiles"))
+        prepare.prepare(tiny_zip[0], tmp_path / "prep", DataConfig(layout="tiles"))
     assert not (tmp_path / "prep" / "meta.json").exists()
 
 

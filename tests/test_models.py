@@ -190,7 +190,7 @@ def meta_competition(path, *, signal: bool = True, drop_test_column: bool = Fals
 
 
 def test_prepare_keeps_the_metadata_and_refuses_what_the_model_cannot_have(tmp_path):
-    from kagglecv.data.prepare import DataConfig
+    from kagglecv.config.data import DataConfig
 
     cfg = DataConfig(meta_columns=["kind", "age"])
     meta = prepare(meta_competition(tmp_path / "c.zip"), tmp_path / "p", cfg)
@@ -214,7 +214,7 @@ def folds_for(prepared, tmp_path, k=2):
 def test_a_model_with_metadata_trains_predicts_and_encodes_on_its_training_rows_only(tmp_path):
     from kagglecv.data.batches import open_cache
     from kagglecv.inference.predict import backbone_probs, load_fold_model
-    from kagglecv.data.prepare import DataConfig
+    from kagglecv.config.data import DataConfig
     from kagglecv.training.fold import load_fold
 
     prepared = tmp_path / "p"
@@ -242,7 +242,7 @@ def test_a_model_with_metadata_trains_predicts_and_encodes_on_its_training_rows_
 
 
 def test_mixup_with_metadata_is_refused(tmp_path):
-    from kagglecv.data.prepare import DataConfig
+    from kagglecv.config.data import DataConfig
     from kagglecv.training.fold import load_fold
 
     prepare(meta_competition(tmp_path / "c.zip"), tmp_path / "p", DataConfig(meta_columns=["kind"]))
@@ -290,7 +290,7 @@ def test_metadata_fusion_learns_a_target_that_depends_on_image_and_metadata_toge
 
 
 def test_predict_reads_each_images_metadata_by_file_name_or_stem(tmp_path):
-    """`snakemake predict --config predict_meta=...` / `python -m kagglecv.inference.predict --meta`: a row per image by its
+    """`snakemake predict --config predict_meta=...` / `kagglecv predict --meta`: a row per image by its
     file name or its name without the extension, in the images' order; what is missing is one line."""
     from kagglecv.inference.predict import read_meta_csv
 

@@ -23,7 +23,7 @@ from kagglecv.data.archive import ArchiveLimits
 from kagglecv.core.errors import InputError
 from kagglecv.core.layout import Layout
 from kagglecv.training.lr_finder import LRFindConfig
-from kagglecv.data.prepare import DataConfig
+from kagglecv.config.data import DataConfig
 from kagglecv.tracking.summary import run_summary
 from kagglecv.config.train import TrainConfig
 
@@ -230,7 +230,7 @@ def test_backbone_settings_merge_and_validate():
 
 
 def kagglecv(*args, cwd=REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kagglecv.cli", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "kagglecv", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=120)
 
 

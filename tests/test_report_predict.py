@@ -203,7 +203,7 @@ def test_predict_cli_lists_and_skips_unreadable_files(run):
     rgb[:, :, 0] = 200
     Image.fromarray(rgb).save(folder / "wide_rgb.jpg")
     Image.fromarray((np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)).save(folder / "deep16.png")
-    r = subprocess.run([sys.executable, "-m", "kagglecv.inference.predict", "--results", "results/tiny", str(folder),
+    r = subprocess.run([sys.executable, "-m", "kagglecv", "predict", "--results", "results/tiny", str(folder),
                         "--threads", "1"], cwd=wd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "broken.png" in r.stderr and "notes.txt" in r.stderr and ".hidden" not in r.stderr

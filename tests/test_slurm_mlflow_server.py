@@ -251,7 +251,7 @@ def test_mlflow_server_holds_the_parent_with_every_child(slurm_run, server):
 
 
 def backfill(wd: Path, server: MlflowServer, *args: str) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, "-m", "kagglecv.tracking.backfill", "results/tiny", *args], cwd=wd,
+    r = subprocess.run([sys.executable, "-m", "kagglecv", "backfill", "results/tiny", *args], cwd=wd,
                        env=workflow_env(server), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     return r

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from helpers import digits_images, png
-from kagglecv.data import folds as folds_mod
-from kagglecv.data import prepare
+
+from kagglecv.config.data import DataConfig
 from kagglecv.config.schema import load_schema, resolve
 from kagglecv.core.errors import InputError
+from kagglecv.data import folds as folds_mod
+from kagglecv.data import prepare
 from kagglecv.scoring.submission import make_submission
 
 
@@ -40,7 +41,7 @@ def ids(n=40):
 
 def run(tmp_path, train, sample_targets, metric="accuracy", task="auto", id_col="id", **data):
     zp = competition(tmp_path / "c.zip", train, sample_targets, id_col)
-    return prepare.prepare(zp, tmp_path / "out", prepare.DataConfig(**data), task=task, metric=metric)
+    return prepare.prepare(zp, tmp_path / "out", DataConfig(**data), task=task, metric=metric)
 
 
 def test_space_separated_tags_are_multilabel(tmp_path):

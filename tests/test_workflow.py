@@ -179,7 +179,7 @@ def test_backfill_replays_exactly_what_the_live_run_logged(finished, tmp_path):
     base_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # None: the live store
     for uri, created in ((fresh, 8), (None, 0)):
         env = {**base_env, **({"MLFLOW_TRACKING_URI": uri} if uri else {})}
-        r = subprocess.run([sys.executable, "-m", "kagglecv.cli", "backfill", str(res)], cwd=wd, env=env,
+        r = subprocess.run([sys.executable, "-m", "kagglecv", "backfill", str(res)], cwd=wd, env=env,
                            capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-2000:]
         assert f"{created} run(s) were created" in r.stdout, r.stdout

@@ -8,12 +8,15 @@
                                                              come from cut points fitted on OOF (thresholds.py)
 
 `detect` recognises the task from the labels as written (and the metric where integers are ambiguous);
-`task:` in the config overrides it. Predictions are always 2-D (rows x outputs): probabilities per class or
+`task:` in the config overrides it. Labels are text: a multilabel row's labels are a list of names, written to
+the prepared tables by `join_tags` (space-separated, or a JSON list when a name holds a space: RANZCR's
+'ETT - Abnormal') and read back by `split_tags`. Predictions are always 2-D (rows x outputs): probabilities per class or
 label, or one column of values; test-time augmentation averages them as they are (probabilities, values).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,15 +37,30 @@ def is_number(text: str) -> bool:
         return False
 
 
-def detect(labels, metric: str, task: str = "auto", column: str = "label", ids=None) -> str:
-    """The task of one target column whose values are `labels` (text as written); `ids` name bad rows."""
+def join_tags(names) -> str:
+    """A row's labels as one cell: space-separated, or a JSON list when a name holds whitespace or starts '['."""
+    names = [str(n) for n in names]
+    if any(n.split() != [n] or n.startswith("[") for n in names):
+        return json.dumps(names)
+    return " ".join(names)
+
+
+def split_tags(cell) -> list[str]:
+    """`join_tags` undone (a cell of space-separated tags, as Planet writes them, reads the same way)."""
+    text = "" if cell is None or (isinstance(cell, float) and np.isnan(cell)) else str(cell)
+    return json.loads(text) if text.startswith("[") else text.split()
+
+
+def detect(labels, metric: str, task: str = "auto", column: str = "label", ids=None, tags: bool = False) -> str:
+    """The task of one target column whose values are `labels` (text as written; lists of names when `tags`);
+    `ids` name bad rows."""
     labels = list(labels)
     if task in NUMERIC:
         require_numbers(labels, column, task, ids)
     if task != "auto":
         return task
-    if metric in MULTILABEL_METRICS or any(len(str(v).split()) > 1 for v in labels):
-        return "multilabel"  # space-separated tags
+    if tags or metric in MULTILABEL_METRICS:
+        return "multilabel"
     numbers = [is_number(v) for v in labels]
     if all(numbers):
         values = np.array([float(v) for v in labels])
@@ -67,7 +85,7 @@ def require_numbers(labels, column: str, what: str, ids=None) -> None:
 def class_names(labels, kind: str) -> list[str]:
     """The classes (binary, multiclass), label names (multilabel) or grades (ordinal) as text, in order."""
     if kind == "multilabel":
-        names = {tag for v in labels for tag in str(v).split()}
+        names = {tag for v in labels for tag in (v if isinstance(v, list) else split_tags(v))}
     elif kind == "regression":
         return []
     else:
@@ -107,7 +125,7 @@ class Task:
             index = {c: k for k, c in enumerate(self.classes)}
             out = np.zeros((len(frame), len(self.classes)), dtype=np.float32)
             for row, tags in enumerate(frame["label"].fillna("")):
-                for tag in str(tags).split():
+                for tag in split_tags(tags):
                     out[row, index[tag]] = 1.0
             return out
         return frame["y"].to_numpy().astype(np.float32)
@@ -130,7 +148,7 @@ class Task:
             index = {c: k for k, c in enumerate(self.classes)}
             return [index[v] for v in labels]
         if self.kind == "multilabel":
-            return [len(str(v).split()) for v in labels]
+            return [len(v if isinstance(v, list) else split_tags(v)) for v in labels]
         return [float(v) for v in labels]
 
     def valid_loss(self, y: np.ndarray, pred: np.ndarray) -> float:

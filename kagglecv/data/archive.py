@@ -1,11 +1,16 @@
-"""Safe unpacking of competition zips, nested zips included (train.zip inside the competition zip).
+"""Safe unpacking of competitions: zip, 7z and tar archives, nested ones included, and folders holding archives.
 
-Extraction plans first and writes last: every entry of the archive and of every nested zip is checked
-(paths, sizes, compression ratios, entry count, nesting depth, duplicate and colliding names, free disk
-space) before the first byte lands in the target, so a bad archive leaves the target untouched. Nested zips
-are copied to a private spool folder beside the target while they are checked (their own size passed the
-checks of the zip holding them); the spool is always removed. OS litter (`__MACOSX/`, `._*`, `.DS_Store`,
-`Thumbs.db`, hidden files and folders) is skipped.
+Kaggle ships archives wherever it likes: the competition zip holds `train.zip` (Dogs vs Cats, Aerial Cactus), a
+folder holds `train.7z` and `sample_submission.csv.zip` (Invasive Species), `train_images.zip` sits beside the
+CSVs (iWildCam). `safe_extract` unpacks one archive; `unpacked` gives a folder whose inner archives are read as
+the folders they hold, without touching the user's folder.
+
+Extraction plans first and writes last: every entry of the archive and of every nested archive is checked
+(paths, symlinks, sizes, compression ratios per entry and for the whole archive, entry count, nesting depth,
+duplicate and colliding names, free disk space) before the first byte lands in the target, so a bad archive
+leaves the target untouched. Nested archives are copied to a private spool folder beside the target while they
+are checked (their own size passed the checks of the archive holding them); the spool is always removed. OS
+litter (`__MACOSX/`, `._*`, `.DS_Store`, `Thumbs.db`, hidden files and folders) is skipped.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import tarfile
 import tempfile
 import zipfile
 import zlib
@@ -27,11 +33,14 @@ from kagglecv.core.errors import InputError
 MB = 2**20
 JUNK_NAMES = frozenset({"__macosx", ".ds_store", "thumbs.db", "desktop.ini"})
 SPOOL_PREFIX = ".unpack-zips-"  # beside the target; callers that clean `.unpack-*` leftovers clean these too
+ARCHIVE_SUFFIXES = (".zip", ".7z", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+# what reading an archive can raise besides InputError: damaged data, truncation, a format library's own errors
+READ_ERRORS = (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, zlib.error, ValueError, KeyError)
 
 
-@dataclass(frozen=True)
+@dataclass
 class ArchiveLimits:
-    """What a zip may hold before it is refused: the workflow's `archive:` section (the schema describes each key
+    """What an archive may hold before it is refused: the workflow's `archive:` section (the schema describes each key
     and holds its default, far above any real competition). The free space of the target's disk is always a
     limit too."""
 
@@ -56,43 +65,157 @@ def is_junk(name: str | os.PathLike | Iterable[str]) -> bool:
     return any(p.lower() in JUNK_NAMES or (p.startswith(".") and p not in (".", "..")) for p in parts)
 
 
+def archive_suffix(name: str) -> str | None:
+    """The archive suffix of a file name (`.zip`, `.7z`, `.tar.gz`, ...), or None for any other file."""
+    lower = name.lower()
+    return next((s for s in sorted(ARCHIVE_SUFFIXES, key=len, reverse=True) if lower.endswith(s)), None)
+
+
+# ---------------------------------------------------------------- the formats: one entry list, one way to read
+
+
+@dataclass
+class Entry:
+    name: str  # as stored
+    size: int  # unpacked bytes
+    packed: int | None  # compressed bytes, where the format stores them per entry (zip)
+    is_dir: bool
+    is_link: bool  # a symlink, hard link or device: never written
+    handle: object = field(default=None, repr=False)  # the format's own entry object
+
+
+class _Zip:
+    kind = "zip"
+
+    def __init__(self, path: Path, shown: str):
+        try:
+            self.f = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise InputError(f"{shown}: not a readable zip ({e}); delete it and download again") from e
+
+    def entries(self) -> list[Entry]:
+        return [Entry(i.filename, i.file_size, i.compress_size, i.is_dir(), stat.S_ISLNK(i.external_attr >> 16), i)
+                for i in self.f.infolist()]
+
+    def copy(self, entry: Entry, dest: Path) -> None:
+        with self.f.open(entry.handle) as src, open(dest, "wb") as out:
+            shutil.copyfileobj(src, out, MB)
+
+    def close(self) -> None:
+        self.f.close()
+
+
+class _Tar:
+    kind = "tar"
+
+    def __init__(self, path: Path, shown: str):
+        try:
+            self.f = tarfile.open(path)
+            self.members = self.f.getmembers()
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+            raise InputError(f"{shown}: not a readable tar archive ({e}); delete it and download again") from e
+
+    def entries(self) -> list[Entry]:
+        return [Entry(m.name, m.size, None, m.isdir(), not (m.isfile() or m.isdir()), m) for m in self.members]
+
+    def copy(self, entry: Entry, dest: Path) -> None:
+        src = self.f.extractfile(entry.handle)
+        with src, open(dest, "wb") as out:
+            shutil.copyfileobj(src, out, MB)
+
+    def close(self) -> None:
+        self.f.close()
+
+
+class _SevenZip:
+    """py7zr reads a solid archive front to back: entries are copied by one `extract` of the planned names into a
+    private folder beside the target, then moved into place (`copy` moves one)."""
+    kind = "7z"
+
+    def __init__(self, path: Path, shown: str):
+        import py7zr
+
+        self.path, self.shown, self.scratch = path, shown, None
+        try:
+            self.f = py7zr.SevenZipFile(path)
+            self.infos = self.f.list()
+        except (py7zr.Bad7zFile, OSError, EOFError, ValueError) as e:
+            raise InputError(f"{shown}: not a readable 7z archive ({e}); delete it and download again") from e
+        if self.f.needs_password():
+            raise InputError(f"{shown}: the 7z archive is encrypted; unpack it yourself and point data.path at it")
+
+    def entries(self) -> list[Entry]:
+        return [Entry(i.filename, int(i.uncompressed or 0), None, i.is_directory, bool(i.is_symlink), i)
+                for i in self.infos]
+
+    def extract_all(self, names: list[str], scratch: Path) -> None:
+        self.scratch = scratch
+        self.f.reset()
+        self.f.extract(path=scratch, targets=names)
+
+    def copy(self, entry: Entry, dest: Path) -> None:
+        shutil.move(self.scratch / entry.name, dest)
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _reader(path: Path, shown: str):
+    suffix = archive_suffix(path.name) or ".zip"
+    if suffix == ".7z":
+        return _SevenZip(path, shown)
+    if suffix.startswith((".tar", ".tgz")):
+        return _Tar(path, shown)
+    return _Zip(path, shown)
+
+
+# ---------------------------------------------------------------- the plan
+
+
 @dataclass
 class _Plan:
-    """Everything the archive will write: files (source zip, entry, relative path) and folders."""
+    """Everything the archive will write: files (source archive, its shown name, entry, relative path), folders."""
 
-    files: list[tuple[Path, str, zipfile.ZipInfo, PurePosixPath]] = field(default_factory=list)
+    files: list[tuple[Path, str, Entry, PurePosixPath]] = field(default_factory=list)
     dirs: set[PurePosixPath] = field(default_factory=set)
     entries: int = 0
-    spool: Path | None = None  # created only when there is a nested zip
+    spool: Path | None = None  # created only when there is a nested archive
 
 
-def _open(path: Path, shown: str) -> zipfile.ZipFile:
-    try:
-        return zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise InputError(f"{shown}: not a readable zip ({e}); delete it and download again") from e
-
-
-def _member_path(shown: str, info: zipfile.ZipInfo) -> PurePosixPath:
-    """The entry's relative path; refuse symlinks, absolute paths, '..' and drive letters."""
-    name = info.filename
-    if stat.S_ISLNK(info.external_attr >> 16):
-        raise InputError(f"{shown}: refusing symlink entry {name!r}; the archive is not a plain competition zip")
+def _member_path(shown: str, entry: Entry) -> PurePosixPath:
+    """The entry's relative path; refuse links, absolute paths, '..' and drive letters."""
+    name = entry.name
+    if entry.is_link:
+        raise InputError(f"{shown}: refusing symlink entry {name!r}; the archive is not a plain competition archive")
     pure = PurePosixPath(name.replace("\\", "/"))
     if pure.is_absolute() or ".." in pure.parts or (pure.parts and ":" in pure.parts[0]):
         raise InputError(f"{shown}: refusing entry {name!r} that would land outside the target; the archive is unsafe")
     return pure
 
 
-def _check_size(shown: str, info: zipfile.ZipInfo, limits: ArchiveLimits) -> None:
-    size, packed = info.file_size, max(info.compress_size, 1)
+def _check_size(shown: str, entry: Entry, limits: ArchiveLimits) -> None:
+    size = entry.size
     if limits.max_entry_bytes is not None and size > limits.max_entry_bytes:
-        raise InputError(f"{shown}: entry {info.filename!r} unpacks to {size / MB:.0f} MB, above the limit of "
-                         f"{limits.max_entry_bytes / MB:.0f} MB; raise archive.max_entry_bytes in the config if it is genuine")
-    if size > limits.bomb_bytes and size / packed > limits.max_ratio:
-        raise InputError(f"{shown}: entry {info.filename!r} unpacks to {size / MB:.0f} MB from {packed / MB:.1f} MB "
+        raise InputError(f"{shown}: entry {entry.name!r} unpacks to {size / MB:.0f} MB, above the limit of "
+                         f"{limits.max_entry_bytes / MB:.0f} MB; raise archive.max_entry_bytes in the config if it is "
+                         "genuine")
+    packed = max(entry.packed or 0, 1)
+    if entry.packed is not None and size > limits.bomb_bytes and size / packed > limits.max_ratio:
+        raise InputError(f"{shown}: entry {entry.name!r} unpacks to {size / MB:.0f} MB from {packed / MB:.1f} MB "
                          f"({size / packed:.0f}x, limit {limits.max_ratio:g}x): refusing a likely zip bomb; "
                          f"raise archive.max_ratio in the config if the archive is genuine")
+
+
+def _check_whole(shown: str, path: Path, entries: list[Entry], limits: ArchiveLimits) -> None:
+    """The archive as a whole against the same ratio: many entries each under the bomb size (or a tar.gz or solid
+    7z, whose entries have no packed size of their own) can fill a disk as surely as one."""
+    total = sum(e.size for e in entries)
+    known = all(e.packed is not None for e in entries)
+    packed = max(sum(e.packed for e in entries) if known else path.stat().st_size, 1)
+    if total > limits.bomb_bytes and total / packed > limits.max_ratio:
+        raise InputError(f"{shown}: unpacks to {total / MB:.0f} MB from {packed / MB:.1f} MB ({total / packed:.0f}x, "
+                         f"limit {limits.max_ratio:g}x): refusing a likely zip bomb; raise archive.max_ratio in the "
+                         "config if the archive is genuine")
 
 
 def _check_free(where: Path, need: int, shown: str, what: str) -> None:
@@ -102,53 +225,62 @@ def _check_free(where: Path, need: int, shown: str, what: str) -> None:
                          f"free some space or unpack elsewhere")
 
 
-def _prefix(zip_rel: PurePosixPath, rels: list[PurePosixPath]) -> PurePosixPath:
-    """Where a nested X.zip unpacks: into X/ beside it, or beside it when it holds a single top folder X/
-    (Kaggle's train.zip often holds train/: never train/train)."""
-    out_dir = zip_rel.with_suffix("")
-    return zip_rel.parent if {r.parts[0] for r in rels} == {out_dir.name} else out_dir
+def _prefix(archive_rel: PurePosixPath, rels: list[PurePosixPath]) -> PurePosixPath:
+    """Where a nested X.zip (X.7z, X.tar.gz) unpacks: into X/ beside it, or beside it when it holds a single top
+    folder X/ (Kaggle's train.zip often holds train/: never train/train). A compressed single file (X.csv.zip
+    holding X.csv) lands beside it."""
+    out_dir = archive_rel.parent / archive_rel.name[: -len(archive_suffix(archive_rel.name) or "")]
+    tops = {r.parts[0] for r in rels}
+    if tops == {out_dir.name} or (len(rels) == 1 and rels[0].name == out_dir.name):
+        return archive_rel.parent
+    return out_dir
 
 
-def _plan_zip(path: Path, shown: str, zip_rel: PurePosixPath | None, depth: int, nested: bool,
-              limits: ArchiveLimits, plan: _Plan, spool_base: Path) -> None:
-    """Add one zip's entries to `plan` (checking each), then recurse into its nested zips."""
-    with _open(path, shown) as zf:
-        infos = zf.infolist()
-        plan.entries += len(infos)
+def _plan(path: Path, shown: str, rel: PurePosixPath | None, depth: int, nested: bool, limits: ArchiveLimits,
+          plan: _Plan, spool_base: Path) -> None:
+    """Add one archive's entries to `plan` (checking each), then recurse into its nested archives."""
+    reader = _reader(path, shown)
+    try:
+        entries = reader.entries()
+        plan.entries += len(entries)
         if plan.entries > limits.max_entries:
             raise InputError(f"{shown}: more than {limits.max_entries:,} entries; refusing (raise "
                              f"archive.max_entries in the config if the archive is genuine)")
-        members = [(info, rel) for info in infos if (rel := _member_path(shown, info)).parts and not is_junk(rel)]
-        prefix = PurePosixPath() if zip_rel is None else _prefix(zip_rel, [rel for _, rel in members])
+        members = [(e, r) for e in entries if (r := _member_path(shown, e)).parts and not is_junk(r)]
+        _check_whole(shown, path, [e for e, _ in members], limits)
+        prefix = PurePosixPath() if rel is None else _prefix(rel, [r for _, r in members])
         inner = []
-        for info, rel in members:
-            _check_size(shown, info, limits)
-            if info.is_dir():
-                plan.dirs.add(prefix / rel)
-            elif nested and rel.suffix.lower() == ".zip":
-                inner.append((info, prefix / rel))
+        for entry, r in members:
+            _check_size(shown, entry, limits)
+            if entry.is_dir:
+                plan.dirs.add(prefix / r)
+            elif nested and archive_suffix(r.name):
+                inner.append((entry, prefix / r))
             else:
-                plan.files.append((path, shown, info, prefix / rel))
-        for info, rel in inner:
-            inner_shown = f"{shown} > {info.filename}"
+                plan.files.append((path, shown, entry, prefix / r))
+        for entry, r in inner:
+            inner_shown = f"{shown} > {entry.name}"
             if depth + 1 > limits.max_depth:
-                raise InputError(f"{inner_shown}: zips nested {depth + 1} levels deep (limit {limits.max_depth}); "
+                raise InputError(f"{inner_shown}: archives nested {depth + 1} levels deep (limit {limits.max_depth}); "
                                  f"refusing (raise archive.max_depth in the config if the archive is genuine)")
-            spooled = _spool(zf, info, inner_shown, plan, spool_base)
-            _plan_zip(spooled, inner_shown, rel, depth + 1, nested, limits, plan, spool_base)
+            spooled = _spool(reader, entry, inner_shown, plan, spool_base)
+            _plan(spooled, inner_shown, r, depth + 1, nested, limits, plan, spool_base)
+    finally:
+        reader.close()
 
 
-def _spool(zf: zipfile.ZipFile, info: zipfile.ZipInfo, shown: str, plan: _Plan, base: Path) -> Path:
-    """Copy a nested zip (already checked as an entry) into the private spool folder."""
+def _spool(reader, entry: Entry, shown: str, plan: _Plan, base: Path) -> Path:
+    """Copy a nested archive (already checked as an entry) into the private spool folder."""
     if plan.spool is None:
         base.mkdir(parents=True, exist_ok=True)
         plan.spool = Path(tempfile.mkdtemp(prefix=SPOOL_PREFIX, dir=base))
-    _check_free(plan.spool, info.file_size, shown, "copying it out")
-    out = plan.spool / f"{len(list(plan.spool.iterdir()))}.zip"
+    _check_free(plan.spool, entry.size, shown, "copying it out")
+    out = plan.spool / f"{len(list(plan.spool.iterdir()))}{archive_suffix(entry.name)}"
     try:
-        with zf.open(info) as src, open(out, "wb") as dst:
-            shutil.copyfileobj(src, dst, MB)
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
+        if isinstance(reader, _SevenZip):
+            reader.extract_all([entry.name], plan.spool / "7z")
+        reader.copy(entry, out)
+    except READ_ERRORS as e:
         raise InputError(f"{shown}: could not read it from the archive ({e}); delete the archive and download "
                          f"again") from e
     return out
@@ -185,32 +317,34 @@ def _check_inside(plan: _Plan, target: Path) -> None:
     if not target.is_dir() or not any(target.iterdir()):
         return  # nothing there yet, and the names are already free of '..' and absolute paths
     root = target.resolve()
-    for _, shown, info, rel in plan.files:
+    for _, shown, entry, rel in plan.files:
         dest = (target / rel).resolve()
         if root not in dest.parents:
-            raise InputError(f"{shown}: refusing entry {info.filename!r} that would land outside {target}")
+            raise InputError(f"{shown}: refusing entry {entry.name!r} that would land outside {target}")
 
 
 def _write(plan: _Plan, target: Path) -> None:
     """Write the planned folders and files; on failure remove what was written."""
     created, written = not target.exists(), []
+    readers: dict[Path, object] = {}
+    scratch = None
     try:
         target.mkdir(parents=True, exist_ok=True)
         for d in sorted(plan.dirs):
             (target / d).mkdir(parents=True, exist_ok=True)
-        open_zips: dict[Path, zipfile.ZipFile] = {}
-        try:
-            for source, shown, info, rel in plan.files:
-                zf = open_zips.get(source) or open_zips.setdefault(source, _open(source, shown))
-                dest = target / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                written.append(dest)
-                with zf.open(info) as src, open(dest, "wb") as out:
-                    shutil.copyfileobj(src, out, MB)
-        finally:
-            for zf in open_zips.values():
-                zf.close()
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
+        for source, shown, entry, rel in plan.files:
+            reader = readers.get(source)
+            if reader is None:
+                reader = readers[source] = _reader(source, shown)
+                if isinstance(reader, _SevenZip):
+                    scratch = scratch or Path(tempfile.mkdtemp(prefix=SPOOL_PREFIX, dir=target))
+                    names = [e.name for s, _, e, _ in plan.files if s == source]
+                    reader.extract_all(names, scratch / str(len(readers)))
+            dest = target / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            written.append(dest)
+            reader.copy(entry, dest)
+    except READ_ERRORS as e:
         if created:
             shutil.rmtree(target, ignore_errors=True)
         else:
@@ -219,30 +353,111 @@ def _write(plan: _Plan, target: Path) -> None:
         name = written[-1].relative_to(target) if written else target
         raise InputError(f"{target}: could not unpack {str(name)!r} ({e}); the archive is damaged or the disk "
                          f"is full: delete it and download again") from e
+    finally:
+        for reader in readers.values():
+            reader.close()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
-def safe_extract(zip_path: str | Path, target: str | Path, *, nested: bool = True,
+def safe_extract(archive: str | Path, target: str | Path, *, nested: bool = True,
                  limits: ArchiveLimits | None = None) -> Path:
-    """Extract `zip_path` into `target`, each nested `X.zip` into `X/` beside where it lies (or beside it, when it
-    holds a single top folder `X/`); nested zips themselves are not kept. Returns `target`.
+    """Extract `archive` (zip, 7z, tar) into `target`, each nested `X.zip` (`X.7z`, `X.tar.gz`) into `X/` beside
+    where it lies (or beside it, when it holds a single top folder `X/` or a single file `X`); nested archives
+    themselves are not kept. Returns `target`.
 
     Every entry at every level is checked against `limits` (ArchiveLimits()) before anything is written to
     `target`: a refused archive raises InputError and leaves `target` as it was. OS litter is skipped."""
-    zip_path, target = Path(zip_path), Path(target)
+    archive, target = Path(archive), Path(target)
     limits = limits or ArchiveLimits()
     plan = _Plan()
     try:
-        _plan_zip(zip_path, str(zip_path), None, 0, nested, limits, plan, target.parent)
+        _plan(archive, str(archive), None, 0, nested, limits, plan, target.parent)
         _check_names(plan)
-        total = sum(info.file_size for _, _, info, _ in plan.files)
+        total = sum(entry.size for _, _, entry, _ in plan.files)
         if limits.max_total_bytes is not None and total > limits.max_total_bytes:
-            raise InputError(f"{zip_path}: unpacks to {total / MB:.0f} MB, above the limit of "
-                             f"{limits.max_total_bytes / MB:.0f} MB; raise archive.max_total_bytes in the config if genuine")
+            raise InputError(f"{archive}: unpacks to {total / MB:.0f} MB, above the limit of "
+                             f"{limits.max_total_bytes / MB:.0f} MB; raise archive.max_total_bytes in the config if "
+                             "genuine")
         existing = next(p for p in [target, *target.parents] if p.exists())
-        _check_free(existing, total, str(zip_path), "unpacking it")
+        _check_free(existing, total, str(archive), "unpacking it")
         _check_inside(plan, target)
         _write(plan, target)
     finally:
         if plan.spool is not None:
             shutil.rmtree(plan.spool, ignore_errors=True)
     return target
+
+
+# ---------------------------------------------------------------- a folder holding archives
+
+
+def inner_archives(folder: Path, depth: int = 3) -> list[Path]:
+    """The archives inside `folder` (not in hidden or litter folders), at most `depth` folders down."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        rel = Path(dirpath).relative_to(folder)
+        dirnames[:] = sorted(d for d in dirnames if not is_junk(d) and len(rel.parts) < depth)
+        found += [Path(dirpath) / f for f in sorted(filenames) if archive_suffix(f) and not is_junk(f)]
+    return found
+
+
+def unpacked(path: str | Path, scratch: str | Path, limits: ArchiveLimits | None = None) -> tuple[Path, list[str]]:
+    """(a folder to read the competition from, what was unpacked). An archive is extracted into `scratch`; a
+    folder without archives is read as it is; a folder holding archives (train.zip beside train.csv, train.7z,
+    sample_submission.csv.zip) is mirrored into `scratch`: symlinks to its files and folders, and each archive
+    unpacked where it lies, as `safe_extract` unpacks a nested one. The user's folder is never written to."""
+    path, scratch = Path(path), Path(scratch)
+    if path.is_file():
+        if not archive_suffix(path.name):
+            raise InputError(f"{path}: not a folder or an archive (zip, 7z, tar); set data.path to the competition")
+        return safe_extract(path, scratch / "data", limits=limits), [path.name]
+    archives = inner_archives(path)
+    if not archives:
+        return path, []
+    root = scratch / "data"
+    _mirror(path, root, {a.parent for a in archives} | {p for a in archives for p in a.parents})
+    done = []
+    for a in archives:
+        rel = a.relative_to(path)
+        with tempfile.TemporaryDirectory(dir=scratch, prefix=".one-") as one:
+            # unpacked alone, then moved in: the prefix rule of a nested archive decides where it lands
+            out = safe_extract(a, Path(one) / "x", limits=limits)
+            prefix = _prefix(PurePosixPath(rel.name), _top_names(out))
+            tops = {(prefix / p.relative_to(out)).parts[0] for p in out.iterdir()}
+            if any((a.parent / t).exists() for t in tops):
+                continue  # unpacked once already (train/ beside train.zip): the folder is what the user reads
+            _move_into(out, root / rel.parent, prefix)
+            done.append(str(rel))
+    return root, done
+
+
+def _top_names(folder: Path) -> list[PurePosixPath]:
+    return [PurePosixPath(p.relative_to(folder).as_posix()) for p in folder.rglob("*") if p.is_file()]
+
+
+def _mirror(src: Path, dst: Path, real: set[Path]) -> None:
+    """`dst` as a copy of `src` made of symlinks, except the folders in `real` (those holding archives), which are
+    made as folders and mirrored in turn; archives are left out."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for child in sorted(src.iterdir()):
+        if is_junk(child.name) or (child.is_file() and archive_suffix(child.name)):
+            continue
+        if child.is_dir() and child in real:
+            _mirror(child, dst / child.name, real)
+        else:
+            (dst / child.name).symlink_to(child.resolve())
+
+
+def _move_into(unpacked_dir: Path, parent: Path, prefix: PurePosixPath) -> None:
+    """Move an unpacked archive's files under parent/prefix, refusing to overwrite what the folder has."""
+    dest = parent / prefix
+    for p in sorted(unpacked_dir.rglob("*")):
+        if p.is_dir():
+            continue
+        out = dest / p.relative_to(unpacked_dir)
+        if out.exists() or out.is_symlink():
+            raise InputError(f"{out.relative_to(parent)}: both unpacked from an archive and already in the folder; "
+                             "remove one of them")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(p, out)

@@ -1,6 +1,8 @@
 """K-fold assignment per task kind, made once and read by every training job.
 
-  binary, multiclass, ordinal  StratifiedKFold on the class / grade; every class needs `n_folds` samples
+  binary, multiclass, ordinal  StratifiedKFold on the class / grade; every class needs `n_folds` samples, unless
+                               there are many classes (more than LONG_TAIL): then rare ones (Whale's one-image
+                               whales, Herbarium's rare species) land where they fall, and are counted in the log
   multilabel                   MultilabelStratifiedKFold (iterative stratification, Sechidis et al. 2011): each
                                label's share about equal in every fold; a label rarer than n_folds is allowed
                                (it cannot be in every fold, and forbidding it would refuse most real tag sets)
@@ -26,6 +28,7 @@ from kagglecv.core.files import write_csv
 from kagglecv.core.tasks import KINDS, Task, class_names
 
 MAX_BINS = 10  # regression: quantile bins of y
+LONG_TAIL = 50  # classes beyond which a class rarer than the folds is the competition's tail, not a wrong column
 
 
 def _read(train_csv, task: str) -> pd.DataFrame:
@@ -44,7 +47,10 @@ def _read(train_csv, task: str) -> pd.DataFrame:
 def _check_classes(df: pd.DataFrame, train_csv, n_folds: int) -> None:
     counts = df["label"].value_counts()
     small = counts[counts < n_folds]
-    if len(small):
+    if len(small) and len(counts) > LONG_TAIL:
+        print(f"{train_csv}: {len(small)} of {len(counts)} classes have fewer than folds={n_folds} samples "
+              f"({int(small.sum())} rows); they are in some folds' validation only", flush=True)
+    elif len(small):
         cls, n = small.index[0], int(small.iloc[0])
         cls = cls.item() if hasattr(cls, "item") else cls  # numpy scalar -> plain value for the message
         raise InputError(f"{train_csv}: class {cls!r} has {n} sample(s), fewer than folds={n_folds}; "
@@ -100,7 +106,9 @@ def _splits(df: pd.DataFrame, task: str, n_folds: int, seed: int, groups):
     else:
         key = df["y"].to_numpy()
     if groups is None:
-        return list(StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(x, key))
+        with warnings.catch_warnings():  # a long tail's rare classes (_check_classes) are allowed
+            warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+            return list(StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(x, key))
     with warnings.catch_warnings():  # multilabel keys rarer than n_folds are allowed (module docstring)
         warnings.filterwarnings("ignore", "The least populated class", UserWarning)
         return list(StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(x, key, groups))

@@ -1,6 +1,6 @@
 """Predict a folder of new images with the trained ensemble, exactly as the submission was predicted.
 
-    python -m kagglecv.inference.predict --results results/<competition> DIR      (or: snakemake predict --config predict_dir=DIR)
+    kagglecv predict --results results/<competition> DIR      (or: snakemake predict --config predict_dir=DIR)
 
 writes results/<competition>/predictions/<DIR's name>.csv (`image`, one probability column per class name,
 `label`) and <DIR's name>.json (what was done: method, members, folds, skipped files, notes).
@@ -25,11 +25,9 @@ set: predicting the test images gives the submission's numbers; any other folder
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -235,7 +233,7 @@ def read_meta_csv(path: str | Path, names: list[str], meta: dict) -> pd.DataFram
     """The metadata of images `names` from a CSV whose first column holds their file names (or names without
     the extension) and then the run's data.meta_columns, as `meta:<column>` columns; None for a run without."""
     from kagglecv.data import meta as metadata
-    from kagglecv.data.prepare import read_csv
+    from kagglecv.data.tables import read_csv
 
     columns = [c["name"] for c in meta.get("meta_columns") or []]
     if not columns:
@@ -316,29 +314,3 @@ def predict_folder(results_dir: str | Path, folder: str | Path, out_csv: str | P
     })
     log.info("%d prediction(s) written to %s", len(out), out_csv)
     return out
-
-
-def main(argv: list[str] | None = None, prog: str = "python -m kagglecv.inference.predict") -> int:
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    ap.add_argument("folder", help="folder of images to predict (files directly inside it)")
-    ap.add_argument("--results", required=True, help="the competition's results folder, results/<competition>")
-    ap.add_argument("--out", help="CSV to write (default: <results>/predictions/<folder name>.csv)")
-    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    ap.add_argument("--meta", help="CSV of the images' metadata, for runs with data.meta_columns: a first column of "
-                                   "file names, then those columns")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
-    try:
-        out = predict_folder(args.results, args.folder, args.out, device=args.device, threads=args.threads,
-                             meta_csv=args.meta)
-    except InputError as e:
-        print(f"ERROR: {e}", file=sys.stderr)
-        return 1
-    dest = Path(args.out) if args.out else Layout(Path(args.results)).prediction(output_name(args.folder))
-    print(f"{len(out)} prediction(s) written to {dest}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

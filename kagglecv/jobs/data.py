@@ -35,12 +35,13 @@ def download(job: Job) -> Path:
 def prepare(job: Job) -> dict:
     """Read, validate and decode the competition into prepared/. Archive limits come from the config, not
     params: changing them must not rebuild the cache."""
+    from kagglecv.config.data import DataConfig
     from kagglecv.data import prepare as prep
     from kagglecv.data.archive import ArchiveLimits
 
     p, out = job.params, job.layout.prepared
     with job.tracker("prepare", out.path) as t:
-        meta = prep.prepare(p.path, out.path, prep.DataConfig(**p.data), workers=job.threads,
+        meta = prep.prepare(p.path, out.path, DataConfig(**p.data), workers=job.threads,
                             limits=ArchiveLimits(**job.config["archive"]), task=p.task, metric=p.metric)
         t.log_params({"data_path": str(p.path), **{k: v for k, v in meta.items() if k != "classes"},
                       "n_classes": len(meta["classes"])})

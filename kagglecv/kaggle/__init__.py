@@ -5,7 +5,10 @@
   submit       file submissions: submit, wait for the public score, the message
   leaderboard  leaderboard.csv, one row per submission
   code         code competitions: kernel dataset upload, kernel push and run, code submission
-  __main__     `python -m kagglecv.kaggle download|submit` (and `kagglecv download`)
+  kernel       the kernel builder: the notebook and the dataset it needs, built from a finished run
+  notebook     the notebook itself: what runs on Kaggle, on the hidden test set
+  rerun        the hidden rerun: projected time, tested versions, dataset and disk checks, progress
+The command line: `kagglecv download|submit` (kagglecv.cli).
 
 Credentials never pass through here: the client finds them itself (kaggle.json, KAGGLE_USERNAME/KAGGLE_KEY,
 KAGGLE_API_TOKEN), and everything it says is redacted (kagglecv.core.secrets).

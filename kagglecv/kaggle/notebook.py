@@ -110,45 +110,23 @@ def find_input(input_dir: Path, name: str) -> Path:
                      f"notebook, or point KAGGLE_INPUT at the folder holding it")
 
 
-def unpacked(competition_dir: Path, scratch: Path) -> Path:
-    """The competition's files with its zips unpacked, as the download step unpacks them: some competitions
-    mount train.zip/test.zip as they ship them. The input is read-only, so zips unpack into `scratch` (each X.zip
-    into X/, or its single top folder X/ kept) and everything else is linked beside them. A folder without zips
-    is used as it is."""
-    from kagglecv.data.archive import safe_extract
-
-    competition_dir = Path(competition_dir)
-    zips = sorted(competition_dir.glob("*.zip"))
-    if not zips:
-        return competition_dir
-    out = Path(scratch) / competition_dir.name
-    out.mkdir(parents=True)
-    for entry in competition_dir.iterdir():
-        if entry in zips:
-            staging = safe_extract(entry, Path(scratch) / f".{entry.stem}")
-            inner = list(staging.iterdir())
-            single = len(inner) == 1 and inner[0].is_dir() and inner[0].name == entry.stem
-            os.replace(inner[0] if single else staging, out / entry.stem)
-        elif not (out / entry.name).exists():
-            (out / entry.name).symlink_to(entry.resolve())
-    return out
-
-
 def read_test_set(competition_dir: Path, meta: dict, scratch: Path):
     """(the competition's test side, its DataConfig, [(id, why)] of the ids without an image, the test rows'
     metadata as prediction reads it (`meta:<column>` columns, from the hidden test CSV) or None), read as meta.json
     describes it (the layout prepare recognised, the file names it used): nothing of the training side, which a
     hidden rerun does not have."""
-    from kagglecv.data.prepare import DataConfig, find_root, read_test_meta, read_test_side
+    from kagglecv.config.data import DataConfig
+    from kagglecv.data.competition import read_test_meta, read_test_side
+    from kagglecv.data.archive import unpacked
+    from kagglecv.data.tables import find_root
 
-    known = {f.name for f in dataclasses.fields(DataConfig)}
-    data = {k: v for k, v in meta["data"].items() if k in known}
-    if data.get("layout", "auto") == "auto":  # meta.json of an older version: the setting, not the layout found
-        data["layout"] = meta["layout"]
-    cfg = DataConfig(**data)
-    root = find_root(unpacked(Path(competition_dir), Path(scratch) / "competition"), cfg)
+    cfg = DataConfig.of(meta["data"])
+    if cfg.layout == "auto":  # meta.json of an older version: the setting, not the layout found
+        cfg = dataclasses.replace(cfg, layout=meta["layout"])
+    # some competitions mount train.zip/test.zip as they ship them: unpacked into scratch, the input is read-only
+    root = find_root(unpacked(Path(competition_dir), Path(scratch) / "competition")[0], cfg)
     missing: list = []
-    side = read_test_side(root, cfg, cfg.layout, missing=missing)
+    _, side = read_test_side(root, cfg, missing=missing)
     rows = read_test_meta(root, cfg, side.template)
     if rows is not None:
         from kagglecv.data.meta import column
@@ -161,7 +139,8 @@ def decode_test_set(side, cfg, meta: dict, cache: Path, workers: int) -> list[tu
     """Decode the test images into `cache` exactly as prepare decoded the workflow's (same decoder and shape);
     [(row, id, why)] of those that could not be read (zero rows in the cache)."""
     from kagglecv.data import images
-    from kagglecv.data.prepare import PixelRows, write_images
+    from kagglecv.data.pixels import PixelRows
+    from kagglecv.data.prepare import write_images
 
     ids = side.template.ids
     h, w, c = (int(v) for v in meta["image_shape"])

@@ -6,7 +6,8 @@
   regression          values (n,)                    values (n x 1)
   ordinal             grade values (n,), e.g. 0..4   continuous values on the grade scale (n x 1)
 
-`score` tells the kind from the layout of y and pred. Metrics that compare decisions (accuracy, F-scores, QWK)
+`score` tells the kind from the layout of y and pred. map@<k> (map@5) is the mean average precision of the k
+most probable classes, for a top-k submission. Metrics that compare decisions (accuracy, F-scores, QWK)
 make them from pred: argmax for classes; per-label thresholds for multilabel (default 0.5); cut points between
 grades for ordinal (default the midpoints: rounding to the nearest grade). thresholds.py fits better thresholds
 on OOF rows; pass them as `thresholds=`. Ordinal decisions need the grade set: pass `grades=` (Task.grades),
@@ -151,6 +152,15 @@ def _log_loss(y, p, thresholds=None, grades=None):
     return _skm().log_loss(y, p, labels=np.arange(p.shape[1]))
 
 
+def map_at_k(y, p, k: int) -> float:
+    """Mean average precision at k with one right answer per row (Whale Categorization's MAP@5): 1/rank of the
+    true class among the k most probable, 0 when it is not among them. Ties rank by class order."""
+    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
+    top = np.argsort(-p, axis=1, kind="stable")[:, :k]
+    hit = top == y[:, None]
+    return float(np.mean((hit / np.arange(1, top.shape[1] + 1)).sum(1)))
+
+
 def _rmse(y, p, thresholds=None, grades=None):
     return _skm().root_mean_squared_error(y, p[:, 0])
 
@@ -193,10 +203,24 @@ TASKS: dict[str, tuple[str, ...]] = {
 AUC_METRICS = {"roc_auc", "mean_column_auc"}  # depend on the order of predictions only
 
 
+def top_k(name: str) -> int | None:
+    """k of a MAP@k metric ("map@5"), else None."""
+    if name.startswith("map@") and name[4:].isdigit() and int(name[4:]) > 0:
+        return int(name[4:])
+    return None
+
+
 def _entry(name: str):
+    if (k := top_k(name)) is not None:
+        return (lambda y, p, thresholds=None, grades=None: map_at_k(y, p, k)), True
     if name not in METRICS:
-        raise InputError(f"metric: unknown metric {name!r}; use one of {', '.join(sorted(METRICS))}")
+        raise InputError(f"metric: unknown metric {name!r}; use one of {', '.join(sorted(METRICS))} or map@<k>")
     return METRICS[name]
+
+
+def tasks_of(name: str) -> tuple[str, ...]:
+    """The task kinds `name` fits."""
+    return ("binary", "multiclass") if top_k(name) is not None else TASKS[name]
 
 
 def score(name: str, y, pred, thresholds=None, grades=None) -> float:
@@ -223,8 +247,8 @@ def check_metric(metric: str, kind: str) -> None:
     _entry(metric)
     if kind not in KINDS:
         raise InputError(f"task: unknown task {kind!r}; use one of {', '.join(KINDS)}")
-    if kind not in TASKS[metric]:
-        fits = sorted(m for m, kinds in TASKS.items() if kind in kinds)
+    if kind not in tasks_of(metric):
+        fits = sorted(m for m, kinds in TASKS.items() if kind in kinds) + (["map@<k>"] if kind in _LABELS[:2] else [])
         raise InputError(f"metric: {metric} does not fit a {kind} task; use one of {', '.join(fits)}")
 
 

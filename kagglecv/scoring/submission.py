@@ -1,16 +1,19 @@
 """A Kaggle-format submission: exactly the ids, order and columns of sample_submission.csv.
 
-The format follows from the task, the template and the metric (`submission_format`):
+What a row holds (`plan_submission`, decided when the competition is prepared and kept in meta.json; data.submission
+overrides it):
   label          one column, a class name (classification) or a grade (ordinal: cut points fitted on OOF)
   probability    one column, P(second class): a binary task scored on probabilities (roc_auc, log_loss)
-  class_columns  one column per class or label (Plant Pathology): probabilities, or 0/1 where the metric needs
-                 decisions
-  tags           one column of space-separated labels whose probability passes its threshold (Planet)
-  value          one column, the predicted number (regression)
+  class_columns  one column per class or label (Plant Pathology, Dog Breed): probabilities, or 0/1 where the
+                 metric needs decisions
+  tags           one column of space-separated labels whose probability passes its threshold (Planet, iMet)
+  top_k          one column of the k most probable classes, space-separated, best first (Whale: MAP@5)
+  value          one column, the predicted number, clipped to the target's range (PetFinder: 1-100)
 """
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -22,13 +25,16 @@ from kagglecv.scoring.decisions import decide
 from kagglecv.core.errors import InputError
 from kagglecv.core.files import read_table, write_csv
 from kagglecv.core.layout import PreparedFiles
-from kagglecv.core.tasks import Task
+from kagglecv.core.tasks import CLASSIFICATION, Task
 
 
-def submission_format(meta: dict, metric: str) -> str:
-    kind = meta["task"]
-    if len(meta["target_columns"]) > 1:
+def auto_format(kind: str, n_targets: int, metric: str, tokens: int = 1) -> str:
+    """What a row holds when nothing says otherwise: from the template (its target columns, and the words each
+    cell shows: Whale's five ids), the task and the metric."""
+    if n_targets > 1:
         return "class_columns"
+    if kind in CLASSIFICATION and (metrics.top_k(metric) or tokens > 1):
+        return "top_k"
     if kind == "multilabel":
         return "tags"
     if kind == "regression":
@@ -38,6 +44,27 @@ def submission_format(meta: dict, metric: str) -> str:
     return "label"
 
 
+def plan_submission(kind: str, n_targets: int, metric: str, tokens: int, configured: str = "auto",
+                    top_k: int | None = None, target_range=None, values=None) -> dict:
+    """meta.json's `submission`: {format, top_k, range}. top_k: data.top_k, else the metric's k (map@5), else the
+    template's words per cell; range (numeric tasks): data.target_range, else the training values' range."""
+    fmt = auto_format(kind, n_targets, metric, tokens) if configured == "auto" else configured
+    k = (top_k or metrics.top_k(metric) or (tokens if tokens > 1 else None)) if fmt == "top_k" else None
+    if fmt == "top_k" and not k:
+        raise InputError("data.submission: top_k needs data.top_k (or a map@<k> metric)")
+    lo_hi = None
+    if kind == "regression":
+        lo_hi = [float(v) for v in target_range] if target_range else [float(min(values)), float(max(values))]
+    return {"format": fmt, "top_k": k, "range": lo_hi}
+
+
+def submission_format(meta: dict, metric: str) -> str:
+    """The format prepare planned (meta.json's `submission`); for a meta.json written before it was kept there,
+    what `auto_format` says."""
+    planned = meta.get("submission") or {}
+    return planned.get("format") or auto_format(meta["task"], len(meta["target_columns"]), metric)
+
+
 def fitted_thresholds(scores_json: Path | None) -> list[float] | None:
     """The thresholds (multilabel) or cut points (ordinal) the ensemble step fitted on OOF, if any."""
     if scores_json is None or not Path(scores_json).exists():
@@ -45,15 +72,23 @@ def fitted_thresholds(scores_json: Path | None) -> list[float] | None:
     return json.loads(Path(scores_json).read_text()).get("ensemble", {}).get("thresholds")
 
 
-def decisions(task: Task, preds: np.ndarray, fmt: str, metric: str, cuts: list[float] | None):
-    """Each row's answer in the submission's terms: class names, 0/1 label flags, grade names, numbers, or the
-    probabilities themselves where the metric scores those."""
+def decisions(task: Task, preds: np.ndarray, fmt: str, metric: str, cuts: list[float] | None,
+              planned: dict | None = None):
+    """Each row's answer in the submission's terms: class names, 0/1 label flags, grade names, numbers (clipped to
+    the planned range), the k most probable classes, or the probabilities themselves where the metric scores
+    those."""
+    planned = planned or {}
     if task.kind == "multilabel":
         if fmt == "tags" or metrics.needs_thresholds(metric, task.kind):
             return decide(preds, cuts, task.kind)
         return preds
     if task.kind == "regression":
-        return preds[:, 0]
+        lo_hi = planned.get("range")
+        return np.clip(preds[:, 0], *lo_hi) if lo_hi else preds[:, 0]
+    if fmt == "top_k":
+        k = int(planned.get("top_k") or metrics.top_k(metric) or 1)
+        order = np.argsort(-preds, axis=1, kind="stable")[:, :k]
+        return [" ".join(task.classes[j] for j in row) for row in order]
     if task.kind == "ordinal":
         grades = decide(preds, cuts, task.kind, task.grades)
         return [task.classes[task.grades.index(float(g))] for g in grades]
@@ -94,7 +129,7 @@ def submission_frame(preds: pd.DataFrame, meta: dict, sample_csv_path: Path, met
                          "a training job diverged, lower train.lr and rerun")
     out = sample.copy()
     fmt, target = submission_format(meta, metric), meta["target_columns"][0]
-    answer = decisions(task, probs, fmt, metric, cuts)
+    answer = decisions(task, probs, fmt, metric, cuts, meta.get("submission"))
     if fmt == "class_columns":
         unknown = [c for c in meta["target_columns"] if c not in classes]
         if unknown:
@@ -107,6 +142,8 @@ def submission_frame(preds: pd.DataFrame, meta: dict, sample_csv_path: Path, met
     else:
         out[target] = answer
     check_submission(out, sample, id_col, sample_csv_path, source, tags=fmt == "tags")
+    with open(sample_csv_path, newline="", encoding="utf-8-sig") as f:
+        out.columns = next(csv.reader(f))  # as the template spells them: an index column's empty name stays empty
     return out
 
 

@@ -1,7 +1,7 @@
 """Put into MLflow what the jobs wrote while tracking was down.
 
     kagglecv backfill results/<competition> [--experiment NAME] [--close-parents] [--dry-run]
-    (or python -m kagglecv.tracking.backfill, or snakemake backfill)
+    (or kagglecv backfill, or snakemake backfill)
 
 Every job keeps the record of what it logged (`<run name>.mlflow.json` beside its outputs, written by
 kagglecv.tracking.tracker.Tracker whether MLflow was up or not): its params as logged, its metrics with their steps and
@@ -23,7 +23,6 @@ failing that, of the current `snakemake backfill` invocation's parent, or of a n
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -261,24 +260,3 @@ def backfill(results: str | Path, experiment: str | None = None, parent_run_id: 
           + (f", {len(report['parents_closed'])} parent run(s) closed" if report["parents_closed"] else ""),
           file=out or sys.stdout, flush=True)
     return report
-
-
-def main(argv: list[str] | None = None, prog: str = "python -m kagglecv.tracking.backfill") -> int:
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("results", help="results/<competition>: the folder the workflow wrote")
-    ap.add_argument("--experiment", help="MLflow experiment (default: the folder's name, as the workflow names it)")
-    ap.add_argument("--parent-run-id", help="make every new run a child of this run instead of the workflow "
-                                            "run of its time")
-    ap.add_argument("--close-parents", action="store_true",
-                    help="mark the workflow parent runs of the backfilled jobs FINISHED if still RUNNING "
-                         "(their snakemake could not close them while the server was down); only once no "
-                         "workflow is running on these results")
-    ap.add_argument("--dry-run", "-n", action="store_true", help="only say what would be created")
-    a = ap.parse_args(argv)
-    backfill(a.results, a.experiment, a.parent_run_id, a.close_parents, a.dry_run)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

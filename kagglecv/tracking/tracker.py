@@ -95,7 +95,7 @@ def warn_down(what: str, err: Exception, stacklevel: int = 3) -> None:
         detail = (str(err).strip().splitlines() or [""])[0][:300]  # SQLAlchemy appends the SQL and a help link
         warnings.warn(redact(f"MLflow {what} failed ({type(err).__name__}: {detail}); {hint}continuing without "
                              "tracking, results are still written to disk and can be backfilled "
-                             "(python -m kagglecv.tracking.backfill)"), stacklevel=stacklevel + 1)
+                             "(kagglecv backfill)"), stacklevel=stacklevel + 1)
     _down = True
 
 
@@ -323,7 +323,7 @@ def finish_parent(ok: bool, metrics: dict | None = None) -> None:
         return
     if _down:
         warnings.warn(f"MLflow: the parent run {run_id} stays open (tracking failed earlier in this process); "
-                      "python -m kagglecv.tracking.backfill --close-parents closes it", stacklevel=2)
+                      "kagglecv backfill --close-parents closes it", stacklevel=2)
         return
     try:
         import mlflow
@@ -335,4 +335,4 @@ def finish_parent(ok: bool, metrics: dict | None = None) -> None:
         retry_busy(client.set_terminated, run_id, "FINISHED" if ok else "FAILED")
     except Exception as e:  # noqa: BLE001
         warnings.warn(redact(f"MLflow: could not close the parent run {run_id} ({e}); "
-                             "python -m kagglecv.tracking.backfill --close-parents closes it"), stacklevel=2)
+                             "kagglecv backfill --close-parents closes it"), stacklevel=2)

@@ -1,0 +1,4 @@
+from kagglecv.cli import main
+import sys
+
+sys.exit(main())
