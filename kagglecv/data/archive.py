@@ -74,6 +74,11 @@ def archive_suffix(name: str) -> str | None:
 # ---------------------------------------------------------------- the formats: one entry list, one way to read
 
 
+def _first(e: BaseException) -> str:
+    """An exception's first line: tarfile and py7zr explain themselves over several."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
 @dataclass
 class Entry:
     name: str  # as stored
@@ -91,7 +96,7 @@ class _Zip:
         try:
             self.f = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError, EOFError) as e:
-            raise InputError(f"{shown}: not a readable zip ({e}); delete it and download again") from e
+            raise InputError(f"{shown}: not a readable zip ({_first(e)}); delete it and download again") from e
 
     def entries(self) -> list[Entry]:
         return [Entry(i.filename, i.file_size, i.compress_size, i.is_dir(), stat.S_ISLNK(i.external_attr >> 16), i)
@@ -113,7 +118,7 @@ class _Tar:
             self.f = tarfile.open(path)
             self.members = self.f.getmembers()
         except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-            raise InputError(f"{shown}: not a readable tar archive ({e}); delete it and download again") from e
+            raise InputError(f"{shown}: not a readable tar archive ({_first(e)}); delete it and download again") from e
 
     def entries(self) -> list[Entry]:
         return [Entry(m.name, m.size, None, m.isdir(), not (m.isfile() or m.isdir()), m) for m in self.members]
@@ -140,7 +145,7 @@ class _SevenZip:
             self.f = py7zr.SevenZipFile(path)
             self.infos = self.f.list()
         except (py7zr.Bad7zFile, OSError, EOFError, ValueError) as e:
-            raise InputError(f"{shown}: not a readable 7z archive ({e}); delete it and download again") from e
+            raise InputError(f"{shown}: not a readable 7z archive ({_first(e)}); delete it and download again") from e
         if self.f.needs_password():
             raise InputError(f"{shown}: the 7z archive is encrypted; unpack it yourself and point data.path at it")
 
@@ -281,7 +286,7 @@ def _spool(reader, entry: Entry, shown: str, plan: _Plan, base: Path) -> Path:
             reader.extract_all([entry.name], plan.spool / "7z")
         reader.copy(entry, out)
     except READ_ERRORS as e:
-        raise InputError(f"{shown}: could not read it from the archive ({e}); delete the archive and download "
+        raise InputError(f"{shown}: could not read it from the archive ({_first(e)}); delete the archive and download "
                          f"again") from e
     return out
 
@@ -351,7 +356,7 @@ def _write(plan: _Plan, target: Path) -> None:
             for p in written:
                 p.unlink(missing_ok=True)
         name = written[-1].relative_to(target) if written else target
-        raise InputError(f"{target}: could not unpack {str(name)!r} ({e}); the archive is damaged or the disk "
+        raise InputError(f"{target}: could not unpack {str(name)!r} ({_first(e)}); the archive is damaged or the disk "
                          f"is full: delete it and download again") from e
     finally:
         for reader in readers.values():
@@ -390,6 +395,15 @@ def safe_extract(archive: str | Path, target: str | Path, *, nested: bool = True
 
 
 # ---------------------------------------------------------------- a folder holding archives
+
+
+def files_below(folder: Path, depth: int | None = None):
+    """Every file below `folder` (not in hidden or litter folders, at most `depth` folders down), symlinked folders
+    followed: a folder read from a mirror (`unpacked`) is made of links."""
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        rel = Path(dirpath).relative_to(folder)
+        dirnames[:] = sorted(d for d in dirnames if not is_junk(d) and (depth is None or len(rel.parts) < depth))
+        yield from (Path(dirpath) / f for f in sorted(filenames) if not is_junk(f))
 
 
 def inner_archives(folder: Path, depth: int = 3) -> list[Path]:

@@ -24,7 +24,7 @@ import pandas as pd
 
 from kagglecv.config.data import DataConfig
 from kagglecv.core.errors import InputError
-from kagglecv.data.archive import is_junk
+from kagglecv.data.archive import files_below, is_junk
 from kagglecv.data.locate import IMAGE_EXTS, image_folder, lookup
 from kagglecv.data.pixels import PixelRows, pixel_columns
 from kagglecv.data.tables import (Template, find_column, match_column, read_csv, read_template, refuse_duplicates,
@@ -86,7 +86,7 @@ def annotations_json(root: Path, configured: str | None, side: str) -> str | Non
     folders named for the side first."""
     if configured:
         return configured
-    found = sorted((p for p in root.rglob("*.json") if not is_junk(p.relative_to(root))),
+    found = sorted((p for p in files_below(root, depth=4) if p.suffix.lower() == ".json"),
                    key=lambda p: (side not in str(p.relative_to(root)).lower(), len(p.parts), str(p)))
     for p in found[:8]:
         keys = coco_keys(p)
@@ -298,6 +298,8 @@ def _filename_labels(root: Path, cfg: DataConfig, template: Template) -> tuple[D
 
 def coco_images(path: Path) -> tuple[dict, dict[str, str]]:
     """(the JSON, {image id as text: file name}) of a COCO-style file."""
+    if not path.is_file():
+        raise InputError(f"{path}: not found; fix data.train_json or data.test_json")
     try:
         data = json.loads(path.read_text())
         files = {str(img["id"]): str(img["file_name"]) for img in data["images"]}

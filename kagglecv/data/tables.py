@@ -15,6 +15,7 @@ import pandas as pd
 
 from kagglecv.config.data import DataConfig
 from kagglecv.core.errors import InputError
+from kagglecv.data.archive import files_below
 
 INDEX_COLUMN = "Unnamed: 0"  # what pandas calls a CSV's leading column with an empty header (its own index)
 
@@ -80,7 +81,8 @@ def find_root(path: Path, cfg: DataConfig) -> Path:
     """The folder holding the submission template (Kaggle zips sometimes nest one folder deep)."""
     if (path / cfg.sample_submission).exists():
         return path
-    hits = sorted(path.rglob(cfg.sample_submission), key=lambda p: (len(p.parts), str(p)))
+    hits = sorted((p for p in files_below(path, depth=4) if p.name == cfg.sample_submission),
+                  key=lambda p: (len(p.parts), str(p)))
     if not hits:
         raise InputError(f"{path}: no {cfg.sample_submission} found; point data.path at the competition folder "
                          "or archive, or set data.sample_submission")
