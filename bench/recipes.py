@@ -216,7 +216,8 @@ def heads(root: Path) -> dict:
 
 
 HARD = {"min_confidence": 0.9, "soft": False}  # hard labels on the test images the teacher is sure of
-PSEUDO = {"plain": {}, "round": {"pseudo_labels": {"rounds": 1}},
+PSEUDO = {"plain": {}, "round": {"pseudo_labels": {"rounds": 1}},  # the defaults: hard labels on p >= 0.95
+          "round, soft labels on every image": {"pseudo_labels": {"rounds": 1, "min_confidence": 0.0, "soft": True}},
           "round, confident hard labels": {"pseudo_labels": {"rounds": 1, **HARD}},
           "two rounds, confident hard labels": {"pseudo_labels": {"rounds": 2, **HARD}},
           "round, hard labels p >= 0.8": {"pseudo_labels": {"rounds": 1, **HARD, "min_confidence": 0.8}},

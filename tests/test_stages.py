@@ -42,7 +42,7 @@ def test_a_round_labels_the_test_set_with_the_folds_own_models(tmp_path):
     out = pseudo_labels([m1, m2], task, tmp_path / "t.csv", min_confidence=0.6, soft=True, weight=0.5)
     assert out["id"].tolist() == ["t0", "t2"]  # t1: top probability 0.4, below 0.6
     assert np.allclose(out[cols].to_numpy(), [[.8, .125, .075], [.05, .15, .8]]) and (out["weight"] == 0.5).all()
-    hard = pseudo_labels([m1, m2], task, tmp_path / "h.csv", soft=False)
+    hard = pseudo_labels([m1, m2], task, tmp_path / "h.csv", min_confidence=0.0, soft=False)
     assert hard[cols].to_numpy().tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
     values = Task("regression")
     v = predictions(tmp_path / "v.csv", ids, ["p0"], np.array([[3.0], [40.0], [7.5]]))
@@ -90,7 +90,7 @@ def test_a_job_trains_on_its_teachers_rows_for_every_task(kinds, slug, tmp_path)
     elif task.kind in ("regression", "ordinal"):
         p = p * 4
     teacher = predictions(tmp_path / "teacher.csv", test_ids, cols, p)
-    targets = pseudo_labels([teacher], task, tmp_path / "round2.csv", weight=0.5)
+    targets = pseudo_labels([teacher], task, tmp_path / "round2.csv", min_confidence=0.0, soft=True, weight=0.5)
     folds = pd.read_csv(root / "folds.csv", dtype={"id": str})
     tr_idx = np.flatnonzero(folds["fold"].to_numpy() != 0)
     train_t, rows, test_t, w = read_teacher(tmp_path / "round2.csv", folds, tr_idx, test_ids, task)

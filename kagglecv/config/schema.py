@@ -35,13 +35,19 @@ def _schema_defaults() -> dict:
     return defaults(load_schema())
 
 
+def default_value(key: str):
+    """The schema's default for `key` ("pseudo_labels.min_confidence"), for a function's keyword default."""
+    value = _schema_defaults()
+    for part in key.split("."):
+        value = value[part]
+    return copy.deepcopy(value)
+
+
 def default_of(key: str):
     """A dataclass field whose default is the schema's for `key` ("train.lr", "seed"): the settings dataclasses
     (TrainConfig, DataConfig, ...) spell no default of their own. Lists become tuples where the field wants one
     (`tuple=True`); mappings and lists get a fresh copy per instance."""
-    value = _schema_defaults()
-    for part in key.split("."):
-        value = value[part]
+    value = default_value(key)
     if isinstance(value, (dict, list)):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(value))
     return dataclasses.field(default=value)

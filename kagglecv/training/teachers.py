@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from kagglecv.config.schema import default_value
 from kagglecv.core.errors import InputError
 from kagglecv.core.files import read_table, write_csv
 from kagglecv.core.tasks import CLASSIFICATION, NUMERIC, Task
@@ -62,8 +63,10 @@ def decided(task: Task, p: np.ndarray) -> np.ndarray:
     return p
 
 
-def pseudo_labels(test_predictions: list, task: Task, out_csv, *, min_confidence: float = 0.0, soft: bool = True,
-                  weight: float = 1.0) -> pd.DataFrame:
+def pseudo_labels(test_predictions: list, task: Task, out_csv, *,
+                  min_confidence: float = default_value("pseudo_labels.min_confidence"),
+                  soft: bool = default_value("pseudo_labels.soft"),
+                  weight: float = default_value("pseudo_labels.weight")) -> pd.DataFrame:
     """The test images a pseudo-label round of one fold learns from: the mean of that fold's previous-round
     predictions, the rows the teachers are sure enough of, as probabilities or decisions."""
     mean = mean_predictions(test_predictions)
@@ -78,7 +81,7 @@ def pseudo_labels(test_predictions: list, task: Task, out_csv, *, min_confidence
 
 
 def distill_targets(member_oofs: list[list], fold_tests: list, folds: pd.DataFrame, fold: int, task: Task,
-                    out_csv, *, label_weight: float = 0.5) -> pd.DataFrame:
+                    out_csv, *, label_weight: float = default_value("distill.label_weight")) -> pd.DataFrame:
     """The student of fold `fold`: its training rows (the other folds) with targets mixing the true label
     (label_weight) and the members' mean out-of-fold prediction, and the test images labelled by the members'
     fold-`fold` models. member_oofs: per member, its oof.csv of every fold."""
