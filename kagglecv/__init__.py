@@ -1,47 +1,23 @@
 """kagglecv: reproducible Kaggle image-classification runs.
 
-Which module serves which stage of the DAG (rules/*.smk; every rule runs scripts/job.py, which calls the job of
-the same name in kagglecv.jobs; the library never imports snakemake):
+The package is in wings by stage of the DAG; each sub-package's docstring says what it owns, and every import
+points down this list (tests/test_house.py checks it):
 
-  workflow-wide  jobs        every rule's job, one function per rule; the harness (log, bad input, tracking)
-                 config      layering, defaults, validation; backbones merged; cache side, threads, memory
-                 layout      every path under results/<competition>/, and the files of each folder, named once
-                 summary     the end of a run: close the MLflow parent run, print the CV table
-                 cli         the `kagglecv` command (config, predict, backfill, download)
-  download       kaggle      the official kaggle client: client (credentials, retries, polling), download,
-                             submit and leaderboard (file submissions), code (code competitions)
-                 archive     safe unpacking of competition zips, with limits
-  demo           demo        the embedded digits competition, laid out as Kaggle ships one
-  prepare        prepare     read the four layouts, validate, recognise the task, write the cache and tables
-                 tasks       the task kinds (binary ... ordinal): targets, head width, activation, loss scale
-                 images      decode images on every core, straight to disk (one decoder, also for predict)
-  folds          folds       k-fold assignment per task (stratified, multi-label, binned, grouped), once
-  lr_find        lr_finder   fastai's LR range test
-  train          train       one (member, fold): one-cycle, AMP, EMA, mixup, TTA, resume, a teacher's rows
-                 models      a backbone entry's network: timm name or the user's factory, heads, metadata fusion
-                 meta        data.meta_columns encoded on the fold's training rows only
-                 recipes     progressive resizing, time budgets, weight averaging, precise batch norm
-                 distributed one job on several devices (DistributedDataParallel)
-                 data        batches from the memory-mapped cache (DataLoader or on-device)
-                 augment     augmentation and TTA presets (albumentations and batched tensor ops)
-                 gpu         GPU leases for concurrent jobs
-  pseudo_labels  teachers    what pseudo-label rounds and the distilled student learn from, honestly per fold
-  distill_targets
-  ensemble       ensemble    OOF predictions combined and scored; blend: the methods, with honest CV
-                 metrics     the competition metrics, which tasks each suits
-                 decisions   a class, labels over thresholds, a grade between cut points
-                 thresholds  per-label thresholds and ordinal cut points fitted on OOF, honestly nested
-  submission     submission  a submission with exactly sample_submission.csv's ids, order and columns,
-                             checked before it is written (the workflow's and the kernel's)
-  kernel         kernel      the kernel dataset and notebook; `run`, the notebook itself (uses predict)
-                 rerun       the hidden rerun: projected time, tested versions, dataset and disk checks,
-                             progress (imports nothing heavy: checked before torch is imported)
-  report         report      the Snakemake report's figures
-  predict        predict     a finished run's ensemble on new images (also the kernel's prediction)
-  tracking       tracking    guarded MLflow logging, with each job's record of what it logged; backfill
-                             replays those records into MLflow when the server was down
-  (everywhere)   secrets     credentials redacted from everything printed, logged or recorded
-                 fsutil      atomic, durable writes; errors: the one exception type for bad input
+  jobs       every rule's job, one module per stage; the harness (log, one-line errors, tracking)   top
+  cli        the `kagglecv` command (config, inspect, predict, backfill, download, submit)
+  report     the Snakemake report's figures
+  tuning     hyperparameter search: Optuna trials as jobs of the DAG
+  kaggle     the official kaggle client: download, submit, code competitions (kernel builder, notebook)
+  training   one (member, fold) job: session, loop, schedule, budget, averaging, resume; the teachers
+  inference  models, TTA, predicting a finished run's ensemble
+  data       a competition read as Kaggle ships it, checked, decoded once; folds; batches
+  tracking   MLflow, guarded; records replayed by backfill
+  config     the schema, layering and validation; members, resources; TrainConfig and DataConfig
+  scoring    metrics, decisions and thresholds, blending, the ensemble, the submission
+  core       errors, files, secrets, the results layout and readers, tasks, devices        bottom
+
+A rule's job is `kagglecv.jobs.<stage>.<rule name>` (rules/*.smk run scripts/job.py); the library never imports
+snakemake, so all of it is tested directly.
 """
 
 __version__ = "0.1.0"
