@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SNAKEMAKE_ARGS ?=
 
-.PHONY: run test test-fast coverage env lint bench bench-threads bench-dag bench-scale bench-recipes clean
+.PHONY: run test test-fast coverage env lint bench bench-threads bench-dag bench-scale bench-recipes bench-mlebench clean
 
 env: $(STAMP)
 
@@ -84,6 +84,10 @@ bench-dag: $(STAMP) $(BENCH_STAMP)
 # student, progressive resizing, time budgets, weight averaging. BENCH_ARGS picks some: make bench-recipes BENCH_ARGS=budget
 bench-recipes: $(STAMP)
 	$(BIN)/python bench/recipes.py $(or $(BENCH_ARGS),short meta heads pseudo resize budget average)
+
+# MLE-bench's 19 image competitions as stand-ins (tests/standins), each end to end and graded (bench/mlebench.py).
+bench-mlebench: $(STAMP)
+	$(BIN)/python bench/mlebench.py $(BENCH_ARGS)
 
 # Real-size benchmark (bench/scale.py): a Dogs-vs-Cats-sized synthetic photo competition, generated locally;
 # prepare and training memory and throughput at two dataset sizes. About 15 minutes on 2 cores.
