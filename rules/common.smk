@@ -17,7 +17,12 @@ from kagglecv.config.members import (
     input_size,
     prepare_side,
 )
-from kagglecv.config.resources import loader_workers, train_mem_mb, train_runtime_minutes, train_threads
+from kagglecv.config.resources import (
+    loader_workers,
+    train_mem_mb,
+    train_runtime_minutes,
+    train_threads,
+)
 from kagglecv.config.schema import defaults, layered, load_schema, resolve
 from kagglecv.core.gpus import visible_devices
 from kagglecv.kaggle.kernel import RERUN_KEYS  # the kaggle.* settings of a hidden rerun
