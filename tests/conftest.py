@@ -60,7 +60,7 @@ GROUPS_ENV = "KAGGLECV_TEST_GROUPS"  # a folder: each xdist worker writes {test:
 GROUP_SECONDS = {"test_slurm_mlflow_server.py": 200, "aerial-cactus-identification": 120, "test_kernel.py": 100,
                  "mlflow-server-killed": 95, "test_extending.py": 85, "test_recipes.py": 75, "test_stages.py": 55,
                  "test_report_predict.py": 55, "test_models.py": 55, "test_workflow.py": 45, "digit-recognizer": 35,
-                 "plant-seedlings-classification": 30, "test_onesource.py": 30,
+                 "plant-seedlings-classification": 30, "test_config.py": 30,
                  "dogs-vs-cats-redux-kernels-edition": 28}
 
 
