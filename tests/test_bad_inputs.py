@@ -2,7 +2,7 @@
 error naming the file, column, id or value, before any training. Every case starts from a valid fixture.
 The last section runs the prepare and folds jobs through the job harness, as every rule runs them: the error is
 one line on the terminal, exit status 1, and no output (one case through the real snakemake CLI:
-tests/test_workflow.py). (Archives, downloads, Kaggle, locks and writes: tests/test_hardening.py.)"""
+tests/test_workflow.py). (Archives: tests/test_zip_limits.py and test_archives.py; Kaggle: test_kaggle_conditions.py.)"""
 
 from __future__ import annotations
 
