@@ -116,6 +116,8 @@ def test_kernel_folders_are_ready_to_push(run):
     scores = json.loads((ds / "scores.json").read_text())
     assert scores["ensemble"]["method"] == "stack" and scores["ensemble"]["params"]["model"]["coef"]
     assert json.loads((ds / "prepared" / "meta.json").read_text())["data"]["test_dir"] == "test"
+    for name in ("scores.json", "prepared/meta.json"):  # the run's own files, copied byte for byte
+        assert (ds / name).read_bytes() == (res / name).read_bytes(), name
     wheels = list((ds / "wheels").glob("kagglecv-*.whl"))
     assert len(wheels) == 1
     with zipfile.ZipFile(wheels[0]) as zf:
@@ -509,11 +511,14 @@ def test_rerun_projection_and_its_limit():
     """Each fold's prediction time per image (its training job timed its validation and test rows), summed over
     folds and members, plus decoding, times the hidden rows and the device factor."""
     from kagglecv.core.errors import InputError
+    from kagglecv.core.results import ModelRecord
     from kagglecv.kaggle import rerun
 
     meta = {"n_test": 10, "decode": {"workers": 2, "images_per_s": 400.0}}
-    fold = ({"tta_seconds": 3.0, "device": "cpu"}, {"n_valid": 20, "tta_used": "dihedral"})  # 0.1 s per image
-    other = ({"tta_seconds": 1.5, "device": "cpu"}, {"n_valid": 20, "tta_used": "augment", "tta_n": 2})
+    fold = ModelRecord(metrics={"tta_seconds": 3.0, "device": "cpu"},
+                       config={"n_valid": 20, "tta_used": "dihedral"})  # 0.1 s per image
+    other = ModelRecord(metrics={"tta_seconds": 1.5, "device": "cpu"},
+                        config={"n_valid": 20, "tta_used": "augment", "tta_n": 2})
     folds = {"big": [fold] * 5, "small": [other] * 5}
     plan = rerun.project(folds, meta, enable_gpu=True, hidden_test_rows=10_000, speed_factor=None)
     assert plan["speed_factor"] == 0.25 and plan["decode_seconds_per_image"] == pytest.approx(2 / 400 / 4)
@@ -526,8 +531,8 @@ def test_rerun_projection_and_its_limit():
                                          r"_time_limit = 0.39 h; cut TTA views \(train.tta\), folds or backbones \(big "
                                          r"costs the most\)"):
         rerun.check_budget(plan, limit=2000, safety=0.7)
-    assert rerun.project({"big": [({"device": "cpu"}, fold[1])]}, meta, enable_gpu=False, hidden_test_rows=None,
-                         speed_factor=None) is None  # not timed: not projected
+    assert rerun.project({"big": [ModelRecord(fold.config, {"device": "cpu"})]}, meta, enable_gpu=False,
+                         hidden_test_rows=None, speed_factor=None) is None  # not timed: not projected
     same = rerun.project(folds, meta, enable_gpu=False, hidden_test_rows=None, speed_factor=None)
     assert same["speed_factor"] == 1.0 and same["rows"] == 10
 
@@ -576,10 +581,12 @@ def test_a_kernel_dataset_that_cannot_be_complete_is_one_line(tmp_path):
     fold = L.model("mynet", 0)
     fold.path.mkdir(parents=True)
     fold.config.write_text(json.dumps({"model": str(tmp_path / "gone.py") + ":build"}))
+    fold.metrics.write_text("{}")  # a model folder holds both (docs/extending.md)
     with pytest.raises(InputError, match=r"backbones: mynet: its model file .*gone.py is gone"):
         place_factory(L, "mynet", Layout(tmp_path / "out"))
     L.model("timm_member", 0).path.mkdir(parents=True)
     L.model("timm_member", 0).config.write_text(json.dumps({"model": None}))
+    L.model("timm_member", 0).metrics.write_text("{}")
     place_factory(L, "timm_member", Layout(tmp_path / "out"))  # a timm name: nothing to carry
     assert not (tmp_path / "out").exists()
     with pytest.raises(InputError, match="no pyproject.toml and kagglecv/ here"):

@@ -140,13 +140,14 @@ def test_ensemble_scores_every_backbone_and_the_mean(tmp_path):
             "b.x": _fake_fold_outputs(tmp_path, "b.x", fdf, ["t1", "t2"], rng, 0.9)}
     scores = ensemble.combine(dirs, tmp_path / "folds.csv", "accuracy", tmp_path / "out", method="mean")
     on_disk = json.loads((tmp_path / "out" / "scores.json").read_text())
-    assert on_disk == scores and set(scores["models"]) == {"a", "b.x"}
-    assert len(scores["models"]["a"]["folds"]) == 2 and scores["ensemble"]["method"] == "mean"
+    assert scores.to_dict() == on_disk and list(scores.to_dict()) == list(on_disk)  # the file, keys in order
+    assert set(scores.models) == {"a", "b.x"}
+    assert len(scores.models["a"]["folds"]) == 2 and scores.ensemble.method == "mean"
     oof = pd.read_csv(tmp_path / "out" / "ensemble_oof.csv")
     a = pd.concat(pd.read_csv(d / "oof.csv") for d in dirs["a"]).set_index("id").loc[oof["id"]]
     b = pd.concat(pd.read_csv(d / "oof.csv") for d in dirs["b.x"]).set_index("id").loc[oof["id"]]
     np.testing.assert_allclose(oof["p1"], (a["p1"].to_numpy() + b["p1"].to_numpy()) / 2)
-    assert scores["ensemble"]["cv"] == pytest.approx(metrics.score("accuracy", oof["y"], oof[["p0", "p1", "p2"]]))
+    assert scores.ensemble.cv == pytest.approx(metrics.score("accuracy", oof["y"], oof[["p0", "p1", "p2"]]))
 
 
 def _prepared(tmp_path, classes, target_columns, ids):
@@ -252,11 +253,11 @@ def test_auto_picks_the_best_honest_method(tmp_path):
     fdf.to_csv(tmp_path / "folds.csv", index=False)
     dirs = {n: _fake_fold_outputs(tmp_path, n, fdf, ["t1"], rng, noise) for n, noise in (("a", 0.6), ("b", 1.5))}
     scores = ensemble.combine(dirs, tmp_path / "folds.csv", "log_loss", tmp_path / "out", method="auto")
-    assert set(scores["methods"]) == set(blend.METHODS) - {"rank_mean"}  # ranks only for AUC metrics
-    assert scores["ensemble"]["chosen_by"] == "cv"
-    best = min(scores["methods"], key=lambda m: scores["methods"][m]["cv"])
-    assert scores["ensemble"]["method"] == best
-    assert scores["ensemble"]["cv"] <= min(m["cv"] for m in scores["models"].values()) + 1e-9
+    assert set(scores.methods) == set(blend.METHODS) - {"rank_mean"}  # ranks only for AUC metrics
+    assert scores.ensemble.chosen_by == "cv"
+    best = min(scores.methods, key=lambda m: scores.methods[m]["cv"])
+    assert scores.ensemble.method == best
+    assert scores.ensemble.cv <= min(m["cv"] for m in scores.models.values()) + 1e-9
 
 
 def test_pretrained_weights_load_exactly_from_a_local_file(tmp_path):

@@ -64,10 +64,10 @@ def test_scores_json_has_the_documented_shape(finished, tmp_path):
     shutil.copy(res / "folds.csv", out / "folds.csv")
     dirs = {b: [res / "models" / b / f"fold{k}" for k in range(2)] for b in scores["models"]}
     auto = combine(dirs, out / "folds.csv", "accuracy", out, method="auto")
-    assert set(auto["methods"]) == set(scores["methods"])
-    assert auto["ensemble"]["chosen_by"] == "cv" and 0 <= auto["ensemble"]["cv"] <= 1
-    best = max(m["cv"] for m in auto["methods"].values())
-    assert auto["ensemble"]["cv"] == best
+    assert set(auto.methods) == set(scores["methods"])
+    assert auto.ensemble.chosen_by == "cv" and 0 <= auto.ensemble.cv <= 1
+    best = max(m["cv"] for m in auto.methods.values())
+    assert auto.ensemble.cv == best
 
 
 def test_submission_matches_the_sample(finished):

@@ -10,12 +10,12 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
 from pathlib import Path
 
 from kagglecv.config.schema import load_schema
 from kagglecv.core.errors import InputError
+from kagglecv.core.results import PreparedMeta
 
 
 def backbone_settings(config: dict, schema: dict | None = None) -> dict[str, dict]:
@@ -127,12 +127,12 @@ def prepare_side(wanted: int, meta_path: str | Path) -> int:
     Snakemake sees unchanged params and neither rebuilds the cache nor retrains every model (digits, MNIST or
     Cactus tiles are smaller than any backbone's input). Otherwise `wanted`."""
     try:
-        meta = json.loads(Path(meta_path).read_text())
-        h, w, _ = meta["image_shape"]
-        cache = meta["cache"]
+        meta = PreparedMeta.read(meta_path)
+        h, w, _ = meta.image_shape
+        cache = meta.cache
         native = cache["distinct_sizes"] == 1 and list(cache["largest"]) == [w, h]
         if native and cache["side"] and max(h, w) <= min(wanted, cache["side"]):
             return int(cache["side"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (InputError, OSError, ValueError, KeyError, TypeError):  # none yet, or one without these keys
         pass
     return wanted

@@ -74,6 +74,11 @@ def write_json(path: str | os.PathLike, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def read_json(path: str | os.PathLike):
+    """A JSON file's data. The results files other steps read have their typed readers (kagglecv.core.results)."""
+    return json.loads(Path(path).read_text())
+
+
 def write_csv(path: str | os.PathLike, df) -> None:
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kagglecv.core.errors import InputError
+from kagglecv.core.results import PreparedMeta
 
 KINDS = ("binary", "multiclass", "multilabel", "regression", "ordinal")
 CLASSIFICATION = ("binary", "multiclass")
@@ -105,8 +106,10 @@ class Task:
     scale: tuple[float, float] = (0.0, 1.0)
 
     @classmethod
-    def of(cls, meta: dict) -> "Task":
-        return cls(meta.get("task", "multiclass"), tuple(str(c) for c in meta.get("classes", [])))
+    def of(cls, meta: PreparedMeta) -> "Task":
+        """The task of a prepared competition (its meta.json, or prepare's dict of it)."""
+        meta = PreparedMeta.of(meta)
+        return cls(meta.task, tuple(str(c) for c in meta.classes))
 
     @property
     def outputs(self) -> int:

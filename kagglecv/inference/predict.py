@@ -26,7 +26,6 @@ set: predicting the test images gives the submission's numbers; any other folder
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ import pandas as pd
 from kagglecv.core.errors import InputError
 from kagglecv.core.files import read_table, write_csv, write_json
 from kagglecv.core.layout import Layout, ModelFiles
+from kagglecv.core.results import PreparedMeta, Scores
 from kagglecv.data.meta import MetaEncoder
 from kagglecv.scoring.submission import decisions
 from kagglecv.core.tasks import Task
@@ -134,21 +134,22 @@ def backbone_probs(fold_dirs: list[Path], images: np.ndarray, device_pref: str =
 # ---------------------------------------------------------------- the ensemble recipe
 
 
-def fold_dirs_of(results_dir: Path, scores: dict, backbone: str) -> list[Path]:
-    return [f.path for f in Layout(Path(results_dir)).folds_of(backbone, len(scores["models"][backbone]["folds"]))]
+def fold_dirs_of(results_dir: Path, scores: Scores, backbone: str) -> list[Path]:
+    return [f.path for f in Layout(Path(results_dir)).folds_of(backbone, Scores.of(scores).n_folds(backbone))]
 
 
-def ensemble_recipe(scores: dict) -> tuple[str, list[str], object]:
+def ensemble_recipe(scores: Scores) -> tuple[str, list[str], object]:
     """(method, members, params for blend.apply) exactly as the ensemble step applied them to the test set:
     the fitted parameters are stored in scores.json (blend.to_json), never fitted again."""
     from kagglecv.scoring import blend
 
-    ens = scores["ensemble"]
-    method, members = ens["method"], list(ens.get("members") or scores["models"])
-    if blend.METHODS.get(method, (None,))[0] is not None and "params" not in ens:
+    scores = Scores.of(scores)
+    ens = scores.ensemble
+    method, members = ens.method, list(ens.members or scores.models)
+    if blend.METHODS.get(method, (None,))[0] is not None and ens.params is None:
         raise InputError(f"scores.json: no fitted parameters for the ensemble method {method!r} (written by an "
                          f"older version); rerun the ensemble step: snakemake --forcerun ensemble")
-    return method, members, blend.from_json(ens.get("params"))
+    return method, members, blend.from_json(ens.params)
 
 
 def apply_recipe(method: str, preds: list[np.ndarray], params, kind: str = "multiclass") -> np.ndarray:
@@ -175,7 +176,7 @@ def ensemble_predict(results_dir: str | Path, images: np.ndarray, device: str = 
     recipe. The one implementation behind `snakemake predict` and the Kaggle kernel (kagglecv.kaggle.kernel);
     `results_dir` is results/<competition> or a kernel dataset, which has the same layout. `meta_rows`: see
     backbone_probs; `progress.update()` after each fold of each member."""
-    scores = json.loads(Layout(Path(results_dir)).scores.read_text())
+    scores = Scores.read(Layout(Path(results_dir)).scores)
     method, members, params = ensemble_recipe(scores)
     read = predicted_members(method, members, params)
     preds, settings = {}, {}
@@ -183,14 +184,13 @@ def ensemble_predict(results_dir: str | Path, images: np.ndarray, device: str = 
     for m in read:
         preds[m], settings[m] = backbone_probs(fold_dirs_of(results_dir, scores, m), images, device, meta_rows,
                                                rows, progress)
-        log.info("%s: predicted %d image(s) with %d fold(s)", m, n, len(scores["models"][m]["folds"]))
+        log.info("%s: predicted %d image(s) with %d fold(s)", m, n, scores.n_folds(m))
     if skipped := [m for m in members if m not in preds]:
         log.info("not predicted (the %s recipe gives them no weight): %s", method, ", ".join(skipped))
     shape = next(iter(preds.values())).shape
-    probs = apply_recipe(method, [preds.get(m, np.zeros(shape)) for m in members], params,
-                         scores.get("task", "multiclass"))
+    probs = apply_recipe(method, [preds.get(m, np.zeros(shape)) for m in members], params, scores.task)
     return probs, {"method": method, "members": members, "predicted": read, "preprocessing": settings,
-                   "folds": {m: len(scores["models"][m]["folds"]) for m in read}}
+                   "folds": {m: scores.n_folds(m) for m in read}}
 
 
 def predicted_members(method: str, members: list[str], params) -> list[str]:
@@ -200,7 +200,7 @@ def predicted_members(method: str, members: list[str], params) -> list[str]:
     return [members[i] for i in blend.used(method, params, len(members))]
 
 
-def check_against_submission(results_dir: Path, scores: dict, method: str, members: list[str], params) -> dict:
+def check_against_submission(results_dir: Path, scores: Scores, method: str, members: list[str], params) -> dict:
     """Apply the recipe to the stored per-fold test.csv files and compare with ensemble_test.csv."""
     from kagglecv.scoring.ensemble import load_backbone, prob_columns
 
@@ -209,7 +209,7 @@ def check_against_submission(results_dir: Path, scores: dict, method: str, membe
         ens = read_table(Layout(results_dir).ensemble_test)
     except (OSError, KeyError, ValueError) as e:
         return {"checked": False, "reason": str(e)}
-    ours = apply_recipe(method, [t[prob_columns(t)].to_numpy() for t in tests], params, scores.get("task", "multiclass"))
+    ours = apply_recipe(method, [t[prob_columns(t)].to_numpy() for t in tests], params, Scores.of(scores).task)
     diff = float(np.max(np.abs(ours - ens[prob_columns(ens)].to_numpy()))) if len(ens) else 0.0
     return {"checked": True, "max_abs_diff": diff, "ok": diff < 1e-6}
 
@@ -229,13 +229,13 @@ def output_name(folder: str | Path) -> str:
     return folder.name or folder.resolve().name
 
 
-def read_meta_csv(path: str | Path, names: list[str], meta: dict) -> pd.DataFrame | None:
+def read_meta_csv(path: str | Path, names: list[str], meta: PreparedMeta) -> pd.DataFrame | None:
     """The metadata of images `names` from a CSV whose first column holds their file names (or names without
     the extension) and then the run's data.meta_columns, as `meta:<column>` columns; None for a run without."""
     from kagglecv.data import meta as metadata
     from kagglecv.data.tables import read_csv
 
-    columns = [c["name"] for c in meta.get("meta_columns") or []]
+    columns = [c["name"] for c in PreparedMeta.of(meta).meta_columns]
     if not columns:
         return None
     if not path:
@@ -273,13 +273,12 @@ def predict_folder(results_dir: str | Path, folder: str | Path, out_csv: str | P
         import torch
 
         torch.set_num_threads(max(1, int(threads)))
-    scores = json.loads(scores_path.read_text())
-    meta = json.loads(meta_path.read_text())
-    classes = [str(c) for c in meta["classes"]]
+    scores = Scores.read(scores_path)
+    meta = PreparedMeta.read(meta_path)
+    classes = [str(c) for c in meta.classes]
 
-    cache = meta.get("cache", {})
-    names, images, skipped = load_folder(folder, meta["image_shape"], cache.get("resize", "squash"),
-                                         cache.get("max_image_pixels"))
+    names, images, skipped = load_folder(folder, meta.image_shape, meta.cache.get("resize", "squash"),
+                                         meta.cache.get("max_image_pixels"))
     if skipped:
         msg = (f"{folder}: skipped {len(skipped)} unreadable file(s): "
                + "; ".join(f"{s['file']} ({s['reason']})" for s in skipped))
@@ -301,14 +300,14 @@ def predict_folder(results_dir: str | Path, folder: str | Path, out_csv: str | P
     out = pd.DataFrame(probs, columns=columns)
     out.insert(0, "image", names)
     if task.kind != "regression":  # the submission's answer: class, tags at the fitted thresholds, or grade
-        answer = decisions(task, probs, "tags" if task.kind == "multilabel" else "label", scores["metric"],
-                           scores["ensemble"].get("thresholds"))
+        answer = decisions(task, probs, "tags" if task.kind == "multilabel" else "label", scores.metric,
+                           scores.ensemble.thresholds)
         out["label"] = ([" ".join(c for c, f in zip(classes, row) if f) for row in np.asarray(answer)]
                         if task.kind == "multilabel" else answer)
     write_csv(out_csv, out)
     write_json(out_json, {
         "folder": str(folder), "n_images": len(names), "skipped": skipped, "csv": str(out_csv),
-        **info, "classes": meta["classes"], "image_shape": meta["image_shape"], "notes": notes,
+        **info, "classes": meta.classes, "image_shape": meta.image_shape, "notes": notes,
         "consistency_check": check,
         "seconds": round(time.perf_counter() - t0, 2),
     })

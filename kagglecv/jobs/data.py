@@ -5,7 +5,6 @@ Library modules are imported inside each job: a small job must not pay for torch
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from kagglecv.jobs.harness import Job, job
@@ -51,11 +50,12 @@ def prepare(job: Job) -> dict:
 
 @job
 def folds(job: Job) -> None:
+    from kagglecv.core.results import PreparedMeta
     from kagglecv.data import folds as kfold
 
     L, p = job.layout, job.params
     with job.tracker("folds", L.root) as t:
-        task = json.loads(L.prepared.meta.read_text())["task"]
+        task = PreparedMeta.read(L.prepared.meta).task
         df = kfold.make_folds(L.prepared.train, L.folds, p.folds, p.seed, task=task)
         t.log_params({"folds": p.folds, "seed": p.seed})
         t.log_metrics({f"fold{k}_size": int(n) for k, n in df["fold"].value_counts().sort_index().items()})

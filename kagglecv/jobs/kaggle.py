@@ -5,7 +5,6 @@ Library modules are imported inside each job: a small job must not pay for torch
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 
@@ -45,12 +44,13 @@ def submit(job: Job) -> dict:
     row is polled again, never submitted twice."""
     from kagglecv.kaggle import code, submit as files
     from kagglecv.kaggle.client import client
+    from kagglecv.core.results import Scores
     from kagglecv.core.secrets import redact
     from kagglecv.tracking.tracker import Tracker, log_to_parent
 
     L, p = job.layout, job.params
-    scores = json.loads(L.scores.read_text())
-    cv = scores["ensemble"]["cv"]
+    scores = Scores.read(L.scores)
+    cv = scores.ensemble.cv
     message = files.submission_message(scores, files.git_commit(p.repo), p.message)
     api = client(p.http_timeout)
     is_code = p.code_competition
@@ -66,9 +66,9 @@ def submit(job: Job) -> dict:
     else:
         result = files.submit_and_record(p.competition, L.submission, message, L.leaderboard, cv=cv, **wait)
     log.info("%s: submission %s %s: public score %s (CV %s %s); recorded in %s", p.competition, result["ref"],
-             result["status"], result["public_score"], scores["metric"], cv, L.leaderboard)
+             result["status"], result["public_score"], scores.metric, cv, L.leaderboard)
     params = {"message": result["message"], "ref": result["ref"], "status": result["status"],
-              "metric": scores["metric"], **{k: result[k] for k in ("kernel", "kernel_version") if k in result}}
+              "metric": scores.metric, **{k: result[k] for k in ("kernel", "kernel_version") if k in result}}
     scored = {"public_score": result["public_score"], "private_score": result["private_score"]}
     with Tracker(job.experiment, "submit", L.results, enabled=job.track, tags={"step": "submit"}) as t:
         t.log_params(params)  # redacted, as everything a Tracker logs

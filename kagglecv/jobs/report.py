@@ -5,9 +5,6 @@ Library modules are imported inside each job: a small job must not pay for torch
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from kagglecv.jobs.harness import Job, job
 
 
@@ -37,10 +34,11 @@ def report_curves(job: Job) -> None:
 
 @job
 def report_oof(job: Job) -> None:
+    from kagglecv.core.results import Scores
     from kagglecv.report.oof import confusion, oof_errors
 
-    scores = json.loads(Path(job.input.scores).read_text())
-    confusion(job.input.oof, job.input.meta, job.output.confusion, scores["ensemble"]["method"], scores)
+    scores = Scores.read(job.input.scores)
+    confusion(job.input.oof, job.input.meta, job.output.confusion, scores.ensemble.method, scores)
     oof_errors(job.input.oof, job.layout.prepared.path, job.output.errors)
 
 

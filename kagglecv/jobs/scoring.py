@@ -5,14 +5,14 @@ Library modules are imported inside each job: a small job must not pay for torch
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from kagglecv.core.results import PreparedMeta, Scores
 from kagglecv.jobs.harness import Job, job
 
 
 @job
-def ensemble(job: Job) -> dict:
+def ensemble(job: Job) -> Scores:
     """The ensemble, logged. With mlflow.live: false, first put the records of the jobs before it (prepare,
     folds, training) into MLflow, which they skipped to save their start-up."""
     from kagglecv.scoring import ensemble as ens
@@ -26,8 +26,8 @@ def ensemble(job: Job) -> dict:
                              L.root, p.method)
         print(ens.cv_table(scores))
         t.log_params({"metric": p.metric, "method": p.method, "backbones": ",".join(p.model_dirs)})
-        t.log_metrics({f"cv_{name}": s["cv"] for name, s in scores["models"].items()})
-        t.log_metrics({"cv_ensemble": scores["ensemble"]["cv"]})
+        t.log_metrics({f"cv_{name}": s["cv"] for name, s in scores.models.items()})
+        t.log_metrics({"cv_ensemble": scores.ensemble.cv})
         t.log_artifact(L.scores)
     return scores
 
@@ -64,7 +64,7 @@ def holdout(job: Job) -> dict:
     from kagglecv.scoring.submission import score_against
 
     L = job.layout
-    result = score_against(L.submission, job.input.solution, json.loads(L.meta.read_text()), job.params.metric)
+    result = score_against(L.submission, job.input.solution, PreparedMeta.read(L.meta), job.params.metric)
     with job.tracker("holdout", L.root) as t:
         write_json(L.holdout, result)
         t.log_metrics({"holdout_score": result["score"]})

@@ -6,9 +6,6 @@ Library modules are imported inside each job: a small job must not pay for torch
 
 from __future__ import annotations
 
-import json
-
-
 from kagglecv.jobs.harness import Job, job
 
 
@@ -50,13 +47,14 @@ def train(job: Job) -> dict:
 @job
 def pseudo_labels(job: Job) -> None:
     """A pseudo-label round's targets for one fold: the test images as the previous round's fold models see them."""
+    from kagglecv.core.results import PreparedMeta
     from kagglecv.core.tasks import Task
     from kagglecv.training.teachers import pseudo_labels as label
 
     L, w = job.layout, job.wildcards
     out = L.teacher(f"round{w.round}", w.fold)
     with job.tracker(f"pseudo_labels-round{w.round}-fold{w.fold}", out.parent, round=w.round, fold=w.fold) as t:
-        rows = label(list(job.input.test), Task.of(json.loads(L.meta.read_text())), out, **job.params.settings)
+        rows = label(list(job.input.test), Task.of(PreparedMeta.read(L.meta)), out, **job.params.settings)
         t.log_params({"teachers": len(job.input.test), **job.params.settings})
         t.log_metrics({"test_rows": len(rows)})
         t.log_artifact(out)
@@ -67,6 +65,7 @@ def distill_targets(job: Job) -> None:
     """The student's targets for one fold: its training rows' labels mixed with the other members' out-of-fold
     predictions, and the test images as the members' fold models see them."""
     from kagglecv.core.files import read_table
+    from kagglecv.core.results import PreparedMeta
     from kagglecv.core.tasks import Task
     from kagglecv.training.teachers import distill_targets as targets
 
@@ -74,7 +73,7 @@ def distill_targets(job: Job) -> None:
     out = L.teacher("student", fold)
     oofs = [[m.oof for m in L.folds_of(member, n)] for member in job.params.teachers]
     with job.tracker(f"distill_targets-fold{fold}", out.parent, fold=str(fold)) as t:
-        rows = targets(oofs, list(job.input.test), read_table(L.folds), fold, Task.of(json.loads(L.meta.read_text())),
+        rows = targets(oofs, list(job.input.test), read_table(L.folds), fold, Task.of(PreparedMeta.read(L.meta)),
                        out, label_weight=job.params.label_weight)
         t.log_params({"teachers": ",".join(job.params.teachers), "label_weight": job.params.label_weight})
         t.log_metrics({"rows": len(rows)})

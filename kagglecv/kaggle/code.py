@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from kagglecv.core.errors import InputError
-from kagglecv.core.files import file_sha256, write_json
+from kagglecv.core.files import file_sha256, read_json, write_json
 from kagglecv.core.layout import KernelDatasetFiles, KernelFiles, Layout
 from kagglecv.core.secrets import redact
 from kagglecv.kaggle.client import HTTP_TIMEOUT, KAGGLE, KaggleError, call, client, guard, http_status, poll
@@ -220,10 +220,10 @@ def code_submit(competition: str, layout: Layout, message: str, *, cv: float | N
     user = owner or api.get_config_value("username")
     if not user:
         raise KaggleError("cannot tell which Kaggle user pushes the kernel; set kaggle.owner")
-    dataset_slug = json.loads(dataset.metadata.read_text())["id"].split("/")[-1]
-    kernel_slug = json.loads(kernel.metadata.read_text())["id"].split("/")[-1]
+    dataset_slug = read_json(dataset.metadata)["id"].split("/")[-1]
+    kernel_slug = read_json(kernel.metadata)["id"].split("/")[-1]
     dataset_id, kernel_id = f"{user}/{dataset_slug}", f"{user}/{kernel_slug}"
-    manifest = json.loads(dataset.manifest.read_text())  # every file with its sha256 (kernel.build)
+    manifest = read_json(dataset.manifest)  # every file with its sha256 (kernel.build)
     # what the kernel reads: the files, and the manifest's own settings (kaggle.max_bad_test_images, versions)
     uploaded = {**manifest, "files": {f: v for f, v in manifest["files"].items() if f != KernelDatasetFiles.metadata}}
     dataset_sha = hashlib.sha256(json.dumps(uploaded, sort_keys=True).encode()).hexdigest()

@@ -22,7 +22,7 @@ The notebook itself, what runs on Kaggle, is kagglecv.kaggle.notebook.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import os
 import re
@@ -35,8 +35,9 @@ from pathlib import Path
 from kagglecv.kaggle import rerun
 from kagglecv.kaggle.notebook import kernel_code
 from kagglecv.core.errors import InputError
-from kagglecv.core.files import file_sha256, read_table, write_json
+from kagglecv.core.files import atomic_path, file_sha256, read_json, read_table, write_json
 from kagglecv.core.layout import KernelDatasetFiles, KernelFiles, Layout, ModelFiles
+from kagglecv.core.results import Ensemble, ModelRecord, PreparedMeta, Scores
 
 log = logging.getLogger("kagglecv.kaggle.kernel")
 
@@ -81,26 +82,27 @@ def _place(src: Path, dest: Path) -> None:
         shutil.copyfile(src, dest)
 
 
-def student_scores(layout: Layout, scores: dict, student: str | None) -> dict:
+def student_scores(layout: Layout, scores: Scores, student: str | None) -> Scores:
     """scores.json with the distilled student as the whole ensemble: its folds averaged, its own thresholds or cut
     points fitted on its out-of-fold predictions where the metric decides."""
     from kagglecv.scoring import metrics
     from kagglecv.scoring import thresholds
     from kagglecv.scoring.ensemble import load_backbone, prob_columns, results_task
 
-    if not student or student not in scores["models"]:
+    scores = Scores.of(scores)
+    if not student or student not in scores.models:
         raise InputError("kaggle.kernel_models: student needs a distilled student (distill.student) in this run; set "
                          "distill.student, or kernel_models: ensemble")
-    cv = scores["models"][student]["cv"]
-    ens = {"method": "mean", "chosen_by": "kaggle.kernel_models", "members": [student], "cv": cv, "params": None}
-    task = results_task(layout, scores.get("task", "multiclass"))
-    if metrics.needs_thresholds(scores["metric"], task.kind):
-        oof, _ = load_backbone([m.path for m in layout.folds_of(student, len(scores["models"][student]["folds"]))])
+    ens = Ensemble(method="mean", chosen_by="kaggle.kernel_models", members=[student],
+                   cv=scores.models[student]["cv"], params=None)
+    task = results_task(layout, scores.task)
+    if metrics.needs_thresholds(scores.metric, task.kind):
+        oof, _ = load_backbone([m.path for m in layout.folds_of(student, scores.n_folds(student))])
         folds = read_table(layout.folds)  # the labels as the task reads them (tags, grades), in folds.csv's order
         oof = folds.merge(oof[["id", *prob_columns(oof)]], on="id", validate="one_to_one")
-        ens["thresholds"] = [float(t) for t in thresholds.fit(scores["metric"], task.targets(oof),
-                                                               oof[prob_columns(oof)].to_numpy(), task.grades)]
-    return {**scores, "ensemble": ens}
+        ens = dataclasses.replace(ens, thresholds=[float(t) for t in thresholds.fit(
+            scores.metric, task.targets(oof), oof[prob_columns(oof)].to_numpy(), task.grades)])
+    return dataclasses.replace(scores, ensemble=ens)
 
 
 def place_factory(layout: Layout, member: str, out: Layout) -> None:
@@ -108,7 +110,7 @@ def place_factory(layout: Layout, member: str, out: Layout) -> None:
     looks for it (kagglecv.inference.models.load_factory), so the kernel runs from the dataset alone."""
     from kagglecv.inference.models import factory_file
 
-    resolved = json.loads(layout.model(member, 0).config.read_text())
+    resolved = ModelRecord.read(layout.model(member, 0).path).config
     source = factory_file(resolved.get("model"))
     if source is None:
         return
@@ -164,28 +166,28 @@ def check_size(folder: Path, max_bytes: int | None) -> int:
     return size
 
 
-def finished_run(layout: Layout) -> tuple[dict, dict]:
+def finished_run(layout: Layout) -> tuple[Scores, PreparedMeta]:
     """(scores.json, meta.json) of the finished run that the kernel is built from."""
     for p in (layout.scores, layout.meta, layout.prepared.train):
         if not p.is_file():
             raise InputError(f"{p}: not found; run the workflow first (snakemake), then snakemake kernel")
-    scores, meta = json.loads(layout.scores.read_text()), json.loads(layout.meta.read_text())
-    if "data" not in meta:
+    scores, meta = Scores.read(layout.scores), PreparedMeta.read(layout.meta)
+    if not meta.data:
         raise InputError(f"{layout.meta}: written by an older version (no `data` settings); "
                          f"rerun it: snakemake --forcerun prepare")
     return scores, meta
 
 
-def fold_records(layout: Layout, scores: dict, members: list[str]) -> dict[str, list[tuple[dict, dict]]]:
-    """{member: [(metrics.json, config.json) of each fold]}: what each fold's training job measured."""
-    out = {}
+def fold_records(layout: Layout, scores: Scores, members: list[str]) -> dict[str, list[ModelRecord]]:
+    """{member: [metrics.json and config.json of each fold]}: what each fold's training job measured."""
+    scores, out = Scores.of(scores), {}
     for m in members:
         out[m] = []
-        for k, d in enumerate(layout.folds_of(m, len(scores["models"][m]["folds"]))):
+        for k, d in enumerate(layout.folds_of(m, scores.n_folds(m))):
             for path in (d.metrics, d.config):
                 if not path.is_file():
                     raise InputError(f"{path}: not found; rerun the training job of {m} fold {k}")
-            out[m].append((json.loads(d.metrics.read_text()), json.loads(d.config.read_text())))
+            out[m].append(ModelRecord.read(d.path))
     return out
 
 
@@ -200,7 +202,8 @@ def rerun_settings(kaggle: dict | None) -> dict:
     return {k: v for k, v in {**defaults()["kaggle"], **(kaggle or {})}.items() if k in RERUN_KEYS}
 
 
-def budget(layout: Layout, scores: dict, meta: dict, members: list[str], settings: dict, enable_gpu: bool) -> dict:
+def budget(layout: Layout, scores: Scores, meta: PreparedMeta, members: list[str], settings: dict,
+           enable_gpu: bool) -> dict:
     """The hidden rerun's projection (kagglecv.kaggle.rerun.project); refused with one line when it does not fit."""
     plan = rerun.project(fold_records(layout, scores, members), meta, enable_gpu=enable_gpu,
                          hidden_test_rows=settings["hidden_test_rows"], speed_factor=settings["kernel_speed_factor"])
@@ -215,24 +218,30 @@ def budget(layout: Layout, scores: dict, meta: dict, members: list[str], setting
     return plan
 
 
-def write_dataset(folder: Path, layout: Layout, scores: dict, meta: dict, members: list[str], repo,
+def write_dataset(folder: Path, layout: Layout, scores: Scores, meta: PreparedMeta, members: list[str], repo,
                   wheels: list[str] | None) -> None:
     """Everything the notebook reads but the manifest and the metadata: scores, meta, every fold's weights and
-    config, the training labels' prior, kagglecv's wheel and kaggle.kernel_wheels."""
+    config, the training labels' prior, kagglecv's wheel and kaggle.kernel_wheels. meta.json, and scores.json
+    unless `scores` is not the run's (kaggle.kernel_models: student), are the run's files byte for byte."""
     from kagglecv.core.tasks import Task
 
-    out, ds = Layout(folder), KernelDatasetFiles(folder)
-    write_json(out.scores, scores)
-    write_json(out.meta, meta)
+    scores, meta, out, ds = Scores.of(scores), PreparedMeta.of(meta), Layout(folder), KernelDatasetFiles(folder)
+    if scores == Scores.read(layout.scores):
+        with atomic_path(out.scores) as tmp:
+            shutil.copyfile(layout.scores, tmp)
+    else:
+        write_json(out.scores, scores.to_dict())
+    with atomic_path(out.meta) as tmp:
+        shutil.copyfile(layout.meta, tmp)
     for m in members:
-        for k, d in enumerate(layout.folds_of(m, len(scores["models"][m]["folds"]))):
+        for k, d in enumerate(layout.folds_of(m, scores.n_folds(m))):
             for name in FOLD_FILES:
                 if not (d.path / name).is_file():
                     raise InputError(f"{d.path / name}: not found; rerun the training job of {m} fold {k}")
                 _place(d.path / name, out.model(m, k).path / name)
         place_factory(layout, m, out)
     prior = Task.of(meta).prior(read_table(layout.prepared.train))
-    write_json(ds.prior, {"task": meta["task"], "prior": prior.tolist(), "rows": int(meta["n_train"])})
+    write_json(ds.prior, {"task": meta.task, "prior": prior.tolist(), "rows": int(meta.n_train)})
     build_wheel(repo, ds.wheels)
     for w in wheels or []:
         w = Path(w)
@@ -312,8 +321,8 @@ def stamp_owner(dataset_dir: Path, kernel_dir: Path, owner: str, dest: Path) -> 
     is uploaded and nothing else: the files the dataset's manifest lists (and the manifest), the kernel's code
     file; not e.g. the .snakemake_timestamp marker Snakemake leaves in every directory output."""
     dataset_dir, kernel_dir = Path(dataset_dir), Path(kernel_dir)
-    manifest = json.loads(KernelDatasetFiles(dataset_dir).manifest.read_text())
-    code = json.loads(KernelFiles(kernel_dir).metadata.read_text())["code_file"]
+    manifest = read_json(KernelDatasetFiles(dataset_dir).manifest)
+    code = read_json(KernelFiles(kernel_dir).metadata)["code_file"]
     uploads = [*manifest["files"], KernelDatasetFiles.manifest]
     out = []
     for src, meta_name, names in ((dataset_dir, KernelDatasetFiles.metadata, uploads),
@@ -322,7 +331,7 @@ def stamp_owner(dataset_dir: Path, kernel_dir: Path, owner: str, dest: Path) -> 
         for name in names:
             if name != meta_name:
                 _place(src / name, copy / name)
-        meta = json.loads((src / meta_name).read_text())
+        meta = read_json(src / meta_name)
         meta["id"] = f"{owner}/{meta['id'].split('/', 1)[-1]}"
         if "dataset_sources" in meta:
             meta["dataset_sources"] = [f"{owner}/{s.split('/', 1)[-1]}" for s in meta["dataset_sources"]]

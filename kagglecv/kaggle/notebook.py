@@ -29,6 +29,7 @@ from pathlib import Path
 from kagglecv.core.errors import InputError
 from kagglecv.core.files import write_csv
 from kagglecv.core.layout import KernelDatasetFiles, KernelFiles, Layout, PreparedFiles
+from kagglecv.core.results import PreparedMeta, Scores
 from kagglecv.kaggle import rerun
 
 log = logging.getLogger("kagglecv.kaggle.notebook")
@@ -110,7 +111,7 @@ def find_input(input_dir: Path, name: str) -> Path:
                      f"notebook, or point KAGGLE_INPUT at the folder holding it")
 
 
-def read_test_set(competition_dir: Path, meta: dict, scratch: Path):
+def read_test_set(competition_dir: Path, meta: PreparedMeta, scratch: Path):
     """(the competition's test side, its DataConfig, [(id, why)] of the ids without an image, the test rows'
     metadata as prediction reads it (`meta:<column>` columns, from the hidden test CSV) or None), read as meta.json
     describes it (the layout prepare recognised, the file names it used): nothing of the training side, which a
@@ -120,9 +121,10 @@ def read_test_set(competition_dir: Path, meta: dict, scratch: Path):
     from kagglecv.data.archive import unpacked
     from kagglecv.data.tables import find_root
 
-    cfg = DataConfig.of(meta["data"])
+    meta = PreparedMeta.of(meta)
+    cfg = DataConfig.of(meta.data)
     if cfg.layout == "auto":  # meta.json of an older version: the setting, not the layout found
-        cfg = dataclasses.replace(cfg, layout=meta["layout"])
+        cfg = dataclasses.replace(cfg, layout=meta.layout)
     # some competitions mount train.zip/test.zip as they ship them: unpacked into scratch, the input is read-only
     root = find_root(unpacked(Path(competition_dir), Path(scratch) / "competition")[0], cfg)
     missing: list = []
@@ -135,7 +137,7 @@ def read_test_set(competition_dir: Path, meta: dict, scratch: Path):
     return side, cfg, missing, rows
 
 
-def decode_test_set(side, cfg, meta: dict, cache: Path, workers: int) -> list[tuple[int, str, str]]:
+def decode_test_set(side, cfg, meta: PreparedMeta, cache: Path, workers: int) -> list[tuple[int, str, str]]:
     """Decode the test images into `cache` exactly as prepare decoded the workflow's (same decoder and shape);
     [(row, id, why)] of those that could not be read (zero rows in the cache)."""
     from kagglecv.data import images
@@ -143,7 +145,7 @@ def decode_test_set(side, cfg, meta: dict, cache: Path, workers: int) -> list[tu
     from kagglecv.data.prepare import write_images
 
     ids = side.template.ids
-    h, w, c = (int(v) for v in meta["image_shape"])
+    h, w, c = (int(v) for v in PreparedMeta.of(meta).image_shape)
     rerun.check_disk(cache.parent, len(ids) * h * w * c + (64 << 20),
                      f"the decoded test set ({len(ids):,} images of {h}x{w}x{c})")
     decoder = images.Decoder(h, w, c == 1, cfg.resize, cfg.max_image_pixels)
@@ -178,12 +180,12 @@ def predict_test_set(bundle: Path, cache: Path, bad_rows: list[int], device: str
     from kagglecv.data.batches import open_cache
     from kagglecv.inference.predict import ensemble_predict, ensemble_recipe, predicted_members
 
-    images, scores = open_cache(cache), json.loads(Layout(bundle).scores.read_text())
+    images, scores = open_cache(cache), Scores.read(Layout(bundle).scores)
     prior = np.asarray(json.loads(KernelDatasetFiles(bundle).prior.read_text())["prior"], dtype=np.float64)
     probs = np.tile(prior, (len(images), 1))
     good = np.setdiff1d(np.arange(len(images)), bad_rows)
-    passes = sum(len(scores["models"][m]["folds"]) for m in predicted_members(*ensemble_recipe(scores)))
-    info = {"method": scores["ensemble"]["method"], "members": []}
+    passes = sum(scores.n_folds(m) for m in predicted_members(*ensemble_recipe(scores)))
+    info = {"method": scores.ensemble.method, "members": []}
     if len(good):
         progress = rerun.Progress("predict", passes, "fold passes")
         probs[good], info = ensemble_predict(bundle, images, device, meta_rows, rows=good if bad_rows else None,
@@ -218,7 +220,7 @@ def run(competition: str, dataset: str, input_dir: str | Path | None = None, wor
     rerun.verify_files(bundle, manifest, skip={KernelDatasetFiles.metadata})  # Kaggle keeps no metadata file
     settings = manifest.get("kernel_run", {})
     comp_dir = find_input(input_dir, competition)
-    meta, scores = (json.loads(p.read_text()) for p in (Layout(bundle).meta, Layout(bundle).scores))
+    meta, scores = PreparedMeta.read(Layout(bundle).meta), Scores.read(Layout(bundle).scores)
     working_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kagglecv-") as tmp:  # not in working/: it would become an output
         side, cfg, missing, meta_rows = read_test_set(comp_dir, meta, Path(tmp))
@@ -230,8 +232,8 @@ def run(competition: str, dataset: str, input_dir: str | Path | None = None, wor
         probs, info = predict_test_set(bundle, cache, bad_rows, device, meta_rows)
         preds = pd.DataFrame(probs, columns=[f"p{k}" for k in range(probs.shape[1])])
         preds.insert(0, "id", ids)
-        out = submission_frame(preds, meta, side.template.path, scores["metric"],
-                               scores["ensemble"].get("thresholds"), source=f"{dataset} predictions")
+        out = submission_frame(preds, meta, side.template.path, scores.metric, scores.ensemble.thresholds,
+                               source=f"{dataset} predictions")
     dest = KernelFiles(working_dir).submission
     write_csv(dest, out)  # as the workflow's submission step writes it
     seconds = time.perf_counter() - t0

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from kagglecv.core.errors import InputError
 from kagglecv.core.files import file_sha256
+from kagglecv.core.results import ModelRecord, PreparedMeta
 
 log = logging.getLogger("kagglecv.kaggle.kernel")
 
@@ -66,29 +67,30 @@ def views(config: dict) -> int:
     return 1 + int(config.get("tta_n", 1)) if tta == "augment" else VIEWS.get(tta, 1)
 
 
-def decode_cost(meta: dict) -> float:
+def decode_cost(meta: PreparedMeta) -> float:
     """Seconds per image decoding on Kaggle's cores, from prepare's timing on this machine's."""
-    d = meta.get("decode") or {}
+    d = PreparedMeta.of(meta).decode
     if not d.get("images_per_s"):
         return 0.0
     return float(d["workers"]) / float(d["images_per_s"]) / KAGGLE_CORES
 
 
-def project(folds: dict[str, list[tuple[dict, dict]]], meta: dict, *, enable_gpu: bool, hidden_test_rows: int | None,
-            speed_factor: float | None) -> dict | None:
-    """The rerun's projected time from `folds` ({member: [(metrics.json, config.json) of each fold]}); None when
-    some fold was not timed (a run from before training timed its predictions)."""
-    members, devices = {}, set()
-    for m, pairs in folds.items():
-        costs = [fold_cost(metrics, config, meta["n_test"]) for metrics, config in pairs]
+def project(folds: dict[str, list[ModelRecord]], meta: PreparedMeta, *, enable_gpu: bool,
+            hidden_test_rows: int | None, speed_factor: float | None) -> dict | None:
+    """The rerun's projected time from `folds` ({member: [the training record of each fold]}); None when some
+    fold was not timed (a run from before training timed its predictions)."""
+    meta, members, devices = PreparedMeta.of(meta), {}, set()
+    for m, records in folds.items():
+        records = [ModelRecord.of(r) for r in records]
+        costs = [fold_cost(r.metrics, r.config, meta.n_test) for r in records]
         if None in costs:
             return None
-        members[m] = {"seconds_per_image": sum(costs), "folds": len(pairs), "views": views(pairs[0][1])}
-        devices |= {str(metrics.get("device", "cpu")).split(":")[0] for metrics, _ in pairs}
+        members[m] = {"seconds_per_image": sum(costs), "folds": len(records), "views": views(records[0].config)}
+        devices |= {str(r.metrics.get("device", "cpu")).split(":")[0] for r in records}
     timed_on = "cuda" if devices == {"cuda"} else "cpu"
     factor = speed_factor or SPEED_FACTORS.get((timed_on, "gpu" if enable_gpu else "cpu"), 1.0)
     per_image = decode_cost(meta) + factor * sum(v["seconds_per_image"] for v in members.values())
-    rows = int(hidden_test_rows or meta["n_test"])
+    rows = int(hidden_test_rows or meta.n_test)
     return {"rows": rows, "decode_seconds_per_image": decode_cost(meta), "members": members, "timed_on": timed_on,
             "target": "gpu" if enable_gpu else "cpu", "speed_factor": factor, "seconds_per_image": per_image,
             "projected_seconds": rows * per_image}

@@ -13,6 +13,7 @@ from typing import Callable
 
 from kagglecv.core.errors import InputError
 from kagglecv.core.files import file_sha256
+from kagglecv.core.results import Scores
 from kagglecv.core.secrets import redact
 from kagglecv.kaggle.client import HTTP_TIMEOUT, KAGGLE, KaggleError, call, client, poll
 from kagglecv.kaggle.leaderboard import PENDING, pending_submission, record_result
@@ -33,10 +34,10 @@ def git_commit(repo: str | Path | None = None) -> str:
     return sha if out.returncode == 0 and sha else "nogit"
 
 
-def submission_message(scores: dict, commit: str, template: str | None = None) -> str:
+def submission_message(scores: Scores, commit: str, template: str | None = None) -> str:
     """'CV <metric>=<value> | <ensemble method> | <commit>' (or `template` with those fields)."""
-    fields = {"metric": scores["metric"], "cv": scores["ensemble"]["cv"],
-              "method": scores["ensemble"]["method"], "commit": commit}
+    scores = Scores.of(scores)
+    fields = {"metric": scores.metric, "cv": scores.ensemble.cv, "method": scores.ensemble.method, "commit": commit}
     try:
         return (template or DEFAULT_MESSAGE).format(**fields)
     except (KeyError, IndexError, ValueError) as e:

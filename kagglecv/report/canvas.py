@@ -6,6 +6,7 @@ from pathlib import Path
 
 
 from kagglecv.core.files import atomic_path
+from kagglecv.core.results import PreparedMeta
 
 # matplotlib is imported where a figure is made: rules/report.smk imports this module while Snakemake parses.
 
@@ -26,5 +27,5 @@ def save_figure(fig, path: str | Path, bbox_inches=None) -> None:
         fig.savefig(tmp, format="png", dpi=DPI, bbox_inches=bbox_inches)
 
 
-def class_names(meta: dict) -> list[str]:
-    return [str(c) for c in meta["classes"]]
+def class_names(meta: PreparedMeta) -> list[str]:
+    return [str(c) for c in PreparedMeta.of(meta).classes]

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from kagglecv.core.files import read_table
+from kagglecv.core.results import PreparedMeta
 from kagglecv.report.canvas import new_figure, save_figure
 
 
-def fold_counts(folds: pd.DataFrame, meta: dict) -> tuple[pd.DataFrame, list[str]]:
+def fold_counts(folds: pd.DataFrame, meta: PreparedMeta) -> tuple[pd.DataFrame, list[str]]:
     """(rows per fold and class, column names): classes and grades; labels (multilabel, a row counts once per
     label); target quantile bins (regression)."""
     from kagglecv.core.tasks import Task
@@ -36,7 +36,7 @@ def fold_counts(folds: pd.DataFrame, meta: dict) -> tuple[pd.DataFrame, list[str
 
 
 def class_balance(folds_csv: str | Path, meta_json: str | Path, out_png: str | Path) -> pd.DataFrame:
-    counts, names = fold_counts(read_table(folds_csv), json.loads(Path(meta_json).read_text()))
+    counts, names = fold_counts(read_table(folds_csv), PreparedMeta.read(meta_json))
     fig = new_figure(9, max(3.0, 0.45 * len(counts) + 1.8))
     ax = fig.add_subplot()
     frac = counts.div(counts.sum(axis=1), axis=0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pandas as pd
 
 from kagglecv.core.files import read_table
 from kagglecv.core.layout import PreparedFiles
+from kagglecv.core.results import PreparedMeta, Scores
 from kagglecv.report.canvas import class_names, new_figure, save_figure
 
 
@@ -19,7 +19,7 @@ def _probs(df: pd.DataFrame) -> np.ndarray:
     return df[sorted(cols, key=lambda c: int(c[1:]))].to_numpy(float)
 
 
-def decided(oof: pd.DataFrame, meta: dict, scores: dict | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def decided(oof: pd.DataFrame, meta: PreparedMeta, scores: Scores | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(true index, predicted index, names) of OOF rows of a task with classes: argmax for classification,
     the fitted cut points for ordinal grades."""
     from kagglecv.scoring.decisions import decide
@@ -29,7 +29,7 @@ def decided(oof: pd.DataFrame, meta: dict, scores: dict | None) -> tuple[np.ndar
     names = list(task.classes)
     if task.kind != "ordinal":
         return oof["y"].to_numpy(int), p.argmax(1), names
-    cuts = (scores or {}).get("ensemble", {}).get("thresholds")
+    cuts = Scores.of(scores).ensemble.thresholds if scores else None
     grades = task.grades
     pred = decide(p, cuts, "ordinal", grades)
     index = {g: k for k, g in enumerate(grades)}
@@ -37,13 +37,13 @@ def decided(oof: pd.DataFrame, meta: dict, scores: dict | None) -> tuple[np.ndar
 
 
 def confusion(ensemble_oof_csv: str | Path, meta_json: str | Path, out_png: str | Path,
-              method: str | None = None, scores: dict | None = None) -> np.ndarray:
+              method: str | None = None, scores: Scores | None = None) -> np.ndarray:
     """The OOF confusion matrix (classes, grades); multilabel: per-label counts; regression: predicted vs true."""
     oof = read_table(ensemble_oof_csv)
-    meta = json.loads(Path(meta_json).read_text())
-    if meta.get("task") == "multilabel":
+    meta = PreparedMeta.read(meta_json)
+    if meta.task == "multilabel":
         return label_confusion(oof, meta, scores, out_png, method)
-    if meta.get("task") == "regression":
+    if meta.task == "regression":
         return predicted_vs_true(oof, out_png, method)
     y, pred, names = decided(oof, meta, scores)
     n = len(names)
@@ -80,7 +80,7 @@ def label_confusion(oof, meta, scores, out_png, method) -> np.ndarray:
 
     task = Task.of(meta)
     truth = task.targets(oof).astype(bool)
-    flags = decide(_probs(oof), (scores or {}).get("ensemble", {}).get("thresholds"), "multilabel")
+    flags = decide(_probs(oof), Scores.of(scores).ensemble.thresholds if scores else None, "multilabel")
     flags = np.asarray(flags).astype(bool)
     counts = np.stack([(truth & flags).sum(0), (~truth & flags).sum(0), (truth & ~flags).sum(0)], axis=1)
     names = list(task.classes)
@@ -115,10 +115,10 @@ def predicted_vs_true(oof, out_png, method) -> np.ndarray:
     return np.column_stack([y, p])
 
 
-def pick_errors(oof: pd.DataFrame, n: int = 16, meta: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def pick_errors(oof: pd.DataFrame, n: int = 16, meta: PreparedMeta | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(most confidently wrong, most uncertain) OOF rows, with pred, confidence and margin columns; tasks
     without classes: (largest errors, smallest errors)."""
-    kind = (meta or {}).get("task", "multiclass")
+    kind = PreparedMeta.of(meta).task if meta else "multiclass"
     if kind in ("multilabel", "regression", "ordinal"):
         from kagglecv.core.tasks import Task
 
@@ -143,7 +143,7 @@ def oof_errors(ensemble_oof_csv: str | Path, prepared_dir: str | Path, out_png: 
                per_row: int = 8) -> tuple[pd.DataFrame, pd.DataFrame]:
     prepared = PreparedFiles(prepared_dir)
     oof = read_table(ensemble_oof_csv)
-    meta = json.loads(prepared.meta.read_text())
+    meta = PreparedMeta.read(prepared.meta)
     names = class_names(meta)
     train = read_table(prepared.train)
     row_of = dict(zip(train["id"], range(len(train))))

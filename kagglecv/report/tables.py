@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import json
 import math
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from kagglecv.core.files import atomic_path, read_table
+from kagglecv.core.results import Scores
 from kagglecv.report.canvas import new_figure, save_figure
 
 
@@ -26,16 +26,17 @@ def _fmt(v, digits: int = 5) -> str:
     return f"{v:.{digits}f}"
 
 
-def cv_frame(scores: dict, ensemble_oof: pd.DataFrame | None = None) -> pd.DataFrame:
+def cv_frame(scores: Scores, ensemble_oof: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per backbone and per ensemble method: kind, name, CV, fold 0..k-1, chosen, params."""
-    n_folds = max((len(m["folds"]) for m in scores["models"].values()), default=0)
+    scores = Scores.of(scores)
+    n_folds = max((len(m["folds"]) for m in scores.models.values()), default=0)
     folds = [f"fold {k}" for k in range(n_folds)]
     rows = []
-    for name, m in scores["models"].items():
+    for name, m in scores.models.items():
         rows.append({"kind": "backbone", "model": name, "CV": m["cv"], **dict(zip(folds, m["folds"])),
                      "chosen": False, "params": ""})
-    chosen = scores.get("ensemble", {}).get("method")
-    for name, m in scores.get("methods", {}).items():
+    chosen = scores.ensemble.method
+    for name, m in scores.methods.items():
         row = {"kind": "ensemble", "model": name, "CV": m["cv"], "chosen": name == chosen,
                "params": _describe_params(m.get("params"))}
         row.update(zip(folds, m.get("folds", [])))  # per-fold scores of the method's honest OOF
@@ -64,15 +65,15 @@ def _best_rows(df: pd.DataFrame, column: str, greater: bool) -> set[int]:
 
 def cv_table(scores_json: str | Path, out_png: str | Path, out_html: str | Path,
              ensemble_oof_csv: str | Path | None = None) -> pd.DataFrame:
-    scores = json.loads(Path(scores_json).read_text())
+    scores = Scores.read(scores_json)
     oof = read_table(ensemble_oof_csv) if ensemble_oof_csv else None
     df = cv_frame(scores, oof)
-    metric, greater = scores["metric"], scores.get("greater_is_better", True)
+    metric, greater = scores.metric, scores.greater_is_better
     score_cols = [c for c in df.columns if c == "CV" or c.startswith("fold ")]
     best = {c: _best_rows(df, c, greater) for c in score_cols}
-    ens = scores.get("ensemble", {})
-    title = (f"CV {metric} ({'higher' if greater else 'lower'} is better); ensemble: {ens.get('method')} "
-             f"chosen by {ens.get('chosen_by')}, CV {_fmt(ens.get('cv'))}")
+    ens = scores.ensemble
+    title = (f"CV {metric} ({'higher' if greater else 'lower'} is better); ensemble: {ens.method} "
+             f"chosen by {ens.chosen_by}, CV {_fmt(ens.cv)}")
     _cv_table_png(df, score_cols, best, title, out_png)
     _cv_table_html(df, score_cols, best, title, out_html)
     return df

@@ -4,14 +4,13 @@ scores.json: {"metric", "greater_is_better", "task", "models": {backbone: {"cv",
               "methods": {method: {"cv", "folds", "params"}},
               "ensemble": {"method", "chosen_by", "members", "cv", "params"[, "thresholds"]}}
 `ensemble.params` are the chosen method's fitted parameters (blend.to_json): `predict` and the Kaggle kernel
-apply exactly these to new images.
+apply exactly these to new images. Every reader reads it as kagglecv.core.results.Scores.
 Every CV is honest: fitted blends by blend.nested_oof, and thresholds or cut points (multilabel F-scores,
 ordinal grades) by thresholds.nested; `thresholds` are then fitted on all OOF rows for the test set.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from kagglecv.scoring import thresholds
 from kagglecv.core.errors import InputError
 from kagglecv.core.files import read_table, write_csv, write_json
 from kagglecv.core.layout import Layout, ModelFiles
+from kagglecv.core.results import PreparedMeta, Scores
 from kagglecv.core.tasks import Task
 
 
@@ -44,7 +44,7 @@ def load_backbone(fold_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
 def results_task(layout: Layout, kind: str = "multiclass") -> Task:
     """The task of a results folder: its prepared meta.json (the ensemble rule declares it an input); bare OOF
     files without one are `kind` (what their scores.json says, else classification)."""
-    return Task.of(json.loads(layout.meta.read_text())) if layout.meta.exists() else Task(kind)
+    return Task.of(PreparedMeta.read(layout.meta)) if layout.meta.exists() else Task(kind)
 
 
 def honest_score(metric: str, task: Task, y, pred, fold) -> tuple[float, list[float]]:
@@ -60,7 +60,7 @@ def honest_score(metric: str, task: Task, y, pred, fold) -> tuple[float, list[fl
 
 
 def combine(model_dirs: dict[str, list[Path]], folds_csv: Path, metric: str, out_dir: Path,
-            method: str = "mean") -> dict:
+            method: str = "mean") -> Scores:
     layout = Layout(Path(out_dir))  # out_dir is results/<competition>
     task = results_task(layout)
     folds = read_table(folds_csv)
@@ -115,15 +115,16 @@ def combine(model_dirs: dict[str, list[Path]], folds_csv: Path, metric: str, out
     write_csv(layout.ensemble_oof, oof_df)
     write_csv(layout.ensemble_test, test_df)
     write_json(layout.scores, scores)
-    return scores
+    return Scores.of(scores)
 
 
-def cv_table(scores: dict) -> str:
+def cv_table(scores: Scores) -> str:
     """The CV table `make run` prints at the end."""
-    m = scores["metric"]
-    rows = [(name, s["cv"], " ".join(f"{v:.4f}" for v in s["folds"])) for name, s in scores["models"].items()]
-    for name, s in scores.get("methods", {}).items():
-        chosen = " <- chosen" if name == scores["ensemble"]["method"] else ""
+    scores = Scores.of(scores)
+    m = scores.metric
+    rows = [(name, s["cv"], " ".join(f"{v:.4f}" for v in s["folds"])) for name, s in scores.models.items()]
+    for name, s in scores.methods.items():
+        chosen = " <- chosen" if name == scores.ensemble.method else ""
         rows.append((f"ensemble: {name}", s["cv"], chosen))
     width = max(len(r[0]) for r in rows)
     lines = [f"{'model':<{width}}  {'CV ' + m:>12}  folds", "-" * (width + 30)]

@@ -14,7 +14,6 @@ overrides it):
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from kagglecv.scoring.decisions import decide
 from kagglecv.core.errors import InputError
 from kagglecv.core.files import read_table, write_csv
 from kagglecv.core.layout import PreparedFiles
+from kagglecv.core.results import PreparedMeta, Scores
 from kagglecv.core.tasks import CLASSIFICATION, Task
 
 
@@ -58,18 +58,18 @@ def plan_submission(kind: str, n_targets: int, metric: str, tokens: int, configu
     return {"format": fmt, "top_k": k, "range": lo_hi}
 
 
-def submission_format(meta: dict, metric: str) -> str:
+def submission_format(meta: PreparedMeta, metric: str) -> str:
     """The format prepare planned (meta.json's `submission`); for a meta.json written before it was kept there,
     what `auto_format` says."""
-    planned = meta.get("submission") or {}
-    return planned.get("format") or auto_format(meta["task"], len(meta["target_columns"]), metric)
+    meta = PreparedMeta.of(meta)
+    return meta.submission.get("format") or auto_format(meta.task, len(meta.target_columns), metric)
 
 
 def fitted_thresholds(scores_json: Path | None) -> list[float] | None:
     """The thresholds (multilabel) or cut points (ordinal) the ensemble step fitted on OOF, if any."""
     if scores_json is None or not Path(scores_json).exists():
         return None
-    return json.loads(Path(scores_json).read_text()).get("ensemble", {}).get("thresholds")
+    return Scores.read(scores_json).ensemble.thresholds
 
 
 def decisions(task: Task, preds: np.ndarray, fmt: str, metric: str, cuts: list[float] | None,
@@ -102,20 +102,21 @@ def decisions(task: Task, preds: np.ndarray, fmt: str, metric: str, cuts: list[f
 def make_submission(ensemble_test_csv: Path, prepared_dir: Path, sample_csv_path: Path, metric: str,
                     out_csv: Path, scores_json: Path | None = None) -> pd.DataFrame:
     """The workflow's submission step: ensemble_test.csv in the template's ids, order and columns."""
-    meta = json.loads(PreparedFiles(prepared_dir).meta.read_text())
+    meta = PreparedMeta.read(PreparedFiles(prepared_dir).meta)
     out = submission_frame(read_table(ensemble_test_csv), meta, sample_csv_path, metric,
                            fitted_thresholds(scores_json), source=ensemble_test_csv)
     write_csv(out_csv, out)
     return out
 
 
-def submission_frame(preds: pd.DataFrame, meta: dict, sample_csv_path: Path, metric: str,
+def submission_frame(preds: pd.DataFrame, meta: PreparedMeta, sample_csv_path: Path, metric: str,
                      cuts: list[float] | None, source: str | Path = "predictions") -> pd.DataFrame:
     """`preds` (an `id` column and p0..p<k-1>) as the competition's template wants it: the one place a
     submission is made, by the workflow and by the Kaggle kernel (kagglecv.kaggle.kernel) alike."""
+    meta = PreparedMeta.of(meta)
     task = Task.of(meta)
     sample = pd.read_csv(sample_csv_path, dtype=str, keep_default_na=False)
-    id_col, classes = meta["id_column"], list(task.classes)
+    id_col, classes = meta.id_column, list(task.classes)
     probs = preds[[f"p{k}" for k in range(task.outputs)]].to_numpy()
     pred_by_id = dict(zip(preds["id"], range(len(preds))))
     missing = [i for i in sample[id_col] if i not in pred_by_id]
@@ -128,14 +129,14 @@ def submission_frame(preds: pd.DataFrame, meta: dict, sample_csv_path: Path, met
         raise InputError(f"{source}: prediction for id {bad!r} is not finite; "
                          "a training job diverged, lower train.lr and rerun")
     out = sample.copy()
-    fmt, target = submission_format(meta, metric), meta["target_columns"][0]
-    answer = decisions(task, probs, fmt, metric, cuts, meta.get("submission"))
+    fmt, target = submission_format(meta, metric), meta.target_columns[0]
+    answer = decisions(task, probs, fmt, metric, cuts, meta.submission)
     if fmt == "class_columns":
-        unknown = [c for c in meta["target_columns"] if c not in classes]
+        unknown = [c for c in meta.target_columns if c not in classes]
         if unknown:
             raise InputError(f"{sample_csv_path}: column {unknown[0]!r} is not a class in train labels {classes[:5]}...")
         answer = np.asarray(answer)
-        for c in meta["target_columns"]:
+        for c in meta.target_columns:
             out[c] = answer[:, classes.index(c)]
     elif fmt == "tags":
         out[target] = [" ".join(c for c, f in zip(classes, row) if f) for row in np.asarray(answer)]
@@ -191,14 +192,15 @@ def check_submission(out: pd.DataFrame, sample: pd.DataFrame, id_col: str, sampl
                    f"{plural[theirs]} (e.g. {sample[c].iloc[0]!r}); check `metric:` (probability metrics write numbers)")
 
 
-def score_against(submission_csv, solution_csv, meta: dict, metric: str) -> dict:
+def score_against(submission_csv, solution_csv, meta: PreparedMeta, metric: str) -> dict:
     """{metric, score, n}: a submission scored against held-aside labels (the demo's solution.csv), as Kaggle
     scores it: the local 'public score'."""
+    meta = PreparedMeta.of(meta)
     sub = pd.read_csv(submission_csv, dtype=str, keep_default_na=False)
     sol = pd.read_csv(solution_csv, dtype=str, keep_default_na=False)
-    id_col, target = meta["id_column"], meta["target_columns"][0]
+    id_col, target = meta.id_column, meta.target_columns[0]
     merged = sol.merge(sub, on=id_col, suffixes=("_true", "_pred"), validate="one_to_one")
-    classes = [str(c) for c in meta["classes"]]
+    classes = [str(c) for c in meta.classes]
     y = merged[f"{target}_true"].map(classes.index).to_numpy()
     if submission_format(meta, metric) == "label":
         probs = pd.get_dummies(pd.Categorical(merged[f"{target}_pred"], categories=classes)).to_numpy(float)

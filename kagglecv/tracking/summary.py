@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from kagglecv.core.layout import Layout
+from kagglecv.core.results import Scores
 
 
 def run_summary(layout: Layout, tracking: str) -> str | None:
@@ -15,7 +16,7 @@ def run_summary(layout: Layout, tracking: str) -> str | None:
 
     if not layout.scores.exists():
         return None
-    lines = ["", cv_table(json.loads(layout.scores.read_text()))]
+    lines = ["", cv_table(Scores.read(layout.scores))]
     if layout.holdout.exists():
         h = json.loads(layout.holdout.read_text())
         lines.append(f"submission scored on the held-aside labels: {h['metric']} = {h['score']:.5f}")
@@ -28,6 +29,6 @@ def finish(layout: Layout, ok: bool) -> str | None:
     after a success, else None."""
     from kagglecv.tracking.tracker import display_uri, finish_parent, tracking_uri
 
-    scores = json.loads(layout.scores.read_text()) if ok and layout.scores.exists() else None
-    finish_parent(ok, {"cv_ensemble": scores["ensemble"]["cv"]} if scores else None)
+    scores = Scores.read(layout.scores) if ok and layout.scores.exists() else None
+    finish_parent(ok, {"cv_ensemble": scores.ensemble.cv} if scores else None)
     return run_summary(layout, display_uri(tracking_uri(layout.results))) if scores else None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +13,7 @@ from kagglecv.core.devices import world
 from kagglecv.core.errors import InputError
 from kagglecv.core.files import read_table
 from kagglecv.core.layout import PreparedFiles
+from kagglecv.core.results import PreparedMeta
 from kagglecv.core.tasks import CLASSIFICATION, NUMERIC, Task
 from kagglecv.data.batches import loader_workers, make_batches, open_cache
 from kagglecv.data.meta import MetaEncoder
@@ -84,13 +84,14 @@ def load_fold(cfg: TrainConfig, prepared_dir, folds_csv, teacher_csv=None) -> Fo
     prepared = PreparedFiles(prepared_dir)
     images = open_cache(prepared.train_images)
     fold = folds["fold"].to_numpy()
-    task = Task.of(json.loads(prepared.meta.read_text()))
+    meta = PreparedMeta.read(prepared.meta)
+    task = Task.of(meta)
     if (cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0) and task.kind not in CLASSIFICATION:
         raise InputError(f"train.mixup_alpha/cutmix_alpha: mixup mixes class targets; this is a {task.kind} task, "
                          "set them to 0")
     y, tr_idx = task.targets(folds), np.flatnonzero(fold != cfg.fold)
     data = Fold(folds, images, y, tr_idx, np.flatnonzero(fold == cfg.fold), task.fitted_scale(y[tr_idx]))
-    specs = json.loads(prepared.meta.read_text()).get("meta_columns") or []
+    specs = meta.meta_columns
     if specs:
         if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
             raise InputError("train.mixup_alpha/cutmix_alpha: mixup mixes images, not their metadata; with "

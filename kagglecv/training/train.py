@@ -10,7 +10,6 @@ history.csv (one row per epoch) and model.pt. Every file is written atomically.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -25,6 +24,7 @@ from kagglecv.core.devices import is_main, world
 from kagglecv.core.files import atomic_path, read_table, write_csv, write_json
 from kagglecv.core.gpus import lease_gpu
 from kagglecv.core.layout import ModelFiles, PreparedFiles, record_file
+from kagglecv.core.results import ModelRecord
 from kagglecv.data.batches import open_cache
 from kagglecv.inference.tta import predict, predict_tta
 from kagglecv.scoring import metrics
@@ -189,4 +189,4 @@ def run_distributed(cfg: TrainConfig, prepared_dir, folds_csv, out_dir, experime
         lease_gpu(count=cfg.gpus)  # CUDA_VISIBLE_DEVICES for the processes (Slurm's, when it set them)
     distributed.launch(cfg.gpus, run, cfg, prepared_dir, folds_csv, out_dir, experiment, results_dir, track,
                        teacher_csv)
-    return json.loads(ModelFiles(out_dir).metrics.read_text())
+    return ModelRecord.read(out_dir).metrics
