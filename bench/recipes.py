@@ -250,19 +250,20 @@ def student_against_ensemble(res: Path, truth: pd.Series) -> dict:
     from): held-out accuracy, and the seconds each takes to predict the test images
     (kagglecv.inference.predict.ensemble_predict, as `snakemake predict` and the kernel run it)."""
     from kagglecv.data.batches import open_cache
+    from kagglecv.core.results import Scores
     from kagglecv.kaggle.kernel import student_scores
     from kagglecv.core.layout import Layout
     from kagglecv.inference.predict import ensemble_predict
 
     L = Layout(res)
-    full = json.loads(L.scores.read_text())
+    full = Scores.read(L.scores).to_dict()
     student = next(m for m in full["models"] if m.endswith("@student"))
     images = open_cache(L.prepared.test_images)
     ids = pd.read_csv(L.prepared.test, dtype=str)["id"]
     out = {}
     teachers = [m for m in full["models"] if m != student]
     ensemble = {**full, "ensemble": {"method": "mean", "members": teachers, "params": None}}
-    for name, s in (("ensemble", ensemble), ("student", student_scores(L, full, student))):
+    for name, s in (("ensemble", ensemble), ("student", student_scores(L, full, student).to_dict())):
         bundle = res.parent.parent / f"bundle-{name}"
         shutil.rmtree(bundle, ignore_errors=True)
         shutil.copytree(res, bundle / "r", ignore=shutil.ignore_patterns("*.npy", "kernel*", "logs", "report"))

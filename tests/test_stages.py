@@ -118,7 +118,7 @@ def test_members_of_the_stages():
 def test_a_round_and_a_student_in_the_dag_and_a_kernel_of_the_student(tmp_path):
     write_csv_images_competition(tmp_path / "tiny.zip", n_test=12)
     cfg = tiny_config(tmp_path / "tiny.zip", mlflow={"enabled": True, "live": False},
-                      pseudo_labels={"rounds": 1, "min_confidence": 0.0},
+                      pseudo_labels={"rounds": 1, "min_confidence": 0.0, "soft": True},
                       distill={"student": {"name": "test_convnext", "img_size": 32}},
                       kaggle={"owner": "someone", "enable_gpu": False, "kernel_models": "student"})
     plan = run_snakemake(tmp_path, cfg, "-n", "--quiet", "rules")

@@ -88,6 +88,9 @@ TEXT_COLUMNS = ("id", "label", "group", "source")  # the pipeline's text columns
 # as written; source: a teacher file's "train" or "test" (kagglecv.training.teachers)
 
 
+META_PREFIX = "meta:"  # the prepared tables' columns of data.meta_columns' raw values ("meta:age_approx")
+
+
 def text_dtypes(path, is_text) -> dict:
     """{column: str} for the text columns of a CSV's header."""
     with open(path, newline="") as f:
@@ -100,10 +103,8 @@ def read_table(path: str | os.PathLike, **kw):
     labels (and groups) as the text they were written as; "NA" and "None" are names, not missing values."""
     import pandas as pd
 
-    from kagglecv.data.meta import PREFIX  # metadata columns: values as written, kagglecv.data.meta reads them
-
     def is_text(c: str) -> bool:
-        return c in TEXT_COLUMNS or c.startswith(PREFIX)
+        return c in TEXT_COLUMNS or c.startswith(META_PREFIX)  # metadata: values as written (kagglecv.data.meta)
 
     df = pd.read_csv(path, **{"dtype": text_dtypes(path, is_text), "keep_default_na": False, **kw})
     for c in df.columns:  # every other column is numbers: an empty cell is a gap (NaN), not text

@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 
 from kagglecv.core.errors import InputError
+from kagglecv.core.files import META_PREFIX
 
-PREFIX = "meta:"  # prepared train.csv / test.csv columns holding the raw values
+PREFIX = META_PREFIX  # prepared train.csv / test.csv columns holding the raw values (kagglecv.core.files)
 MISSING = {"", "nan", "NaN", "NA", "N/A", "n/a", "null", "NULL", "None", "none"}
 MISSING_VALUE = "(missing)"  # a text column's category for missing values seen in training
 
