@@ -17,6 +17,7 @@ from kagglecv.config.members import (
     input_size,
     prepare_side,
 )
+from kagglecv.config.checks import check_config
 from kagglecv.config.resources import loader_workers, train_mem_mb, train_runtime_minutes, train_threads
 from kagglecv.config.schema import defaults, layered, load_schema, resolve
 from kagglecv.core.gpus import visible_devices
@@ -69,6 +70,8 @@ ROUNDS = (
     config["pseudo_labels"]["rounds"] + 1
 )  # training rounds: 1, then one per pseudo-label round
 STUDENT = next((m for m in MEMBERS if teacher_of(m) == "student"), None)
+# What each training job would refuse of its settings, refused now (kagglecv.config.checks): `snakemake -n` too.
+check_config(config, MEMBERS)
 # What the largest member needs, plus the margin; the previous side when the cache would not change.
 CACHE_SIDE = prepare_side(cache_side(MEMBERS, config["data"]), L.meta)
 TRAIN_THREADS = train_threads(

@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 import timm
 import torch
 
-from kagglecv.config.train import TrainConfig
+from kagglecv.config.train import TrainConfig, check_settings
 from kagglecv.core.devices import autocast_dtype, inputs, pick_device, place_model
-from kagglecv.core.errors import InputError
 from kagglecv.data.batches import loader_workers, use_device_path
 from kagglecv.inference.models import build_model, check_forward, forward
 from kagglecv.inference.tta import resolve_tta
@@ -78,14 +77,9 @@ class Session:
 
 
 def check_recipe(cfg: TrainConfig) -> None:
-    """Settings that do not go together, refused before anything is built."""
-    if cfg.average not in ("none", "last_k"):
-        raise InputError(f"train.average: {cfg.average!r}; use none or last_k")
-    if cfg.average == "last_k" and cfg.ema_decay > 0:
-        raise InputError("train.average: last_k and train.ema_decay both choose the weights to predict with; set one")
-    if cfg.time_budget and (cfg.freeze_epochs or cfg.gpus > 1):
-        raise InputError("train.time_budget: not with freeze_epochs or gpus > 1 (the epoch count is planned from "
-                         "one process's plain schedule); set epochs instead")
+    """Settings that do not go together, refused before anything is built (the workflow refuses them earlier,
+    when it reads its config: kagglecv.config.checks)."""
+    check_settings(cfg)
 
 
 def start(cfg: TrainConfig, prepared_dir, folds_csv, test_bytes: int, teacher_csv=None) -> Session:
