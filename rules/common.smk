@@ -18,6 +18,7 @@ from kagglecv.config.members import (
     prepare_side,
 )
 from kagglecv.config.checks import check_config
+from kagglecv.config.factories import factory_sources
 from kagglecv.config.resources import loader_workers, train_mem_mb, train_runtime_minutes, train_threads
 from kagglecv.config.schema import defaults, layered, load_schema, resolve
 from kagglecv.core.gpus import visible_devices
@@ -190,6 +191,13 @@ def lr_find_input(wildcards):
     if MEMBERS[wildcards.backbone]["lr"] == "auto":
         return str(L.lr_find(member_base(wildcards.backbone)).json)
     return []
+
+
+def factory_input(wildcards):
+    """A member's model code when it is a file of the user's, with the modules it imports from its folder
+    (kagglecv.config.factories): editing it reruns the jobs that build the model. Nothing for timm models, so the
+    inputs of their jobs stay as they were."""
+    return [str(p) for p in factory_sources(MEMBERS[wildcards.backbone].get("model"))]
 
 
 def teacher_input(wildcards):

@@ -109,7 +109,10 @@ def start(cfg: TrainConfig, prepared_dir, folds_csv, test_bytes: int, teacher_cs
 def resolved_config(s: Session) -> dict:
     """config.json: the settings and what they resolved to here (also inside model.pt: predict rebuilds from it).
     img_size is the last stage's: what the model predicts at."""
+    from kagglecv.config.factories import factory_sha256
+
     cfg, data = s.cfg, s.data
+    code = factory_sha256(cfg.model)  # the user's model code: an edit is another model (kagglecv.config.factories)
     return {**dataclasses.asdict(cfg), **s.dc, "img_size": s.stages[-1].img_size, "device": str(s.device),
             "amp_dtype_used": str(s.amp_dtype), "tta_used": resolve_tta(cfg.tta, cfg.augment),
             "channels_last_used": bool(getattr(s.model, "kagglecv_channels_last", False)),
@@ -118,6 +121,7 @@ def resolved_config(s: Session) -> dict:
             "n_train": len(data.tr_idx), "n_valid": len(data.va_idx), "task": data.task.kind,
             "n_outputs": data.task.outputs,
             "target_scale": list(data.task.scale),  # predict.py rebuilds the task's activation from these
+            **({"factory_sha256": code} if code else {}),
             **({"meta_encoder": data.encoder.to_json()} if data.encoder else {}),  # and the metadata's encoding
             **({"teacher_rows": len(data.train_rows) - len(data.tr_idx)} if data.train_rows is not None else {})}
 
