@@ -14,6 +14,8 @@ import io
 import json
 import os
 import re
+import sys
+import threading
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -105,3 +107,42 @@ class RedactedStream(io.TextIOBase):
     @property
     def encoding(self):
         return getattr(self.stream, "encoding", "utf-8")
+
+
+JOB_LOG_ENV = "KAGGLECV_JOB_LOG"  # a job's log (kagglecv.jobs.harness): the processes it starts write there too
+
+
+@contextlib.contextmanager
+def redacted_output(path: str | os.PathLike):
+    """Everything this process writes to its standard output and error, appended to `path` line by line, each
+    line redacted: Python's prints and logging, and what libraries write to file descriptors 1 and 2 themselves
+    (a rank of a multi-device job is a process of its own, kagglecv.training.distributed). The descriptors are
+    pointed at a pipe, which a thread empties into the file through RedactedStream; restored on the way out."""
+    sink = RedactedStream(open(path, "a", buffering=1, errors="replace"))
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    read_fd, write_fd = os.pipe()
+    saved = [os.dup(1), os.dup(2)]
+    os.dup2(write_fd, 1), os.dup2(write_fd, 2)
+    os.close(write_fd)
+
+    def pump() -> None:
+        with os.fdopen(read_fd, "r", errors="replace", newline="") as pipe:  # lines end at \n or \r (progress bars)
+            for line in pipe:
+                sink.write(line)
+                sink.flush()
+
+    thread = threading.Thread(target=pump, name="redacted-output", daemon=True)
+    thread.start()
+    try:
+        yield sink
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os.dup2(saved[0], 1), os.dup2(saved[1], 2)  # the pipe's last writers: the pump reads to its end
+        for fd in saved:
+            os.close(fd)
+        thread.join(timeout=10)  # a forked child still holding the pipe must not hold this process
+        sink.flush()
+        sink.stream.close()
