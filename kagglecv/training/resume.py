@@ -112,8 +112,9 @@ def not_fitting(saved: dict, current: dict) -> str | None:
 
 
 def recipe_state(s: Session) -> dict:
-    """What resuming needs beyond weights and optimizers: the planned epoch count and the weight average."""
-    return {"epochs": [p.epochs for p in s.phases], "budget": s.budget,
+    """What resuming needs beyond weights and optimizers: the planned epoch count, the time the epochs took (a
+    time budget plans on from it), and the weight average."""
+    return {"epochs": [p.epochs for p in s.phases], "budget": s.budget, "timing": s.timing,
             "average": s.average.state() if s.average is not None else None}
 
 
@@ -123,5 +124,6 @@ def restore_recipe(s: Session, state: dict | None) -> None:
     for phase, epochs in zip(s.phases, state["epochs"]):
         phase.epochs = epochs
     s.budget = state["budget"]
+    s.timing = state.get("timing") or {}
     if s.average is not None:
         s.average.load(state["average"])

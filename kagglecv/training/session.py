@@ -48,6 +48,7 @@ class Session:
     average: WeightAverage | None = None  # train.average: last_k
     stage: int = 0  # the stage the batches and dc are for
     budget: dict = field(default_factory=dict)  # train.time_budget: what was planned and spent
+    timing: dict = field(default_factory=dict)  # the epochs' seconds so far and each validation pass's (resumed too)
 
     @property
     def final(self) -> torch.nn.Module:
