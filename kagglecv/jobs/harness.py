@@ -143,6 +143,13 @@ def job_of(rule: str) -> Callable[[Job], object]:
 
 
 def run(smk):
-    """scripts/job.py: the job of the rule Snakemake is running, logged."""
+    """scripts/job.py: the job of the rule Snakemake is running, logged. A bug's traceback is in the log; the
+    terminal gets it too, redacted as the log is (Python would print it as it is), and the job exits 1."""
     job_ = Job.of(smk)
-    return run_logged(job_.log, job_of(job_.rule), job_)
+    try:
+        return run_logged(job_.log, job_of(job_.rule), job_)
+    except Exception:  # noqa: BLE001 - any bug: shown, redacted, and the job fails
+        from kagglecv.core.secrets import redact
+
+        print(redact(traceback.format_exc()), file=sys.__stderr__ or sys.stderr, flush=True)
+        sys.exit(1)
