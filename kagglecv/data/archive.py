@@ -95,6 +95,16 @@ def _check_size(shown: str, info: zipfile.ZipInfo, limits: ArchiveLimits) -> Non
                          f"raise archive.max_ratio in the config if the archive is genuine")
 
 
+def _check_ratio(zip_path: Path, total: int, limits: ArchiveLimits) -> None:
+    """The whole archive against the zip-bomb rule, as each entry is (_check_size): many entries, each below
+    bomb_bytes or max_ratio, may still unpack to far more than the archive's size on disk (nested zips included)."""
+    packed = max(zip_path.stat().st_size, 1)
+    if total > limits.bomb_bytes and total / packed > limits.max_ratio:
+        raise InputError(f"{zip_path}: its entries unpack to {total / MB:.0f} MB together from {packed / MB:.1f} MB "
+                         f"({total / packed:.0f}x, limit {limits.max_ratio:g}x): refusing a likely zip bomb; raise "
+                         f"archive.max_ratio in the config if the archive is genuine")
+
+
 def _check_free(where: Path, need: int, shown: str, what: str) -> None:
     free = shutil.disk_usage(where).free
     if need > free:
@@ -238,6 +248,7 @@ def safe_extract(zip_path: str | Path, target: str | Path, *, nested: bool = Tru
         if limits.max_total_bytes is not None and total > limits.max_total_bytes:
             raise InputError(f"{zip_path}: unpacks to {total / MB:.0f} MB, above the limit of "
                              f"{limits.max_total_bytes / MB:.0f} MB; raise archive.max_total_bytes in the config if genuine")
+        _check_ratio(zip_path, total, limits)
         existing = next(p for p in [target, *target.parents] if p.exists())
         _check_free(existing, total, str(zip_path), "unpacking it")
         _check_inside(plan, target)
