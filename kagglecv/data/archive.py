@@ -248,9 +248,9 @@ def safe_extract(zip_path: str | Path, target: str | Path, *, nested: bool = Tru
         if limits.max_total_bytes is not None and total > limits.max_total_bytes:
             raise InputError(f"{zip_path}: unpacks to {total / MB:.0f} MB, above the limit of "
                              f"{limits.max_total_bytes / MB:.0f} MB; raise archive.max_total_bytes in the config if genuine")
-        _check_ratio(zip_path, total, limits)
         existing = next(p for p in [target, *target.parents] if p.exists())
         _check_free(existing, total, str(zip_path), "unpacking it")
+        _check_ratio(zip_path, total, limits)
         _check_inside(plan, target)
         _write(plan, target)
     finally:
