@@ -139,8 +139,9 @@ for name in json.loads(sys.argv[4]):
     try:
         load_fold_model(folder / name, in_chans, "cpu")
     except Exception as e:
-        why = str(getattr(e, "__cause__", None) or e).splitlines()
-        print(json.dumps({"model": name, "error": f"{type(e).__name__}: {why[0] if why else ''}"}))
+        cause = e.__cause__ or e
+        why = str(cause).splitlines()
+        print(json.dumps({"model": name, "error": f"{type(cause).__name__}: {why[0] if why else ''}"}))
         sys.exit(3)
 """
 
@@ -160,8 +161,8 @@ def check_loads(folder: Path, models: list[str], in_chans: int, repo: str | Path
         (Path(tmp) / "path" / "kagglecv").symlink_to(package.resolve(), target_is_directory=True)
         (Path(tmp) / "cwd").mkdir()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-        done = subprocess.run([sys.executable, "-I", "-c", LOAD_CHECK, str(Path(tmp) / "path"), str(Path(folder).resolve()),
-                               str(in_chans), json.dumps(models)], cwd=Path(tmp) / "cwd", env=env,
+        args = [str(Path(tmp) / "path"), str(Path(folder).resolve()), str(in_chans), json.dumps(models)]
+        done = subprocess.run([sys.executable, "-I", "-c", LOAD_CHECK, *args], cwd=Path(tmp) / "cwd", env=env,
                               capture_output=True, text=True)
     if done.returncode == 0:
         return

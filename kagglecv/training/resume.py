@@ -63,11 +63,11 @@ def load_resume(path: Path, resolved, fingerprint: str, s) -> tuple[int, list, d
         print(f"{path}: cannot load the checkpoint ({type(e).__name__}); starting over", flush=True)
         return 0, [], {}
     saved = state.get("config") if isinstance(state.get("config"), dict) else {}
-    checks = (("factory_sha256", saved.get("factory_sha256"), resolved.get("factory_sha256"),
+    checks = ((saved.get("factory_sha256"), resolved.get("factory_sha256"),  # the user's model code: said first
                f"other model code ({resolved.get('model')})"),
-              ("config", state.get("config"), resolved, "another config"),
-              ("data", state.get("data"), fingerprint, "other data or folds"))
-    for _, then, now, what in checks:
+              (state.get("config"), resolved, "another config"),
+              (state.get("data"), fingerprint, "other data or folds"))
+    for then, now, what in checks:
         if then != now:
             print(f"{path}: saved with {what}; starting over", flush=True)
             return 0, [], {}
