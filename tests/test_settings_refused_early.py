@@ -44,6 +44,15 @@ def test_settings_a_job_would_refuse_are_refused_with_the_config(train, data, ex
     assert expected in line and line.startswith("backbones: test_resnet"), line
 
 
+@pytest.mark.parametrize("config, expected", [
+    ({"kaggle": {"kernel_models": "student"}}, "kaggle.kernel_models: student needs a distilled student"),
+    ({"kaggle": {"kernel_wheels": ["wheels/timm.tar.gz"]}}, "kaggle.kernel_wheels: wheels/timm.tar.gz is not a wheel"),
+    ({"train": {"device": "cpu", "amp": True, "amp_dtype": "fp16"}}, "train.amp_dtype: fp16 needs a GPU"),
+])
+def test_kernel_and_device_settings_a_job_would_refuse_are_refused_with_the_config(config, expected):
+    assert expected in refused({**TINY, **config, "train": {**TINY["train"], **config.get("train", {})}})
+
+
 def test_a_backbone_override_is_refused_naming_the_backbone():
     line = refused({"backbones": ["test_resnet", {"name": "test_convnext", "time_budget": 60, "gpus": 2}]})
     assert line.startswith("backbones: test_convnext: train.time_budget: not with freeze_epochs or gpus > 1"), line

@@ -7,6 +7,8 @@ Slurm, after the queue).
                       task, metadata and teachers (check_mixup), and its model code (a factory file that exists)
   check_meta_columns  data.meta_columns naming the id, a target or the group column (the model would learn the
                       label from a column beside it, or read the id as a feature)
+  check_kaggle        what the kernel job refuses of kaggle.*: a student kernel without a student, wheels that
+                      are not .whl files
 
 The jobs keep their own checks (the library is used without the workflow too); both call the same functions.
 """
@@ -35,6 +37,8 @@ def train_config(member: str, settings: dict, config: dict) -> TrainConfig:
 def check_member(member: str, settings: dict, config: dict) -> None:
     cfg = train_config(member, settings, config)
     check_settings(cfg)
+    if cfg.device == "cpu" and cfg.amp and cfg.amp_dtype == "fp16":  # kagglecv.core.devices.autocast_dtype
+        raise InputError("train.amp_dtype: fp16 needs a GPU (the grad scaler); use bf16 or auto on CPU")
     check_mixup(cfg, config.get("task"), meta=bool(config["data"].get("meta_columns")),
                 teacher=teacher_of(member) is not None)
     model = str(cfg.model or "")
@@ -47,9 +51,23 @@ def check_member(member: str, settings: dict, config: dict) -> None:
                              f"directory, {Path.cwd()}); fix the path")
 
 
+def check_kaggle(config: dict) -> None:
+    """The kaggle.* settings the kernel job refuses: a student kernel without a student, wheels that are no wheels
+    (whether each file is there is checked when the kernel is built: it may be downloaded after training)."""
+    kaggle = config.get("kaggle") or {}
+    if kaggle.get("kernel_models") == "student" and not (config.get("distill") or {}).get("student"):
+        raise InputError("kaggle.kernel_models: student needs a distilled student (distill.student) in this run; set "
+                         "distill.student, or kernel_models: ensemble")
+    for w in kaggle.get("kernel_wheels") or []:
+        if not str(w).endswith(".whl"):
+            raise InputError(f"kaggle.kernel_wheels: {w} is not a wheel file; list .whl files (e.g. from "
+                             f"`pip download --no-deps -d wheels/ albumentations==2.0.8`)")
+
+
 def check_config(config: dict, members: dict[str, dict]) -> None:
     """Everything a job would refuse of its settings (see the module docstring), for every member."""
     check_meta_columns(config["data"])
+    check_kaggle(config)
     for member, settings in members.items():
         try:
             check_member(member, settings, config)
