@@ -17,6 +17,8 @@ from kagglecv.config.members import (
     input_size,
     prepare_side,
 )
+from kagglecv.config.checks import check_config
+from kagglecv.config.factories import factory_sources
 from kagglecv.config.resources import (
     loader_workers,
     train_mem_mb,
@@ -74,6 +76,8 @@ ROUNDS = (
     config["pseudo_labels"]["rounds"] + 1
 )  # training rounds: 1, then one per pseudo-label round
 STUDENT = next((m for m in MEMBERS if teacher_of(m) == "student"), None)
+# What each training job would refuse of its settings, refused now (kagglecv.config.checks): `snakemake -n` too.
+check_config(config, MEMBERS)
 # What the largest member needs, plus the margin; the previous side when the cache would not change.
 CACHE_SIDE = prepare_side(cache_side(MEMBERS, config["data"]), L.meta)
 TRAIN_THREADS = train_threads(
@@ -192,6 +196,13 @@ def lr_find_input(wildcards):
     if MEMBERS[wildcards.backbone]["lr"] == "auto":
         return str(L.lr_find(member_base(wildcards.backbone)).json)
     return []
+
+
+def factory_input(wildcards):
+    """A member's model code when it is a file of the user's, with the modules it imports from its folder
+    (kagglecv.config.factories): editing it reruns the jobs that build the model. Nothing for timm models, so the
+    inputs of their jobs stay as they were."""
+    return [str(p) for p in factory_sources(MEMBERS[wildcards.backbone].get("model"))]
 
 
 def teacher_input(wildcards):

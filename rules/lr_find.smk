@@ -7,6 +7,7 @@ rule lr_find:
     input:
         prepared=PREPARED_FILES,
         folds=str(L.folds),
+        factory=factory_input,
     output:
         json=str(L.lr_find("{backbone}").json),
         png=str(L.lr_find("{backbone}").png),

@@ -4,6 +4,7 @@ rule train:
         folds=str(L.folds),
         lr_find=lr_find_input,
         teacher=teacher_input,
+        factory=factory_input,
     output:
         **{name: str(path) for name, path in zip(MODEL.names(), MODEL.files())},
     log:

@@ -76,3 +76,55 @@ class TrainConfig:
         if lr != "auto" and (isinstance(lr, bool) or not isinstance(lr, (int, float))):
             raise InputError(f"train.lr: {lr!r}; give a number or auto (lr_find's suggestion)")
         return cls(**d)
+
+
+STAGE_KEYS = ("img_size", "epochs", "lr", "batch_size")
+
+
+def check_settings(cfg: TrainConfig) -> None:
+    """Settings of one job that do not go together. The job refuses them before it builds anything, and the
+    workflow when it reads its config (kagglecv.config.checks): `snakemake -n` refuses what a job would."""
+    if cfg.average not in ("none", "last_k"):
+        raise InputError(f"train.average: {cfg.average!r}; use none or last_k")
+    if cfg.average == "last_k" and cfg.ema_decay > 0:
+        raise InputError("train.average: last_k and train.ema_decay both choose the weights to predict with; set one")
+    if cfg.time_budget and (cfg.freeze_epochs or cfg.gpus > 1):
+        raise InputError("train.time_budget: not with freeze_epochs or gpus > 1 (the epoch count is planned from "
+                         "one process's plain schedule); set epochs instead")
+    check_stages(cfg)
+    factory = ":" in str(cfg.model or "") or str(cfg.model or "").endswith(".py")
+    if factory and cfg.head != "linear":
+        raise InputError(f"backbones: {cfg.backbone}: head: {cfg.head} is for timm bodies; a factory builds "
+                         "its own head (use head: linear)")
+
+
+def check_stages(cfg: TrainConfig) -> None:
+    """train.stages (progressive resizing): each stage names img_size and epochs; not with freeze_epochs or
+    time_budget."""
+    if not cfg.stages:
+        return
+    if cfg.freeze_epochs or cfg.time_budget:
+        raise InputError("train.stages: set their epochs and sizes only, not freeze_epochs or time_budget with them")
+    for k, st in enumerate(cfg.stages):
+        unknown = set(st) - set(STAGE_KEYS)
+        if unknown or "img_size" not in st or "epochs" not in st:
+            raise InputError(f"train.stages[{k}]: {st}: each stage names img_size and epochs (lr, batch_size "
+                             f"optional){f'; unknown: {sorted(unknown)}' if unknown else ''}")
+
+
+def check_mixup(cfg: TrainConfig, task: str | None = None, meta: bool = False, teacher: bool = False) -> None:
+    """Mixup (train.mixup_alpha/cutmix_alpha) mixes images and their class labels: not with a task that has no
+    classes (`task`: its kind, None when not known yet), metadata beside the image, or a teacher's targets."""
+    if not (cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0):
+        return
+    from kagglecv.core.tasks import CLASSIFICATION
+
+    if task is not None and task != "auto" and task not in CLASSIFICATION:
+        raise InputError(f"train.mixup_alpha/cutmix_alpha: mixup mixes class targets; this is a {task} task, "
+                         "set them to 0")
+    if meta:
+        raise InputError("train.mixup_alpha/cutmix_alpha: mixup mixes images, not their metadata; with "
+                         "data.meta_columns set them to 0")
+    if teacher:
+        raise InputError("train.mixup_alpha/cutmix_alpha: mixup mixes class labels, not the teachers' targets; set "
+                         "them to 0 with pseudo_labels or distill")

@@ -105,9 +105,9 @@ def _check_whole(shown: str, path: Path, entries: list[Entry], limits: ArchiveLi
     known = all(e.packed is not None for e in entries)
     packed = max(sum(e.packed for e in entries) if known else path.stat().st_size, 1)
     if total > limits.bomb_bytes and total / packed > limits.max_ratio:
-        raise InputError(f"{shown}: unpacks to {total / MB:.0f} MB from {packed / MB:.1f} MB ({total / packed:.0f}x, "
-                         f"limit {limits.max_ratio:g}x): refusing a likely zip bomb; raise archive.max_ratio in the "
-                         "config if the archive is genuine")
+        raise InputError(f"{shown}: its entries unpack to {total / MB:.0f} MB together from {packed / MB:.1f} MB "
+                         f"({total / packed:.0f}x, limit {limits.max_ratio:g}x): refusing a likely zip bomb; raise "
+                         "archive.max_ratio in the config if the archive is genuine")
 
 
 def _check_free(where: Path, need: int, shown: str, what: str) -> None:

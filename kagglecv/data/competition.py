@@ -16,7 +16,7 @@ code competition's kernel reads its hidden test set exactly as prepare read the 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -227,9 +227,10 @@ def group_values(train: pd.DataFrame, tid: str, cfg: DataConfig, path: Path) -> 
     return train[col].tolist()
 
 
-def read_test_meta(root: Path, cfg: DataConfig, template: Template) -> pd.DataFrame | None:
+def read_test_meta(root: Path, cfg: DataConfig, template: Template, missing: list | None = None) -> pd.DataFrame | None:
     """data.meta_columns of the template's test ids, row for row, from data.test_csv (raw values); None when the
-    config names none. Read by prepare and, from the hidden test CSV alone, by the Kaggle kernel."""
+    config names none. Read by prepare and, from the hidden test CSV alone, by the Kaggle kernel (`missing`: see
+    meta.metadata_rows)."""
     if not cfg.meta_columns:
         return None
     path = root / (cfg.test_csv or "test.csv")
@@ -240,21 +241,22 @@ def read_test_meta(root: Path, cfg: DataConfig, template: Template) -> pd.DataFr
 
     for name in cfg.meta_columns:
         require_column(test, name, path)
-    missing = sorted(set(template.ids) - set(test[col]))
-    if missing:
-        raise InputError(f"{path}: test id {missing[0]!r} has no row; the metadata of every test image is "
-                         f"needed (data.meta_columns)")
-    return test.set_index(col).loc[template.ids, cfg.meta_columns].reset_index(drop=True)
+    from kagglecv.data.meta import metadata_rows
+
+    return metadata_rows(test, col, template.ids, cfg.meta_columns, path, missing)
 
 
 def meta_values(root: Path, cfg: DataConfig, train: pd.DataFrame, template: Template) -> dict | None:
     """data.meta_columns: their kinds and raw values for the train rows and, from data.test_csv, the test ids."""
+    from kagglecv.config.checks import check_meta_columns  # not the id, a target or the group column
+
+    check_meta_columns(asdict(cfg), [template.id_column, *template.targets])
     test = read_test_meta(root, cfg, template)
     if test is None:
         return None
     from kagglecv.data import meta
 
-    specs = meta.specs(train, test, cfg.meta_columns, root / cfg.train_csv)
+    specs = meta.specs(train, test, cfg.meta_columns, root / cfg.train_csv, root / (cfg.test_csv or "test.csv"))
     return {"specs": specs, "train": train[cfg.meta_columns].reset_index(drop=True), "test": test}
 
 

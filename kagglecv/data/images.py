@@ -65,8 +65,13 @@ class Decoder:
         return self.height, self.width, 1 if self.gray else 3
 
     def __call__(self, src, ident: str) -> np.ndarray:
-        img = to_mode(open_image(src, ident, (self.width, self.height), self.max_pixels), self.gray)
-        arr = np.asarray(fit(img, self.width, self.height, self.resize))
+        """The cache's array of one image; an image that opens but cannot be converted to the cache's channels or
+        fitted to its size (a LAB TIFF, a broken palette) is unreadable, as one that cannot be decoded is."""
+        img = open_image(src, ident, (self.width, self.height), self.max_pixels)
+        try:
+            arr = np.asarray(fit(to_mode(img, self.gray), self.width, self.height, self.resize))
+        except (OSError, ValueError, TypeError, SyntaxError, MemoryError, Image.DecompressionBombError) as e:
+            raise _unreadable(src, ident, e) from e
         return arr[..., None] if self.gray else arr
 
 

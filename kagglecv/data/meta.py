@@ -6,14 +6,19 @@ validation rows or the test set - and saves it with the model, so prediction and
 exactly as training did:
 
   a number column  standardised with the fold's training mean and standard deviation, plus a missing indicator
-                   (a missing value is 0 after standardising, the training mean, with the indicator 1)
+                   (a missing value is 0 after standardising, the training mean, with the indicator 1). A column is
+                   one when most of its present values are numbers (NUMBER_SHARE); a value that is not a finite
+                   number ("unknown", inf, 1e400) is then missing, counted and reported once (prepare's log for
+                   train.csv and test.csv, the kernel's for the hidden test CSV), never an error
   a text column    one-hot over the values of the fold's training rows, plus an "other" slot for values unseen
                    in training (and for missing ones, unless missing occurs in training: then it is a value)
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,6 +29,10 @@ from kagglecv.core.files import META_PREFIX
 PREFIX = META_PREFIX  # prepared train.csv / test.csv columns holding the raw values (kagglecv.core.files)
 MISSING = {"", "nan", "NaN", "NA", "N/A", "n/a", "null", "NULL", "None", "none"}
 MISSING_VALUE = "(missing)"  # a text column's category for missing values seen in training
+NUMBER_SHARE = 0.5  # a number column: more than this share of its present values (train and test) are numbers
+EXAMPLES = 3  # values quoted when a column's unparsed values are reported
+
+log = logging.getLogger("kagglecv.data.meta")
 
 
 def column(name: str) -> str:
@@ -35,11 +44,36 @@ def is_missing(values: pd.Series) -> np.ndarray:
     return values.astype(str).str.strip().isin(MISSING).to_numpy()
 
 
-def as_numbers(values: pd.Series) -> np.ndarray | None:
-    """The values as floats (NaN where missing), or None when some present value is not a finite number."""
+def as_numbers(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(the values as floats, NaN where missing or not a finite number; where a present value is not a finite number:
+    text, inf, or a number too large for a float such as 1e400)."""
     present = ~is_missing(values)
-    nums = pd.to_numeric(values.where(present), errors="coerce").to_numpy(dtype=float)
-    return None if np.any(present & ~np.isfinite(nums)) else nums
+    nums = pd.to_numeric(values.astype(str).str.strip().where(present), errors="coerce")
+    nums = nums.to_numpy(dtype=float, copy=True)
+    bad = present & ~np.isfinite(nums)
+    nums[bad] = np.nan
+    return nums, bad
+
+
+def numbers_share(values: pd.Series) -> float:
+    """The share of the present values that read as numbers (inf and 1e400 included: numbers, if not finite ones)."""
+    present = ~is_missing(values)
+    if not present.any():
+        return 1.0
+    parsed = pd.to_numeric(values.astype(str).str.strip()[present], errors="coerce").to_numpy(dtype=float)
+    return float(np.mean(~np.isnan(parsed)))
+
+
+def report_unparsed(values: pd.Series, name: str, path) -> int:
+    """Log, once, how many present values of number column `name` in `path` are not finite numbers (they are read
+    as missing); the count."""
+    _, bad = as_numbers(values)
+    n = int(bad.sum())
+    if n:
+        shown = ", ".join(repr(str(v)) for v in pd.unique(values[bad].astype(str))[:EXAMPLES])
+        log.warning("%s: column %r (data.meta_columns): %d of %d value(s) are not finite numbers (%s); read as "
+                    "missing, the missing indicator set", path, name, n, len(values), shown)
+    return n
 
 
 def require_column(frame: pd.DataFrame, name: str, path) -> None:
@@ -49,8 +83,9 @@ def require_column(frame: pd.DataFrame, name: str, path) -> None:
                          f"remove it from data.meta_columns")
 
 
-def specs(train: pd.DataFrame, test: pd.DataFrame, columns: list[str], train_path) -> list[dict]:
-    """[{name, kind}] of the columns (kind: number when every present value in train and test is one, else text);
+def specs(train: pd.DataFrame, test: pd.DataFrame, columns: list[str], train_path, test_path=None) -> list[dict]:
+    """[{name, kind}] of the columns (kind: number when most present values in train and test are numbers,
+    NUMBER_SHARE, else text; the values of a number column that are not finite numbers reported once per file);
     a column missing from train.csv, or empty in every training row, is a one-line error (one missing from the
     test CSV: prepare.read_test_meta)."""
     out = []
@@ -59,9 +94,27 @@ def specs(train: pd.DataFrame, test: pd.DataFrame, columns: list[str], train_pat
         if is_missing(train[name]).all():
             raise InputError(f"{train_path}: column {name!r} (data.meta_columns) is empty in every row; remove it "
                              f"from data.meta_columns")
-        numeric = as_numbers(train[name]) is not None and as_numbers(test[name]) is not None
+        numeric = numbers_share(pd.concat([train[name], test[name]], ignore_index=True)) > NUMBER_SHARE
+        if numeric:  # reported by file name: prepare reads them from a temporary folder
+            report_unparsed(train[name], name, Path(train_path).name)
+            report_unparsed(test[name], name, Path(test_path).name if test_path else "the test CSV")
         out.append({"name": name, "kind": "number" if numeric else "text"})
     return out
+
+
+def metadata_rows(test: pd.DataFrame, id_column: str, ids: list, columns: list[str], path,
+              missing: list | None = None) -> pd.DataFrame:
+    """The metadata `columns` of the test `ids`, row for row, from the test CSV `test` (raw values). An id without
+    a row is an error; with `missing` (a list: the kernel, which cannot drop a hidden test row) its values are
+    missing and (id, reason) is appended: it is predicted with the prior, counted as an unreadable image is."""
+    have = set(test[id_column])
+    absent = [i for i in ids if i not in have]
+    if absent and missing is None:
+        raise InputError(f"{path}: test id {absent[0]!r} has no row; the metadata of every test image is "
+                         f"needed (data.meta_columns)")
+    for i in absent:
+        missing.append((i, f"has no row in {path} (data.meta_columns)"))
+    return test.set_index(id_column).reindex(ids)[columns].fillna("").reset_index(drop=True)
 
 
 @dataclass
@@ -76,7 +129,7 @@ class MetaEncoder:
         for spec in column_specs:
             values = rows[column(spec["name"])]
             if spec["kind"] == "number":
-                nums = as_numbers(values)
+                nums, _ = as_numbers(values)
                 present = nums[np.isfinite(nums)]
                 mean = float(present.mean()) if len(present) else 0.0
                 std = float(present.std()) if len(present) else 1.0
@@ -90,15 +143,13 @@ class MetaEncoder:
         return sum(2 if c["kind"] == "number" else len(c["categories"]) + 1 for c in self.columns)
 
     def transform(self, rows: pd.DataFrame) -> np.ndarray:
-        """float32 rows x width."""
+        """float32 rows x width. A value of a number column that is not a finite number is missing (reported where
+        the values are read: report_unparsed)."""
         parts = []
         for c in self.columns:
             values = rows[column(c["name"])]
             if c["kind"] == "number":
-                nums = as_numbers(values)
-                if nums is None:
-                    raise InputError(f"metadata column {c['name']!r}: the model was trained on numbers, but "
-                                     f"these rows hold text; give it numbers")
+                nums, _ = as_numbers(values)
                 missing = ~np.isfinite(nums)
                 parts += [np.where(missing, 0.0, (nums - c["mean"]) / c["std"]), missing.astype(float)]
             else:

@@ -41,19 +41,23 @@ FUSION_HIDDEN = 256  # width of the layer over [image features, metadata feature
 
 
 def load_factory(ref: str, entry: str, search: Path | None = None):
-    """The callable `ref` names ("path/to/file.py:build" or "package.module:build"). A file that is not where the
-    reference says is looked for by its name in `search` (a kernel dataset's backbone folder carries it)."""
+    """The callable `ref` names ("path/to/file.py:build" or "package.module:build"). A file is taken from `search`
+    when it holds one of its name (a kernel dataset's backbone folder carries it, with the modules it imports, as
+    they were when the weights were trained), else from where the reference says. Its folder goes on sys.path, so
+    that it imports the modules beside it as when it is run from there."""
     where, sep, attr = str(ref).rpartition(":")
     if not sep or not where or not attr:
         raise InputError(f"backbones: {entry}: model {ref!r} is not FILE.py:FUNCTION or MODULE:FUNCTION")
     try:
         if where.endswith(".py"):
             path = Path(where).expanduser().resolve()
-            if not path.is_file() and search is not None and (Path(search) / path.name).is_file():
-                path = Path(search) / path.name
+            if search is not None and (Path(search) / path.name).is_file():
+                path = (Path(search) / path.name).resolve()
             if not path.is_file():
                 raise InputError(f"backbones: {entry}: model file {where} not found (relative to the working "
                                  f"directory, {Path.cwd()}); fix the path")
+            if str(path.parent) not in sys.path:
+                sys.path.insert(0, str(path.parent))
             name = f"kagglecv_user_models.{path.stem}_{abs(hash(str(path))):x}"
             module = sys.modules.get(name)
             if module is None:
@@ -79,8 +83,9 @@ def load_factory(ref: str, entry: str, search: Path | None = None):
 
 def factory_file(ref: str | None) -> Path | None:
     """The source file of a file-form factory (the Kaggle kernel carries it), else None."""
-    where = str(ref or "").rpartition(":")[0]
-    return Path(where).expanduser().resolve() if where.endswith(".py") else None
+    from kagglecv.config.factories import factory_file as file_of
+
+    return file_of(ref)
 
 
 # ---------------------------------------------------------------- heads

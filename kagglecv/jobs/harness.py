@@ -94,11 +94,16 @@ def run_logged(log_path: str | Path | None, fn, *args, **kwargs):
     An InputError becomes a single `ERROR: ...` line, in the log and on the terminal, and exit status 1;
     any other exception keeps its traceback in the log (that is a bug, not bad input). Everything the job
     prints or logs is redacted on its way (kagglecv.core.secrets): libraries print URLs with their credentials."""
-    from kagglecv.core.secrets import RedactedStream, redact
+    import os
+
+    from kagglecv.core.secrets import JOB_LOG_ENV, RedactedStream, redact
 
     terminal = sys.__stderr__
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    previous = os.environ.get(JOB_LOG_ENV)
+    if log_path:  # the processes a multi-device job starts write here too (kagglecv.training.distributed)
+        os.environ[JOB_LOG_ENV] = str(Path(log_path).resolve())
     raw = open(log_path, "a", buffering=1) if log_path else sys.stderr
     log_file = RedactedStream(raw)
     logging.basicConfig(stream=log_file, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
@@ -119,6 +124,10 @@ def run_logged(log_path: str | Path | None, fn, *args, **kwargs):
         log_file.flush()
         if log_path:
             raw.close()
+            if previous is None:
+                os.environ.pop(JOB_LOG_ENV, None)
+            else:
+                os.environ[JOB_LOG_ENV] = previous
 
 
 def job_of(rule: str) -> Callable[[Job], object]:
@@ -134,6 +143,13 @@ def job_of(rule: str) -> Callable[[Job], object]:
 
 
 def run(smk):
-    """scripts/job.py: the job of the rule Snakemake is running, logged."""
+    """scripts/job.py: the job of the rule Snakemake is running, logged. A bug's traceback is in the log; the
+    terminal gets it too, redacted as the log is (Python would print it as it is), and the job exits 1."""
     job_ = Job.of(smk)
-    return run_logged(job_.log, job_of(job_.rule), job_)
+    try:
+        return run_logged(job_.log, job_of(job_.rule), job_)
+    except Exception:  # noqa: BLE001 - any bug: shown, redacted, and the job fails
+        from kagglecv.core.secrets import redact
+
+        print(redact(traceback.format_exc()), file=sys.__stderr__ or sys.stderr, flush=True)
+        sys.exit(1)

@@ -42,6 +42,14 @@ def submit(job: Job) -> dict:
     authenticated client does all of it. The leaderboard row is written whatever happens once the submission
     exists (scored, ERROR or PENDING); the job then fails with the reason. Run again after PENDING: the pending
     row is polled again, never submitted twice."""
+    from kagglecv.kaggle.leaderboard import submitting
+
+    with submitting(job.layout.root, job.params.competition):  # one submit of these results at a time
+        return submit_locked(job)
+
+
+def submit_locked(job: Job) -> dict:
+    """The submit job, under its lock."""
     from kagglecv.kaggle import code, submit as files
     from kagglecv.kaggle.client import client
     from kagglecv.core.results import Scores

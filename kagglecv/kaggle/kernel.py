@@ -23,6 +23,7 @@ The notebook itself, what runs on Kaggle, is kagglecv.kaggle.notebook.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -105,20 +106,77 @@ def student_scores(layout: Layout, scores: Scores, student: str | None) -> Score
     return dataclasses.replace(scores, ensemble=ens)
 
 
-def place_factory(layout: Layout, member: str, out: Layout) -> None:
-    """A member built by a factory file of the user's: the file, beside the member's folds, where prediction
-    looks for it (kagglecv.inference.models.load_factory), so the kernel runs from the dataset alone."""
-    from kagglecv.inference.models import factory_file
+def place_factory(layout: Layout, member: str, out: Layout, n_folds: int = 1) -> None:
+    """A member built by a factory file of the user's: the file and the modules it imports from its folder
+    (kagglecv.config.factories), beside the member's folds where prediction looks for them
+    (kagglecv.inference.models.load_factory), so the kernel runs from the dataset alone. Refused when they are not
+    the code the folds were trained with (their config's factory_sha256)."""
+    from kagglecv.config.factories import factory_sha256, factory_sources
 
     resolved = ModelRecord.read(layout.model(member, 0).path).config
-    source = factory_file(resolved.get("model"))
-    if source is None:
+    sources = factory_sources(resolved.get("model"))
+    if not sources:
         return
-    if not source.is_file():
-        raise InputError(f"backbones: {member}: its model file {source} is gone; the kernel dataset must carry it")
-    dest = out.model(member, 0).path.parent / source.name
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, dest)
+    if not sources[0].is_file():
+        raise InputError(f"backbones: {member}: its model file {sources[0]} is gone; the kernel dataset must carry it")
+    now = factory_sha256(resolved.get("model"))
+    for k in range(n_folds):
+        trained = ModelRecord.read(layout.model(member, k).path).config.get("factory_sha256")
+        if trained is not None and trained != now:
+            raise InputError(f"backbones: {member}: {sources[0]} (or a module it imports) changed since fold {k} was "
+                             f"trained; retrain it (snakemake), then snakemake kernel")
+    folder = out.model(member, 0).path.parent
+    for source in sources:
+        dest = folder / source.relative_to(sources[0].parent)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, dest)
+
+
+LOAD_CHECK = """
+import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from kagglecv.inference.predict import load_fold_model
+folder, in_chans = Path(sys.argv[2]), int(sys.argv[3])
+for name in json.loads(sys.argv[4]):
+    try:
+        load_fold_model(folder / name, in_chans, "cpu")
+    except Exception as e:
+        cause = e.__cause__ or e
+        why = str(cause).splitlines()
+        print(json.dumps({"model": name, "error": f"{type(cause).__name__}: {why[0] if why else ''}"}))
+        sys.exit(3)
+"""
+
+
+def check_loads(folder: Path, models: list[str], in_chans: int, repo: str | Path) -> None:
+    """Every shipped model.pt rebuilt and loaded from the dataset `folder` alone, as the kernel will: in a fresh,
+    isolated Python (no PYTHONPATH, no user site, an empty working folder) that sees kagglecv and the installed
+    packages but none of the user's files outside the dataset. A factory importing what the dataset lacks is one
+    line here, not a failed submission hours later."""
+    package = Path(repo) / "kagglecv"
+    if not package.is_dir():
+        import kagglecv
+
+        package = Path(kagglecv.__file__).parent
+    with tempfile.TemporaryDirectory(prefix="kagglecv-load-check-") as tmp:
+        (Path(tmp) / "path").mkdir()
+        (Path(tmp) / "path" / "kagglecv").symlink_to(package.resolve(), target_is_directory=True)
+        (Path(tmp) / "cwd").mkdir()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+        args = [str(Path(tmp) / "path"), str(Path(folder).resolve()), str(in_chans), json.dumps(models)]
+        done = subprocess.run([sys.executable, "-I", "-c", LOAD_CHECK, *args], cwd=Path(tmp) / "cwd", env=env,
+                              capture_output=True, text=True)
+    if done.returncode == 0:
+        return
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    if done.returncode == 3 and lines:
+        failed = json.loads(lines[-1])
+        raise InputError(f"kernel: {failed['model']} does not load from the kernel dataset alone ({failed['error']}); "
+                         "keep what a model factory imports in its folder (it is shipped with it), or add the "
+                         "package's wheel to kaggle.kernel_wheels")
+    tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    raise InputError(f"kernel: checking that the shipped models load failed ({tail})")
 
 
 def build_wheel(repo: str | Path, out_dir: Path) -> Path:
@@ -239,7 +297,7 @@ def write_dataset(folder: Path, layout: Layout, scores: Scores, meta: PreparedMe
                 if not (d.path / name).is_file():
                     raise InputError(f"{d.path / name}: not found; rerun the training job of {m} fold {k}")
                 _place(d.path / name, out.model(m, k).path / name)
-        place_factory(layout, m, out)
+        place_factory(layout, m, out, len(scores["models"][m]["folds"]))
     prior = Task.of(meta).prior(read_table(layout.prepared.train))
     write_json(ds.prior, {"task": meta.task, "prior": prior.tolist(), "rows": int(meta.n_train)})
     build_wheel(repo, ds.wheels)
@@ -278,6 +336,9 @@ def build(results_dir: str | Path, dataset_dir: str | Path, kernel_dir: str | Pa
     ds_tmp, k_tmp = (Path(tempfile.mkdtemp(dir=d.parent, prefix=f".{d.name}-")) for d in (dataset_dir, kernel_dir))
     try:
         write_dataset(ds_tmp, layout, scores, meta, shipped, repo, wheels)
+        models = [Layout(ds_tmp).model(m, k).model.relative_to(ds_tmp).as_posix() for m in shipped
+                  for k in range(len(scores["models"][m]["folds"]))]
+        check_loads(ds_tmp, models, int(meta["image_shape"][-1]), repo)
         ds = KernelDatasetFiles(ds_tmp)
         write_json(ds.metadata, {"title": dataset, "id": f"{owner}/{dataset}", "licenses": [{"name": "CC0-1.0"}]})
         files = sorted(p for p in ds_tmp.rglob("*") if p.is_file())

@@ -129,10 +129,13 @@ def read_test_set(competition_dir: Path, meta: PreparedMeta, scratch: Path):
     root = find_root(unpacked(Path(competition_dir), Path(scratch) / "competition")[0], cfg)
     missing: list = []
     _, side = read_test_side(root, cfg, missing=missing)
-    rows = read_test_meta(root, cfg, side.template)
+    rows = read_test_meta(root, cfg, side.template, missing=missing)  # an id without metadata: the prior
     if rows is not None:
-        from kagglecv.data.meta import column
+        from kagglecv.data.meta import column, report_unparsed
 
+        for spec in meta.get("meta_columns") or []:  # values of a number column that are not numbers: missing
+            if spec["kind"] == "number":
+                report_unparsed(rows[spec["name"]], spec["name"], cfg.test_csv)
         rows = rows.rename(columns=column)
     return side, cfg, missing, rows
 
@@ -160,10 +163,12 @@ def decode_test_set(side, cfg, meta: PreparedMeta, cache: Path, workers: int) ->
 
 
 def unreadable(missing: list, bad: list, ids: list[str], limit: float) -> list[int]:
-    """The rows predicted with the prior (no image, or one that could not be read), each logged; more than
-    `limit` (kaggle.max_bad_test_images, a fraction of the rows) is an error."""
-    row = {i: k for k, i in enumerate(ids)}
-    found = sorted([(row[i], i, why) for i, why in missing] + list(bad))
+    """The rows predicted with the prior (no image, one that could not be read, or no metadata row), each logged;
+    more than `limit` (kaggle.max_bad_test_images, a fraction of the rows) is an error."""
+    row, found = {i: k for k, i in enumerate(ids)}, {}
+    for k, i, why in [(row[i], i, why) for i, why in missing] + list(bad):  # one row may lack image and metadata
+        found[k] = (k, i, f"{found[k][2]}; {why}" if k in found else why)
+    found = sorted(found.values())
     for k, i, why in found:
         log.warning("test id %r (row %d): %s; predicted with the training prior", i, k + 2, why)
     if len(found) > limit * len(ids):

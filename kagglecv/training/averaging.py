@@ -21,22 +21,34 @@ BN_PASS_SHARE = 0.4  # a forward pass in train mode costs about this share of a 
 
 
 class WeightAverage:
-    """The running sum of the model's weights at the end of each of the last `k` epochs."""
+    """The mean of the model's weights at the end of each of the last `k` epochs. With a known epoch count, the
+    running sum of the epochs in that window; while the count may still change (train.time_budget plans it again
+    after each epoch, kagglecv.training.budget), the weights of the last k epochs done, whichever epochs the plan
+    ends with."""
 
     def __init__(self, k: int):
         self.k, self.sum, self.count = k, None, 0
+        self.recent: list = []  # [[epoch, weights]] of the last k epochs, when the count is not known
 
-    def update(self, model: torch.nn.Module, epoch: int, total: int) -> None:
-        """After `epoch` (1-based) of `total`: add the weights if it is one of the last k."""
-        if epoch <= total - self.k:
+    def update(self, model: torch.nn.Module, epoch: int, total: int | None) -> None:
+        """After `epoch` (1-based) of `total` (None: not known yet): add the weights if it is one of the last k."""
+        if total is not None and epoch <= total - self.k:
             return
         state = {n: t.detach().to("cpu", torch.float64) for n, t in model.state_dict().items()
                  if t.is_floating_point()}
+        if total is None:
+            self.recent = [*self.recent, [epoch, state]][-self.k:]
+            return
         self.sum = state if self.sum is None else {n: self.sum[n] + t for n, t in state.items()}
         self.count += 1
 
     def apply(self, model: torch.nn.Module) -> int:
         """Load the average into the model (integer buffers keep their last value); the epochs averaged."""
+        if self.recent:
+            self.sum, self.count = None, 0
+            for _, state in self.recent:  # in epoch order, as the running sum adds them
+                self.sum = state if self.sum is None else {n: self.sum[n] + t for n, t in state.items()}
+                self.count += 1
         if not self.count:
             return 0
         current = model.state_dict()
@@ -45,11 +57,12 @@ class WeightAverage:
         return self.count
 
     def state(self) -> dict:
-        return {"sum": self.sum, "count": self.count}
+        return {"sum": self.sum, "count": self.count, "recent": self.recent}
 
     def load(self, state: dict | None) -> None:
         if state:
             self.sum, self.count = state["sum"], int(state["count"])
+            self.recent = [[int(e), w] for e, w in state.get("recent") or []]
 
 
 # ---------------------------------------------------------------- batch norm

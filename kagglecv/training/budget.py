@@ -2,9 +2,9 @@
 
 After the first epoch the job knows an epoch's time and a prediction's, sets the epoch count that fits and rebuilds
 the one-cycle schedule for it (as Ultralytics' `time=` does); after each later epoch it plans again from the
-epochs so far, so a machine that slows down mid-run costs epochs, not the budget (a job resumed after a kill
-keeps its plan). One cost model for every plan: an epoch's seconds without validation, and each validation pass
-the plan will make (`valid_every`).
+epochs so far, so a machine that slows down mid-run costs epochs, not the budget (a job resumed after a kill plans
+on from the epochs before it, their seconds kept in its checkpoint). One cost model for every plan: an epoch's
+seconds without validation, and each validation pass the plan will make (`valid_every`).
 """
 
 from __future__ import annotations

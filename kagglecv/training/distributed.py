@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -30,7 +32,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def rank_log(log: str | os.PathLike, rank_: int) -> Path:
+    """Where process `rank_` of a job logged to `log` writes: the log itself (rank 0), else `<log>.rank<k>` beside
+    it (fold0.log -> fold0.rank1.log)."""
+    log = Path(log)
+    return log if rank_ == 0 else log.with_name(f"{log.stem}.rank{rank_}{log.suffix}")
+
+
 def _worker(rank_: int, world_: int, port: int, fn, args: tuple) -> None:
+    """One process of the job: its output redacted into the job's log (rank 0) or one of its own beside it, as
+    the job's own output is (a spawned process writes to the job's real stdout and stderr otherwise)."""
+    import logging
+
+    from kagglecv.core.secrets import JOB_LOG_ENV, redacted_output
+
+    log = os.environ.get(JOB_LOG_ENV)
+    if not log:
+        return _run(rank_, world_, port, fn, args)
+
+    with redacted_output(rank_log(log, rank_)):
+        logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True,
+                            format=f"%(asctime)s %(name)s [rank {rank_}]: %(message)s")
+        _run(rank_, world_, port, fn, args)
+
+
+def _run(rank_: int, world_: int, port: int, fn, args: tuple) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     cuda = torch.cuda.is_available() and torch.cuda.device_count() >= world_
     if cuda:
@@ -45,8 +71,6 @@ def _worker(rank_: int, world_: int, port: int, fn, args: tuple) -> None:
 def launch(world_: int, fn, *args) -> None:
     """Run fn(*args) in `world_` processes joined in one process group; returns once all have finished (an error
     in any of them is raised here)."""
-    import sys
-
     import torch.multiprocessing as mp
 
     # Spawned processes start fresh and would run this process's main script again (a Snakemake job's script,

@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kagglecv.config.train import TrainConfig
+from kagglecv.config.train import TrainConfig, check_mixup
 from kagglecv.core.devices import world
 from kagglecv.core.errors import InputError
 from kagglecv.core.files import read_table
 from kagglecv.core.layout import PreparedFiles
 from kagglecv.core.results import PreparedMeta
-from kagglecv.core.tasks import CLASSIFICATION, NUMERIC, Task
+from kagglecv.core.tasks import NUMERIC, Task
 from kagglecv.data.batches import loader_workers, make_batches, open_cache
 from kagglecv.data.meta import MetaEncoder
 
@@ -53,9 +53,7 @@ def attach_teacher(data: Fold, teacher_csv, prepared: PreparedFiles, cfg: TrainC
     from kagglecv.data.batches import Stacked
     from kagglecv.training.teachers import read_teacher, true_targets
 
-    if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
-        raise InputError("train.mixup_alpha/cutmix_alpha: mixup mixes class labels, not the teachers' targets; set "
-                         "them to 0 with pseudo_labels or distill")
+    check_mixup(cfg, teacher=True)
     task, test_table = data.task, read_table(prepared.test)
     train_t, rows, test_t, w = read_teacher(teacher_csv, data.folds, data.tr_idx, test_table["id"].tolist(), task)
     width = test_t.shape[1] if test_t.ndim == 2 else 1
@@ -86,16 +84,12 @@ def load_fold(cfg: TrainConfig, prepared_dir, folds_csv, teacher_csv=None) -> Fo
     fold = folds["fold"].to_numpy()
     meta = PreparedMeta.read(prepared.meta)
     task = Task.of(meta)
-    if (cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0) and task.kind not in CLASSIFICATION:
-        raise InputError(f"train.mixup_alpha/cutmix_alpha: mixup mixes class targets; this is a {task.kind} task, "
-                         "set them to 0")
+    check_mixup(cfg, task.kind)
     y, tr_idx = task.targets(folds), np.flatnonzero(fold != cfg.fold)
     data = Fold(folds, images, y, tr_idx, np.flatnonzero(fold == cfg.fold), task.fitted_scale(y[tr_idx]))
     specs = meta.meta_columns
     if specs:
-        if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
-            raise InputError("train.mixup_alpha/cutmix_alpha: mixup mixes images, not their metadata; with "
-                             "data.meta_columns set them to 0")
+        check_mixup(cfg, meta=True)
         data.encoder = MetaEncoder.fit(folds.iloc[tr_idx], specs)
         data.meta = data.encoder.transform(folds)
     if teacher_csv:

@@ -62,10 +62,20 @@ def load_resume(path: Path, resolved, fingerprint: str, s) -> tuple[int, list, d
     except Exception as e:  # noqa: BLE001 - an unreadable or unsafe checkpoint: train from scratch
         print(f"{path}: cannot load the checkpoint ({type(e).__name__}); starting over", flush=True)
         return 0, [], {}
-    for key, now, what in (("config", resolved, "another config"), ("data", fingerprint, "other data or folds")):
-        if state.get(key) != now:
+    saved = state.get("config") if isinstance(state.get("config"), dict) else {}
+    checks = ((saved.get("factory_sha256"), resolved.get("factory_sha256"),  # the user's model code: said first
+               f"other model code ({resolved.get('model')})"),
+              (state.get("config"), resolved, "another config"),
+              (state.get("data"), fingerprint, "other data or folds"))
+    for then, now, what in checks:
+        if then != now:
             print(f"{path}: saved with {what}; starting over", flush=True)
             return 0, [], {}
+    misfit = not_fitting(state.get("model") or {}, s.model.state_dict()) or (
+        not_fitting(state.get("ema") or {}, s.ema.state_dict()) if s.ema is not None and state.get("ema") else None)
+    if misfit:
+        print(f"{path}: saved for another model ({misfit}); starting over", flush=True)
+        return 0, [], {}
     s.model.load_state_dict(state["model"]), s.scaler.load_state_dict(state["scaler"])
     restore_recipe(s, state.get("recipe"))  # the planned epochs first: the schedules are made for them
     for phase, (opt_state, sched_state) in zip(s.phases, state["phases"]):
@@ -89,9 +99,22 @@ def load_resume(path: Path, resolved, fingerprint: str, s) -> tuple[int, list, d
     return state["epoch"], state["history"], state
 
 
+def not_fitting(saved: dict, current: dict) -> str | None:
+    """Why weights `saved` do not load into a model whose state is `current` (a missing or extra tensor, another
+    shape), else None: checked before anything is loaded, so the job can start over from its fresh model."""
+    missing, extra = sorted(set(current) - set(saved)), sorted(set(saved) - set(current))
+    if missing or extra:
+        return f"{'no ' + missing[0] if missing else 'an extra ' + extra[0]} in the checkpoint"
+    for name, t in current.items():
+        if tuple(saved[name].shape) != tuple(t.shape):
+            return f"{name}: {tuple(saved[name].shape)} in the checkpoint, {tuple(t.shape)} in the model"
+    return None
+
+
 def recipe_state(s: Session) -> dict:
-    """What resuming needs beyond weights and optimizers: the planned epoch count and the weight average."""
-    return {"epochs": [p.epochs for p in s.phases], "budget": s.budget,
+    """What resuming needs beyond weights and optimizers: the planned epoch count, the time the epochs took (a
+    time budget plans on from it), and the weight average."""
+    return {"epochs": [p.epochs for p in s.phases], "budget": s.budget, "timing": s.timing,
             "average": s.average.state() if s.average is not None else None}
 
 
@@ -101,5 +124,6 @@ def restore_recipe(s: Session, state: dict | None) -> None:
     for phase, epochs in zip(s.phases, state["epochs"]):
         phase.epochs = epochs
     s.budget = state["budget"]
+    s.timing = state.get("timing") or {}
     if s.average is not None:
         s.average.load(state["average"])

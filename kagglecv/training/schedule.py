@@ -33,14 +33,11 @@ def stages_of(cfg, size: int) -> list[Stage]:
     """train.stages, completed from the job's settings; without them one stage: the job's size and epochs."""
     if not cfg.stages:
         return [Stage(size, cfg.epochs, cfg.lr, cfg.batch_size)]
-    if cfg.freeze_epochs or cfg.time_budget:
-        raise InputError("train.stages: set their epochs and sizes only, not freeze_epochs or time_budget with them")
+    from kagglecv.config.train import check_stages
+
+    check_stages(cfg)
     out = []
-    for k, st in enumerate(cfg.stages):
-        unknown = set(st) - {"img_size", "epochs", "lr", "batch_size"}
-        if unknown or "img_size" not in st or "epochs" not in st:
-            raise InputError(f"train.stages[{k}]: {st}: each stage names img_size and epochs (lr, batch_size "
-                             f"optional){f'; unknown: {sorted(unknown)}' if unknown else ''}")
+    for st in cfg.stages:
         out.append(Stage(int(st["img_size"]), int(st["epochs"]), float(st.get("lr", cfg.lr)),
                          int(st.get("batch_size", cfg.batch_size))))
     return out

@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 import timm
 import torch
 
-from kagglecv.config.train import TrainConfig
+from kagglecv.config.train import TrainConfig, check_settings
 from kagglecv.core.devices import autocast_dtype, inputs, pick_device, place_model
-from kagglecv.core.errors import InputError
 from kagglecv.data.batches import loader_workers, use_device_path
 from kagglecv.inference.models import build_model, check_forward, forward
 from kagglecv.inference.tta import resolve_tta
@@ -49,6 +48,7 @@ class Session:
     average: WeightAverage | None = None  # train.average: last_k
     stage: int = 0  # the stage the batches and dc are for
     budget: dict = field(default_factory=dict)  # train.time_budget: what was planned and spent
+    timing: dict = field(default_factory=dict)  # the epochs' seconds so far and each validation pass's (resumed too)
 
     @property
     def final(self) -> torch.nn.Module:
@@ -78,14 +78,9 @@ class Session:
 
 
 def check_recipe(cfg: TrainConfig) -> None:
-    """Settings that do not go together, refused before anything is built."""
-    if cfg.average not in ("none", "last_k"):
-        raise InputError(f"train.average: {cfg.average!r}; use none or last_k")
-    if cfg.average == "last_k" and cfg.ema_decay > 0:
-        raise InputError("train.average: last_k and train.ema_decay both choose the weights to predict with; set one")
-    if cfg.time_budget and (cfg.freeze_epochs or cfg.gpus > 1):
-        raise InputError("train.time_budget: not with freeze_epochs or gpus > 1 (the epoch count is planned from "
-                         "one process's plain schedule); set epochs instead")
+    """Settings that do not go together, refused before anything is built (the workflow refuses them earlier,
+    when it reads its config: kagglecv.config.checks)."""
+    check_settings(cfg)
 
 
 def start(cfg: TrainConfig, prepared_dir, folds_csv, test_bytes: int, teacher_csv=None) -> Session:
@@ -115,7 +110,10 @@ def start(cfg: TrainConfig, prepared_dir, folds_csv, test_bytes: int, teacher_cs
 def resolved_config(s: Session) -> dict:
     """config.json: the settings and what they resolved to here (also inside model.pt: predict rebuilds from it).
     img_size is the last stage's: what the model predicts at."""
+    from kagglecv.config.factories import factory_sha256
+
     cfg, data = s.cfg, s.data
+    code = factory_sha256(cfg.model)  # the user's model code: an edit is another model (kagglecv.config.factories)
     return {**dataclasses.asdict(cfg), **s.dc, "img_size": s.stages[-1].img_size, "device": str(s.device),
             "amp_dtype_used": str(s.amp_dtype), "tta_used": resolve_tta(cfg.tta, cfg.augment),
             "channels_last_used": bool(getattr(s.model, "kagglecv_channels_last", False)),
@@ -124,6 +122,7 @@ def resolved_config(s: Session) -> dict:
             "n_train": len(data.tr_idx), "n_valid": len(data.va_idx), "task": data.task.kind,
             "n_outputs": data.task.outputs,
             "target_scale": list(data.task.scale),  # predict.py rebuilds the task's activation from these
+            **({"factory_sha256": code} if code else {}),
             **({"meta_encoder": data.encoder.to_json()} if data.encoder else {}),  # and the metadata's encoding
             **({"teacher_rows": len(data.train_rows) - len(data.tr_idx)} if data.train_rows is not None else {})}
 

@@ -55,7 +55,9 @@ def fit(s: Session, history: list, start_epoch: int, log_epoch, n_test: int = 0)
     """Train the epochs not done yet; after each, `log_epoch(epoch, row)` (only the main process validates)."""
     cfg, data = s.cfg, s.data
     epoch, t_fit = start_epoch, time.perf_counter()
-    valid_seconds: list[float] = []  # each validation pass's, for the time budget's plans
+    # each validation pass's seconds, for the time budget's plans, and the seconds of the epochs before a resume
+    valid_seconds: list[float] = list(s.timing.get("valid_seconds", []))
+    before = float(s.timing.get("seconds", 0.0))
     while epoch < len(s.epochs):
         t0, phase = time.perf_counter(), s.epochs[epoch]
         s.enter(phase)
@@ -66,8 +68,8 @@ def fit(s: Session, history: list, start_epoch: int, log_epoch, n_test: int = 0)
         if not math.isfinite(loss):
             raise RuntimeError(f"{cfg.backbone} fold {cfg.fold}: training loss is {loss} at epoch {epoch + 1}; "
                                "lower train.lr")
-        if s.average is not None:
-            s.average.update(s.model, epoch + 1, len(s.epochs))
+        if s.average is not None:  # a time budget's count may change: the average keeps the last epochs done
+            s.average.update(s.model, epoch + 1, None if cfg.time_budget else len(s.epochs))
         epoch += 1
         if not is_main():
             continue
@@ -83,9 +85,11 @@ def fit(s: Session, history: list, start_epoch: int, log_epoch, n_test: int = 0)
         row |= {"lr": phase.scheduler.get_last_lr()[-1], "seconds": time.perf_counter() - t0, "img_per_s": img_s}
         history.append(row)
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
-        # a resumed job keeps its plan; so does the last epoch but one: cut then, it would end before its anneal
-        if cfg.time_budget and start_epoch == 0 and 1 < epoch < len(s.epochs) - 1:
-            replan_budget(s, time.perf_counter() - t_fit, epoch, valid_seconds)
+        # a resumed job plans on from the epochs before the kill (s.timing); the last epoch but one keeps the plan:
+        # cut then, it would end before its anneal
+        s.timing = {"seconds": before + time.perf_counter() - t_fit, "valid_seconds": valid_seconds}
+        if cfg.time_budget and 1 < epoch < len(s.epochs) - 1:
+            replan_budget(s, s.timing["seconds"], epoch, valid_seconds)
         log_epoch(epoch, row)  # after the plan: the resume checkpoint holds the schedule the next epoch follows
 
 
