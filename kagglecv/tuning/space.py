@@ -131,17 +131,15 @@ def choices_param(where, name, setting, in_args, spec, node) -> Param:
 def number(where: str, value):
     """A bound as a number: numbers as they are; text (--config, or YAML's 1e-4, which PyYAML reads as text) read
     as one."""
-    if isinstance(value, str):
-        parsed = yaml.safe_load(value)
-        if isinstance(parsed, str):
-            try:
-                parsed = float(parsed)
-            except ValueError:
-                parsed = None
-        value = parsed
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    parsed = yaml.safe_load(value) if isinstance(value, str) else value
+    if isinstance(parsed, str):
+        try:
+            parsed = float(parsed)
+        except ValueError:
+            pass
+    if isinstance(parsed, bool) or not isinstance(parsed, (int, float)):
         raise InputError(f"{where}: {value!r} is not a number")
-    return value
+    return parsed
 
 
 def flag(where: str, value) -> bool:

@@ -97,7 +97,8 @@ def make_child(client, exp_id: str, parent: str, study_name: str, metric: str, t
                            "optuna.state": t.state.name, **({"error": t.user_attrs["error"][:5000]}
                                                              if t.user_attrs.get("error") else {})})
     params = {**t.params, "slot": t.user_attrs.get("slot"), "attempt": t.user_attrs.get("attempt")}
-    metrics = {"epochs": t.user_attrs.get("epochs"), **({metric: t.value} if t.value is not None else {})}
+    # the value of a completed trial only: a pruned one's is its last report, already in <metric>_report
+    metrics = {"epochs": t.user_attrs.get("epochs"), **({metric: t.value} if t.state.name == "COMPLETE" else {})}
     if t.datetime_start and t.datetime_complete:
         metrics["seconds"] = (t.datetime_complete - t.datetime_start).total_seconds()
     log_batch(client, run.info.run_id, params=params, metrics=metrics, steps=t.intermediate_values,
