@@ -11,6 +11,7 @@ the job still succeeds: one bad corner of the space must not stop the study.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 import traceback
 
@@ -86,6 +87,7 @@ def run_trial(tuning, study, trial, layout, trial_dir, threads: int) -> dict:
     from kagglecv.tuning.space import sample
 
     values = sample(trial, tuning.space)
+    shutil.rmtree(trial_dir, ignore_errors=True)  # a trial of an earlier study (its numbers start at 0 too)
     print(f"trial {trial.number}: " + ", ".join(f"{k}={v!r}" for k, v in values.items()), flush=True)
     reporter, t0 = Reporter(trial, tuning.metric), time.perf_counter()
     value, error = None, None
