@@ -434,11 +434,67 @@ def test_bad_tuning_input_stops_with_one_line_before_training(tmp_path):
         out[-2000:]
 
 
+def running_trial_reported(db: Path) -> bool:
+    """Whether the study's storage holds a RUNNING trial that has reported (read with SQL: cheap to poll)."""
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            return bool(con.execute("SELECT 1 FROM trials t JOIN trial_intermediate_values v ON v.trial_id = "
+                                    "t.trial_id WHERE t.state = 'RUNNING' LIMIT 1").fetchall())
+    except sqlite3.Error:  # not created yet, or being written
+        return False
+
+
+@pytest.mark.workflow
+@pytest.mark.xdist_group("tune-killed")
+@pytest.mark.timeout(600)
+def test_a_trial_killed_mid_way_is_marked_failed_and_its_slot_runs_again(tmp_path):
+    """SIGKILL to snakemake and its jobs while the one trial trains; then --unlock and the same command."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from helpers import PROFILE, SNAKEMAKE
+
+    wd = tmp_path / "killed"
+    wd.mkdir()
+    cfg = demo_config(trials=1)
+    cfg["train"] = {**cfg["train"], "epochs": 6}  # a few seconds of training to be killed in
+    (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
+    cmd = [*SNAKEMAKE, "tune", "--configfile", str(wd / "config.yaml"), "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(wd), "--workflow-profile", str(PROFILE), "--cores", "2"]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    with open(wd / "killed.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=wd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    files = tune_dir(wd)
+    try:
+        deadline = time.monotonic() + 400
+        while not running_trial_reported(files.db):
+            assert proc.poll() is None, (wd / "killed.log").read_text()[-3000:]  # finished before it was killed
+            assert time.monotonic() < deadline, "no trial started training"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not files.slot(0).exists()
+    run_snakemake(wd, cfg, "--unlock")
+    r = run_snakemake(wd, cfg, "tune")
+    name = json.loads(files.study.read_text())["study"]
+    killed, retried = stored_trials(f"sqlite:///{files.db}", name)
+    assert killed.state.name == "FAIL" and killed.user_attrs["error"] == studies.KILLED
+    assert retried.state.name == "COMPLETE" and retried.user_attrs["epochs"] == 6
+    assert [(t.user_attrs["slot"], t.user_attrs["attempt"]) for t in (killed, retried)] == [(0, 0), (0, 1)]
+    assert pd.read_csv(files.trials)["state"].tolist() == ["FAIL", "COMPLETE"] and jobs_run(r, "tune_trial") == 1
+    log = (wd / "results" / "digits-demo" / "logs" / "tune" / "slot0.log").read_text()
+    assert f"slot 0: trial(s) [{killed.number}] left RUNNING by a killed job, marked FAIL" in log
+
+
 # ---------------------------------------------------------------- a PostgreSQL study, a Slurm study
 
 
 @pytest.mark.workflow
 @pytest.mark.postgres
+@pytest.mark.xdist_group("tune-postgres")  # independent of the module's study: either worker may take it
 @pytest.mark.timeout(600)
 def test_two_trial_jobs_share_a_study_in_postgresql_and_its_password_is_never_written(tmp_path, monkeypatch):
     from postgres_local import PostgresServer, Unavailable
@@ -470,6 +526,7 @@ def test_two_trial_jobs_share_a_study_in_postgresql_and_its_password_is_never_wr
 
 @pytest.mark.slurm
 @pytest.mark.workflow
+@pytest.mark.xdist_group("tune-slurm")
 @pytest.mark.timeout(1800)
 def test_each_trial_is_a_slurm_job(tmp_path_factory):
     import importlib.util
