@@ -79,7 +79,7 @@ class PostgresServer:
         log = self.root / "server.log"
         return log.read_text(errors="replace")[-n:] if log.exists() else ""
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         pwfile = self.root / "pwfile"
         pwfile.write_text(self.password + "\n")
         if self.owner:

@@ -18,18 +18,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from helpers import REPO, run_snakemake
 
 from kagglecv.config import load_schema, resolve
 from kagglecv.core.errors import InputError
 from kagglecv.core.layout import Layout
 from kagglecv.core.secrets import redact
-from kagglecv.tuning import results, study as studies
+from kagglecv.tuning import results
+from kagglecv.tuning import study as studies
 from kagglecv.tuning.files import TuneFiles
 from kagglecv.tuning.settings import Tuning, applied, read_best
-from kagglecv.tuning.space import parse_space
 from kagglecv.tuning.trial import Reporter
-
-from helpers import REPO, run_snakemake
 
 pytestmark = pytest.mark.timeout(120)
 SCHEMA = load_schema(REPO / "schemas" / "config.schema.yaml")

@@ -103,11 +103,12 @@ def run_trial(tuning, study, trial, layout, trial_dir, threads: int) -> dict:
     trial.set_user_attr("epochs", reporter.epochs)
     if error:
         trial.set_user_attr("error", error)
-    frozen = study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)  # as told: a pruned
-    # trial's value is its last report; a NaN value makes the trial FAIL
+    # as told: a value without a state is COMPLETE, or FAIL when it is not a number (NaN); a pruned trial's value is
+    # its last report
+    frozen = study.tell(trial, value) if state == TrialState.COMPLETE else study.tell(trial, state=state)
     outcome = {"trial": trial.number, "state": frozen.state.name, "value": frozen.value, "params": values,
                "seconds": round(time.perf_counter() - t0, 2), "epochs": reporter.epochs, "error": error}
-    print(f"trial {trial.number}: {frozen.state.name}" + (f", {tuning.metric} {frozen.value:.5g}" if frozen.value is not None
-                                                  else "") + f" in {outcome['seconds']:.1f} s, "
-          f"{reporter.epochs} epoch(s)", flush=True)
+    scored = f", {tuning.metric} {frozen.value:.5g}" if frozen.value is not None else ""
+    print(f"trial {trial.number}: {frozen.state.name}{scored} in {outcome['seconds']:.1f} s, {reporter.epochs} "
+          "epoch(s)", flush=True)
     return outcome
