@@ -18,7 +18,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from helpers import REPO, run_snakemake
 
 from kagglecv.config import load_schema, resolve
 from kagglecv.core.errors import InputError
@@ -29,6 +28,8 @@ from kagglecv.tuning import study as studies
 from kagglecv.tuning.files import TuneFiles
 from kagglecv.tuning.settings import Tuning, applied, read_best
 from kagglecv.tuning.trial import Reporter
+
+from helpers import REPO, run_snakemake
 
 pytestmark = pytest.mark.timeout(120)
 SCHEMA = load_schema(REPO / "schemas" / "config.schema.yaml")
