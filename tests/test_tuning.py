@@ -274,6 +274,10 @@ def test_the_reporter_reports_validated_epochs_and_folds_and_prunes(tmp_path):
     bad = Reporter(study.ask(), "accuracy")
     with pytest.raises(optuna.TrialPruned, match="pruned at step 0"):
         bad.epoch(1, {"valid_accuracy": 0.1})
+    by_fold = Reporter(study.ask(), "accuracy", prune_on="fold")
+    by_fold.epoch(1, {"valid_accuracy": 0.1})  # reported, the pruner not asked
+    with pytest.raises(optuna.TrialPruned, match="pruned at step 1"):
+        by_fold.report(0.2)  # the fold's score: asked
 
 
 def test_a_storage_password_is_redacted_and_an_unreachable_server_is_one_line():

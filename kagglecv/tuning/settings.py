@@ -35,6 +35,7 @@ class Tuning:
     startup_trials: int
     pruner: str
     warmup_steps: int
+    prune_on: str
     storage: str | None
     seed: int
     metric: str
@@ -64,7 +65,7 @@ class Tuning:
             raise InputError("tune.storage: not a database URL (sqlite:///path.db, postgresql+psycopg://user@host/db)")
         return cls(config["competition"], backbone, entry, entry_overrides(config, backbone), space, t["trials"],
                    tuple(t["folds"]), t["sampler"], t["startup_trials"], t["pruner"], t["warmup_steps"],
-                   t["storage"], config["seed"] if t["seed"] is None else t["seed"], config["metric"],
+                   t["prune_on"], t["storage"], config["seed"] if t["seed"] is None else t["seed"], config["metric"],
                    config["task"], t["apply"])
 
     # ------------------------------------------------------------ the study

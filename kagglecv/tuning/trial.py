@@ -19,23 +19,25 @@ from kagglecv.core.secrets import redact
 
 
 class Reporter:
-    """`on_epoch` for kagglecv.training.train.run, and the fold's score after it: reports, then asks the pruner."""
+    """`on_epoch` for kagglecv.training.train.run, and the fold's score after it: reports, then asks the pruner
+    (after every report, or with prune_on="fold" after the folds' scores only)."""
 
-    def __init__(self, trial, metric: str):
+    def __init__(self, trial, metric: str, prune_on: str = "epoch"):
         self.trial, self.key, self.step, self.epochs = trial, f"valid_{metric}", 0, 0
+        self.on_epochs = prune_on == "epoch"
 
-    def report(self, value: float) -> None:
+    def report(self, value: float, prune: bool = True) -> None:
         import optuna
 
         self.trial.report(float(value), self.step)
         self.step += 1
-        if self.trial.should_prune():
+        if prune and self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {self.step - 1} (value {value:.5g})")
 
     def epoch(self, epoch: int, row: dict) -> None:
         self.epochs += 1
         if self.key in row:
-            self.report(row[self.key])
+            self.report(row[self.key], prune=self.on_epochs)
 
 
 def trial_settings(tuning, values: dict, fold: int, threads: int) -> dict:
@@ -89,7 +91,7 @@ def run_trial(tuning, study, trial, layout, trial_dir, threads: int) -> dict:
     values = sample(trial, tuning.space)
     shutil.rmtree(trial_dir, ignore_errors=True)  # a trial of an earlier study (its numbers start at 0 too)
     print(f"trial {trial.number}: " + ", ".join(f"{k}={v!r}" for k, v in values.items()), flush=True)
-    reporter, t0 = Reporter(trial, tuning.metric), time.perf_counter()
+    reporter, t0 = Reporter(trial, tuning.metric, tuning.prune_on), time.perf_counter()
     value, error = None, None
     try:
         value = train_folds(tuning, trial, values, layout, trial_dir, threads, reporter)
