@@ -96,6 +96,11 @@ def test_the_section_is_checked_against_the_rest_of_the_config(tune, config, mes
         tuning_of(tune, **config)
 
 
+def test_a_config_without_tuning_passes_whatever_its_entries():
+    cfg = resolve({"backbones": [{"name": "resnet18", "lr": "auto"}]}, SCHEMA)  # lr_find's entry, no tune.space
+    assert Tuning.of(cfg, SCHEMA).space == ()
+
+
 def test_the_schema_refuses_unknown_keys_of_the_section_and_of_a_range():
     with pytest.raises(InputError, match=r"config: tune: Additional properties .*'trails'"):
         resolve({"tune": {"trails": 3}}, SCHEMA)

@@ -55,7 +55,7 @@ class Tuning:
             raise InputError(f"tune.backbone: {backbone!r} is not a backbones entry (entries: {', '.join(entries)})")
         entry = entries[backbone]
         space = parse_space(t["space"], entry, schema["properties"]["train"], backbone)
-        if entry.get("lr") == "auto" and "lr" not in {p.setting for p in space}:
+        if space and entry.get("lr") == "auto" and "lr" not in {p.setting for p in space}:
             raise InputError(f"tune.space: backbone {backbone!r} has lr: auto; search lr, or give the entry a number")
         bad = [k for k in t["folds"] if k >= config["folds"]]
         if bad:
