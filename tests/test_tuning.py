@@ -144,6 +144,9 @@ def test_the_study_name_changes_with_what_a_value_means_only():
             tuning_of(train={"lr": 0.01}),  # lr is searched: the base value does not matter
             tuning_of(train={"threads": 4, "mem_mb": 4000})]  # scheduling
     assert {t.study_name(defaults) for t in same} == {name}
+    width = [tuning_of({"backbone": "mynet", "space": {"width": {"low": 8, "high": 64}}}, backbones=[
+        {"name": "mynet", "model": "nets/mynet.py:build", "model_args": {"width": w, "depth": 2}}]) for w in (16, 32)]
+    assert width[0].study_name(defaults) == width[1].study_name(defaults)  # a searched model_args key, too
     other = [tuning_of(train={"epochs": 3}), tuning_of({"folds": [0, 1]}), tuning_of(metric="log_loss"),
              tuning_of(seed=1), tuning_of({"backbone": "mynet"})]
     assert len({t.study_name(defaults) for t in other} | {name}) == 6

@@ -74,7 +74,9 @@ class Tuning:
         """What a trial's value means: the entry's settings that differ from the schema's defaults (besides the
         searched and the scheduling ones), the folds, metric, seed and task. A rule param of every trial job."""
         searched = {p.setting for p in self.space if not p.in_model_args}
-        settings = {k: v for k, v in self.entry.items()
+        args = {k: v for k, v in (self.entry.get("model_args") or {}).items()
+                if k not in {p.setting for p in self.space if p.in_model_args}}
+        settings = {k: v for k, v in {**self.entry, "model_args": args}.items()
                     if k not in searched and k not in NOT_SEARCHED and v != train_defaults.get(k)}
         return {"competition": self.competition, "backbone": self.backbone, "settings": settings,
                 "folds": list(self.folds), "metric": self.metric, "seed": self.seed, "task": self.task}
