@@ -60,6 +60,16 @@ def test_space_of_floats_integers_choices_and_model_args():
     assert t.backbone == "mynet" and tuning_of().backbone == "resnet18"  # null: the first entry
 
 
+def test_the_baseline_is_the_entrys_own_values_that_the_space_holds():
+    from kagglecv.tuning.space import configured
+
+    t = tuning_of({"backbone": "mynet", "space": {"lr": SPACE["lr"], "label_smoothing": {"low": 0.05, "high": 0.2},
+                                                  "augment": SPACE["augment"], "epochs": {"low": 5, "high": 20},
+                                                  "width": {"low": 8, "high": 64}}})
+    assert configured(t.entry, t.space) == {"lr": 0.003, "augment": "none", "epochs": 10, "width": 32}
+    assert t.baseline and not tuning_of({"baseline": False}).baseline  # label_smoothing 0 is outside its range
+
+
 @pytest.mark.parametrize("space, message", [
     ({"lrr": {"low": 0.1, "high": 0.2}}, r"tune\.space\.lrr: 'lrr' is not a training setting \(a train: key\) nor a "
                                           r"key of backbone 'resnet18''s model_args"),
@@ -359,9 +369,13 @@ def test_a_study_runs_two_trials_at_once_and_leaves_its_files(study_run):
     assert len(before) == 2 and {t.state.name for t in before} == {"COMPLETE"}
     assert overlap(*before), [(t.datetime_start, t.datetime_complete) for t in before]  # side by side on 2 cores
     assert {t.user_attrs["slot"] for t in before} == {0, 1}
+    baseline = min(before, key=lambda t: t.number)  # the entry as configured, enqueued by tune_study
+    assert baseline.user_attrs["baseline"] and baseline.params == {"lr": 0.003, "label_smoothing": 0.0,
+                                                                   "augment": "none"}
     csv = pd.read_csv(pd.io.common.StringIO(study_run["first_csv"]))
     assert csv["number"].tolist() == [0, 1] and (csv["epochs"] == 2).all()
     assert {"params_lr", "params_label_smoothing", "params_augment", "seconds", "value"} <= set(csv.columns)
+    assert csv["baseline"].tolist() == [True, False]
     for t in before:  # a trial's fold kept what the study needs, not the weights nor an MLflow record
         fold = files.trial(t.number) / "fold0"
         assert {p.name for p in fold.iterdir()} == {"oof.csv", "metrics.json", "config.json", "history.csv"}

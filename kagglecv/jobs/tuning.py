@@ -25,6 +25,7 @@ def tune_study(job: Job) -> None:
     """Create the study in its storage (or find it) before any trial asks it, and say so in study.json."""
     from kagglecv.core.files import write_json
     from kagglecv.core.secrets import redact
+    from kagglecv.tuning.space import configured
     from kagglecv.tuning.study import open_study
 
     tuning, _, name, url = context(job)
@@ -32,6 +33,10 @@ def tune_study(job: Job) -> None:
         raise InputError("tune.space: empty; name the settings to search, e.g. lr: {low: 1.0e-4, high: 1.0e-2, "
                          "log: true} (docs/tuning.md)")
     study = open_study(name, url, tuning.direction)
+    baseline = configured(tuning.entry, tuning.space) if tuning.baseline and not study.trials else {}
+    if baseline:  # a new study: its first trial trains the entry as configured
+        study.enqueue_trial(baseline, user_attrs={"baseline": True})
+        print(f"study {name}: trial 0 is the entry as configured: {baseline}", flush=True)
     write_json(job.output.study, {"study": name, "backbone": tuning.backbone, "metric": tuning.metric,
                                   "direction": tuning.direction, "folds": list(tuning.folds), "storage": redact(url)})
     print(f"study {name} ({tuning.direction} {tuning.metric}) in {redact(url)}: {len(study.trials)} trial(s) so far",

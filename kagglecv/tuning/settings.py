@@ -31,6 +31,7 @@ class Tuning:
     space: tuple[Param, ...]
     trials: int
     folds: tuple[int, ...]
+    baseline: bool
     sampler: str
     startup_trials: int
     pruner: str
@@ -64,7 +65,7 @@ class Tuning:
         if t["storage"] is not None and "://" not in t["storage"]:
             raise InputError("tune.storage: not a database URL (sqlite:///path.db, postgresql+psycopg://user@host/db)")
         return cls(config["competition"], backbone, entry, entry_overrides(config, backbone), space, t["trials"],
-                   tuple(t["folds"]), t["sampler"], t["startup_trials"], t["pruner"], t["warmup_steps"],
+                   tuple(t["folds"]), t["baseline"], t["sampler"], t["startup_trials"], t["pruner"], t["warmup_steps"],
                    t["prune_on"], t["storage"], config["seed"] if t["seed"] is None else t["seed"], config["metric"],
                    config["task"], t["apply"])
 

@@ -63,6 +63,25 @@ def place(settings: dict, space: tuple[Param, ...], values: dict) -> dict:
     return out
 
 
+def configured(settings: dict, space: tuple[Param, ...]) -> dict:
+    """{name: value} of the entry's own values of the searched settings, those the space holds (a value outside a
+    range, or not among the choices, is left to the sampler): the study's baseline trial."""
+    out = {}
+    for p in space:
+        source = (settings.get("model_args") or {}) if p.in_model_args else settings
+        if p.setting not in source:
+            continue
+        v = source[p.setting]
+        if p.kind == "choice":
+            ok = v in p.choices
+        else:
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and p.low <= v <= p.high \
+                and (p.kind == "float" or v == int(v))
+        if ok:
+            out[p.name] = v
+    return out
+
+
 def parse_space(space: dict, entry: dict, train_schema: dict, backbone: str) -> tuple[Param, ...]:
     """The Params of `space` for backbone entry `entry` (its settings, train: merged with its overrides);
     InputError naming the key for anything a trial could not train with."""

@@ -81,10 +81,11 @@ def iso(d: datetime | None) -> str | None:
 
 def trial_row(t) -> dict:
     """One row of trials.csv: number, state, value, seconds, epochs run, params (params_<name>, as Optuna's
-    trials_dataframe names them), the slot and attempt, the error of a failed trial, and when it ran."""
+    trials_dataframe names them), whether it is the baseline (the entry as configured), the slot and attempt, the error of a failed trial, and when it ran."""
     return {"number": t.number, "state": t.state.name, "value": t.value, "seconds": seconds(t),
             "epochs": t.user_attrs.get("epochs"), **{f"params_{k}": v for k, v in t.params.items()},
-            "slot": t.user_attrs.get("slot"), "attempt": t.user_attrs.get("attempt"),
+            "baseline": bool(t.user_attrs.get("baseline")), "slot": t.user_attrs.get("slot"),
+            "attempt": t.user_attrs.get("attempt"),
             "error": t.user_attrs.get("error"), "started": iso(t.datetime_start), "finished": iso(t.datetime_complete)}
 
 
