@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SNAKEMAKE_ARGS ?=
 
-.PHONY: run test test-fast coverage env lint bench bench-threads bench-dag bench-scale bench-recipes bench-mlebench clean
+.PHONY: run test test-fast coverage env lint bench bench-threads bench-dag bench-scale bench-recipes bench-mlebench bench-tune clean
 
 env: $(STAMP)
 
@@ -79,6 +79,11 @@ bench-threads: $(STAMP)
 # The whole DAG against fastai on a 3,000/1,000 Fashion-MNIST competition: wall time and held-out accuracy (~6 min).
 bench-dag: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python bench/dag.py $(BENCH_ARGS)
+
+# `snakemake tune` on the 3,000/1,000 Fashion-MNIST competition: a 16-trial study, then the DAG with its best settings
+# against the defaults, held-out accuracy of each, the study's wall time (bench/tune.py; ~15 min on 2 cores).
+bench-tune: $(STAMP)
+	$(BIN)/python bench/tune.py $(BENCH_ARGS)
 
 # What the recipes beyond one schedule buy (bench/recipes.py): precise BN, metadata, heads, pseudo-labels and the
 # student, progressive resizing, time budgets, weight averaging. BENCH_ARGS picks some: make bench-recipes BENCH_ARGS=budget

@@ -19,6 +19,7 @@ include: "rules/ensemble.smk"
 include: "rules/kaggle.smk"
 include: "rules/report.smk"
 include: "rules/mlflow.smk"
+include: "rules/tune.smk"
 
 
 # rules/backbones/<name>.smk: a backbone's own rule, when it needs one (docs/extending.md)

@@ -80,7 +80,9 @@ def config_cmd(args) -> int:
                           *(["--config"] if args.config else [])])
     print(f"# kagglecv config: {sources}\n# backbones: `train` merged with each backbone's overrides; "
           "input_size: what it trains at\n# data.image_size: the side of the image cache")
-    print(yaml.safe_dump(shown, sort_keys=False, default_flow_style=False), end="")
+    from kagglecv.core.secrets import redact  # a tune.storage or tracking URL may carry a password
+
+    print(redact(yaml.safe_dump(shown, sort_keys=False, default_flow_style=False)), end="")
     return 0
 
 

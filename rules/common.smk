@@ -69,6 +69,9 @@ def global_resource(name):
 
 # {name: train settings}: each backbone's overrides merged over `train`, validated
 BACKBONES = backbone_settings(config, SCHEMA)
+from kagglecv.tuning.settings import applied  # tune.apply: tune/best.yaml over its entry
+
+BACKBONES = applied(BACKBONES, config, L, SCHEMA)
 # {member: settings}: every model trained; the backbones, their pseudo-label rounds (<backbone>@r2, ...) and the
 # distilled student (<name>@student), kagglecv.config.members.members
 MEMBERS = members(config, BACKBONES, SCHEMA)

@@ -61,7 +61,9 @@ GROUP_SECONDS = {"test_slurm_mlflow_server.py": 200, "aerial-cactus-identificati
                  "mlflow-server-killed": 95, "test_extending.py": 85, "test_recipes.py": 75, "test_stages.py": 55,
                  "test_report_predict.py": 55, "test_models.py": 55, "test_workflow.py": 45, "digit-recognizer": 35,
                  "plant-seedlings-classification": 30, "test_config.py": 30,
-                 "dogs-vs-cats-redux-kernels-edition": 28}
+                 "dogs-vs-cats-redux-kernels-edition": 28, "tune-slurm": 140, "test_tuning.py": 90,
+                 "tune-killed": 40, "tune-postgres": 45, "test_factory_edits.py": 60, "test_rank_logs.py": 60,
+                 "test_messy_metadata.py": 55}
 
 
 def group(item) -> str:

@@ -215,3 +215,10 @@ def test_a_config_naming_only_competition_data_and_backbones_trains_with_the_def
         assert used[key] == train[key], key
     assert used["n_train"] + used["n_valid"] == 24 and json.loads(
         (tmp_path / "results/tiny/prepared/meta.json").read_text())["image_shape"] == [8, 8, 1]
+
+
+def test_kagglecv_config_never_prints_a_password(tmp_path):
+    """tune.storage (or any URL a config holds) may carry user:password: shown redacted, like everything printed."""
+    r = kagglecv("config", "--config", "tune.storage=postgresql+psycopg://tuner:hunter2pw@db/optuna", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "hunter2pw" not in r.stdout and "postgresql+psycopg://***@db/optuna" in r.stdout

@@ -140,6 +140,27 @@ class KernelFiles(Folder):
     submission = Name("submission.csv", output=False)  # what the notebook writes into its working folder
 
 
+class TuneFiles(Folder):
+    """tune/: what a study leaves (kagglecv.tuning): study.json (its name, direction and storage, redacted), study.db
+    (Optuna's SQLite storage unless tune.storage names another), slots/slot<k>.json (what trial slot k ended
+    with), trials/trial<n>/fold<k>/ (a trial's training outputs), trials.csv, best.yaml and the report's figures."""
+
+    study = Name("study.json")
+    db = Name("study.db", output=False)
+    trials = Name("trials.csv")
+    best = Name("best.yaml")
+    history = Name("history.png")
+    importances = Name("importances.png")
+
+    def slot(self, slot: int | str) -> Path:
+        """What trial slot `slot` (a Snakemake job) ended with."""
+        return self.path / "slots" / f"slot{slot}.json"
+
+    def trial(self, number: int) -> Path:
+        """Trial `number`'s training outputs, one folder per fold (ModelFiles)."""
+        return self.path / "trials" / f"trial{int(number):04d}"
+
+
 @dataclass(frozen=True)
 class Layout:
     root: Path  # results/<competition>
@@ -218,6 +239,10 @@ class Layout:
     @property
     def kernel_dataset(self) -> KernelDatasetFiles:
         return KernelDatasetFiles(self.root / "kernel-dataset")
+
+    @property
+    def tune(self) -> TuneFiles:
+        return TuneFiles(self.root / "tune")
 
     @property
     def kernel(self) -> KernelFiles:

@@ -6,9 +6,10 @@
   scoring   ensemble, submission, holdout
   kaggle    kernel, submit, backfill
   report    report_* figures, predict
+  tuning    tune_study, tune_trial, tune_results
 """
 
-from kagglecv.jobs import data, kaggle, report, scoring, training  # noqa: F401 - each registers its rules' jobs
+from kagglecv.jobs import data, kaggle, report, scoring, training, tuning  # noqa: F401 - each registers its rules' jobs
 from kagglecv.jobs.harness import JOBS, Files, Job, job, job_of, run, run_logged
 
 __all__ = ["JOBS", "Files", "Job", "job", "job_of", "run", "run_logged"]

@@ -11,5 +11,6 @@ of a finished run needs no further computation; `targets` lists the files they m
   oof           confusion: ensemble_oof.csv: the ensemble's out-of-fold confusion matrix
   folds         class_balance: folds.csv: class counts per fold
                 oof_errors: ensemble_oof.csv + the image cache: the most confidently wrong and the most uncertain images
+  tuning        a study's history and parameter importances (kagglecv.tuning)
   leaderboard   leaderboard.csv: CV and public score of every submission
 """
