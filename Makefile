@@ -54,8 +54,9 @@ coverage: $(STAMP)
 	$(BIN)/coverage combine --quiet --rcfile=tests/coverage.ini; $(BIN)/coverage report --rcfile=tests/coverage.ini; \
 	exit $$status
 
+# ruff (lint and format, pyproject.toml) over the Python; Snakemake's linter and snakefmt over the workflow.
 lint: $(STAMP)
-	$(BIN)/snakemake --lint && $(BIN)/snakefmt --check Snakefile rules
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/snakemake --lint && $(BIN)/snakefmt --check Snakefile rules
 
 # Benchmark (fastai is a benchmark-only dependency, in its own venv): bench/README.md
 BENCH_VENV := bench/.venv

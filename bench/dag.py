@@ -31,9 +31,9 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
-from machine import FASHION, cpu_name, loadavg, read_idx, slug, train_overrides  # noqa: E402
-
 from kagglecv.core.files import write_json  # noqa: E402
+
+from machine import FASHION, cpu_name, loadavg, read_idx, slug, train_overrides  # noqa: E402
 
 SNAKEMAKE = REPO / ".venv" / "bin" / "snakemake"
 FASTAI_PYTHON = BENCH / ".venv" / "bin" / "python"
@@ -47,7 +47,10 @@ def write_competition(path: Path, n_train: int, n_test: int) -> dict[str, int]:
 
     if not (FASHION / "train-images-idx3-ubyte.gz").exists():
         raise SystemExit(f"{FASHION}: not found; apt-get install -y dataset-fashion-mnist")
-    xtr, ytr = read_idx(FASHION / "train-images-idx3-ubyte.gz")[:n_train], read_idx(FASHION / "train-labels-idx1-ubyte.gz")
+    xtr, ytr = (
+        read_idx(FASHION / "train-images-idx3-ubyte.gz")[:n_train],
+        read_idx(FASHION / "train-labels-idx1-ubyte.gz"),
+    )
     xte, yte = read_idx(FASHION / "t10k-images-idx3-ubyte.gz")[:n_test], read_idx(FASHION / "t10k-labels-idx1-ubyte.gz")
 
     def png(a) -> bytes:
@@ -72,21 +75,35 @@ def backbone_entry(text: str):
 
     entry = yaml.safe_load(text) if text.lstrip().startswith("{") else text
     if isinstance(entry, dict) and ".py:" in str(entry.get("model", "")):
-        entry["model"] = str((REPO / entry["model"]).resolve()) if not Path(entry["model"]).is_absolute() \
-            else entry["model"]
+        entry["model"] = (
+            str((REPO / entry["model"]).resolve()) if not Path(entry["model"]).is_absolute() else entry["model"]
+        )
     return entry
 
 
 def run_kagglecv(work: Path, zip_path: Path, args) -> tuple[float, Path]:
-    config = {"competition": "fmnist-bench", "data": {"source": "local", "path": str(zip_path)},
-              "folds": args.folds, "backbones": [backbone_entry(args.backbone)],
-              "train": {**args.train_set, "epochs": args.epochs, "img_size": args.img_size},
-              "mlflow": {"live": args.mlflow_live}}
+    config = {
+        "competition": "fmnist-bench",
+        "data": {"source": "local", "path": str(zip_path)},
+        "folds": args.folds,
+        "backbones": [backbone_entry(args.backbone)],
+        "train": {**args.train_set, "epochs": args.epochs, "img_size": args.img_size},
+        "mlflow": {"live": args.mlflow_live},
+    }
     import yaml
 
     (work / "config.yaml").write_text(yaml.safe_dump(config))
-    cmd = [str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--directory", str(work), "--configfile",
-           str(work / "config.yaml"), "--cores", str(args.cores)]
+    cmd = [
+        str(SNAKEMAKE),
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(work),
+        "--configfile",
+        str(work / "config.yaml"),
+        "--cores",
+        str(args.cores),
+    ]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -96,7 +113,7 @@ def run_kagglecv(work: Path, zip_path: Path, args) -> tuple[float, Path]:
     return wall, work / "results" / "fmnist-bench" / "submission.csv"
 
 
-FASTAI_SCRIPT = r'''
+FASTAI_SCRIPT = r"""
 import sys, time
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -120,8 +137,9 @@ with learn.no_bar(), learn.no_logging():
     test = sorted((root / "test").glob("*.png"))
     preds, _ = learn.tta(dl=learn.dls.test_dl(test))
 vocab = list(learn.dls.vocab)
-pd.DataFrame({"id": [p.stem for p in test], "label": [vocab[k] for k in preds.argmax(1).tolist()]}).to_csv(out, index=False)
-'''
+labels = [vocab[k] for k in preds.argmax(1).tolist()]
+pd.DataFrame({"id": [p.stem for p in test], "label": labels}).to_csv(out, index=False)
+"""
 
 
 def run_fastai(work: Path, zip_path: Path, args) -> tuple[float, Path]:
@@ -130,8 +148,18 @@ def run_fastai(work: Path, zip_path: Path, args) -> tuple[float, Path]:
         zf.extractall(root)  # fastai reads folders; unzipping is not timed (kagglecv's prepare unpacks inside its run)
     script, out = work / "fastai_run.py", work / "fastai_submission.csv"
     script.write_text(FASTAI_SCRIPT)
-    cmd = [str(FASTAI_PYTHON), str(script), str(root), str(out), str(args.fastai_epochs), str(args.img_size),
-           str(args.batch_size), str(args.lr), str(args.seed), args.fastai_augment]
+    cmd = [
+        str(FASTAI_PYTHON),
+        str(script),
+        str(root),
+        str(out),
+        str(args.fastai_epochs),
+        str(args.img_size),
+        str(args.batch_size),
+        str(args.lr),
+        str(args.seed),
+        args.fastai_augment,
+    ]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     wall = time.perf_counter() - t0
@@ -154,24 +182,41 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n-train", type=int, default=3000)
     ap.add_argument("--n-test", type=int, default=1000)
-    ap.add_argument("--backbone", default="resnet18",
-                    help="kagglecv's backbones: entry, a timm name or a YAML mapping, e.g. "
-                         "'{name: small_cnn, model: bench/models/small_cnn.py:build, model_args: {width: 16}}'")
+    ap.add_argument(
+        "--backbone",
+        default="resnet18",
+        help="kagglecv's backbones: entry, a timm name or a YAML mapping, e.g. "
+        "'{name: small_cnn, model: bench/models/small_cnn.py:build, model_args: {width: 16}}'",
+    )
     ap.add_argument("--img-size", type=int, default=32)
     ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=3, help="kagglecv epochs per fold")
     ap.add_argument("--fastai-epochs", type=int, default=10)
-    ap.add_argument("--fastai-augment", choices=["light", "none"], default="light",
-                    help="light: aug_transforms without flips, lighting or warp (rotate 10, zoom 1.1, p 0.75), as a "
-                         "fastai user augments; none: Normalize only, as kagglecv's default")
+    ap.add_argument(
+        "--fastai-augment",
+        choices=["light", "none"],
+        default="light",
+        help="light: aug_transforms without flips, lighting or warp (rotate 10, zoom 1.1, p 0.75), as a "
+        "fastai user augments; none: Normalize only, as kagglecv's default",
+    )
     ap.add_argument("--batch-size", type=int, default=128, help="fastai's batch size (kagglecv: its default)")
     ap.add_argument("--lr", type=float, default=3e-3, help="fastai's peak LR (kagglecv: its default)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--cores", type=int, default=os.cpu_count())
-    ap.add_argument("--mlflow-live", action=argparse.BooleanOptionalAction, default=False,
-                    help="kagglecv's mlflow.live (default: off, as in the demo)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="a kagglecv train setting (YAML value), e.g. --set label_smoothing=0.1; repeatable")
+    ap.add_argument(
+        "--mlflow-live",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="kagglecv's mlflow.live (default: off, as in the demo)",
+    )
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a kagglecv train setting (YAML value), e.g. --set label_smoothing=0.1; repeatable",
+    )
     ap.add_argument("--ways", default="kagglecv,fastai")
     ap.add_argument("--work", type=Path, default=BENCH / "work" / "dag")
     ap.add_argument("--out", type=Path, default=None)
@@ -179,40 +224,58 @@ def main(argv=None) -> dict:
     args.train_set = train_overrides(ap, args.overrides)
     for need in (SNAKEMAKE, FASTAI_PYTHON):
         if not need.exists():
-            raise SystemExit(f"{need}: missing; `make env` and `make bench/.venv/.installed` build the two environments")
+            raise SystemExit(
+                f"{need}: missing; `make env` and `make bench/.venv/.installed` build the two environments"
+            )
     ways = [w for w in args.ways.split(",") if w]
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     zip_path = args.work / "fmnist-bench.zip"
     truth = write_competition(zip_path, args.n_train, args.n_test)
     name = cpu_name()
-    print(f"{name}: Fashion-MNIST {args.n_train} train / {args.n_test} hidden test, {args.backbone} {args.img_size} px",
-          flush=True)
+    print(
+        f"{name}: Fashion-MNIST {args.n_train} train / {args.n_test} hidden test, {args.backbone} {args.img_size} px",
+        flush=True,
+    )
     results = {}
     for way in ways:
         work = args.work / way
         work.mkdir()
         load = loadavg()
         if way == "kagglecv":
-            print(f"[kagglecv] snakemake, {args.folds} folds x {args.epochs} epochs, mlflow.live {args.mlflow_live}",
-                  flush=True)
+            print(
+                f"[kagglecv] snakemake, {args.folds} folds x {args.epochs} epochs, mlflow.live {args.mlflow_live}",
+                flush=True,
+            )
             wall, sub = run_kagglecv(work, zip_path, args)
         else:
-            print(f"[fastai] fit_one_cycle {args.fastai_epochs} epochs on 80/20, augment {args.fastai_augment}, TTA",
-                  flush=True)
+            print(
+                f"[fastai] fit_one_cycle {args.fastai_epochs} epochs on 80/20, augment {args.fastai_augment}, TTA",
+                flush=True,
+            )
             wall, sub = run_fastai(work, zip_path, args)
-        results[way] = {"wall_seconds": round(wall, 1), "test_accuracy": round(accuracy(sub, truth), 4),
-                        "loadavg_before": load, "loadavg_after": loadavg()}
+        results[way] = {
+            "wall_seconds": round(wall, 1),
+            "test_accuracy": round(accuracy(sub, truth), 4),
+            "loadavg_before": load,
+            "loadavg_after": loadavg(),
+        }
         print(f"    {wall:.1f} s, held-out accuracy {results[way]['test_accuracy']:.4f}", flush=True)
     ratio = None
     if {"kagglecv", "fastai"} <= set(results):
         k, f = results["kagglecv"], results["fastai"]
         ratio = round(k["wall_seconds"] / f["wall_seconds"], 3)
-        print(f"\nwall kagglecv/fastai {ratio} (target <= 0.8); accuracy kagglecv {k['test_accuracy']:.4f} vs fastai "
-              f"{f['test_accuracy']:.4f} (target: at least fastai's)")
-    report = {"device": name, "date": dt.datetime.now().isoformat(timespec="seconds"),
-              "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "results": results, "wall_ratio_kagglecv_over_fastai": ratio}
+        print(
+            f"\nwall kagglecv/fastai {ratio} (target <= 0.8); accuracy kagglecv {k['test_accuracy']:.4f} vs fastai "
+            f"{f['test_accuracy']:.4f} (target: at least fastai's)"
+        )
+    report = {
+        "device": name,
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "results": results,
+        "wall_ratio_kagglecv_over_fastai": ratio,
+    }
     out = args.out or BENCH / "results" / f"dag-{slug(name)}-{dt.date.today().isoformat()}.json"
     write_json(out, report)
     print(f"written: {out}")

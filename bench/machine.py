@@ -18,7 +18,7 @@ def read_idx(path: Path) -> np.ndarray:
     """An IDX file (MNIST format), gzipped."""
     raw = gzip.open(path, "rb").read()
     ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * k: 8 + 4 * k], "big") for k in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * k : 8 + 4 * k], "big") for k in range(ndim))
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 

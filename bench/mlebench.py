@@ -22,7 +22,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
 
-from machine import cpu_name, slug as machine_slug  # noqa: E402
+from machine import cpu_name  # noqa: E402
+from machine import slug as machine_slug  # noqa: E402
 from standins import SLUGS  # noqa: E402
 from standins.run import RUN_SIZE, run_standin  # noqa: E402
 
@@ -41,21 +42,41 @@ def main() -> None:
     for slug in args.slugs:
         with tempfile.TemporaryDirectory(prefix=f"mlebench-{slug}-") as work:
             try:
-                g = run_standin(slug, Path(work), n_train=args.n_train, n_test=args.n_test, zipped=args.zipped,
-                                size=size)
-                row = {"slug": slug, "score": g.score, "sample": g.sample, "prior": g.prior,
-                       "lower_is_better": g.lower_is_better, "beats_baselines": g.beats_baselines,
-                       "seconds": round(g.seconds, 1), "task": g.meta["task"], "layout": g.meta["layout"],
-                       "submission": g.meta["submission"]["format"]}
+                g = run_standin(
+                    slug, Path(work), n_train=args.n_train, n_test=args.n_test, zipped=args.zipped, size=size
+                )
+                row = {
+                    "slug": slug,
+                    "score": g.score,
+                    "sample": g.sample,
+                    "prior": g.prior,
+                    "lower_is_better": g.lower_is_better,
+                    "beats_baselines": g.beats_baselines,
+                    "seconds": round(g.seconds, 1),
+                    "task": g.meta["task"],
+                    "layout": g.meta["layout"],
+                    "submission": g.meta["submission"]["format"],
+                }
             except Exception as e:  # noqa: BLE001 - a failed competition is a row of the table, not the end
                 row = {"slug": slug, "error": str(e).strip().splitlines()[-1][:300]}
         rows.append(row)
         print(json.dumps(row), flush=True)
     machine = cpu_name()
     out = HERE / "results" / f"mlebench{args.tag}-{machine_slug(machine)}-{date.today()}.json"
-    out.write_text(json.dumps({"machine": machine, "zipped": args.zipped, "n_train": args.n_train,
-                               "n_test": args.n_test, "run_size": {**RUN_SIZE, **size},
-                               "seconds": round(time.perf_counter() - t0, 1), "rows": rows}, indent=1))
+    out.write_text(
+        json.dumps(
+            {
+                "machine": machine,
+                "zipped": args.zipped,
+                "n_train": args.n_train,
+                "n_test": args.n_test,
+                "run_size": {**RUN_SIZE, **size},
+                "seconds": round(time.perf_counter() - t0, 1),
+                "rows": rows,
+            },
+            indent=1,
+        )
+    )
     ok = [r for r in rows if r.get("beats_baselines")]
     print(f"\n{len(ok)} of {len(rows)} graded above the sample submission and the class prior ({machine}); {out}")
     print(f"{'competition':42} {'score':>9} {'sample':>9} {'prior':>9}  beats  seconds")
@@ -63,8 +84,10 @@ def main() -> None:
         if "error" in r:
             print(f"{r['slug']:42} ERROR {r['error'][:80]}")
         else:
-            print(f"{r['slug']:42} {r['score']:9.4f} {r['sample']:9.4f} {r['prior']:9.4f}  {str(r['beats_baselines']):5}"
-                  f"  {r['seconds']:7.1f}")
+            print(
+                f"{r['slug']:42} {r['score']:9.4f} {r['sample']:9.4f} {r['prior']:9.4f}  {str(r['beats_baselines']):5}"
+                f"  {r['seconds']:7.1f}"
+            )
 
 
 if __name__ == "__main__":

@@ -40,9 +40,9 @@ import pandas as pd
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
-from machine import FASHION, cpu_name, loadavg, read_idx, slug  # noqa: E402
-
 from kagglecv.core.files import write_json  # noqa: E402
+
+from machine import FASHION, cpu_name, loadavg, read_idx, slug  # noqa: E402
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
@@ -107,8 +107,21 @@ def workflow(work: Path, config: dict, *targets: str) -> float:
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     t0 = time.perf_counter()
-    r = subprocess.run([*SNAKEMAKE, *targets, "--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
-                        "--configfile", str(work / "config.yaml")], cwd=work, capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            *SNAKEMAKE,
+            *targets,
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(work),
+            "--configfile",
+            str(work / "config.yaml"),
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+    )
     if r.returncode:
         raise SystemExit(f"snakemake failed in {work}:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     return time.perf_counter() - t0
@@ -125,8 +138,15 @@ def scores(work: Path, competition: str) -> dict:
 
 
 def base_config(competition: str, data: dict, **over) -> dict:
-    cfg = {"competition": competition, "data": data, "backbones": ["resnet18"], "folds": 3, "metric": "accuracy",
-           "train": {"epochs": 3, "img_size": 32, "batch_size": 64}, "mlflow": {"enabled": False}}
+    cfg = {
+        "competition": competition,
+        "data": data,
+        "backbones": ["resnet18"],
+        "folds": 3,
+        "metric": "accuracy",
+        "train": {"epochs": 3, "img_size": 32, "batch_size": 64},
+        "mlflow": {"enabled": False},
+    }
     for k, v in over.items():
         cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) and isinstance(cfg.get(k), dict) else v
     return cfg
@@ -139,12 +159,19 @@ def short(root: Path) -> dict:
     truth = pixel_competition(root / "fm2k", 2000, 1000)
     out = {}
     for name, bn in (("precise_bn", 200), ("running_stats", 0)):
-        cfg = base_config("fm2k", {"source": "local", "path": str(root / "fm2k")},
-                          train={"epochs": 2, "batch_size": 128, "augment": "light", "precise_bn": bn})
+        cfg = base_config(
+            "fm2k",
+            {"source": "local", "path": str(root / "fm2k")},
+            train={"epochs": 2, "batch_size": 128, "augment": "light", "precise_bn": bn},
+        )
         wall = workflow(root / name, cfg)
         s = scores(root / name, "fm2k")
-        out[name] = {"held_out": held_out(root / name, "fm2k", truth), "cv": s["ensemble"]["cv"],
-                     "folds": s["models"]["resnet18"]["folds"], "wall_s": round(wall, 1)}
+        out[name] = {
+            "held_out": held_out(root / name, "fm2k", truth),
+            "cv": s["ensemble"]["cv"],
+            "folds": s["models"]["resnet18"]["folds"],
+            "wall_s": round(wall, 1),
+        }
     return out
 
 
@@ -163,19 +190,25 @@ def meta(root: Path) -> dict:
         truth = image_competition(root / f"{case}.zip", xtr, ltr, xte, lte, {"kind": ktr}, {"kind": kte})
         for with_meta in (True, False):
             name = f"{case}-{'meta' if with_meta else 'image'}"
-            data = {"source": "local", "path": str(root / f"{case}.zip"),
-                    **({"meta_columns": ["kind"]} if with_meta else {})}
+            data = {
+                "source": "local",
+                "path": str(root / f"{case}.zip"),
+                **({"meta_columns": ["kind"]} if with_meta else {}),
+            }
             wall = workflow(root / name, base_config(case, data))
-            out[name] = {"held_out": held_out(root / name, case, truth), "cv": scores(root / name, case)["ensemble"]["cv"],
-                         "wall_s": round(wall, 1)}
+            out[name] = {
+                "held_out": held_out(root / name, case, truth),
+                "cv": scores(root / name, case)["ensemble"]["cv"],
+                "wall_s": round(wall, 1),
+            }
     return out
 
 
-FACTORY = '''import timm
+FACTORY = """import timm
 
 def build(num_outputs, in_chans, pretrained, img_size):
     return timm.create_model("resnet18", num_classes=num_outputs, in_chans=in_chans, pretrained=pretrained)
-'''
+"""
 
 
 def one_fold(root: Path, n_train: int, n_test: int) -> tuple[Path, Path]:
@@ -191,11 +224,17 @@ def one_fold(root: Path, n_train: int, n_test: int) -> tuple[Path, Path]:
 
 def job(cfg: dict, prepared: Path, folds: Path, out: Path) -> dict:
     """One training job in its own process, as the workflow runs it (start-up included)."""
-    code = ("import json, sys; from kagglecv.training.train import TrainConfig, run; "
-            "r = run(TrainConfig.from_dict(json.loads(sys.argv[1])), sys.argv[2], sys.argv[3], sys.argv[4], "
-            "track=False); print('RESULT', json.dumps(r))")
-    r = subprocess.run([sys.executable, "-c", code, json.dumps(cfg), str(prepared), str(folds), str(out)],
-                       capture_output=True, text=True, env={**__import__("os").environ, "TQDM_DISABLE": "1"})
+    code = (
+        "import json, sys; from kagglecv.training.train import TrainConfig, run; "
+        "r = run(TrainConfig.from_dict(json.loads(sys.argv[1])), sys.argv[2], sys.argv[3], sys.argv[4], "
+        "track=False); print('RESULT', json.dumps(r))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(cfg), str(prepared), str(folds), str(out)],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "TQDM_DISABLE": "1"},
+    )
     if r.returncode:
         raise SystemExit(r.stderr[-3000:])
     return json.loads(r.stdout.split("RESULT ", 1)[1])
@@ -210,19 +249,23 @@ def heads(root: Path) -> dict:
     for rep in range(2):  # interleaved twice: the machine's drift shows as the spread between repeats
         for name, over in ways.items():
             r = job({**base, **over}, prepared, folds, root / f"{name}-{rep}")
-            out.setdefault(name, []).append({"startup_s": r["startup_seconds"], "img_per_s": round(r["img_per_s"], 1),
-                                             "score": r["score"]})
+            out.setdefault(name, []).append(
+                {"startup_s": r["startup_seconds"], "img_per_s": round(r["img_per_s"], 1), "score": r["score"]}
+            )
     return out
 
 
 HARD = {"min_confidence": 0.9, "soft": False}  # hard labels on the test images the teacher is sure of
-PSEUDO = {"plain": {}, "round": {"pseudo_labels": {"rounds": 1}},  # the defaults: hard labels on p >= 0.95
-          "round, soft labels on every image": {"pseudo_labels": {"rounds": 1, "min_confidence": 0.0, "soft": True}},
-          "round, confident hard labels": {"pseudo_labels": {"rounds": 1, **HARD}},
-          "two rounds, confident hard labels": {"pseudo_labels": {"rounds": 2, **HARD}},
-          "round, hard labels p >= 0.8": {"pseudo_labels": {"rounds": 1, **HARD, "min_confidence": 0.8}},
-          "round, hard labels p >= 0.95": {"pseudo_labels": {"rounds": 1, **HARD, "min_confidence": 0.95}},
-          "round+student": {"pseudo_labels": {"rounds": 1}, "distill": {"student": "resnet10t"}}}
+PSEUDO = {
+    "plain": {},
+    "round": {"pseudo_labels": {"rounds": 1}},  # the defaults: hard labels on p >= 0.95
+    "round, soft labels on every image": {"pseudo_labels": {"rounds": 1, "min_confidence": 0.0, "soft": True}},
+    "round, confident hard labels": {"pseudo_labels": {"rounds": 1, **HARD}},
+    "two rounds, confident hard labels": {"pseudo_labels": {"rounds": 2, **HARD}},
+    "round, hard labels p >= 0.8": {"pseudo_labels": {"rounds": 1, **HARD, "min_confidence": 0.8}},
+    "round, hard labels p >= 0.95": {"pseudo_labels": {"rounds": 1, **HARD, "min_confidence": 0.95}},
+    "round+student": {"pseudo_labels": {"rounds": 1}, "distill": {"student": "resnet10t"}},
+}
 
 
 def pseudo(root: Path, only: list[str] | None = None) -> dict:
@@ -237,9 +280,13 @@ def pseudo(root: Path, only: list[str] | None = None) -> dict:
         cfg = base_config("pl", data, train={"epochs": 4}, **over)
         wall = workflow(root / name, cfg)
         s = scores(root / name, "pl")
-        out[name] = {"held_out": held_out(root / name, "pl", truth), "cv": s["ensemble"]["cv"],
-                     "method": s["ensemble"]["method"], "members": {m: v["cv"] for m, v in s["models"].items()},
-                     "wall_s": round(wall, 1)}
+        out[name] = {
+            "held_out": held_out(root / name, "pl", truth),
+            "cv": s["ensemble"]["cv"],
+            "method": s["ensemble"]["method"],
+            "members": {m: v["cv"] for m, v in s["models"].items()},
+            "wall_s": round(wall, 1),
+        }
     if "round+student" in out:
         out["student"] = student_against_ensemble(root / "round+student" / "results" / "pl", truth)
     return out
@@ -249,11 +296,11 @@ def student_against_ensemble(res: Path, truth: pd.Series) -> dict:
     """The student alone against its teachers' ensemble (the mean of the other members, what it was distilled
     from): held-out accuracy, and the seconds each takes to predict the test images
     (kagglecv.inference.predict.ensemble_predict, as `snakemake predict` and the kernel run it)."""
-    from kagglecv.data.batches import open_cache
-    from kagglecv.core.results import Scores
-    from kagglecv.kaggle.kernel import student_scores
     from kagglecv.core.layout import Layout
+    from kagglecv.core.results import Scores
+    from kagglecv.data.batches import open_cache
     from kagglecv.inference.predict import ensemble_predict
+    from kagglecv.kaggle.kernel_dataset import student_scores
 
     L = Layout(res)
     full = Scores.read(L.scores).to_dict()
@@ -271,8 +318,11 @@ def student_against_ensemble(res: Path, truth: pd.Series) -> dict:
         t0 = time.perf_counter()
         probs, info = ensemble_predict(bundle / "r", images, "cpu")
         seconds = time.perf_counter() - t0
-        out[name] = {"held_out": float((probs.argmax(1) == truth.loc[ids].to_numpy()).mean()),
-                     "predict_s": round(seconds, 2), "members": info["members"]}
+        out[name] = {
+            "held_out": float((probs.argmax(1) == truth.loc[ids].to_numpy()).mean()),
+            "predict_s": round(seconds, 2),
+            "members": info["members"],
+        }
     out["time_ratio"] = round(out["student"]["predict_s"] / out["ensemble"]["predict_s"], 3)
     return out
 
@@ -282,14 +332,18 @@ def resize(root: Path) -> dict:
 
     data = {"source": "local", "path": str(generate(root / "photos", 3000))}  # 2,000 train, 1,000 test photos
     out = {}
-    for name, train in (("64px", {"epochs": 6, "img_size": 64}),
-                        ("48-64px", {"stages": [{"img_size": 48, "epochs": 4}, {"img_size": 64, "epochs": 2}]})):
+    for name, train in (
+        ("64px", {"epochs": 6, "img_size": 64}),
+        ("48-64px", {"stages": [{"img_size": 48, "epochs": 4}, {"img_size": 64, "epochs": 2}]}),
+    ):
         # the generator's template holds probabilities (Dogs vs Cats): a probability metric, as scale.py's
         cfg = base_config("photos", data, train={**train, "augment": "flip"}, metric="log_loss")
         wall = workflow(root / name, cfg)
         s = scores(root / name, "photos")
-        train_s = [json.loads(p.read_text())["train_seconds"]
-                   for p in (root / name / "results/photos/models").glob("*/fold*/metrics.json")]
+        train_s = [
+            json.loads(p.read_text())["train_seconds"]
+            for p in (root / name / "results/photos/models").glob("*/fold*/metrics.json")
+        ]
         out[name] = {"cv": s["ensemble"]["cv"], "wall_s": round(wall, 1), "train_s_sum": round(sum(train_s), 1)}
     return out
 
@@ -298,8 +352,12 @@ def budget(root: Path) -> dict:
     prepared, folds = one_fold(root, 10000, 2000)
     out = {}
     for seconds in (40, 120, 300):
-        r = job({"backbone": "resnet18", "img_size": 32, "batch_size": 64, "threads": 2, "time_budget": seconds},
-                prepared, folds, root / f"b{seconds}")
+        r = job(
+            {"backbone": "resnet18", "img_size": 32, "batch_size": 64, "threads": 2, "time_budget": seconds},
+            prepared,
+            folds,
+            root / f"b{seconds}",
+        )
         b = r["time_budget"]
         out[str(seconds)] = {**b, "off_by": round(b["used_seconds"] / seconds - 1, 3), "score": r["score"]}
     return out
@@ -315,16 +373,28 @@ def average(root: Path) -> dict:
     return out
 
 
-WHAT = {"short": short, "meta": meta, "heads": heads, "pseudo": pseudo, "resize": resize, "budget": budget,
-        "average": average}
+WHAT = {
+    "short": short,
+    "meta": meta,
+    "heads": heads,
+    "pseudo": pseudo,
+    "resize": resize,
+    "budget": budget,
+    "average": average,
+}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("what", nargs="+", choices=sorted(WHAT))
     ap.add_argument("--work", type=Path, default=Path("/tmp/kagglecv-bench-recipes"))
-    ap.add_argument("--pseudo", action="append", choices=sorted(PSEUDO), default=None,
-                    help="pseudo: only these variants beside plain (repeatable; default: every one)")
+    ap.add_argument(
+        "--pseudo",
+        action="append",
+        choices=sorted(PSEUDO),
+        default=None,
+        help="pseudo: only these variants beside plain (repeatable; default: every one)",
+    )
     ap.add_argument("--tag", default="", help="added to the results file's name (recipes-<what>-<tag>-...)")
     args = ap.parse_args()
     device = cpu_name()
@@ -334,8 +404,15 @@ def main() -> int:
         root.mkdir(parents=True)
         load0, t0 = loadavg(), time.perf_counter()
         figures = pseudo(root, args.pseudo) if what == "pseudo" else WHAT[what](root)
-        result = {"what": what, "device": device, "date": dt.date.today().isoformat(), "load_before": load0,
-                  "load_after": loadavg(), "seconds": round(time.perf_counter() - t0, 1), "figures": figures}
+        result = {
+            "what": what,
+            "device": device,
+            "date": dt.date.today().isoformat(),
+            "load_before": load0,
+            "load_after": loadavg(),
+            "seconds": round(time.perf_counter() - t0, 1),
+            "figures": figures,
+        }
         print(json.dumps(result, indent=2))
         name = "-".join(x for x in ("recipes", what, args.tag, slug(device), result["date"]) if x)
         write_json(BENCH / "results" / f"{name}.json", result)

@@ -43,6 +43,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 from machine import cpu_name, slug  # noqa: E402
+
 GENERATOR_VERSION = 1  # bump when the generated images change, so cached competitions are rebuilt
 
 
@@ -73,11 +74,12 @@ def generate(root: Path, n_images: int, seed: int = 0) -> Path:
     n_train = n_images * 2 // 3
     (root / "train").mkdir(parents=True, exist_ok=True)
     (root / "test").mkdir(parents=True, exist_ok=True)
-    jobs = [(root / "train" / f"{'cat' if i % 2 else 'dog'}.{i // 2}.jpg", seed * 10_000_000 + i,
-             "cat" if i % 2 else "dog") for i in range(n_train)]
+    jobs = [
+        (root / "train" / f"{'cat' if i % 2 else 'dog'}.{i // 2}.jpg", seed * 10_000_000 + i, "cat" if i % 2 else "dog")
+        for i in range(n_train)
+    ]
     test_ids = list(range(1, n_images - n_train + 1))
-    jobs += [(root / "test" / f"{i}.jpg", seed * 10_000_000 + n_train + i, "dog" if i % 2 else "cat")
-             for i in test_ids]
+    jobs += [(root / "test" / f"{i}.jpg", seed * 10_000_000 + n_train + i, "dog" if i % 2 else "cat") for i in test_ids]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(os.cpu_count()) as ex:
         list(ex.map(_photo, jobs, chunksize=256))
@@ -119,8 +121,11 @@ def measure(cmd: list[str], env: dict | None = None, log: Path | None = None) ->
     if rc != 0:
         tail = log.read_text()[-3000:] if log else ""
         raise RuntimeError(f"{' '.join(cmd[:3])} ... failed ({rc}):\n{tail}")
-    return {"wall_s": round(time.perf_counter() - t0, 2), "peak_rss_tree_mb": round(peak["tree"] / 2**20, 1),
-            "max_rss_process_mb": round(usage.ru_maxrss / 1024, 1)}
+    return {
+        "wall_s": round(time.perf_counter() - t0, 2),
+        "peak_rss_tree_mb": round(peak["tree"] / 2**20, 1),
+        "max_rss_process_mb": round(usage.ru_maxrss / 1024, 1),
+    }
 
 
 def _rss(p: psutil.Process) -> int:
@@ -207,22 +212,34 @@ def bench_size(n: int, args, work: Path) -> dict:
     decode = json.loads(re.findall(r"^\{.*\}$", (logs / f"prepare-{n}.log").read_text(), re.M)[-1])
     cache_bytes = sum((out / f).stat().st_size for f in ("train_images.npy", "test_images.npy"))
     bound = n * side * side * 3
-    print(f"   prepare {prep['wall_s']} s, {decode['images_per_s']} img/s decoding, peak RSS {prep['peak_rss_tree_mb']} "
-          f"MB; cache {cache_bytes / 2**20:.0f} MB = {cache_bytes / bound:.3f} x N*S^2*C", flush=True)
+    print(
+        f"   prepare {prep['wall_s']} s, {decode['images_per_s']} img/s decoding, peak RSS {prep['peak_rss_tree_mb']} "
+        f"MB; cache {cache_bytes / 2**20:.0f} MB = {cache_bytes / bound:.3f} x N*S^2*C",
+        flush=True,
+    )
     base_log = logs / f"baseline-{n}.log"
-    base = measure(python(BASELINE, comp, side), log=base_log)
+    measure(python(BASELINE, comp, side), log=base_log)
     base_rate = float(base_log.read_text().split()[-1])
-    print(f"   single-process Pillow loop: {base_rate:.0f} img/s -> ratio {decode['images_per_s'] / base_rate:.2f}",
-          flush=True)
+    print(
+        f"   single-process Pillow loop: {base_rate:.0f} img/s -> ratio {decode['images_per_s'] / base_rate:.2f}",
+        flush=True,
+    )
     measure(python(FOLDS, out / "train.csv", out / "folds.csv"))
-    train = measure(python(TRAIN, out, out / "folds.csv", work / f"model-{n}", args.backbone, 0, args.img_size,
-                           args.threads), log=logs / f"train-{n}.log")
+    train = measure(
+        python(TRAIN, out, out / "folds.csv", work / f"model-{n}", args.backbone, 0, args.img_size, args.threads),
+        log=logs / f"train-{n}.log",
+    )
     print(f"   one training job: {train['wall_s']} s, peak RSS {train['peak_rss_tree_mb']} MB", flush=True)
-    return {"n_images": n, "cache_side": side, "prepare": {**prep, **decode}, "cache_bytes": cache_bytes,
-            "cache_over_n_s2_c": round(cache_bytes / bound, 4),
-            "baseline_images_per_s": round(base_rate, 1),
-            "decode_ratio_vs_single_process_loop": round(decode["images_per_s"] / base_rate, 2),
-            "train_one_job": train}
+    return {
+        "n_images": n,
+        "cache_side": side,
+        "prepare": {**prep, **decode},
+        "cache_bytes": cache_bytes,
+        "cache_over_n_s2_c": round(cache_bytes / bound, 4),
+        "baseline_images_per_s": round(base_rate, 1),
+        "decode_ratio_vs_single_process_loop": round(decode["images_per_s"] / base_rate, 2),
+        "train_one_job": train,
+    }
 
 
 def machine() -> str:
@@ -244,24 +261,34 @@ def main(argv=None) -> dict:
     sizes = [int(s) for s in args.sizes.split(",")]
     t0 = time.perf_counter()
     results = [bench_size(n, args, args.work) for n in sizes]
-    report = {"machine": machine(), "date": dt.date.today().isoformat(), "python": platform.python_version(),
-              "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "sizes": results}
+    report = {
+        "machine": machine(),
+        "date": dt.date.today().isoformat(),
+        "python": platform.python_version(),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "sizes": results,
+    }
     if not args.skip_concurrent:
         n = sizes[-1]
         out = args.work / f"prepared-{n}"
-        cmds = [python(TRAIN, out, out / "folds.csv", args.work / f"model-{n}-c{k}", args.backbone, k, args.img_size, 1)
-                for k in (0, 1)]
+        cmds = [
+            python(TRAIN, out, out / "folds.csv", args.work / f"model-{n}-c{k}", args.backbone, k, args.img_size, 1)
+            for k in (0, 1)
+        ]
         print(f"\n== two training jobs at once on {n} images (1 thread each)", flush=True)
-        report["concurrent_two_jobs"] = {"n_images": n, **run_concurrent(
-            cmds, [args.work / "logs" / f"train-{n}-c{k}.log" for k in (0, 1)])}
+        report["concurrent_two_jobs"] = {
+            "n_images": n,
+            **run_concurrent(cmds, [args.work / "logs" / f"train-{n}-c{k}.log" for k in (0, 1)]),
+        }
         print(f"   {report['concurrent_two_jobs']}", flush=True)
     small, large = results[0], results[-1]
     if len(results) > 1:
         report["growth_largest_over_smallest"] = {
             "prepare_peak_rss": round(large["prepare"]["peak_rss_tree_mb"] / small["prepare"]["peak_rss_tree_mb"], 3),
-            "train_peak_rss": round(large["train_one_job"]["peak_rss_tree_mb"]
-                                    / small["train_one_job"]["peak_rss_tree_mb"], 3)}
+            "train_peak_rss": round(
+                large["train_one_job"]["peak_rss_tree_mb"] / small["train_one_job"]["peak_rss_tree_mb"], 3
+            ),
+        }
     report["seconds"] = round(time.perf_counter() - t0, 1)
     print("\n" + table(report), flush=True)
     dest = args.out or BENCH / "results" / f"scale-{slug(report['machine'])[:60]}-{report['date']}.json"
@@ -271,21 +298,42 @@ def main(argv=None) -> dict:
     return report
 
 
-
 def table(r: dict) -> str:
-    rows = [("images", "prepare s", "decode img/s", "x loop", "prepare RSS MB", "cache MB", "cache/NS2C",
-             "train s", "train RSS MB")]
+    rows = [
+        (
+            "images",
+            "prepare s",
+            "decode img/s",
+            "x loop",
+            "prepare RSS MB",
+            "cache MB",
+            "cache/NS2C",
+            "train s",
+            "train RSS MB",
+        )
+    ]
     for s in r["sizes"]:
-        rows.append((s["n_images"], s["prepare"]["wall_s"], s["prepare"]["images_per_s"],
-                     s["decode_ratio_vs_single_process_loop"], s["prepare"]["peak_rss_tree_mb"],
-                     round(s["cache_bytes"] / 2**20), s["cache_over_n_s2_c"], s["train_one_job"]["wall_s"],
-                     s["train_one_job"]["peak_rss_tree_mb"]))
+        rows.append(
+            (
+                s["n_images"],
+                s["prepare"]["wall_s"],
+                s["prepare"]["images_per_s"],
+                s["decode_ratio_vs_single_process_loop"],
+                s["prepare"]["peak_rss_tree_mb"],
+                round(s["cache_bytes"] / 2**20),
+                s["cache_over_n_s2_c"],
+                s["train_one_job"]["wall_s"],
+                s["train_one_job"]["peak_rss_tree_mb"],
+            )
+        )
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(v).rjust(w) for v, w in zip(row, widths)) for row in rows]
     if "concurrent_two_jobs" in r:
         c = r["concurrent_two_jobs"]
-        lines.append(f"two training jobs at once ({c['n_images']} images): {c['wall_s']} s, peak RSS of both "
-                     f"{c['peak_rss_both_mb']} MB")
+        lines.append(
+            f"two training jobs at once ({c['n_images']} images): {c['wall_s']} s, peak RSS of both "
+            f"{c['peak_rss_both_mb']} MB"
+        )
     return f"{r['machine']}\n" + "\n".join(lines)
 
 

@@ -31,16 +31,27 @@ import yaml
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
-from machine import cpu_name, loadavg, slug  # noqa: E402
-
 from kagglecv.core.files import write_json  # noqa: E402
+
+from machine import cpu_name, loadavg, slug  # noqa: E402
 
 
 def snakemake(work: Path, config: Path, *args: str) -> float:
     """The real CLI on the repo's Snakefile in `work`; returns its wall seconds (raises on failure)."""
-    cmd = [str(Path(sys.executable).parent / "snakemake"), "--snakefile", str(REPO / "Snakefile"),
-           "--directory", str(work), "--workflow-profile", "none", "--configfile", str(config), "--quiet", "all",
-           *args]
+    cmd = [
+        str(Path(sys.executable).parent / "snakemake"),
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(work),
+        "--workflow-profile",
+        "none",
+        "--configfile",
+        str(config),
+        "--quiet",
+        "all",
+        *args,
+    ]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
     if r.returncode != 0:
@@ -53,8 +64,21 @@ def job_figures(res: Path) -> list[dict]:
     out = []
     for m in sorted(res.glob("models/*/fold*/metrics.json")):
         d = json.loads(m.read_text())
-        out.append({k: d.get(k) for k in ("backbone", "fold", "train_seconds", "startup_seconds", "tta_seconds",
-                                          "fixed_seconds", "img_per_s", "score")})
+        out.append(
+            {
+                k: d.get(k)
+                for k in (
+                    "backbone",
+                    "fold",
+                    "train_seconds",
+                    "startup_seconds",
+                    "tta_seconds",
+                    "fixed_seconds",
+                    "img_per_s",
+                    "score",
+                )
+            }
+        )
     return out
 
 
@@ -86,26 +110,45 @@ def main(argv=None) -> dict:
         print(f"[{name}] snakemake --cores {n} --resources gpu={slots} --until train", flush=True)
         wall = snakemake(work, config, "--cores", str(n), "--resources", f"gpu={slots}", "--until", "train")
         jobs = job_figures(work / "results" / comp)
-        results[name] = {"jobs_at_once": slots, "threads_per_job": max(1, n // slots), "wall_seconds": round(wall, 1),
-                         "jobs": len(jobs), "sum_train_seconds": round(sum(j["train_seconds"] for j in jobs), 1),
-                         "mean_fixed_seconds": round(sum(j["fixed_seconds"] for j in jobs) / len(jobs), 2),
-                         "mean_startup_seconds": round(sum(j["startup_seconds"] for j in jobs) / len(jobs), 2),
-                         "mean_score": round(sum(j["score"] for j in jobs) / len(jobs), 5),
-                         "loadavg_before": load_before, "loadavg_after": loadavg(), "per_job": jobs}
+        results[name] = {
+            "jobs_at_once": slots,
+            "threads_per_job": max(1, n // slots),
+            "wall_seconds": round(wall, 1),
+            "jobs": len(jobs),
+            "sum_train_seconds": round(sum(j["train_seconds"] for j in jobs), 1),
+            "mean_fixed_seconds": round(sum(j["fixed_seconds"] for j in jobs) / len(jobs), 2),
+            "mean_startup_seconds": round(sum(j["startup_seconds"] for j in jobs) / len(jobs), 2),
+            "mean_score": round(sum(j["score"] for j in jobs) / len(jobs), 5),
+            "loadavg_before": load_before,
+            "loadavg_after": loadavg(),
+            "per_job": jobs,
+        }
         r = results[name]
-        print(f"    wall {r['wall_seconds']:.1f} s for {r['jobs']} jobs; epochs {r['sum_train_seconds']:.1f} s summed; "
-              f"fixed {r['mean_fixed_seconds']:.1f} s per job (start-up {r['mean_startup_seconds']:.1f}); "
-              f"mean fold score {r['mean_score']:.4f}", flush=True)
+        print(
+            f"    wall {r['wall_seconds']:.1f} s for {r['jobs']} jobs; epochs {r['sum_train_seconds']:.1f} s summed; "
+            f"fixed {r['mean_fixed_seconds']:.1f} s per job (start-up {r['mean_startup_seconds']:.1f}); "
+            f"mean fold score {r['mean_score']:.4f}",
+            flush=True,
+        )
 
     a, b = results[f"{n}x1"], results[f"1x{n}"]
     ratio = round(a["wall_seconds"] / b["wall_seconds"], 3)
     faster = f"{n}x1" if ratio < 1 else f"1x{n}"
-    print(f"\nwall {n}x1 / 1x{n} = {ratio} -> faster: {faster} "
-          f"({'--resources gpu=' + str(n) if faster == f'{n}x1' else '--resources gpu=1'} on {n} cores)")
+    print(
+        f"\nwall {n}x1 / 1x{n} = {ratio} -> faster: {faster} "
+        f"({'--resources gpu=' + str(n) if faster == f'{n}x1' else '--resources gpu=1'} on {n} cores)"
+    )
     name = cpu_name()
-    report = {"device": name, "date": dt.datetime.now().isoformat(timespec="seconds"), "config": str(args.config),
-              "competition": comp, "cores": n, "settings": results, "ratio_wall_Nx1_over_1xN": ratio,
-              "faster": faster}
+    report = {
+        "device": name,
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "config": str(args.config),
+        "competition": comp,
+        "cores": n,
+        "settings": results,
+        "ratio_wall_Nx1_over_1xN": ratio,
+        "faster": faster,
+    }
     out = args.out or BENCH / "results" / f"threads-{slug(name)}-{dt.date.today().isoformat()}.json"
     write_json(out, report)
     print(f"written: {out}")

@@ -21,8 +21,8 @@ bench/results/tune-<device>-<date>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import datetime as dt
+import json
 import os
 import shutil
 import subprocess
@@ -34,9 +34,10 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 from dag import accuracy, write_competition  # noqa: E402 - bench/dag.py builds the competition
-from machine import cpu_name, loadavg, slug  # noqa: E402
 
 from kagglecv.core.files import write_json  # noqa: E402
+
+from machine import cpu_name, loadavg, slug  # noqa: E402
 
 COMPETITION = "fmnist-tune"
 SPACE = {
@@ -49,11 +50,22 @@ SPACE = {
 
 
 def config(args, zip_path: Path) -> dict:
-    return {"competition": COMPETITION, "data": {"source": "local", "path": str(zip_path)}, "folds": args.folds,
-            "seed": args.seed, "backbones": [args.backbone], "train": {"epochs": args.epochs, "img_size": args.img_size},
-            "mlflow": {"live": False},
-            "tune": {"trials": args.trials, "folds": [0], "space": SPACE, "pruner": args.pruner,
-                     "startup_trials": args.startup_trials}}
+    return {
+        "competition": COMPETITION,
+        "data": {"source": "local", "path": str(zip_path)},
+        "folds": args.folds,
+        "seed": args.seed,
+        "backbones": [args.backbone],
+        "train": {"epochs": args.epochs, "img_size": args.img_size},
+        "mlflow": {"live": False},
+        "tune": {
+            "trials": args.trials,
+            "folds": [0],
+            "space": SPACE,
+            "pruner": args.pruner,
+            "startup_trials": args.startup_trials,
+        },
+    }
 
 
 def snakemake(work: Path, cfg: dict, *args: str, cores: int) -> float:
@@ -62,10 +74,26 @@ def snakemake(work: Path, cfg: dict, *args: str, cores: int) -> float:
 
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    cmd = [sys.executable, "-m", "snakemake", *args, "--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
-           "--workflow-profile", str(REPO / "profiles" / "default"), "--cores", str(cores),
-           "--configfile", str(work / "config.yaml")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        *args,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(work),
+        "--workflow-profile",
+        str(REPO / "profiles" / "default"),
+        "--cores",
+        str(cores),
+        "--configfile",
+        str(work / "config.yaml"),
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    }
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -89,13 +117,18 @@ def study_figures(res: Path) -> dict:
         running += step
         peak = max(peak, running)
     best = df[df["state"] == "COMPLETE"].sort_values("value", ascending=False).iloc[0]
-    return {"trials": len(df), "states": df["state"].value_counts().to_dict(),
-            "pruned_share": round(float((df["state"] == "PRUNED").mean()), 3),
-            "study_seconds": round(float((end.max() - start.min()).total_seconds()), 1),
-            "trial_seconds_sum": round(float(df["seconds"].sum()), 1), "most_at_once": peak,
-            "epochs_run": int(df["epochs"].sum()), "best_trial": int(best["number"]),
-            "best_fold0_accuracy": round(float(best["value"]), 4),
-            "best_entry": yaml.safe_load((res / "tune" / "best.yaml").read_text())["backbones"][0]}
+    return {
+        "trials": len(df),
+        "states": df["state"].value_counts().to_dict(),
+        "pruned_share": round(float((df["state"] == "PRUNED").mean()), 3),
+        "study_seconds": round(float((end.max() - start.min()).total_seconds()), 1),
+        "trial_seconds_sum": round(float(df["seconds"].sum()), 1),
+        "most_at_once": peak,
+        "epochs_run": int(df["epochs"].sum()),
+        "best_trial": int(best["number"]),
+        "best_fold0_accuracy": round(float(best["value"]), 4),
+        "best_entry": yaml.safe_load((res / "tune" / "best.yaml").read_text())["backbones"][0],
+    }
 
 
 def main(argv=None) -> dict:
@@ -120,37 +153,59 @@ def main(argv=None) -> dict:
     zip_path = args.work / f"{COMPETITION}.zip"
     truth = write_competition(zip_path, args.n_train, args.n_test)
     name = cpu_name()
-    print(f"{name}: Fashion-MNIST {args.n_train} train / {args.n_test} hidden test, {args.backbone} {args.img_size} px, "
-          f"{args.folds} folds x {args.epochs} epochs; a {args.trials}-trial study on fold 0", flush=True)
+    print(
+        f"{name}: Fashion-MNIST {args.n_train} train / {args.n_test} hidden test, {args.backbone} {args.img_size} px, "
+        f"{args.folds} folds x {args.epochs} epochs; a {args.trials}-trial study on fold 0",
+        flush=True,
+    )
     cfg = config(args, zip_path)
     tuned_dir, default_dir = args.work / "tuned", args.work / "defaults"
     results: dict = {"loadavg_before": loadavg()}
 
     wall = snakemake(tuned_dir, cfg, "tune", cores=args.cores)
     study = study_figures(tuned_dir / "results" / COMPETITION) | {"snakemake_tune_seconds": round(wall, 1)}
-    print(f"[study] {study['trials']} trials {study['states']} in {study['study_seconds']:.0f} s (snakemake tune "
-          f"{wall:.0f} s, prepare and folds included), {study['pruned_share']:.0%} pruned, at most "
-          f"{study['most_at_once']} at once; best fold-0 accuracy {study['best_fold0_accuracy']}: "
-          f"{study['best_entry']}", flush=True)
+    print(
+        f"[study] {study['trials']} trials {study['states']} in {study['study_seconds']:.0f} s (snakemake tune "
+        f"{wall:.0f} s, prepare and folds included), {study['pruned_share']:.0%} pruned, at most "
+        f"{study['most_at_once']} at once; best fold-0 accuracy {study['best_fold0_accuracy']}: "
+        f"{study['best_entry']}",
+        flush=True,
+    )
     results["study"] = study
 
     for way, work, extra in (("tuned", tuned_dir, ["--config", "tune={apply: true}"]), ("defaults", default_dir, [])):
         wall = snakemake(work, cfg, *extra, cores=args.cores)
         res = work / "results" / COMPETITION
         cv = json.loads((res / "scores.json").read_text())["ensemble"]["cv"]
-        results[way] = {"wall_seconds": round(wall, 1), "cv": round(cv, 4),
-                        "test_accuracy": round(accuracy(res / "submission.csv", truth), 4)}
-        print(f"[{way}] whole DAG in {wall:.0f} s: CV {cv:.4f}, held-out accuracy "
-              f"{results[way]['test_accuracy']:.4f}", flush=True)
+        results[way] = {
+            "wall_seconds": round(wall, 1),
+            "cv": round(cv, 4),
+            "test_accuracy": round(accuracy(res / "submission.csv", truth), 4),
+        }
+        print(
+            f"[{way}] whole DAG in {wall:.0f} s: CV {cv:.4f}, held-out accuracy {results[way]['test_accuracy']:.4f}",
+            flush=True,
+        )
     results["loadavg_after"] = loadavg()
     gain = round(100 * (results["tuned"]["test_accuracy"] - results["defaults"]["test_accuracy"]), 2)
-    goals = {"tuned_ahead_points": gain, "tuned_ahead_by_1_point": gain >= 1.0,
-             "study_within_15_min": study["study_seconds"] <= 900}
-    print(f"\ntuned - defaults: {gain:+.2f} points held out (goal +1); study {study['study_seconds']:.0f} s "
-          f"(goal <= 900 s on 2 cores)", flush=True)
-    report = {"device": name, "date": dt.datetime.now().isoformat(timespec="seconds"),
-              "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "space": SPACE, "results": results, "goals": goals}
+    goals = {
+        "tuned_ahead_points": gain,
+        "tuned_ahead_by_1_point": gain >= 1.0,
+        "study_within_15_min": study["study_seconds"] <= 900,
+    }
+    print(
+        f"\ntuned - defaults: {gain:+.2f} points held out (goal +1); study {study['study_seconds']:.0f} s "
+        f"(goal <= 900 s on 2 cores)",
+        flush=True,
+    )
+    report = {
+        "device": name,
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "space": SPACE,
+        "results": results,
+        "goals": goals,
+    }
     out = args.out or BENCH / "results" / f"tune-{slug(name)}-{dt.date.today().isoformat()}.json"
     write_json(out, report)
     print(f"written: {out}")

@@ -1,4 +1,5 @@
-from kagglecv.cli import main
 import sys
+
+from kagglecv.cli import main
 
 sys.exit(main())

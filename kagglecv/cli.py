@@ -65,21 +65,44 @@ def resolved_config(configfiles: list[Path], overrides: list[dict], workflow_con
 
 
 def config_layers(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--configfile", action="append", type=Path, default=[], metavar="F",
-                   help="a config file laid over the schema's defaults (may be repeated, later files win)")
-    p.add_argument("--config", action="append", type=parse_override, default=[], metavar="KEY=VALUE",
-                   help="one setting over everything else (dotted keys: train.epochs=3)")
-    p.add_argument("--workflow-config", type=Path, default=Path("config.yaml"),
-                   help="the Snakefile's own config file, used when no --configfile is given (default: %(default)s)")
+    p.add_argument(
+        "--configfile",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="F",
+        help="a config file laid over the schema's defaults (may be repeated, later files win)",
+    )
+    p.add_argument(
+        "--config",
+        action="append",
+        type=parse_override,
+        default=[],
+        metavar="KEY=VALUE",
+        help="one setting over everything else (dotted keys: train.epochs=3)",
+    )
+    p.add_argument(
+        "--workflow-config",
+        type=Path,
+        default=Path("config.yaml"),
+        help="the Snakefile's own config file, used when no --configfile is given (default: %(default)s)",
+    )
 
 
 def config_cmd(args) -> int:
     shown = resolved_config(args.configfile, args.config, args.workflow_config)
-    sources = " < ".join(["schema defaults", *map(str, args.configfile),
-                          *([] if args.configfile else [str(args.workflow_config)]),
-                          *(["--config"] if args.config else [])])
-    print(f"# kagglecv config: {sources}\n# backbones: `train` merged with each backbone's overrides; "
-          "input_size: what it trains at\n# data.image_size: the side of the image cache")
+    sources = " < ".join(
+        [
+            "schema defaults",
+            *map(str, args.configfile),
+            *([] if args.configfile else [str(args.workflow_config)]),
+            *(["--config"] if args.config else []),
+        ]
+    )
+    print(
+        f"# kagglecv config: {sources}\n# backbones: `train` merged with each backbone's overrides; "
+        "input_size: what it trains at\n# data.image_size: the side of the image cache"
+    )
     from kagglecv.core.secrets import redact  # a tune.storage or tracking URL may carry a password
 
     print(redact(yaml.safe_dump(shown, sort_keys=False, default_flow_style=False)), end="")
@@ -97,8 +120,9 @@ def predict_cmd(args) -> int:
     from kagglecv.core.layout import Layout
     from kagglecv.inference.predict import output_name, predict_folder
 
-    out = predict_folder(args.results, args.folder, args.out, device=args.device, threads=args.threads,
-                         meta_csv=args.meta)
+    out = predict_folder(
+        args.results, args.folder, args.out, device=args.device, threads=args.threads, meta_csv=args.meta
+    )
     dest = Path(args.out) if args.out else Layout(Path(args.results)).prediction(output_name(args.folder))
     print(f"{len(out)} prediction(s) written to {dest}")
     return 0
@@ -114,17 +138,28 @@ def backfill_cmd(args) -> int:
 def download_cmd(args) -> int:
     from kagglecv.kaggle.download import download_competition
 
-    print(download_competition(args.competition, args.dest, retries=args.retries, backoff=args.backoff,
-                               http_timeout=args.http_timeout))
+    print(
+        download_competition(
+            args.competition, args.dest, retries=args.retries, backoff=args.backoff, http_timeout=args.http_timeout
+        )
+    )
     return 0
 
 
 def submit_cmd(args) -> int:
     from kagglecv.kaggle.submit import check_result, submit_and_record
 
-    result = submit_and_record(args.competition, args.file, args.message, args.leaderboard, cv=args.cv,
-                               resume_ref=args.resume_ref, poll_interval=args.poll_interval, timeout=args.timeout,
-                               http_timeout=args.http_timeout)
+    result = submit_and_record(
+        args.competition,
+        args.file,
+        args.message,
+        args.leaderboard,
+        cv=args.cv,
+        resume_ref=args.resume_ref,
+        poll_interval=args.poll_interval,
+        timeout=args.timeout,
+        http_timeout=args.http_timeout,
+    )
     print(json.dumps(result))
     check_result(result, args.competition)
     return 0
@@ -134,20 +169,27 @@ def parser() -> argparse.ArgumentParser:
     from kagglecv.config.schema import defaults
 
     kaggle = defaults()["kaggle"]
-    ap = argparse.ArgumentParser(prog="kagglecv", description=__doc__.split("\n\n")[0],
-                                 epilog="`kagglecv COMMAND --help` describes each.")
+    ap = argparse.ArgumentParser(
+        prog="kagglecv", description=__doc__.split("\n\n")[0], epilog="`kagglecv COMMAND --help` describes each."
+    )
     ap.add_argument("-v", "--verbose", action="store_true", help="log what the libraries say (redacted)")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("config", help="print the resolved configuration as YAML: what the jobs will see",
-                       description="The resolved configuration. Layers, lowest first: the schema's defaults; "
-                                   "config.yaml (the demo's choices) unless --configfile is given; the --configfile "
-                                   "files; --config values.")
+    p = sub.add_parser(
+        "config",
+        help="print the resolved configuration as YAML: what the jobs will see",
+        description="The resolved configuration. Layers, lowest first: the schema's defaults; "
+        "config.yaml (the demo's choices) unless --configfile is given; the --configfile "
+        "files; --config values.",
+    )
     config_layers(p)
     p.set_defaults(run=config_cmd)
 
-    p = sub.add_parser("inspect", help="how a competition folder or archive is read: layout, columns, task, "
-                                       "submission, images; and the config line to change each")
+    p = sub.add_parser(
+        "inspect",
+        help="how a competition folder or archive is read: layout, columns, task, "
+        "submission, images; and the config line to change each",
+    )
     p.add_argument("path", type=Path, help="the competition: a folder or an archive, as Kaggle ships it")
     config_layers(p)
     p.set_defaults(run=inspect_cmd)
@@ -158,27 +200,40 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="CSV to write (default: <results>/predictions/<folder name>.csv)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--meta", help="CSV of the images' metadata, for runs with data.meta_columns: a first column of "
-                                  "file names, then those columns")
+    p.add_argument(
+        "--meta",
+        help="CSV of the images' metadata, for runs with data.meta_columns: a first column of "
+        "file names, then those columns",
+    )
     p.set_defaults(run=predict_cmd)
 
     p = sub.add_parser("backfill", help="create the MLflow runs that tracking missed, from what the jobs wrote")
     p.add_argument("results", help="results/<competition>: the folder the workflow wrote")
     p.add_argument("--experiment", help="MLflow experiment (default: the folder's name, as the workflow names it)")
-    p.add_argument("--parent-run-id", help="make every new run a child of this run instead of the workflow run "
-                                           "of its time")
-    p.add_argument("--close-parents", action="store_true",
-                   help="mark the workflow parent runs of the backfilled jobs FINISHED if still RUNNING (their "
-                        "snakemake could not close them while the server was down); only once no workflow is "
-                        "running on these results")
+    p.add_argument(
+        "--parent-run-id", help="make every new run a child of this run instead of the workflow run of its time"
+    )
+    p.add_argument(
+        "--close-parents",
+        action="store_true",
+        help="mark the workflow parent runs of the backfilled jobs FINISHED if still RUNNING (their "
+        "snakemake could not close them while the server was down); only once no workflow is "
+        "running on these results",
+    )
     p.add_argument("--dry-run", "-n", action="store_true", help="only say what would be created")
     p.set_defaults(run=backfill_cmd)
 
-    for name, what in (("download", "download and unpack a competition with the official kaggle client"),
-                       ("submit", "submit a file and wait for its public score")):
+    for name, what in (
+        ("download", "download and unpack a competition with the official kaggle client"),
+        ("submit", "submit a file and wait for its public score"),
+    ):
         p = sub.add_parser(name, help=what)
-        p.add_argument("--http-timeout", type=float, default=kaggle["http_timeout"],
-                       help="seconds to connect and between reads, for every HTTP request")
+        p.add_argument(
+            "--http-timeout",
+            type=float,
+            default=kaggle["http_timeout"],
+            help="seconds to connect and between reads, for every HTTP request",
+        )
         p.add_argument("competition")
         if name == "download":
             p.add_argument("dest", type=Path, help="e.g. data/kaggle/<competition>; files land in DEST/files")
@@ -190,8 +245,12 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("-m", "--message", required=True)
         p.add_argument("--poll-interval", type=float, default=kaggle["poll_interval"])
         p.add_argument("--timeout", type=float, default=kaggle["timeout"])
-        p.add_argument("--leaderboard", type=Path, help="leaderboard.csv to append the result to (a pending row of "
-                                                        "the same file is polled again instead of resubmitting)")
+        p.add_argument(
+            "--leaderboard",
+            type=Path,
+            help="leaderboard.csv to append the result to (a pending row of "
+            "the same file is polled again instead of resubmitting)",
+        )
         p.add_argument("--cv", type=float, help="the run's cross-validation score, for the leaderboard")
         p.add_argument("--resume-ref", help="poll this earlier submission instead of uploading")
         p.set_defaults(run=submit_cmd)
@@ -202,8 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     from kagglecv.core.secrets import redact
 
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr
+    )
     try:
         return args.run(args)
     except InputError as e:

@@ -57,13 +57,29 @@ GROUPS_ENV = "KAGGLECV_TEST_GROUPS"  # a folder: each xdist worker writes {test:
 # result. A group is a module (its module-scoped fixtures stay in one process) unless its tests name their own
 # with @pytest.mark.xdist_group (independent whole workflows that may run on either worker). test_kernel.py's
 # figure includes the session's shared trained run, which its first test usually trains.
-GROUP_SECONDS = {"test_slurm_mlflow_server.py": 200, "aerial-cactus-identification": 120, "test_kernel.py": 100,
-                 "mlflow-server-killed": 95, "test_extending.py": 85, "test_recipes.py": 75, "test_stages.py": 55,
-                 "test_report_predict.py": 55, "test_models.py": 55, "test_workflow.py": 45, "digit-recognizer": 35,
-                 "plant-seedlings-classification": 30, "test_config.py": 30,
-                 "dogs-vs-cats-redux-kernels-edition": 28, "tune-slurm": 140, "test_tuning.py": 90,
-                 "tune-killed": 40, "tune-postgres": 45, "test_factory_edits.py": 60, "test_rank_logs.py": 60,
-                 "test_messy_metadata.py": 55}
+GROUP_SECONDS = {
+    "test_slurm_mlflow_server.py": 200,
+    "aerial-cactus-identification": 120,
+    "test_kernel.py": 100,
+    "mlflow-server-killed": 95,
+    "test_extending.py": 85,
+    "test_recipes.py": 75,
+    "test_stages.py": 55,
+    "test_report_predict.py": 55,
+    "test_models.py": 55,
+    "test_workflow.py": 45,
+    "digit-recognizer": 35,
+    "plant-seedlings-classification": 30,
+    "test_config.py": 30,
+    "dogs-vs-cats-redux-kernels-edition": 28,
+    "tune-slurm": 140,
+    "test_tuning.py": 90,
+    "tune-killed": 40,
+    "tune-postgres": 45,
+    "test_factory_edits.py": 60,
+    "test_rank_logs.py": 60,
+    "test_messy_metadata.py": 55,
+}
 
 
 def group(item) -> str:
@@ -138,7 +154,7 @@ class TrainedRun:
     def res(self) -> Path:
         return self.wd / "results" / self.cfg["competition"]
 
-    def copy(self, dest: Path) -> "TrainedRun":
+    def copy(self, dest: Path) -> TrainedRun:
         """The run copied to `dest`, file times and Snakemake's records included, so that nothing is out of date
         there: for tests that add to a run (more targets, a leaderboard, predictions) without changing what
         the others see. The config still reads the original's zip (a path is a param: another would retrain);
@@ -154,8 +170,13 @@ class TrainedRun:
 
 def _train_shared(wd: Path) -> TrainedRun:
     info = write_csv_images_competition(wd / "tiny.zip", n_test=12)
-    cfg = tiny_config(wd / "tiny.zip", backbones=SHARED_BACKBONES, train=dict(SHARED_TRAIN),
-                      ensemble={"method": "stack"}, kaggle={"owner": "someone", "enable_gpu": False, "max_bad_test_images": 0.05})
+    cfg = tiny_config(
+        wd / "tiny.zip",
+        backbones=SHARED_BACKBONES,
+        train=dict(SHARED_TRAIN),
+        ensemble={"method": "stack"},
+        kaggle={"owner": "someone", "enable_gpu": False, "max_bad_test_images": 0.05},
+    )
     return TrainedRun(wd, cfg, info, run_snakemake(wd, cfg))
 
 

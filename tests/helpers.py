@@ -1,5 +1,6 @@
 """Shared test helpers (imported as `from helpers import ...`; fixtures live in conftest.py): tiny competitions
-in Kaggle's layouts, zips, a real `snakemake` run in a temp dir, and the Kaggle CLI (kagglecv) against tests/kaggle_stub.py."""
+in Kaggle's layouts, zips, a real `snakemake` run in a temp dir, and the Kaggle CLI (kagglecv) against
+tests/kaggle_stub.py."""
 
 from __future__ import annotations
 
@@ -35,14 +36,15 @@ def digits_images(n_per_class: int, classes=(0, 1, 2), offset: int = 0):
     d = load_digits()
     imgs, labels = [], []
     for c in classes:
-        idx = np.flatnonzero(d.target == c)[offset:offset + n_per_class]
+        idx = np.flatnonzero(d.target == c)[offset : offset + n_per_class]
         imgs += [np.round(d.images[i] * 255 / 16).astype(np.uint8) for i in idx]
         labels += [c] * len(idx)
     return imgs, labels
 
 
-def write_csv_images_competition(path: Path, *, n_per_class=8, n_test=6, classes=(0, 1, 2), with_ext=False,
-                                 label_names=None) -> dict:
+def write_csv_images_competition(
+    path: Path, *, n_per_class=8, n_test=6, classes=(0, 1, 2), with_ext=False, label_names=None
+) -> dict:
     """A csv_images competition (train.csv id,label + train/ test/ + sample_submission.csv) as a zip.
 
     Returns what a test needs to know about it: the ids and the true test labels."""
@@ -53,8 +55,9 @@ def write_csv_images_competition(path: Path, *, n_per_class=8, n_test=6, classes
     test_ids = [f"te{i:03d}" + (".png" if with_ext else "") for i in range(len(test_imgs))]
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("train.csv", pd.DataFrame({"id": ids, "label": [names[c] for c in labels]}).to_csv(index=False))
-        zf.writestr("sample_submission.csv", pd.DataFrame({"id": test_ids, "label": names[classes[0]]})
-                    .to_csv(index=False))
+        zf.writestr(
+            "sample_submission.csv", pd.DataFrame({"id": test_ids, "label": names[classes[0]]}).to_csv(index=False)
+        )
         for i, img in zip(ids, imgs):
             zf.writestr(f"train/{Path(i).stem}.png", png(img))
         for i, img in zip(test_ids, test_imgs):
@@ -85,8 +88,15 @@ TINY_TRAIN = {"epochs": 1, "img_size": 16, "batch_size": 16, "tta": "flip", "tta
 
 
 def tiny_config(data_path: Path, **over) -> dict:
-    cfg = {"competition": "tiny", "data": {"source": "local", "path": str(data_path)}, "folds": 2, "seed": 1,
-           "metric": "accuracy", "backbones": ["test_resnet"], "train": dict(TINY_TRAIN)}
+    cfg = {
+        "competition": "tiny",
+        "data": {"source": "local", "path": str(data_path)},
+        "folds": 2,
+        "seed": 1,
+        "metric": "accuracy",
+        "backbones": ["test_resnet"],
+        "train": dict(TINY_TRAIN),
+    }
     cfg.update(over)
     return cfg
 
@@ -96,9 +106,15 @@ def tiny_config(data_path: Path, **over) -> dict:
 PROFILE = REPO / "profiles" / "default"
 
 
-def run_snakemake(workdir: Path, config: dict | None, *args: str, check: bool = True,
-                  env: dict | None = None, snakefile: Path | None = None,
-                  profile: Path | str = PROFILE) -> subprocess.CompletedProcess:
+def run_snakemake(
+    workdir: Path,
+    config: dict | None,
+    *args: str,
+    check: bool = True,
+    env: dict | None = None,
+    snakefile: Path | None = None,
+    profile: Path | str = PROFILE,
+) -> subprocess.CompletedProcess:
     """The real CLI on the repo's Snakefile (or `snakefile`), with `config` written to workdir/config.yaml, under
     `profile` (profiles/default; "none" for none) and 2 cores."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -106,30 +122,54 @@ def run_snakemake(workdir: Path, config: dict | None, *args: str, check: bool = 
     if config is not None:  # first: --configfile takes every value up to the next option, targets included
         (workdir / "config.yaml").write_text(yaml.safe_dump(config))
         cmd += ["--configfile", str(workdir / "config.yaml")]
-    cmd += ["--snakefile", str(snakefile or REPO / "Snakefile"), "--directory", str(workdir),
-            "--workflow-profile", str(profile), "--cores", "2"]
+    cmd += [
+        "--snakefile",
+        str(snakefile or REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--workflow-profile",
+        str(profile),
+        "--cores",
+        "2",
+    ]
     full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the default store
     full_env.update({"PYTHONUNBUFFERED": "1", **(env or {})})
     r = subprocess.run([*cmd, *args], cwd=workdir, env=full_env, capture_output=True, text=True, timeout=900)
     if check and r.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-4000:]}\n"
-                             f"{r.stderr[-6000:]}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-6000:]}"
+        )
     return r
 
 
 def updated_workflow(dest: Path) -> Path:
     """A copy of the workflow (Snakefile, rules, scripts, schemas, profiles...) whose scripts/job.py has just been
     modified, as any `git pull` or checkout leaves it; the real checkout's mtimes stay as they are."""
-    shutil.copytree(REPO, dest, ignore=shutil.ignore_patterns(".git", ".venv", "results", "data", "tests", "bench",
-                                                              "docs", ".snakemake", "__pycache__"))
+    shutil.copytree(
+        REPO,
+        dest,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "results", "data", "tests", "bench", "docs", ".snakemake", "__pycache__"
+        ),
+    )
     os.utime(dest / "scripts" / "job.py")
     return dest
 
 
 def dry_run(flow: Path, workdir: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     """`snakemake -n` of the finished run in `workdir`, with the workflow in `flow` and its default profile."""
-    cmd = [*SNAKEMAKE, "--snakefile", str(flow / "Snakefile"), "--directory", str(workdir), "--configfile",
-           str(workdir / "config.yaml"), "--workflow-profile", str(flow / "profiles" / "default"), "-n"]
+    cmd = [
+        *SNAKEMAKE,
+        "--snakefile",
+        str(flow / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--workflow-profile",
+        str(flow / "profiles" / "default"),
+        "-n",
+    ]
     env = env or {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
 
@@ -143,16 +183,24 @@ def competition_zip(top_folder: bool = False) -> bytes:
     Kaggle's train.zip holds either the images or a top folder train/; both must end up in files/train/.
     """
     train = make_zip({f"{'train/' if top_folder else ''}{n}": b"jpeg-" + n[:1].encode() for n in ("a.jpg", "b.jpg")})
-    return make_zip({"train.csv": b"id,label\na.jpg,0\nb.jpg,1\n", "sample_submission.csv": b"id,label\n",
-                     "train.zip": train})
+    return make_zip(
+        {"train.csv": b"id,label\na.jpg,0\nb.jpg,1\n", "sample_submission.csv": b"id,label\n", "train.zip": train}
+    )
 
 
 def stub_secrets(stub: KaggleStub) -> list[str]:
     return [stub.key, stub.token, base64.b64encode(f"{stub.username}:{stub.key}".encode()).decode()]
 
 
-def run_kaggle_cli(stub: KaggleStub, tmp_path: Path, *args: str, creds: str | None = "env", key: str | None = None,
-                  extra_env: dict | None = None, cmd: list[str] | None = None) -> subprocess.CompletedProcess:
+def run_kaggle_cli(
+    stub: KaggleStub,
+    tmp_path: Path,
+    *args: str,
+    creds: str | None = "env",
+    key: str | None = None,
+    extra_env: dict | None = None,
+    cmd: list[str] | None = None,
+) -> subprocess.CompletedProcess:
     """Run `kagglecv ARGS` (or `cmd`) against the stub; credentials must never leak."""
     env = stub.env(tmp_path / "home", creds=creds, key=key) | {"PYTHONPATH": str(REPO)} | (extra_env or {})
     cmd = cmd or [sys.executable, "-m", "kagglecv", *args]
@@ -167,14 +215,18 @@ def mlflow_db(db: Path, experiment: str | None = None) -> dict[str, tuple[str, d
     experiment, or all), read with SQL, without starting an MLflow client. A name logged twice keeps its latest
     run."""
     with sqlite3.connect(db) as con:
-        runs = con.execute("SELECT r.run_uuid, r.name, r.status FROM runs r JOIN experiments e "
-                           "ON r.experiment_id = e.experiment_id WHERE ? IS NULL OR e.name = ? "
-                           "ORDER BY r.start_time", (experiment, experiment)).fetchall()
+        runs = con.execute(
+            "SELECT r.run_uuid, r.name, r.status FROM runs r JOIN experiments e "
+            "ON r.experiment_id = e.experiment_id WHERE ? IS NULL OR e.name = ? "
+            "ORDER BY r.start_time",
+            (experiment, experiment),
+        ).fetchall()
         out = {}
         for uuid, name, status in runs:
             metrics: dict[str, list[float]] = {}
-            for key, value in con.execute("SELECT key, value FROM metrics WHERE run_uuid = ? "
-                                          "ORDER BY step, timestamp", (uuid,)):
+            for key, value in con.execute(
+                "SELECT key, value FROM metrics WHERE run_uuid = ? ORDER BY step, timestamp", (uuid,)
+            ):
                 metrics.setdefault(key, []).append(value)
             out[name] = (status, metrics)
     return out

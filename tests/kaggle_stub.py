@@ -34,11 +34,11 @@ import tempfile
 import threading
 import time
 import zipfile
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
-from typing import Callable
 from urllib.parse import quote, unquote, urlsplit
 
 API = "/api/v1/"
@@ -76,9 +76,7 @@ MESSAGES = {
     404: "Competition not found",
     500: "Internal server error",
 }
-CODE_COMPETITION_MESSAGE = (
-    "Submission not allowed: this competition only accepts submissions from notebooks (kernels)."
-)
+CODE_COMPETITION_MESSAGE = "Submission not allowed: this competition only accepts submissions from notebooks (kernels)."
 # What Kaggle answers for a kernel the caller cannot see (a wrong slug included): 403, not 404.
 KERNEL_DENIED_MESSAGE = "Permission 'kernels.get' was denied"
 LAST_MODIFIED = "Mon, 01 Jan 2024 00:00:00 GMT"
@@ -86,7 +84,7 @@ KERNEL_STATUSES = ("QUEUED", "RUNNING", "COMPLETE", "ERROR", "CANCEL_REQUESTED",
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _safe_rel(name: str) -> str | None:
@@ -159,7 +157,7 @@ def _notebook_to_script(text: str) -> str:
     return "\n".join(lines)
 
 
-def run_kernel(stub: "KaggleStub", version: dict) -> tuple[str, str, dict[str, bytes], str | None]:
+def run_kernel(stub: KaggleStub, version: dict) -> tuple[str, str, dict[str, bytes], str | None]:
     """The default `stub.kernel_runner`: really run a pushed kernel version.
 
     Materialises <tmp>/input/<competition slug>/ (each competition in competitionDataSources, its zip unpacked),
@@ -211,10 +209,24 @@ def run_kernel(stub: "KaggleStub", version: dict) -> tuple[str, str, dict[str, b
         env = dict(os.environ, KAGGLE_INPUT=str(inputs), KAGGLE_WORKING=str(working), PYTHONUNBUFFERED="1")
         if meta.get("enableInternet") is False:  # no internet: HTTP(S) through a proxy nobody listens on
             dead = "http://127.0.0.1:9"
-            env.update(HTTP_PROXY=dead, http_proxy=dead, HTTPS_PROXY=dead, https_proxy=dead, NO_PROXY="",
-                       no_proxy="", PIP_PROXY=dead)
-        proc = subprocess.Popen([sys.executable, str(script)], cwd=working, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+            env.update(
+                HTTP_PROXY=dead,
+                http_proxy=dead,
+                HTTPS_PROXY=dead,
+                https_proxy=dead,
+                NO_PROXY="",
+                no_proxy="",
+                PIP_PROXY=dead,
+            )
+        proc = subprocess.Popen(
+            [sys.executable, str(script)],
+            cwd=working,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         with stub._lock:
             stub._procs.add(proc)
         try:
@@ -229,8 +241,7 @@ def run_kernel(stub: "KaggleStub", version: dict) -> tuple[str, str, dict[str, b
                 stub._procs.discard(proc)
         stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
         log = stdout + stderr
-        outputs = {p.relative_to(working).as_posix(): p.read_bytes()
-                   for p in sorted(working.rglob("*")) if p.is_file()}
+        outputs = {p.relative_to(working).as_posix(): p.read_bytes() for p in sorted(working.rglob("*")) if p.is_file()}
         if timed_out:
             return "ERROR", log, outputs, f"Kernel run timed out after {timeout:g} seconds"
         if stub._stopping.is_set() and proc.returncode != 0:
@@ -298,7 +309,7 @@ class KaggleStub:
         self._server: ThreadingHTTPServer | None = None
 
     # -- lifecycle --
-    def start(self) -> "KaggleStub":
+    def start(self) -> KaggleStub:
         handler = type("Handler", (_Handler,), {"stub": self})
         self._server = _Server(("127.0.0.1", 0), handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
@@ -317,7 +328,7 @@ class KaggleStub:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> "KaggleStub":
+    def __enter__(self) -> KaggleStub:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -339,11 +350,22 @@ class KaggleStub:
         config_dir.mkdir(parents=True, exist_ok=True)
         proxy = f"http://127.0.0.1:{self.port}"
         # Drop anything that could point the client at real credentials or the real Kaggle.
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("KAGGLE_") and "proxy" not in k.lower() and k != "XDG_CONFIG_HOME"}
-        env.update(KAGGLE_API_ENVIRONMENT="LOCALHOST", HOME=str(home), KAGGLE_CONFIG_DIR=str(config_dir),
-                   HTTP_PROXY=proxy, http_proxy=proxy, HTTPS_PROXY=proxy, https_proxy=proxy,
-                   NO_PROXY="", no_proxy="")
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("KAGGLE_") and "proxy" not in k.lower() and k != "XDG_CONFIG_HOME"
+        }
+        env.update(
+            KAGGLE_API_ENVIRONMENT="LOCALHOST",
+            HOME=str(home),
+            KAGGLE_CONFIG_DIR=str(config_dir),
+            HTTP_PROXY=proxy,
+            http_proxy=proxy,
+            HTTPS_PROXY=proxy,
+            https_proxy=proxy,
+            NO_PROXY="",
+            no_proxy="",
+        )
         if creds == "env":
             env.update(KAGGLE_USERNAME=self.username, KAGGLE_KEY=key or self.key)
         elif creds == "file":
@@ -403,10 +425,18 @@ class KaggleStub:
     def _add_submission(self, competition: str, description: str, file_name: str, data: bytes, **extra) -> int:
         with self._lock:
             ref = 1000 + len(self.submissions)
-            self.submissions.append({
-                "ref": ref, "competition": competition, "description": description,
-                "fileName": file_name, "data": data, "polls": 0, "date": _now_iso(), **extra,
-            })
+            self.submissions.append(
+                {
+                    "ref": ref,
+                    "competition": competition,
+                    "description": description,
+                    "fileName": file_name,
+                    "data": data,
+                    "polls": 0,
+                    "date": _now_iso(),
+                    **extra,
+                }
+            )
         if self.on_submit:
             self.on_submit()
         return ref
@@ -430,15 +460,15 @@ class KaggleStub:
             files.update(_unpack(upload["name"], upload["data"]))
         total = sum(len(d) for d in files.values())
         if self.dataset_max_bytes is not None and total > self.dataset_max_bytes:
-            raise ValueError(f"Dataset version is too large: {total} bytes exceeds the limit of "
-                             f"{self.dataset_max_bytes} bytes")
+            raise ValueError(
+                f"Dataset version is too large: {total} bytes exceeds the limit of {self.dataset_max_bytes} bytes"
+            )
         return files
 
     def _add_dataset_version(self, ref: str, files: dict[str, bytes], message: str) -> dict:
         with self._lock:
             versions = self.datasets[ref].setdefault("versions", [])
-            version = {"number": len(versions) + 1, "files": files, "message": message, "polls": 0,
-                       "date": _now_iso()}
+            version = {"number": len(versions) + 1, "files": files, "message": message, "polls": 0, "date": _now_iso()}
             versions.append(version)
         return version
 
@@ -448,14 +478,28 @@ class KaggleStub:
         owner, slug = ref.split("/", 1)
         latest = versions[-1].get("files", {}) if versions else {}
         return {
-            "id": dataset.get("id", 0), "ref": ref, "title": dataset.get("title", slug), "ownerRef": owner,
-            "url": f"https://www.kaggle.com/datasets/{ref}", "isPrivate": dataset.get("isPrivate", True),
-            "licenseName": dataset.get("licenseName", "CC0-1.0"), "subtitle": dataset.get("subtitle"),
-            "currentVersionNumber": len(versions), "totalBytes": sum(len(d) for d in latest.values()),
-            "versions": [{"versionNumber": v.get("number", i + 1), "versionNotes": v.get("message", ""),
-                          "creationDate": v.get("date", _now_iso())} for i, v in enumerate(versions)],
-            "files": [{"ref": name, "name": name, "totalBytes": len(data), "datasetRef": ref}
-                      for name, data in sorted(latest.items())],
+            "id": dataset.get("id", 0),
+            "ref": ref,
+            "title": dataset.get("title", slug),
+            "ownerRef": owner,
+            "url": f"https://www.kaggle.com/datasets/{ref}",
+            "isPrivate": dataset.get("isPrivate", True),
+            "licenseName": dataset.get("licenseName", "CC0-1.0"),
+            "subtitle": dataset.get("subtitle"),
+            "currentVersionNumber": len(versions),
+            "totalBytes": sum(len(d) for d in latest.values()),
+            "versions": [
+                {
+                    "versionNumber": v.get("number", i + 1),
+                    "versionNotes": v.get("message", ""),
+                    "creationDate": v.get("date", _now_iso()),
+                }
+                for i, v in enumerate(versions)
+            ],
+            "files": [
+                {"ref": name, "name": name, "totalBytes": len(data), "datasetRef": ref}
+                for name, data in sorted(latest.items())
+            ],
         }
 
     # -- kernels --
@@ -480,18 +524,31 @@ class KaggleStub:
             kernel.setdefault("versions", [])
             if body.get("newTitle"):
                 kernel["title"] = body["newTitle"]
-            version = {"number": len(kernel["versions"]) + 1, "ref": ref, "metadata": body, "code": body["text"],
-                       "status": "QUEUED", "failureMessage": None, "log": "", "outputs": {}, "date": _now_iso()}
+            version = {
+                "number": len(kernel["versions"]) + 1,
+                "ref": ref,
+                "metadata": body,
+                "code": body["text"],
+                "status": "QUEUED",
+                "failureMessage": None,
+                "log": "",
+                "outputs": {},
+                "date": _now_iso(),
+            }
             kernel["versions"].append(version)
             thread = threading.Thread(target=self._run_kernel, args=(version,), daemon=True)
             self._threads.append(thread)
         thread.start()
         return {
-            "ref": ref, "url": f"https://www.kaggle.com/code/{ref}", "versionNumber": version["number"],
-            "kernelId": kernel["id"], "error": "",
+            "ref": ref,
+            "url": f"https://www.kaggle.com/code/{ref}",
+            "versionNumber": version["number"],
+            "kernelId": kernel["id"],
+            "error": "",
             "invalidDatasetSources": [d for d in body.get("datasetDataSources") or [] if d not in self.datasets],
-            "invalidCompetitionSources": [c for c in body.get("competitionDataSources") or []
-                                          if c not in self.competitions],
+            "invalidCompetitionSources": [
+                c for c in body.get("competitionDataSources") or [] if c not in self.competitions
+            ],
             "invalidKernelSources": [k for k in body.get("kernelDataSources") or [] if k not in self.kernels],
         }
 
@@ -511,8 +568,9 @@ class KaggleStub:
             lines = [line for line in (log or "").splitlines() if line.strip()]
             message = lines[-1] if lines else "Kernel run failed"
         with self._lock:
-            version.update(log=log or "", outputs=dict(outputs or {}), failureMessage=message,
-                           finished=formatdate(usegmt=True))
+            version.update(
+                log=log or "", outputs=dict(outputs or {}), failureMessage=message, finished=formatdate(usegmt=True)
+            )
             version["status"] = status  # last: a poller seeing COMPLETE sees the outputs too
 
     def _kernel_version(self, body: dict, owner_key: str = "userName") -> dict | None:
@@ -530,8 +588,9 @@ class KaggleStub:
         log = version.get("log") or ""
         if self.kernel_log_format != "json" or not log:
             return log
-        return json.dumps([{"stream_name": "stdout", "time": 0.0, "data": line}
-                           for line in log.splitlines(keepends=True)])
+        return json.dumps(
+            [{"stream_name": "stdout", "time": 0.0, "data": line} for line in log.splitlines(keepends=True)]
+        )
 
     def _code_submission_error(self, competition: str, body: dict) -> tuple[str, dict | None]:
         """Why CreateCodeSubmission is refused ("" if it is not), and the kernel version it names."""
@@ -548,14 +607,20 @@ class KaggleStub:
         if status in ("QUEUED", "RUNNING"):
             return f"Notebook {ref} version {n} has not finished running (status {status})", version
         if status != "COMPLETE":
-            return (f"Notebook {ref} version {n} did not run successfully (status {status}): "
-                    f"only a version that completed can be submitted"), version
+            return (
+                f"Notebook {ref} version {n} did not run successfully (status {status}): "
+                f"only a version that completed can be submitted"
+            ), version
         if competition not in (version.get("metadata", {}).get("competitionDataSources") or []):
-            return (f"Notebook {ref} version {n} does not use the data of competition {competition}: "
-                    f"add it to competition_sources"), version
+            return (
+                f"Notebook {ref} version {n} does not use the data of competition {competition}: "
+                f"add it to competition_sources"
+            ), version
         if competition in self.code_competitions and version.get("metadata", {}).get("enableInternet"):
-            return (f"Notebook {ref} version {n} has internet access enabled; submissions to this competition "
-                    f"must run with internet disabled (enable_internet: false)"), version
+            return (
+                f"Notebook {ref} version {n} has internet access enabled; submissions to this competition "
+                f"must run with internet disabled (enable_internet: false)"
+            ), version
         file_name = body.get("fileName") or "submission.csv"
         if file_name not in version.get("outputs", {}):
             return f"Notebook {ref} version {n} has no output file named {file_name}", version
@@ -692,13 +757,15 @@ class _Handler(BaseHTTPRequestHandler):
         if len(parts) < 4 or not parts[2].isdigit():
             return self._error(404, "Not found")
         owner, slug, number, name = parts
-        versions = [v for v in stub.kernels.get(f"{owner}/{slug}", {}).get("versions", [])
-                    if v.get("number") == int(number)]
+        versions = [
+            v for v in stub.kernels.get(f"{owner}/{slug}", {}).get("versions", []) if v.get("number") == int(number)
+        ]
         data = versions[0].get("outputs", {}).get(name) if versions else None
         if data is None:
             return self._error(404, "Not found")
-        self._send(200, data, "application/octet-stream",
-                   {"Last-Modified": versions[0].get("finished") or LAST_MODIFIED})
+        self._send(
+            200, data, "application/octet-stream", {"Last-Modified": versions[0].get("finished") or LAST_MODIFIED}
+        )
 
     # -- competition API methods (competition exists, caller authorized and allowed) --
     def _redirect(self, location: str) -> None:
@@ -706,8 +773,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _ListDataFiles(self, competition: str, body: dict) -> None:
         with zipfile.ZipFile(io.BytesIO(self.stub.competitions[competition])) as zf:
-            files = [{"name": i.filename, "totalBytes": i.file_size, "creationDate": "2024-01-01T00:00:00Z"}
-                     for i in zf.infolist() if not i.is_dir()]
+            files = [
+                {"name": i.filename, "totalBytes": i.file_size, "creationDate": "2024-01-01T00:00:00Z"}
+                for i in zf.infolist()
+                if not i.is_dir()
+            ]
         self._json({"files": files, "nextPageToken": ""})
 
     def _DownloadDataFiles(self, competition: str, body: dict) -> None:
@@ -727,8 +797,7 @@ class _Handler(BaseHTTPRequestHandler):
         upload = stub._uploads.get(body.get("blobFileTokens", ""), {})
         if upload.get("data") is None:
             return self._error(400, "blob file token is not valid or the upload did not complete")
-        ref = stub._add_submission(competition, body.get("submissionDescription", ""), upload["name"],
-                                   upload["data"])
+        ref = stub._add_submission(competition, body.get("submissionDescription", ""), upload["name"], upload["data"])
         self._json({"message": "Successfully submitted to " + competition, "ref": ref})
 
     def _CreateCodeSubmission(self, competition: str, body: dict) -> None:
@@ -738,9 +807,14 @@ class _Handler(BaseHTTPRequestHandler):
         if error:
             return self._error(400, error)
         file_name = body.get("fileName") or "submission.csv"
-        ref = stub._add_submission(competition, body.get("submissionDescription", ""), file_name,
-                                   version["outputs"][file_name], kernel=version["ref"],
-                                   kernelVersion=version["number"])
+        ref = stub._add_submission(
+            competition,
+            body.get("submissionDescription", ""),
+            file_name,
+            version["outputs"][file_name],
+            kernel=version["ref"],
+            kernelVersion=version["number"],
+        )
         self._json({"message": "Successfully submitted to " + competition, "ref": ref})
 
     def _GetSubmissionLimits(self, competition: str, body: dict) -> None:
@@ -749,28 +823,48 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _ListSubmissions(self, competition: str, body: dict) -> None:
         with self.stub._lock:
-            subs = [self.stub._submission_json(s) for s in reversed(self.stub.submissions)
-                    if s["competition"] == competition and self.stub._visible(s)]
+            subs = [
+                self.stub._submission_json(s)
+                for s in reversed(self.stub.submissions)
+                if s["competition"] == competition and self.stub._visible(s)
+            ]
         self._json({"submissions": subs, "nextPageToken": ""})
 
     def _ListCompetitions(self, body: dict) -> None:
         stub, search = self.stub, (body.get("search") or "").lower()
-        competitions = [{
-            "id": 10000 + i, "ref": f"https://www.kaggle.com/competitions/{slug}",
-            "url": f"https://www.kaggle.com/competitions/{slug}", "title": slug.replace("-", " ").title(),
-            "description": f"The {slug} competition", "category": "Getting Started", "reward": "Knowledge",
-            "deadline": "2030-01-01T00:00:00.000Z", "enabledDate": "2024-01-01T00:00:00.000Z",
-            "teamCount": 100, "kernelCount": 10, "userHasEntered": slug not in stub.forbidden,
-            "maxDailySubmissions": 5, "maxTeamSize": 5, "evaluationMetric": "Categorization Accuracy",
-            "isKernelsSubmissionsOnly": slug in stub.code_competitions, "submissionsDisabled": False,
-            "organizationName": "Kaggle", "organizationRef": "kaggle", "hostName": "kaggle",
-        } for i, slug in enumerate(stub.competitions) if search in slug.lower()]
+        competitions = [
+            {
+                "id": 10000 + i,
+                "ref": f"https://www.kaggle.com/competitions/{slug}",
+                "url": f"https://www.kaggle.com/competitions/{slug}",
+                "title": slug.replace("-", " ").title(),
+                "description": f"The {slug} competition",
+                "category": "Getting Started",
+                "reward": "Knowledge",
+                "deadline": "2030-01-01T00:00:00.000Z",
+                "enabledDate": "2024-01-01T00:00:00.000Z",
+                "teamCount": 100,
+                "kernelCount": 10,
+                "userHasEntered": slug not in stub.forbidden,
+                "maxDailySubmissions": 5,
+                "maxTeamSize": 5,
+                "evaluationMetric": "Categorization Accuracy",
+                "isKernelsSubmissionsOnly": slug in stub.code_competitions,
+                "submissionsDisabled": False,
+                "organizationName": "Kaggle",
+                "organizationRef": "kaggle",
+                "hostName": "kaggle",
+            }
+            for i, slug in enumerate(stub.competitions)
+            if search in slug.lower()
+        ]
         self._json({"competitions": competitions, "nextPageToken": ""})
 
     # -- blobs --
     def _StartBlobUpload(self, body: dict) -> None:
-        token = self.stub._new_upload(body.get("name", ""), type=body.get("type", ""),
-                                      contentLength=body.get("contentLength", 0))
+        token = self.stub._new_upload(
+            body.get("name", ""), type=body.get("type", ""), contentLength=body.get("contentLength", 0)
+        )
         self._json({"token": token, "createUrl": f"http://localhost/upload/{token}"})
 
     # -- datasets --
@@ -780,16 +874,26 @@ class _Handler(BaseHTTPRequestHandler):
         ref = f"{owner}/{slug}"
         with stub._lock:
             if ref in stub.datasets:
-                return self._json({"status": "error", "error": f"The requested slug {ref!r} is already in use "
-                                                                f"by a dataset. Please choose another slug."})
+                return self._json(
+                    {
+                        "status": "error",
+                        "error": f"The requested slug {ref!r} is already in use "
+                        f"by a dataset. Please choose another slug.",
+                    }
+                )
             try:
                 files = stub._dataset_files(body.get("files") or [])
             except ValueError as e:
                 return self._json({"status": "error", "error": str(e)})
-            stub.datasets[ref] = {"id": 2000 + len(stub.datasets), "title": body.get("title") or slug,
-                                  "isPrivate": body.get("isPrivate", False),
-                                  "licenseName": body.get("licenseName"), "subtitle": body.get("subtitle"),
-                                  "description": body.get("description"), "versions": []}
+            stub.datasets[ref] = {
+                "id": 2000 + len(stub.datasets),
+                "title": body.get("title") or slug,
+                "isPrivate": body.get("isPrivate", False),
+                "licenseName": body.get("licenseName"),
+                "subtitle": body.get("subtitle"),
+                "description": body.get("description"),
+                "versions": [],
+            }
             stub._add_dataset_version(ref, files, "")
         self._json({"ref": ref, "url": f"https://www.kaggle.com/datasets/{ref}", "status": "ok", "error": ""})
 
@@ -864,7 +968,7 @@ class _Handler(BaseHTTPRequestHandler):
             log = stub._kernel_log(version) if done else ""
         start = int(body.get("pageToken") or 0)
         size = int(body.get("pageSize") or 20)
-        page = names[start:start + size]
+        page = names[start : start + size]
         ref = f"{body.get('userName') or stub.username}/{body.get('kernelSlug', '')}"
         base = f"http://localhost/kernel-output/{quote(ref)}/{version.get('number', 1)}/"
         out = {"files": [{"fileName": n, "url": base + quote(n)} for n in page], "log": log}

@@ -32,8 +32,9 @@ def binaries() -> tuple[str, str]:
     """initdb and pg_ctl: on the PATH, else Debian's versioned folder (/usr/lib/postgresql/<v>/bin)."""
     found = []
     for name in ("initdb", "pg_ctl"):
-        path = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)),
-                                          None)
+        path = shutil.which(name) or next(
+            iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None
+        )
         if path is None:
             raise Unavailable(f"no {name}: {INSTALL}")
         found.append(path)
@@ -69,8 +70,14 @@ class PostgresServer:
 
     def _run(self, *cmd: str, timeout: float = 120) -> subprocess.CompletedProcess:
         full = ["runuser", "-u", self.owner, "--", *cmd] if self.owner else list(cmd)
-        r = subprocess.run(full, capture_output=True, text=True, timeout=timeout, cwd=self.root,
-                           env={**os.environ, "LC_ALL": "C.UTF-8"})
+        r = subprocess.run(
+            full,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.root,
+            env={**os.environ, "LC_ALL": "C.UTF-8"},
+        )
         if r.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}): {r.stdout}{r.stderr}\n{self.log_tail()}")
         return r
@@ -88,12 +95,23 @@ class PostgresServer:
         self.root.chmod(0o700)
         pwfile.chmod(0o600)
         data = self.root / "data"
-        self._run(self.initdb, "-D", str(data), "-U", self.user, "--auth=scram-sha-256", f"--pwfile={pwfile}",
-                  "-E", "UTF8", "--no-sync")
+        self._run(
+            self.initdb,
+            "-D",
+            str(data),
+            "-U",
+            self.user,
+            "--auth=scram-sha-256",
+            f"--pwfile={pwfile}",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
         pwfile.unlink()
         options = f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off"
-        self._run(self.pg_ctl, "-D", str(data), "-l", str(self.root / "server.log"), "-o", options, "-w", "-t", "60",
-                  "start")
+        self._run(
+            self.pg_ctl, "-D", str(data), "-l", str(self.root / "server.log"), "-o", options, "-w", "-t", "60", "start"
+        )
         self.started = True
         return self
 
@@ -101,7 +119,9 @@ class PostgresServer:
         if self.started:
             pidfile = self.root / "data" / "postmaster.pid"
             with contextlib.suppress(Exception):
-                self._run(self.pg_ctl, "-D", str(self.root / "data"), "-m", "fast", "-w", "-t", "30", "stop", timeout=60)
+                self._run(
+                    self.pg_ctl, "-D", str(self.root / "data"), "-m", "fast", "-w", "-t", "30", "stop", timeout=60
+                )
             with contextlib.suppress(OSError, ValueError, IndexError):  # pg_ctl could not stop it: its pid, only
                 os.kill(int(pidfile.read_text().split()[0]), signal.SIGKILL)
             self.started = False

@@ -102,8 +102,10 @@ def ensure_installed() -> None:
             raise Unavailable(f"installing Slurm failed ({r.returncode}): {(r.stdout + r.stderr)[-800:]}")
         missing = [n for n in (*DAEMONS, *CLIENTS) if not which(n)]
     if missing:
-        raise Unavailable(f"Slurm is not installed and cannot be here (missing {', '.join(missing)}); "
-                          f"run {INSTALL_SCRIPT.relative_to(REPO)} as root")
+        raise Unavailable(
+            f"Slurm is not installed and cannot be here (missing {', '.join(missing)}); "
+            f"run {INSTALL_SCRIPT.relative_to(REPO)} as root"
+        )
     if not Path("/etc/munge/munge.key").exists():
         raise Unavailable("/etc/munge/munge.key is missing (the munge package creates it)")
 
@@ -114,8 +116,10 @@ def node_line(hostname: str, gpus: int) -> str:
     fields = dict(kv.split("=", 1) for kv in out.split()[:8] if "=" in kv)
     cpus = int(fields.get("CPUs", os.cpu_count() or 1))
     mem = int(fields.get("RealMemory", 2000))
-    return (f"NodeName={hostname} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={max(500, int(mem * 0.9))} "
-            f"Gres=gpu:{gpus} State=UNKNOWN")
+    return (
+        f"NodeName={hostname} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={max(500, int(mem * 0.9))} "
+        f"Gres=gpu:{gpus} State=UNKNOWN"
+    )
 
 
 @dataclass
@@ -145,8 +149,11 @@ class SlurmCluster:
     def jobs(self) -> list[dict]:
         """Every job slurmctld still remembers (MinJobAge: an hour), as `scontrol -o show job` tells it."""
         r = self.run("scontrol", "-o", "show", "job", check=False)
-        return [dict(re.findall(r"(?:^|\s)([A-Za-z][\w/:]*)=(\S*)", line)) for line in r.stdout.splitlines()
-                if line.startswith("JobId=")]
+        return [
+            dict(re.findall(r"(?:^|\s)([A-Za-z][\w/:]*)=(\S*)", line))
+            for line in r.stdout.splitlines()
+            if line.startswith("JobId=")
+        ]
 
     def node_state(self) -> str:
         r = self.run("sinfo", "-h", "-N", "-o", "%T", check=False)
@@ -246,8 +253,11 @@ def slurm_cluster(root: Path, gpus: int = 2, lock_timeout: float = 600):
     root = Path(root)
     # munged runs as the munge user, which cannot enter pytest's 0700 temp dirs: its files live apart
     munge_dir = Path(tempfile.mkdtemp(prefix="kagglecv-munge-"))
-    pidfiles = {"munged": munge_dir / "munged.pid", "slurmctld": root / "run" / "slurmctld.pid",
-                "slurmd": root / "run" / "slurmd.pid"}
+    pidfiles = {
+        "munged": munge_dir / "munged.pid",
+        "slurmctld": root / "run" / "slurmctld.pid",
+        "slurmd": root / "run" / "slurmd.pid",
+    }
     try:
         if _foreign_slurmctld():
             raise Unavailable("a slurmctld/slurmd is already running on this machine; not starting a second")
@@ -258,10 +268,24 @@ def slurm_cluster(root: Path, gpus: int = 2, lock_timeout: float = 600):
         # munged on a socket of its own, as the munge user (it refuses to run as root)
         munge_dir.chmod(0o755)
         shutil.chown(munge_dir, "munge", "munge")
-        subprocess.run(["runuser", "-u", "munge", "--", which("munged"), f"--socket={munge_dir / 'munge.socket'}",
-                        f"--pid-file={pidfiles['munged']}", f"--log-file={munge_dir / 'munged.log'}",
-                        f"--seed-file={munge_dir / 'munged.seed'}", "--force"],
-                       check=True, capture_output=True, text=True, timeout=30)
+        subprocess.run(
+            [
+                "runuser",
+                "-u",
+                "munge",
+                "--",
+                which("munged"),
+                f"--socket={munge_dir / 'munge.socket'}",
+                f"--pid-file={pidfiles['munged']}",
+                f"--log-file={munge_dir / 'munged.log'}",
+                f"--seed-file={munge_dir / 'munged.seed'}",
+                "--force",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         wait_for(lambda: (munge_dir / "munge.socket").exists() and pidfiles["munged"].exists(), 15, "munged")
         env = {**os.environ, "SLURM_CONF": str(ETC / "slurm.conf")}
         subprocess.run([which("slurmctld")], env=env, check=True, capture_output=True, text=True, timeout=30)
@@ -275,8 +299,12 @@ def slurm_cluster(root: Path, gpus: int = 2, lock_timeout: float = 600):
     finally:
         with contextlib.suppress(Exception):
             if pidfiles["slurmctld"].exists():
-                subprocess.run([which("scancel"), "--full", "--user=root"], capture_output=True, timeout=15,
-                               env={**os.environ, "SLURM_CONF": str(ETC / "slurm.conf")})
+                subprocess.run(
+                    [which("scancel"), "--full", "--user=root"],
+                    capture_output=True,
+                    timeout=15,
+                    env={**os.environ, "SLURM_CONF": str(ETC / "slurm.conf")},
+                )
         for name in ("slurmd", "slurmctld", "munged"):
             stop_pidfile(pidfiles[name])
         shutil.rmtree(munge_dir, ignore_errors=True)
@@ -323,15 +351,27 @@ class MlflowServer:
     def backend(self) -> str:
         return f"sqlite:///{self.root / 'mlflow.db'}"
 
-    def start(self, timeout: float = 120) -> "MlflowServer":
+    def start(self, timeout: float = 120) -> MlflowServer:
         self.starts += 1
         log = open(self.root / f"server{self.starts}.log", "w")
-        cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port",
-               str(self.port), "--workers", "1", "--backend-store-uri", self.backend,
-               "--artifacts-destination", (self.root / "artifacts").as_uri()]
+        cmd = [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            self.backend,
+            "--artifacts-destination",
+            (self.root / "artifacts").as_uri(),
+        ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-        self.proc = subprocess.Popen(cmd, cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True, env=env)
+        self.proc = subprocess.Popen(
+            cmd, cwd=self.root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
         log.close()
         self.pidfile.write_text(f"{self.proc.pid}\n")
         try:

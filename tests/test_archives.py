@@ -45,8 +45,15 @@ def seven_zip(path: Path, entries: dict[str, bytes]) -> Path:
 
 
 def test_archive_suffixes():
-    assert [archive_suffix(n) for n in ("a.zip", "b.7z", "c.tar.gz", "d.tgz", "e.TAR.XZ", "f.csv", "g.csv.zip")] == \
-        [".zip", ".7z", ".tar.gz", ".tgz", ".tar.xz", None, ".zip"]
+    assert [archive_suffix(n) for n in ("a.zip", "b.7z", "c.tar.gz", "d.tgz", "e.TAR.XZ", "f.csv", "g.csv.zip")] == [
+        ".zip",
+        ".7z",
+        ".tar.gz",
+        ".tgz",
+        ".tar.xz",
+        None,
+        ".zip",
+    ]
 
 
 def test_a_tar_gz_and_a_7z_unpack_like_a_zip(tmp_path):
@@ -54,8 +61,9 @@ def test_a_tar_gz_and_a_7z_unpack_like_a_zip(tmp_path):
     (tmp_path / "c.tar.gz").write_bytes(tar_bytes(entries))
     seven_zip(tmp_path / "c.7z", entries)
     (tmp_path / "c.zip").write_bytes(make_zip(entries))
-    out = [tree(safe_extract(tmp_path / name, tmp_path / name.replace(".", "_"))) for name in ("c.tar.gz", "c.7z",
-                                                                                                "c.zip")]
+    out = [
+        tree(safe_extract(tmp_path / name, tmp_path / name.replace(".", "_"))) for name in ("c.tar.gz", "c.7z", "c.zip")
+    ]
     assert out[0] == out[1] == out[2] == entries
 
 
@@ -65,7 +73,11 @@ def test_archives_nested_in_each_other_unpack_where_they_lie(tmp_path):
     comp = make_zip({"train.7z": seven, "test.tar.gz": tar_bytes({"test/c.jpg": b"C"}), "s.csv": b"id\n"})
     (tmp_path / "comp.zip").write_bytes(comp)
     assert tree(safe_extract(tmp_path / "comp.zip", tmp_path / "out")) == {
-        "s.csv": b"id\n", "test/c.jpg": b"C", "train/a.jpg": b"A", "train/b.jpg": b"B"}
+        "s.csv": b"id\n",
+        "test/c.jpg": b"C",
+        "train/a.jpg": b"A",
+        "train/b.jpg": b"B",
+    }
 
 
 def test_a_folder_of_archives_is_read_unpacked_and_left_as_it_was(tmp_path):
@@ -79,8 +91,13 @@ def test_a_folder_of_archives_is_read_unpacked_and_left_as_it_was(tmp_path):
     before = tree(comp)
     root, done = unpacked(comp, tmp_path / "scratch")
     assert sorted(done) == ["sample_submission.csv.zip", "test.7z", "train.7z", "train_labels.csv.zip"]
-    assert tree(root) == {"sample_submission.csv": b"name,invasive\n3,0.5\n", "test/3.jpg": b"3",
-                          "train/1.jpg": b"1", "train/2.jpg": b"2", "train_labels.csv": b"name,invasive\n1,0\n2,1\n"}
+    assert tree(root) == {
+        "sample_submission.csv": b"name,invasive\n3,0.5\n",
+        "test/3.jpg": b"3",
+        "train/1.jpg": b"1",
+        "train/2.jpg": b"2",
+        "train_labels.csv": b"name,invasive\n1,0\n2,1\n",
+    }
     assert tree(comp) == before  # nothing written into the user's folder
 
 
@@ -117,8 +134,9 @@ def test_many_entries_each_under_the_bomb_size_are_refused_together(tmp_path):
     (tmp_path / "many.tar.gz").write_bytes(tar_bytes(data))  # tar.gz: no packed size per entry, the file's
     with pytest.raises(InputError, match="refusing a likely zip bomb"):
         safe_extract(tmp_path / "many.tar.gz", tmp_path / "out2", limits=limits)
-    assert safe_extract(tmp_path / "many.zip", tmp_path / "ok", limits=ArchiveLimits(bomb_bytes=1_000_000,
-                                                                                     max_ratio=10_000))
+    assert safe_extract(
+        tmp_path / "many.zip", tmp_path / "ok", limits=ArchiveLimits(bomb_bytes=1_000_000, max_ratio=10_000)
+    )
 
 
 def make_zip_deflated(entries: dict[str, bytes]) -> bytes:

@@ -2,7 +2,8 @@
 error naming the file, column, id or value, before any training. Every case starts from a valid fixture.
 The last section runs the prepare and folds jobs through the job harness, as every rule runs them: the error is
 one line on the terminal, exit status 1, and no output (one case through the real snakemake CLI:
-tests/test_workflow.py). (Archives: tests/test_zip_limits.py and test_archives.py; Kaggle: test_kaggle_conditions.py.)"""
+tests/test_workflow.py). (Archives: tests/test_zip_limits.py and test_archives.py; Kaggle:
+test_kaggle_conditions.py.)"""
 
 from __future__ import annotations
 
@@ -12,6 +13,13 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
+
+from kagglecv.config.data import DataConfig
+from kagglecv.core.errors import InputError
+from kagglecv.core.files import read_table
+from kagglecv.data import folds, prepare
+from kagglecv.scoring import submission
+
 from helpers import (
     digits_images,
     edit_zip,
@@ -19,12 +27,6 @@ from helpers import (
     tiny_config,
     write_csv_images_competition,
 )
-
-from kagglecv.config.data import DataConfig
-from kagglecv.core.errors import InputError
-from kagglecv.core.files import read_table
-from kagglecv.data import folds, prepare
-from kagglecv.scoring import submission
 
 
 def run_prepare(zip_or_dir, tmp_path) -> dict:
@@ -38,19 +40,24 @@ def submit_argmax(tmp_path, prep) -> pd.DataFrame:
     n = len(meta["classes"])
     probs = np.eye(n)[np.arange(len(test)) % n]
     pd.concat([test, pd.DataFrame(probs, columns=[f"p{k}" for k in range(n)])], axis=1).to_csv(
-        tmp_path / "t.csv", index=False)
-    return submission.make_submission(tmp_path / "t.csv", prep, prep / "sample_submission.csv", "accuracy",
-                                      tmp_path / "s.csv")
+        tmp_path / "t.csv", index=False
+    )
+    return submission.make_submission(
+        tmp_path / "t.csv", prep, prep / "sample_submission.csv", "accuracy", tmp_path / "s.csv"
+    )
 
 
 # ---------------------------------------------------------------- labels and ids keep their identity
 
 
-@pytest.mark.parametrize("names, order", [
-    ({0: "001", 1: "010", 2: "1"}, ["001", "1", "010"]),  # three classes, by number then text
-    ({0: "NA", 1: "None", 2: "null"}, ["NA", "None", "null"]),  # names, not missing values
-    ({0: "3", 1: "5", 2: "10"}, ["3", "5", "10"]),  # numbers as written: 3, not 3.0; 5 before 10
-])
+@pytest.mark.parametrize(
+    "names, order",
+    [
+        ({0: "001", 1: "010", 2: "1"}, ["001", "1", "010"]),  # three classes, by number then text
+        ({0: "NA", 1: "None", 2: "null"}, ["NA", "None", "null"]),  # names, not missing values
+        ({0: "3", 1: "5", 2: "10"}, ["3", "5", "10"]),  # numbers as written: 3, not 3.0; 5 before 10
+    ],
+)
 def test_labels_are_text_as_written(tmp_path, names, order):
     write_csv_images_competition(tmp_path / "c.zip", label_names=names)
     meta = run_prepare(tmp_path / "c.zip", tmp_path)
@@ -92,10 +99,13 @@ def test_ids_are_text_whatever_the_id_columns_case(tmp_path):
     assert sub["id"].iloc[0] == fresh[info["test_ids"][0]] and sub["id"].str.len().eq(5).all()
 
 
-@pytest.mark.parametrize("file, expected", [
-    ("train.csv", "train.csv: id 'tr003' appears 2 times in column 'id'"),
-    ("sample_submission.csv", "sample_submission.csv: id 'te001' appears 2 times in column 'id'"),
-])
+@pytest.mark.parametrize(
+    "file, expected",
+    [
+        ("train.csv", "train.csv: id 'tr003' appears 2 times in column 'id'"),
+        ("sample_submission.csv", "sample_submission.csv: id 'te001' appears 2 times in column 'id'"),
+    ],
+)
 def test_duplicate_ids_are_refused(tmp_path, file, expected):
     write_csv_images_competition(tmp_path / "c.zip")
 
@@ -111,13 +121,16 @@ def test_duplicate_ids_are_refused(tmp_path, file, expected):
     assert not (tmp_path / "prepared" / "meta.json").exists()
 
 
-@pytest.mark.parametrize("file, content, expected", [
-    ("sample_submission.csv", b"id,label\n", "sample_submission.csv: no rows, only a header"),
-    ("sample_submission.csv", b"", "sample_submission.csv: the file is empty"),
-    ("train.csv", b"id,label\n", "train.csv: no rows, only a header"),
-    ("train.csv", b"   \n", "train.csv: the file is empty"),
-    ("train.csv", "id,label\ntr000,0\n".encode("utf-16"), "train.csv: not UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    "file, content, expected",
+    [
+        ("sample_submission.csv", b"id,label\n", "sample_submission.csv: no rows, only a header"),
+        ("sample_submission.csv", b"", "sample_submission.csv: the file is empty"),
+        ("train.csv", b"id,label\n", "train.csv: no rows, only a header"),
+        ("train.csv", b"   \n", "train.csv: the file is empty"),
+        ("train.csv", "id,label\ntr000,0\n".encode("utf-16"), "train.csv: not UTF-8 text"),
+    ],
+)
 def test_empty_or_unreadable_csvs(tmp_path, file, content, expected):
     write_csv_images_competition(tmp_path / "c.zip")
     bad = edit_zip(tmp_path / "c.zip", tmp_path / "bad.zip", lambda n, d: content if n == file else d)
@@ -127,8 +140,15 @@ def test_empty_or_unreadable_csvs(tmp_path, file, content, expected):
 
 def test_extra_column_beside_the_target_in_the_sample_submission(tmp_path):
     write_csv_images_competition(tmp_path / "c.zip")
-    bad = edit_zip(tmp_path / "c.zip", tmp_path / "bad.zip", lambda n, d: d.replace(b"id,label\n", b"id,label,note\n")
-                   .replace(b",0\n", b",0,x\n") if n == "sample_submission.csv" else d)
+    bad = edit_zip(
+        tmp_path / "c.zip",
+        tmp_path / "bad.zip",
+        lambda n, d: (
+            d.replace(b"id,label\n", b"id,label,note\n").replace(b",0\n", b",0,x\n")
+            if n == "sample_submission.csv"
+            else d
+        ),
+    )
     with pytest.raises(InputError, match="sample_submission.csv: extra column\\(s\\) 'note' beside the target 'label'"):
         run_prepare(bad, tmp_path)
 
@@ -148,8 +168,11 @@ def test_extra_column_in_a_one_column_per_class_sample_submission(tmp_path):
 
 def test_missing_label_names_the_id(tmp_path):
     write_csv_images_competition(tmp_path / "c.zip")
-    bad = edit_zip(tmp_path / "c.zip", tmp_path / "bad.zip",
-                   lambda n, d: d.replace(b"tr004,0", b"tr004,") if n == "train.csv" else d)
+    bad = edit_zip(
+        tmp_path / "c.zip",
+        tmp_path / "bad.zip",
+        lambda n, d: d.replace(b"tr004,0", b"tr004,") if n == "train.csv" else d,
+    )
     with pytest.raises(InputError, match="train.csv: id 'tr004' has no value in column 'label'"):
         run_prepare(bad, tmp_path)
 
@@ -188,7 +211,8 @@ def test_os_litter_is_ignored_in_image_and_class_folders(tmp_path):
     for k, img in enumerate(imgs[:3]):
         (root / "test" / f"t{k}.png").write_bytes(png(img))
     pd.DataFrame({"file": [f"t{k}.png" for k in range(3)], "species": "kind0"}).to_csv(
-        root / "sample_submission.csv", index=False)
+        root / "sample_submission.csv", index=False
+    )
     # what macOS, Windows and Jupyter leave behind: folders that look like classes, files that look like images
     for junk in ("__MACOSX/kind0", ".ipynb_checkpoints", ".hidden_class"):
         (root / "train" / junk).mkdir(parents=True)
@@ -238,20 +262,28 @@ def resolved(zip_path, **over) -> dict:
     return resolve(tiny_config(zip_path, mlflow={"enabled": False}, **over))
 
 
-@pytest.mark.parametrize("edit, expected", [
-    (lambda n, d: None if n == "train/tr005.png" else d, "train id 'tr005' has no image in"),
-    (lambda n, d: b"\x89PNG broken" if n == "train/tr006.png" else d, "cannot read image for id 'tr006'"),
-    # two columns beside the id, neither named for the template's target (one alone would be the labels)
-    (lambda n, d: b"id,klass,note\n" + b"".join(r + b",x\n" for r in d.splitlines()[1:]) if n == "train.csv" else d,
-     "no target column 'label'"),
-    (lambda n, d: d.replace(b"id,label", b"name,label") if n == "train.csv" else d, "no id column 'id'"),
-    (lambda n, d: d + b"te999,0\n" if n == "sample_submission.csv" else d, "test id 'te999' has no image"),
-])
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda n, d: None if n == "train/tr005.png" else d, "train id 'tr005' has no image in"),
+        (lambda n, d: b"\x89PNG broken" if n == "train/tr006.png" else d, "cannot read image for id 'tr006'"),
+        # two columns beside the id, neither named for the template's target (one alone would be the labels)
+        (
+            lambda n, d: (
+                b"id,klass,note\n" + b"".join(r + b",x\n" for r in d.splitlines()[1:]) if n == "train.csv" else d
+            ),
+            "no target column 'label'",
+        ),
+        (lambda n, d: d.replace(b"id,label", b"name,label") if n == "train.csv" else d, "no id column 'id'"),
+        (lambda n, d: d + b"te999,0\n" if n == "sample_submission.csv" else d, "test id 'te999' has no image"),
+    ],
+)
 def test_bad_input_stops_the_prepare_job_with_one_line(tmp_path, tiny_zip, monkeypatch, capfd, edit, expected):
     bad = edit_zip(tiny_zip[0], tmp_path / "bad.zip", edit)
     monkeypatch.chdir(tmp_path)
-    code, terminal, log = run_job(tmp_path, "prepare", resolved(bad), capfd, path=str(bad), data={}, task="auto",
-                                  metric="accuracy")
+    code, terminal, log = run_job(
+        tmp_path, "prepare", resolved(bad), capfd, path=str(bad), data={}, task="auto", metric="accuracy"
+    )
     assert_one_line_error(code, terminal, log, expected)
     assert not (tmp_path / "results/tiny/prepared/meta.json").exists()
 
@@ -259,8 +291,9 @@ def test_bad_input_stops_the_prepare_job_with_one_line(tmp_path, tiny_zip, monke
 def test_class_smaller_than_folds_stops_the_folds_job_with_one_line(tmp_path, tiny_zip, monkeypatch, capfd):
     monkeypatch.chdir(tmp_path)
     config = resolved(tiny_zip[0], folds=9)
-    code, terminal, _ = run_job(tmp_path, "prepare", config, capfd, path=str(tiny_zip[0]), data={}, task="auto",
-                                metric="accuracy")
+    code, terminal, _ = run_job(
+        tmp_path, "prepare", config, capfd, path=str(tiny_zip[0]), data={}, task="auto", metric="accuracy"
+    )
     assert code == 0 and terminal == "", terminal
     code, terminal, log = run_job(tmp_path, "folds", config, capfd, folds=9, seed=1)
     assert_one_line_error(code, terminal, log, "class '0' has 8 sample(s), fewer than folds=9")
@@ -270,11 +303,14 @@ def test_class_smaller_than_folds_stops_the_folds_job_with_one_line(tmp_path, ti
 # ---------------------------------------------------------------- labels spelt two ways are one label, or refused
 
 
-@pytest.mark.parametrize("spellings, named", [
-    ({"tr001": " 1"}, r"' 1', '1'"),  # surrounding whitespace
-    ({"tr001": "1.0", "tr002": "1.0"}, r"'1', '1.0'"),  # a float column written out
-    ({"tr010": "nan", "tr011": "NaN"}, r"'NaN', 'nan'"),  # two spellings of a missing value
-])
+@pytest.mark.parametrize(
+    "spellings, named",
+    [
+        ({"tr001": " 1"}, r"' 1', '1'"),  # surrounding whitespace
+        ({"tr001": "1.0", "tr002": "1.0"}, r"'1', '1.0'"),  # a float column written out
+        ({"tr010": "nan", "tr011": "NaN"}, r"'NaN', 'nan'"),  # two spellings of a missing value
+    ],
+)
 def test_labels_spelt_two_ways_are_refused_or_normalised(tmp_path, spellings, named):
     write_csv_images_competition(tmp_path / "c.zip")
 
@@ -287,8 +323,11 @@ def test_labels_spelt_two_ways_are_refused_or_normalised(tmp_path, spellings, na
         return df.to_csv(index=False).encode()
 
     bad = edit_zip(tmp_path / "c.zip", tmp_path / "bad.zip", edit)
-    with pytest.raises(InputError, match=rf"train.csv: labels {named} in column 'label' differ only by whitespace, "
-                                         r"number format or missing-value spelling .*data.label_normalise: true$"):
+    with pytest.raises(
+        InputError,
+        match=rf"train.csv: labels {named} in column 'label' differ only by whitespace, "
+        r"number format or missing-value spelling .*data.label_normalise: true$",
+    ):
         run_prepare(bad, tmp_path)
     assert not (tmp_path / "prepared" / "meta.json").exists()
     normalise = DataConfig(label_normalise=True)
@@ -320,15 +359,19 @@ def test_pixel_csv_in_zero_to_one_is_scaled_not_truncated(tmp_path):
     edit_zip(tmp_path / "ok.zip", tmp_path / "unit.zip", to_unit)
     prepare.prepare(tmp_path / "unit.zip", tmp_path / "unit", DataConfig())
     assert np.array_equal(np.load(tmp_path / "unit" / "train_images.npy"), cache)
-    assert np.array_equal(np.load(tmp_path / "unit" / "test_images.npy"),
-                          np.load(tmp_path / "prepared" / "test_images.npy"))
+    assert np.array_equal(
+        np.load(tmp_path / "unit" / "test_images.npy"), np.load(tmp_path / "prepared" / "test_images.npy")
+    )
 
 
-@pytest.mark.parametrize("file, value, expected", [
-    ("train.csv", "", r"train.csv: row 5 column 'pixel3' has no value"),
-    ("train.csv", "300", r"train.csv: row 5 column 'pixel3' holds '300'"),
-    ("test.csv", "dark", r"test.csv: row 5 column 'pixel3' holds 'dark'"),
-])
+@pytest.mark.parametrize(
+    "file, value, expected",
+    [
+        ("train.csv", "", r"train.csv: row 5 column 'pixel3' has no value"),
+        ("train.csv", "300", r"train.csv: row 5 column 'pixel3' holds '300'"),
+        ("test.csv", "dark", r"test.csv: row 5 column 'pixel3' holds 'dark'"),
+    ],
+)
 def test_pixel_csv_values_outside_the_pixel_range_are_refused(tmp_path, file, value, expected):
     pixel_competition(tmp_path / "ok.zip")
 
@@ -348,10 +391,14 @@ def test_pixel_csv_values_outside_the_pixel_range_are_refused(tmp_path, file, va
 
 def test_two_ids_naming_one_image_are_refused(tmp_path):
     write_csv_images_competition(tmp_path / "c.zip")
-    bad = edit_zip(tmp_path / "c.zip", tmp_path / "bad.zip",
-                   lambda n, d: d + b"tr003.png,1\n" if n == "train.csv" else d)  # tr003 and tr003.png
-    with pytest.raises(InputError, match=r"train.csv: train ids 'tr003' and 'tr003.png' both name .*train/tr003.png; "
-                                         r"drop one of the rows$"):
+    bad = edit_zip(
+        tmp_path / "c.zip", tmp_path / "bad.zip", lambda n, d: d + b"tr003.png,1\n" if n == "train.csv" else d
+    )  # tr003 and tr003.png
+    with pytest.raises(
+        InputError,
+        match=r"train.csv: train ids 'tr003' and 'tr003.png' both name .*train/tr003.png; "
+        r"drop one of the rows$",
+    ):
         run_prepare(bad, tmp_path)
 
 
@@ -359,8 +406,11 @@ def test_an_id_matching_two_files_is_refused(tmp_path):
     write_csv_images_competition(tmp_path / "c.zip")
     with zipfile.ZipFile(tmp_path / "c.zip", "a") as zf:
         zf.writestr("test/te002.jpg", zf.read("test/te002.png"))  # te002.png and te002.jpg: which one is te002?
-    with pytest.raises(InputError, match=r"sample_submission.csv: test id 'te002' matches te002.jpg and te002.png in "
-                                         r".*test/; put the extension \(or the path\) in the id, or remove all but one of the files$"):
+    with pytest.raises(
+        InputError,
+        match=r"sample_submission.csv: test id 'te002' matches te002.jpg and te002.png in "
+        r".*test/; put the extension \(or the path\) in the id, or remove all but one of the files$",
+    ):
         run_prepare(tmp_path / "c.zip", tmp_path)
 
 
@@ -377,16 +427,24 @@ def test_submission_checked_against_the_template(tmp_path):
     out = submission.submission_frame(preds, meta, tmp_path / "sample.csv", "log_loss", None)
     assert out["id"].tolist() == ["b", "a", "c"] and out["label"].tolist() == [0.3, 0.8, 0.6]
     # accuracy writes class names where the template holds probabilities: Kaggle would not score it
-    with pytest.raises(InputError, match=r"predictions: column 'label' holds text \(e.g. 'cat'\) where the template "
-                                         r"holds numbers \(e.g. '0.5'\); check `metric:` .*Kaggle would not score"):
+    with pytest.raises(
+        InputError,
+        match=r"predictions: column 'label' holds text \(e.g. 'cat'\) where the template "
+        r"holds numbers \(e.g. '0.5'\); check `metric:` .*Kaggle would not score",
+    ):
         submission.submission_frame(preds, meta, tmp_path / "sample.csv", "accuracy", None)
     sample.assign(label="0").to_csv(tmp_path / "zero.csv", index=False)  # a placeholder 0 says nothing of the kind
-    assert submission.submission_frame(preds, meta, tmp_path / "zero.csv", "accuracy", None)["label"].tolist() == \
-        ["cat", "dog", "dog"]
-    for bad, expected in [(out[["label", "id"]], r"columns \['label', 'id'\] are not the template's \['id', 'label'\]"),
-                          (out.iloc[[1, 0, 2]], r"3 ids, row 2 differing from the template's 3 ids in their order"),
-                          (out.iloc[:2], r"2 ids, row 4 differing from the template's 3 ids"),
-                          (out.assign(label=[0.3, np.nan, 0.6]), r"id 'a' has no value in column 'label'")]:
+    assert submission.submission_frame(preds, meta, tmp_path / "zero.csv", "accuracy", None)["label"].tolist() == [
+        "cat",
+        "dog",
+        "dog",
+    ]
+    for bad, expected in [
+        (out[["label", "id"]], r"columns \['label', 'id'\] are not the template's \['id', 'label'\]"),
+        (out.iloc[[1, 0, 2]], r"3 ids, row 2 differing from the template's 3 ids in their order"),
+        (out.iloc[:2], r"2 ids, row 4 differing from the template's 3 ids"),
+        (out.assign(label=[0.3, np.nan, 0.6]), r"id 'a' has no value in column 'label'"),
+    ]:
         with pytest.raises(InputError, match=expected):
             submission.check_submission(bad, sample, "id", tmp_path / "sample.csv", "kernel")
 
@@ -421,4 +479,4 @@ def test_a_rule_reusing_a_job_finds_it_by_its_name_and_others_are_told_the_conve
     with pytest.raises(KeyError, match="rule 'mytrain' has no job .* named <its name>_<anything>, e.g. train_mynet"):
         job_of("mytrain")
     with pytest.raises(AttributeError, match="no 'oof' here; named: folds, meta"):
-        Files({"folds": "f.csv", "meta": "m.json"}).oof
+        _ = Files({"folds": "f.csv", "meta": "m.json"}).oof

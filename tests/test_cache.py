@@ -20,11 +20,11 @@ from PIL import Image
 
 from kagglecv.config import members, resources
 from kagglecv.config.data import DataConfig
+from kagglecv.config.train import TrainConfig
+from kagglecv.core.errors import InputError
 from kagglecv.data import batches as data
 from kagglecv.data import prepare
-from kagglecv.core.errors import InputError
 from kagglecv.inference.models import build_model
-from kagglecv.config.train import TrainConfig
 
 from helpers import digits_images, png, run_snakemake, tiny_config, write_csv_images_competition
 
@@ -44,11 +44,19 @@ def test_cache_side_follows_the_largest_backbone():
     assert members.cache_side(small, {**data_cfg, "image_size": 100}) == 100  # an explicit side wins
 
 
-@pytest.mark.parametrize("name, settings", [("resnet10t", {}), ("test_resnet", {}), ("test_vit", {"extra": {"img_size": 32}}),
-                                            ("test_resnet", {"img_size": 40})])
+@pytest.mark.parametrize(
+    "name, settings",
+    [
+        ("resnet10t", {}),
+        ("test_resnet", {}),
+        ("test_vit", {"extra": {"img_size": 32}}),
+        ("test_resnet", {"img_size": 40}),
+    ],
+)
 def test_input_size_is_what_the_built_model_trains_at(name, settings):
-    _, dc = build_model(TrainConfig(backbone=name, img_size=settings.get("img_size"), extra=settings.get("extra", {})),
-                        2, 3)
+    _, dc = build_model(
+        TrainConfig(backbone=name, img_size=settings.get("img_size"), extra=settings.get("extra", {})), 2, 3
+    )
     assert members.input_size(name, settings) == dc["img_size"]
 
 
@@ -183,7 +191,8 @@ def test_a_killed_prepare_leaves_nothing_a_rerun_mistakes_for_complete(tmp_path)
     rng = np.random.default_rng(0)
     for i in range(1500):
         Image.fromarray(rng.integers(0, 255, (180, 240, 3), dtype=np.uint8)).save(
-            comp / "train" / f"{'cat' if i % 2 else 'dog'}.{i}.jpg", quality=80)
+            comp / "train" / f"{'cat' if i % 2 else 'dog'}.{i}.jpg", quality=80
+        )
     for i in range(20):
         Image.fromarray(rng.integers(0, 255, (180, 240, 3), dtype=np.uint8)).save(comp / "test" / f"{i}.jpg")
     pd.DataFrame({"id": range(20), "label": 0.5}).to_csv(comp / "sample_submission.csv", index=False)
@@ -221,8 +230,9 @@ def test_a_larger_backbone_rebuilds_the_cache_and_a_smaller_one_does_not(tmp_pat
     assert json.loads((tmp_path / "results/tiny/prepared/meta.json").read_text())["image_shape"] == [36, 36, 1]
 
     def planned(*backbones):
-        r = run_snakemake(tmp_path, {**cfg, "backbones": [*cfg["backbones"], *backbones]}, "-p", target, "-n",
-                          "--quiet", "rules")
+        r = run_snakemake(
+            tmp_path, {**cfg, "backbones": [*cfg["backbones"], *backbones]}, "-p", target, "-n", "--quiet", "rules"
+        )
         return prepare_jobs(r)
 
     assert planned() == 0
@@ -231,8 +241,15 @@ def test_a_larger_backbone_rebuilds_the_cache_and_a_smaller_one_does_not(tmp_pat
     # native-size images (8x8 digits): no backbone size changes their cache, so nothing is rebuilt
     native = tiny_config(tiny_zip_path(tmp_path), backbones=["test_resnet"])
     run_snakemake(tmp_path / "n", native, "-p", target)
-    r = run_snakemake(tmp_path / "n", {**native, "backbones": ["test_resnet", {"name": "test_vit", "img_size": 64}]},
-                      "-p", target, "-n", "--quiet", "rules")
+    r = run_snakemake(
+        tmp_path / "n",
+        {**native, "backbones": ["test_resnet", {"name": "test_vit", "img_size": 64}]},
+        "-p",
+        target,
+        "-n",
+        "--quiet",
+        "rules",
+    )
     assert prepare_jobs(r) == 0
 
 

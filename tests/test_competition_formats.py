@@ -22,8 +22,9 @@ from kagglecv.scoring.submission import submission_frame
 from helpers import REPO
 from standins import SLUGS, make
 
-METRIC = {slug: yaml.safe_load((REPO / "configs" / f"{slug}.yaml").read_text()).get("metric", "accuracy")
-          for slug in SLUGS}
+METRIC = {
+    slug: yaml.safe_load((REPO / "configs" / f"{slug}.yaml").read_text()).get("metric", "accuracy") for slug in SLUGS
+}
 # slug -> (layout, task, submission format, a few facts of meta.json)
 EXPECTED = {
     "aerial-cactus-identification": ("csv_images", "binary", "probability"),
@@ -65,13 +66,16 @@ def test_each_competition_is_read_from_its_public_folder(tmp_path, slug):
     assert meta["data"]["layout"] == meta["layout"] and meta["data"]["id_column"] == meta["id_column"]
 
 
-@pytest.mark.parametrize("slug", ["aerial-cactus-identification", "invasive-species-monitoring",
-                                  "iwildcam-2019-fgvc6", "herbarium-2020-fgvc7"])
+@pytest.mark.parametrize(
+    "slug",
+    ["aerial-cactus-identification", "invasive-species-monitoring", "iwildcam-2019-fgvc6", "herbarium-2020-fgvc7"],
+)
 def test_a_zipped_competition_reads_as_its_folder(tmp_path, slug):
     _, folder = prepared(slug, tmp_path / "folder")
     _, zipped = prepared(slug, tmp_path / "zip", zipped=True)
-    assert {k: zipped[k] for k in ("layout", "task", "classes", "submission")} == \
-        {k: folder[k] for k in ("layout", "task", "classes", "submission")}
+    assert {k: zipped[k] for k in ("layout", "task", "classes", "submission")} == {
+        k: folder[k] for k in ("layout", "task", "classes", "submission")
+    }
     for name in ("train.csv", "test.csv", "train_images.npy", "test_images.npy"):
         assert (tmp_path / "zip" / "p" / name).read_bytes() == (tmp_path / "folder" / "p" / name).read_bytes()
 
@@ -100,7 +104,8 @@ def test_one_hot_columns_named_with_spaces_are_the_labels(tmp_path):
     train = pd.read_csv(standin.folder / "train.csv")
     eleven = [c for c in train.columns if c not in ("StudyInstanceUID", "PatientID")]
     template.assign(**{c: 0 for c in eleven})[["StudyInstanceUID", *eleven]].to_csv(
-        standin.folder / "sample_submission.csv", index=False)
+        standin.folder / "sample_submission.csv", index=False
+    )
     meta = prepare(standin.folder, tmp_path / "kaggle", DataConfig(image_size=16), metric="mean_column_auc")
     assert len(meta["classes"]) == 11 and "Swan Ganz Catheter Present" in meta["classes"]
 
@@ -123,8 +128,12 @@ def test_labels_from_coco_annotations_with_nested_paths(tmp_path):
     assert meta["data"]["test_json"] == "nybg2020/test/metadata.json"
     assert meta["classes"] == sorted(meta["classes"], key=int)  # category ids as numbers, not contiguous
     with pytest.raises(InputError, match="nope.json: not found; fix data.train_json"):
-        prepare(standin.folder, tmp_path / "q", DataConfig(layout="json_annotations", train_json="nope.json"),
-                metric="f1_macro")
+        prepare(
+            standin.folder,
+            tmp_path / "q",
+            DataConfig(layout="json_annotations", train_json="nope.json"),
+            metric="f1_macro",
+        )
 
 
 def test_a_templates_leading_index_column_is_kept_and_the_id_is_the_next(tmp_path):
@@ -214,7 +223,8 @@ def test_mean_column_auc_qwk_log_loss_rmse_by_hand():
     assert metrics.score("qwk", [0, 1, 2], grades, grades=[0, 1, 2]) == pytest.approx(1 - (w * o).sum() / (w * e).sum())
     # log loss clips at 1e-15: a certain wrong answer costs -log(1e-15) = 34.54, not infinity
     assert metrics.score("log_loss", [0, 1], np.array([[0.0, 1.0], [0.0, 1.0]])) == pytest.approx(
-        -np.log(1e-15) / 2, rel=1e-6)
+        -np.log(1e-15) / 2, rel=1e-6
+    )
     assert metrics.score("rmse", [1, 2, 3], np.array([[1], [2], [5]])) == pytest.approx(np.sqrt(4 / 3))
 
 
@@ -223,14 +233,24 @@ def test_mean_column_auc_qwk_log_loss_rmse_by_hand():
 
 def test_inspect_says_what_was_recognised_and_the_line_to_change_it(tmp_path):
     standin = make("whale-categorization-playground", tmp_path / "c", n_train=30, n_test=8)
-    r = subprocess.run([sys.executable, "-m", "kagglecv", "inspect", str(standin.folder), "--config",
-                        "metric=map@5"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    r = subprocess.run(
+        [sys.executable, "-m", "kagglecv", "inspect", str(standin.folder), "--config", "metric=map@5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     rows = {line.split()[0]: line for line in r.stdout.splitlines()}
     assert "csv_images" in rows["layout"] and "# data.layout: csv_images" in rows["layout"]
     assert "top_k (k=5)" in rows["submission"] and "# data.submission: top_k" in rows["submission"]
     assert "column 'Id'" in r.stdout and "multiclass" in rows["task"] and "new_whale" in rows["task"]
-    bad = subprocess.run([sys.executable, "-m", "kagglecv", "inspect", str(tmp_path / "nothing")],
-                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    bad = subprocess.run(
+        [sys.executable, "-m", "kagglecv", "inspect", str(tmp_path / "nothing")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert bad.returncode == 1 and bad.stderr.strip().startswith("ERROR: ") and len(bad.stderr.splitlines()) == 1
     assert not any(p.name.startswith("kagglecv-inspect") for p in tmp_path.iterdir())

@@ -27,6 +27,7 @@ from sklearn import metrics as skm
 
 from helpers import PROFILE, REPO, SNAKEMAKE, dry_run, make_zip, mlflow_db, stub_secrets, updated_workflow
 from kaggle_stub import KaggleStub
+
 SIDE = 16  # px: tiny images keep each run well under a minute on 2 CPU cores
 
 
@@ -70,11 +71,20 @@ def aerial_cactus() -> Competition:
     train_zip = make_zip({f"train/{i}": image_bytes(rng, y, "JPEG") for i, y in zip(train_ids, train_y)})
     test_zip = make_zip({f"test/{i}": image_bytes(rng, y, "JPEG") for i, y in zip(test_ids, test_y)})
     sample = pd.DataFrame({"id": test_ids, "has_cactus": "0.5"})
-    files = {"train.csv": csv_bytes(pd.DataFrame({"id": train_ids, "has_cactus": train_y})),
-             "sample_submission.csv": csv_bytes(sample), "train.zip": train_zip, "test.zip": test_zip}
-    return Competition("aerial-cactus-identification", "roc_auc", make_zip(files), sample,
-                       dict(zip(test_ids, map(str, test_y))),
-                       ["train.csv", f"train/{train_ids[0]}", f"test/{test_ids[0]}"])
+    files = {
+        "train.csv": csv_bytes(pd.DataFrame({"id": train_ids, "has_cactus": train_y})),
+        "sample_submission.csv": csv_bytes(sample),
+        "train.zip": train_zip,
+        "test.zip": test_zip,
+    }
+    return Competition(
+        "aerial-cactus-identification",
+        "roc_auc",
+        make_zip(files),
+        sample,
+        dict(zip(test_ids, map(str, test_y))),
+        ["train.csv", f"train/{train_ids[0]}", f"test/{test_ids[0]}"],
+    )
 
 
 def digit_recognizer() -> Competition:
@@ -87,44 +97,68 @@ def digit_recognizer() -> Competition:
 
     train_y = [0, 1, 2] * 14
     test_y = [0, 1, 2, 0, 1, 2, 0, 1, 2, 1]
-    train = pd.concat([pd.DataFrame({"label": train_y}),
-                       pd.DataFrame(rows(train_y).astype(int), columns=pixels)], axis=1)
+    train = pd.concat(
+        [pd.DataFrame({"label": train_y}), pd.DataFrame(rows(train_y).astype(int), columns=pixels)], axis=1
+    )
     test = pd.DataFrame(rows(test_y).astype(int), columns=pixels)
     ids = [str(i) for i in range(1, len(test_y) + 1)]
     sample = pd.DataFrame({"ImageId": ids, "Label": "0"})
     files = {"train.csv": csv_bytes(train), "test.csv": csv_bytes(test), "sample_submission.csv": csv_bytes(sample)}
-    return Competition("digit-recognizer", "accuracy", make_zip(files), sample, dict(zip(ids, map(str, test_y))),
-                       ["train.csv", "test.csv", "sample_submission.csv"])
+    return Competition(
+        "digit-recognizer",
+        "accuracy",
+        make_zip(files),
+        sample,
+        dict(zip(ids, map(str, test_y))),
+        ["train.csv", "test.csv", "sample_submission.csv"],
+    )
 
 
 def dogs_vs_cats() -> Competition:
     """filename_labels: train.zip of train/cat.0.jpg ..., test.zip of test/1.jpg ...; sample id,label=P(dog)."""
     rng = np.random.default_rng(3)
-    train = {f"train/{animal}.{n}.jpg": image_bytes(rng, y, "JPEG")
-             for y, animal in enumerate(["cat", "dog"]) for n in range(20)}
+    train = {
+        f"train/{animal}.{n}.jpg": image_bytes(rng, y, "JPEG")
+        for y, animal in enumerate(["cat", "dog"])
+        for n in range(20)
+    }
     test_y = [0, 1] * 5
     ids = [str(i) for i in range(1, len(test_y) + 1)]
     test = {f"test/{i}.jpg": image_bytes(rng, y, "JPEG") for i, y in zip(ids, test_y)}
     sample = pd.DataFrame({"id": ids, "label": "0.5"})
     files = {"train.zip": make_zip(train), "test.zip": make_zip(test), "sample_submission.csv": csv_bytes(sample)}
-    return Competition("dogs-vs-cats-redux-kernels-edition", "log_loss", make_zip(files), sample,
-                       dict(zip(ids, map(str, test_y))), ["train/cat.0.jpg", "train/dog.19.jpg", "test/1.jpg"])
+    return Competition(
+        "dogs-vs-cats-redux-kernels-edition",
+        "log_loss",
+        make_zip(files),
+        sample,
+        dict(zip(ids, map(str, test_y))),
+        ["train/cat.0.jpg", "train/dog.19.jpg", "test/1.jpg"],
+    )
 
 
 def plant_seedlings() -> Competition:
     """folder_per_class: train/<species>/x.png (species names with spaces), test/x.png; sample file,species."""
     rng = np.random.default_rng(4)
     species = ["Black-grass", "Charlock", "Common Chickweed"]
-    train = {f"train/{s}/{hex_id(s, n)[:9]}.png": image_bytes(rng, y, "PNG")
-             for y, s in enumerate(species) for n in range(14)}
+    train = {
+        f"train/{s}/{hex_id(s, n)[:9]}.png": image_bytes(rng, y, "PNG")
+        for y, s in enumerate(species)
+        for n in range(14)
+    }
     test_y = [0, 1, 2, 0, 1, 2, 0, 1, 2, 2]
     ids = [hex_id("test", i)[:9] + ".png" for i in range(len(test_y))]
     test = {f"test/{i}": image_bytes(rng, y, "PNG") for i, y in zip(ids, test_y)}
     sample = pd.DataFrame({"file": ids, "species": "Sugar beet"})
     files = {**train, **test, "sample_submission.csv": csv_bytes(sample)}
-    return Competition("plant-seedlings-classification", "f1_micro", make_zip(files), sample,
-                       {i: species[y] for i, y in zip(ids, test_y)},
-                       [next(iter(train)), f"test/{ids[0]}", "sample_submission.csv"])
+    return Competition(
+        "plant-seedlings-classification",
+        "f1_micro",
+        make_zip(files),
+        sample,
+        {i: species[y] for i, y in zip(ids, test_y)},
+        [next(iter(train)), f"test/{ids[0]}", "sample_submission.csv"],
+    )
 
 
 COMPETITIONS = {c.slug: c for c in (aerial_cactus(), digit_recognizer(), dogs_vs_cats(), plant_seedlings())}
@@ -175,9 +209,20 @@ class Run:
     outputs: list[str]  # stdout + stderr of every snakemake call, for the credential check
 
     def snakemake(self, *targets: str) -> subprocess.CompletedProcess:
-        cmd = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(self.workdir),
-               "--configfile", str(self.workdir / "config.yaml"), "--cores", "2", "--workflow-profile", str(PROFILE),
-               *targets]
+        cmd = [
+            *SNAKEMAKE,
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(self.workdir),
+            "--configfile",
+            str(self.workdir / "config.yaml"),
+            "--cores",
+            "2",
+            "--workflow-profile",
+            str(PROFILE),
+            *targets,
+        ]
         r = subprocess.run(cmd, env=self.env, cwd=self.workdir, capture_output=True, text=True, timeout=600)
         self.outputs.append(r.stdout + r.stderr)
         return r
@@ -200,14 +245,23 @@ def pipeline(stub, tmp_path_factory):
         if slug not in runs:
             comp = COMPETITIONS[slug]
             workdir = tmp_path_factory.mktemp(slug)
-            (workdir / "config.yaml").write_text(yaml.safe_dump({
-                "competition": slug, "metric": comp.metric, "data": {"source": "kaggle"}, "folds": 2,
-                # tracked (one competition: the tracking is the same for every layout), the jobs before the
-                # ensemble by their records (mlflow.live: false saves each its MLflow start-up); what these tests
-                # read from MLflow is the submit step's, logged live
-                "backbones": ["test_resnet"], "mlflow": {"enabled": slug == TRACKED, "live": False},
-                "train": {"epochs": 1, "img_size": SIDE, "batch_size": 16, "tta": "none", "device": "cpu"},
-            }))
+            (workdir / "config.yaml").write_text(
+                yaml.safe_dump(
+                    {
+                        "competition": slug,
+                        "metric": comp.metric,
+                        "data": {"source": "kaggle"},
+                        "folds": 2,
+                        # tracked (one competition: the tracking is the same for every layout), the jobs before the
+                        # ensemble by their records (mlflow.live: false saves each its MLflow start-up); what these
+                        # tests
+                        # read from MLflow is the submit step's, logged live
+                        "backbones": ["test_resnet"],
+                        "mlflow": {"enabled": slug == TRACKED, "live": False},
+                        "train": {"epochs": 1, "img_size": SIDE, "batch_size": 16, "tta": "none", "device": "cpu"},
+                    }
+                )
+            )
             env = stub.env(tmp_path_factory.mktemp("home"))
             env.pop("MLFLOW_TRACKING_URI", None)  # the run's own store under results/
             env["NO_ALBUMENTATIONS_UPDATE"] = "1"  # its version check would go through the stub's proxy
@@ -390,7 +444,9 @@ def test_code_competition_submits_the_kernel_output(stub, pipeline):
         set_config(run, kernel_wheels=[str(extra)])
         r = run.snakemake("submit")
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
-        assert len(dataset["versions"]) == 2 and "wheels/extra_pkg-0.1-py3-none-any.whl" in dataset["versions"][1]["files"]
+        assert (
+            len(dataset["versions"]) == 2 and "wheels/extra_pkg-0.1-py3-none-any.whl" in dataset["versions"][1]["files"]
+        )
         assert len(stub.datasets) == 1 and len(kernel["versions"]) == 3
         assert run.leaderboard()[-1]["kernel_version"] == "3" and len(stub.submissions) == n_subs + 1
     finally:
@@ -461,14 +517,17 @@ def test_code_competition_faults_are_one_line_errors(stub, pipeline):
         assert "above the Kaggle dataset limit" in line and "kaggle.dataset_max_bytes" in line
 
         set_config(run, code_competition=True, dataset_max_bytes=None)
+        from kagglecv.core.layout import Layout
         from kagglecv.kaggle.client import KaggleError
         from kagglecv.kaggle.code import code_submit
-        from kagglecv.core.layout import Layout
 
         empty = Layout(run.workdir / "elsewhere" / comp.slug)
         empty.root.mkdir(parents=True)
-        with pytest.raises(KaggleError, match=r"kernel-dataset: no dataset-metadata.json; build the kernel "
-                                              r"folders with `snakemake kernel` first"):
+        with pytest.raises(
+            KaggleError,
+            match=r"kernel-dataset: no dataset-metadata.json; build the kernel "
+            r"folders with `snakemake kernel` first",
+        ):
             code_submit(comp.slug, empty, "msg")
     finally:
         stub.code_competitions.discard(comp.slug)

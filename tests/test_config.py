@@ -15,17 +15,15 @@ import pytest
 import yaml
 
 from kagglecv.config import schema as kconfig_schema
-from kagglecv.config.members import backbone_settings
-from kagglecv.kaggle import client, download, submit
-from kagglecv.data.archive import ArchiveLimits
-from kagglecv.core.errors import InputError
-from kagglecv.training.lr_finder import LRFindConfig
 from kagglecv.config.data import DataConfig
+from kagglecv.config.members import backbone_settings
 from kagglecv.config.train import TrainConfig
+from kagglecv.core.errors import InputError
+from kagglecv.data.archive import ArchiveLimits
+from kagglecv.kaggle import client, download, submit
+from kagglecv.training.lr_finder import LRFindConfig
 
 from helpers import REPO, run_snakemake, write_csv_images_competition
-
-
 
 # ---------------------------------------------------------------- defaults
 
@@ -55,8 +53,14 @@ def test_dataclass_defaults_come_from_the_schema(section):
             name = node.target.id
             want = name if name in TOP_LEVEL else f"{section}.{name}"
             call = node.value
-            if not (isinstance(call, ast.Call) and getattr(call.func, "id", "") == "default_of"
-                    and [a.value for a in call.args] == [want]) and name not in only_in_class:
+            if (
+                not (
+                    isinstance(call, ast.Call)
+                    and getattr(call.func, "id", "") == "default_of"
+                    and [a.value for a in call.args] == [want]
+                )
+                and name not in only_in_class
+            ):
                 spelled[name] = ast.unparse(call)
     assert not spelled, f"{cls.__name__} spells defaults of its own: {spelled}"
     instance = cls(**({"backbone": "x"} if cls is TrainConfig else {}))
@@ -103,10 +107,14 @@ def test_layering_puts_configfiles_over_the_schema_not_over_the_demo(tmp_path):
     train = kconfig_schema.defaults()["train"]
     assert cfg["competition"] == "mine" and cfg["seed"] == 7
     assert cfg["train"] == train  # not the demo's epochs 6 / img_size 16
-    assert kconfig_schema.resolve(kconfig_schema.layered(demo, [], {}))["train"]["epochs"] == 6  # no --configfile: the demo
+    assert (
+        kconfig_schema.resolve(kconfig_schema.layered(demo, [], {}))["train"]["epochs"] == 6
+    )  # no --configfile: the demo
     later = tmp_path / "later.yaml"
     later.write_text("train: {epochs: 2}\n")
-    assert kconfig_schema.resolve(kconfig_schema.layered(demo, [mine, later], {}))["train"]["epochs"] == 2  # later files win
+    assert (
+        kconfig_schema.resolve(kconfig_schema.layered(demo, [mine, later], {}))["train"]["epochs"] == 2
+    )  # later files win
 
 
 def test_resolve_refuses_bad_keys_and_values():
@@ -122,18 +130,25 @@ def test_backbone_names_cannot_name_a_folder_above_models(name):
         kconfig_schema.resolve({"backbones": [name]})
     with pytest.raises(InputError, match=r"config: backbones\.0\.name: '.*' does not match '\^\[A-Za-z0-9\]"):
         kconfig_schema.resolve({"backbones": [{"name": name}]})
-    assert kconfig_schema.resolve({"backbones": ["convnext_tiny.fb_in22k", "resnet18"]})["backbones"][0].startswith("conv")
+    assert kconfig_schema.resolve({"backbones": ["convnext_tiny.fb_in22k", "resnet18"]})["backbones"][0].startswith(
+        "conv"
+    )
 
 
 def test_command_line_values_are_typed_by_the_schema():
     """Snakemake reads `--config train='{epochs: 3}'` with YAML's base loader: every nested value is text."""
-    text = {"train": {"epochs": "3", "lr": "auto", "moms": ["0.9", "0.8", "0.9"], "img_size": "null",
-                      "amp": "false"},
-            "backbones": ["resnet18", {"name": "resnet10t", "lr": "0.01"}], "competition": "007",
-            "kaggle": {"code_competition": "true", "message": "{metric} {cv}"}, "data": {"id_column": "001"}}
+    text = {
+        "train": {"epochs": "3", "lr": "auto", "moms": ["0.9", "0.8", "0.9"], "img_size": "null", "amp": "false"},
+        "backbones": ["resnet18", {"name": "resnet10t", "lr": "0.01"}],
+        "competition": "007",
+        "kaggle": {"code_competition": "true", "message": "{metric} {cv}"},
+        "data": {"id_column": "001"},
+    }
     cfg = kconfig_schema.resolve(kconfig_schema.layered({}, [], text))
-    assert cfg["train"] | {"epochs": 3, "lr": "auto", "moms": [0.9, 0.8, 0.9], "img_size": None, "amp": False} \
+    assert (
+        cfg["train"] | {"epochs": 3, "lr": "auto", "moms": [0.9, 0.8, 0.9], "img_size": None, "amp": False}
         == cfg["train"]
+    )
     assert cfg["backbones"][1] == {"name": "resnet10t", "lr": 0.01} and cfg["competition"] == "007"
     assert cfg["kaggle"]["code_competition"] is True and cfg["kaggle"]["message"] == "{metric} {cv}"
     assert cfg["data"]["id_column"] == "001"  # a name stays text
@@ -145,8 +160,12 @@ def test_command_line_values_are_typed_by_the_schema():
 def test_snakemake_config_on_the_command_line_is_typed(tmp_path):
     """The usual way to try a setting: `snakemake --config train='{epochs: 3}'`, through the real CLI."""
     write_csv_images_competition(tmp_path / "tiny.zip")
-    cfg = {"competition": "tiny", "data": {"source": "local", "path": str(tmp_path / "tiny.zip")},
-           "backbones": ["test_resnet"], "folds": 2}
+    cfg = {
+        "competition": "tiny",
+        "data": {"source": "local", "path": str(tmp_path / "tiny.zip")},
+        "backbones": ["test_resnet"],
+        "folds": 2,
+    }
     r = run_snakemake(tmp_path, cfg, "-n", "--config", "train={epochs: 3, img_size: 16, lr: auto}", check=False)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "lr_find" in r.stdout + r.stderr  # lr: auto reached the DAG as the word, epochs as a number
@@ -165,14 +184,17 @@ def test_backbone_settings_merge_and_validate():
 
 
 def kagglecv(*args, cwd=REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kagglecv", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "kagglecv", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_kagglecv_config_prints_what_the_jobs_see(tmp_path):
     mine = tmp_path / "mine.yaml"
-    mine.write_text("competition: mine\ndata: {source: local, path: /x.zip}\n"
-                    "backbones: [test_resnet, {name: test_convnext, img_size: 48}]\n")
+    mine.write_text(
+        "competition: mine\ndata: {source: local, path: /x.zip}\n"
+        "backbones: [test_resnet, {name: test_convnext, img_size: 48}]\n"
+    )
     r = kagglecv("config", "--configfile", str(mine), "--config", "train.epochs=3")
     assert r.returncode == 0, r.stderr
     shown = yaml.safe_load(r.stdout)
@@ -199,13 +221,23 @@ def test_a_config_naming_only_competition_data_and_backbones_trains_with_the_def
     Snakemake's --config gives nested values as text), so every other training setting the job used is the
     schema's default."""
     write_csv_images_competition(tmp_path / "tiny.zip")
-    cfg = {"competition": "tiny", "data": {"source": "local", "path": str(tmp_path / "tiny.zip")},
-           "backbones": ["test_resnet"]}
+    cfg = {
+        "competition": "tiny",
+        "data": {"source": "local", "path": str(tmp_path / "tiny.zip")},
+        "backbones": ["test_resnet"],
+    }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     (tmp_path / "one_epoch.yaml").write_text(yaml.safe_dump({"train": {"epochs": 1}}))
     # the target after a plain flag: --configfile takes every word after it
-    run_snakemake(tmp_path, None, "--configfile", "config.yaml", "one_epoch.yaml", "-p",
-                  "results/tiny/models/test_resnet/fold0/config.json")
+    run_snakemake(
+        tmp_path,
+        None,
+        "--configfile",
+        "config.yaml",
+        "one_epoch.yaml",
+        "-p",
+        "results/tiny/models/test_resnet/fold0/config.json",
+    )
     fold0 = tmp_path / "results/tiny/models/test_resnet/fold0"
     used = json.loads((fold0 / "config.json").read_text())
     train = kconfig_schema.defaults()["train"]
@@ -214,7 +246,8 @@ def test_a_config_naming_only_competition_data_and_backbones_trains_with_the_def
     for key in ("batch_size", "lr", "augment", "tta", "tta_n", "weight_decay", "pretrained"):
         assert used[key] == train[key], key
     assert used["n_train"] + used["n_valid"] == 24 and json.loads(
-        (tmp_path / "results/tiny/prepared/meta.json").read_text())["image_shape"] == [8, 8, 1]
+        (tmp_path / "results/tiny/prepared/meta.json").read_text()
+    )["image_shape"] == [8, 8, 1]
 
 
 def test_kagglecv_config_never_prints_a_password(tmp_path):

@@ -11,10 +11,7 @@ import textwrap
 
 import yaml
 
-
 from helpers import REPO, write_csv_images_competition
-
-
 
 # ---------------------------------------------------------------- environments
 
@@ -65,7 +62,7 @@ def test_data_env_jobs_run_without_torch(tmp_path):
         from kagglecv.jobs import Files, Job
         from kagglecv.jobs.data import folds, prepare
         config = resolve({{"competition": "tiny", "mlflow": {{"enabled": False}}}})
-        prepare(Job("prepare", config, params=Files(path={str(tmp_path / 'tiny.zip')!r}, data={{}}, task="auto",
+        prepare(Job("prepare", config, params=Files(path={str(tmp_path / "tiny.zip")!r}, data={{}}, task="auto",
                                                      metric="accuracy"), threads=2))
         folds(Job("folds", config, params=Files(folds=2, seed=0)))
     """)
@@ -79,7 +76,8 @@ def test_conda_envs_pin_what_the_lock_pins():
     lock = {k.lower(): v for k, v in lock.items()}
     for env in ("data", "train"):
         spec = yaml.safe_load((REPO / "envs" / f"{env}.yaml").read_text())
-        pins = dict(re.match(r"([A-Za-z0-9_.-]+)==(\S+)", p).groups() for p in spec["dependencies"][-1]["pip"]
-                    if "==" in p)
+        pins = dict(
+            re.match(r"([A-Za-z0-9_.-]+)==(\S+)", p).groups() for p in spec["dependencies"][-1]["pip"] if "==" in p
+        )
         assert pins and all(lock[k.lower()] == v for k, v in pins.items()), (env, pins)
         assert ("torch" in pins) == (env == "train")

@@ -21,16 +21,16 @@ from helpers import REPO, run_snakemake, tiny_config, write_csv_images_competiti
 
 pytestmark = pytest.mark.workflow
 
-FACTORY = textwrap.dedent('''
+FACTORY = textwrap.dedent("""
     import torch.nn as nn
 
     def build(num_outputs, in_chans, pretrained, img_size, width=8):
         body = nn.Sequential(nn.Conv2d(in_chans, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
                              nn.AdaptiveAvgPool2d(1), nn.Flatten())
         return body if num_outputs == 0 else nn.Sequential(body, nn.Linear(width, num_outputs))
-''')
+""")
 
-OUR_JOB_ELSEWHERE = textwrap.dedent('''
+OUR_JOB_ELSEWHERE = textwrap.dedent("""
     use rule train as train_mynet with:
         resources:
             gpu=1,
@@ -38,9 +38,9 @@ OUR_JOB_ELSEWHERE = textwrap.dedent('''
             runtime=5,
         wildcard_constraints:
             backbone="mynet",
-''')
+""")
 
-OWN_SCRIPT_RULE = textwrap.dedent('''
+OWN_SCRIPT_RULE = textwrap.dedent("""
     rule train_prior:
         input:
             folds=str(L.folds),
@@ -54,9 +54,9 @@ OWN_SCRIPT_RULE = textwrap.dedent('''
             str(L.log("train/prior/fold{fold}")),
         script:
             "prior.py"
-''')
+""")
 
-PRIOR_SCRIPT = textwrap.dedent('''
+PRIOR_SCRIPT = textwrap.dedent("""
     # The class frequencies of the fold's training rows: a model by the contract of docs/extending.md.
     import json
     import pandas as pd
@@ -75,7 +75,7 @@ PRIOR_SCRIPT = textwrap.dedent('''
     acc = float((oof["y"] == int(prior.idxmax())).mean())
     json.dump({"backbone": "prior", "fold": k, "metric": "accuracy", "score": acc}, open(snakemake.output.metrics, "w"))
     json.dump({"backbone": "prior", "kind": "class prior"}, open(snakemake.output.config, "w"))
-''')
+""")
 
 
 def workflow_copy(dest: Path) -> Path:
@@ -103,17 +103,28 @@ def extended(tmp_path_factory):
     wd = root / "run"
     write_csv_images_competition(wd.parent / "tiny.zip", n_test=12)
     mynet = {"name": "mynet", "model": f"{factory}:build", "model_args": {"width": 6}, "img_size": 16}
-    cfg = tiny_config(wd.parent / "tiny.zip", backbones=["test_resnet", mynet, "prior"],
-                      ensemble={"method": "mean"}, mlflow={"enabled": False},
-                      kaggle={"owner": "someone", "enable_gpu": False})
+    cfg = tiny_config(
+        wd.parent / "tiny.zip",
+        backbones=["test_resnet", mynet, "prior"],
+        ensemble={"method": "mean"},
+        mlflow={"enabled": False},
+        kaggle={"owner": "someone", "enable_gpu": False},
+    )
     plan = run_snakemake(wd, cfg, "-n", "--quiet", "rules", snakefile=snakefile)
     run = run_snakemake(wd, cfg, snakefile=snakefile)
-    return {"wd": wd, "cfg": cfg, "snakefile": snakefile, "factory": factory, "plan": plan, "run": run,
-            "res": wd / "results" / "tiny"}
+    return {
+        "wd": wd,
+        "cfg": cfg,
+        "snakefile": snakefile,
+        "factory": factory,
+        "plan": plan,
+        "run": run,
+        "res": wd / "results" / "tiny",
+    }
 
 
 def test_each_backbone_is_trained_by_its_rule(extended):
-    counts = dict(l.split()[:2] for l in extended["plan"].stdout.splitlines() if l.startswith("train"))
+    counts = dict(r.split()[:2] for r in extended["plan"].stdout.splitlines() if r.startswith("train"))
     assert counts == {"train": "2", "train_mynet": "2", "train_prior": "2"}, extended["plan"].stdout
     log = extended["run"].stdout + extended["run"].stderr
     assert "rule train_mynet:" in log and "rule train_prior:" in log
@@ -146,8 +157,14 @@ def test_the_kernel_of_a_factory_model_runs_from_its_dataset_alone(extended, tmp
         shutil.copytree(ds, inp / "tiny-kagglecv")
         meta = json.loads((extended["res"] / "kernel" / "kernel-metadata.json").read_text())
         env = {**os.environ, "KAGGLE_INPUT": str(inp), "KAGGLE_WORKING": str(tmp_path / "out")}
-        r = subprocess.run([sys.executable, str(extended["res"] / "kernel" / meta["code_file"])], cwd=tmp_path,
-                           env=env, capture_output=True, text=True, timeout=600)
+        r = subprocess.run(
+            [sys.executable, str(extended["res"] / "kernel" / meta["code_file"])],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     finally:
         hidden.rename(extended["factory"])
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
@@ -158,18 +175,29 @@ def test_a_two_device_backbone_runs_alone(tmp_path):
     """gpus: 2 under --resources gpu=2: its jobs hold both slots, so no other training job runs beside them; on
     CPU each trains in two gloo processes."""
     write_csv_images_competition(tmp_path / "tiny.zip")
-    cfg = tiny_config(tmp_path / "tiny.zip", mlflow={"enabled": False},
-                      backbones=["test_resnet", {"name": "test_convnext", "gpus": 2, "img_size": 32, "threads": 2}])
+    cfg = tiny_config(
+        tmp_path / "tiny.zip",
+        mlflow={"enabled": False},
+        backbones=["test_resnet", {"name": "test_convnext", "gpus": 2, "img_size": 32, "threads": 2}],
+    )
     # 4 cores: by threads the 2-thread jobs could run beside the others; only the gpu slots keep them apart
     run_snakemake(tmp_path, cfg, "--cores", "4", "--resources", "gpu=2", "--until", "train")
     jobs = []
     for m in sorted((tmp_path / "results/tiny/models").glob("*/fold*/metrics.json")):
         metrics = json.loads(m.read_text())
-        jobs.append({"job": f"{metrics['backbone']}-{metrics['fold']}", "gpus": metrics["processes"],
-                     "start": metrics["started_at"], "end": metrics["finished_at"]})
+        jobs.append(
+            {
+                "job": f"{metrics['backbone']}-{metrics['fold']}",
+                "gpus": metrics["processes"],
+                "start": metrics["started_at"],
+                "end": metrics["finished_at"],
+            }
+        )
     assert sorted(j["gpus"] for j in jobs) == [1, 1, 2, 2], jobs
     assert json.loads((tmp_path / "results/tiny/models/test_convnext/fold0/config.json").read_text())["threads"] == 2
-    overlap = {(a["job"], b["job"]): a["start"] < b["end"] and b["start"] < a["end"]
-               for a, b in itertools.combinations(jobs, 2)}
+    overlap = {
+        (a["job"], b["job"]): a["start"] < b["end"] and b["start"] < a["end"]
+        for a, b in itertools.combinations(jobs, 2)
+    }
     assert overlap[("test_resnet-0", "test_resnet-1")], jobs  # one-device jobs do share the machine
     assert not any(v for (a, b), v in overlap.items() if "convnext" in a or "convnext" in b), jobs

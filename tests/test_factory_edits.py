@@ -26,7 +26,7 @@ from helpers import PROFILE, REPO, SNAKEMAKE, run_snakemake, tiny_config, write_
 
 # nets/mynet.py imports its sibling nets/helper.py, as a user's code does, with no PYTHONPATH set. It sleeps in
 # each training batch so that the job can be killed between its epochs.
-MYNET = textwrap.dedent('''
+MYNET = textwrap.dedent("""
     import time
 
     import torch.nn as nn
@@ -45,15 +45,15 @@ MYNET = textwrap.dedent('''
     def build(num_outputs, in_chans, pretrained, img_size, width=WIDTH):
         net = nn.Sequential(Slow(), body(in_chans, width))
         return net if num_outputs == 0 else nn.Sequential(net, nn.Linear(width, num_outputs))
-''')
-HELPER = textwrap.dedent('''
+""")
+HELPER = textwrap.dedent("""
     import torch.nn as nn
 
 
     def body(in_chans, width):
         return nn.Sequential(nn.Conv2d(in_chans, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
                              nn.AdaptiveAvgPool2d(1), nn.Flatten())
-''')
+""")
 TARGET = "results/tiny/submission.csv"
 
 
@@ -74,7 +74,11 @@ def test_the_sources_are_the_file_and_what_it_imports_from_its_folder(tmp_path, 
     monkeypatch.chdir(tmp_path)
     ref = "nets/mynet.py:build"
     assert [p.as_posix() for p in factory_sources(ref)] == [
-        "nets/mynet.py", "nets/helper.py", "nets/pkg/__init__.py", "nets/pkg/part.py"]
+        "nets/mynet.py",
+        "nets/helper.py",
+        "nets/pkg/__init__.py",
+        "nets/pkg/part.py",
+    ]
     assert factory_sources("test_resnet") == [] and factory_sha256("their.module:build") is None
     before = factory_sha256(ref)
     (nets / "unused.py").write_text("x = 2\n")
@@ -92,17 +96,33 @@ def test_an_edited_factory_retrains_across_a_kill_and_ships_with_its_weights(tmp
     wd = tmp_path / "wd"
     write_nets(wd / "nets", width=8)
     write_csv_images_competition(tmp_path / "tiny.zip")
-    cfg = tiny_config(tmp_path / "tiny.zip", backbones=[{"name": "mynet", "model": "nets/mynet.py:build",
-                                                          "img_size": 16}],
-                      mlflow={"enabled": False}, kaggle={"owner": "someone", "enable_gpu": False})
+    cfg = tiny_config(
+        tmp_path / "tiny.zip",
+        backbones=[{"name": "mynet", "model": "nets/mynet.py:build", "img_size": 16}],
+        mlflow={"enabled": False},
+        kaggle={"owner": "someone", "enable_gpu": False},
+    )
     cfg["train"].update(epochs=3, tta="none")
     (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
-    cmd = [*SNAKEMAKE, "--configfile", str(wd / "config.yaml"), "--snakefile", str(REPO / "Snakefile"),
-           "--directory", str(wd), "--workflow-profile", str(PROFILE), "--cores", "2", TARGET]
+    cmd = [
+        *SNAKEMAKE,
+        "--configfile",
+        str(wd / "config.yaml"),
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(wd),
+        "--workflow-profile",
+        str(PROFILE),
+        "--cores",
+        "2",
+        TARGET,
+    ]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     resume = wd / "results/tiny/models/mynet/fold0/resume.pt"
-    proc = subprocess.Popen(cmd, cwd=wd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # its own process group: snakemake and its jobs
+    proc = subprocess.Popen(
+        cmd, cwd=wd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )  # its own process group: snakemake and its jobs
     try:
         deadline = time.monotonic() + 300
         while not resume.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -142,21 +162,21 @@ def test_an_edited_factory_retrains_across_a_kill_and_ships_with_its_weights(tmp
 # ---------------------------------------------------------------- the kernel's load check
 
 
-OUTSIDE = textwrap.dedent('''
+OUTSIDE = textwrap.dedent("""
     import torch.nn as nn
     from outside_helper import WIDTH  # found only through PYTHONPATH: not beside the factory
 
 
     def build(num_outputs, in_chans, pretrained, img_size):
         return nn.Sequential(nn.Flatten(), nn.Linear(in_chans * img_size * img_size, num_outputs))
-''')
+""")
 
 
 def test_the_kernel_refuses_a_model_that_does_not_load_from_the_dataset_alone(tmp_path, monkeypatch):
     """A factory importing a module from outside its folder works where PYTHONPATH finds it, and would fail on
     Kaggle: the kernel build loads every shipped model in an isolated Python and refuses, in one line."""
     from kagglecv.inference.models import build_model
-    from kagglecv.kaggle.kernel import check_loads
+    from kagglecv.kaggle.kernel_dataset import check_loads
 
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "elsewhere" / "outside_helper.py").write_text("WIDTH = 4\n")
@@ -174,8 +194,11 @@ def test_the_kernel_refuses_a_model_that_does_not_load_from_the_dataset_alone(tm
     with pytest.raises(InputError) as e:
         check_loads(dataset, ["models/mynet/fold0/model.pt"], 1, REPO)
     line = str(e.value)
-    assert "\n" not in line and line.startswith("kernel: models/mynet/fold0/model.pt does not load from the kernel "
-                                                "dataset alone") and "outside_helper" in line, line
+    assert (
+        "\n" not in line
+        and line.startswith("kernel: models/mynet/fold0/model.pt does not load from the kernel dataset alone")
+        and "outside_helper" in line
+    ), line
     (dataset / "models" / "mynet" / "outside_helper.py").write_text("WIDTH = 4\n")  # shipped beside it: loads
     check_loads(dataset, ["models/mynet/fold0/model.pt"], 1, REPO)
 
@@ -189,8 +212,7 @@ def test_a_checkpoint_that_does_not_fit_the_model_is_discarded_with_one_line(tmp
     write_csv_images_competition(tmp_path / "c.zip")
     prepare.prepare(tmp_path / "c.zip", tmp_path / "prep")
     folds.make_folds(tmp_path / "prep" / "train.csv", tmp_path / "folds.csv", 2, seed=0)
-    cfg = TrainConfig(backbone="test_resnet", epochs=2, img_size=16, batch_size=16, tta="none", device="cpu",
-                      threads=1)
+    cfg = TrainConfig(backbone="test_resnet", epochs=2, img_size=16, batch_size=16, tta="none", device="cpu", threads=1)
     out = tmp_path / "m"
     run(cfg, tmp_path / "prep", tmp_path / "folds.csv", out, track=False)
     first = (out / "oof.csv").read_bytes()
@@ -199,10 +221,20 @@ def test_a_checkpoint_that_does_not_fit_the_model_is_discarded_with_one_line(tmp
     from kagglecv.core.layout import PreparedFiles
     from kagglecv.training.resume import data_fingerprint
 
-    bad = {k: (torch.zeros(v.shape[0] + 2, *v.shape[1:]) if k == "fc.weight" else v)
-           for k, v in state["state_dict"].items()}
-    torch.save({"epoch": 1, "history": [], "model": bad, "config": resolved,
-                "data": data_fingerprint(PreparedFiles(tmp_path / "prep"), tmp_path / "folds.csv")}, out / "resume.pt")
+    bad = {
+        k: (torch.zeros(v.shape[0] + 2, *v.shape[1:]) if k == "fc.weight" else v)
+        for k, v in state["state_dict"].items()
+    }
+    torch.save(
+        {
+            "epoch": 1,
+            "history": [],
+            "model": bad,
+            "config": resolved,
+            "data": data_fingerprint(PreparedFiles(tmp_path / "prep"), tmp_path / "folds.csv"),
+        },
+        out / "resume.pt",
+    )
     capsys.readouterr()
     run(cfg, tmp_path / "prep", tmp_path / "folds.csv", out, track=False)
     printed = capsys.readouterr().out

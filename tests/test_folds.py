@@ -7,13 +7,12 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import StratifiedGroupKFold
 
-from kagglecv.data import folds
 from kagglecv.core.errors import InputError
+from kagglecv.data import folds
 
 
 def _write(tmp_path, label, y=None, group=None) -> str:
-    df = pd.DataFrame({"id": [f"i{k}" for k in range(len(label))], "label": label,
-                       "y": label if y is None else y})
+    df = pd.DataFrame({"id": [f"i{k}" for k in range(len(label))], "label": label, "y": label if y is None else y})
     if group is not None:
         df["group"] = group
     path = tmp_path / "train.csv"
@@ -75,8 +74,12 @@ def test_fewer_groups_than_folds_are_refused(tmp_path):
 def test_a_group_larger_than_a_fold_is_refused(tmp_path):
     group = ["p17"] * 900 + [f"q{k}" for k in range(100)]
     train = _write(tmp_path, [0, 1] * 500, group=group)
-    _raises(tmp_path, train, r"^data.group_column: group 'p17' has 900 of 1000 rows, more than one fold \(200\) "
-                             r"can hold; use fewer folds")
+    _raises(
+        tmp_path,
+        train,
+        r"^data.group_column: group 'p17' has 900 of 1000 rows, more than one fold \(200\) "
+        r"can hold; use fewer folds",
+    )
 
 
 # ---------------------------------------------------------------- stratification per task
@@ -130,5 +133,6 @@ def test_old_callers_and_bad_tasks(tmp_path):
     assert (pd.crosstab(a["fold"], a["y"]) == 5).all().all()
     _raises(tmp_path, train, r"^task: unknown task 'ranking'", task="ranking")
     _raises(tmp_path, _write(tmp_path, ["a", "b"]), r"2 row\(s\), fewer than folds=5", task="multilabel")
-    _raises(tmp_path, _write(tmp_path, ["1.5", "x"] * 5), r"y 'x' is not a number for a regression task",
-            task="regression")
+    _raises(
+        tmp_path, _write(tmp_path, ["1.5", "x"] * 5), r"y 'x' is not a number for a regression task", task="regression"
+    )

@@ -12,8 +12,6 @@ import warnings
 import zipfile
 from pathlib import Path
 
-
-
 from helpers import REPO
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -31,8 +29,6 @@ def extended(src: Path, dst: Path, entries: list[tuple[str, bytes]], **kw) -> Pa
 
 def tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 
 
 # ---------------------------------------------------------------- GPU leases
@@ -57,8 +53,9 @@ if len(sys.argv) > 3:
 def lease(lock_dir: Path, timeout="none", hold: float | None = None, **env) -> subprocess.Popen:
     args = [sys.executable, "-c", LEASE, str(lock_dir), str(timeout)] + ([str(hold)] if hold else [])
     full = {k: v for k, v in ENV.items() if k not in ("CUDA_VISIBLE_DEVICES", "KAGGLECV_GPU_WAIT")}
-    return subprocess.Popen(args, env=full | {"KAGGLECV_DEVICES": "0"} | env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        args, env=full | {"KAGGLECV_DEVICES": "0"} | env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def test_gpu_lock_folder_private_and_not_followed(tmp_path):

@@ -91,8 +91,12 @@ run(TrainConfig(**json.loads(sys.argv[4])), sys.argv[1], sys.argv[2], sys.argv[3
 def test_a_resumed_time_budget_job_plans_on_from_the_epochs_before_the_kill(tiny, tmp_path, monkeypatch):
     settings = {**BASE, "epochs": 1, "time_budget": 6.0}
     out = tmp_path / "m"
-    proc = subprocess.Popen([sys.executable, "-c", RESUMABLE, *tiny, str(out), json.dumps(settings)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RESUMABLE, *tiny, str(out), json.dumps(settings)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while not (out / "resume.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -125,12 +129,16 @@ def test_a_token_in_a_uri_query_string_is_redacted(monkeypatch):
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", "/nonexistent")
     monkeypatch.setenv("HOME", "/nonexistent")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://mlflow.example.com/?workspace=w1&opaque=zq81LmX4")
-    text = redact("tracking at https://mlflow.example.com/?workspace=w1&opaque=zq81LmX4, ok; opaque zq81LmX4; "
-                  "GET https://api.example.com/v1/runs?id=3&access_token=t0k3nVALUE&x=1; "
-                  "https://storage.example.com/blob?se=2030&sig=AbC%2Bdef")
-    assert text == ("tracking at https://mlflow.example.com/?workspace=***&opaque=***, ok; opaque ***; "
-                    "GET https://api.example.com/v1/runs?id=3&access_token=***&x=1; "
-                    "https://storage.example.com/blob?se=2030&sig=***")
+    text = redact(
+        "tracking at https://mlflow.example.com/?workspace=w1&opaque=zq81LmX4, ok; opaque zq81LmX4; "
+        "GET https://api.example.com/v1/runs?id=3&access_token=t0k3nVALUE&x=1; "
+        "https://storage.example.com/blob?se=2030&sig=AbC%2Bdef"
+    )
+    assert text == (
+        "tracking at https://mlflow.example.com/?workspace=***&opaque=***, ok; opaque ***; "
+        "GET https://api.example.com/v1/runs?id=3&access_token=***&x=1; "
+        "https://storage.example.com/blob?se=2030&sig=***"
+    )
 
 
 def test_a_short_secret_is_redacted_where_it_stands_alone(monkeypatch):
@@ -159,8 +167,9 @@ run(SimpleNamespace(rule="leaky", config={"competition": "x"}, input={}, output=
 def test_a_bugs_traceback_reaches_the_terminal_redacted_and_fails_the_job(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "KAGGLE_KEY": "leakyKEY-0123456789"}
     log = tmp_path / "logs" / "leaky.log"
-    r = subprocess.run([sys.executable, "-c", LEAKY_JOB, str(log)], env=env, capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", LEAKY_JOB, str(log)], env=env, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 1
     assert "Traceback" in r.stderr and "ValueError: the server refused key ***" in r.stderr, r.stderr
     assert "leakyKEY" not in r.stdout + r.stderr + log.read_text()
@@ -216,15 +225,22 @@ def test_a_second_submit_while_one_runs_is_refused_and_uploads_nothing(tmp_path)
     with KaggleStub({"digits": b""}) as stub:
         stub.pending_polls = 10**6  # the first submit waits for its score
         env = stub.env(tmp_path / "home") | {"PYTHONPATH": str(REPO)}
-        first = subprocess.Popen([sys.executable, "-c", SUBMIT, "20"], env=env, cwd=tmp_path,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = subprocess.Popen(
+            [sys.executable, "-c", SUBMIT, "20"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             deadline = time.monotonic() + 60
             while not stub.submissions and first.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert stub.submissions and first.poll() is None, "the first submit did not upload"
-            second = subprocess.run([sys.executable, "-c", SUBMIT, "1"], env=env, cwd=tmp_path, capture_output=True,
-                                    text=True, timeout=120)
+            second = subprocess.run(
+                [sys.executable, "-c", SUBMIT, "1"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+            )
         finally:
             first.kill()
             first.wait()

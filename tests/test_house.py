@@ -12,8 +12,21 @@ from helpers import REPO
 
 PACKAGE = REPO / "kagglecv"
 # bottom to top: a module may import its own wing and the wings below it, never one above
-WINGS = ["core", "scoring", "config", "tracking", "data", "inference", "training", "kaggle", "tuning", "report",
-         "jobs", "cli", "__main__"]
+WINGS = [
+    "core",
+    "scoring",
+    "config",
+    "tracking",
+    "data",
+    "inference",
+    "training",
+    "kaggle",
+    "tuning",
+    "report",
+    "jobs",
+    "cli",
+    "__main__",
+]
 MAX_LINES = 420  # "about 400": one screenful of functions per concern, not a second program in the file
 
 
@@ -73,8 +86,9 @@ def test_modules_fit_in_a_readers_head(path):
     assert n <= MAX_LINES, f"{path.relative_to(REPO)} has {n} lines; split it by concern"
 
 
-@pytest.mark.parametrize("folder", sorted(p for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "folder", sorted(p for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()), ids=lambda p: p.name
+)
 def test_each_wing_says_what_it_owns(folder):
     doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text())) or ""
     modules = {p.stem for p in folder.glob("*.py") if not p.stem.startswith("_")}  # _x: internals

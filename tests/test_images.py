@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kagglecv.data import images
 from kagglecv.core.errors import InputError
+from kagglecv.data import images
 from kagglecv.data.images import Decoder
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
@@ -18,7 +18,7 @@ RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
 def halves(w: int, h: int, left=RED, right=BLUE) -> Image.Image:
     """An image whose left half is `left` and right half `right`."""
     arr = np.zeros((h, w, 3), dtype=np.uint8)
-    arr[:, : w // 2], arr[:, w // 2:] = left, right
+    arr[:, : w // 2], arr[:, w // 2 :] = left, right
     return Image.fromarray(arr)
 
 
@@ -150,8 +150,9 @@ def test_a_failed_write_leaves_nothing(tmp_path, monkeypatch):
     paths[13].write_bytes(b"broken")
     for workers in (1, 2):
         with pytest.raises(InputError, match=f"{paths[13].name}: cannot read image for id '13'"):
-            images.write_cache(tmp_path / "c.npy", paths, [p.stem for p in paths], Decoder(8, 8, gray=False),
-                               workers=workers)
+            images.write_cache(
+                tmp_path / "c.npy", paths, [p.stem for p in paths], Decoder(8, 8, gray=False), workers=workers
+            )
         assert not list(tmp_path.glob("*.npy")) and not list(tmp_path.glob(".c.npy*"))
 
 
@@ -172,10 +173,13 @@ def test_png_bytes_in_memory_decode_like_files(tmp_path):
     assert np.array_equal(dec(io.BytesIO(buf.getvalue()), "a"), dec(tmp_path / "a.png", "a"))
 
 
-@pytest.mark.parametrize("values, expected", [
-    ([0.0, 0.5, 1.0], [0, 128, 255]),  # in [0, 1]: the usual float convention
-    ([0.0, 257.0, 65535.0], [0, 1, 255]),  # beyond 1: the 16-bit range
-])
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        ([0.0, 0.5, 1.0], [0, 128, 255]),  # in [0, 1]: the usual float convention
+        ([0.0, 257.0, 65535.0], [0, 1, 255]),  # beyond 1: the 16-bit range
+    ],
+)
 def test_float_images_are_scaled_by_their_range(tmp_path, values, expected):
     Image.fromarray(np.array([values], dtype=np.float32).repeat(3, axis=0), "F").save(tmp_path / "depth.tiff")
     assert Image.open(tmp_path / "depth.tiff").mode == "F"

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from kagglecv.kaggle.leaderboard import append_leaderboard
 from kagglecv.core.secrets import redact
+from kagglecv.kaggle.leaderboard import append_leaderboard
 
 from helpers import REPO, competition_zip, error_line, make_zip, run_kaggle_cli, stub_secrets
 from kaggle_stub import KaggleStub
@@ -27,13 +27,15 @@ KAGGLE_CLI = Path(sys.executable).parent / "kaggle"
 
 @pytest.fixture
 def stub():
-    with KaggleStub({
-        "digits": competition_zip(),
-        "digits-top": competition_zip(top_folder=True),
-        "cactus": competition_zip(),
-        "evil": make_zip({"ok.csv": b"id\n", "../evil.txt": b"pwned"}),
-        "evil-nested": make_zip({"ok.csv": b"id\n", "train.zip": make_zip({"../../evil.txt": b"pwned"})}),
-    }) as s:
+    with KaggleStub(
+        {
+            "digits": competition_zip(),
+            "digits-top": competition_zip(top_folder=True),
+            "cactus": competition_zip(),
+            "evil": make_zip({"ok.csv": b"id\n", "../evil.txt": b"pwned"}),
+            "evil-nested": make_zip({"ok.csv": b"id\n", "train.zip": make_zip({"../../evil.txt": b"pwned"})}),
+        }
+    ) as s:
         s.code_competitions.add("cactus")
         yield s
 
@@ -41,12 +43,16 @@ def stub():
 # ---------------------------------------------------------------- download
 
 
-
-
 @pytest.mark.kaggle
-@pytest.mark.parametrize("creds, competition", [
-    ("env", "digits"), ("file", "digits"), ("token", "digits"), ("env", "digits-top"),
-])
+@pytest.mark.parametrize(
+    "creds, competition",
+    [
+        ("env", "digits"),
+        ("file", "digits"),
+        ("token", "digits"),
+        ("env", "digits-top"),
+    ],
+)
 def test_download_unpacks_nested_zip(stub, tmp_path, creds, competition):
     dest = tmp_path / "data" / "kaggle" / "digits"
     r = run_kaggle_cli(stub, tmp_path, "download", competition, str(dest), creds=creds)
@@ -117,8 +123,24 @@ def test_server_error_retried_then_fails(stub, tmp_path):
 def test_network_down_retried_then_fails(stub, tmp_path):
     env = stub.env(tmp_path / "home") | {"PYTHONPATH": str(REPO)}
     stub.stop()  # nothing listens on the proxy port any more
-    r = subprocess.run([sys.executable, "-m", "kagglecv", "download", "digits", str(tmp_path / "d"),
-                        "--retries", "1", "--backoff", "0.1"], env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kagglecv",
+            "download",
+            "digits",
+            str(tmp_path / "d"),
+            "--retries",
+            "1",
+            "--backoff",
+            "0.1",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     line = error_line(r)
     assert "failed after 2 attempt(s)" in line and "network is unavailable" in line
     assert stub.key not in r.stdout + r.stderr
@@ -168,8 +190,21 @@ def fraction_of_ones(competition: str, data: bytes) -> float:
 def test_submit_reads_score_after_pending_polls(stub, tmp_path, submission):
     stub.score_fn, stub.pending_polls = fraction_of_ones, 2
     board = tmp_path / "results" / "leaderboard.csv"
-    r = run_kaggle_cli(stub, tmp_path, "submit", "digits", str(submission), "-m", "fold ensemble v1",
-                      "--poll-interval", "0.05", "--leaderboard", str(board), "--cv", "0.8")
+    r = run_kaggle_cli(
+        stub,
+        tmp_path,
+        "submit",
+        "digits",
+        str(submission),
+        "-m",
+        "fold ensemble v1",
+        "--poll-interval",
+        "0.05",
+        "--leaderboard",
+        str(board),
+        "--cv",
+        "0.8",
+    )
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert result["status"] == "COMPLETE" and result["public_score"] == 0.75
@@ -178,7 +213,8 @@ def test_submit_reads_score_after_pending_polls(stub, tmp_path, submission):
     assert stub.calls("ListSubmissions") == 1 + 3  # before submitting, then 2 pending polls and the score
     rows = list(csv.DictReader(board.open()))
     assert [(r["competition"], r["message"], r["cv"], r["public_score"]) for r in rows] == [
-        ("digits", "fold ensemble v1", "0.8", "0.75")]
+        ("digits", "fold ensemble v1", "0.8", "0.75")
+    ]
     assert not any(s in board.read_text() for s in stub_secrets(stub))
 
 
@@ -186,11 +222,15 @@ def test_submit_reads_score_after_pending_polls(stub, tmp_path, submission):
 def test_upload_failure_detected_although_client_exits_0(stub, tmp_path, submission):
     stub.fail["upload"] = True
     # The behaviour being guarded against: the official CLI reports success through its exit code.
-    cli = run_kaggle_cli(stub, tmp_path, cmd=[str(KAGGLE_CLI), "competitions", "submit", "-c", "digits",
-                                             "-f", str(submission), "-m", "x"])
+    cli = run_kaggle_cli(
+        stub,
+        tmp_path,
+        cmd=[str(KAGGLE_CLI), "competitions", "submit", "-c", "digits", "-f", str(submission), "-m", "x"],
+    )
     assert cli.returncode == 0 and "Could not submit to competition" in cli.stdout
-    line = error_line(run_kaggle_cli(stub, tmp_path, "submit", "digits", str(submission), "-m", "x",
-                                    "--poll-interval", "0.05"))
+    line = error_line(
+        run_kaggle_cli(stub, tmp_path, "submit", "digits", str(submission), "-m", "x", "--poll-interval", "0.05")
+    )
     assert "did not record the submission" in line
     assert stub.submissions == []
 
@@ -203,10 +243,13 @@ def test_code_competition_refused_with_kernel_instructions(stub, tmp_path, submi
 
 
 @pytest.mark.kaggle
-@pytest.mark.parametrize("status, expected", [
-    (403, "https://www.kaggle.com/competitions/digits/rules"),
-    (500, "check `kaggle competitions submissions -c digits` before resubmitting"),
-])
+@pytest.mark.parametrize(
+    "status, expected",
+    [
+        (403, "https://www.kaggle.com/competitions/digits/rules"),
+        (500, "check `kaggle competitions submissions -c digits` before resubmitting"),
+    ],
+)
 def test_submit_errors(stub, tmp_path, submission, status, expected):
     stub.fail["submit"] = status
     assert expected in error_line(run_kaggle_cli(stub, tmp_path, "submit", "digits", str(submission), "-m", "x"))
@@ -216,8 +259,21 @@ def test_submit_errors(stub, tmp_path, submission, status, expected):
 @pytest.mark.kaggle
 def test_submit_timeout_says_submission_was_made(stub, tmp_path, submission):
     stub.pending_polls = 10**6
-    line = error_line(run_kaggle_cli(stub, tmp_path, "submit", "digits", str(submission), "-m", "x",
-                                    "--poll-interval", "0.05", "--timeout", "0.3"))
+    line = error_line(
+        run_kaggle_cli(
+            stub,
+            tmp_path,
+            "submit",
+            "digits",
+            str(submission),
+            "-m",
+            "x",
+            "--poll-interval",
+            "0.05",
+            "--timeout",
+            "0.3",
+        )
+    )
     assert "was made" in line and "kaggle competitions submissions -c digits" in line
     assert len(stub.submissions) == 1
 
@@ -226,9 +282,11 @@ def test_submit_timeout_says_submission_was_made(stub, tmp_path, submission):
 def test_scoring_error_reported(stub, tmp_path, submission):
     def bad_columns(competition, data):
         raise ValueError("Submission must have columns ImageId,Label")
+
     stub.score_fn = bad_columns
-    line = error_line(run_kaggle_cli(stub, tmp_path, "submit", "digits", str(submission), "-m", "x",
-                                    "--poll-interval", "0.05"))
+    line = error_line(
+        run_kaggle_cli(stub, tmp_path, "submit", "digits", str(submission), "-m", "x", "--poll-interval", "0.05")
+    )
     assert "could not score" in line and "must have columns" in line
 
 
@@ -256,12 +314,33 @@ def test_redact(fake_creds):
 def test_append_leaderboard(fake_creds, tmp_path):
     board = tmp_path / "results" / "leaderboard.csv"
     append_leaderboard(board, {"competition": "digits", "message": "v1", "cv": 0.9, "public_score": 0.91, "ref": 1})
-    append_leaderboard(board, {"competition": "digits", "message": "oops secretkey123", "cv": 0.95,
-                               "public_score": None, "ref": 2, "model": "convnext"})
+    append_leaderboard(
+        board,
+        {
+            "competition": "digits",
+            "message": "oops secretkey123",
+            "cv": 0.95,
+            "public_score": None,
+            "ref": 2,
+            "model": "convnext",
+        },
+    )
     rows = list(csv.DictReader(board.open()))
-    assert list(rows[0]) == ["time", "competition", "message", "cv", "public_score", "private_score", "ref", "status",
-                             "file_sha256", "model"]
+    assert list(rows[0]) == [
+        "time",
+        "competition",
+        "message",
+        "cv",
+        "public_score",
+        "private_score",
+        "ref",
+        "status",
+        "file_sha256",
+        "model",
+    ]
     assert [(r["message"], r["public_score"], r["ref"], r["model"]) for r in rows] == [
-        ("v1", "0.91", "1", ""), ("oops ***", "", "2", "convnext")]
+        ("v1", "0.91", "1", ""),
+        ("oops ***", "", "2", "convnext"),
+    ]
     assert rows[0]["time"] and "secretkey123" not in board.read_text()
     assert sorted(p.name for p in board.parent.iterdir()) == [".leaderboard.csv.lock", "leaderboard.csv"]  # no temp

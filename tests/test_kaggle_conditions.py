@@ -16,11 +16,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import REPO, competition_zip, error_line, run_kaggle_cli
-from kaggle_stub import KaggleStub
 
 from kagglecv.core.layout import Layout
 from kagglecv.kaggle.client import backoff_delay, retry_after
+
+from helpers import REPO, competition_zip, error_line, run_kaggle_cli
+from kaggle_stub import KaggleStub
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
@@ -39,24 +40,24 @@ def tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-
-
-
-
 @pytest.fixture
 def stub():
     with KaggleStub({"digits": competition_zip()}) as s:
         yield s
 
+
 # ---------------------------------------------------------------- Kaggle under real conditions
 
 
 @pytest.mark.kaggle
-@pytest.mark.parametrize("op, args", [
-    ("download", ["download", "digits", "D", "--retries", "1", "--backoff", "0.05"]),
-    ("blob", ["download", "digits", "D", "--retries", "1", "--backoff", "0.05"]),
-    ("submissions", ["submit", "digits", "S", "-m", "x", "--poll-interval", "0.05"]),
-])
+@pytest.mark.parametrize(
+    "op, args",
+    [
+        ("download", ["download", "digits", "D", "--retries", "1", "--backoff", "0.05"]),
+        ("blob", ["download", "digits", "D", "--retries", "1", "--backoff", "0.05"]),
+        ("submissions", ["submit", "digits", "S", "-m", "x", "--poll-interval", "0.05"]),
+    ],
+)
 def test_http_calls_time_out(stub, tmp_path, op, args):
     (tmp_path / "S").write_text("id,label\n1,0\n")
     stub.delay[op] = 60  # the server accepts the connection and never answers
@@ -121,8 +122,10 @@ def test_pending_submission_recorded_then_resumed(stub, tmp_path, stall):
     L.root.mkdir(parents=True)
     sub.write_text("id,label\n1,0\n")
     scores.write_text(json.dumps({"metric": "accuracy", "ensemble": {"cv": 0.9, "method": "mean"}}))
-    board.write_text("time,competition,message,cv,public_score,private_score,ref\n"  # a file from before `status`
-                     "2024-01-01T00:00:00+00:00,digits,old,0.8,0.81,,7\n")
+    board.write_text(
+        "time,competition,message,cv,public_score,private_score,ref\n"  # a file from before `status`
+        "2024-01-01T00:00:00+00:00,digits,old,0.8,0.81,,7\n"
+    )
     if stall == "not scored in time":
         stub.pending_polls = 10**6
     else:  # the listings after the upload answer 429 (Retry-After: 0) until the retries run out
@@ -151,8 +154,21 @@ def test_kaggle_cli_still_writes_leaderboard_row(stub, tmp_path):
     """The command line records the status and the file's hash too (what resuming matches on)."""
     submission, board = tmp_path / "s.csv", tmp_path / "leaderboard.csv"
     submission.write_text("id,label\n1,1\n")
-    r = run_kaggle_cli(stub, tmp_path, "submit", "digits", str(submission), "-m", "x", "--poll-interval", "0.05",
-                      "--leaderboard", str(board), "--cv", "0.5")
+    r = run_kaggle_cli(
+        stub,
+        tmp_path,
+        "submit",
+        "digits",
+        str(submission),
+        "-m",
+        "x",
+        "--poll-interval",
+        "0.05",
+        "--leaderboard",
+        str(board),
+        "--cv",
+        "0.5",
+    )
     assert r.returncode == 0, r.stderr
     (row,) = csv.DictReader(board.open())
     assert row["status"] == "COMPLETE" and row["public_score"] == "0.5"

@@ -40,8 +40,14 @@ def client_env(stub: KaggleStub, tmp_path: Path) -> dict[str, str]:
 
 
 def kaggle(stub: KaggleStub, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    r = subprocess.run([str(KAGGLE_CLI), *args], env=client_env(stub, tmp_path), cwd=tmp_path,
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [str(KAGGLE_CLI), *args],
+        env=client_env(stub, tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     for secret in stub_secrets(stub):
         assert secret not in r.stdout + r.stderr
     return r
@@ -49,10 +55,17 @@ def kaggle(stub: KaggleStub, tmp_path: Path, *args: str) -> subprocess.Completed
 
 def api(stub: KaggleStub, tmp_path: Path, code: str) -> subprocess.CompletedProcess:
     """Python code run with `api` = an authenticated KaggleApi."""
-    prelude = ("import json\nfrom kaggle.api.kaggle_api_extended import KaggleApi\n"
-               "api = KaggleApi()\napi.authenticate()\n")
-    return subprocess.run([sys.executable, "-c", prelude + code], env=client_env(stub, tmp_path), cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)
+    prelude = (
+        "import json\nfrom kaggle.api.kaggle_api_extended import KaggleApi\napi = KaggleApi()\napi.authenticate()\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", prelude + code],
+        env=client_env(stub, tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def dataset_folder(root: Path, ref: str = DATASET, *, marker: str = "v1") -> Path:
@@ -62,18 +75,32 @@ def dataset_folder(root: Path, ref: str = DATASET, *, marker: str = "v1") -> Pat
     (root / "notes.txt").write_text(f"notes {marker}\n")
     (root / "wheels" / "pkg-1.0-py3-none-any.whl").write_bytes(b"PK-not-really-a-wheel")
     (root / "wheels" / "extra" / "label.txt").write_text("1\n")
-    (root / "dataset-metadata.json").write_text(json.dumps(
-        {"title": "Cactus wheels", "id": ref, "licenses": [{"name": "CC0-1.0"}]}))
+    (root / "dataset-metadata.json").write_text(
+        json.dumps({"title": "Cactus wheels", "id": ref, "licenses": [{"name": "CC0-1.0"}]})
+    )
     return root
 
 
 def kernel_folder(root: Path, code: str, ref: str = KERNEL, **meta) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "main.py").write_text(code)
-    (root / "kernel-metadata.json").write_text(json.dumps({
-        "id": ref, "title": ref.split("/")[1].replace("-", " "), "code_file": "main.py", "language": "python",
-        "kernel_type": "script", "is_private": True, "enable_gpu": False, "enable_internet": False,
-        "dataset_sources": [], "competition_sources": ["cactus"], **meta}))
+    (root / "kernel-metadata.json").write_text(
+        json.dumps(
+            {
+                "id": ref,
+                "title": ref.split("/")[1].replace("-", " "),
+                "code_file": "main.py",
+                "language": "python",
+                "kernel_type": "script",
+                "is_private": True,
+                "enable_gpu": False,
+                "enable_internet": False,
+                "dataset_sources": [],
+                "competition_sources": ["cactus"],
+                **meta,
+            }
+        )
+    )
     return root
 
 
@@ -125,8 +152,10 @@ def test_dataset_create_status_version(stub, tmp_path):
     assert r.returncode == 0 and "Your private Dataset is being created" in r.stdout, r.stdout + r.stderr
     # The folder went up as wheels.zip and is a folder again on the server; the metadata file is not uploaded.
     assert stub.datasets[DATASET]["versions"][0]["files"] == {
-        "notes.txt": b"notes v1\n", "wheels/pkg-1.0-py3-none-any.whl": b"PK-not-really-a-wheel",
-        "wheels/extra/label.txt": b"1\n"}
+        "notes.txt": b"notes v1\n",
+        "wheels/pkg-1.0-py3-none-any.whl": b"PK-not-really-a-wheel",
+        "wheels/extra/label.txt": b"1\n",
+    }
     assert stub.calls("StartBlobUpload") == 2 and stub.calls("CreateDataset") == 1
     assert kaggle(stub, tmp_path, "datasets", "status", DATASET).stdout.strip() == "ready"
 
@@ -175,13 +204,17 @@ def test_dataset_errors_are_printed_with_exit_0(stub, tmp_path):
 @pytest.mark.kaggle
 def test_kernel_runs_on_inputs_and_its_output_is_code_submitted(stub, tmp_path):
     stub.score_fn = fraction_of_ones
-    assert kaggle(stub, tmp_path, "datasets", "create", "-p", str(dataset_folder(tmp_path / "ds")),
-                  "-r", "zip").returncode == 0
+    assert (
+        kaggle(stub, tmp_path, "datasets", "create", "-p", str(dataset_folder(tmp_path / "ds")), "-r", "zip").returncode
+        == 0
+    )
     kdir = kernel_folder(tmp_path / "kernel", GOOD_KERNEL, dataset_sources=[DATASET])
     r = kaggle(stub, tmp_path, "kernels", "push", "-p", str(kdir))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert f"Kernel version 1 successfully pushed.  Please check progress at https://www.kaggle.com/code/{KERNEL}" \
+    assert (
+        f"Kernel version 1 successfully pushed.  Please check progress at https://www.kaggle.com/code/{KERNEL}"
         in r.stdout
+    )
     push = stub.pushes[-1]
     assert (push["slug"], push["language"], push["kernelType"]) == (KERNEL, "python", "script")
     assert push["competitionDataSources"] == ["cactus"] and push["datasetDataSources"] == [DATASET]
@@ -200,17 +233,36 @@ def test_kernel_runs_on_inputs_and_its_output_is_code_submitted(stub, tmp_path):
     assert "inputs: ['cactus', 'cactus-wheels'] rows: 2" in log and "offline: [Errno 111] Connection refused" in log
     assert sorted(p.name for p in out.iterdir()) == ["cactus-kernel.log", "submission.csv"]
 
-    r = kaggle(stub, tmp_path, "competitions", "submit", "-c", "cactus", "-k", KERNEL, "-v", "1",
-               "-f", "submission.csv", "-m", "kernel v1")
+    r = kaggle(
+        stub,
+        tmp_path,
+        "competitions",
+        "submit",
+        "-c",
+        "cactus",
+        "-k",
+        KERNEL,
+        "-v",
+        "1",
+        "-f",
+        "submission.csv",
+        "-m",
+        "kernel v1",
+    )
     assert r.returncode == 0 and "Successfully submitted to cactus" in r.stdout, r.stdout + r.stderr
     [sub] = stub.submissions
     assert (sub["data"], sub["fileName"], sub["kernel"], sub["kernelVersion"]) == (
-        EXPECTED_SUBMISSION, "submission.csv", KERNEL, 1)
+        EXPECTED_SUBMISSION,
+        "submission.csv",
+        KERNEL,
+        1,
+    )
     r = kaggle(stub, tmp_path, "competitions", "submissions", "-c", "cactus")
     assert r.returncode == 0 and "kernel v1" in r.stdout and "COMPLETE" in r.stdout and "1.00000" in r.stdout
     # File submissions stay refused for a code competition.
-    r = kaggle(stub, tmp_path, "competitions", "submit", "-c", "cactus", "-f", str(out / "submission.csv"),
-               "-m", "file")
+    r = kaggle(
+        stub, tmp_path, "competitions", "submit", "-c", "cactus", "-f", str(out / "submission.csv"), "-m", "file"
+    )
     assert r.returncode == 1 and "only accepts submissions from notebooks" in r.stderr
     assert len(stub.submissions) == 1
 
@@ -230,8 +282,22 @@ def test_kernel_error_then_fixed_version(stub, tmp_path):
     assert "before the crash" in log and "Traceback (most recent call last)" in log and "boom from the kernel" in log
     assert not (out / "submission.csv").exists()
 
-    r = kaggle(stub, tmp_path, "competitions", "submit", "-c", "cactus", "-k", KERNEL, "-v", "1",
-               "-f", "submission.csv", "-m", "broken")
+    r = kaggle(
+        stub,
+        tmp_path,
+        "competitions",
+        "submit",
+        "-c",
+        "cactus",
+        "-k",
+        KERNEL,
+        "-v",
+        "1",
+        "-f",
+        "submission.csv",
+        "-m",
+        "broken",
+    )
     assert r.returncode == 1 and "did not run successfully (status ERROR)" in r.stderr
     assert stub.submissions == []
 
@@ -239,8 +305,22 @@ def test_kernel_error_then_fixed_version(stub, tmp_path):
     assert "Kernel version 2 successfully pushed" in kaggle(stub, tmp_path, "kernels", "push", "-p", str(kdir)).stdout
     assert "KernelWorkerStatus.COMPLETE" in wait_status(stub, tmp_path)[-1]
     assert [v["status"] for v in stub.kernels[KERNEL]["versions"]] == ["ERROR", "COMPLETE"]
-    r = kaggle(stub, tmp_path, "competitions", "submit", "-c", "cactus", "-k", KERNEL, "-v", "2",
-               "-f", "submission.csv", "-m", "fixed")
+    r = kaggle(
+        stub,
+        tmp_path,
+        "competitions",
+        "submit",
+        "-c",
+        "cactus",
+        "-k",
+        KERNEL,
+        "-v",
+        "2",
+        "-f",
+        "submission.csv",
+        "-m",
+        "fixed",
+    )
     assert r.returncode == 0, r.stderr
     assert [s["data"] for s in stub.submissions] == [b"id,label\na.jpg,1\n"]
 
@@ -258,8 +338,22 @@ def test_code_submission_refusals(stub, tmp_path):
     assert stub.wait_for_kernels(10)
 
     def submit(kernel: str, version: str, file_name: str = "submission.csv") -> subprocess.CompletedProcess:
-        return kaggle(stub, tmp_path, "competitions", "submit", "-c", "cactus", "-k", kernel, "-v", version,
-                      "-f", file_name, "-m", "x")
+        return kaggle(
+            stub,
+            tmp_path,
+            "competitions",
+            "submit",
+            "-c",
+            "cactus",
+            "-k",
+            kernel,
+            "-v",
+            version,
+            "-f",
+            file_name,
+            "-m",
+            "x",
+        )
 
     for args, expected in [
         ((f"{OWNER}/no-such-kernel", "1"), "Notebook tester/no-such-kernel not found"),
@@ -272,8 +366,22 @@ def test_code_submission_refusals(stub, tmp_path):
         assert r.returncode == 1 and expected in r.stderr, (args, r.stdout, r.stderr)
     assert stub.submissions == []
     # Internet access only matters for a code competition.
-    r = kaggle(stub, tmp_path, "competitions", "submit", "-c", "digits", "-k", f"{OWNER}/digits-kernel", "-v", "1",
-               "-f", "submission.csv", "-m", "ok")
+    r = kaggle(
+        stub,
+        tmp_path,
+        "competitions",
+        "submit",
+        "-c",
+        "digits",
+        "-k",
+        f"{OWNER}/digits-kernel",
+        "-v",
+        "1",
+        "-f",
+        "submission.csv",
+        "-m",
+        "ok",
+    )
     assert r.returncode == 0 and [s["competition"] for s in stub.submissions] == ["digits"], r.stderr
     assert submit(KERNEL, "1").returncode == 0 and len(stub.submissions) == 2
 
@@ -300,14 +408,27 @@ def test_running_timeout_and_forced_error(stub, tmp_path):
 
 @pytest.mark.kaggle
 def test_output_pages_subfolders_and_notebooks(stub, tmp_path):
-    notebook = {"cells": [
-        {"cell_type": "markdown", "source": ["# not code"]},
-        {"cell_type": "code", "source": ["%matplotlib inline\n", "import os\n",
-                                         "for i in range(25):\n", "    os.makedirs('preds', exist_ok=True)\n",
-                                         "    open(f'preds/p{i:02d}.csv', 'w').write(str(i))\n"],
-         "outputs": [], "execution_count": None},
-        {"cell_type": "code", "source": "print('done:', len(os.listdir('preds')))", "outputs": []}],
-        "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    notebook = {
+        "cells": [
+            {"cell_type": "markdown", "source": ["# not code"]},
+            {
+                "cell_type": "code",
+                "source": [
+                    "%matplotlib inline\n",
+                    "import os\n",
+                    "for i in range(25):\n",
+                    "    os.makedirs('preds', exist_ok=True)\n",
+                    "    open(f'preds/p{i:02d}.csv', 'w').write(str(i))\n",
+                ],
+                "outputs": [],
+                "execution_count": None,
+            },
+            {"cell_type": "code", "source": "print('done:', len(os.listdir('preds')))", "outputs": []},
+        ],
+        "metadata": {},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
     kdir = tmp_path / "nb"
     kernel_folder(kdir, "", kernel_type="notebook", code_file="main.ipynb")
     (kdir / "main.ipynb").write_text(json.dumps(notebook))
@@ -324,12 +445,18 @@ def test_output_pages_subfolders_and_notebooks(stub, tmp_path):
 
 @pytest.mark.kaggle
 def test_competitions_list_kernels_only(stub, tmp_path):
-    r = api(stub, tmp_path, "print(json.dumps([[c.ref, c.title, c.is_kernels_submissions_only]\n"
-                            "    for s in ('cact', 'DIG', 'nothing')\n"
-                            "    for c in api.competitions_list(search=s).competitions]))")
+    r = api(
+        stub,
+        tmp_path,
+        "print(json.dumps([[c.ref, c.title, c.is_kernels_submissions_only]\n"
+        "    for s in ('cact', 'DIG', 'nothing')\n"
+        "    for c in api.competitions_list(search=s).competitions]))",
+    )
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout) == [["https://www.kaggle.com/competitions/cactus", "Cactus", True],
-                                    ["https://www.kaggle.com/competitions/digits", "Digits", False]]
+    assert json.loads(r.stdout) == [
+        ["https://www.kaggle.com/competitions/cactus", "Cactus", True],
+        ["https://www.kaggle.com/competitions/digits", "Digits", False],
+    ]
     r = kaggle(stub, tmp_path, "competitions", "list", "-s", "cactus")
     assert r.returncode == 0 and "https://www.kaggle.com/competitions/cactus" in r.stdout and "digits" not in r.stdout
 
@@ -343,10 +470,33 @@ def test_credentials_without_rights(stub, tmp_path):
     r = kaggle(stub, tmp_path, "kernels", "push", "-p", str(kernel_folder(tmp_path / "k", GOOD_KERNEL)))
     assert r.returncode == 1 and rules in r.stderr
     assert stub.kernels == {} and len(stub.pushes) == 1
-    stub.kernels[KERNEL] = {"versions": [{"number": 1, "ref": KERNEL, "status": "COMPLETE", "outputs": {
-        "submission.csv": b"id,label\n"}, "metadata": {"competitionDataSources": ["cactus"]}}]}
-    r = kaggle(stub, tmp_path, "competitions", "submit", "-c", "cactus", "-k", KERNEL, "-v", "1",
-               "-f", "submission.csv", "-m", "x")
+    stub.kernels[KERNEL] = {
+        "versions": [
+            {
+                "number": 1,
+                "ref": KERNEL,
+                "status": "COMPLETE",
+                "outputs": {"submission.csv": b"id,label\n"},
+                "metadata": {"competitionDataSources": ["cactus"]},
+            }
+        ]
+    }
+    r = kaggle(
+        stub,
+        tmp_path,
+        "competitions",
+        "submit",
+        "-c",
+        "cactus",
+        "-k",
+        KERNEL,
+        "-v",
+        "1",
+        "-f",
+        "submission.csv",
+        "-m",
+        "x",
+    )
     assert r.returncode == 1 and rules in r.stderr and stub.submissions == []
     # Other competitions are unaffected.
     assert kaggle(stub, tmp_path, "competitions", "files", "-c", "digits").returncode == 0

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from helpers import (
     REPO,
     dry_run,
@@ -69,7 +70,7 @@ def hidden_rerun(wd: Path, res: Path, truncated: int, times: int = 5) -> tuple[P
                 ids.append(f"h{k}{Path(name).stem}")
                 Image.fromarray(np.ascontiguousarray(views[k](pixels))).save(comp / "test" / f"{ids[-1]}.png")
     ids = [str(i) for i in np.random.default_rng(5).permutation(ids)]
-    cut = ids[3:3 + truncated]
+    cut = ids[3 : 3 + truncated]
     for i in ids:
         data = (comp / "test" / f"{i}.png").read_bytes()
         if i in cut:
@@ -93,8 +94,14 @@ def kaggle_input(wd: Path, dataset_dir: Path, slug: str) -> Path:
 def run_kernel(wd: Path, kernel_dir: Path, inp: Path, working: Path, **env) -> subprocess.CompletedProcess:
     meta = json.loads((kernel_dir / "kernel-metadata.json").read_text())
     full = {**os.environ, "KAGGLE_INPUT": str(inp), "KAGGLE_WORKING": str(working), **env}
-    return subprocess.run([sys.executable, str(kernel_dir / meta["code_file"])], cwd=wd, env=full,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(kernel_dir / meta["code_file"])],
+        cwd=wd,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.mark.workflow
@@ -196,9 +203,14 @@ def test_kernel_refuses_more_unreadable_images_than_allowed(run, tmp_path):
     inp, ids, readable, cut = hidden_rerun(wd, res, truncated=4)  # 4 of 60 > kaggle.max_bad_test_images 0.05
     r = run_kernel(wd, res / "kernel", inp, tmp_path / "working")
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert r.stderr.strip().splitlines()[-1].startswith(
-        "ERROR: kernel: 4 of 60 test images have no readable image, more than kaggle.max_bad_test_images (0.05 of "
-        "the rows)")
+    assert (
+        r.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            "ERROR: kernel: 4 of 60 test images have no readable image, more than kaggle.max_bad_test_images (0.05 of "
+            "the rows)"
+        )
+    )
     assert not (tmp_path / "working" / "submission.csv").exists()
 
 
@@ -299,7 +311,7 @@ def test_slugs_fit_kaggle():
 
 def test_dataset_above_the_size_limit_is_refused(tmp_path):
     from kagglecv.core.errors import InputError
-    from kagglecv.kaggle.kernel import check_size
+    from kagglecv.kaggle.kernel_dataset import check_size
 
     (tmp_path / "w.bin").write_bytes(b"\0" * 2048)
     assert check_size(tmp_path, 4096) == 2048
@@ -308,7 +320,7 @@ def test_dataset_above_the_size_limit_is_refused(tmp_path):
 
 
 def test_wheel_builds_from_the_checkout_without_touching_it(tmp_path):
-    from kagglecv.kaggle.kernel import build_wheel
+    from kagglecv.kaggle.kernel_dataset import build_wheel
 
     before = sorted(p.name for p in REPO.iterdir())
     wheel = build_wheel(REPO, tmp_path)
@@ -334,9 +346,25 @@ def test_tta_views_are_seeded_per_image_not_by_order(on_device):
     perm = rng.permutation(20)
 
     def views(batch_size, rows=None, per_image=True, workers=0):
-        return torch.cat([x for x, _ in data.make_batches(
-            cache, None, dc, torch.device("cpu"), augment="fastai", shuffle=False, batch_size=batch_size, seed=7,
-            on_device=on_device, rows=rows, num_workers=workers, per_image=per_image)])
+        return torch.cat(
+            [
+                x
+                for x, _ in data.make_batches(
+                    cache,
+                    None,
+                    dc,
+                    torch.device("cpu"),
+                    augment="fastai",
+                    shuffle=False,
+                    batch_size=batch_size,
+                    seed=7,
+                    on_device=on_device,
+                    rows=rows,
+                    num_workers=workers,
+                    per_image=per_image,
+                )
+            ]
+        )
 
     plain = views(8)
     assert torch.equal(plain[perm], views(5, perm))
@@ -352,16 +380,20 @@ def test_fitted_ensembles_round_trip_through_json_exactly():
     from kagglecv.scoring import blend
 
     rng = np.random.default_rng(0)
-    cases = [("multiclass", "log_loss", rng.integers(0, 3, 120), lambda: rng.dirichlet([1, 1, 1], 120)),
-             ("binary", "roc_auc", rng.integers(0, 2, 120), lambda: rng.dirichlet([1, 1], 120)),
-             ("multilabel", "mean_column_auc", (rng.random((120, 3)) < 0.3).astype(int), lambda: rng.random((120, 3))),
-             ("regression", "rmse", rng.random(120) * 10, lambda: rng.random((120, 1)) * 10)]
+    cases = [
+        ("multiclass", "log_loss", rng.integers(0, 3, 120), lambda: rng.dirichlet([1, 1, 1], 120)),
+        ("binary", "roc_auc", rng.integers(0, 2, 120), lambda: rng.dirichlet([1, 1], 120)),
+        ("multilabel", "mean_column_auc", (rng.random((120, 3)) < 0.3).astype(int), lambda: rng.random((120, 3))),
+        ("regression", "rmse", rng.random(120) * 10, lambda: rng.random((120, 1)) * 10),
+    ]
     for kind, metric, y, make in cases:
         oofs = [make(), make()]
         for method, params in blend.fit_all(oofs, y, metric, kind=kind).items():
             back = blend.from_json(json.loads(json.dumps(blend.to_json(params))))
-            assert np.array_equal(blend.apply(method, oofs, params, kind), blend.apply(method, oofs, back, kind)), \
-                (kind, method)
+            assert np.array_equal(blend.apply(method, oofs, params, kind), blend.apply(method, oofs, back, kind)), (
+                kind,
+                method,
+            )
 
 
 @pytest.fixture(scope="module")
@@ -374,14 +406,23 @@ def bare_python(tmp_path_factory):
     if made.returncode != 0:
         pytest.skip(f"cannot create a venv with pip here: {made.stderr.strip()[-200:]}")
     py = env_dir / "bin" / "python"
-    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    purelib = subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     # our site-packages as a plain path entry: torch, timm, pandas import; its .pth files (the editable
     # kagglecv) are not processed, so kagglecv is missing
     Path(purelib, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    missing = subprocess.run([str(py), "-c", "import importlib.util as u, torch; print(u.find_spec('kagglecv'))"],
-                             capture_output=True, text=True, env=clean, cwd=env_dir)
+    missing = subprocess.run(
+        [str(py), "-c", "import importlib.util as u, torch; print(u.find_spec('kagglecv'))"],
+        capture_output=True,
+        text=True,
+        env=clean,
+        cwd=env_dir,
+    )
     assert missing.stdout.strip() == "None", missing.stderr[-2000:]
     proxy = "http://127.0.0.1:9"  # internet off: anything that tries the network fails at once
     return py, {**clean, "HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "PIP_NO_INDEX": "1"}
@@ -390,12 +431,18 @@ def bare_python(tmp_path_factory):
 def run_bare(bare_python, res: Path, inp: Path, working: Path) -> subprocess.CompletedProcess:
     """The kernel in `bare_python`, kagglecv missing (as a run before may have installed it)."""
     py, env = bare_python
-    subprocess.run([str(py), "-m", "pip", "uninstall", "--quiet", "--yes", "kagglecv"], env=env, capture_output=True,
-                   check=True)
+    subprocess.run(
+        [str(py), "-m", "pip", "uninstall", "--quiet", "--yes", "kagglecv"], env=env, capture_output=True, check=True
+    )
     meta = json.loads((res / "kernel" / "kernel-metadata.json").read_text())
-    return subprocess.run([str(py), str(res / "kernel" / meta["code_file"])], cwd=working.parent,
-                          capture_output=True, text=True, timeout=600,
-                          env={**env, "KAGGLE_INPUT": str(inp), "KAGGLE_WORKING": str(working)})
+    return subprocess.run(
+        [str(py), str(res / "kernel" / meta["code_file"])],
+        cwd=working.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**env, "KAGGLE_INPUT": str(inp), "KAGGLE_WORKING": str(working)},
+    )
 
 
 @pytest.mark.workflow
@@ -406,8 +453,13 @@ def test_kernel_installs_its_wheel_offline_when_kagglecv_is_missing(run, bare_py
     slug = json.loads((res / "kernel-dataset" / "dataset-metadata.json").read_text())["id"].split("/")[1]
     r = run_bare(bare_python, res, kaggle_input(wd, res / "kernel-dataset", slug), tmp_path / "working")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    where = subprocess.run([str(bare_python[0]), "-c", "import kagglecv; print(kagglecv.__file__)"],
-                           capture_output=True, text=True, env=bare_python[1], cwd=tmp_path).stdout
+    where = subprocess.run(
+        [str(bare_python[0]), "-c", "import kagglecv; print(kagglecv.__file__)"],
+        capture_output=True,
+        text=True,
+        env=bare_python[1],
+        cwd=tmp_path,
+    ).stdout
     assert str(bare_python[0].parents[1]) in where  # installed from the wheel into the venv
     assert (tmp_path / "working" / "submission.csv").read_bytes() == (res / "submission.csv").read_bytes()
 
@@ -425,7 +477,8 @@ def test_kernel_dataset_without_its_wheels_folder_says_how_to_upload_it(run, bar
     assert r.stderr.strip().splitlines()[-1] == (
         f"ERROR: {inp / slug / 'wheels'}: not found; the dataset was uploaded without its folders (the kaggle client "
         "skips them without --dir-mode): upload it again with `kaggle datasets version -p "
-        "results/tiny/kernel-dataset --dir-mode zip -m update`, or let `snakemake submit` upload it")
+        "results/tiny/kernel-dataset --dir-mode zip -m update`, or let `snakemake submit` upload it"
+    )
 
 
 def test_the_test_side_reads_alone_as_meta_json_says(tmp_path):
@@ -463,13 +516,18 @@ def test_only_what_the_manifest_lists_is_uploaded(tmp_path):
     write_json(ds / "manifest.json", {"files": {"models/m/fold0/model.pt": {}, "dataset-metadata.json": {}}})
     kernel.mkdir()
     (kernel / "kernel.py").write_text("print(1)\n")
-    write_json(kernel / "kernel-metadata.json", {"id": "someone/tiny-kagglecv", "code_file": "kernel.py",
-                                                 "dataset_sources": ["someone/tiny-kagglecv"]})
+    write_json(
+        kernel / "kernel-metadata.json",
+        {"id": "someone/tiny-kagglecv", "code_file": "kernel.py", "dataset_sources": ["someone/tiny-kagglecv"]},
+    )
     for folder in (ds, kernel, ds / "models"):
         (folder / ".snakemake_timestamp").write_text("")
     ds_copy, kernel_copy = stamp_owner(ds, kernel, "me", tmp_path / "push")
-    assert sorted(p.relative_to(ds_copy).as_posix() for p in ds_copy.rglob("*") if p.is_file()) == \
-        ["dataset-metadata.json", "manifest.json", "models/m/fold0/model.pt"]
+    assert sorted(p.relative_to(ds_copy).as_posix() for p in ds_copy.rglob("*") if p.is_file()) == [
+        "dataset-metadata.json",
+        "manifest.json",
+        "models/m/fold0/model.pt",
+    ]
     assert sorted(p.name for p in kernel_copy.iterdir()) == ["kernel-metadata.json", "kernel.py"]
     assert json.loads((kernel_copy / "kernel-metadata.json").read_text())["dataset_sources"] == ["me/tiny-kagglecv"]
 
@@ -480,9 +538,12 @@ def test_environment_check_names_the_wheel_to_ship(capsys):
 
     found = rerun.check_environment({"packages": {"numpy": np.__version__, "pandas": "1.0"}})
     assert found["numpy"] == np.__version__ and f"numpy {np.__version__}" in capsys.readouterr().out
-    with pytest.raises(InputError, match=r"^kernel: numpy .* \(tested: 999.1\), no-such-package-kcv missing \(tested: "
-                                         r"1.0\); download the wheel\(s\) \(pip download --no-deps -d wheels/ "
-                                         r"numpy==999.1 no-such-package-kcv==1.0\), list them in kaggle.kernel_wheels"):
+    with pytest.raises(
+        InputError,
+        match=r"^kernel: numpy .* \(tested: 999.1\), no-such-package-kcv missing \(tested: "
+        r"1.0\); download the wheel\(s\) \(pip download --no-deps -d wheels/ "
+        r"numpy==999.1 no-such-package-kcv==1.0\), list them in kaggle.kernel_wheels",
+    ):
         rerun.check_environment({"packages": {"numpy": "999.1", "no-such-package-kcv": "1.0"}})
     assert rerun.release("2.15.0+cu132") == (2, 15, 0) < rerun.release("2.15.1") and rerun.release("x") == ()
     assert set(rerun.tested_environment()["packages"]) == set(rerun.KERNEL_REQUIRES)
@@ -515,33 +576,49 @@ def test_rerun_projection_and_its_limit():
     from kagglecv.kaggle import rerun
 
     meta = {"n_test": 10, "decode": {"workers": 2, "images_per_s": 400.0}}
-    fold = ModelRecord(metrics={"tta_seconds": 3.0, "device": "cpu"},
-                       config={"n_valid": 20, "tta_used": "dihedral"})  # 0.1 s per image
-    other = ModelRecord(metrics={"tta_seconds": 1.5, "device": "cpu"},
-                        config={"n_valid": 20, "tta_used": "augment", "tta_n": 2})
+    fold = ModelRecord(
+        metrics={"tta_seconds": 3.0, "device": "cpu"}, config={"n_valid": 20, "tta_used": "dihedral"}
+    )  # 0.1 s per image
+    other = ModelRecord(
+        metrics={"tta_seconds": 1.5, "device": "cpu"}, config={"n_valid": 20, "tta_used": "augment", "tta_n": 2}
+    )
     folds = {"big": [fold] * 5, "small": [other] * 5}
     plan = rerun.project(folds, meta, enable_gpu=True, hidden_test_rows=10_000, speed_factor=None)
     assert plan["speed_factor"] == 0.25 and plan["decode_seconds_per_image"] == pytest.approx(2 / 400 / 4)
     assert plan["members"]["big"] == {"seconds_per_image": pytest.approx(0.5), "folds": 5, "views": 8}
     assert plan["projected_seconds"] == pytest.approx(10_000 * (2 / 400 / 4 + 0.25 * 0.75))
     rerun.check_budget(plan, limit=32400, safety=0.7)  # 1,888 s
-    with pytest.raises(InputError, match=r"^kernel: the hidden rerun would take ~0.52 h \(10,000 images x 0.189 s: "
-                                         r"decoding 0.0013 s, big 5 folds x 8 views 0.125 s, small 5 folds x 3 views "
-                                         r"0.0625 s; timed on cpu, x0.25 for a gpu kernel\), above 0.7 x kaggle.kernel"
-                                         r"_time_limit = 0.39 h; cut TTA views \(train.tta\), folds or backbones \(big "
-                                         r"costs the most\)"):
+    with pytest.raises(
+        InputError,
+        match=r"^kernel: the hidden rerun would take ~0.52 h \(10,000 images x 0.189 s: "
+        r"decoding 0.0013 s, big 5 folds x 8 views 0.125 s, small 5 folds x 3 views "
+        r"0.0625 s; timed on cpu, x0.25 for a gpu kernel\), above 0.7 x kaggle.kernel"
+        r"_time_limit = 0.39 h; cut TTA views \(train.tta\), folds or backbones \(big "
+        r"costs the most\)",
+    ):
         rerun.check_budget(plan, limit=2000, safety=0.7)
-    assert rerun.project({"big": [ModelRecord(fold.config, {"device": "cpu"})]}, meta, enable_gpu=False,
-                         hidden_test_rows=None, speed_factor=None) is None  # not timed: not projected
+    assert (
+        rerun.project(
+            {"big": [ModelRecord(fold.config, {"device": "cpu"})]},
+            meta,
+            enable_gpu=False,
+            hidden_test_rows=None,
+            speed_factor=None,
+        )
+        is None
+    )  # not timed: not projected
     same = rerun.project(folds, meta, enable_gpu=False, hidden_test_rows=None, speed_factor=None)
     assert same["speed_factor"] == 1.0 and same["rows"] == 10
 
 
-@pytest.mark.parametrize("kind, classes, labels, y, expected", [
-    ("multiclass", ["a", "b", "c"], ["a", "b", "b", "c"], [0, 1, 1, 2], [0.25, 0.5, 0.25]),
-    ("multilabel", ["x", "y"], ["x", "x y", "", "y"], [1, 2, 0, 1], [0.5, 0.5]),
-    ("regression", [], ["1.5", "2.5", "5"], [1.5, 2.5, 5.0], [3.0]),
-])
+@pytest.mark.parametrize(
+    "kind, classes, labels, y, expected",
+    [
+        ("multiclass", ["a", "b", "c"], ["a", "b", "b", "c"], [0, 1, 1, 2], [0.25, 0.5, 0.25]),
+        ("multilabel", ["x", "y"], ["x", "x y", "", "y"], [1, 2, 0, 1], [0.5, 0.5]),
+        ("regression", [], ["1.5", "2.5", "5"], [1.5, 2.5, 5.0], [3.0]),
+    ],
+)
 def test_the_training_prior_is_the_labels_frequency_or_mean(kind, classes, labels, y, expected):
     from kagglecv.core.tasks import Task
 
@@ -573,7 +650,7 @@ def test_a_kernel_dataset_that_cannot_be_complete_is_one_line(tmp_path):
     """No student to ship, a factory file gone since training, no checkout to build the wheel from."""
     from kagglecv.core.errors import InputError
     from kagglecv.core.layout import Layout
-    from kagglecv.kaggle.kernel import build_wheel, place_factory, student_scores
+    from kagglecv.kaggle.kernel_dataset import build_wheel, place_factory, student_scores
 
     L = Layout(tmp_path / "results" / "tiny")
     with pytest.raises(InputError, match="kernel_models: student needs a distilled student"):

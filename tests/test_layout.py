@@ -15,13 +15,22 @@ from kagglecv.tracking.summary import run_summary
 
 from helpers import REPO
 
-
-
 # ---------------------------------------------------------------- the results layout
 
 
-LAYOUT_NAMES = ("scores.json", "ensemble_oof.csv", "ensemble_test.csv", "folds.csv", "submission.csv",
-                "holdout.json", "leaderboard.csv", "models", "prepared", "lr_find", "predictions")
+LAYOUT_NAMES = (
+    "scores.json",
+    "ensemble_oof.csv",
+    "ensemble_test.csv",
+    "folds.csv",
+    "submission.csv",
+    "holdout.json",
+    "leaderboard.csv",
+    "models",
+    "prepared",
+    "lr_find",
+    "predictions",
+)
 
 
 def spelled_paths(path) -> list[str]:
@@ -37,8 +46,9 @@ def spelled_paths(path) -> list[str]:
     return out
 
 
-MODULES = sorted(str(p.relative_to(REPO / "kagglecv")) for p in (REPO / "kagglecv").rglob("*.py")
-                 if p.name != "layout.py")
+MODULES = sorted(
+    str(p.relative_to(REPO / "kagglecv")) for p in (REPO / "kagglecv").rglob("*.py") if p.name != "layout.py"
+)
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -51,8 +61,14 @@ def test_rules_ask_the_layout_for_paths():
     for smk in sorted((REPO / "rules").glob("*.smk")):
         code = "\n".join(line.split("#")[0] for line in smk.read_text().splitlines())
         quoted = re.findall(r'"([^"\n]*)"', code)
-        spelled = [q for q in quoted if q.startswith("results") or "{RES}" in q or "{PREP}" in q or any(
-            q.endswith(f"/{n}") for n in LAYOUT_NAMES if "." in n)]
+        spelled = [
+            q
+            for q in quoted
+            if q.startswith("results")
+            or "{RES}" in q
+            or "{PREP}" in q
+            or any(q.endswith(f"/{n}") for n in LAYOUT_NAMES if "." in n)
+        ]
         assert not spelled, f"{smk.name} spells results paths {spelled}; use L (kagglecv.core.layout.Layout)"
 
 
@@ -70,8 +86,18 @@ def test_layout_paths():
 
 def test_each_results_file_is_named_once():
     """A file of the results is spelled in kagglecv/core/layout.py and nowhere else in the library or the rules."""
-    names = {n for cls in (layout.PreparedFiles, layout.ModelFiles, layout.LrFindFiles, layout.ReportFiles,
-                           layout.KernelDatasetFiles, layout.KernelFiles) for n in cls.names(outputs_only=False).values()}
+    names = {
+        n
+        for cls in (
+            layout.PreparedFiles,
+            layout.ModelFiles,
+            layout.LrFindFiles,
+            layout.ReportFiles,
+            layout.KernelDatasetFiles,
+            layout.KernelFiles,
+        )
+        for n in cls.names(outputs_only=False).values()
+    }
     names -= {"train.csv", "test.csv", "sample_submission.csv", "wheels"}  # also the competition's own names
     for path in [*(REPO / "kagglecv").rglob("*.py"), *(REPO / "rules").glob("*.smk"), REPO / "Snakefile"]:
         if path.name == "layout.py":
@@ -87,9 +113,16 @@ def test_run_summary(tmp_path):
     L = Layout(tmp_path / "results" / "c")
     L.root.mkdir(parents=True)
     assert run_summary(L, "sqlite:///x.db") is None  # no scores: nothing to say
-    L.scores.write_text(json.dumps({
-        "metric": "accuracy", "models": {"resnet18": {"cv": 0.9, "folds": [0.89, 0.91]}},
-        "methods": {"mean": {"cv": 0.9}}, "ensemble": {"method": "mean", "cv": 0.9}}))
+    L.scores.write_text(
+        json.dumps(
+            {
+                "metric": "accuracy",
+                "models": {"resnet18": {"cv": 0.9, "folds": [0.89, 0.91]}},
+                "methods": {"mean": {"cv": 0.9}},
+                "ensemble": {"method": "mean", "cv": 0.9},
+            }
+        )
+    )
     L.holdout.write_text(json.dumps({"metric": "accuracy", "score": 0.875}))
     text = run_summary(L, "sqlite:///x.db")
     assert "resnet18" in text and "<- chosen" in text

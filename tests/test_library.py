@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import edit_zip, write_csv_images_competition
 
 from kagglecv.config.data import DataConfig
 from kagglecv.config.train import TrainConfig
@@ -20,6 +19,8 @@ from kagglecv.inference.models import build_model
 from kagglecv.inference.tta import dihedral_views, resolve_tta, tta_blend
 from kagglecv.scoring import blend, ensemble, metrics, submission
 from kagglecv.training.schedule import one_cycle
+
+from helpers import edit_zip, write_csv_images_competition
 
 
 def test_demo_competition_is_laid_out_like_kaggle(tmp_path):
@@ -53,21 +54,32 @@ def test_prepare_keeps_string_labels_and_reads_a_folder(tmp_path):
     assert meta["classes"] == ["cat", "dog"] and meta["task"] == "binary"
 
 
-@pytest.mark.parametrize("edit, expected", [
-    (lambda n, d: None if n == "train/tr003.png" else d, "train id 'tr003' has no image"),
-    (lambda n, d: b"not a png" if n == "train/tr004.png" else d, "cannot read image for id 'tr004'"),
-    # two columns beside the id, neither named for the template's target (one alone would be the labels)
-    (lambda n, d: b"id,klass,note\n" + b"".join(r + b",x\n" for r in d.splitlines()[1:]) if n == "train.csv" else d,
-     "no target column 'label'"),
-    (lambda n, d: d.replace(b"id,label", b"image,label") if n == "train.csv" else d, "no id column 'id'"),
-    (lambda n, d: None if n == "test/te002.png" else d, "test id 'te002' has no image"),
-    (lambda n, d: b"" if n == "train.csv" else d, "train.csv: the file is empty"),
-    (lambda n, d: d.decode().encode("utf-16") if n == "train.csv" else d, "train.csv: not UTF-8 text"),
-    (lambda n, d: None if n == "sample_submission.csv" else d, "no sample_submission.csv found"),
-    (lambda n, d: b"id\nte000\n" if n == "sample_submission.csv" else d, "no target column beside 'id'"),
-    (lambda n, d: b"id,label\n" + b"".join(f"tr{i:03d},0\n".encode() for i in range(24)) if n == "train.csv"
-     else d, r"only one class \('0'\) in the training labels"),
-])
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda n, d: None if n == "train/tr003.png" else d, "train id 'tr003' has no image"),
+        (lambda n, d: b"not a png" if n == "train/tr004.png" else d, "cannot read image for id 'tr004'"),
+        # two columns beside the id, neither named for the template's target (one alone would be the labels)
+        (
+            lambda n, d: (
+                b"id,klass,note\n" + b"".join(r + b",x\n" for r in d.splitlines()[1:]) if n == "train.csv" else d
+            ),
+            "no target column 'label'",
+        ),
+        (lambda n, d: d.replace(b"id,label", b"image,label") if n == "train.csv" else d, "no id column 'id'"),
+        (lambda n, d: None if n == "test/te002.png" else d, "test id 'te002' has no image"),
+        (lambda n, d: b"" if n == "train.csv" else d, "train.csv: the file is empty"),
+        (lambda n, d: d.decode().encode("utf-16") if n == "train.csv" else d, "train.csv: not UTF-8 text"),
+        (lambda n, d: None if n == "sample_submission.csv" else d, "no sample_submission.csv found"),
+        (lambda n, d: b"id\nte000\n" if n == "sample_submission.csv" else d, "no target column beside 'id'"),
+        (
+            lambda n, d: (
+                b"id,label\n" + b"".join(f"tr{i:03d},0\n".encode() for i in range(24)) if n == "train.csv" else d
+            ),
+            r"only one class \('0'\) in the training labels",
+        ),
+    ],
+)
 def test_prepare_bad_input_names_the_problem(tmp_path, tiny_zip, edit, expected):
     bad = edit_zip(tiny_zip[0], tmp_path / "bad.zip", edit)
     with pytest.raises(InputError, match=expected) as e:
@@ -121,23 +133,28 @@ def _fake_fold_outputs(root, name, folds_df, test_ids, rng, noise):
         part = folds_df[folds_df["fold"] == k]
         p = np.eye(3)[part["y"]] * 0.6 + rng.random((len(part), 3)) * noise
         p /= p.sum(1, keepdims=True)
-        pd.concat([part[["id", "y", "fold"]].reset_index(drop=True),
-                   pd.DataFrame(p, columns=["p0", "p1", "p2"])], axis=1).to_csv(d / "oof.csv", index=False)
+        pd.concat(
+            [part[["id", "y", "fold"]].reset_index(drop=True), pd.DataFrame(p, columns=["p0", "p1", "p2"])], axis=1
+        ).to_csv(d / "oof.csv", index=False)
         t = rng.random((len(test_ids), 3))
-        pd.concat([pd.DataFrame({"id": test_ids}), pd.DataFrame(t / t.sum(1, keepdims=True),
-                                                                columns=["p0", "p1", "p2"])],
-                  axis=1).to_csv(d / "test.csv", index=False)
+        pd.concat(
+            [pd.DataFrame({"id": test_ids}), pd.DataFrame(t / t.sum(1, keepdims=True), columns=["p0", "p1", "p2"])],
+            axis=1,
+        ).to_csv(d / "test.csv", index=False)
         dirs.append(d)
     return dirs
 
 
 def test_ensemble_scores_every_backbone_and_the_mean(tmp_path):
     rng = np.random.default_rng(0)
-    fdf = pd.DataFrame({"id": [f"i{k}" for k in range(30)], "y": [k % 3 for k in range(30)],
-                        "fold": [k % 2 for k in range(30)]})
+    fdf = pd.DataFrame(
+        {"id": [f"i{k}" for k in range(30)], "y": [k % 3 for k in range(30)], "fold": [k % 2 for k in range(30)]}
+    )
     fdf.to_csv(tmp_path / "folds.csv", index=False)
-    dirs = {"a": _fake_fold_outputs(tmp_path, "a", fdf, ["t1", "t2"], rng, 0.5),
-            "b.x": _fake_fold_outputs(tmp_path, "b.x", fdf, ["t1", "t2"], rng, 0.9)}
+    dirs = {
+        "a": _fake_fold_outputs(tmp_path, "a", fdf, ["t1", "t2"], rng, 0.5),
+        "b.x": _fake_fold_outputs(tmp_path, "b.x", fdf, ["t1", "t2"], rng, 0.9),
+    }
     scores = ensemble.combine(dirs, tmp_path / "folds.csv", "accuracy", tmp_path / "out", method="mean")
     on_disk = json.loads((tmp_path / "out" / "scores.json").read_text())
     assert scores.to_dict() == on_disk and list(scores.to_dict()) == list(on_disk)  # the file, keys in order
@@ -153,9 +170,16 @@ def test_ensemble_scores_every_backbone_and_the_mean(tmp_path):
 def _prepared(tmp_path, classes, target_columns, ids):
     d = tmp_path / "prep"
     d.mkdir()
-    (d / "meta.json").write_text(json.dumps({"id_column": "id", "target_columns": target_columns,
-                                             "classes": classes, "task": "binary" if len(classes) == 2 else
-                                             "multiclass"}))
+    (d / "meta.json").write_text(
+        json.dumps(
+            {
+                "id_column": "id",
+                "target_columns": target_columns,
+                "classes": classes,
+                "task": "binary" if len(classes) == 2 else "multiclass",
+            }
+        )
+    )
     pd.DataFrame({"id": ids, **{c: 0 for c in target_columns}}).to_csv(d / "sample_submission.csv", index=False)
     return d
 
@@ -163,25 +187,32 @@ def _prepared(tmp_path, classes, target_columns, ids):
 def test_submission_follows_the_sample_order_and_format(tmp_path):
     prep = _prepared(tmp_path, ["cat", "dog"], ["label"], ["3", "1", "2"])
     pd.DataFrame({"id": ["1", "2", "3"], "p0": [0.9, 0.2, 0.4], "p1": [0.1, 0.8, 0.6]}).to_csv(
-        tmp_path / "t.csv", index=False)
-    labels = submission.make_submission(tmp_path / "t.csv", prep, prep / "sample_submission.csv", "accuracy",
-                                        tmp_path / "s.csv")
+        tmp_path / "t.csv", index=False
+    )
+    labels = submission.make_submission(
+        tmp_path / "t.csv", prep, prep / "sample_submission.csv", "accuracy", tmp_path / "s.csv"
+    )
     assert labels["id"].tolist() == ["3", "1", "2"] and labels["label"].tolist() == ["dog", "cat", "dog"]
-    probs = submission.make_submission(tmp_path / "t.csv", prep, prep / "sample_submission.csv", "log_loss",
-                                       tmp_path / "s2.csv")
+    probs = submission.make_submission(
+        tmp_path / "t.csv", prep, prep / "sample_submission.csv", "log_loss", tmp_path / "s2.csv"
+    )
     assert probs["label"].tolist() == [0.6, 0.1, 0.8]  # P(dog), as Dogs vs Cats wants
 
 
-@pytest.mark.parametrize("preds, expected", [
-    ({"id": ["1", "2"], "p0": [0.5, 0.5], "p1": [0.5, 0.5]}, "no prediction for id '3'"),
-    ({"id": ["1", "2", "3"], "p0": [0.5, np.nan, 0.5], "p1": [0.5, 0.5, 0.5]}, "id '2' is not finite"),
-])
+@pytest.mark.parametrize(
+    "preds, expected",
+    [
+        ({"id": ["1", "2"], "p0": [0.5, 0.5], "p1": [0.5, 0.5]}, "no prediction for id '3'"),
+        ({"id": ["1", "2", "3"], "p0": [0.5, np.nan, 0.5], "p1": [0.5, 0.5, 0.5]}, "id '2' is not finite"),
+    ],
+)
 def test_submission_refuses_missing_or_non_finite(tmp_path, preds, expected):
     prep = _prepared(tmp_path, [0, 1], ["label"], ["1", "2", "3"])
     pd.DataFrame(preds).to_csv(tmp_path / "t.csv", index=False)
     with pytest.raises(InputError, match=expected):
-        submission.make_submission(tmp_path / "t.csv", prep, prep / "sample_submission.csv", "accuracy",
-                                   tmp_path / "s.csv")
+        submission.make_submission(
+            tmp_path / "t.csv", prep, prep / "sample_submission.csv", "accuracy", tmp_path / "s.csv"
+        )
     assert not (tmp_path / "s.csv").exists()
 
 
@@ -207,8 +238,9 @@ def test_dihedral_tta_gives_eight_distinct_views():
     assert tta_blend(np.ones((2, 2)), [np.zeros((2, 2))], beta=0.25)[0, 0] == pytest.approx(0.25)
 
 
-@pytest.mark.parametrize("augment,expected", [("none", "none"), ("light", "none"), ("flip", "flip"),
-                                              ("fastai", "dihedral")])
+@pytest.mark.parametrize(
+    "augment,expected", [("none", "none"), ("light", "none"), ("flip", "flip"), ("fastai", "dihedral")]
+)
 def test_auto_tta_uses_only_the_views_training_taught(augment, expected):
     assert resolve_tta("auto", augment) == expected
     assert resolve_tta("augment", augment) == "augment" and resolve_tta("none", "fastai") == "none"  # explicit wins
@@ -248,8 +280,9 @@ def test_fitted_ensembles_are_scored_honestly():
 
 def test_auto_picks_the_best_honest_method(tmp_path):
     rng = np.random.default_rng(0)
-    fdf = pd.DataFrame({"id": [f"i{k}" for k in range(60)], "y": [k % 3 for k in range(60)],
-                        "fold": [k % 3 for k in range(60)]})
+    fdf = pd.DataFrame(
+        {"id": [f"i{k}" for k in range(60)], "y": [k % 3 for k in range(60)], "fold": [k % 3 for k in range(60)]}
+    )
     fdf.to_csv(tmp_path / "folds.csv", index=False)
     dirs = {n: _fake_fold_outputs(tmp_path, n, fdf, ["t1"], rng, noise) for n, noise in (("a", 0.6), ("b", 1.5))}
     scores = ensemble.combine(dirs, tmp_path / "folds.csv", "log_loss", tmp_path / "out", method="auto")
@@ -266,8 +299,9 @@ def test_pretrained_weights_load_exactly_from_a_local_file(tmp_path):
 
     source = timm.create_model("test_resnet")  # an ImageNet-shaped checkpoint: 1000 classes
     save_file(source.state_dict(), tmp_path / "w.safetensors")
-    model, _ = build_model(TrainConfig(backbone="test_resnet", pretrained_file=str(tmp_path / "w.safetensors")),
-                           n_outputs=7, in_chans=3)
+    model, _ = build_model(
+        TrainConfig(backbone="test_resnet", pretrained_file=str(tmp_path / "w.safetensors")), n_outputs=7, in_chans=3
+    )
     body = {k: v for k, v in source.state_dict().items() if not k.startswith("fc.")}
     assert body and all(torch.equal(model.state_dict()[k], v) for k, v in body.items())
     assert model.state_dict()["fc.weight"].shape == (7, source.num_features)  # a new head for 7 classes
@@ -287,26 +321,33 @@ def test_pretrained_without_weights_offline_is_a_clear_error(tmp_path, monkeypat
     assert "pretrained_file" in str(e.value) and "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("metric, predicted, expected", [
-    ("accuracy", ["dog", "cat", "cat", "cat"], 0.75),  # labels for ids a-d: c is wrong
-    ("roc_auc", ["0.9", "0.2", "0.25", "0.3"], 0.75),  # P(dog): of the (dog, cat) pairs only (c, d) is misordered
-])
+@pytest.mark.parametrize(
+    "metric, predicted, expected",
+    [
+        ("accuracy", ["dog", "cat", "cat", "cat"], 0.75),  # labels for ids a-d: c is wrong
+        ("roc_auc", ["0.9", "0.2", "0.25", "0.3"], 0.75),  # P(dog): of the (dog, cat) pairs only (c, d) is misordered
+    ],
+)
 def test_the_local_public_score_reads_the_submission_as_kaggle_would(tmp_path, metric, predicted, expected):
     """kagglecv.scoring.submission.score_against (the demo's holdout rule): the submission against held-aside labels, by
     id, whatever the order of either file."""
     meta = {"task": "binary", "id_column": "id", "target_columns": ["label"], "classes": ["cat", "dog"]}
     pd.DataFrame({"id": ["d", "c", "b", "a"], "label": predicted[::-1]}).to_csv(tmp_path / "sub.csv", index=False)
     pd.DataFrame({"id": ["a", "b", "c", "d"], "label": ["dog", "cat", "dog", "cat"]}).to_csv(
-        tmp_path / "solution.csv", index=False)
+        tmp_path / "solution.csv", index=False
+    )
     result = submission.score_against(tmp_path / "sub.csv", tmp_path / "solution.csv", meta, metric)
     assert result == {"metric": metric, "score": pytest.approx(expected), "n": 4}
 
 
-@pytest.mark.parametrize("method, params, read", [
-    ("best_single", {"model": 1}, ["b"]),
-    ("hill_climb", {"weights": [0.75, 0.0, 0.25]}, ["a", "c"]),
-    ("mean", None, ["a", "b", "c"]),
-])
+@pytest.mark.parametrize(
+    "method, params, read",
+    [
+        ("best_single", {"model": 1}, ["b"]),
+        ("hill_climb", {"weights": [0.75, 0.0, 0.25]}, ["a", "c"]),
+        ("mean", None, ["a", "b", "c"]),
+    ],
+)
 def test_prediction_skips_the_members_the_ensemble_gives_no_weight(tmp_path, monkeypatch, method, params, read):
     """`snakemake predict` and the kernel run the folds of the members the stored recipe reads, and nothing else
     (a best_single ensemble of a round-two model and its student predicts one model, not three); the answer is
@@ -325,8 +366,11 @@ def test_prediction_skips_the_members_the_ensemble_gives_no_weight(tmp_path, mon
     monkeypatch.setattr(predict, "backbone_probs", fake_backbone_probs)
     res = tmp_path / "results" / "c"
     res.mkdir(parents=True)
-    scores = {"task": "multiclass", "models": {m: {"cv": 0.5, "folds": [0.5, 0.5]} for m in "abc"},
-              "ensemble": {"method": method, "members": ["a", "b", "c"], "params": blend.to_json(params)}}
+    scores = {
+        "task": "multiclass",
+        "models": {m: {"cv": 0.5, "folds": [0.5, 0.5]} for m in "abc"},
+        "ensemble": {"method": method, "members": ["a", "b", "c"], "params": blend.to_json(params)},
+    }
     (res / "scores.json").write_text(json.dumps(scores))
     out, info = predict.ensemble_predict(res, np.zeros((5, 4, 4, 1), np.uint8), "cpu")
     assert calls == read and info["predicted"] == read and info["members"] == ["a", "b", "c"]

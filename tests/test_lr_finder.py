@@ -13,8 +13,17 @@ from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader
 
 from kagglecv.data.augment import build_transform
-from kagglecv.training.lr_finder import LRFinderResult, lr_find, minimum, plot_lr_find, run_lr_find, steep, suggest, valley
 from kagglecv.data.batches import CachedImages
+from kagglecv.training.lr_finder import (
+    LRFinderResult,
+    lr_find,
+    minimum,
+    plot_lr_find,
+    run_lr_find,
+    steep,
+    suggest,
+    valley,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -124,8 +133,16 @@ def test_run_lr_find_writes_json_and_png(digits, tmp_path):
     (prepared / "meta.json").write_text(json.dumps({"task": "multiclass", "classes": [str(c) for c in range(10)]}))
     folds = pd.DataFrame({"id": [str(i) for i in range(240)], "y": y[:240], "fold": np.arange(240) % 3})
     folds.to_csv(tmp_path / "folds.csv", index=False)
-    cfg = {"backbone": "test_resnet", "img_size": 16, "batch_size": 32, "lr": "auto", "device": "cpu",
-           "fold": 0, "seed": 1, "metric": "accuracy"}
+    cfg = {
+        "backbone": "test_resnet",
+        "img_size": 16,
+        "batch_size": 32,
+        "lr": "auto",
+        "device": "cpu",
+        "fold": 0,
+        "seed": 1,
+        "metric": "accuracy",
+    }
     out = run_lr_find(cfg, prepared, tmp_path / "folds.csv", tmp_path / "out", {"num_it": 20})
 
     saved = json.loads((tmp_path / "out" / "lr_find.json").read_text())

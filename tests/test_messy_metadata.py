@@ -56,7 +56,8 @@ def test_a_number_column_stays_one_with_a_few_bad_values_which_are_reported_once
         "train.csv: column 'age' (data.meta_columns): 2 of 22 value(s) are not finite numbers ('inf', 'unknown'); "
         "read as missing, the missing indicator set",
         "test.csv: column 'age' (data.meta_columns): 1 of 3 value(s) are not finite numbers ('1e400'); read as "
-        "missing, the missing indicator set"]
+        "missing, the missing indicator set",
+    ]
     mostly_words = pd.DataFrame({"age": ["young", "old", "old", "12"]})
     assert specs(mostly_words, mostly_words, ["age"], "t")[0]["kind"] == "text"
 
@@ -78,8 +79,9 @@ def test_an_image_that_opens_but_does_not_convert_is_unreadable(tmp_path):
     with pytest.raises(InputError, match=r"lab.png: cannot read image for id 'x' \(conversion from LAB to RGB"):
         Decoder(8, 8, gray=True)(tmp_path / "lab.png", "x")  # a grey cache
     bad: list = []
-    write_cache(tmp_path / "c.npy", [tmp_path / "ok.png", tmp_path / "lab.png"], ["ok", "lab"], Decoder(4, 4, True),
-                bad=bad)
+    write_cache(
+        tmp_path / "c.npy", [tmp_path / "ok.png", tmp_path / "lab.png"], ["ok", "lab"], Decoder(4, 4, True), bad=bad
+    )
     assert [(row, ident) for row, ident, _ in bad] == [(1, "lab")] and "LAB" in bad[0][2]
 
 
@@ -97,8 +99,13 @@ def messy_competition(path: Path) -> dict:
     ages = [str(a) for a in rng.integers(20, 80, len(imgs))]
     ages[1], ages[5], ages[9] = AGES
     train = pd.DataFrame({"id": ids, "label": digits, "age": ages, "site": rng.choice(["head", "torso"], len(ids))})
-    test = pd.DataFrame({"id": test_ids, "age": ["1e400", "unknown", *map(str, rng.integers(20, 80, 4))],
-                         "site": rng.choice(["head", "torso"], len(test_ids))})
+    test = pd.DataFrame(
+        {
+            "id": test_ids,
+            "age": ["1e400", "unknown", *map(str, rng.integers(20, 80, 4))],
+            "site": rng.choice(["head", "torso"], len(test_ids)),
+        }
+    )
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("train.csv", train.to_csv(index=False))
         zf.writestr("test.csv", test.to_csv(index=False))
@@ -119,8 +126,11 @@ def test_messy_metadata_and_images_finish_the_run_and_the_kernel(tmp_path):
     finishes, the two rows it cannot predict get the training prior, counted against kaggle.max_bad_test_images."""
     wd = tmp_path / "wd"
     info = messy_competition(tmp_path / "messy.zip")
-    cfg = tiny_config(tmp_path / "messy.zip", mlflow={"enabled": False},
-                      kaggle={"owner": "someone", "enable_gpu": False, "max_bad_test_images": 0.34})
+    cfg = tiny_config(
+        tmp_path / "messy.zip",
+        mlflow={"enabled": False},
+        kaggle={"owner": "someone", "enable_gpu": False, "max_bad_test_images": 0.34},
+    )
     cfg["data"]["meta_columns"] = ["age", "site"]
     run_snakemake(wd, cfg, "results/tiny/submission.csv")
     res = wd / "results" / "tiny"
@@ -141,13 +151,21 @@ def test_messy_metadata_and_images_finish_the_run_and_the_kernel(tmp_path):
     shutil.copytree(res / "kernel-dataset", inp / "tiny-kagglecv")
     kernel = json.loads((res / "kernel" / "kernel-metadata.json").read_text())
     env = {**os.environ, "KAGGLE_INPUT": str(inp), "KAGGLE_WORKING": str(tmp_path / "working")}
-    r = subprocess.run([sys.executable, str(res / "kernel" / kernel["code_file"])], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, str(res / "kernel" / kernel["code_file"])],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     out = pd.read_csv(tmp_path / "working" / "submission.csv", dtype=str)
     assert out["id"].tolist() == info["test_ids"] and out["label"].notna().all()
-    assert f"test id 'te000' (row 2): has no row in {inp}/tiny/test.csv (data.meta_columns); predicted with the " \
-           "training prior" in r.stdout, r.stdout[-3000:]
+    assert (
+        f"test id 'te000' (row 2): has no row in {inp}/tiny/test.csv (data.meta_columns); predicted with the "
+        "training prior" in r.stdout
+    ), r.stdout[-3000:]
     assert "test id 'te002' (row 4):" in r.stdout and "conversion from LAB to RGB not supported" in r.stdout
     assert r.stdout.count("column 'age' (data.meta_columns): 1 of 6 value(s) are not finite numbers") == 1
     assert r.stdout.strip().splitlines()[-1].endswith("2 unreadable test image(s) predicted with the training prior")

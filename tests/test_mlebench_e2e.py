@@ -16,8 +16,10 @@ pytestmark = pytest.mark.workflow
 @pytest.mark.parametrize("slug", [pytest.param(s, marks=pytest.mark.xdist_group(f"mlebench-{s}")) for s in SLUGS])
 def test_the_competition_runs_and_beats_its_baselines(tmp_path, slug):
     g = run_standin(slug, tmp_path)
-    assert g.beats_baselines, (f"{slug}: {g.score:.4f} against sample {g.sample:.4f} and prior {g.prior:.4f} "
-                               f"({'lower' if g.lower_is_better else 'higher'} is better)")
+    assert g.beats_baselines, (
+        f"{slug}: {g.score:.4f} against sample {g.sample:.4f} and prior {g.prior:.4f} "
+        f"({'lower' if g.lower_is_better else 'higher'} is better)"
+    )
 
 
 @pytest.mark.xdist_group("mlebench-zipped")

@@ -1,5 +1,5 @@
-"""Models beyond a timm name (kagglecv.inference.models): the user's factories, heads on timm bodies, metadata beside the image
-(kagglecv.data.meta), and one job on several devices (kagglecv.training.distributed, run on CPU with gloo)."""
+"""Models beyond a timm name (kagglecv.inference.models): the user's factories, heads on timm bodies, metadata beside
+the image (kagglecv.data.meta), and one job on several devices (kagglecv.training.distributed, run on CPU with gloo)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ import pandas as pd
 import pytest
 import torch
 
+from kagglecv.config.train import TrainConfig
 from kagglecv.core.errors import InputError
 from kagglecv.data.meta import MetaEncoder, column
-from kagglecv.inference.models import GeM, Net, build_model
 from kagglecv.data.prepare import prepare
-from kagglecv.config.train import TrainConfig
+from kagglecv.inference.models import GeM, Net, build_model
 from kagglecv.training.train import run
 
 from helpers import digits_images, png
 
-FACTORY = textwrap.dedent('''
+FACTORY = textwrap.dedent("""
     import torch.nn as nn
 
     def build(num_outputs, in_chans, pretrained, img_size, width=8):
@@ -42,7 +42,7 @@ FACTORY = textwrap.dedent('''
         return nn.Conv2d(in_chans, 4, 3)
 
     NOT_A_FUNCTION = 3
-''')
+""")
 
 
 @pytest.fixture
@@ -67,18 +67,21 @@ def test_a_factory_module_is_imported_by_name(factory_file, monkeypatch):
     assert model(torch.zeros(1, 3, 12, 12)).shape == (1, 4)
 
 
-@pytest.mark.parametrize("ref, message", [
-    ("{dir}/nope.py:build", "model file .*nope.py not found"),
-    ("{dir}/mynet.py:missing", "has no 'missing'"),
-    ("{dir}/mynet.py:wrong", r"gives outputs of shape \(4,\) for one image, the task needs \(3,\)"),
-    ("{dir}/mynet.py:not_a_module", "returned str, not a torch.nn.Module"),
-    ("no_such_package_xyz.models:build", "cannot import model 'no_such_package_xyz.models:build'"),
-    ("just-a-name", "unknown timm model 'just-a-name'"),
-    ("{dir}/mynet.py", "is not FILE.py:FUNCTION or MODULE:FUNCTION"),
-    ("{dir}/mynet.py:NOT_A_FUNCTION", "is not callable"),
-    ("{dir}/mynet.py:raises", r"failed to build \(RuntimeError: no such width\)"),
-    ("{dir}/broken.py:build", r"cannot import model .*broken.py:build' \(ZeroDivisionError: division by zero\)"),
-])
+@pytest.mark.parametrize(
+    "ref, message",
+    [
+        ("{dir}/nope.py:build", "model file .*nope.py not found"),
+        ("{dir}/mynet.py:missing", "has no 'missing'"),
+        ("{dir}/mynet.py:wrong", r"gives outputs of shape \(4,\) for one image, the task needs \(3,\)"),
+        ("{dir}/mynet.py:not_a_module", "returned str, not a torch.nn.Module"),
+        ("no_such_package_xyz.models:build", "cannot import model 'no_such_package_xyz.models:build'"),
+        ("just-a-name", "unknown timm model 'just-a-name'"),
+        ("{dir}/mynet.py", "is not FILE.py:FUNCTION or MODULE:FUNCTION"),
+        ("{dir}/mynet.py:NOT_A_FUNCTION", "is not callable"),
+        ("{dir}/mynet.py:raises", r"failed to build \(RuntimeError: no such width\)"),
+        ("{dir}/broken.py:build", r"cannot import model .*broken.py:build' \(ZeroDivisionError: division by zero\)"),
+    ],
+)
 def test_a_bad_factory_is_one_line_naming_the_entry(factory_file, ref, message):
     (factory_file.parent / "broken.py").write_text("x = 1 / 0\n")
     cfg = TrainConfig(backbone="mynet", model=ref.format(dir=factory_file.parent), img_size=16)
@@ -87,13 +90,20 @@ def test_a_bad_factory_is_one_line_naming_the_entry(factory_file, ref, message):
     assert "\n" not in str(e.value) and ("mynet" in str(e.value) or "just-a-name" in str(e.value))
 
 
-@pytest.mark.parametrize("settings, n_meta, message", [
-    ({"model": "{dir}/mynet.py:build", "head": "gem"}, 0, "head: gem is for timm bodies"),
-    ({"head": "max"}, 0, "head 'max' is not one of"),
-    ({"pretrained_file": "{dir}/missing.safetensors"}, 0, "missing.safetensors: pretrained weights for mynet not found"),
-    ({"model": "{dir}/mynet.py:unpooled"}, 2, r"must return pooled features N x F .* returned \(2, 4, 14, 14\)"),
-    ({"model": "test_resnet", "pretrained": True}, 0, "pretrained weights for mynet not found"),
-])
+@pytest.mark.parametrize(
+    "settings, n_meta, message",
+    [
+        ({"model": "{dir}/mynet.py:build", "head": "gem"}, 0, "head: gem is for timm bodies"),
+        ({"head": "max"}, 0, "head 'max' is not one of"),
+        (
+            {"pretrained_file": "{dir}/missing.safetensors"},
+            0,
+            "missing.safetensors: pretrained weights for mynet not found",
+        ),
+        ({"model": "{dir}/mynet.py:unpooled"}, 2, r"must return pooled features N x F .* returned \(2, 4, 14, 14\)"),
+        ({"model": "test_resnet", "pretrained": True}, 0, "pretrained weights for mynet not found"),
+    ],
+)
 def test_a_model_setting_that_cannot_work_is_one_line(factory_file, settings, n_meta, message):
     """What the entry asks of the model is checked before any epoch (HF_HUB_OFFLINE: no weights to be had)."""
     settings = {k: v.format(dir=factory_file.parent) if isinstance(v, str) else v for k, v in settings.items()}
@@ -114,8 +124,9 @@ def test_a_factory_file_moved_is_found_where_the_kernel_dataset_carries_it(facto
 
 
 def test_a_factory_body_with_metadata_is_fused_and_asks_for_the_metadata(factory_file):
-    model, _ = build_model(TrainConfig(backbone="mynet", model=f"{factory_file}:build", img_size=8), n_outputs=2,
-                           in_chans=1, n_meta=3)
+    model, _ = build_model(
+        TrainConfig(backbone="mynet", model=f"{factory_file}:build", img_size=8), n_outputs=2, in_chans=1, n_meta=3
+    )
     assert isinstance(model, Net) and model(torch.zeros(2, 1, 8, 8), torch.zeros(2, 3)).shape == (2, 2)
     with pytest.raises(ValueError, match="call it as model\\(images, meta\\)"):
         model(torch.zeros(2, 1, 8, 8))
@@ -171,11 +182,21 @@ def meta_competition(path, *, signal: bool = True, drop_test_column: bool = Fals
     test_imgs, _ = digits_images(3, classes=(0, 1, 2), offset=12)
     kinds = rng.choice(["a", "b"], len(imgs))
     labels = [f"{d}{k}" if signal else str(d) for d, k in zip(digits, kinds)]
-    train = pd.DataFrame({"id": [f"tr{i}" for i in range(len(imgs))], "label": labels, "kind": kinds,
-                          "age": ["" if empty_column else str(a) for a in rng.integers(20, 80, len(imgs))]})
-    test = pd.DataFrame({"id": [f"te{i}" for i in range(len(test_imgs))],
-                         "kind": rng.choice(["a", "b", "c"], len(test_imgs)),
-                         "age": rng.integers(20, 80, len(test_imgs)).astype(str)})
+    train = pd.DataFrame(
+        {
+            "id": [f"tr{i}" for i in range(len(imgs))],
+            "label": labels,
+            "kind": kinds,
+            "age": ["" if empty_column else str(a) for a in rng.integers(20, 80, len(imgs))],
+        }
+    )
+    test = pd.DataFrame(
+        {
+            "id": [f"te{i}" for i in range(len(test_imgs))],
+            "kind": rng.choice(["a", "b", "c"], len(test_imgs)),
+            "age": rng.integers(20, 80, len(test_imgs)).astype(str),
+        }
+    )
     if drop_test_column:
         test = test.drop(columns=["age"])
     with zipfile.ZipFile(path, "w") as zf:
@@ -212,9 +233,9 @@ def folds_for(prepared, tmp_path, k=2):
 
 
 def test_a_model_with_metadata_trains_predicts_and_encodes_on_its_training_rows_only(tmp_path):
+    from kagglecv.config.data import DataConfig
     from kagglecv.data.batches import open_cache
     from kagglecv.inference.predict import backbone_probs, load_fold_model
-    from kagglecv.config.data import DataConfig
     from kagglecv.training.fold import load_fold
 
     prepared = tmp_path / "p"
@@ -295,8 +316,9 @@ def test_predict_reads_each_images_metadata_by_file_name_or_stem(tmp_path):
     from kagglecv.inference.predict import read_meta_csv
 
     meta = {"meta_columns": [{"name": "kind"}, {"name": "age"}]}
-    pd.DataFrame({"image": ["b", "a.png", "c.jpg"], "age": [3, 1, 2], "kind": ["x", "y", "z"],
-                  "other": [0, 0, 0]}).to_csv(tmp_path / "meta.csv", index=False)
+    pd.DataFrame(
+        {"image": ["b", "a.png", "c.jpg"], "age": [3, 1, 2], "kind": ["x", "y", "z"], "other": [0, 0, 0]}
+    ).to_csv(tmp_path / "meta.csv", index=False)
     got = read_meta_csv(tmp_path / "meta.csv", ["a.png", "b.png", "c.jpg"], meta)
     assert got.to_dict("list") == {column("kind"): ["y", "x", "z"], column("age"): ["1", "3", "2"]}  # as read
     assert read_meta_csv(tmp_path / "meta.csv", ["a.png"], {"meta_columns": []}) is None  # a run without

@@ -15,7 +15,7 @@ SECRET = "kaggle-key-0123456789abcdef"  # KAGGLE_KEY: one of the credentials eve
 
 # A factory that prints, logs and writes below Python (file descriptor 2) what it is built with, credentials
 # included, in every process that builds the model.
-LOUD = textwrap.dedent('''
+LOUD = textwrap.dedent("""
     import logging
     import os
 
@@ -30,7 +30,7 @@ LOUD = textwrap.dedent('''
         os.write(2, f"written below python in process {rank} with key {os.environ['KAGGLE_KEY']}\\n".encode())
         return nn.Sequential(nn.Conv2d(in_chans, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_outputs))
-''')
+""")
 
 
 @pytest.mark.workflow
@@ -40,8 +40,11 @@ def test_each_process_of_a_two_device_job_logs_redacted_beside_the_job(tmp_path)
     (wd / "nets").mkdir(parents=True)
     (wd / "nets" / "loud.py").write_text(LOUD)
     write_csv_images_competition(tmp_path / "tiny.zip")
-    cfg = tiny_config(tmp_path / "tiny.zip", mlflow={"enabled": False},
-                      backbones=[{"name": "loud", "model": "nets/loud.py:build", "gpus": 2, "threads": 2}])
+    cfg = tiny_config(
+        tmp_path / "tiny.zip",
+        mlflow={"enabled": False},
+        backbones=[{"name": "loud", "model": "nets/loud.py:build", "gpus": 2, "threads": 2}],
+    )
     r = run_snakemake(wd, cfg, "--until", "train", env={"KAGGLE_KEY": SECRET})
     logs = wd / "results" / "tiny" / "logs" / "train" / "loud"
     assert sorted(p.name for p in logs.iterdir()) == ["fold0.log", "fold0.rank1.log", "fold1.log", "fold1.rank1.log"]
@@ -50,8 +53,15 @@ def test_each_process_of_a_two_device_job_logs_redacted_beside_the_job(tmp_path)
             text = (logs / name).read_text()
             for what in ("built", "logged", "written below python"):
                 assert f"{what} in process {rank} with key ***" in text, (name, text[-3000:])
-    everything = [r.stdout, r.stderr, *(p.read_text(errors="replace") for p in wd.rglob("*") if p.is_file()
-                                       and p.suffix in (".log", ".json", ".csv", ".txt"))]
+    everything = [
+        r.stdout,
+        r.stderr,
+        *(
+            p.read_text(errors="replace")
+            for p in wd.rglob("*")
+            if p.is_file() and p.suffix in (".log", ".json", ".csv", ".txt")
+        ),
+    ]
     assert not [t for t in everything if SECRET in t]
     assert "with key" not in r.stdout + r.stderr  # nothing of the processes reached the terminal
     assert os.environ.get("KAGGLECV_JOB_LOG") is None

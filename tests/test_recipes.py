@@ -1,5 +1,5 @@
-"""Training recipes beyond one plain schedule (kagglecv.training.recipes, kagglecv.training.train): precise batch norm on short
-schedules, progressive resizing, weight averaging, time budgets."""
+"""Training recipes beyond one plain schedule (kagglecv.training.recipes, kagglecv.training.train): precise batch
+norm on short schedules, progressive resizing, weight averaging, time budgets."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import torch
 
 from kagglecv.config.members import input_size
 from kagglecv.config.resources import train_runtime_minutes
-from kagglecv.data.demo import make_digits_competition
+from kagglecv.config.train import TrainConfig
 from kagglecv.core.errors import InputError
+from kagglecv.data.demo import make_digits_competition
 from kagglecv.data.folds import make_folds
 from kagglecv.data.prepare import prepare
 from kagglecv.training.averaging import WeightAverage
-from kagglecv.config.train import TrainConfig
 from kagglecv.training.train import run
 
 
@@ -34,8 +34,17 @@ def digits(tmp_path_factory):
 def test_a_short_schedule_predicts_with_its_batch_norm_statistics_recomputed(digits, tmp_path, precise_bn, expected):
     """2 epochs of 7 steps at batch 128: the running averages of batch norm trail the weights so far that eval mode
     predicts near chance (0.28); recomputed over the training batches for the final weights, 0.62."""
-    cfg = TrainConfig(backbone="resnet18", epochs=2, batch_size=128, augment="light", img_size=16, amp=False,
-                      threads=2, precise_bn=precise_bn, tta="none")
+    cfg = TrainConfig(
+        backbone="resnet18",
+        epochs=2,
+        batch_size=128,
+        augment="light",
+        img_size=16,
+        amp=False,
+        threads=2,
+        precise_bn=precise_bn,
+        tta="none",
+    )
     r = run(cfg, digits / "p", digits / "folds.csv", tmp_path / "m", track=False)
     assert r["precise_bn_batches"] == (958 // 128 if precise_bn else 0)  # every full training batch, once
     if expected == "chance":
@@ -77,8 +86,9 @@ def test_progressive_resizing_trains_each_stage_at_its_size(tiny, tmp_path):
 
 
 def test_a_stage_the_model_cannot_take_is_refused_before_training(tiny, tmp_path):
-    cfg = TrainConfig(**{**BASE, "backbone": "test_convnext"}, stages=[{"img_size": 32, "epochs": 1},
-                                                                       {"img_size": 8, "epochs": 1}])
+    cfg = TrainConfig(
+        **{**BASE, "backbone": "test_convnext"}, stages=[{"img_size": 32, "epochs": 1}, {"img_size": 8, "epochs": 1}]
+    )
     with pytest.raises(InputError, match="cannot take 8x8 input"):
         run(cfg, *tiny, tmp_path / "m", track=False)
 
@@ -95,8 +105,12 @@ def test_weight_average_is_the_mean_of_the_last_epochs():
 
 
 def test_averaged_weights_get_their_batch_norm_recomputed(tiny, tmp_path):
-    r = run(TrainConfig(**BASE, epochs=3, img_size=16, average="last_k", average_epochs=2, precise_bn=0), *tiny,
-            tmp_path / "m", track=False)
+    r = run(
+        TrainConfig(**BASE, epochs=3, img_size=16, average="last_k", average_epochs=2, precise_bn=0),
+        *tiny,
+        tmp_path / "m",
+        track=False,
+    )
     assert r["averaged_epochs"] == 2 and r["precise_bn_batches"] > 0  # recomputed though precise_bn is off
     with pytest.raises(InputError, match="both choose the weights"):
         run(TrainConfig(**BASE, epochs=1, average="last_k", ema_decay=0.9), *tiny, tmp_path / "n", track=False)
@@ -120,9 +134,18 @@ def test_the_report_shows_a_budget_planned_against_used(tmp_path):
     from kagglecv.report.curves import job_time
 
     m = tmp_path / "m.json"
-    m.write_text(json.dumps({"fold": 0, "startup_seconds": 4.0, "tta_seconds": 1.0, "fixed_seconds": 6.0,
-                             "train_seconds": 50.0, "time_budget": {"budget_seconds": 60.0, "planned_seconds": 55.0,
-                                                                    "used_seconds": 52.0}}))
+    m.write_text(
+        json.dumps(
+            {
+                "fold": 0,
+                "startup_seconds": 4.0,
+                "tta_seconds": 1.0,
+                "fixed_seconds": 6.0,
+                "train_seconds": 50.0,
+                "time_budget": {"budget_seconds": 60.0, "planned_seconds": 55.0, "used_seconds": 52.0},
+            }
+        )
+    )
     df = job_time({"resnet18": [str(m)]}, tmp_path / "job_time.png")
     assert df[["budget", "planned", "used"]].iloc[0].tolist() == [60.0, 55.0, 52.0]
     assert (tmp_path / "job_time.png").stat().st_size > 0
@@ -199,6 +222,7 @@ def test_a_budget_with_costly_validations_is_not_cut_when_they_are_skipped(tiny,
         def call(*args, **kw):
             clock[0] += seconds
             return fn(*args, **kw)
+
         return call
 
     monkeypatch.setattr(train, "train_epoch", ticking(train.train_epoch, 1.0))

@@ -73,9 +73,17 @@ def run(trained_run, tmp_path_factory):
     assert "Nothing to be done" in (r := run_snakemake(wd, cfg, "-n")).stdout + r.stderr  # the copy is complete
     # Afterwards: a leaderboard (as `snakemake submit` appends it) and, where the workflow has the rule,
     # an LR range test: the next default run adds their figures and nothing else.
-    pd.DataFrame({"time": ["2026-01-01T10:00:00+00:00", "2026-01-02T09:30:00+00:00"], "competition": "tiny",
-                  "message": ["first", "second"], "cv": [0.31, 0.36], "public_score": [0.30, ""],
-                  "private_score": ["", ""], "ref": ["1", "2"]}).to_csv(res / "leaderboard.csv", index=False)
+    pd.DataFrame(
+        {
+            "time": ["2026-01-01T10:00:00+00:00", "2026-01-02T09:30:00+00:00"],
+            "competition": "tiny",
+            "message": ["first", "second"],
+            "cv": [0.31, 0.36],
+            "public_score": [0.30, ""],
+            "private_score": ["", ""],
+            "ref": ["1", "2"],
+        }
+    ).to_csv(res / "leaderboard.csv", index=False)
     lr_rule = "lr_find" in run_snakemake(wd, cfg, "--list-rules").stdout.split()
     items = list(ITEMS)
     if lr_rule:
@@ -103,8 +111,15 @@ def report_html(run):
 def test_report_figures_are_made_by_the_default_run(run):
     wd, cfg, info, items = run
     rep = wd / "results" / "tiny" / "report"
-    names = {"cv_table.png", "training_curves.png", "job_time.png", "confusion_matrix.png", "oof_errors.png", "class_balance.png",
-             "leaderboard.png"} | ({"lr_find.png"} if len(items) > len(ITEMS) else set())
+    names = {
+        "cv_table.png",
+        "training_curves.png",
+        "job_time.png",
+        "confusion_matrix.png",
+        "oof_errors.png",
+        "class_balance.png",
+        "leaderboard.png",
+    } | ({"lr_find.png"} if len(items) > len(ITEMS) else set())
     for name in names:
         assert (rep / name).read_bytes()[:8] == PNG_MAGIC, name
     html = (rep / "cv_table.html").read_text()
@@ -134,7 +149,9 @@ def test_report_html_renders_every_item_in_chromium(run, report_html):
             c.show_item(category, label)
             slug = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
             if label == "CV table (HTML)":
-                text = c.wait_for_frame("document.querySelector('#cv-table') && document.querySelector('#cv-table').innerText")
+                text = c.wait_for_frame(
+                    "document.querySelector('#cv-table') && document.querySelector('#cv-table').innerText"
+                )
                 rows = c.frame_js("document.querySelectorAll('#cv-table tbody tr').length")
                 assert rows == len(NAMES) + len(METHODS), text
                 for name in [*NAMES, *METHODS]:
@@ -144,7 +161,8 @@ def test_report_html_renders_every_item_in_chromium(run, report_html):
                 w, h, src = c.wait_for(
                     "(() => { const i = document.querySelector('#app > div > div.grow img');"
                     " return i && i.complete && i.naturalWidth ? [i.naturalWidth, i.naturalHeight, i.src.slice(0, 22)]"
-                    " : null })()")
+                    " : null })()"
+                )
                 assert src.startswith("data:image/png") and w > 100 and h > 100, (label, w, h, src)
             time.sleep(0.3)  # let the browser paint before the screenshot
             c.screenshot(ARTIFACTS / f"{slug}.png")
@@ -202,9 +220,14 @@ def test_predict_cli_lists_and_skips_unreadable_files(run):
     rgb = np.zeros((13, 20, 3), dtype=np.uint8)
     rgb[:, :, 0] = 200
     Image.fromarray(rgb).save(folder / "wide_rgb.jpg")
-    Image.fromarray((np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)).save(folder / "deep16.png")
-    r = subprocess.run([sys.executable, "-m", "kagglecv", "predict", "--results", "results/tiny", str(folder),
-                        "--threads", "1"], cwd=wd, capture_output=True, text=True, timeout=600)
+    Image.fromarray(np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000).save(folder / "deep16.png")
+    r = subprocess.run(
+        [sys.executable, "-m", "kagglecv", "predict", "--results", "results/tiny", str(folder), "--threads", "1"],
+        cwd=wd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "broken.png" in r.stderr and "notes.txt" in r.stderr and ".hidden" not in r.stderr
     pred = pd.read_csv(wd / "results/tiny/predictions/mixed.csv", dtype={"image": str})
@@ -236,16 +259,19 @@ def test_images_are_decoded_as_the_training_cache(tmp_path):
 
     rng = np.random.default_rng(0)
     paths = []
-    for name, arr in [("a.png", rng.integers(0, 255, (20, 13, 3), dtype=np.uint8)),
-                      ("b.png", rng.integers(0, 255, (8, 8), dtype=np.uint8)),
-                      ("c.png", rng.integers(0, 255, (30, 30, 4), dtype=np.uint8)),
-                      ("d.jpg", rng.integers(0, 255, (90, 70, 3), dtype=np.uint8))]:
+    for name, arr in [
+        ("a.png", rng.integers(0, 255, (20, 13, 3), dtype=np.uint8)),
+        ("b.png", rng.integers(0, 255, (8, 8), dtype=np.uint8)),
+        ("c.png", rng.integers(0, 255, (30, 30, 4), dtype=np.uint8)),
+        ("d.jpg", rng.integers(0, 255, (90, 70, 3), dtype=np.uint8)),
+    ]:
         Image.fromarray(arr).save(tmp_path / name)
         paths.append(tmp_path / name)
     for shape, resize in (([16, 16, 1], "squash"), ([12, 10, 3], "crop"), ([12, 12, 3], "pad")):
         names, images, skipped = load_folder(tmp_path, shape, resize)
-        write_cache(tmp_path / "cache.npy", paths, ["a", "b", "c", "d"], Decoder(*shape[:2], shape[2] == 1, resize),
-                    workers=2)
+        write_cache(
+            tmp_path / "cache.npy", paths, ["a", "b", "c", "d"], Decoder(*shape[:2], shape[2] == 1, resize), workers=2
+        )
         assert names == ["a.png", "b.png", "c.png", "d.jpg"] and not skipped
         assert images.dtype == np.uint8 and np.array_equal(images, np.load(tmp_path / "cache.npy"))
         (tmp_path / "cache.npy").unlink()
@@ -255,8 +281,8 @@ def test_images_are_decoded_as_the_training_cache(tmp_path):
 def test_every_ensemble_method_recipe_reproduces_its_test_predictions(run, tmp_path):
     """For each method: the ensemble step's own ensemble_test.csv is what predict's recipe gives on the stored
     per-fold test predictions, with the parameters stored in scores.json (never refitted)."""
-    from kagglecv.scoring.ensemble import combine
     from kagglecv.inference.predict import check_against_submission, ensemble_recipe
+    from kagglecv.scoring.ensemble import combine
 
     wd, *_ = run
     res = wd / "results" / "tiny"
@@ -286,8 +312,9 @@ def test_report_library_handles_many_classes_and_rgb(tmp_path):
     y = np.arange(n) % k
     ids = [f"img{i}.jpg" for i in range(n)]
     pd.DataFrame({"id": ids, "label": [f"class_{v}" for v in y], "y": y}).to_csv(prep / "train.csv", index=False)
-    (prep / "meta.json").write_text(json.dumps({"classes": [f"class_{v}" for v in range(k)],
-                                                "image_shape": [24, 24, 3]}))
+    (prep / "meta.json").write_text(
+        json.dumps({"classes": [f"class_{v}" for v in range(k)], "image_shape": [24, 24, 3]})
+    )
     p = np.full((n, k), 0.5 / (k - 1))
     p[np.arange(n), y] = 0.5
     oof = pd.DataFrame(p, columns=[f"p{j}" for j in range(k)])
@@ -309,9 +336,19 @@ class Chromium:
     """Headless Chromium driven over the DevTools protocol on a pipe: fd 3 carries commands to the browser,
     fd 4 its replies and events, each a JSON message ended by NUL."""
 
-    FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
-             "--disable-dev-shm-usage", "--remote-debugging-pipe", "--window-size=1600,1100"]
+    FLAGS = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-extensions",
+        "--disable-dev-shm-usage",
+        "--remote-debugging-pipe",
+        "--window-size=1600,1100",
+    ]
 
     def __init__(self, binary: str, profile_dir: str):
         to_r, self._to_browser = os.pipe()
@@ -325,9 +362,14 @@ class Chromium:
             os.dup2(child_w, 4)
 
         self._stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([binary, *self.FLAGS, f"--user-data-dir={profile_dir}", "about:blank"],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr,
-                                     preexec_fn=child_fds, close_fds=False)
+        self.proc = subprocess.Popen(
+            [binary, *self.FLAGS, f"--user-data-dir={profile_dir}", "about:blank"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+            preexec_fn=child_fds,
+            close_fds=False,
+        )
         os.close(child_r), os.close(child_w)
         self._buf, self._id, self._events, self.session = b"", 0, [], None
 
@@ -382,8 +424,9 @@ class Chromium:
 
     def open(self, url: str, timeout: float = 120) -> None:
         page = next(t for t in self.send("Target.getTargets", browser=True)["targetInfos"] if t["type"] == "page")
-        self.session = self.send("Target.attachToTarget", {"targetId": page["targetId"], "flatten": True},
-                                 browser=True)["sessionId"]
+        self.session = self.send(
+            "Target.attachToTarget", {"targetId": page["targetId"], "flatten": True}, browser=True
+        )["sessionId"]
         self.send("Page.enable")
         self.send("Runtime.enable")
         self.send("Page.navigate", {"url": url})
@@ -423,9 +466,13 @@ class Chromium:
     def _click_row(self, category: str, label: str, button: int) -> None:
         """From the start menu: the category, then the result's eye (0) or info (1) button, as a user clicks."""
         self.js("document.querySelector('nav ol li a') && document.querySelector('nav ol li a').click()")  # home
-        self.wait_for(f"[...document.querySelectorAll('nav li a')].some(a => a.innerText.trim() === {json.dumps(category)})")
-        self.js(f"[...document.querySelectorAll('nav li a')].find(a => a.innerText.trim() === {json.dumps(category)}).click()")
-        row = f"[...document.querySelectorAll('nav table tbody tr')].find(r => r.cells[0].innerText.trim() === {json.dumps(label)})"
+        self.wait_for(
+            f"[...document.querySelectorAll('nav li a')].some(a => a.innerText.trim() === {json.dumps(category)})"
+        )
+        link = f"[...document.querySelectorAll('nav li a')].find(a => a.innerText.trim() === {json.dumps(category)})"
+        self.js(f"{link}.click()")
+        rows = "[...document.querySelectorAll('nav table tbody tr')]"
+        row = f"{rows}.find(r => r.cells[0].innerText.trim() === {json.dumps(label)})"
         self.wait_for(f"!!{row}")
         self.js(f"{row}.querySelectorAll('a')[{button}].click()")
 
@@ -464,8 +511,17 @@ def test_job_time_figure_splits_each_job(tmp_path):
     paths = []
     for k, (startup, tta, fixed, train) in enumerate([(5.0, 1.5, 7.0, 30.0), (6.0, 2.0, 9.0, 31.0)]):
         path = tmp_path / f"m{k}.json"
-        path.write_text(json.dumps({"fold": k, "startup_seconds": startup, "tta_seconds": tta, "fixed_seconds": fixed,
-                                    "train_seconds": train}))
+        path.write_text(
+            json.dumps(
+                {
+                    "fold": k,
+                    "startup_seconds": startup,
+                    "tta_seconds": tta,
+                    "fixed_seconds": fixed,
+                    "train_seconds": train,
+                }
+            )
+        )
         paths.append(str(path))
     old = tmp_path / "old.json"
     old.write_text(json.dumps({"fold": 2, "train_seconds": 10.0}))

@@ -7,12 +7,13 @@ import json
 
 import pytest
 
-from helpers import write_csv_images_competition
 from kagglecv.core.errors import InputError
 from kagglecv.core.files import write_json
 from kagglecv.core.results import Ensemble, ModelRecord, PreparedMeta, Scores
 from kagglecv.core.tasks import Task
 from kagglecv.data import prepare
+
+from helpers import write_csv_images_competition
 
 
 def test_meta_json_reads_every_key_prepare_writes(tmp_path):
@@ -29,9 +30,20 @@ def test_meta_json_reads_every_key_prepare_writes(tmp_path):
 
 
 def test_an_older_meta_json_reads_with_the_defaults():
-    old = PreparedMeta.of({"layout": "csv_images", "id_column": "id", "target_columns": ["label"], "classes": [0, 1],
-                           "task": "binary", "n_train": 4, "n_test": 2, "image_shape": [8, 8, 1],
-                           "submission": None, "some_later_key": 1})
+    old = PreparedMeta.of(
+        {
+            "layout": "csv_images",
+            "id_column": "id",
+            "target_columns": ["label"],
+            "classes": [0, 1],
+            "task": "binary",
+            "n_train": 4,
+            "n_test": 2,
+            "image_shape": [8, 8, 1],
+            "submission": None,
+            "some_later_key": 1,
+        }
+    )
     assert old.submission == {} and old.archives == [] and old.meta_columns == [] and old.data == {}
     assert old.group_column is None and old.decode == {} and old.cache == {}
     assert Task.of(old).classes == ("0", "1")  # class names as text
@@ -39,11 +51,21 @@ def test_an_older_meta_json_reads_with_the_defaults():
 
 
 def test_scores_json_reads_and_writes_again():
-    d = {"metric": "qwk", "greater_is_better": True, "task": "ordinal",
-         "models": {"a": {"cv": 0.5, "folds": [0.4, 0.6]}},
-         "methods": {"mean": {"cv": 0.5, "folds": [0.4, 0.6], "params": None}},
-         "ensemble": {"method": "mean", "chosen_by": "single model", "members": ["a"], "cv": 0.5, "params": None,
-                      "thresholds": [0.5, 1.5]}}
+    d = {
+        "metric": "qwk",
+        "greater_is_better": True,
+        "task": "ordinal",
+        "models": {"a": {"cv": 0.5, "folds": [0.4, 0.6]}},
+        "methods": {"mean": {"cv": 0.5, "folds": [0.4, 0.6], "params": None}},
+        "ensemble": {
+            "method": "mean",
+            "chosen_by": "single model",
+            "members": ["a"],
+            "cv": 0.5,
+            "params": None,
+            "thresholds": [0.5, 1.5],
+        },
+    }
     scores = Scores.of(d)
     assert scores.ensemble.thresholds == [0.5, 1.5] and scores.n_folds("a") == 2
     assert scores.to_dict() == d and list(scores.to_dict()["ensemble"]) == list(d["ensemble"])

@@ -11,9 +11,8 @@ import warnings
 import zipfile
 from pathlib import Path
 
-
-from kagglecv.tracking import tracker as tracking
 from kagglecv.core.secrets import redact
+from kagglecv.tracking import tracker as tracking
 
 from helpers import REPO
 
@@ -34,23 +33,27 @@ def tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-
-
 def test_credentials_redacted_everywhere(tmp_path, monkeypatch):
     home = tmp_path / "home"
     (home / ".kaggle").mkdir(parents=True)
-    (home / ".kaggle" / "credentials.json").write_text(json.dumps(
-        {"refresh_token": "refreshOAUTH111", "access_token": "accessOAUTH222", "access_token_expiration": ""}))
+    (home / ".kaggle" / "credentials.json").write_text(
+        json.dumps(
+            {"refresh_token": "refreshOAUTH111", "access_token": "accessOAUTH222", "access_token_expiration": ""}
+        )
+    )
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(home / ".kaggle"))
     monkeypatch.setenv("KAGGLE_API_TOKEN", "envTOKEN333")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://alice:pa%24%24word444@127.0.0.1:9/")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    text = redact("refresh=refreshOAUTH111 access=accessOAUTH222 env=envTOKEN333 pass=pa$$word444 "
-                  "uri=https://bob:hunter2@mlflow.example.com:5000/x other=https://tok@host/")
-    assert text == ("refresh=*** access=*** env=*** pass=*** uri=https://***@mlflow.example.com:5000/x "
-                    "other=https://***@host/")
+    text = redact(
+        "refresh=refreshOAUTH111 access=accessOAUTH222 env=envTOKEN333 pass=pa$$word444 "
+        "uri=https://bob:hunter2@mlflow.example.com:5000/x other=https://tok@host/"
+    )
+    assert text == (
+        "refresh=*** access=*** env=*** pass=*** uri=https://***@mlflow.example.com:5000/x other=https://***@host/"
+    )
     assert tracking.display_uri(tracking.tracking_uri()) == "http://***@127.0.0.1:9/"
     # A tracking server that is down: the warning names the store without its credentials.
     monkeypatch.setattr(tracking, "_down", False)
@@ -85,12 +88,17 @@ run_logged(sys.argv[1], job)
 def test_job_logs_never_hold_a_credential(tmp_path, monkeypatch):
     """MLflow prints each run's URL, built from the tracking URI with its user:password, to stdout, which the job
     harness sends to results/<competition>/logs/: it is not printed, and what any library prints is redacted."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": "http://alice:pa55word444@127.0.0.1:9/",
-           "KAGGLE_API_TOKEN": "envTOKEN333"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "MLFLOW_TRACKING_URI": "http://alice:pa55word444@127.0.0.1:9/",
+        "KAGGLE_API_TOKEN": "envTOKEN333",
+    }
     env.pop("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", None)
     log = tmp_path / "logs" / "train.log"
-    r = subprocess.run([sys.executable, "-c", MLFLOW_PRINTS, str(log)], env=env, capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", MLFLOW_PRINTS, str(log)], env=env, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr
     text = log.read_text()
     assert "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=true" in text

@@ -42,11 +42,13 @@ pytestmark = [pytest.mark.slurm, pytest.mark.workflow, pytest.mark.timeout(1800)
 
 # --- fixtures --------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
     if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
-        pytest.skip("snakemake-executor-plugin-slurm is not installed "
-                    "(uv pip install snakemake-executor-plugin-slurm==2.8.0)")
+        pytest.skip(
+            "snakemake-executor-plugin-slurm is not installed (uv pip install snakemake-executor-plugin-slurm==2.8.0)"
+        )
     try:
         cm = slurm_cluster(tmp_path_factory.mktemp("slurm"))
         cluster = cm.__enter__()
@@ -84,8 +86,19 @@ def workflow_cmd(wd: Path, cfg: dict, *args: str, profile: str | Path = PROFILE,
     fit = ["--cores", "1"] if Path(profile) == PROFILE and "--cores" not in args else []
     if Path(profile) == PROFILE:
         fit += ["--slurm-init-seconds-before-status-checks", "3"]
-    return [*SNAKEMAKE, *args, *fit, "--snakefile", str(snakefile or REPO / "Snakefile"), "--directory", str(wd),
-            "--workflow-profile", str(profile), "--configfile", str(wd / "config.yaml")]
+    return [
+        *SNAKEMAKE,
+        *args,
+        *fit,
+        "--snakefile",
+        str(snakefile or REPO / "Snakefile"),
+        "--directory",
+        str(wd),
+        "--workflow-profile",
+        str(profile),
+        "--configfile",
+        str(wd / "config.yaml"),
+    ]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -99,8 +112,11 @@ PYCACHE: list[Path] = []
 
 
 def workflow_env(server: MlflowServer) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MLFLOW_", "KAGGLECV_", "SLURM_")) and k != "PYTHONDONTWRITEBYTECODE"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MLFLOW_", "KAGGLECV_", "SLURM_")) and k != "PYTHONDONTWRITEBYTECODE"
+    }
     env.update({"PYTHONUNBUFFERED": "1", "MLFLOW_TRACKING_URI": server.uri})
     if PYCACHE:
         env["PYTHONPYCACHEPREFIX"] = str(PYCACHE[-1])
@@ -110,8 +126,14 @@ def workflow_env(server: MlflowServer) -> dict:
 
 def run_workflow(wd: Path, cfg: dict, server: MlflowServer, *args: str, profile=PROFILE, timeout=900):
     t0 = time.perf_counter()
-    r = subprocess.run(workflow_cmd(wd, cfg, *args, profile=profile), cwd=wd, env=workflow_env(server),
-                       capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(
+        workflow_cmd(wd, cfg, *args, profile=profile),
+        cwd=wd,
+        env=workflow_env(server),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     r.wall = time.perf_counter() - t0
     assert r.returncode == 0, f"snakemake failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-8000:]}"
     return r
@@ -148,19 +170,24 @@ def training_jobs(wd: Path, slurm_jobs: list[dict]) -> list[dict]:
     The interval is the Slurm job's StartTime/EndTime (whole seconds; the job holds its GPU that long). Neither
     file times nor the training loop's own clock can tell: Snakemake touches a cluster job's outputs when it sees
     the job finish, and on tiny data the loop lasts a fraction of a second."""
+
     def ts(value: str) -> float:
         return datetime.fromisoformat(value).timestamp()
 
-    by_wildcards = {Path(j["StdOut"]).parent.name: j for j in slurm_jobs
-                    if "/rule_train/" in j.get("StdOut", "") and j.get("JobState") == "COMPLETED"}
+    by_wildcards = {
+        Path(j["StdOut"]).parent.name: j
+        for j in slurm_jobs
+        if "/rule_train/" in j.get("StdOut", "") and j.get("JobState") == "COMPLETED"
+    }
     out = []
     for m in sorted((wd / "results/tiny/models").glob("*/fold*/metrics.json")):
         metrics = json.loads(m.read_text())
         backbone, fold = m.parent.parent.name, m.parent.name.removeprefix("fold")
         sj = by_wildcards[f"{backbone}_{fold}"]
         start, end = ts(sj["StartTime"]), ts(sj["EndTime"])
-        out.append({"job": f"{backbone}-fold{fold}", "device": metrics["cuda_visible_devices"],
-                    "start": start, "end": end})
+        out.append(
+            {"job": f"{backbone}-fold{fold}", "device": metrics["cuda_visible_devices"], "start": start, "end": end}
+        )
     return out
 
 
@@ -175,6 +202,7 @@ def family(server: MlflowServer) -> tuple:
 
 
 # --- the tests -------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def slurm_run(slurm, server, competition, tmp_path_factory):
@@ -196,8 +224,9 @@ def test_slurm_concurrent_training_jobs_get_different_gpus(slurm_run):
     jobs = training_jobs(wd, r.slurm_jobs)
     assert len(jobs) == 2
     assert {j["device"] for j in jobs} == {"0", "1"}, jobs  # Slurm's gres set CUDA_VISIBLE_DEVICES
-    overlapping = [(a, b) for a, b in itertools.combinations(jobs, 2)
-                   if a["start"] < b["end"] and b["start"] < a["end"]]
+    overlapping = [
+        (a, b) for a, b in itertools.combinations(jobs, 2) if a["start"] < b["end"] and b["start"] < a["end"]
+    ]
     assert overlapping, f"no two training jobs ran at once: {jobs}"
     for a, b in overlapping:
         assert a["device"] != b["device"], (a, b)
@@ -251,8 +280,14 @@ def test_mlflow_server_holds_the_parent_with_every_child(slurm_run, server):
 
 
 def backfill(wd: Path, server: MlflowServer, *args: str) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, "-m", "kagglecv", "backfill", "results/tiny", *args], cwd=wd,
-                       env=workflow_env(server), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "kagglecv", "backfill", "results/tiny", *args],
+        cwd=wd,
+        env=workflow_env(server),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     return r
 
@@ -278,9 +313,14 @@ def test_mlflow_server_killed_mid_run_then_backfill(competition, tmp_path_factor
         cfg = tiny_config(competition, backbones=BACKBONES)
         t0 = time.perf_counter()
         with open(wd.parent / f"{wd.name}.snakemake.log", "w") as log:
-            proc = subprocess.Popen(workflow_cmd(wd, cfg, "--cores", "2", profile=LOCAL_PROFILE), cwd=wd,
-                                    env=workflow_env(server), stdout=log,
-                                    stderr=subprocess.STDOUT, text=True)
+            proc = subprocess.Popen(
+                workflow_cmd(wd, cfg, "--cores", "2", profile=LOCAL_PROFILE),
+                cwd=wd,
+                env=workflow_env(server),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
             try:
                 first = wait_for_first(wd, proc)
                 server.kill()  # SIGKILL, server and workers: as if its machine went away
@@ -293,8 +333,10 @@ def test_mlflow_server_killed_mid_run_then_backfill(competition, tmp_path_factor
         wall = time.perf_counter() - t0
         out = Path(log.name).read_text()
         assert rc == 0, out[-6000:]
-        print(f"\nserver killed {killed_at:.0f} s in (after {first.parent.parent.name}/{first.parent.name}); "
-              f"the run finished anyway after {wall:.0f} s")
+        print(
+            f"\nserver killed {killed_at:.0f} s in (after {first.parent.parent.name}/{first.parent.name}); "
+            f"the run finished anyway after {wall:.0f} s"
+        )
         assert_complete_outputs(wd, competition)  # tracking never costs a result
 
         # the jobs that ran without the server warned once each, and went on
@@ -323,8 +365,15 @@ def test_mlflow_server_killed_mid_run_then_backfill(competition, tmp_path_factor
                 assert len(c.get_metric_history(child.info.run_id, "train_loss")) == 1  # 1 epoch, once
                 arts = {Path(a.path).name for a in c.list_artifacts(child.info.run_id)}
                 assert {"metrics.json", "config.json", "history.csv"} <= arts, (child.info.run_name, arts)
-                m = json.loads((wd / "results/tiny/models" / child.data.tags["backbone"]
-                                / f"fold{child.data.tags['fold']}" / "metrics.json").read_text())
+                m = json.loads(
+                    (
+                        wd
+                        / "results/tiny/models"
+                        / child.data.tags["backbone"]
+                        / f"fold{child.data.tags['fold']}"
+                        / "metrics.json"
+                    ).read_text()
+                )
                 assert child.data.metrics["cv_fold"] == pytest.approx(m["score"])
         ens = next(ch for ch in children if ch.info.run_name == "ensemble")
         assert ens.data.tags.get("kagglecv.backfilled") == "created"
@@ -353,7 +402,13 @@ def backfill_rule(wd: Path, cfg: dict, server: MlflowServer) -> str:
         if not (wrapper / "schemas").exists():
             (wrapper / "schemas").symlink_to(REPO / "schemas")  # common.smk reads it from workflow.basedir
         snakefile = wrapper / "Snakefile"
-    r = subprocess.run(workflow_cmd(wd, cfg, "backfill", profile="none", snakefile=snakefile) + ["--cores", "1"],
-                       cwd=wd, env=workflow_env(server), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        workflow_cmd(wd, cfg, "backfill", profile="none", snakefile=snakefile) + ["--cores", "1"],
+        cwd=wd,
+        env=workflow_env(server),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     return (wd / "results/tiny/logs/backfill.log").read_text()

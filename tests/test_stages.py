@@ -1,5 +1,6 @@
-"""Stages after the first training (kagglecv.training.teachers): pseudo-label rounds and the distilled student, for every
-task kind, honest by construction; then the whole DAG with a round, a student and a kernel that ships the student."""
+"""Stages after the first training (kagglecv.training.teachers): pseudo-label rounds and the distilled student, for
+every task kind, honest by construction; then the whole DAG with a round, a student and a kernel that ships the
+student."""
 
 from __future__ import annotations
 
@@ -14,20 +15,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kagglecv.config.members import members, backbone_settings, teacher_of
+from kagglecv.config.members import backbone_settings, members, teacher_of
 from kagglecv.config.schema import resolve
+from kagglecv.config.train import TrainConfig
+from kagglecv.core.tasks import Task
 from kagglecv.data.folds import make_folds
 from kagglecv.data.prepare import prepare
-from kagglecv.core.tasks import Task
 from kagglecv.training.teachers import distill_targets, pseudo_labels, read_teacher
-from kagglecv.config.train import TrainConfig
 from kagglecv.training.train import run
 
 from demo_tasks import DEMOS, make_task_competition
 from helpers import mlflow_db, run_snakemake, tiny_config, write_csv_images_competition
 
-KINDS = {"isic-mini": "binary", "planet-mini": "multilabel", "pawpularity-mini": "regression",
-         "aptos-mini": "ordinal"}
+KINDS = {"isic-mini": "binary", "planet-mini": "multilabel", "pawpularity-mini": "regression", "aptos-mini": "ordinal"}
 
 
 def predictions(path, ids, cols, values):
@@ -37,11 +37,11 @@ def predictions(path, ids, cols, values):
 
 def test_a_round_labels_the_test_set_with_the_folds_own_models(tmp_path):
     task, ids, cols = Task("multiclass", ("a", "b", "c")), ["t0", "t1", "t2"], ["p0", "p1", "p2"]
-    m1 = predictions(tmp_path / "m1.csv", ids, cols, np.array([[.9, .05, .05], [.4, .3, .3], [.1, .1, .8]]))
-    m2 = predictions(tmp_path / "m2.csv", ids, cols, np.array([[.7, .2, .1], [.2, .5, .3], [.0, .2, .8]]))
+    m1 = predictions(tmp_path / "m1.csv", ids, cols, np.array([[0.9, 0.05, 0.05], [0.4, 0.3, 0.3], [0.1, 0.1, 0.8]]))
+    m2 = predictions(tmp_path / "m2.csv", ids, cols, np.array([[0.7, 0.2, 0.1], [0.2, 0.5, 0.3], [0.0, 0.2, 0.8]]))
     out = pseudo_labels([m1, m2], task, tmp_path / "t.csv", min_confidence=0.6, soft=True, weight=0.5)
     assert out["id"].tolist() == ["t0", "t2"]  # t1: top probability 0.4, below 0.6
-    assert np.allclose(out[cols].to_numpy(), [[.8, .125, .075], [.05, .15, .8]]) and (out["weight"] == 0.5).all()
+    assert np.allclose(out[cols].to_numpy(), [[0.8, 0.125, 0.075], [0.05, 0.15, 0.8]]) and (out["weight"] == 0.5).all()
     hard = pseudo_labels([m1, m2], task, tmp_path / "h.csv", min_confidence=0.0, soft=False)
     assert hard[cols].to_numpy().tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
     values = Task("regression")
@@ -50,16 +50,26 @@ def test_a_round_labels_the_test_set_with_the_folds_own_models(tmp_path):
 
 
 def test_the_student_learns_from_predictions_that_never_saw_its_rows(tmp_path):
-    folds = pd.DataFrame({"id": ["a", "b", "c", "d"], "label": ["x", "y", "x", "y"], "y": [0, 1, 0, 1],
-                          "fold": [0, 0, 1, 1]})
-    oof = [[predictions(tmp_path / f"oof{k}.csv", folds["id"][folds["fold"] == k].tolist(), ["p0", "p1"],
-                        np.array([[.6, .4], [.3, .7]])) for k in (0, 1)]]
-    test = predictions(tmp_path / "test.csv", ["t0"], ["p0", "p1"], np.array([[.2, .8]]))
+    folds = pd.DataFrame(
+        {"id": ["a", "b", "c", "d"], "label": ["x", "y", "x", "y"], "y": [0, 1, 0, 1], "fold": [0, 0, 1, 1]}
+    )
+    oof = [
+        [
+            predictions(
+                tmp_path / f"oof{k}.csv",
+                folds["id"][folds["fold"] == k].tolist(),
+                ["p0", "p1"],
+                np.array([[0.6, 0.4], [0.3, 0.7]]),
+            )
+            for k in (0, 1)
+        ]
+    ]
+    test = predictions(tmp_path / "test.csv", ["t0"], ["p0", "p1"], np.array([[0.2, 0.8]]))
     out = distill_targets(oof, [test], folds, 1, Task("binary", ("x", "y")), tmp_path / "s.csv", label_weight=0.5)
     train = out[out["source"] == "train"]
     assert train["id"].tolist() == ["a", "b"]  # fold 1's job: the rows of fold 0 only
-    assert np.allclose(train[["p0", "p1"]], [[.8, .2], [.15, .85]])  # half the label, half the OOF prediction
-    assert out[out["source"] == "test"][["p0", "p1"]].to_numpy().tolist() == [[.2, .8]]
+    assert np.allclose(train[["p0", "p1"]], [[0.8, 0.2], [0.15, 0.85]])  # half the label, half the OOF prediction
+    assert out[out["source"] == "test"][["p0", "p1"]].to_numpy().tolist() == [[0.2, 0.8]]
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +105,9 @@ def test_a_job_trains_on_its_teachers_rows_for_every_task(kinds, slug, tmp_path)
     tr_idx = np.flatnonzero(folds["fold"].to_numpy() != 0)
     train_t, rows, test_t, w = read_teacher(tmp_path / "round2.csv", folds, tr_idx, test_ids, task)
     assert train_t is None and rows.tolist() == list(range(len(test_ids))) and np.allclose(test_t, targets[cols])
-    cfg = TrainConfig(backbone="test_resnet", epochs=1, img_size=16, batch_size=8, threads=1, tta="none",
-                      metric=DEMOS[slug].metric)
+    cfg = TrainConfig(
+        backbone="test_resnet", epochs=1, img_size=16, batch_size=8, threads=1, tta="none", metric=DEMOS[slug].metric
+    )
     r = run(cfg, root / "p", root / "folds.csv", tmp_path / "m", track=False, teacher_csv=tmp_path / "round2.csv")
     resolved = json.loads((tmp_path / "m/config.json").read_text())
     assert resolved["teacher_rows"] == len(test_ids) and resolved["n_train"] == len(tr_idx)
@@ -104,11 +115,23 @@ def test_a_job_trains_on_its_teachers_rows_for_every_task(kinds, slug, tmp_path)
 
 
 def test_members_of_the_stages():
-    cfg = resolve({"backbones": ["resnet18", {"name": "effnet", "model": "efficientnet_b0"}],
-                   "pseudo_labels": {"rounds": 2}, "distill": {"student": {"name": "resnet10t", "epochs": 3}}})
+    cfg = resolve(
+        {
+            "backbones": ["resnet18", {"name": "effnet", "model": "efficientnet_b0"}],
+            "pseudo_labels": {"rounds": 2},
+            "distill": {"student": {"name": "resnet10t", "epochs": 3}},
+        }
+    )
     m = members(cfg, backbone_settings(cfg))
-    assert list(m) == ["resnet18", "effnet", "resnet18@r2", "effnet@r2", "resnet18@r3", "effnet@r3",
-                       "resnet10t@student"]
+    assert list(m) == [
+        "resnet18",
+        "effnet",
+        "resnet18@r2",
+        "effnet@r2",
+        "resnet18@r3",
+        "effnet@r3",
+        "resnet10t@student",
+    ]
     assert m["effnet@r3"]["model"] == "efficientnet_b0" and m["resnet18@r2"]["model"] == "resnet18"
     assert m["resnet10t@student"]["epochs"] == 3 and m["resnet10t@student"]["model"] == "resnet10t"
     assert [teacher_of(x) for x in ("resnet18", "resnet18@r3", "resnet10t@student")] == [None, "round3", "student"]
@@ -117,13 +140,19 @@ def test_members_of_the_stages():
 @pytest.mark.workflow
 def test_a_round_and_a_student_in_the_dag_and_a_kernel_of_the_student(tmp_path):
     write_csv_images_competition(tmp_path / "tiny.zip", n_test=12)
-    cfg = tiny_config(tmp_path / "tiny.zip", mlflow={"enabled": True, "live": False},
-                      pseudo_labels={"rounds": 1, "min_confidence": 0.0, "soft": True},
-                      distill={"student": {"name": "test_convnext", "img_size": 32}},
-                      kaggle={"owner": "someone", "enable_gpu": False, "kernel_models": "student"})
+    cfg = tiny_config(
+        tmp_path / "tiny.zip",
+        mlflow={"enabled": True, "live": False},
+        pseudo_labels={"rounds": 1, "min_confidence": 0.0, "soft": True},
+        distill={"student": {"name": "test_convnext", "img_size": 32}},
+        kaggle={"owner": "someone", "enable_gpu": False, "kernel_models": "student"},
+    )
     plan = run_snakemake(tmp_path, cfg, "-n", "--quiet", "rules")
-    counts = dict(line.split()[:2] for line in plan.stdout.splitlines() if line.split()[:1] and
-                  line.split()[0] in ("train", "pseudo_labels", "distill_targets"))
+    counts = dict(
+        line.split()[:2]
+        for line in plan.stdout.splitlines()
+        if line.split()[:1] and line.split()[0] in ("train", "pseudo_labels", "distill_targets")
+    )
     assert counts == {"train": "6", "pseudo_labels": "2", "distill_targets": "2"}, plan.stdout
     run_snakemake(tmp_path, cfg)
     res = tmp_path / "results/tiny"
@@ -139,8 +168,13 @@ def test_a_round_and_a_student_in_the_dag_and_a_kernel_of_the_student(tmp_path):
     store = mlflow_db(tmp_path / "results/mlflow.db")
     runs = {name: status for name, (status, _) in store.items()}
     cv = {k: v[-1] for k, v in store["ensemble"][1].items()}
-    assert {"test_resnet@r2-fold0", "test_convnext@student-fold1", "pseudo_labels-round2-fold0",
-            "distill_targets-fold1", "ensemble"} <= set(runs) and set(runs.values()) == {"FINISHED"}, runs
+    assert {
+        "test_resnet@r2-fold0",
+        "test_convnext@student-fold1",
+        "pseudo_labels-round2-fold0",
+        "distill_targets-fold1",
+        "ensemble",
+    } <= set(runs) and set(runs.values()) == {"FINISHED"}, runs
     assert cv["cv_test_resnet_r2"] == pytest.approx(scores["models"]["test_resnet@r2"]["cv"])
     run_snakemake(tmp_path, cfg, "--cores", "2", "kernel")
     ds = res / "kernel-dataset"
@@ -151,11 +185,22 @@ def test_a_round_and_a_student_in_the_dag_and_a_kernel_of_the_student(tmp_path):
     shutil.copytree(ds, inp / "tiny-kagglecv")
     meta = json.loads((res / "kernel/kernel-metadata.json").read_text())
     env = {**os.environ, "KAGGLE_INPUT": str(inp), "KAGGLE_WORKING": str(tmp_path / "out")}
-    r = subprocess.run([sys.executable, str(res / "kernel" / meta["code_file"])], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, str(res / "kernel" / meta["code_file"])],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     sub = pd.read_csv(tmp_path / "out/submission.csv", dtype=str)
-    student = np.mean([pd.read_csv(res / f"models/test_convnext@student/fold{k}/test.csv").filter(like="p").to_numpy()
-                       for k in range(2)], axis=0)
+    student = np.mean(
+        [
+            pd.read_csv(res / f"models/test_convnext@student/fold{k}/test.csv").filter(like="p").to_numpy()
+            for k in range(2)
+        ],
+        axis=0,
+    )
     classes = json.loads((res / "prepared/meta.json").read_text())["classes"]
     assert sub["label"].tolist() == [str(classes[i]) for i in student.argmax(1)]  # the student alone

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from standins import InvalidSubmission, SLUGS, grade, lower_is_better, make, prior_score, sample_score
+from standins import SLUGS, InvalidSubmission, grade, lower_is_better, make, prior_score, sample_score
 from standins.common import read_tfrecord
 from standins.graders import average_precision_at_k, prior_submission, read
 
@@ -49,94 +49,219 @@ def names(folder: Path) -> set[str]:
     return {p.name for p in folder.iterdir() if p.is_file()}
 
 
-RANZCR_11 = ["ETT - Abnormal", "ETT - Borderline", "ETT - Normal", "NGT - Abnormal", "NGT - Borderline",
-             "NGT - Incompletely Imaged", "NGT - Normal", "CVC - Abnormal", "CVC - Borderline", "CVC - Normal",
-             "Swan Ganz Catheter Present"]
-PET = ["Subject Focus", "Eyes", "Face", "Near", "Action", "Accessory", "Group", "Collage", "Human", "Occlusion",
-       "Info", "Blur"]
+RANZCR_11 = [
+    "ETT - Abnormal",
+    "ETT - Borderline",
+    "ETT - Normal",
+    "NGT - Abnormal",
+    "NGT - Borderline",
+    "NGT - Incompletely Imaged",
+    "NGT - Normal",
+    "CVC - Abnormal",
+    "CVC - Borderline",
+    "CVC - Normal",
+    "Swan Ganz Catheter Present",
+]
+PET = [
+    "Subject Focus",
+    "Eyes",
+    "Face",
+    "Near",
+    "Action",
+    "Accessory",
+    "Group",
+    "Collage",
+    "Human",
+    "Occlusion",
+    "Info",
+    "Blur",
+]
 LEAF_FEATURES = [f"{k}{i}" for k in ("margin", "shape", "texture") for i in range(1, 65)]
 
 # slug -> (public top-level entries, {public CSV: header}, answers file name, answers header)
 LAYOUT = {
-    "aerial-cactus-identification": ({"train.csv", "train.zip", "test.zip", "sample_submission.csv"},
-                                     {"train.csv": ["id", "has_cactus"],
-                                      "sample_submission.csv": ["id", "has_cactus"]},
-                                     "test.csv", ["id", "has_cactus"]),
-    "aptos2019-blindness-detection": ({"train.csv", "test.csv", "train_images", "test_images", "sample_submission.csv"},
-                                      {"train.csv": ["id_code", "diagnosis"], "test.csv": ["id_code"],
-                                       "sample_submission.csv": ["id_code", "diagnosis"]},
-                                      "test.csv", ["id_code", "diagnosis"]),
-    "cassava-leaf-disease-classification": ({"train.csv", "sample_submission.csv", "train_images", "test_images",
-                                             "train_tfrecords", "test_tfrecords", "label_num_to_disease_map.json"},
-                                            {"train.csv": ["image_id", "label"],
-                                             "sample_submission.csv": ["image_id", "label"]},
-                                            "test.csv", ["image_id", "label"]),
-    "dog-breed-identification": ({"labels.csv", "train", "test", "sample_submission.csv"},
-                                 {"labels.csv": ["id", "breed"]}, "test.csv", None),
-    "dogs-vs-cats-redux-kernels-edition": ({"train.zip", "test.zip", "sample_submission.csv"},
-                                           {"sample_submission.csv": ["id", "label"]}, "answers.csv", ["id", "label"]),
-    "histopathologic-cancer-detection": ({"train_labels.csv", "train", "test", "sample_submission.csv"},
-                                         {"train_labels.csv": ["id", "label"],
-                                          "sample_submission.csv": ["id", "label"]},
-                                         "answers.csv", ["id", "label"]),
-    "invasive-species-monitoring": ({"train_labels.csv.zip", "sample_submission.csv.zip", "train.7z", "test.7z"},
-                                    {"train_labels.csv.zip": ["name", "invasive"],
-                                     "sample_submission.csv.zip": ["name", "invasive"]},
-                                    "answers.csv", ["name", "invasive"]),
-    "leaf-classification": ({"train.csv", "test.csv", "images", "sample_submission.csv"},
-                            {"train.csv": ["id", "species"] + LEAF_FEATURES, "test.csv": ["id"] + LEAF_FEATURES},
-                            "test.csv", None),
-    "paddy-disease-classification": ({"train.csv", "train_images", "test_images", "sample_submission.csv"},
-                                     {"train.csv": ["image_id", "label", "variety", "age"],
-                                      "sample_submission.csv": ["image_id", "label"]},
-                                     "test.csv", ["image_id", "label", "variety", "age"]),
-    "petfinder-pawpularity-score": ({"train.csv", "test.csv", "train", "test", "sample_submission.csv"},
-                                    {"train.csv": ["Id"] + PET + ["Pawpularity"], "test.csv": ["Id"] + PET,
-                                     "sample_submission.csv": ["Id", "Pawpularity"]},
-                                    "test.csv", ["Id"] + PET + ["Pawpularity"]),
-    "plant-pathology-2020-fgvc7": ({"train.csv", "test.csv", "images", "sample_submission.csv"},
-                                   {"train.csv": ["image_id", "healthy", "multiple_diseases", "rust", "scab"],
-                                    "test.csv": ["image_id"],
-                                    "sample_submission.csv": ["image_id", "healthy", "multiple_diseases", "rust",
-                                                              "scab"]},
-                                   "test.csv", ["image_id", "healthy", "multiple_diseases", "rust", "scab"]),
-    "plant-pathology-2021-fgvc8": ({"train.csv", "train_images", "test_images", "sample_submission.csv"},
-                                   {"train.csv": ["image", "labels"], "sample_submission.csv": ["image", "labels"]},
-                                   "answers.csv", ["image", "labels"]),
-    "plant-seedlings-classification": ({"train", "test", "sample_submission.csv"},
-                                       {"sample_submission.csv": ["file", "species"]},
-                                       "answers.csv", ["file", "species"]),
-    "ranzcr-clip-catheter-line-classification": ({"train.csv", "train_annotations.csv", "train", "test",
-                                                  "sample_submission.csv"},
-                                                 {"train.csv": ["StudyInstanceUID"] + RANZCR_11 + ["PatientID"],
-                                                  "train_annotations.csv": ["StudyInstanceUID", "label", "data"],
-                                                  "sample_submission.csv": ["StudyInstanceUID"] + RANZCR_11[:9]},
-                                                 "test.csv", ["StudyInstanceUID"] + RANZCR_11 + ["PatientID"]),
-    "siim-isic-melanoma-classification": ({"train.csv", "test.csv", "jpeg", "train", "test", "tfrecords",
-                                           "sample_submission.csv"},
-                                          {"train.csv": ["image_name", "patient_id", "sex", "age_approx",
-                                                         "anatom_site_general_challenge", "diagnosis",
-                                                         "benign_malignant", "target"],
-                                           "test.csv": ["image_name", "patient_id", "sex", "age_approx",
-                                                        "anatom_site_general_challenge"],
-                                           "sample_submission.csv": ["image_name", "target"]},
-                                          "test.csv", ["image_name", "target"]),
-    "whale-categorization-playground": ({"train.csv", "train", "test", "sample_submission.csv"},
-                                        {"train.csv": ["Image", "Id"], "sample_submission.csv": ["Image", "Id"]},
-                                        "test.csv", ["Image", "Id"]),
-    "herbarium-2020-fgvc7": ({"nybg2020", "sample_submission.csv"},
-                             {"sample_submission.csv": ["Id", "Predicted"]}, "answers.csv", ["Id", "Predicted"]),
-    "imet-2020-fgvc7": ({"train.csv", "labels.csv", "train", "test", "sample_submission.csv"},
-                        {"train.csv": ["id", "attribute_ids"], "labels.csv": ["attribute_id", "attribute_name"],
-                         "sample_submission.csv": ["id", "attribute_ids"]},
-                        "answers.csv", ["id", "attribute_ids"]),
-    "iwildcam-2019-fgvc6": ({"train.csv", "test.csv", "train_images.zip", "test_images.zip", "sample_submission.csv"},
-                            {"train.csv": ["category_id", "date_captured", "file_name", "frame_num", "id", "location",
-                                           "rights_holder", "seq_id", "seq_num_frames", "width", "height"],
-                             "test.csv": ["date_captured", "file_name", "frame_num", "id", "location",
-                                          "rights_holder", "seq_id", "seq_num_frames", "width", "height"],
-                             "sample_submission.csv": ["Unnamed: 0", "Id", "Category"]},
-                            "answers.csv", ["Id", "Category"]),
+    "aerial-cactus-identification": (
+        {"train.csv", "train.zip", "test.zip", "sample_submission.csv"},
+        {"train.csv": ["id", "has_cactus"], "sample_submission.csv": ["id", "has_cactus"]},
+        "test.csv",
+        ["id", "has_cactus"],
+    ),
+    "aptos2019-blindness-detection": (
+        {"train.csv", "test.csv", "train_images", "test_images", "sample_submission.csv"},
+        {
+            "train.csv": ["id_code", "diagnosis"],
+            "test.csv": ["id_code"],
+            "sample_submission.csv": ["id_code", "diagnosis"],
+        },
+        "test.csv",
+        ["id_code", "diagnosis"],
+    ),
+    "cassava-leaf-disease-classification": (
+        {
+            "train.csv",
+            "sample_submission.csv",
+            "train_images",
+            "test_images",
+            "train_tfrecords",
+            "test_tfrecords",
+            "label_num_to_disease_map.json",
+        },
+        {"train.csv": ["image_id", "label"], "sample_submission.csv": ["image_id", "label"]},
+        "test.csv",
+        ["image_id", "label"],
+    ),
+    "dog-breed-identification": (
+        {"labels.csv", "train", "test", "sample_submission.csv"},
+        {"labels.csv": ["id", "breed"]},
+        "test.csv",
+        None,
+    ),
+    "dogs-vs-cats-redux-kernels-edition": (
+        {"train.zip", "test.zip", "sample_submission.csv"},
+        {"sample_submission.csv": ["id", "label"]},
+        "answers.csv",
+        ["id", "label"],
+    ),
+    "histopathologic-cancer-detection": (
+        {"train_labels.csv", "train", "test", "sample_submission.csv"},
+        {"train_labels.csv": ["id", "label"], "sample_submission.csv": ["id", "label"]},
+        "answers.csv",
+        ["id", "label"],
+    ),
+    "invasive-species-monitoring": (
+        {"train_labels.csv.zip", "sample_submission.csv.zip", "train.7z", "test.7z"},
+        {"train_labels.csv.zip": ["name", "invasive"], "sample_submission.csv.zip": ["name", "invasive"]},
+        "answers.csv",
+        ["name", "invasive"],
+    ),
+    "leaf-classification": (
+        {"train.csv", "test.csv", "images", "sample_submission.csv"},
+        {"train.csv": ["id", "species"] + LEAF_FEATURES, "test.csv": ["id"] + LEAF_FEATURES},
+        "test.csv",
+        None,
+    ),
+    "paddy-disease-classification": (
+        {"train.csv", "train_images", "test_images", "sample_submission.csv"},
+        {"train.csv": ["image_id", "label", "variety", "age"], "sample_submission.csv": ["image_id", "label"]},
+        "test.csv",
+        ["image_id", "label", "variety", "age"],
+    ),
+    "petfinder-pawpularity-score": (
+        {"train.csv", "test.csv", "train", "test", "sample_submission.csv"},
+        {
+            "train.csv": ["Id"] + PET + ["Pawpularity"],
+            "test.csv": ["Id"] + PET,
+            "sample_submission.csv": ["Id", "Pawpularity"],
+        },
+        "test.csv",
+        ["Id"] + PET + ["Pawpularity"],
+    ),
+    "plant-pathology-2020-fgvc7": (
+        {"train.csv", "test.csv", "images", "sample_submission.csv"},
+        {
+            "train.csv": ["image_id", "healthy", "multiple_diseases", "rust", "scab"],
+            "test.csv": ["image_id"],
+            "sample_submission.csv": ["image_id", "healthy", "multiple_diseases", "rust", "scab"],
+        },
+        "test.csv",
+        ["image_id", "healthy", "multiple_diseases", "rust", "scab"],
+    ),
+    "plant-pathology-2021-fgvc8": (
+        {"train.csv", "train_images", "test_images", "sample_submission.csv"},
+        {"train.csv": ["image", "labels"], "sample_submission.csv": ["image", "labels"]},
+        "answers.csv",
+        ["image", "labels"],
+    ),
+    "plant-seedlings-classification": (
+        {"train", "test", "sample_submission.csv"},
+        {"sample_submission.csv": ["file", "species"]},
+        "answers.csv",
+        ["file", "species"],
+    ),
+    "ranzcr-clip-catheter-line-classification": (
+        {"train.csv", "train_annotations.csv", "train", "test", "sample_submission.csv"},
+        {
+            "train.csv": ["StudyInstanceUID"] + RANZCR_11 + ["PatientID"],
+            "train_annotations.csv": ["StudyInstanceUID", "label", "data"],
+            "sample_submission.csv": ["StudyInstanceUID"] + RANZCR_11[:9],
+        },
+        "test.csv",
+        ["StudyInstanceUID"] + RANZCR_11 + ["PatientID"],
+    ),
+    "siim-isic-melanoma-classification": (
+        {"train.csv", "test.csv", "jpeg", "train", "test", "tfrecords", "sample_submission.csv"},
+        {
+            "train.csv": [
+                "image_name",
+                "patient_id",
+                "sex",
+                "age_approx",
+                "anatom_site_general_challenge",
+                "diagnosis",
+                "benign_malignant",
+                "target",
+            ],
+            "test.csv": ["image_name", "patient_id", "sex", "age_approx", "anatom_site_general_challenge"],
+            "sample_submission.csv": ["image_name", "target"],
+        },
+        "test.csv",
+        ["image_name", "target"],
+    ),
+    "whale-categorization-playground": (
+        {"train.csv", "train", "test", "sample_submission.csv"},
+        {"train.csv": ["Image", "Id"], "sample_submission.csv": ["Image", "Id"]},
+        "test.csv",
+        ["Image", "Id"],
+    ),
+    "herbarium-2020-fgvc7": (
+        {"nybg2020", "sample_submission.csv"},
+        {"sample_submission.csv": ["Id", "Predicted"]},
+        "answers.csv",
+        ["Id", "Predicted"],
+    ),
+    "imet-2020-fgvc7": (
+        {"train.csv", "labels.csv", "train", "test", "sample_submission.csv"},
+        {
+            "train.csv": ["id", "attribute_ids"],
+            "labels.csv": ["attribute_id", "attribute_name"],
+            "sample_submission.csv": ["id", "attribute_ids"],
+        },
+        "answers.csv",
+        ["id", "attribute_ids"],
+    ),
+    "iwildcam-2019-fgvc6": (
+        {"train.csv", "test.csv", "train_images.zip", "test_images.zip", "sample_submission.csv"},
+        {
+            "train.csv": [
+                "category_id",
+                "date_captured",
+                "file_name",
+                "frame_num",
+                "id",
+                "location",
+                "rights_holder",
+                "seq_id",
+                "seq_num_frames",
+                "width",
+                "height",
+            ],
+            "test.csv": [
+                "date_captured",
+                "file_name",
+                "frame_num",
+                "id",
+                "location",
+                "rights_holder",
+                "seq_id",
+                "seq_num_frames",
+                "width",
+                "height",
+            ],
+            "sample_submission.csv": ["Unnamed: 0", "Id", "Category"],
+        },
+        "answers.csv",
+        ["Id", "Category"],
+    ),
 }
 
 
@@ -146,8 +271,11 @@ def test_every_competition_has_a_layout_and_a_grader():
 
 def file_and_sample_ids(slug: str, pub: Path) -> tuple[set, set]:
     """(the test ids the image files give, as the sample submission spells them; the sample's ids)."""
-    sample = read(pub / "sample_submission.csv") if (pub / "sample_submission.csv").exists() else \
-        read(pub / "sample_submission.csv.zip")
+    sample = (
+        read(pub / "sample_submission.csv")
+        if (pub / "sample_submission.csv").exists()
+        else read(pub / "sample_submission.csv.zip")
+    )
     ids = {str(i) for i in sample.iloc[:, 1 if slug == "iwildcam-2019-fgvc6" else 0]}
     files = {
         "aerial-cactus-identification": lambda: set(zip_names(pub / "test.zip")),
@@ -166,8 +294,9 @@ def file_and_sample_ids(slug: str, pub: Path) -> tuple[set, set]:
         "ranzcr-clip-catheter-line-classification": lambda: stems(pub / "test", "*.jpg"),
         "siim-isic-melanoma-classification": lambda: stems(pub / "jpeg" / "test", "*.jpg"),
         "whale-categorization-playground": lambda: names(pub / "test"),
-        "herbarium-2020-fgvc7": lambda: {img["id"] for img in json.loads(
-            (pub / "nybg2020" / "test" / "metadata.json").read_text())["images"]},
+        "herbarium-2020-fgvc7": lambda: {
+            img["id"] for img in json.loads((pub / "nybg2020" / "test" / "metadata.json").read_text())["images"]
+        },
         "imet-2020-fgvc7": lambda: stems(pub / "test", "*.png"),
         "iwildcam-2019-fgvc6": lambda: {Path(n).stem for n in zip_names(pub / "test_images.zip")},
     }[slug]()
@@ -296,8 +425,12 @@ def test_tfrecords_dicom_and_json(tmp_path):
     s = build("siim-isic-melanoma-classification", tmp_path / "s")
     dcm = next((s.folder / "train").glob("ISIC_*.dcm"))
     assert dcm.read_bytes()[128:132] == b"DICM"
-    assert {p.name.split("-")[0] for p in (s.folder / "tfrecords").iterdir()} == {"train00", "train01", "train02",
-                                                                                   "test00"}
+    assert {p.name.split("-")[0] for p in (s.folder / "tfrecords").iterdir()} == {
+        "train00",
+        "train01",
+        "train02",
+        "test00",
+    }
     test = read(s.folder / "test.csv")
     assert test.image_name.str.match(r"^ISIC_\d{7}$").all()
 
@@ -306,8 +439,11 @@ def test_invasive_archives(tmp_path):
     s = build("invasive-species-monitoring", tmp_path / "a")
     assert zip_names(s.folder / "train_labels.csv.zip") == ["train_labels.csv"]
     assert all(n == "train" or n.startswith("train/") for n in _7z_names(s.folder / "train.7z"))
-    u = make("invasive-species-monitoring", tmp_path / "u", n_train=N_TRAIN, n_test=N_TEST,
-             unpack_inner_archives=True) if HAS_7Z else None
+    u = (
+        make("invasive-species-monitoring", tmp_path / "u", n_train=N_TRAIN, n_test=N_TEST, unpack_inner_archives=True)
+        if HAS_7Z
+        else None
+    )
     if u is not None:
         assert {p.name for p in u.folder.iterdir()} == {"train_labels.csv", "sample_submission.csv", "train", "test"}
 
@@ -329,27 +465,38 @@ def test_deterministic_from_seed(tmp_path):
     c = make("whale-categorization-playground", tmp_path / "c", n_train=N_TRAIN, n_test=N_TEST, seed=4)
     assert (a.folder / "train.csv").read_bytes() == (b.folder / "train.csv").read_bytes()
     assert a.answers.read_bytes() == b.answers.read_bytes()
-    assert {p.name: p.read_bytes() for p in (a.folder / "test").iterdir()} == \
-        {p.name: p.read_bytes() for p in (b.folder / "test").iterdir()}
+    assert {p.name: p.read_bytes() for p in (a.folder / "test").iterdir()} == {
+        p.name: p.read_bytes() for p in (b.folder / "test").iterdir()
+    }
     assert (a.folder / "train.csv").read_bytes() != (c.folder / "train.csv").read_bytes()
 
 
-@pytest.mark.parametrize("slug", ["cassava-leaf-disease-classification", "ranzcr-clip-catheter-line-classification",
-                                  "whale-categorization-playground"])
+@pytest.mark.parametrize(
+    "slug",
+    [
+        "cassava-leaf-disease-classification",
+        "ranzcr-clip-catheter-line-classification",
+        "whale-categorization-playground",
+    ],
+)
 def test_labels_are_learnable_from_pixels(slug, tmp_path):
     """A linear model on the pixels beats the most common label: the stand-ins are learnable."""
     from sklearn.linear_model import LogisticRegression
 
     s = make(slug, tmp_path, n_train=150, n_test=40)
-    folder = {"cassava-leaf-disease-classification": ("train_images", "test_images"),
-              "ranzcr-clip-catheter-line-classification": ("train", "test"),
-              "whale-categorization-playground": ("train", "test")}[slug]
+    folder = {
+        "cassava-leaf-disease-classification": ("train_images", "test_images"),
+        "ranzcr-clip-catheter-line-classification": ("train", "test"),
+        "whale-categorization-playground": ("train", "test"),
+    }[slug]
     target = s.target_columns[0] if slug != "ranzcr-clip-catheter-line-classification" else "NGT - Normal"
     ext = ".jpg" if slug == "ranzcr-clip-catheter-line-classification" else ""
 
     def xy(sub, frame):
-        x = [np.asarray(Image.open(s.folder / sub / f"{i}{ext}").convert("RGB").resize((16, 16)), float).ravel()
-             for i in frame[s.id_column]]
+        x = [
+            np.asarray(Image.open(s.folder / sub / f"{i}{ext}").convert("RGB").resize((16, 16)), float).ravel()
+            for i in frame[s.id_column]
+        ]
         return np.array(x) / 255, frame[target].astype(str).to_numpy()
 
     xtr, ytr = xy(folder[0], s.train_targets)
@@ -368,8 +515,9 @@ def test_map_at_5_by_hand():
     assert average_precision_at_k({"a"}, ["b", "c", "d", "e", "f", "a"]) == 0  # the sixth guess is not read
     assert average_precision_at_k({"a"}, ["a", "a"]) == 1  # a repeated guess counts once
     answers = pd.DataFrame({"Image": ["i1.jpg", "i2.jpg", "i3.jpg"], "Id": ["w_a", "new_whale", "w_b"]})
-    sub = pd.DataFrame({"Image": ["i3.jpg", "i1.jpg", "i2.jpg"],
-                        "Id": ["w_x w_y w_z w_q w_r w_b", "w_x w_a", "new_whale w_a"]})
+    sub = pd.DataFrame(
+        {"Image": ["i3.jpg", "i1.jpg", "i2.jpg"], "Id": ["w_x w_y w_z w_q w_r w_b", "w_x w_a", "new_whale w_a"]}
+    )
     assert grade("whale-categorization-playground", sub, answers) == pytest.approx((0 + 0.5 + 1) / 3)
 
 
@@ -398,8 +546,12 @@ def test_micro_f1_by_hand():
     sub = pd.DataFrame({"image": ["a", "b", "c"], "labels": ["scab", "scab rust", None]})
     # rust is no class of the answers (ignored): 2 predicted, both right; 4 true -> P 1, R 1/2
     assert grade("plant-pathology-2021-fgvc8", sub, answers) == pytest.approx(2 / 3)
-    answers = pd.DataFrame({"file": ["a.png", "b.png", "c.png", "d.png"],
-                            "species": ["Sugar beet", "Black-grass", "Sugar beet", "Common Chickweed"]})
+    answers = pd.DataFrame(
+        {
+            "file": ["a.png", "b.png", "c.png", "d.png"],
+            "species": ["Sugar beet", "Black-grass", "Sugar beet", "Common Chickweed"],
+        }
+    )
     sub = answers.assign(species=["Sugar beet", "Sugar beet", "Sugar beet", "Common Chickweed"])
     assert grade("plant-seedlings-classification", sub, answers) == pytest.approx(0.75)
     answers = pd.DataFrame({"id": ["x", "y"], "attribute_ids": ["1 5", "2 3 7"]})
@@ -408,11 +560,24 @@ def test_micro_f1_by_hand():
 
 
 def test_mean_column_auc_by_hand():
-    answers = pd.DataFrame({"image_id": ["T1", "T2", "T3", "T4"], "healthy": [1, 0, 0, 0],
-                            "multiple_diseases": [0, 0, 0, 1], "rust": [0, 1, 0, 0], "scab": [0, 0, 1, 0]})
-    sub = pd.DataFrame({"image_id": ["T1", "T2", "T3", "T4"], "healthy": [0.9, 0.1, 0.2, 0.3],
-                        "multiple_diseases": [0.1, 0.2, 0.3, 0.4], "rust": [0.5, 0.4, 0.6, 0.1],
-                        "scab": [0.5, 0.5, 0.5, 0.5]})
+    answers = pd.DataFrame(
+        {
+            "image_id": ["T1", "T2", "T3", "T4"],
+            "healthy": [1, 0, 0, 0],
+            "multiple_diseases": [0, 0, 0, 1],
+            "rust": [0, 1, 0, 0],
+            "scab": [0, 0, 1, 0],
+        }
+    )
+    sub = pd.DataFrame(
+        {
+            "image_id": ["T1", "T2", "T3", "T4"],
+            "healthy": [0.9, 0.1, 0.2, 0.3],
+            "multiple_diseases": [0.1, 0.2, 0.3, 0.4],
+            "rust": [0.5, 0.4, 0.6, 0.1],
+            "scab": [0.5, 0.5, 0.5, 0.5],
+        }
+    )
     assert grade("plant-pathology-2020-fgvc7", sub, answers) == pytest.approx((1 + 1 + 1 / 3 + 0.5) / 4)
     answers = pd.DataFrame({"image_name": ["a", "b", "c", "d"], "target": [0, 0, 1, 1]})
     sub = answers.assign(target=[0.1, 0.4, 0.35, 0.8])
@@ -424,7 +589,8 @@ def test_log_loss_by_hand_with_clipping():
     sub = pd.DataFrame({"id": [2, 1], "label": [1.0, 0.8]})  # a certain wrong answer: clipped at machine epsilon
     eps = np.finfo(float).eps
     assert grade("dogs-vs-cats-redux-kernels-edition", sub, answers) == pytest.approx(
-        (-math.log(0.8) - math.log(eps)) / 2)
+        (-math.log(0.8) - math.log(eps)) / 2
+    )
     answers = pd.DataFrame({"id": ["a", "b"], "beagle": [1, 0], "boxer": [0, 0], "pug": [0, 1]})
     sub = pd.DataFrame({"id": ["a", "b"], "beagle": [0.7, 0.25], "boxer": [0.2, 0.25], "pug": [0.1, 0.5]})
     assert grade("dog-breed-identification", sub, answers) == pytest.approx((-math.log(0.7) - math.log(0.5)) / 2)
@@ -529,8 +695,11 @@ def test_imet_single_integer_tags_are_ungradeable(tmp_path):
 def test_sample_and_prior_reference_values(tmp_path):
     dog = build("dog-breed-identification", tmp_path / "dog")
     assert sample_score(dog.slug, dog) == pytest.approx(math.log(len(dog.target_columns)))
-    for slug in ("aerial-cactus-identification", "ranzcr-clip-catheter-line-classification",
-                 "plant-pathology-2020-fgvc7"):
+    for slug in (
+        "aerial-cactus-identification",
+        "ranzcr-clip-catheter-line-classification",
+        "plant-pathology-2020-fgvc7",
+    ):
         s = build(slug, tmp_path / slug)
         assert sample_score(slug, s) == 0.5 and prior_score(slug, s) == 0.5  # constants rank nothing
     paddy = build("paddy-disease-classification", tmp_path / "paddy")

@@ -19,13 +19,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import run_snakemake
 from demo_tasks import DEMOS, make_task_competition, score_submission, trivial_submission
+from helpers import run_snakemake
 
 pytestmark = [pytest.mark.workflow, pytest.mark.tasks]
 
-SPEED = {"folds": 2, "backbones": ["resnet10t"], "mlflow": {"enabled": False},
-         "train": {"epochs": 3, "img_size": 28, "batch_size": 64, "tta": "flip", "device": "cpu"}}
+SPEED = {
+    "folds": 2,
+    "backbones": ["resnet10t"],
+    "mlflow": {"enabled": False},
+    "train": {"epochs": 3, "img_size": 28, "batch_size": 64, "tta": "flip", "device": "cpu"},
+}
 # How much better than the constant submission each metric must be: clearly, not by noise.
 N_TRAIN = int(os.environ.get("TASKS_N_TRAIN", "400"))
 MARGIN = {"f2_samples": 0.1, "mean_column_auc": 0.3, "rmse": -5.0, "qwk": 0.4, "roc_auc": 0.3}
@@ -44,10 +48,14 @@ def runs(tmp_path_factory):
             data = {"source": "local", "path": str(work / f"{slug}.zip")}
             if demo.group_column:
                 data["group_column"] = demo.group_column
-            run_snakemake(work, {"competition": slug, "data": data, "metric": demo.metric, **SPEED},
-                          *(f"results/{slug}/{f}" for f in ("submission.csv", "scores.json")))  # no figures
+            run_snakemake(
+                work,
+                {"competition": slug, "data": data, "metric": demo.metric, **SPEED},
+                *(f"results/{slug}/{f}" for f in ("submission.csv", "scores.json")),
+            )  # no figures
             done[slug] = work
         return done[slug]
+
     return get
 
 

@@ -6,10 +6,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from kagglecv.scoring import blend
-from kagglecv.scoring import metrics
-from kagglecv.scoring import thresholds
 from kagglecv.core.errors import InputError
+from kagglecv.scoring import blend, metrics, thresholds
 
 RNG = np.random.default_rng
 
@@ -49,7 +47,8 @@ def test_classification_metrics_match_sklearn():
     assert metrics.score("qwk", y, p) == pytest.approx(skm.cohen_kappa_score(y, d, weights="quadratic"))
     onehot = np.eye(4)[y]
     assert metrics.score("mean_column_auc", y, p) == pytest.approx(
-        np.mean([skm.roc_auc_score(onehot[:, j], p[:, j]) for j in range(4)]))
+        np.mean([skm.roc_auc_score(onehot[:, j], p[:, j]) for j in range(4)])
+    )
     yb, pb = _classes(k=2, seed=1)
     assert metrics.score("roc_auc", yb, pb) == pytest.approx(skm.roc_auc_score(yb, pb[:, 1]))
 
@@ -59,17 +58,20 @@ def test_multilabel_metrics_match_sklearn():
     y[:, 4] = 0  # a label no row has: no AUC, skipped by the column mean
     d = (p > 0.5).astype(int)
     assert metrics.score("f2_samples", y, p) == pytest.approx(
-        skm.fbeta_score(y, d, beta=2, average="samples", zero_division=0))
+        skm.fbeta_score(y, d, beta=2, average="samples", zero_division=0)
+    )
     column_auc = np.mean([skm.roc_auc_score(y[:, j], p[:, j]) for j in range(4)])
     assert metrics.score("mean_column_auc", y, p) == pytest.approx(column_auc)
     assert metrics.score("roc_auc", y, p) == pytest.approx(column_auc)
     assert metrics.score("log_loss", y, p) == pytest.approx(
-        np.mean([skm.log_loss(y[:, j], p[:, j], labels=[0, 1]) for j in range(5)]))
+        np.mean([skm.log_loss(y[:, j], p[:, j], labels=[0, 1]) for j in range(5)])
+    )
     assert metrics.score("f1_micro", y, p) == pytest.approx(skm.f1_score(y, d, average="micro"))
     assert metrics.score("accuracy", y, p) == pytest.approx(skm.accuracy_score(y, d))
     t = [0.3, 0.4, 0.5, 0.6, 0.7]
     assert metrics.score("f2_samples", y, p, thresholds=t) == pytest.approx(
-        skm.fbeta_score(y, (p > t).astype(int), beta=2, average="samples", zero_division=0))
+        skm.fbeta_score(y, (p > t).astype(int), beta=2, average="samples", zero_division=0)
+    )
     assert np.isnan(metrics.score("mean_column_auc", np.zeros((3, 2)), np.full((3, 2), 0.5)))
 
 
@@ -82,12 +84,14 @@ def test_regression_and_ordinal_metrics_match_sklearn():
     g, v = _grades()
     rounded = np.clip(np.rint(v[:, 0]), 0, 4).astype(int)  # default cut points: the nearest grade
     assert metrics.score("qwk", g, v) == pytest.approx(
-        skm.cohen_kappa_score(g.astype(int), rounded, weights="quadratic"))
+        skm.cohen_kappa_score(g.astype(int), rounded, weights="quadratic")
+    )
     assert metrics.score("accuracy", g, v) == pytest.approx(skm.accuracy_score(g.astype(int), rounded))
     cuts = [0.8, 1.6, 2.4, 3.2]
     decided = np.digitize(v[:, 0], cuts)
     assert metrics.score("qwk", g, v, thresholds=cuts) == pytest.approx(
-        skm.cohen_kappa_score(g.astype(int), decided, weights="quadratic"))
+        skm.cohen_kappa_score(g.astype(int), decided, weights="quadratic")
+    )
 
 
 def test_ordinal_grades_come_from_the_task_not_the_rows():
@@ -110,8 +114,11 @@ def test_check_metric_names_what_fits():
     for metric, kinds in metrics.TASKS.items():
         for kind in kinds:
             metrics.check_metric(metric, kind)
-    with pytest.raises(InputError, match=r"metric: f2_samples does not fit a multiclass task; use one of "
-                                         r"accuracy, f1_macro, f1_micro, log_loss, mean_column_auc, qwk, roc_auc, map@<k>$"):
+    with pytest.raises(
+        InputError,
+        match=r"metric: f2_samples does not fit a multiclass task; use one of "
+        r"accuracy, f1_macro, f1_micro, log_loss, mean_column_auc, qwk, roc_auc, map@<k>$",
+    ):
         metrics.check_metric("f2_samples", "multiclass")
     with pytest.raises(InputError, match=r"metric: rmse does not fit a binary task"):
         metrics.check_metric("rmse", "binary")
@@ -232,14 +239,25 @@ def test_methods_that_make_sense():
     assert blend.methods("multilabel", "mean_column_auc", 1) == ["mean"]
     assert blend.methods("binary", "roc_auc", 2) == ["mean", "rank_mean", "best_single", "hill_climb", "stack"]
     assert blend.methods("multilabel", "mean_column_auc", 3)[:2] == ["mean", "rank_mean"]
-    for kind, metric in (("multiclass", "log_loss"), ("multilabel", "f2_samples"), ("regression", "rmse"),
-                         ("ordinal", "qwk")):
+    for kind, metric in (
+        ("multiclass", "log_loss"),
+        ("multilabel", "f2_samples"),
+        ("regression", "rmse"),
+        ("ordinal", "qwk"),
+    ):
         assert blend.methods(kind, metric, 3) == ["mean", "best_single", "hill_climb", "stack"]
 
 
-@pytest.mark.parametrize("kind,metric", [("multiclass", "accuracy"), ("multilabel", "f2_samples"),
-                                         ("multilabel", "mean_column_auc"), ("regression", "rmse"),
-                                         ("ordinal", "qwk")])
+@pytest.mark.parametrize(
+    "kind,metric",
+    [
+        ("multiclass", "accuracy"),
+        ("multilabel", "f2_samples"),
+        ("multilabel", "mean_column_auc"),
+        ("regression", "rmse"),
+        ("ordinal", "qwk"),
+    ],
+)
 def test_every_method_blends_every_kind(kind, metric):
     y, oofs = _oofs(kind)
     fold = np.arange(len(y)) % 3
@@ -251,7 +269,8 @@ def test_every_method_blends_every_kind(kind, metric):
         assert honest.shape == oofs[0].shape and test.shape == (20, oofs[0].shape[1]), m
         assert np.isfinite(metrics.score(metric, y, honest)), m
         assert blend.describe(m, params[m], ["a", "b", "c"]) is None or isinstance(
-            blend.describe(m, params[m], ["a", "b", "c"]), dict)
+            blend.describe(m, params[m], ["a", "b", "c"]), dict
+        )
 
 
 @pytest.mark.parametrize("kind", ["multiclass", "multilabel", "ordinal"])

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import digits_images, png
 
 from kagglecv.config.data import DataConfig
 from kagglecv.config.schema import load_schema, resolve
@@ -18,6 +17,8 @@ from kagglecv.core.errors import InputError
 from kagglecv.data import folds as folds_mod
 from kagglecv.data import prepare
 from kagglecv.scoring.submission import make_submission
+
+from helpers import digits_images, png
 
 
 def competition(path: Path, train: pd.DataFrame, sample_targets: dict, id_col: str = "id") -> Path:
@@ -46,8 +47,13 @@ def run(tmp_path, train, sample_targets, metric="accuracy", task="auto", id_col=
 
 def test_space_separated_tags_are_multilabel(tmp_path):
     tags = ["clear primary", "haze", "primary water road", "clear"] * 10
-    meta = run(tmp_path, pd.DataFrame({"image_name": ids(), "tags": tags}), {"tags": "clear"}, "f2_samples",
-               id_col="image_name")
+    meta = run(
+        tmp_path,
+        pd.DataFrame({"image_name": ids(), "tags": tags}),
+        {"tags": "clear"},
+        "f2_samples",
+        id_col="image_name",
+    )
     assert meta["task"] == "multilabel" and meta["classes"] == ["clear", "haze", "primary", "road", "water"]
     train = pd.read_csv(tmp_path / "out" / "train.csv", keep_default_na=False)
     assert train["label"].tolist()[:3] == tags[:3] and train["y"].tolist()[:3] == [2, 1, 3]
@@ -70,8 +76,9 @@ def test_one_hot_value_that_is_not_0_or_1_names_column_and_id(tmp_path):
         run(tmp_path, train, {"a": 0.5, "b": 0.5}, "mean_column_auc")
 
 
-@pytest.mark.parametrize("metric,task", [("rmse", "regression"), ("mae", "regression"), ("qwk", "ordinal"),
-                                         ("accuracy", "multiclass")])
+@pytest.mark.parametrize(
+    "metric,task", [("rmse", "regression"), ("mae", "regression"), ("qwk", "ordinal"), ("accuracy", "multiclass")]
+)
 def test_integer_targets_follow_the_metric(tmp_path, metric, task):
     meta = run(tmp_path, pd.DataFrame({"id": ids(), "score": [i % 5 for i in range(40)]}), {"score": 0}, metric)
     assert meta["task"] == task
@@ -89,8 +96,11 @@ def test_a_numeric_target_with_a_hole_or_text_names_the_row(tmp_path, bad):
     values = [str(i) for i in range(40)]
     values[5] = bad
     train = pd.DataFrame({"id": ids(), "Pawpularity": values})
-    match = "no value in column 'Pawpularity'" if bad == "" else (
-        rf"column 'Pawpularity': metric rmse needs a number in every row, but id 'tr005' has '{bad}'")
+    match = (
+        "no value in column 'Pawpularity'"
+        if bad == ""
+        else (rf"column 'Pawpularity': metric rmse needs a number in every row, but id 'tr005' has '{bad}'")
+    )
     with pytest.raises(InputError, match=match):
         run(tmp_path, train, {"Pawpularity": 0}, "rmse")
 
@@ -124,8 +134,9 @@ def test_missing_group_column_names_it(tmp_path):
 
 
 def test_a_group_larger_than_a_fold_is_refused(tmp_path):
-    train = pd.DataFrame({"id": ids(), "patient_id": ["big"] * 30 + [f"p{i}" for i in range(10)],
-                          "target": [0, 1] * 20})
+    train = pd.DataFrame(
+        {"id": ids(), "patient_id": ["big"] * 30 + [f"p{i}" for i in range(10)], "target": [0, 1] * 20}
+    )
     run(tmp_path, train, {"target": 0.5}, "roc_auc", group_column="patient_id")
     with pytest.raises(InputError, match="group 'big'"):
         folds_mod.make_folds(tmp_path / "out" / "train.csv", tmp_path / "folds.csv", 3, 0, task="binary")
@@ -140,18 +151,42 @@ def _ensemble_files(tmp_path, meta, preds, thresholds=None):
     test = pd.DataFrame({"id": ["a", "b"], **{f"p{k}": preds[:, k] for k in range(preds.shape[1])}})
     test.to_csv(tmp_path / "ensemble_test.csv", index=False)
     (tmp_path / "scores.json").write_text(json.dumps({"ensemble": {"thresholds": thresholds}}))
-    return make_submission(tmp_path / "ensemble_test.csv", prepared, prepared / "sample_submission.csv",
-                           meta.get("metric", "accuracy"), tmp_path / "sub.csv", tmp_path / "scores.json")
+    return make_submission(
+        tmp_path / "ensemble_test.csv",
+        prepared,
+        prepared / "sample_submission.csv",
+        meta.get("metric", "accuracy"),
+        tmp_path / "sub.csv",
+        tmp_path / "scores.json",
+    )
 
 
-@pytest.mark.parametrize("meta,metric,preds,thresholds,expected", [
-    ({"task": "multilabel", "classes": ["clear", "haze", "road"], "target_columns": ["tags"], "id_column": "id"},
-     "f2_samples", [[0.9, 0.1, 0.3], [0.2, 0.6, 0.25]], [0.5, 0.5, 0.2], ["haze road", "clear road"]),
-    ({"task": "ordinal", "classes": ["0", "1", "2"], "target_columns": ["diagnosis"], "id_column": "id"},
-     "qwk", [[0.2], [1.7]], [0.9, 1.6], ["2", "0"]),
-    ({"task": "regression", "classes": [], "target_columns": ["Pawpularity"], "id_column": "id"},
-     "rmse", [[31.5], [77.25]], None, ["77.25", "31.5"]),
-])
+@pytest.mark.parametrize(
+    "meta,metric,preds,thresholds,expected",
+    [
+        (
+            {"task": "multilabel", "classes": ["clear", "haze", "road"], "target_columns": ["tags"], "id_column": "id"},
+            "f2_samples",
+            [[0.9, 0.1, 0.3], [0.2, 0.6, 0.25]],
+            [0.5, 0.5, 0.2],
+            ["haze road", "clear road"],
+        ),
+        (
+            {"task": "ordinal", "classes": ["0", "1", "2"], "target_columns": ["diagnosis"], "id_column": "id"},
+            "qwk",
+            [[0.2], [1.7]],
+            [0.9, 1.6],
+            ["2", "0"],
+        ),
+        (
+            {"task": "regression", "classes": [], "target_columns": ["Pawpularity"], "id_column": "id"},
+            "rmse",
+            [[31.5], [77.25]],
+            None,
+            ["77.25", "31.5"],
+        ),
+    ],
+)
 def test_submission_formats_per_task(tmp_path, meta, metric, preds, thresholds, expected):
     out = _ensemble_files(tmp_path, {**meta, "metric": metric}, np.array(preds, dtype=float), thresholds)
     column = meta["target_columns"][0]

@@ -8,9 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kagglecv.inference.tta import tta_views
 from kagglecv.core.tasks import Task
-from kagglecv.inference.tta import predict
+from kagglecv.inference.tta import predict, tta_views
 from kagglecv.training.loop import task_loss
 
 
@@ -22,7 +21,7 @@ class Corner(torch.nn.Module):
         self.width = width
 
     def forward(self, x):
-        return x[:, :self.width, 0, 0] * 3.0
+        return x[:, : self.width, 0, 0] * 3.0
 
 
 def batches(x):
@@ -35,8 +34,9 @@ def test_losses_per_task():
     cls = torch.tensor([0, 2, 1, 1, 0, 2])
     assert torch.isclose(task_loss(Task("multiclass", ("a", "b", "c")), out, cls), F.cross_entropy(out, cls))
     flags = torch.randint(0, 2, (6, 3)).float()
-    assert torch.isclose(task_loss(Task("multilabel", ("a", "b", "c")), out, flags),
-                         F.binary_cross_entropy_with_logits(out, flags))
+    assert torch.isclose(
+        task_loss(Task("multilabel", ("a", "b", "c")), out, flags), F.binary_cross_entropy_with_logits(out, flags)
+    )
     values = torch.randn(6)
     assert torch.isclose(task_loss(Task("regression"), out[:, :1], values), F.smooth_l1_loss(out[:, 0], values))
 
@@ -51,8 +51,10 @@ def test_numeric_targets_are_standardised_on_training_rows_and_restored_by_activ
     assert Task("multiclass", ("a", "b")).fitted_scale(y).scale == (0.0, 1.0)  # classification: untouched
 
 
-@pytest.mark.parametrize("task", [Task("multilabel", ("a", "b", "c")), Task("multiclass", ("a", "b", "c")),
-                                  Task("regression", scale=(40.0, 12.0))])
+@pytest.mark.parametrize(
+    "task",
+    [Task("multilabel", ("a", "b", "c")), Task("multiclass", ("a", "b", "c")), Task("regression", scale=(40.0, 12.0))],
+)
 def test_tta_averages_after_activation(task):
     torch.manual_seed(1)
     x = torch.randn(5, 3, 8, 8)

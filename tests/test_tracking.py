@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from kagglecv.tracking import tracker as tracking
 from kagglecv.core.files import atomic_path, write_json
+from kagglecv.tracking import tracker as tracking
 
 from helpers import REPO
 
@@ -39,8 +39,6 @@ def extended(src: Path, dst: Path, entries: list[tuple[str, bytes]], **kw) -> Pa
 
 def tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 
 
 def test_the_parent_run_survives_a_tracking_server_that_is_down(tmp_path, monkeypatch):
@@ -66,9 +64,6 @@ def test_the_parent_run_survives_a_tracking_server_that_is_down(tmp_path, monkey
     assert "the parent run abc123 stays open" in messages[-1] and "--close-parents" in messages[-1]
 
 
-
-
-
 # ---------------------------------------------------------------- MLflow, leaderboard, atomic writes
 
 TRACK_JOB = """
@@ -82,21 +77,31 @@ print("RUN", t.run_id, flush=True)
 
 def test_mlflow_sqlite_busy_retried_across_processes(tmp_path):
     env = {k: v for k, v in ENV.items() if k != "MLFLOW_TRACKING_URI"} | {"PYTHONWARNINGS": "always"}
-    first = subprocess.run([sys.executable, "-c", TRACK_JOB, str(tmp_path), "init"], env=env, capture_output=True,
-                           text=True, timeout=120)
+    first = subprocess.run(
+        [sys.executable, "-c", TRACK_JOB, str(tmp_path), "init"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert "RUN " in first.stdout, first.stderr  # the store exists, with its tables
     db = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None, timeout=60)
     db.execute("BEGIN EXCLUSIVE")  # another job holding a write: every job now sees "database is locked"
-    jobs = [subprocess.Popen([sys.executable, "-c", TRACK_JOB, str(tmp_path), f"job{i}"], env=env | extra,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for i, extra in enumerate([{}, {}, {"KAGGLECV_MLFLOW_BUSY_RETRIES": "0"}])]
+    jobs = [
+        subprocess.Popen(
+            [sys.executable, "-c", TRACK_JOB, str(tmp_path), f"job{i}"],
+            env=env | extra,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i, extra in enumerate([{}, {}, {"KAGGLECV_MLFLOW_BUSY_RETRIES": "0"}])
+    ]
     errs = {i: [] for i in range(3)}
     readers = [threading.Thread(target=lambda i=i: errs[i].extend(jobs[i].stderr), daemon=True) for i in range(3)]
     for t in readers:
         t.start()
     deadline = time.monotonic() + 100
-    while not (all(any("MLflow store busy" in line for line in errs[i]) for i in (0, 1)) and jobs[2].poll() is not
-               None) and time.monotonic() < deadline:
+    while (
+        not (all(any("MLflow store busy" in line for line in errs[i]) for i in (0, 1)) and jobs[2].poll() is not None)
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.2)
     db.execute("ROLLBACK")  # the other job finishes: the retrying jobs get through
     outs = [j.communicate(timeout=120)[0] for j in jobs]
@@ -154,7 +159,7 @@ def test_atomic_write_durable_and_umask_untouched(tmp_path, monkeypatch):
         write_json(out, {"a": 1})
         with pytest.raises(ZeroDivisionError), atomic_path(tmp_path / "sub" / "y.json") as t:
             t.write_text("half")
-            1 / 0
+            raise ZeroDivisionError
     finally:
         monkeypatch.undo()
         os.umask(old)
@@ -174,8 +179,8 @@ import numpy as np
 import kagglecv.training.train
 from kagglecv.scoring import metrics
 from kagglecv.tracking.tracker import Tracker
-with Tracker("x", "y", {str(tmp_path)!r}, enabled=False, record={str(tmp_path / 'r.json')!r}) as t:
-    t.log_params({{"a": 1}}); t.log_metrics({{"b": 1.0}}); t.log_artifact({str(tmp_path / 'r.json')!r})
+with Tracker("x", "y", {str(tmp_path)!r}, enabled=False, record={str(tmp_path / "r.json")!r}) as t:
+    t.log_params({{"a": 1}}); t.log_metrics({{"b": 1.0}}); t.log_artifact({str(tmp_path / "r.json")!r})
 acc = metrics.score("accuracy", np.array([0, 1, 2]), np.eye(3)[[0, 1, 1]])
 print("mlflow" in sys.modules, "sklearn" in sys.modules, round(acc, 4))
 auc = metrics.score("roc_auc", np.array([0, 1, 0, 1]), np.array([[.9, .1], [.2, .8], [.6, .4], [.3, .7]]))
@@ -188,7 +193,7 @@ print("sklearn" in sys.modules, auc)
 
 
 def test_a_stage_members_name_is_logged_under_a_name_mlflow_accepts(tmp_path, monkeypatch):
-    """"cv_resnet18@r2": MLflow refuses a batch with "@" in a name, which ended the ensemble job's tracking (its run
+    """ "cv_resnet18@r2": MLflow refuses a batch with "@" in a name, which ended the ensemble job's tracking (its run
     left RUNNING, as if the server were down). Logged as "cv_resnet18_r2", in MLflow and in the job's record."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
@@ -204,8 +209,10 @@ def test_a_stage_members_name_is_logged_under_a_name_mlflow_accepts(tmp_path, mo
     assert run.info.status == "FINISHED"
     assert run.data.metrics == {"cv_resnet18_r2": 0.5, "cv_a.b/c d:e-f": 0.25}
     assert run.data.params == {"members.resnet18_r2": "x"}
-    assert [m[0] for m in json.loads((tmp_path / "r.json").read_text())["metrics"]] == ["cv_resnet18_r2",
-                                                                                       "cv_a.b/c d:e-f"]
+    assert [m[0] for m in json.loads((tmp_path / "r.json").read_text())["metrics"]] == [
+        "cv_resnet18_r2",
+        "cv_a.b/c d:e-f",
+    ]
 
 
 def test_a_record_written_before_names_were_cleaned_is_backfilled_under_clean_names(tmp_path, monkeypatch):
@@ -220,8 +227,9 @@ def test_a_record_written_before_names_were_cleaned_is_backfilled_under_clean_na
     res.mkdir(parents=True)
     (res / "scores.json").write_text("{}")
     record = res / "ensemble.mlflow.json"
-    with tracking.Tracker("comp", "ensemble", tmp_path / "results", tags={"step": "ensemble"}, enabled=False,
-                          record=record) as t:
+    with tracking.Tracker(
+        "comp", "ensemble", tmp_path / "results", tags={"step": "ensemble"}, enabled=False, record=record
+    ) as t:
         t.log_artifact(res / "scores.json")
     old = json.loads(record.read_text())
     old["params"]["members.a@r2"] = "x"
@@ -233,7 +241,10 @@ def test_a_record_written_before_names_were_cleaned_is_backfilled_under_clean_na
     import mlflow
 
     client = mlflow.MlflowClient(tracking.tracking_uri(tmp_path / "results"))
-    [run] = [r for r in client.search_runs([client.get_experiment_by_name("comp").experiment_id])
-             if r.info.run_name == "ensemble"]
+    [run] = [
+        r
+        for r in client.search_runs([client.get_experiment_by_name("comp").experiment_id])
+        if r.info.run_name == "ensemble"
+    ]
     assert run.data.metrics == {"cv_a_r2": 0.5} and run.data.params == {"members.a_r2": "x"}
     assert len(client.get_metric_history(run.info.run_id, "cv_a_r2")) == 1

@@ -13,9 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
-from kagglecv.data import folds
-from kagglecv.data import prepare
 from kagglecv.config.train import TrainConfig
+from kagglecv.data import folds, prepare
 from kagglecv.training.train import run
 
 from helpers import REPO, write_csv_images_competition
@@ -33,8 +32,10 @@ print(json.dumps({"dev": dev, "cuda": os.environ["CUDA_VISIBLE_DEVICES"], "start
 def test_concurrent_jobs_never_share_a_device(tmp_path):
     env = {**os.environ, "KAGGLECV_DEVICES": "0,1"}
     env.pop("CUDA_VISIBLE_DEVICES", None)
-    procs = [subprocess.Popen([sys.executable, "-c", LEASE_JOB, str(tmp_path)], env=env, stdout=subprocess.PIPE,
-                              text=True) for _ in range(4)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", LEASE_JOB, str(tmp_path)], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
     leases = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert sorted(lease["dev"] for lease in leases) == ["0", "0", "1", "1"]
@@ -47,8 +48,9 @@ def test_concurrent_jobs_never_share_a_device(tmp_path):
 def test_an_existing_cuda_visible_devices_is_respected(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "KAGGLECV_DEVICES"}
     env["CUDA_VISIBLE_DEVICES"] = "3"  # as Slurm sets it
-    out = subprocess.run([sys.executable, "-c", LEASE_JOB, str(tmp_path)], env=env, capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", LEASE_JOB, str(tmp_path)], env=env, capture_output=True, text=True, check=True
+    ).stdout
     assert json.loads(out)["dev"] == "3"
 
 
@@ -158,8 +160,15 @@ def test_device_data_path_trains_and_augments_in_batches(tmp_path):
     assert torch.allclose(plain[0, 0] * 255, x[0, ..., 0].float())  # eval: a pure resize
 
     prep, fcsv = _tiny(tmp_path)
-    r = run(TrainConfig(backbone="test_resnet", epochs=1, img_size=16, batch_size=8, tta="augment", tta_n=2,
-                        data_path="device"), prep, fcsv, tmp_path / "m", track=False)
+    r = run(
+        TrainConfig(
+            backbone="test_resnet", epochs=1, img_size=16, batch_size=8, tta="augment", tta_n=2, data_path="device"
+        ),
+        prep,
+        fcsv,
+        tmp_path / "m",
+        track=False,
+    )
     assert json.loads((tmp_path / "m" / "config.json").read_text())["data_path_used"] == "device"
     assert pd.read_csv(tmp_path / "m" / "oof.csv").filter(like="p").sum(1).round(5).eq(1).all()
     assert 0 <= r["score"] <= 1
@@ -185,8 +194,18 @@ def test_fine_tune_trains_the_head_alone_then_everything_with_discriminative_lrs
 
 def test_fine_tune_ema_mixup_and_accumulation_run_end_to_end(tmp_path):
     prep, fcsv = _tiny(tmp_path)
-    cfg = TrainConfig(backbone="test_resnet", epochs=1, freeze_epochs=1, img_size=16, batch_size=8, tta="flip",
-                      ema_decay=0.9, mixup_alpha=0.4, cutmix_alpha=1.0, grad_accum=2)
+    cfg = TrainConfig(
+        backbone="test_resnet",
+        epochs=1,
+        freeze_epochs=1,
+        img_size=16,
+        batch_size=8,
+        tta="flip",
+        ema_decay=0.9,
+        mixup_alpha=0.4,
+        cutmix_alpha=1.0,
+        grad_accum=2,
+    )
     run(cfg, prep, fcsv, tmp_path / "m", track=False)
     history = pd.read_csv(tmp_path / "m" / "history.csv")
     assert history["epoch"].tolist() == [1, 2] and history["train_loss"].notna().all()
@@ -204,14 +223,29 @@ def test_gpu_code_paths_run_on_cpu(tmp_path, monkeypatch):
 
     def spy(self, x, *a, **kw):  # what the top-level model is fed, and under which autocast
         if isinstance(self, torch.nn.Module) and hasattr(self, "kagglecv_channels_last") and torch.is_tensor(x):
-            seen.append((x.is_contiguous(memory_format=torch.channels_last), torch.is_autocast_enabled("cpu"),
-                         torch.get_autocast_dtype("cpu")))
+            seen.append(
+                (
+                    x.is_contiguous(memory_format=torch.channels_last),
+                    torch.is_autocast_enabled("cpu"),
+                    torch.get_autocast_dtype("cpu"),
+                )
+            )
         return forward(self, x, *a, **kw)
 
     monkeypatch.setattr(torch.nn.Module, "__call__", spy)
     prep, fcsv = _tiny(tmp_path)
-    cfg = TrainConfig(backbone="test_resnet", epochs=1, img_size=16, batch_size=8, tta="augment", tta_n=2,
-                      data_path="device", device="cpu", amp_dtype="bf16", channels_last=True)
+    cfg = TrainConfig(
+        backbone="test_resnet",
+        epochs=1,
+        img_size=16,
+        batch_size=8,
+        tta="augment",
+        tta_n=2,
+        data_path="device",
+        device="cpu",
+        amp_dtype="bf16",
+        channels_last=True,
+    )
     r = run(cfg, prep, fcsv, tmp_path / "m", track=False)
     resolved = json.loads((tmp_path / "m" / "config.json").read_text())
     assert resolved["amp_dtype_used"] == "torch.bfloat16" and resolved["channels_last_used"] is True

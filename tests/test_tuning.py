@@ -21,11 +21,10 @@ import yaml
 
 from kagglecv.config.schema import load_schema, resolve
 from kagglecv.core.errors import InputError
-from kagglecv.core.layout import Layout
+from kagglecv.core.layout import Layout, TuneFiles
 from kagglecv.core.secrets import redact
 from kagglecv.tuning import results
 from kagglecv.tuning import study as studies
-from kagglecv.core.layout import TuneFiles
 from kagglecv.tuning.settings import Tuning, applied, read_best
 from kagglecv.tuning.trial import Reporter
 
@@ -33,13 +32,19 @@ from helpers import REPO, run_snakemake
 
 pytestmark = pytest.mark.timeout(120)
 SCHEMA = load_schema(REPO / "schemas" / "config.schema.yaml")
-SPACE = {"lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True}, "label_smoothing": {"low": 0.0, "high": 0.2},
-         "augment": {"choices": ["none", "light", "flip"]}}
+SPACE = {
+    "lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True},
+    "label_smoothing": {"low": 0.0, "high": 0.2},
+    "augment": {"choices": ["none", "light", "flip"]},
+}
 
 
 def tuning_of(tune: dict | None = None, **config) -> Tuning:
-    cfg = {"backbones": ["resnet18", {"name": "mynet", "model": "nets/mynet.py:build", "model_args": {"width": 32}}],
-           "tune": {"space": SPACE, **(tune or {})}, **config}
+    cfg = {
+        "backbones": ["resnet18", {"name": "mynet", "model": "nets/mynet.py:build", "model_args": {"width": 32}}],
+        "tune": {"space": SPACE, **(tune or {})},
+        **config,
+    }
     return Tuning.of(resolve(cfg, SCHEMA), SCHEMA)
 
 
@@ -47,9 +52,18 @@ def tuning_of(tune: dict | None = None, **config) -> Tuning:
 
 
 def test_space_of_floats_integers_choices_and_model_args():
-    t = tuning_of({"backbone": "mynet", "space": {**SPACE, "epochs": {"low": 2, "high": 6, "step": 2},
-                                                  "width": {"low": 16, "high": 64}, "model_args.width": {"choices": [8]},
-                                                  "drop_rate": {"low": "0", "high": "5e-1"}}})  # --config gives text
+    t = tuning_of(
+        {
+            "backbone": "mynet",
+            "space": {
+                **SPACE,
+                "epochs": {"low": 2, "high": 6, "step": 2},
+                "width": {"low": 16, "high": 64},
+                "model_args.width": {"choices": [8]},
+                "drop_rate": {"low": "0", "high": "5e-1"},
+            },
+        }
+    )  # --config gives text
     by = {p.name: p for p in t.space}
     assert (by["lr"].kind, by["lr"].low, by["lr"].high, by["lr"].log) == ("float", 1e-4, 1e-2, True)
     assert (by["label_smoothing"].kind, by["label_smoothing"].log) == ("float", False)
@@ -63,44 +77,78 @@ def test_space_of_floats_integers_choices_and_model_args():
 def test_the_baseline_is_the_entrys_own_values_that_the_space_holds():
     from kagglecv.tuning.space import configured
 
-    t = tuning_of({"backbone": "mynet", "space": {"lr": SPACE["lr"], "label_smoothing": {"low": 0.05, "high": 0.2},
-                                                  "augment": SPACE["augment"], "epochs": {"low": 5, "high": 20},
-                                                  "width": {"low": 8, "high": 64}}})
+    t = tuning_of(
+        {
+            "backbone": "mynet",
+            "space": {
+                "lr": SPACE["lr"],
+                "label_smoothing": {"low": 0.05, "high": 0.2},
+                "augment": SPACE["augment"],
+                "epochs": {"low": 5, "high": 20},
+                "width": {"low": 8, "high": 64},
+            },
+        }
+    )
     assert configured(t.entry, t.space) == {"lr": 0.003, "augment": "none", "epochs": 10, "width": 32}
     assert t.baseline and not tuning_of({"baseline": False}).baseline  # label_smoothing 0 is outside its range
 
 
-@pytest.mark.parametrize("space, message", [
-    ({"lrr": {"low": 0.1, "high": 0.2}}, r"tune\.space\.lrr: 'lrr' is not a training setting \(a train: key\) nor a "
-                                          r"key of backbone 'resnet18''s model_args"),
-    ({"threads": {"low": 1, "high": 4}}, r"tune\.space\.threads: 'threads' says how a job is scheduled"),
-    ({"stages": {"choices": [1]}}, r"tune\.space\.stages: 'stages' is not a single value"),
-    ({"label_smoothing": {"low": 0.0, "high": 1.5}}, r"tune\.space\.label_smoothing\.high: 1\.5 is greater than the "
-                                                      r"maximum of 1"),
-    ({"augment": {"choices": ["none", "blur"]}}, r"tune\.space\.augment\.choices\.1: 'blur' is not one of"),
-    ({"augment": {"low": 0, "high": 1}}, r"tune\.space\.augment: 'augment' is not a number; search it with choices"),
-    ({"lr": {"low": 0.0, "high": 0.1, "log": True}}, r"tune\.space\.lr: log: true needs low above 0"),
-    ({"lr": {"low": 0.1, "high": 0.01}}, r"tune\.space\.lr: low \(0\.1\) is above high \(0\.01\)"),
-    ({"lr": {"low": "small", "high": 0.01}}, r"tune\.space\.lr\.low: 'small' is not a number"),
-    ({"epochs": {"low": 1.5, "high": 4}}, r"tune\.space\.epochs\.low: 1\.5 is not an integer"),
-    ({"lr": {"high": 0.01}}, r"tune\.space\.lr: a range needs low"),
-    ({"augment": {"choices": ["none"], "low": 1}}, r"tune\.space\.augment: choices go alone, without low"),
-    ({"model_args.depth": {"low": 1, "high": 3}}, r"tune\.space\.model_args\.depth: 'depth' is not a key of backbone "
-                                                   r"'resnet18''s model_args \(its keys: none\)"),
-])
+@pytest.mark.parametrize(
+    "space, message",
+    [
+        (
+            {"lrr": {"low": 0.1, "high": 0.2}},
+            r"tune\.space\.lrr: 'lrr' is not a training setting \(a train: key\) nor a "
+            r"key of backbone 'resnet18''s model_args",
+        ),
+        ({"threads": {"low": 1, "high": 4}}, r"tune\.space\.threads: 'threads' says how a job is scheduled"),
+        ({"stages": {"choices": [1]}}, r"tune\.space\.stages: 'stages' is not a single value"),
+        (
+            {"label_smoothing": {"low": 0.0, "high": 1.5}},
+            r"tune\.space\.label_smoothing\.high: 1\.5 is greater than the "
+            r"maximum of 1",
+        ),
+        ({"augment": {"choices": ["none", "blur"]}}, r"tune\.space\.augment\.choices\.1: 'blur' is not one of"),
+        (
+            {"augment": {"low": 0, "high": 1}},
+            r"tune\.space\.augment: 'augment' is not a number; search it with choices",
+        ),
+        ({"lr": {"low": 0.0, "high": 0.1, "log": True}}, r"tune\.space\.lr: log: true needs low above 0"),
+        ({"lr": {"low": 0.1, "high": 0.01}}, r"tune\.space\.lr: low \(0\.1\) is above high \(0\.01\)"),
+        ({"lr": {"low": "small", "high": 0.01}}, r"tune\.space\.lr\.low: 'small' is not a number"),
+        ({"epochs": {"low": 1.5, "high": 4}}, r"tune\.space\.epochs\.low: 1\.5 is not an integer"),
+        ({"lr": {"high": 0.01}}, r"tune\.space\.lr: a range needs low"),
+        ({"augment": {"choices": ["none"], "low": 1}}, r"tune\.space\.augment: choices go alone, without low"),
+        (
+            {"model_args.depth": {"low": 1, "high": 3}},
+            r"tune\.space\.model_args\.depth: 'depth' is not a key of backbone "
+            r"'resnet18''s model_args \(its keys: none\)",
+        ),
+    ],
+)
 def test_a_bad_space_key_is_one_line_naming_it(space, message):
     with pytest.raises(InputError, match=message) as e:
         tuning_of({"space": space})
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("tune, config, message", [
-    ({"backbone": "resnet50"}, {}, r"tune\.backbone: 'resnet50' is not a backbones entry \(entries: resnet18, mynet\)"),
-    ({"folds": [0, 5]}, {}, r"tune\.folds: fold 5 does not exist with folds: 5 \(0 to 4\)"),
-    ({"storage": "results/study.db"}, {}, r"tune\.storage: not a database URL"),
-    ({"space": {"label_smoothing": {"low": 0, "high": 0.1}}}, {"train": {"lr": "auto"}},
-     r"tune\.space: backbone 'resnet18' has lr: auto; search lr"),
-])
+@pytest.mark.parametrize(
+    "tune, config, message",
+    [
+        (
+            {"backbone": "resnet50"},
+            {},
+            r"tune\.backbone: 'resnet50' is not a backbones entry \(entries: resnet18, mynet\)",
+        ),
+        ({"folds": [0, 5]}, {}, r"tune\.folds: fold 5 does not exist with folds: 5 \(0 to 4\)"),
+        ({"storage": "results/study.db"}, {}, r"tune\.storage: not a database URL"),
+        (
+            {"space": {"label_smoothing": {"low": 0, "high": 0.1}}},
+            {"train": {"lr": "auto"}},
+            r"tune\.space: backbone 'resnet18' has lr: auto; search lr",
+        ),
+    ],
+)
 def test_the_section_is_checked_against_the_rest_of_the_config(tune, config, message):
     with pytest.raises(InputError, match=message):
         tuning_of(tune, **config)
@@ -149,16 +197,34 @@ def test_the_study_name_changes_with_what_a_value_means_only():
     defaults = resolve({}, SCHEMA)["train"]
     name = tuning_of().study_name(defaults)
     assert name.startswith("digits-demo.resnet18.")
-    same = [tuning_of({"trials": 40, "pruner": "hyperband", "sampler": "random",
-                       "space": {**SPACE, "drop_rate": {"low": 0, "high": 0.3}}}),
-            tuning_of(train={"lr": 0.01}),  # lr is searched: the base value does not matter
-            tuning_of(train={"threads": 4, "mem_mb": 4000})]  # scheduling
+    same = [
+        tuning_of(
+            {
+                "trials": 40,
+                "pruner": "hyperband",
+                "sampler": "random",
+                "space": {**SPACE, "drop_rate": {"low": 0, "high": 0.3}},
+            }
+        ),
+        tuning_of(train={"lr": 0.01}),  # lr is searched: the base value does not matter
+        tuning_of(train={"threads": 4, "mem_mb": 4000}),
+    ]  # scheduling
     assert {t.study_name(defaults) for t in same} == {name}
-    width = [tuning_of({"backbone": "mynet", "space": {"width": {"low": 8, "high": 64}}}, backbones=[
-        {"name": "mynet", "model": "nets/mynet.py:build", "model_args": {"width": w, "depth": 2}}]) for w in (16, 32)]
+    width = [
+        tuning_of(
+            {"backbone": "mynet", "space": {"width": {"low": 8, "high": 64}}},
+            backbones=[{"name": "mynet", "model": "nets/mynet.py:build", "model_args": {"width": w, "depth": 2}}],
+        )
+        for w in (16, 32)
+    ]
     assert width[0].study_name(defaults) == width[1].study_name(defaults)  # a searched model_args key, too
-    other = [tuning_of(train={"epochs": 3}), tuning_of({"folds": [0, 1]}), tuning_of(metric="log_loss"),
-             tuning_of(seed=1), tuning_of({"backbone": "mynet"})]
+    other = [
+        tuning_of(train={"epochs": 3}),
+        tuning_of({"folds": [0, 1]}),
+        tuning_of(metric="log_loss"),
+        tuning_of(seed=1),
+        tuning_of({"backbone": "mynet"}),
+    ]
     assert len({t.study_name(defaults) for t in other} | {name}) == 6
 
 
@@ -175,20 +241,35 @@ def told(study, params: dict, value=None, state=None, reports=(), epochs=1):
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    known = {"lr": FloatDistribution(1e-4, 1e-2, log=True), "width": IntDistribution(8, 64),
-             "augment": CategoricalDistribution(["none", "light", "flip"])}
+    known = {
+        "lr": FloatDistribution(1e-4, 1e-2, log=True),
+        "width": IntDistribution(8, 64),
+        "augment": CategoricalDistribution(["none", "light", "flip"]),
+    }
     state = state or optuna.trial.TrialState.COMPLETE
-    study.add_trial(optuna.trial.create_trial(
-        params=params, distributions={k: known[k] for k in params}, value=value, state=state,
-        intermediate_values=dict(enumerate(reports)), user_attrs={"epochs": epochs}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=params,
+            distributions={k: known[k] for k in params},
+            value=value,
+            state=state,
+            intermediate_values=dict(enumerate(reports)),
+            user_attrs={"epochs": epochs},
+        )
+    )
     return study.trials[-1]
 
 
 def test_trials_csv_holds_every_trial_and_best_yaml_is_a_backbones_entry(tmp_path):
     from optuna.trial import TrialState
 
-    t = tuning_of({"backbone": "mynet", "space": {"lr": SPACE["lr"], "augment": SPACE["augment"],
-                                                  "width": {"low": 8, "high": 64}}}, train={"epochs": 2})
+    t = tuning_of(
+        {
+            "backbone": "mynet",
+            "space": {"lr": SPACE["lr"], "augment": SPACE["augment"], "width": {"low": 8, "high": 64}},
+        },
+        train={"epochs": 2},
+    )
     study, _ = sqlite_study(tmp_path, t)
     told(study, {"lr": 0.001, "augment": "none", "width": 16}, 0.80, reports=[0.7, 0.8], epochs=2)
     told(study, {"lr": 0.005, "augment": "flip", "width": 48}, 0.90, reports=[0.75, 0.9], epochs=2)
@@ -196,8 +277,16 @@ def test_trials_csv_holds_every_trial_and_best_yaml_is_a_backbones_entry(tmp_pat
     told(study, {"lr": 0.003, "augment": "none", "width": 32}, state=TrialState.FAIL, epochs=0)
     df = results.write_trials(study.trials, tmp_path / "trials.csv")
     csv = pd.read_csv(tmp_path / "trials.csv")
-    assert list(csv.columns[:8]) == ["number", "state", "value", "seconds", "epochs", "params_lr", "params_augment",
-                                     "params_width"]
+    assert list(csv.columns[:8]) == [
+        "number",
+        "state",
+        "value",
+        "seconds",
+        "epochs",
+        "params_lr",
+        "params_augment",
+        "params_width",
+    ]
     assert csv["state"].tolist() == ["COMPLETE", "COMPLETE", "PRUNED", "FAIL"]
     assert csv["value"].tolist()[:3] == [0.8, 0.9, 0.3] and pd.isna(csv["value"][3])  # pruned: its last report
     assert csv["epochs"].tolist() == [2, 2, 1, 0] and len(df) == 4
@@ -206,8 +295,13 @@ def test_trials_csv_holds_every_trial_and_best_yaml_is_a_backbones_entry(tmp_pat
     assert text.startswith("# snakemake tune: trial 1 of study s, the best of 4 trial(s): accuracy 0.9")
     best = yaml.safe_load(text)
     assert best == {"backbones": [entry]}
-    assert entry == {"name": "mynet", "model": "nets/mynet.py:build", "model_args": {"width": 48}, "lr": 0.005,
-                     "augment": "flip"}
+    assert entry == {
+        "name": "mynet",
+        "model": "nets/mynet.py:build",
+        "model_args": {"width": 48},
+        "lr": 0.005,
+        "augment": "flip",
+    }
     cfg = resolve({"backbones": best["backbones"]}, SCHEMA)  # includable as a config file as it is
     assert cfg["backbones"][0]["lr"] == 0.005
 
@@ -230,13 +324,21 @@ def test_best_is_the_lowest_for_a_loss_metric_and_none_completed_is_one_line(tmp
 
 def test_apply_lays_best_yaml_over_its_entry_and_a_missing_one_is_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = resolve({"backbones": ["resnet10t", {"name": "resnet18", "img_size": 32, "model_args": {"a": 1}}],
-                   "tune": {"backbone": "resnet18", "apply": True, "space": SPACE}}, SCHEMA)
+    cfg = resolve(
+        {
+            "backbones": ["resnet10t", {"name": "resnet18", "img_size": 32, "model_args": {"a": 1}}],
+            "tune": {"backbone": "resnet18", "apply": True, "space": SPACE},
+        },
+        SCHEMA,
+    )
     from kagglecv.config.members import backbone_settings
 
     base, layout = backbone_settings(cfg, SCHEMA), Layout.of("digits-demo")
-    with pytest.raises(InputError, match=r"tune\.apply: true, but results/digits-demo/tune/best\.yaml does not exist "
-                                         r"yet: run `snakemake tune"):
+    with pytest.raises(
+        InputError,
+        match=r"tune\.apply: true, but results/digits-demo/tune/best\.yaml does not exist "
+        r"yet: run `snakemake tune",
+    ):
         applied(base, cfg, layout, SCHEMA)
     best = layout.tune.best
     best.parent.mkdir(parents=True)
@@ -278,8 +380,9 @@ def test_a_stale_running_trial_is_marked_failed_and_its_slot_asked_again(tmp_pat
 def test_the_reporter_reports_validated_epochs_and_folds_and_prunes(tmp_path):
     import optuna
 
-    study = optuna.create_study(direction="maximize",
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
+    study = optuna.create_study(
+        direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
+    )
     done = study.ask()
     for step, v in enumerate([0.8, 0.85, 0.9]):
         done.report(v, step)
@@ -312,19 +415,27 @@ def test_a_storage_password_is_redacted_and_an_unreachable_server_is_one_line():
 # Two-epoch trials of the tiny timm test model at 16 px on the demo (digits), fold 0 of 2. No pruner while trials run
 # side by side (which one finishes first is a race); the rerun's median pruner needs one completed trial and prunes
 # from the first report on, so its trial, far behind the others, is pruned at its first epoch, whatever the timing.
-TUNE_SPACE = {"lr": {"low": 1.0e-3, "high": 1.0e-2, "log": True}, "label_smoothing": {"low": 0.0, "high": 0.1},
-              "augment": {"choices": ["none", "flip"]}}
+TUNE_SPACE = {
+    "lr": {"low": 1.0e-3, "high": 1.0e-2, "log": True},
+    "label_smoothing": {"low": 0.0, "high": 0.1},
+    "augment": {"choices": ["none", "flip"]},
+}
 BAD_LR = {"lr": {"low": 1.0e-7, "high": 2.0e-7, "log": True}}  # an epoch at this lr stays at chance (0.1); the
 # first two trials' first epoch scored 0.44 and 0.64 (an epoch's validation comes before precise batch norm: with
 # batches of 32 it was at chance for every trial, the reason for tune.warmup_steps' default of 1)
 
 
 def demo_config(**tune) -> dict:
-    return {"competition": "digits-demo", "data": {"source": "demo"}, "folds": 2, "seed": 1,
-            "backbones": ["test_resnet"], "train": {"epochs": 2, "img_size": 16, "batch_size": 16},
-            "mlflow": {"live": False},
-            "tune": {"trials": 2, "startup_trials": 1, "warmup_steps": 0, "pruner": "none", "space": TUNE_SPACE,
-                     **tune}}
+    return {
+        "competition": "digits-demo",
+        "data": {"source": "demo"},
+        "folds": 2,
+        "seed": 1,
+        "backbones": ["test_resnet"],
+        "train": {"epochs": 2, "img_size": 16, "batch_size": 16},
+        "mlflow": {"live": False},
+        "tune": {"trials": 2, "startup_trials": 1, "warmup_steps": 0, "pruner": "none", "space": TUNE_SPACE, **tune},
+    }
 
 
 def tune_dir(wd: Path) -> TuneFiles:
@@ -358,8 +469,16 @@ def study_run(tmp_path_factory):
     before = stored_trials(url, name)
     trials_csv = files.trials.read_text()
     second = run_snakemake(wd, demo_config(trials=3, pruner="median", space={**TUNE_SPACE, **BAD_LR}), "tune")
-    return {"wd": wd, "files": files, "name": name, "url": url, "first": first, "second": second, "before": before,
-            "first_csv": trials_csv}
+    return {
+        "wd": wd,
+        "files": files,
+        "name": name,
+        "url": url,
+        "first": first,
+        "second": second,
+        "before": before,
+        "first_csv": trials_csv,
+    }
 
 
 @pytest.mark.workflow
@@ -370,8 +489,11 @@ def test_a_study_runs_two_trials_at_once_and_leaves_its_files(study_run):
     assert overlap(*before), [(t.datetime_start, t.datetime_complete) for t in before]  # side by side on 2 cores
     assert {t.user_attrs["slot"] for t in before} == {0, 1}
     baseline = min(before, key=lambda t: t.number)  # the entry as configured, enqueued by tune_study
-    assert baseline.user_attrs["baseline"] and baseline.params == {"lr": 0.003, "label_smoothing": 0.0,
-                                                                   "augment": "none"}
+    assert baseline.user_attrs["baseline"] and baseline.params == {
+        "lr": 0.003,
+        "label_smoothing": 0.0,
+        "augment": "none",
+    }
     csv = pd.read_csv(pd.io.common.StringIO(study_run["first_csv"]))
     assert csv["number"].tolist() == [0, 1] and (csv["epochs"] == 2).all()
     assert {"params_lr", "params_label_smoothing", "params_augment", "seconds", "value"} <= set(csv.columns)
@@ -417,11 +539,17 @@ def test_the_study_is_an_mlflow_parent_with_a_child_per_trial(study_run):
     parent = [u for u, name, _ in runs if name == "tune-test_resnet"]
     assert len(parent) == 1, runs  # one parent, found again by the rerun
     children = {name: (u, status) for u, name, status in runs if tags.get((u, "mlflow.parentRunId")) == parent[0]}
-    assert {k: s for k, (_, s) in children.items()} == {"trial-000": "FINISHED", "trial-001": "FINISHED",
-                                                        "trial-002": "KILLED"}
+    assert {k: s for k, (_, s) in children.items()} == {
+        "trial-000": "FINISHED",
+        "trial-001": "FINISHED",
+        "trial-002": "KILLED",
+    }
     u = children["trial-002"][0]
-    assert tags[(u, "optuna.state")] == "PRUNED" and {k for r, k, *_ in metrics if r == u} == {"accuracy_report",
-                                                                                               "epochs", "seconds"}
+    assert tags[(u, "optuna.state")] == "PRUNED" and {k for r, k, *_ in metrics if r == u} == {
+        "accuracy_report",
+        "epochs",
+        "seconds",
+    }
     assert {k for r, k, _ in params if r == u} == {"lr", "label_smoothing", "augment", "slot", "attempt"}
     best = {k: v for r, k, v, _ in metrics if r == parent[0]}
     assert best["trials_complete"] == 2 and best["trials_pruned"] == 1
@@ -440,15 +568,17 @@ def test_the_report_holds_the_study_and_apply_trains_with_best_yaml(study_run):
     target = "results/digits-demo/models/test_resnet/fold0/config.json"
     run_snakemake(wd, demo_config(trials=3, apply=True), target)
     trained = json.loads((wd / target).read_text())
-    assert {k: trained[k] for k in ("lr", "label_smoothing", "augment")} == {k: best[k] for k in
-                                                                             ("lr", "label_smoothing", "augment")}
+    assert {k: trained[k] for k in ("lr", "label_smoothing", "augment")} == {
+        k: best[k] for k in ("lr", "label_smoothing", "augment")
+    }
 
 
 @pytest.mark.workflow
 @pytest.mark.timeout(300)
 def test_bad_tuning_input_stops_with_one_line_before_training(tmp_path):
-    r = run_snakemake(tmp_path / "a", demo_config(space={"lrate": {"low": 0.1, "high": 0.2}}), "tune", "-n",
-                      check=False)
+    r = run_snakemake(
+        tmp_path / "a", demo_config(space={"lrate": {"low": 0.1, "high": 0.2}}), "tune", "-n", check=False
+    )
     out = r.stdout + r.stderr
     assert r.returncode != 0 and "tune.space.lrate: 'lrate' is not a training setting" in out, out[-2000:]
     assert not (tmp_path / "a" / "results").exists()
@@ -456,16 +586,21 @@ def test_bad_tuning_input_stops_with_one_line_before_training(tmp_path):
     assert r.returncode != 0 and "ERROR: tune.space: empty; name the settings to search" in r.stderr, r.stderr[-3000:]
     r = run_snakemake(tmp_path / "c", demo_config(apply=True), "-n", check=False)
     out = r.stdout + r.stderr
-    assert r.returncode != 0 and "tune.apply: true, but results/digits-demo/tune/best.yaml does not exist yet" in out, \
+    assert r.returncode != 0 and "tune.apply: true, but results/digits-demo/tune/best.yaml does not exist yet" in out, (
         out[-2000:]
+    )
 
 
 def running_trial_reported(db: Path) -> bool:
     """Whether the study's storage holds a RUNNING trial that has reported (read with SQL: cheap to poll)."""
     try:
         with sqlite3.connect(db, timeout=1) as con:
-            return bool(con.execute("SELECT 1 FROM trials t JOIN trial_intermediate_values v ON v.trial_id = "
-                                    "t.trial_id WHERE t.state = 'RUNNING' LIMIT 1").fetchall())
+            return bool(
+                con.execute(
+                    "SELECT 1 FROM trials t JOIN trial_intermediate_values v ON v.trial_id = "
+                    "t.trial_id WHERE t.state = 'RUNNING' LIMIT 1"
+                ).fetchall()
+            )
     except sqlite3.Error:  # not created yet, or being written
         return False
 
@@ -487,8 +622,20 @@ def test_a_trial_killed_mid_way_is_marked_failed_and_its_slot_runs_again(tmp_pat
     cfg = demo_config(trials=1)
     cfg["train"] = {**cfg["train"], "epochs": 6}  # a few seconds of training to be killed in
     (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
-    cmd = [*SNAKEMAKE, "tune", "--configfile", str(wd / "config.yaml"), "--snakefile", str(REPO / "Snakefile"),
-           "--directory", str(wd), "--workflow-profile", str(PROFILE), "--cores", "2"]
+    cmd = [
+        *SNAKEMAKE,
+        "tune",
+        "--configfile",
+        str(wd / "config.yaml"),
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(wd),
+        "--workflow-profile",
+        str(PROFILE),
+        "--cores",
+        "2",
+    ]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     with open(wd / "killed.log", "w") as log:
         proc = subprocess.Popen(cmd, cwd=wd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -539,8 +686,11 @@ def test_two_trial_jobs_share_a_study_in_postgresql_and_its_password_is_never_wr
         assert not files.db.exists()  # the study is in the server, not in the SQLite default
         assert json.loads(files.study.read_text())["storage"] == redact(server.url())
         assert server.password not in r.stdout + r.stderr
-        leaks = [p for p in wd.rglob("*") if p.is_file() and server.password.encode() in p.read_bytes()
-                 and p != wd / "config.yaml"]  # the user's own file: the one place it was written
+        leaks = [
+            p
+            for p in wd.rglob("*")
+            if p.is_file() and server.password.encode() in p.read_bytes() and p != wd / "config.yaml"
+        ]  # the user's own file: the one place it was written
         assert not leaks, leaks  # logs, Snakemake's records, study.json, trials.csv, best.yaml, mlflow.db
         # the way docs/tuning.md advises: no password in the URL, libpq's PGPASSWORD in the environment
         monkeypatch.setenv("PGPASSWORD", server.password)
@@ -574,12 +724,29 @@ def test_each_trial_is_a_slurm_job(tmp_path_factory):
         wd = tmp_path_factory.mktemp("tune-slurm")
         (wd / "config.yaml").write_text(yaml.safe_dump(demo_config()))
         # --cores 1: the node has 2 CPUs, and a cluster's training job would ask for 8 (kagglecv.config.train_threads)
-        cmd = [*SNAKEMAKE, "tune", "--cores", "1", "--slurm-init-seconds-before-status-checks", "3", "--snakefile",
-               str(REPO / "Snakefile"), "--directory", str(wd), "--workflow-profile", str(REPO / "profiles" / "slurm"),
-               "--configfile", str(wd / "config.yaml")]
+        cmd = [
+            *SNAKEMAKE,
+            "tune",
+            "--cores",
+            "1",
+            "--slurm-init-seconds-before-status-checks",
+            "3",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(wd),
+            "--workflow-profile",
+            str(REPO / "profiles" / "slurm"),
+            "--configfile",
+            str(wd / "config.yaml"),
+        ]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "KAGGLECV_", "SLURM_"))}
-        env.update({"PYTHONUNBUFFERED": "1", "PATH": os.pathsep.join([str(Path(sys.executable).parent),
-                                                                      env.get("PATH", ""), "/usr/sbin", "/sbin"])})
+        env.update(
+            {
+                "PYTHONUNBUFFERED": "1",
+                "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", ""), "/usr/sbin", "/sbin"]),
+            }
+        )
         r = subprocess.run(cmd, cwd=wd, env=env, capture_output=True, text=True, timeout=1500)
         assert r.returncode == 0, f"{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
         jobs = [j for j in cluster.jobs() if "/rule_tune_trial/" in j.get("StdOut", "")]

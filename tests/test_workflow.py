@@ -98,15 +98,33 @@ def test_adding_a_backbone_schedules_only_its_jobs(finished):
     wd, cfg, *_ = finished
     more = {**cfg, "backbones": [*cfg["backbones"], "test_efficientnet"]}
     r = run_snakemake(wd, more, "-n", "--quiet", "rules")
-    assert job_counts(r) == {"train": "2", "ensemble": "1", "submission": "1", "report_cv": "1", "report_curves": "1",
-                             "report_oof": "1", "all": "1"}, r.stdout
+    assert job_counts(r) == {
+        "train": "2",
+        "ensemble": "1",
+        "submission": "1",
+        "report_cv": "1",
+        "report_curves": "1",
+        "report_oof": "1",
+        "all": "1",
+    }, r.stdout
 
 
 def test_dry_run_plans_the_whole_dag(tmp_path, tiny_zip):
-    r = run_snakemake(tmp_path, tiny_config(tiny_zip[0], backbones=["test_resnet", "test_vit"]), "-n", "--quiet",
-                      "rules")
-    assert job_counts(r) == {"prepare": "1", "folds": "1", "train": "4", "ensemble": "1", "submission": "1",
-                             "report_cv": "1", "report_curves": "1", "report_oof": "1", "report_folds": "1", "all": "1"}
+    r = run_snakemake(
+        tmp_path, tiny_config(tiny_zip[0], backbones=["test_resnet", "test_vit"]), "-n", "--quiet", "rules"
+    )
+    assert job_counts(r) == {
+        "prepare": "1",
+        "folds": "1",
+        "train": "4",
+        "ensemble": "1",
+        "submission": "1",
+        "report_cv": "1",
+        "report_curves": "1",
+        "report_oof": "1",
+        "report_folds": "1",
+        "all": "1",
+    }
 
 
 def job_counts(r) -> dict:
@@ -135,18 +153,24 @@ def test_config_is_validated_before_any_job(tmp_path, tiny_zip):
     cfg["train"]["epochz"] = 3
     r = run_snakemake(tmp_path, cfg, "-n", check=False)
     assert r.returncode != 0 and "epochz" in r.stdout + r.stderr
-    r = run_snakemake(tmp_path, tiny_config(tiny_zip[0], backbones=[{"name": "test_resnet", "lr": -1}]), "-n",
-                      check=False)
+    r = run_snakemake(
+        tmp_path, tiny_config(tiny_zip[0], backbones=[{"name": "test_resnet", "lr": -1}]), "-n", check=False
+    )
     assert r.returncode != 0 and "override for 'test_resnet' is invalid" in r.stdout + r.stderr
 
 
 def test_lint_and_format_are_clean():
-    lint = subprocess.run([*SNAKEMAKE, "--lint", "--snakefile", str(REPO / "Snakefile")], cwd=REPO,
-                          capture_output=True, text=True)
+    lint = subprocess.run(
+        [*SNAKEMAKE, "--lint", "--snakefile", str(REPO / "Snakefile")], cwd=REPO, capture_output=True, text=True
+    )
     assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
-    fmt = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "rules"], cwd=REPO,
-                         capture_output=True, text=True)
+    fmt = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "rules"], cwd=REPO, capture_output=True, text=True
+    )
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+    for args in (["check", "."], ["format", "--check", "."]):  # ruff, as `make lint` and CI run it
+        r = subprocess.run([sys.executable, "-m", "ruff", *args], cwd=REPO, capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr
 
 
 def mlflow_runs(uri: str, experiment: str) -> dict:
@@ -159,8 +183,10 @@ def mlflow_runs(uri: str, experiment: str) -> dict:
     for run in client.search_runs([exp.experiment_id], max_results=1000):
         if run.data.tags.get("step") == "workflow":
             continue
-        history = {k: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, k))
-                   for k in run.data.metrics}
+        history = {
+            k: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, k))
+            for k in run.data.metrics
+        }
         out[run.info.run_name] = (run.data.params, history)
     return out
 
@@ -172,15 +198,27 @@ def test_backfill_replays_exactly_what_the_live_run_logged(finished, tmp_path):
     wd, *_ = finished
     res = wd / "results" / "tiny"
     records = sorted(p.name for p in res.rglob("*.mlflow.json"))
-    assert records == sorted(["prepare.mlflow.json", "folds.mlflow.json", "ensemble.mlflow.json",
-                              "submission.mlflow.json", *(f"{b}-fold{k}.mlflow.json" for b in
-                                                          ("test_resnet", "test_convnext") for k in (0, 1))])
+    assert records == sorted(
+        [
+            "prepare.mlflow.json",
+            "folds.mlflow.json",
+            "ensemble.mlflow.json",
+            "submission.mlflow.json",
+            *(f"{b}-fold{k}.mlflow.json" for b in ("test_resnet", "test_convnext") for k in (0, 1)),
+        ]
+    )
     fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
     base_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # None: the live store
     for uri, created in ((fresh, 8), (None, 0)):
         env = {**base_env, **({"MLFLOW_TRACKING_URI": uri} if uri else {})}
-        r = subprocess.run([sys.executable, "-m", "kagglecv", "backfill", str(res)], cwd=wd, env=env,
-                           capture_output=True, text=True, timeout=300)
+        r = subprocess.run(
+            [sys.executable, "-m", "kagglecv", "backfill", str(res)],
+            cwd=wd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert r.returncode == 0, r.stderr[-2000:]
         assert f"{created} run(s) were created" in r.stdout, r.stdout
     live = mlflow_runs(f"sqlite:///{wd / 'results' / 'mlflow.db'}", "tiny")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from kagglecv.data.archive import ArchiveLimits, is_junk, safe_extract
 from kagglecv.core.errors import InputError
+from kagglecv.data.archive import ArchiveLimits, is_junk, safe_extract
 
 from helpers import REPO, competition_zip, error_line, make_zip, run_kaggle_cli
 from kaggle_stub import KaggleStub
@@ -55,17 +55,26 @@ def nested_levels(n: int) -> bytes:
 
 
 BROKEN = {  # name -> (build(valid_zip, dst), limits, what the one-line error must say)
-    "zip bomb": (lambda z, d: extended(z, d, [("train/bomb.png", bytes(101 * 2**20))],
-                                       compression=zipfile.ZIP_DEFLATED), None, "zip bomb"),
+    "zip bomb": (
+        lambda z, d: extended(z, d, [("train/bomb.png", bytes(101 * 2**20))], compression=zipfile.ZIP_DEFLATED),
+        None,
+        "zip bomb",
+    ),
     "entry size": (lambda z, d: shutil.copy(z, d), ArchiveLimits(max_entry_bytes=50), "max_entry_bytes"),
     "too many entries": (lambda z, d: shutil.copy(z, d), ArchiveLimits(max_entries=10), "more than 10 entries"),
     "total size": (lambda z, d: shutil.copy(z, d), ArchiveLimits(max_total_bytes=1000), "max_total_bytes"),
     "free disk": (forged_huge, None, "MB free"),
-    "nested too deep": (lambda z, d: extended(z, d, [("level1.zip", nested_levels(4))]), None,
-                        "4 levels deep (limit 3)"),
+    "nested too deep": (
+        lambda z, d: extended(z, d, [("level1.zip", nested_levels(4))]),
+        None,
+        "4 levels deep (limit 3)",
+    ),
     "duplicate name": (lambda z, d: extended(z, d, [("train.csv", b"id,label\n")]), None, "more than once"),
-    "duplicate across nesting": (lambda z, d: extended(z, d, [("train.zip", make_zip({"train/tr000.png": b"x"}))]),
-                                 None, "'train/tr000.png' appears more than once"),
+    "duplicate across nesting": (
+        lambda z, d: extended(z, d, [("train.zip", make_zip({"train/tr000.png": b"x"}))]),
+        None,
+        "'train/tr000.png' appears more than once",
+    ),
     "file and folder": (lambda z, d: extended(z, d, [("train", b"x")]), None, "both a file and a folder"),
     "case collision": (lambda z, d: extended(z, d, [("TRAIN/tr000.png", b"x")]), None, "differ only in case"),
 }
@@ -91,7 +100,7 @@ def symlink_entry(src: Path, dst: Path) -> Path:
     shutil.copy(src, dst)
     with zipfile.ZipFile(dst, "a") as zf:
         info = zipfile.ZipInfo("train/link.png")
-        info.external_attr = (0o120777 << 16)  # S_IFLNK: a symlink, as `zip --symlinks` stores one
+        info.external_attr = 0o120777 << 16  # S_IFLNK: a symlink, as `zip --symlinks` stores one
         zf.writestr(info, "/etc/passwd")
     return dst
 
@@ -112,11 +121,14 @@ def damaged_member(src: Path, dst: Path) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("build, expected", [
-    (lambda z, d: d.write_bytes(b"<html>rate limited</html>"), "not a readable zip"),
-    (symlink_entry, "refusing symlink entry 'train/link.png'"),
-    (damaged_member, "could not unpack 'zz_last.csv' (Bad CRC-32"),  # found while writing, after the others
-])
+@pytest.mark.parametrize(
+    "build, expected",
+    [
+        (lambda z, d: d.write_bytes(b"<html>rate limited</html>"), "not a readable zip"),
+        (symlink_entry, "refusing symlink entry 'train/link.png'"),
+        (damaged_member, "could not unpack 'zz_last.csv' (Bad CRC-32"),  # found while writing, after the others
+    ],
+)
 def test_an_unreadable_or_unsafe_archive_is_one_line_and_leaves_nothing(tmp_path, tiny_zip, build, expected):
     """Refused while planning (nothing written) or, for damage only reading finds, after writing: then what was
     written is removed again."""
@@ -145,18 +157,34 @@ def test_an_existing_target_whose_symlink_leads_outside_is_refused(tmp_path, tin
 
 
 def test_os_litter_skipped(tmp_path, tiny_zip):
-    litter = [("__MACOSX/train/._tr000.png", b"\x00\x05\x16\x07"), ("train/._tr001.png", b"\x00\x05\x16\x07"),
-              (".DS_Store", b"\x00\x00\x00\x01Bud1"), ("train/Thumbs.db", b"\xd0\xcf"),
-              (".ipynb_checkpoints/train-checkpoint.csv", b"id\n"), ("__MACOSX/._extra.zip", b"not a zip"),
-              ("extra.zip", make_zip({"extra/a.csv": b"a\n", "__MACOSX/extra/._a.csv": b"\x00",
-                                      "extra/.hidden/b.csv": b"b\n"}))]
+    litter = [
+        ("__MACOSX/train/._tr000.png", b"\x00\x05\x16\x07"),
+        ("train/._tr001.png", b"\x00\x05\x16\x07"),
+        (".DS_Store", b"\x00\x00\x00\x01Bud1"),
+        ("train/Thumbs.db", b"\xd0\xcf"),
+        (".ipynb_checkpoints/train-checkpoint.csv", b"id\n"),
+        ("__MACOSX/._extra.zip", b"not a zip"),
+        (
+            "extra.zip",
+            make_zip({"extra/a.csv": b"a\n", "__MACOSX/extra/._a.csv": b"\x00", "extra/.hidden/b.csv": b"b\n"}),
+        ),
+    ]
     clean = safe_extract(tiny_zip[0], tmp_path / "clean")
     messy = safe_extract(extended(tiny_zip[0], tmp_path / "messy.zip", litter), tmp_path / "messy")
     # extra.zip holds a single top folder extra/ once its litter is ignored: unpacked beside it, not extra/extra.
     assert tree(messy) == tree(clean) | {"extra/a.csv": b"a\n"}
     assert not is_junk("train/tr000.png") and not is_junk(("train", "a.png"))
-    assert all(is_junk(n) for n in ("__MACOSX/x.png", "train/._x.png", r"train\.DS_Store", Path("a/Thumbs.db"),
-                                    (".ipynb_checkpoints", "x.png"), ".hidden/x.png"))
+    assert all(
+        is_junk(n)
+        for n in (
+            "__MACOSX/x.png",
+            "train/._x.png",
+            r"train\.DS_Store",
+            Path("a/Thumbs.db"),
+            (".ipynb_checkpoints", "x.png"),
+            ".hidden/x.png",
+        )
+    )
 
 
 @pytest.fixture
@@ -176,8 +204,9 @@ def test_bad_download_is_never_complete(stub, tmp_path, fault):
         stub.competitions["digits"] = bomb_zip(tmp_path)
     dest = tmp_path / "data" / "digits"
     line = error_line(run_kaggle_cli(stub, tmp_path, "download", "digits", str(dest), "--retries", "0"))
-    assert {"not a zip": "is not a zip archive", "cut short": "the download was cut short",
-            "zip bomb": "zip bomb"}[fault] in line
+    assert {"not a zip": "is not a zip archive", "cut short": "the download was cut short", "zip bomb": "zip bomb"}[
+        fault
+    ] in line
     assert list(dest.iterdir()) == []  # no files/, no manifest.json, no .complete, no temp folder
     stub.competitions["digits"], stub.truncate = competition_zip(), {}  # Kaggle serves it properly again
     r = run_kaggle_cli(stub, tmp_path, "download", "digits", str(dest))
@@ -189,5 +218,6 @@ def bomb_zip(tmp_path: Path) -> bytes:
     """The valid competition zip plus 101 MB of zeros deflated to 100 KB."""
     z = tmp_path / "base.zip"
     z.write_bytes(competition_zip())
-    return extended(z, tmp_path / "bomb.zip", [("train/bomb.png", bytes(101 * 2**20))],
-                    compression=zipfile.ZIP_DEFLATED).read_bytes()
+    return extended(
+        z, tmp_path / "bomb.zip", [("train/bomb.png", bytes(101 * 2**20))], compression=zipfile.ZIP_DEFLATED
+    ).read_bytes()

@@ -11,14 +11,25 @@ import torch.nn as nn
 
 
 def block(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-                         nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-                         nn.MaxPool2d(2))
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    )
 
 
 def build(num_outputs: int, in_chans: int, pretrained: bool, img_size: int, width: int = 32) -> nn.Module:
-    body = nn.Sequential(block(in_chans, width), block(width, 2 * width), block(2 * width, 4 * width),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    body = nn.Sequential(
+        block(in_chans, width),
+        block(width, 2 * width),
+        block(2 * width, 4 * width),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
     if num_outputs == 0:  # pooled features, for a head of the workflow's own (data.meta_columns)
         return body
     return nn.Sequential(body, nn.Dropout(0.2), nn.Linear(4 * width, num_outputs))

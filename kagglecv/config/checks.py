@@ -30,8 +30,14 @@ def train_config(member: str, settings: dict, config: dict) -> TrainConfig:
     """The TrainConfig a training job of `member` computes with (as kagglecv.jobs.training builds it; scheduling
     settings such as mem_mb and runtime are not training settings)."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig.from_dict({**{k: v for k, v in settings.items() if k in names}, "backbone": member,
-                                  "seed": config["seed"], "metric": config["metric"]})
+    return TrainConfig.from_dict(
+        {
+            **{k: v for k, v in settings.items() if k in names},
+            "backbone": member,
+            "seed": config["seed"],
+            "metric": config["metric"],
+        }
+    )
 
 
 def check_member(member: str, settings: dict, config: dict) -> None:
@@ -39,16 +45,19 @@ def check_member(member: str, settings: dict, config: dict) -> None:
     check_settings(cfg)
     if cfg.device == "cpu" and cfg.amp and cfg.amp_dtype == "fp16":  # kagglecv.core.devices.autocast_dtype
         raise InputError("train.amp_dtype: fp16 needs a GPU (the grad scaler); use bf16 or auto on CPU")
-    check_mixup(cfg, config.get("task"), meta=bool(config["data"].get("meta_columns")),
-                teacher=teacher_of(member) is not None)
+    check_mixup(
+        cfg, config.get("task"), meta=bool(config["data"].get("meta_columns")), teacher=teacher_of(member) is not None
+    )
     model = str(cfg.model or "")
     if ":" in model or model.endswith(".py"):  # the user's factory (kagglecv.inference.models.load_factory)
         where, _, function = model.rpartition(":")
         if not where or not function:
             raise InputError(f"backbones: {member}: model {model!r} is not FILE.py:FUNCTION or MODULE:FUNCTION")
         if where.endswith(".py") and not Path(where).expanduser().is_file():
-            raise InputError(f"backbones: {member}: model file {where} not found (relative to the working "
-                             f"directory, {Path.cwd()}); fix the path")
+            raise InputError(
+                f"backbones: {member}: model file {where} not found (relative to the working "
+                f"directory, {Path.cwd()}); fix the path"
+            )
 
 
 def check_kaggle(config: dict) -> None:
@@ -56,12 +65,16 @@ def check_kaggle(config: dict) -> None:
     (whether each file is there is checked when the kernel is built: it may be downloaded after training)."""
     kaggle = config.get("kaggle") or {}
     if kaggle.get("kernel_models") == "student" and not (config.get("distill") or {}).get("student"):
-        raise InputError("kaggle.kernel_models: student needs a distilled student (distill.student) in this run; set "
-                         "distill.student, or kernel_models: ensemble")
+        raise InputError(
+            "kaggle.kernel_models: student needs a distilled student (distill.student) in this run; set "
+            "distill.student, or kernel_models: ensemble"
+        )
     for w in kaggle.get("kernel_wheels") or []:
         if not str(w).endswith(".whl"):
-            raise InputError(f"kaggle.kernel_wheels: {w} is not a wheel file; list .whl files (e.g. from "
-                             f"`pip download --no-deps -d wheels/ albumentations==2.0.8`)")
+            raise InputError(
+                f"kaggle.kernel_wheels: {w} is not a wheel file; list .whl files (e.g. from "
+                f"`pip download --no-deps -d wheels/ albumentations==2.0.8`)"
+            )
 
 
 def check_config(config: dict, members: dict[str, dict]) -> None:
@@ -87,16 +100,20 @@ def check_meta_columns(data: dict, template: list[str] | None = None) -> None:
     if template:
         roles[template[0].lower()] = "the id column (the submission template's first)"
         roles.update({t.lower(): "a target column (the submission template's)" for t in template[1:]})
-    for key, role in (("id_column", "the id column (data.id_column)"),
-                      ("target_column", "the target column (data.target_column)"),
-                      ("group_column", "the group column (data.group_column)")):
+    for key, role in (
+        ("id_column", "the id column (data.id_column)"),
+        ("target_column", "the target column (data.target_column)"),
+        ("group_column", "the group column (data.group_column)"),
+    ):
         if data.get(key):
             roles[str(data[key]).lower()] = role
     for name in columns:
         role = roles.get(str(name).lower())
         if role:
-            raise InputError(f"data.meta_columns: {name!r} is {role}; the model must not read it beside the image "
-                             f"(the label, or a row's name, is no feature): remove it from data.meta_columns")
+            raise InputError(
+                f"data.meta_columns: {name!r} is {role}; the model must not read it beside the image "
+                f"(the label, or a row's name, is no feature): remove it from data.meta_columns"
+            )
 
 
 def template_header(data: dict) -> list[str] | None:
@@ -129,8 +146,10 @@ def _template_text(path: Path, name: str) -> str | None:
         return None
     if path.is_file() and zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
-            hits = sorted((n for n in zf.namelist() if n == name or (n.endswith(f"/{name}") and n.count("/") == 1)),
-                          key=lambda n: n.count("/"))
+            hits = sorted(
+                (n for n in zf.namelist() if n == name or (n.endswith(f"/{name}") and n.count("/") == 1)),
+                key=lambda n: n.count("/"),
+            )
             if hits:
                 with zf.open(hits[0]) as f:
                     return f.readline().decode("utf-8-sig")

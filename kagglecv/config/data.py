@@ -52,12 +52,12 @@ class DataConfig:
             raise InputError(f"data.submission: unknown format {self.submission!r}; use auto, {', '.join(SUBMISSIONS)}")
 
     @classmethod
-    def of(cls, settings: dict) -> "DataConfig":
+    def of(cls, settings: dict) -> DataConfig:
         """The dataclass from a `data:` section or a meta.json's `data` (keys of older versions left out)."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in settings.items() if k in names})
 
-    def filled(self, **found) -> "DataConfig":
+    def filled(self, **found) -> DataConfig:
         """This description with what was recognised filled in where the config left a key open."""
         open_ = {k: v for k, v in found.items() if getattr(self, k) in (None, "auto")}
         return dataclasses.replace(self, **open_)

@@ -66,8 +66,11 @@ def factory_sources(ref) -> list[Path]:
             if not base.resolve().is_relative_to(root.resolve()):
                 continue
             top = name.split(".")[0]
-            candidates = [base / f"{top}.py"] if (base / f"{top}.py").is_file() else (
-                _package_files(base / top) if (base / top).is_dir() else [])
+            candidates = (
+                [base / f"{top}.py"]
+                if (base / f"{top}.py").is_file()
+                else (_package_files(base / top) if (base / top).is_dir() else [])
+            )
             for p in candidates:
                 if p not in found:
                     found.add(p)

@@ -1,10 +1,10 @@
 """What follows from the backbones: each entry's settings, the members each stage trains, input and cache sides.
 
-  backbone_settings  {backbone: train settings}: each backbone's overrides merged over `train`, validated
-  members            every model trained: the backbones, pseudo-label rounds' copies, the distilled student
-  input_size         the side a backbone trains at: its img_size, else its timm pretrained config's
-  cache_side         the side of the image cache: the largest input size of any backbone, plus a margin
-  prepare_side       that side, or the previous one when the cache would come out the same (no rebuild)
+backbone_settings  {backbone: train settings}: each backbone's overrides merged over `train`, validated
+members            every model trained: the backbones, pseudo-label rounds' copies, the distilled student
+input_size         the side a backbone trains at: its img_size, else its timm pretrained config's
+cache_side         the side of the image cache: the largest input size of any backbone, plus a margin
+prepare_side       that side, or the previous one when the cache would come out the same (no rebuild)
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ STUDENT_SUFFIX = "@student"
 
 def members(config: dict, backbones: dict[str, dict], schema: dict | None = None) -> dict[str, dict]:
     """Every model the workflow trains, {member: train settings}: the backbones, each pseudo-label round's copy of
-    them (<backbone>@r2, ...: kagglecv.training.teachers), and the distilled student (<name>@student). A member that is not a
-    backbone names its timm model (or factory) in `model`, so it builds what its base builds."""
+    them (<backbone>@r2, ...: kagglecv.training.teachers), and the distilled student (<name>@student). A member that
+    is not a backbone names its timm model (or factory) in `model`, so it builds what its base builds."""
     out = dict(backbones)
     for r in range(2, config["pseudo_labels"]["rounds"] + 2):
         for name, settings in backbones.items():
@@ -91,8 +91,8 @@ def explicit_input_size(settings: dict) -> int | None:
 
 def input_size(name: str, settings: dict) -> int:
     """The side entry `name` trains at: explicit_input_size, else timm's pretrained config for its timm name
-    (`model:` or the name itself: what kagglecv.inference.models.build_model resolves from the built model); a factory of the
-    user's without img_size trains at timm's default, 224. Imports timm only when it has to."""
+    (`model:` or the name itself: what kagglecv.inference.models.build_model resolves from the built model); a
+    factory of the user's without img_size trains at timm's default, 224. Imports timm only when it has to."""
     if size := explicit_input_size(settings):
         return size
     if ":" in str(settings.get("model") or ""):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-
 BUDGET_MARGIN_S = 600  # a time-budgeted job's start-up and writing, on top of its budget, in its scheduler time limit
 
 

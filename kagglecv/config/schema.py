@@ -145,5 +145,3 @@ def resolve(raw: dict, schema: dict | None = None) -> dict:
 
         check_metric(config["metric"], config["task"])
     return config
-
-

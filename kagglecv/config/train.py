@@ -1,7 +1,7 @@
 """TrainConfig: the settings one training job computes with, what training builds from and inference rebuilds from.
 
-A backbone entry merged over `train:` (kagglecv.config.members.members), plus what the job adds (its name, fold, the run's
-seed and metric). Every key is described, with its default, in schemas/config.schema.yaml's `train` section;
+A backbone entry merged over `train:` (kagglecv.config.members.members), plus what the job adds (its name, fold, the
+run's seed and metric). Every key is described, with its default, in schemas/config.schema.yaml's `train` section;
 the fields below take their defaults from there (`default_of`) and spell none of their own.
 """
 
@@ -67,7 +67,7 @@ class TrainConfig:
         self.moms = tuple(self.moms)  # a YAML list in the config; a tuple in config.json and model.pt as always
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -89,13 +89,17 @@ def check_settings(cfg: TrainConfig) -> None:
     if cfg.average == "last_k" and cfg.ema_decay > 0:
         raise InputError("train.average: last_k and train.ema_decay both choose the weights to predict with; set one")
     if cfg.time_budget and (cfg.freeze_epochs or cfg.gpus > 1):
-        raise InputError("train.time_budget: not with freeze_epochs or gpus > 1 (the epoch count is planned from "
-                         "one process's plain schedule); set epochs instead")
+        raise InputError(
+            "train.time_budget: not with freeze_epochs or gpus > 1 (the epoch count is planned from "
+            "one process's plain schedule); set epochs instead"
+        )
     check_stages(cfg)
     factory = ":" in str(cfg.model or "") or str(cfg.model or "").endswith(".py")
     if factory and cfg.head != "linear":
-        raise InputError(f"backbones: {cfg.backbone}: head: {cfg.head} is for timm bodies; a factory builds "
-                         "its own head (use head: linear)")
+        raise InputError(
+            f"backbones: {cfg.backbone}: head: {cfg.head} is for timm bodies; a factory builds "
+            "its own head (use head: linear)"
+        )
 
 
 def check_stages(cfg: TrainConfig) -> None:
@@ -108,8 +112,10 @@ def check_stages(cfg: TrainConfig) -> None:
     for k, st in enumerate(cfg.stages):
         unknown = set(st) - set(STAGE_KEYS)
         if unknown or "img_size" not in st or "epochs" not in st:
-            raise InputError(f"train.stages[{k}]: {st}: each stage names img_size and epochs (lr, batch_size "
-                             f"optional){f'; unknown: {sorted(unknown)}' if unknown else ''}")
+            raise InputError(
+                f"train.stages[{k}]: {st}: each stage names img_size and epochs (lr, batch_size "
+                f"optional){f'; unknown: {sorted(unknown)}' if unknown else ''}"
+            )
 
 
 def check_mixup(cfg: TrainConfig, task: str | None = None, meta: bool = False, teacher: bool = False) -> None:
@@ -120,11 +126,16 @@ def check_mixup(cfg: TrainConfig, task: str | None = None, meta: bool = False, t
     from kagglecv.core.tasks import CLASSIFICATION
 
     if task is not None and task != "auto" and task not in CLASSIFICATION:
-        raise InputError(f"train.mixup_alpha/cutmix_alpha: mixup mixes class targets; this is a {task} task, "
-                         "set them to 0")
+        raise InputError(
+            f"train.mixup_alpha/cutmix_alpha: mixup mixes class targets; this is a {task} task, set them to 0"
+        )
     if meta:
-        raise InputError("train.mixup_alpha/cutmix_alpha: mixup mixes images, not their metadata; with "
-                         "data.meta_columns set them to 0")
+        raise InputError(
+            "train.mixup_alpha/cutmix_alpha: mixup mixes images, not their metadata; with "
+            "data.meta_columns set them to 0"
+        )
     if teacher:
-        raise InputError("train.mixup_alpha/cutmix_alpha: mixup mixes class labels, not the teachers' targets; set "
-                         "them to 0 with pseudo_labels or distill")
+        raise InputError(
+            "train.mixup_alpha/cutmix_alpha: mixup mixes class labels, not the teachers' targets; set "
+            "them to 0 with pseudo_labels or distill"
+        )

@@ -80,7 +80,7 @@ def is_main() -> bool:
 
 def shard(rows, of: int | None = None, at: int | None = None):
     """This process's share of a global batch of `rows` (every `world`-th row, from its rank)."""
-    return rows[(rank() if at is None else at)::(world() if of is None else of)]
+    return rows[(rank() if at is None else at) :: (world() if of is None else of)]
 
 
 def rank_device(cpu: bool = False) -> torch.device:

@@ -8,8 +8,8 @@ import hashlib
 import json
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 def _fsync(path: Path, flags: int = os.O_RDONLY) -> None:

@@ -35,8 +35,13 @@ def visible_devices() -> list[str]:
     if shutil.which("nvidia-smi") is None:
         return []
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30, check=True).stdout
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
     except (subprocess.SubprocessError, OSError):
         return []
     return [line.strip() for line in out.splitlines() if line.strip()]
@@ -60,10 +65,15 @@ def private_dir(path: str | Path) -> Path:
         pass
     st = os.lstat(path)
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-        what = "a symlink" if stat.S_ISLNK(st.st_mode) else (
-            "not a folder" if not stat.S_ISDIR(st.st_mode) else f"owned by uid {st.st_uid}")
-        raise InputError(f"{path}: the GPU lock folder is {what}, not a private folder of uid {os.getuid()}; "
-                         f"remove it or set {LOCK_DIR_ENV} to a folder of your own")
+        what = (
+            "a symlink"
+            if stat.S_ISLNK(st.st_mode)
+            else ("not a folder" if not stat.S_ISDIR(st.st_mode) else f"owned by uid {st.st_uid}")
+        )
+        raise InputError(
+            f"{path}: the GPU lock folder is {what}, not a private folder of uid {os.getuid()}; "
+            f"remove it or set {LOCK_DIR_ENV} to a folder of your own"
+        )
     if stat.S_IMODE(st.st_mode) & 0o077:
         os.chmod(path, 0o700)  # ours, but open to others (an older version, or a loose umask): close it
     return path
@@ -106,8 +116,9 @@ def _wait_limit(timeout: float | None) -> float | None:
         raise InputError(f"{WAIT_ENV}={env!r}: not a number of seconds; unset it to wait forever") from None
 
 
-def lease_gpu(lock_dir: str | Path | None = None, timeout: float | None = None, poll: float = 1.0,
-              count: int = 1) -> str | None:
+def lease_gpu(
+    lock_dir: str | Path | None = None, timeout: float | None = None, poll: float = 1.0, count: int = 1
+) -> str | None:
     """Take `count` free devices and set CUDA_VISIBLE_DEVICES to them ("2" or "0,3"); None when there is no GPU.
 
     An existing CUDA_VISIBLE_DEVICES (Slurm sets it) is respected and returned as is; a process that holds
@@ -123,8 +134,10 @@ def lease_gpu(lock_dir: str | Path | None = None, timeout: float | None = None, 
     if not devices:
         return None
     if count > len(devices):
-        raise InputError(f"train.gpus: {count} devices asked for, this machine has {len(devices)} ({devices}); "
-                         f"lower gpus for this backbone")
+        raise InputError(
+            f"train.gpus: {count} devices asked for, this machine has {len(devices)} ({devices}); "
+            f"lower gpus for this backbone"
+        )
     lock_dir = private_dir(lock_dir or default_lock_dir())
     limit = _wait_limit(timeout)
     start, told = time.monotonic(), False
@@ -137,20 +150,24 @@ def lease_gpu(lock_dir: str | Path | None = None, timeout: float | None = None, 
             _held.extend(fd for _, fd in got)
             _leased = os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(dev for dev, _ in got)
             if told:
-                print(f"kagglecv: got GPU {_leased} after {time.monotonic() - start:.0f}s", file=sys.stderr,
-                      flush=True)
+                print(f"kagglecv: got GPU {_leased} after {time.monotonic() - start:.0f}s", file=sys.stderr, flush=True)
             return _leased
         for _, fd in got:  # all or nothing
             os.close(fd)
         # All busy: more jobs run than there are devices (e.g. --resources gpu=N above the GPU count, or
         # another workflow on this machine); wait for one.
         if limit is not None and time.monotonic() - start >= limit:
-            raise InputError(f"no free GPU among {devices} after {limit:.0f}s ({_holders(lock_dir, devices)}; "
-                               f"locks in {lock_dir}); lower --resources gpu=N to the number of GPUs, or set "
-                               f"{WAIT_ENV} to wait longer")
+            raise InputError(
+                f"no free GPU among {devices} after {limit:.0f}s ({_holders(lock_dir, devices)}; "
+                f"locks in {lock_dir}); lower --resources gpu=N to the number of GPUs, or set "
+                f"{WAIT_ENV} to wait longer"
+            )
         if not told:
-            print(f"kagglecv: waiting for a free GPU among {devices} ({_holders(lock_dir, devices)}; locks in "
-                  f"{lock_dir}); waiting {'forever' if limit is None else f'up to {limit:.0f}s'}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"kagglecv: waiting for a free GPU among {devices} ({_holders(lock_dir, devices)}; locks in "
+                f"{lock_dir}); waiting {'forever' if limit is None else f'up to {limit:.0f}s'}",
+                file=sys.stderr,
+                flush=True,
+            )
             told = True
         time.sleep(poll)

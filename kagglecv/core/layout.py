@@ -30,8 +30,8 @@ RECORD_SUFFIX = ".mlflow.json"
 class Name:
     """A file's name in a folder class: its name on the class, its path on an instance of it.
 
-        ModelFiles.oof                -> "oof.csv"
-        ModelFiles(Path("m/fold0")).oof -> Path("m/fold0/oof.csv")
+    ModelFiles.oof                -> "oof.csv"
+    ModelFiles(Path("m/fold0")).oof -> Path("m/fold0/oof.csv")
     """
 
     def __init__(self, name: str, output: bool = True):
@@ -77,8 +77,8 @@ class PreparedFiles(Folder):
 
 
 class ModelFiles(Folder):
-    """models/<backbone>/fold<k>/: one training job's outputs (kagglecv.training.train). What each file holds, and which a
-    rule of the user's must write, is the model-folder contract in docs/extending.md."""
+    """models/<backbone>/fold<k>/: one training job's outputs (kagglecv.training.train). What each file holds, and
+    which a rule of the user's must write, is the model-folder contract in docs/extending.md."""
 
     oof = Name("oof.csv")
     test = Name("test.csv")
@@ -166,7 +166,7 @@ class Layout:
     root: Path  # results/<competition>
 
     @classmethod
-    def of(cls, competition: str, results: str | Path = "results") -> "Layout":
+    def of(cls, competition: str, results: str | Path = "results") -> Layout:
         return cls(Path(results) / competition)
 
     @property

@@ -118,8 +118,10 @@ class Scores:
         return d if isinstance(d, cls) else cls(**{**_fields(cls, d), "ensemble": Ensemble.of(d.get("ensemble"))})
 
     def to_dict(self) -> dict:
-        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
-                "ensemble": self.ensemble.to_dict()}
+        return {
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+            "ensemble": self.ensemble.to_dict(),
+        }
 
     def n_folds(self, model: str) -> int:
         """How many folds `model` was scored on: the fold folders of it that predict and the kernel read."""

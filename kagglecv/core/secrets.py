@@ -24,8 +24,10 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 _USERINFO = re.compile(r"(?<=://)[^/\s@]+@")  # https://user:password@host -> https://***@host
 # ?token=abc&x=1 -> ?token=***&x=1: query parameters named like credentials
-_QUERY = re.compile(r"(?i)([?&](?:[\w.-]*(?:token|key|secret|passw(?:or)?d|pwd|auth|sig|signature|credential|session)"
-                    r"[\w.-]*)=)[^&#\s\"'<>]+")
+_QUERY = re.compile(
+    r"(?i)([?&](?:[\w.-]*(?:token|key|secret|passw(?:or)?d|pwd|auth|sig|signature|credential|session)"
+    r"[\w.-]*)=)[^&#\s\"'<>]+"
+)
 MIN_LENGTH = 4  # shorter secrets are replaced only where they stand alone: inside words they would mangle text
 
 

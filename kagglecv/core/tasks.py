@@ -79,8 +79,10 @@ def require_numbers(labels, column: str, what: str, ids=None) -> None:
     bad = [k for k, v in enumerate(labels) if not is_number(v)]
     if bad:
         row = f"id {list(ids)[bad[0]]!r}" if ids is not None else f"row {bad[0] + 2}"
-        raise InputError(f"column {column!r}: {what} needs a number in every row, but {row} has "
-                         f"{labels[bad[0]]!r}; fix or drop the row, or set task: to a classification task")
+        raise InputError(
+            f"column {column!r}: {what} needs a number in every row, but {row} has "
+            f"{labels[bad[0]]!r}; fix or drop the row, or set task: to a classification task"
+        )
 
 
 def class_names(labels, kind: str) -> list[str]:
@@ -106,7 +108,7 @@ class Task:
     scale: tuple[float, float] = (0.0, 1.0)
 
     @classmethod
-    def of(cls, meta: PreparedMeta) -> "Task":
+    def of(cls, meta: PreparedMeta) -> Task:
         """The task of a prepared competition (its meta.json, or prepare's dict of it)."""
         meta = PreparedMeta.of(meta)
         return cls(meta.task, tuple(str(c) for c in meta.classes))
@@ -178,7 +180,7 @@ class Task:
         """Numeric targets as the model learns them (see `scale`); other targets unchanged."""
         return (y - self.scale[0]) / self.scale[1] if self.kind in NUMERIC else y
 
-    def fitted_scale(self, y: np.ndarray) -> "Task":
+    def fitted_scale(self, y: np.ndarray) -> Task:
         """This task with `scale` taken from training targets `y` (numeric tasks only)."""
         if self.kind not in NUMERIC:
             return self

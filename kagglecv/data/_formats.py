@@ -52,8 +52,10 @@ class _Zip:
             raise InputError(f"{shown}: not a readable zip ({_first(e)}); delete it and download again") from e
 
     def entries(self) -> list[Entry]:
-        return [Entry(i.filename, i.file_size, i.compress_size, i.is_dir(), stat.S_ISLNK(i.external_attr >> 16), i)
-                for i in self.f.infolist()]
+        return [
+            Entry(i.filename, i.file_size, i.compress_size, i.is_dir(), stat.S_ISLNK(i.external_attr >> 16), i)
+            for i in self.f.infolist()
+        ]
 
     def copy(self, entry: Entry, dest: Path) -> None:
         with self.f.open(entry.handle) as src, open(dest, "wb") as out:
@@ -88,6 +90,7 @@ class _Tar:
 class _SevenZip:
     """py7zr reads a solid archive front to back: entries are copied by one `extract` of the planned names into a
     private folder beside the target, then moved into place (`copy` moves one)."""
+
     kind = "7z"
 
     def __init__(self, path: Path, shown: str):
@@ -103,8 +106,9 @@ class _SevenZip:
             raise InputError(f"{shown}: the 7z archive is encrypted; unpack it yourself and point data.path at it")
 
     def entries(self) -> list[Entry]:
-        return [Entry(i.filename, int(i.uncompressed or 0), None, i.is_directory, bool(i.is_symlink), i)
-                for i in self.infos]
+        return [
+            Entry(i.filename, int(i.uncompressed or 0), None, i.is_directory, bool(i.is_symlink), i) for i in self.infos
+        ]
 
     def extract_all(self, names: list[str], scratch: Path) -> None:
         self.scratch = scratch

@@ -19,9 +19,9 @@ import os
 import shutil
 import tempfile
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Iterable
 
 from kagglecv.config.schema import default_of
 from kagglecv.core.errors import InputError
@@ -59,8 +59,6 @@ def is_junk(name: str | os.PathLike | Iterable[str]) -> bool:
     return any(p.lower() in JUNK_NAMES or (p.startswith(".") and p not in (".", "..")) for p in parts)
 
 
-
-
 # ---------------------------------------------------------------- the plan
 
 
@@ -88,14 +86,18 @@ def _member_path(shown: str, entry: Entry) -> PurePosixPath:
 def _check_size(shown: str, entry: Entry, limits: ArchiveLimits) -> None:
     size = entry.size
     if limits.max_entry_bytes is not None and size > limits.max_entry_bytes:
-        raise InputError(f"{shown}: entry {entry.name!r} unpacks to {size / MB:.0f} MB, above the limit of "
-                         f"{limits.max_entry_bytes / MB:.0f} MB; raise archive.max_entry_bytes in the config if it is "
-                         "genuine")
+        raise InputError(
+            f"{shown}: entry {entry.name!r} unpacks to {size / MB:.0f} MB, above the limit of "
+            f"{limits.max_entry_bytes / MB:.0f} MB; raise archive.max_entry_bytes in the config if it is "
+            "genuine"
+        )
     packed = max(entry.packed or 0, 1)
     if entry.packed is not None and size > limits.bomb_bytes and size / packed > limits.max_ratio:
-        raise InputError(f"{shown}: entry {entry.name!r} unpacks to {size / MB:.0f} MB from {packed / MB:.1f} MB "
-                         f"({size / packed:.0f}x, limit {limits.max_ratio:g}x): refusing a likely zip bomb; "
-                         f"raise archive.max_ratio in the config if the archive is genuine")
+        raise InputError(
+            f"{shown}: entry {entry.name!r} unpacks to {size / MB:.0f} MB from {packed / MB:.1f} MB "
+            f"({size / packed:.0f}x, limit {limits.max_ratio:g}x): refusing a likely zip bomb; "
+            f"raise archive.max_ratio in the config if the archive is genuine"
+        )
 
 
 def _check_whole(shown: str, path: Path, entries: list[Entry], limits: ArchiveLimits) -> None:
@@ -105,16 +107,20 @@ def _check_whole(shown: str, path: Path, entries: list[Entry], limits: ArchiveLi
     known = all(e.packed is not None for e in entries)
     packed = max(sum(e.packed for e in entries) if known else path.stat().st_size, 1)
     if total > limits.bomb_bytes and total / packed > limits.max_ratio:
-        raise InputError(f"{shown}: its entries unpack to {total / MB:.0f} MB together from {packed / MB:.1f} MB "
-                         f"({total / packed:.0f}x, limit {limits.max_ratio:g}x): refusing a likely zip bomb; raise "
-                         "archive.max_ratio in the config if the archive is genuine")
+        raise InputError(
+            f"{shown}: its entries unpack to {total / MB:.0f} MB together from {packed / MB:.1f} MB "
+            f"({total / packed:.0f}x, limit {limits.max_ratio:g}x): refusing a likely zip bomb; raise "
+            "archive.max_ratio in the config if the archive is genuine"
+        )
 
 
 def _check_free(where: Path, need: int, shown: str, what: str) -> None:
     free = shutil.disk_usage(where).free
     if need > free:
-        raise InputError(f"{shown}: {what} needs {need / MB:.0f} MB but {where} has {free / MB:.0f} MB free; "
-                         f"free some space or unpack elsewhere")
+        raise InputError(
+            f"{shown}: {what} needs {need / MB:.0f} MB but {where} has {free / MB:.0f} MB free; "
+            f"free some space or unpack elsewhere"
+        )
 
 
 def _prefix(archive_rel: PurePosixPath, rels: list[PurePosixPath]) -> PurePosixPath:
@@ -128,16 +134,26 @@ def _prefix(archive_rel: PurePosixPath, rels: list[PurePosixPath]) -> PurePosixP
     return out_dir
 
 
-def _plan(path: Path, shown: str, rel: PurePosixPath | None, depth: int, nested: bool, limits: ArchiveLimits,
-          plan: _Plan, spool_base: Path) -> None:
+def _plan(
+    path: Path,
+    shown: str,
+    rel: PurePosixPath | None,
+    depth: int,
+    nested: bool,
+    limits: ArchiveLimits,
+    plan: _Plan,
+    spool_base: Path,
+) -> None:
     """Add one archive's entries to `plan` (checking each), then recurse into its nested archives."""
     reader = _reader(path, shown)
     try:
         entries = reader.entries()
         plan.entries += len(entries)
         if plan.entries > limits.max_entries:
-            raise InputError(f"{shown}: more than {limits.max_entries:,} entries; refusing (raise "
-                             f"archive.max_entries in the config if the archive is genuine)")
+            raise InputError(
+                f"{shown}: more than {limits.max_entries:,} entries; refusing (raise "
+                f"archive.max_entries in the config if the archive is genuine)"
+            )
         members = [(e, r) for e in entries if (r := _member_path(shown, e)).parts and not is_junk(r)]
         _check_whole(shown, path, [e for e, _ in members], limits)
         prefix = PurePosixPath() if rel is None else _prefix(rel, [r for _, r in members])
@@ -153,8 +169,10 @@ def _plan(path: Path, shown: str, rel: PurePosixPath | None, depth: int, nested:
         for entry, r in inner:
             inner_shown = f"{shown} > {entry.name}"
             if depth + 1 > limits.max_depth:
-                raise InputError(f"{inner_shown}: archives nested {depth + 1} levels deep (limit {limits.max_depth}); "
-                                 f"refusing (raise archive.max_depth in the config if the archive is genuine)")
+                raise InputError(
+                    f"{inner_shown}: archives nested {depth + 1} levels deep (limit {limits.max_depth}); "
+                    f"refusing (raise archive.max_depth in the config if the archive is genuine)"
+                )
             spooled = _spool(reader, entry, inner_shown, plan, spool_base)
             _plan(spooled, inner_shown, r, depth + 1, nested, limits, plan, spool_base)
     finally:
@@ -173,8 +191,9 @@ def _spool(reader, entry: Entry, shown: str, plan: _Plan, base: Path) -> Path:
             reader.extract_all([entry.name], plan.spool / "7z")
         reader.copy(entry, out)
     except READ_ERRORS as e:
-        raise InputError(f"{shown}: could not read it from the archive ({_first(e)}); delete the archive and download "
-                         f"again") from e
+        raise InputError(
+            f"{shown}: could not read it from the archive ({_first(e)}); delete the archive and download again"
+        ) from e
     return out
 
 
@@ -200,8 +219,10 @@ def _check_names(plan: _Plan) -> None:
     for rel in sorted([*files, *dirs]):
         other = seen.setdefault(rel.casefold(), rel)
         if other != rel:
-            raise InputError(f"{where.get(rel) or where.get(other) or 'archive'}: {other!r} and {rel!r} differ only "
-                             f"in case; refusing (they would overwrite each other on macOS/Windows)")
+            raise InputError(
+                f"{where.get(rel) or where.get(other) or 'archive'}: {other!r} and {rel!r} differ only "
+                f"in case; refusing (they would overwrite each other on macOS/Windows)"
+            )
 
 
 def _check_inside(plan: _Plan, target: Path) -> None:
@@ -243,8 +264,10 @@ def _write(plan: _Plan, target: Path) -> None:
             for p in written:
                 p.unlink(missing_ok=True)
         name = written[-1].relative_to(target) if written else target
-        raise InputError(f"{target}: could not unpack {str(name)!r} ({_first(e)}); the archive is damaged or the disk "
-                         f"is full: delete it and download again") from e
+        raise InputError(
+            f"{target}: could not unpack {str(name)!r} ({_first(e)}); the archive is damaged or the disk "
+            f"is full: delete it and download again"
+        ) from e
     finally:
         for reader in readers.values():
             reader.close()
@@ -252,8 +275,9 @@ def _write(plan: _Plan, target: Path) -> None:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def safe_extract(archive: str | Path, target: str | Path, *, nested: bool = True,
-                 limits: ArchiveLimits | None = None) -> Path:
+def safe_extract(
+    archive: str | Path, target: str | Path, *, nested: bool = True, limits: ArchiveLimits | None = None
+) -> Path:
     """Extract `archive` (zip, 7z, tar) into `target`, each nested `X.zip` (`X.7z`, `X.tar.gz`) into `X/` beside
     where it lies (or beside it, when it holds a single top folder `X/` or a single file `X`); nested archives
     themselves are not kept. Returns `target`.
@@ -268,9 +292,11 @@ def safe_extract(archive: str | Path, target: str | Path, *, nested: bool = True
         _check_names(plan)
         total = sum(entry.size for _, _, entry, _ in plan.files)
         if limits.max_total_bytes is not None and total > limits.max_total_bytes:
-            raise InputError(f"{archive}: unpacks to {total / MB:.0f} MB, above the limit of "
-                             f"{limits.max_total_bytes / MB:.0f} MB; raise archive.max_total_bytes in the config if "
-                             "genuine")
+            raise InputError(
+                f"{archive}: unpacks to {total / MB:.0f} MB, above the limit of "
+                f"{limits.max_total_bytes / MB:.0f} MB; raise archive.max_total_bytes in the config if "
+                "genuine"
+            )
         existing = next(p for p in [target, *target.parents] if p.exists())
         _check_free(existing, total, str(archive), "unpacking it")
         _check_inside(plan, target)
@@ -358,7 +384,9 @@ def _move_into(unpacked_dir: Path, parent: Path, prefix: PurePosixPath) -> None:
             continue
         out = dest / p.relative_to(unpacked_dir)
         if out.exists() or out.is_symlink():
-            raise InputError(f"{out.relative_to(parent)}: both unpacked from an archive and already in the folder; "
-                             "remove one of them")
+            raise InputError(
+                f"{out.relative_to(parent)}: both unpacked from an archive and already in the folder; "
+                "remove one of them"
+            )
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(p, out)

@@ -18,6 +18,7 @@ import torch.nn.functional as F  # noqa: E402
 @dataclass(frozen=True)
 class Preset:
     """One augmentation recipe, rendered both as albumentations (per sample) and as batched tensor ops."""
+
     hflip: bool = False  # random left-right mirror
     d4: bool = False  # random element of the dihedral group (flips + 90-degree rotations)
     rotate: float = 0.0  # max degrees
@@ -43,8 +44,11 @@ def albumentations_ops(p: Preset) -> list:
     ops = [A.HorizontalFlip(p=0.5)] if p.hflip else []
     ops += [A.D4(p=1.0)] if p.d4 else []
     if p.rotate or p.zoom != 1.0 or p.shift:
-        ops.append(A.Affine(rotate=(-p.rotate, p.rotate), scale=(1.0, p.zoom),
-                            translate_percent=(-p.shift, p.shift), p=p.p_affine))
+        ops.append(
+            A.Affine(
+                rotate=(-p.rotate, p.rotate), scale=(1.0, p.zoom), translate_percent=(-p.shift, p.shift), p=p.p_affine
+            )
+        )
     if p.lighting:
         ops.append(A.RandomBrightnessContrast(brightness_limit=p.lighting, contrast_limit=p.lighting, p=0.75))
     if p.warp:
@@ -74,8 +78,9 @@ def _uniform(n: int, gen: torch.Generator | None, gens: list[torch.Generator] | 
     return torch.cat([torch.rand(1, generator=g) for g in gens]).to(dev)
 
 
-def batch_augment(x: torch.Tensor, size: int, p: Preset, gen: torch.Generator | None, train: bool,
-                  seeds: list[int] | None = None) -> torch.Tensor:
+def batch_augment(
+    x: torch.Tensor, size: int, p: Preset, gen: torch.Generator | None, train: bool, seeds: list[int] | None = None
+) -> torch.Tensor:
     """uint8 NHWC batch -> float NCHW in [0, 1] at size x size, augmented on x's device.
 
     Resize, flips, rotations, zoom and shift are one affine grid_sample per batch: the whole
@@ -87,6 +92,7 @@ def batch_augment(x: torch.Tensor, size: int, p: Preset, gen: torch.Generator | 
     theta = torch.zeros(n, 2, 3, device=dev)
     theta[:, 0, 0] = theta[:, 1, 1] = 1.0
     if train and p != Preset():
+
         def rand(n):
             return _uniform(n, gen, gens, dev)
 
@@ -97,8 +103,13 @@ def batch_augment(x: torch.Tensor, size: int, p: Preset, gen: torch.Generator | 
         scale = 1.0 / (1.0 + (p.zoom - 1.0) * rand(n) * apply)  # zoom in = sample a smaller window
         cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
         flip = torch.where(rand(n) < 0.5, -1.0, 1.0) if (p.hflip or p.d4) else torch.ones(n, device=dev)
-        theta = torch.stack([torch.stack([cos * flip, -sin, (rand(n) * 2 - 1) * 2 * p.shift * apply], 1),
-                             torch.stack([sin * flip, cos, (rand(n) * 2 - 1) * 2 * p.shift * apply], 1)], 1)
+        theta = torch.stack(
+            [
+                torch.stack([cos * flip, -sin, (rand(n) * 2 - 1) * 2 * p.shift * apply], 1),
+                torch.stack([sin * flip, cos, (rand(n) * 2 - 1) * 2 * p.shift * apply], 1),
+            ],
+            1,
+        )
     grid = F.affine_grid(theta, [n, x.shape[1], size, size], align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     if train and p.lighting:
@@ -113,10 +124,11 @@ def build_transform(size: int, mean, std, augment: str = "none", seed: int | Non
     """Resize, augment, normalise. `seed` makes the random augmentations reproducible (single-process loading)."""
     if augment not in AUGMENT_PRESETS:
         raise ValueError(f"unknown augment preset {augment!r}; choose one of {sorted(AUGMENT_PRESETS)}")
-    return A.Compose([
-        A.Resize(size, size),
-        *albumentations_ops(AUGMENT_PRESETS[augment]),
-        A.Normalize(mean=mean, std=std, max_pixel_value=255.0),
-    ], seed=seed)
-
-
+    return A.Compose(
+        [
+            A.Resize(size, size),
+            *albumentations_ops(AUGMENT_PRESETS[augment]),
+            A.Normalize(mean=mean, std=std, max_pixel_value=255.0),
+        ],
+        seed=seed,
+    )

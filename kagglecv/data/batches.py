@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from kagglecv.data.augment import AUGMENT_PRESETS, batch_augment, build_transform, image_seed, reseed
 from kagglecv.core.devices import shard, world
+from kagglecv.data.augment import AUGMENT_PRESETS, batch_augment, build_transform, image_seed, reseed
 
 RELEASE_BYTES = 16 << 20  # bytes read between two page releases: what mapped pages may add to RSS
 DEVICE_CHUNK = 4096  # rows per host-to-device copy when the device path loads a fold
@@ -107,8 +107,8 @@ def to_device(cache, rows, device, view_seed: int | None = None) -> tuple[torch.
     x = torch.empty((len(rows), *cache.shape[1:]), dtype=torch.uint8, device=device)
     seeds = None if view_seed is None else []
     for s in range(0, len(rows), DEVICE_CHUNK):
-        chunk = np.ascontiguousarray(cache[rows[s:s + DEVICE_CHUNK]])
-        x[s:s + DEVICE_CHUNK] = torch.from_numpy(chunk).to(device)
+        chunk = np.ascontiguousarray(cache[rows[s : s + DEVICE_CHUNK]])
+        x[s : s + DEVICE_CHUNK] = torch.from_numpy(chunk).to(device)
         if seeds is not None:
             seeds += [image_seed(img, view_seed) for img in chunk]
         release(cache)
@@ -116,8 +116,8 @@ def to_device(cache, rows, device, view_seed: int | None = None) -> tuple[torch.
 
 
 class ShardedBatches(Sampler):
-    """Shuffled batches of `batch_size` rows, each cut to this process's share (kagglecv.training.distributed): the global
-    batches are those one process would draw from the same generator, so N processes see what one would."""
+    """Shuffled batches of `batch_size` rows, each cut to this process's share (kagglecv.training.distributed): the
+    global batches are those one process would draw from the same generator, so N processes see what one would."""
 
     def __init__(self, n: int, batch_size: int, generator: torch.Generator, drop_last: bool):
         self.n, self.bs, self.gen, self.drop_last = n, batch_size, generator, drop_last
@@ -130,15 +130,30 @@ class ShardedBatches(Sampler):
 
         order = torch.randperm(self.n, generator=self.gen).tolist()  # as RandomSampler draws it
         for b in range(len(self)):
-            yield shard(order[b * self.bs:(b + 1) * self.bs])
+            yield shard(order[b * self.bs : (b + 1) * self.bs])
 
 
 class DeviceBatches:
     """The on-device data path: the fold's uint8 rows live on the device and whole batches are augmented there,
     so no per-sample work, no host-to-device copies and no worker processes stand between epochs."""
 
-    def __init__(self, cache, labels, dc: dict, device, *, augment: str, shuffle: bool, batch_size: int, seed: int,
-                 rows=None, view_seed: int | None = None, meta=None, shard: bool = True, weights=None):
+    def __init__(
+        self,
+        cache,
+        labels,
+        dc: dict,
+        device,
+        *,
+        augment: str,
+        shuffle: bool,
+        batch_size: int,
+        seed: int,
+        rows=None,
+        view_seed: int | None = None,
+        meta=None,
+        shard: bool = True,
+        weights=None,
+    ):
         self.x, self.seeds = to_device(cache, as_rows(cache, rows), device, view_seed)
         self.shard = shard
         self.w = None if weights is None else torch.from_numpy(np.asarray(weights)).to(device)
@@ -157,7 +172,7 @@ class DeviceBatches:
         n = len(self.x)
         order = torch.randperm(n, generator=self.gen) if self.shuffle else torch.arange(n)
         for i in range(len(self)):
-            idx = order[i * self.bs:(i + 1) * self.bs]
+            idx = order[i * self.bs : (i + 1) * self.bs]
             idx = (shard(idx) if self.shuffle and self.shard else idx).to(self.x.device)  # this process's share
             seeds = None if self.seeds is None else [self.seeds[i] for i in idx.tolist()]
             xb = batch_augment(self.x[idx], self.size, self.preset, self.gen, train=self.augment, seeds=seeds)
@@ -183,28 +198,67 @@ def loader_workers(num_workers: int | None, threads: int | None, device: torch.d
     return rule(num_workers, threads, device.type == "cuda")
 
 
-def make_batches(cache, labels, dc: dict, device, *, augment: str, shuffle: bool, batch_size: int, seed: int,
-                 on_device: bool, rows=None, num_workers: int = 0, per_image: bool = False, meta=None,
-                 shard: bool = True, weights=None):
+def make_batches(
+    cache,
+    labels,
+    dc: dict,
+    device,
+    *,
+    augment: str,
+    shuffle: bool,
+    batch_size: int,
+    seed: int,
+    on_device: bool,
+    rows=None,
+    num_workers: int = 0,
+    per_image: bool = False,
+    meta=None,
+    shard: bool = True,
+    weights=None,
+):
     """Batches of normalised NCHW tensors with labels, from either data path, over `rows` of the cache; with `meta`
     (one encoded row per cache row) a batch's input is (images, metadata); with `weights` (one per row of `rows`,
     as `labels`) its target is (labels, weights). per_image: seed each image's random views from its pixels and
     `seed` (test-time augmentation), not from the order of the rows."""
     view_seed = seed if per_image else None
     if on_device:
-        return DeviceBatches(cache, labels, dc, device, augment=augment, shuffle=shuffle, batch_size=batch_size,
-                             seed=seed, rows=rows, view_seed=view_seed, meta=meta, shard=shard, weights=weights)
+        return DeviceBatches(
+            cache,
+            labels,
+            dc,
+            device,
+            augment=augment,
+            shuffle=shuffle,
+            batch_size=batch_size,
+            seed=seed,
+            rows=rows,
+            view_seed=view_seed,
+            meta=meta,
+            shard=shard,
+            weights=weights,
+        )
     tf = build_transform(dc["img_size"], dc["mean"], dc["std"], augment, seed=seed)
     ds = CachedImages(cache, labels, tf, rows, view_seed=view_seed, meta=meta, weights=weights)
     if shuffle and shard and world() > 1:  # DistributedDataParallel: this process's share of each global batch
         gen = torch.Generator().manual_seed(seed)
-        return DataLoader(ds, batch_sampler=ShardedBatches(len(ds), batch_size, gen, len(ds) > batch_size),
-                          num_workers=num_workers, pin_memory=device.type == "cuda",
-                          persistent_workers=num_workers > 0, generator=gen)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle and len(ds) > batch_size,
-                      num_workers=num_workers, pin_memory=device.type == "cuda",
-                      persistent_workers=shuffle and num_workers > 0,
-                      generator=torch.Generator().manual_seed(seed) if shuffle else None)
+        return DataLoader(
+            ds,
+            batch_sampler=ShardedBatches(len(ds), batch_size, gen, len(ds) > batch_size),
+            num_workers=num_workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=num_workers > 0,
+            generator=gen,
+        )
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=shuffle and len(ds) > batch_size,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=shuffle and num_workers > 0,
+        generator=torch.Generator().manual_seed(seed) if shuffle else None,
+    )
 
 
 def _random_parts(transform) -> list:
@@ -220,9 +274,13 @@ def rng_state(batches) -> dict:
     if isinstance(batches, DeviceBatches):
         return {"order": batches.gen.get_state(), "augment": []}
     transform = getattr(batches.dataset, "transform", None)
-    return {"order": None if batches.generator is None else batches.generator.get_state(),
-            "augment": [(t.random_generator.bit_generator.state, t.py_random.getstate())
-                        for t in (_random_parts(transform) if transform is not None else [])]}
+    return {
+        "order": None if batches.generator is None else batches.generator.get_state(),
+        "augment": [
+            (t.random_generator.bit_generator.state, t.py_random.getstate())
+            for t in (_random_parts(transform) if transform is not None else [])
+        ],
+    }
 
 
 def set_rng_state(batches, state: dict) -> None:

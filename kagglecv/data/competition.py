@@ -16,7 +16,7 @@ code competition's kernel reads its hidden test set exactly as prepare read the 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +26,18 @@ from kagglecv.config.data import DataConfig
 from kagglecv.core.errors import InputError
 from kagglecv.data.archive import files_below, is_junk
 from kagglecv.data.locate import IMAGE_EXTS, image_folder, lookup
+from kagglecv.data.meta import group_values, meta_values
 from kagglecv.data.pixels import PixelRows, pixel_columns
-from kagglecv.data.tables import (Template, find_column, match_column, read_csv, read_template, refuse_duplicates,
-                                  refuse_missing, require_rows)
+from kagglecv.data.tables import (
+    Template,
+    find_column,
+    match_column,
+    read_csv,
+    read_template,
+    refuse_duplicates,
+    refuse_missing,
+    require_rows,
+)
 
 TRAIN_CSVS = ("train.csv", "labels.csv", "train_labels.csv")
 HINT = "rename it, or set data.id_column/data.target_column"
@@ -37,6 +46,7 @@ HINT = "rename it, or set data.id_column/data.target_column"
 @dataclass
 class Competition:
     """What reading returns: ids, raw labels, where each image comes from, and the description that read them."""
+
     data: DataConfig  # filled in: what was recognised, or what the config said
     template: Template = field(repr=False)
     train_ids: list[str]
@@ -58,6 +68,7 @@ class TestSide:
     """What predicting the test set needs, and nothing of the training side (a code competition's hidden rerun
     has none): the template and, row for row, each test image (a path, None where `missing` took it) or the
     pixel rows."""
+
     __test__ = False  # not a test class, whatever pytest thinks of its name
 
     template: Template
@@ -86,8 +97,10 @@ def annotations_json(root: Path, configured: str | None, side: str) -> str | Non
     folders named for the side first."""
     if configured:
         return configured
-    found = sorted((p for p in files_below(root, depth=4) if p.suffix.lower() == ".json"),
-                   key=lambda p: (side not in str(p.relative_to(root)).lower(), len(p.parts), str(p)))
+    found = sorted(
+        (p for p in files_below(root, depth=4) if p.suffix.lower() == ".json"),
+        key=lambda p: (side not in str(p.relative_to(root)).lower(), len(p.parts), str(p)),
+    )
     for p in found[:8]:
         keys = coco_keys(p)
         if "images" in keys and ("annotations" in keys) == (side == "train"):
@@ -106,8 +119,9 @@ def coco_keys(path: Path) -> set[str]:
 def detect_layout(root: Path, cfg: DataConfig, template: Template) -> DataConfig:
     """The description with its layout and its training source filled in."""
     csv_name = train_csv(root, cfg, template) if cfg.layout in ("auto", "csv_images", "pixel_csv") else None
-    if cfg.layout == "json_annotations" or (cfg.layout == "auto" and not csv_name and
-                                            (cfg.train_json or annotations_json(root, None, "train"))):
+    if cfg.layout == "json_annotations" or (
+        cfg.layout == "auto" and not csv_name and (cfg.train_json or annotations_json(root, None, "train"))
+    ):
         return cfg.filled(layout="json_annotations", train_json=annotations_json(root, cfg.train_json, "train"))
     if csv_name and cfg.layout in ("auto", "csv_images", "pixel_csv"):
         pixels = any(str(c).lower().startswith("pixel") for c in read_csv(root / csv_name, nrows=0).columns)
@@ -123,9 +137,11 @@ def detect_layout(root: Path, cfg: DataConfig, template: Template) -> DataConfig
             return cfg.filled(layout="folder_per_class", train_dir=train_dir.name)
         if any(e.suffix.lower() in IMAGE_EXTS and e.name.count(".") >= 2 for e in entries):
             return cfg.filled(layout="filename_labels", train_dir=train_dir.name)
-    raise InputError(f"{root}: cannot recognise the layout (no training CSV such as {', '.join(TRAIN_CSVS)}, no "
-                     f"annotations JSON, no class folders in train/); set data.layout (kagglecv inspect shows what "
-                     "was found)")
+    raise InputError(
+        f"{root}: cannot recognise the layout (no training CSV such as {', '.join(TRAIN_CSVS)}, no "
+        f"annotations JSON, no class folders in train/); set data.layout (kagglecv inspect shows what "
+        "was found)"
+    )
 
 
 def label_source(train: pd.DataFrame, tid: str, cfg: DataConfig, template: Template, path: Path) -> DataConfig:
@@ -150,15 +166,19 @@ def label_source(train: pd.DataFrame, tid: str, cfg: DataConfig, template: Templ
     shared = [t for t in targets if find_column(train.columns, t)]
     if len(shared) == 1:
         extra = ", ".join(repr(t) for t in targets if t not in shared)
-        raise InputError(f"{template.path}: extra column(s) {extra} beside the target {shared[0]!r}; a submission "
-                         "template holds the id and the target columns only, remove them")
+        raise InputError(
+            f"{template.path}: extra column(s) {extra} beside the target {shared[0]!r}; a submission "
+            "template holds the id and the target columns only, remove them"
+        )
     classes = set(targets)
     valued = [c for c in others if set(train[c].str.strip()) <= classes]
     if len(valued) == 1 or len(others) == 1:
         return cfg.filled(target_column=(valued or others)[0])
-    raise InputError(f"{path}: which column holds the labels ({', '.join(others[:6])})? The template has one "
-                     "column per class and no column of the training CSV holds only their names; set "
-                     "data.target_column")
+    raise InputError(
+        f"{path}: which column holds the labels ({', '.join(others[:6])})? The template has one "
+        "column per class and no column of the training CSV holds only their names; set "
+        "data.target_column"
+    )
 
 
 # ---------------------------------------------------------------- the layouts' readers: (description, TrainSide)
@@ -196,8 +216,9 @@ def _csv_images(root: Path, cfg: DataConfig, template: Template) -> tuple[DataCo
     folder, index = image_folder(root, keys, "train", cfg.train_dir)
     cfg = cfg.filled(train_dir=folder.relative_to(root).as_posix())
     images = lookup(index, keys, folder, path, "train")
-    return cfg, TrainSide(ids, labels, images, label_names, group_values(train, tid, cfg, path),
-                          meta_values(root, cfg, train, template))
+    return cfg, TrainSide(
+        ids, labels, images, label_names, group_values(train, tid, cfg, path), meta_values(root, cfg, train, template)
+    )
 
 
 def one_hot_labels(train: pd.DataFrame, tid: str, columns: list[str], path: Path) -> list[list[str]]:
@@ -209,55 +230,12 @@ def one_hot_labels(train: pd.DataFrame, tid: str, columns: list[str], path: Path
         bad = ~values.isin(["0", "1", "0.0", "1.0"])
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise InputError(f"{path}: column {col!r} holds {values.iloc[row]!r} for id {train[tid].iloc[row]!r}; one "
-                             "column per label takes 0 or 1, fix the value or drop the row")
+            raise InputError(
+                f"{path}: column {col!r} holds {values.iloc[row]!r} for id {train[tid].iloc[row]!r}; one "
+                "column per label takes 0 or 1, fix the value or drop the row"
+            )
         flags.append(values.astype(float).astype(bool).to_numpy())
     return [[n for n, f in zip(columns, row) if f] for row in np.column_stack(flags)]
-
-
-def group_values(train: pd.DataFrame, tid: str, cfg: DataConfig, path: Path) -> list[str] | None:
-    """data.group_column's values (patients, photographers): folds keep each group in one fold."""
-    if not cfg.group_column:
-        return None
-    col = match_column(train, cfg.group_column, path, "group", "fix data.group_column")
-    empty = (train[col].str.strip() == "").to_numpy()
-    if empty.any():
-        raise InputError(f"{path}: id {train[tid].iloc[int(np.flatnonzero(empty)[0])]!r} has no group in column "
-                         f"{col!r} (data.group_column); fill it or drop the row")
-    return train[col].tolist()
-
-
-def read_test_meta(root: Path, cfg: DataConfig, template: Template, missing: list | None = None) -> pd.DataFrame | None:
-    """data.meta_columns of the template's test ids, row for row, from data.test_csv (raw values); None when the
-    config names none. Read by prepare and, from the hidden test CSV alone, by the Kaggle kernel (`missing`: see
-    meta.metadata_rows)."""
-    if not cfg.meta_columns:
-        return None
-    path = root / (cfg.test_csv or "test.csv")
-    test = read_csv(path)
-    col = match_column(test, template.id_column, path, "id", "rename it, or set data.id_column")
-    refuse_duplicates(test[col], path, col)
-    from kagglecv.data.meta import require_column
-
-    for name in cfg.meta_columns:
-        require_column(test, name, path)
-    from kagglecv.data.meta import metadata_rows
-
-    return metadata_rows(test, col, template.ids, cfg.meta_columns, path, missing)
-
-
-def meta_values(root: Path, cfg: DataConfig, train: pd.DataFrame, template: Template) -> dict | None:
-    """data.meta_columns: their kinds and raw values for the train rows and, from data.test_csv, the test ids."""
-    from kagglecv.config.checks import check_meta_columns  # not the id, a target or the group column
-
-    check_meta_columns(asdict(cfg), [template.id_column, *template.targets])
-    test = read_test_meta(root, cfg, template)
-    if test is None:
-        return None
-    from kagglecv.data import meta
-
-    specs = meta.specs(train, test, cfg.meta_columns, root / cfg.train_csv, root / (cfg.test_csv or "test.csv"))
-    return {"specs": specs, "train": train[cfg.meta_columns].reset_index(drop=True), "test": test}
 
 
 def _pixel_csv(root: Path, cfg: DataConfig, template: Template) -> tuple[DataConfig, TrainSide]:
@@ -274,7 +252,8 @@ def _pixel_csv(root: Path, cfg: DataConfig, template: Template) -> tuple[DataCon
         raise InputError(f"{root / test_csv}: missing pixel column {absent[0]!r}; download the competition again")
     side_rows = PixelRows.of(path, pixels, side)
     return cfg.filled(target_column=tgt, test_csv=test_csv), TrainSide(
-        [str(i) for i in range(len(labels))], labels.tolist(), side_rows)
+        [str(i) for i in range(len(labels))], labels.tolist(), side_rows
+    )
 
 
 def _folder_per_class(root: Path, cfg: DataConfig, template: Template) -> tuple[DataConfig, TrainSide]:
@@ -314,8 +293,7 @@ def _json_annotations(root: Path, cfg: DataConfig, template: Template) -> tuple[
     """Labels from COCO-style annotations: each image's category (its first annotation's; an image without one
     is not a training image), the image at `file_name` below the JSON's folder (or data.train_dir)."""
     if not cfg.train_json:
-        raise InputError(f"{root}: no annotations JSON found (a file with images and annotations); set "
-                         "data.train_json")
+        raise InputError(f"{root}: no annotations JSON found (a file with images and annotations); set data.train_json")
     path = root / cfg.train_json
     data, files = coco_images(path)
     labels: dict[str, str] = {}
@@ -328,21 +306,28 @@ def _json_annotations(root: Path, cfg: DataConfig, template: Template) -> tuple[
     images = [base / files[i] for i in ids]
     gone = next((i for i, p in zip(ids, images) if not p.is_file()), None)
     if gone is not None:
-        raise InputError(f"{path}: image {gone!r} names {files[gone]!r}, not found below {base}/; restore it or set "
-                         "data.train_dir")
+        raise InputError(
+            f"{path}: image {gone!r} names {files[gone]!r}, not found below {base}/; restore it or set data.train_dir"
+        )
     cfg = cfg.filled(train_dir=base.relative_to(root).as_posix())
     return cfg, TrainSide(ids, [labels[i] for i in ids], images)
 
 
-READERS = {"csv_images": _csv_images, "pixel_csv": _pixel_csv, "folder_per_class": _folder_per_class,
-           "filename_labels": _filename_labels, "json_annotations": _json_annotations}
+READERS = {
+    "csv_images": _csv_images,
+    "pixel_csv": _pixel_csv,
+    "folder_per_class": _folder_per_class,
+    "filename_labels": _filename_labels,
+    "json_annotations": _json_annotations,
+}
 
 
 # ---------------------------------------------------------------- both sides
 
 
-def read_test_side(root: Path, cfg: DataConfig, template: Template | None = None,
-                   missing: list | None = None) -> tuple[DataConfig, TestSide]:
+def read_test_side(
+    root: Path, cfg: DataConfig, template: Template | None = None, missing: list | None = None
+) -> tuple[DataConfig, TestSide]:
     """The test side of the competition in `root` as the description says: pixel rows of data.test_csv, row for
     row with the template; images named in data.test_json; or images found by the template's ids in
     data.test_dir (found when not set). `missing`: see locate.lookup."""
@@ -351,8 +336,10 @@ def read_test_side(root: Path, cfg: DataConfig, template: Template | None = None
         path = root / (cfg.test_csv or "test.csv")
         rows = PixelRows.of(path, *pixel_columns(path, read_csv(path, nrows=0)))
         if len(rows) != len(template.frame):
-            raise InputError(f"{path}: {len(rows)} rows but {len(template.frame)} ids in {cfg.sample_submission}; "
-                             "they must correspond row by row")
+            raise InputError(
+                f"{path}: {len(rows)} rows but {len(template.frame)} ids in {cfg.sample_submission}; "
+                "they must correspond row by row"
+            )
         return cfg.filled(test_csv=path.name), TestSide(template, rows)
     test_json = annotations_json(root, cfg.test_json, "test") if cfg.layout == "json_annotations" else None
     if test_json:
@@ -371,10 +358,21 @@ def read_competition(root: Path, cfg: DataConfig) -> Competition:
     cfg = detect_layout(root, cfg, template)
     for key in ("group_column", "meta_columns"):
         if getattr(cfg, key) and cfg.layout != "csv_images":
-            raise InputError(f"data.{key}: the {cfg.layout} layout has no training CSV columns to read them from; "
-                             f"remove data.{key}")
+            raise InputError(
+                f"data.{key}: the {cfg.layout} layout has no training CSV columns to read them from; remove data.{key}"
+            )
     cfg, train = READERS[cfg.layout](root, cfg, template)
     cfg, test = read_test_side(root, cfg, template)
     cfg = cfg.filled(id_column=template.id_column)
-    return Competition(cfg, template, train.ids, train.labels, template.ids, train.images, test.images,
-                       train.label_names, train.groups, train.meta)
+    return Competition(
+        cfg,
+        template,
+        train.ids,
+        train.labels,
+        template.ids,
+        train.images,
+        test.images,
+        train.label_names,
+        train.groups,
+        train.meta,
+    )

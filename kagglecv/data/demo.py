@@ -25,13 +25,15 @@ def png_bytes(img: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def make_digits_competition(zip_path: str | Path, solution_path: str | Path, *, test_size: float = 0.2,
-                            seed: int = 0) -> None:
+def make_digits_competition(
+    zip_path: str | Path, solution_path: str | Path, *, test_size: float = 0.2, seed: int = 0
+) -> None:
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # 8x8, values 0..16 -> 0..255
     labels = digits.target
-    idx_train, idx_test = train_test_split(np.arange(len(labels)), test_size=test_size, random_state=seed,
-                                           stratify=labels)
+    idx_train, idx_test = train_test_split(
+        np.arange(len(labels)), test_size=test_size, random_state=seed, stratify=labels
+    )
     # Kaggle-style opaque ids; the file name carries an extension the id column does not.
     ids = np.array([f"img_{i:05d}" for i in range(len(labels))])
     train = pd.DataFrame({"id": ids[idx_train], "label": labels[idx_train]})

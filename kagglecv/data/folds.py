@@ -38,8 +38,9 @@ def _read(train_csv, task: str) -> pd.DataFrame:
     if task != "multilabel":
         y = pd.to_numeric(df["y"], errors="coerce")
         if y.isna().any():
-            raise InputError(f"{train_csv}: y {df['y'][y.isna()].iloc[0]!r} is not a number for a {task} task; "
-                             "run prepare again")
+            raise InputError(
+                f"{train_csv}: y {df['y'][y.isna()].iloc[0]!r} is not a number for a {task} task; run prepare again"
+            )
         df["y"] = y
     return df
 
@@ -48,13 +49,18 @@ def _check_classes(df: pd.DataFrame, train_csv, n_folds: int) -> None:
     counts = df["label"].value_counts()
     small = counts[counts < n_folds]
     if len(small) and len(counts) > LONG_TAIL:
-        print(f"{train_csv}: {len(small)} of {len(counts)} classes have fewer than folds={n_folds} samples "
-              f"({int(small.sum())} rows); they are in some folds' validation only", flush=True)
+        print(
+            f"{train_csv}: {len(small)} of {len(counts)} classes have fewer than folds={n_folds} samples "
+            f"({int(small.sum())} rows); they are in some folds' validation only",
+            flush=True,
+        )
     elif len(small):
         cls, n = small.index[0], int(small.iloc[0])
         cls = cls.item() if hasattr(cls, "item") else cls  # numpy scalar -> plain value for the message
-        raise InputError(f"{train_csv}: class {cls!r} has {n} sample(s), fewer than folds={n_folds}; "
-                         "lower `folds` or add samples of that class")
+        raise InputError(
+            f"{train_csv}: class {cls!r} has {n} sample(s), fewer than folds={n_folds}; "
+            "lower `folds` or add samples of that class"
+        )
 
 
 def _groups(df: pd.DataFrame, n_folds: int) -> np.ndarray | None:
@@ -64,16 +70,19 @@ def _groups(df: pd.DataFrame, n_folds: int) -> np.ndarray | None:
     groups = df["group"].astype(str).str.strip()
     empty = groups == ""
     if empty.any():
-        raise InputError(f"data.group_column: id {df['id'][empty].iloc[0]!r} has no group; fill it in or drop "
-                         "the row")
+        raise InputError(f"data.group_column: id {df['id'][empty].iloc[0]!r} has no group; fill it in or drop the row")
     counts = groups.value_counts()
     if len(counts) < n_folds:
-        raise InputError(f"data.group_column: {len(counts)} distinct group(s), fewer than folds={n_folds}; use "
-                         "fewer folds or a finer grouping")
+        raise InputError(
+            f"data.group_column: {len(counts)} distinct group(s), fewer than folds={n_folds}; use "
+            "fewer folds or a finer grouping"
+        )
     big, n = counts.index[0], int(counts.iloc[0])
     if n > len(df) / n_folds:  # that group alone overfills its fold: folds could not be near equal in size
-        raise InputError(f"data.group_column: group {big!r} has {n} of {len(df)} rows, more than one fold "
-                         f"({len(df) // n_folds}) can hold; use fewer folds or a finer grouping")
+        raise InputError(
+            f"data.group_column: group {big!r} has {n} of {len(df)} rows, more than one fold "
+            f"({len(df) // n_folds}) can hold; use fewer folds or a finer grouping"
+        )
     return groups.to_numpy()
 
 
@@ -114,8 +123,9 @@ def _splits(df: pd.DataFrame, task: str, n_folds: int, seed: int, groups):
         return list(StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(x, key, groups))
 
 
-def make_folds(train_csv: str | Path, out_csv: str | Path, n_folds: int, seed: int,
-               task: str = "multiclass") -> pd.DataFrame:
+def make_folds(
+    train_csv: str | Path, out_csv: str | Path, n_folds: int, seed: int, task: str = "multiclass"
+) -> pd.DataFrame:
     """Write train.csv's columns (id,label,y[,group]) plus `fold` to `out_csv`, atomically; return that table."""
     if task not in KINDS:
         raise InputError(f"task: unknown task {task!r}; use one of {', '.join(KINDS)}")

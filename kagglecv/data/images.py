@@ -31,11 +31,11 @@ import multiprocessing as mp
 import os
 import warnings
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -54,6 +54,7 @@ CHUNK = 256  # images per work item: large enough to amortise the hand-over, sma
 @dataclass(frozen=True)
 class Decoder:
     """How one image becomes an H x W x C uint8 array of the cache."""
+
     height: int
     width: int
     gray: bool  # one channel (L) or three (RGB)
@@ -76,16 +77,20 @@ class Decoder:
 
 
 def _unreadable(src, ident: str, err: Exception) -> InputError:
-    return InputError(f"{src}: cannot read image for id {ident!r} ({err}); restore the file (download the "
-                      "competition again), or drop the row of a training image")
+    return InputError(
+        f"{src}: cannot read image for id {ident!r} ({err}); restore the file (download the "
+        "competition again), or drop the row of a training image"
+    )
 
 
 def _check_pixels(src, ident: str, size: tuple[int, int], max_pixels: int | None) -> None:
     limit = max_pixels or Image.MAX_IMAGE_PIXELS
     if limit and size[0] * size[1] > limit:
-        raise InputError(f"{src}: image for id {ident!r} is {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels, "
-                         f"above the decompression-bomb limit of {limit:,}; remove the file, or raise "
-                         "data.max_image_pixels if you trust it")
+        raise InputError(
+            f"{src}: image for id {ident!r} is {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels, "
+            f"above the decompression-bomb limit of {limit:,}; remove the file, or raise "
+            "data.max_image_pixels if you trust it"
+        )
 
 
 def _open(src, ident: str, max_pixels: int | None) -> Image.Image:
@@ -97,8 +102,10 @@ def _open(src, ident: str, max_pixels: int | None) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, as an error
             img = Image.open(src)
     except Image.DecompressionBombError as e:
-        raise InputError(f"{src}: image for id {ident!r} is above the decompression-bomb limit ({e}); remove "
-                         "the file, or raise data.max_image_pixels if you trust it") from e
+        raise InputError(
+            f"{src}: image for id {ident!r} is above the decompression-bomb limit ({e}); remove "
+            "the file, or raise data.max_image_pixels if you trust it"
+        ) from e
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
         raise _unreadable(src, ident, e) from e
     _check_pixels(src, ident, img.size, max_pixels)
@@ -242,7 +249,7 @@ class Pool:
                 self.ex = ThreadPoolExecutor(self.workers)  # Pillow releases the GIL while decoding and resizing
             list(self.ex.map(int, range(self.workers)))  # start every worker now, while the parent is small
 
-    def __enter__(self) -> "Pool":
+    def __enter__(self) -> Pool:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -273,11 +280,12 @@ def _pool(workers: int | Pool) -> tuple[Pool, bool]:
 
 def chunks(seq: Sequence, size: int = CHUNK) -> Iterator[Sequence]:
     for i in range(0, len(seq), size):
-        yield seq[i:i + size]
+        yield seq[i : i + size]
 
 
-def probe_all(sources: Sequence, ids: Sequence[str], workers: int | Pool = 1, max_pixels: int | None = None,
-              progress=None) -> list[tuple[int, int, bool]]:
+def probe_all(
+    sources: Sequence, ids: Sequence[str], workers: int | Pool = 1, max_pixels: int | None = None, progress=None
+) -> list[tuple[int, int, bool]]:
     """probe() of every image, in parallel (`workers`: a count, or a running Pool)."""
     pool, own = _pool(workers)
     out: list = []
@@ -293,8 +301,15 @@ def probe_all(sources: Sequence, ids: Sequence[str], workers: int | Pool = 1, ma
     return out
 
 
-def write_cache(path: str | Path, sources: Sequence, ids: Sequence[str], decoder: Decoder,
-                workers: int | Pool = 1, progress=None, bad: list | None = None) -> tuple[int, ...]:
+def write_cache(
+    path: str | Path,
+    sources: Sequence,
+    ids: Sequence[str],
+    decoder: Decoder,
+    workers: int | Pool = 1,
+    progress=None,
+    bad: list | None = None,
+) -> tuple[int, ...]:
     """Decode every image into the .npy file `path` (N x H x W x C uint8), streaming; returns its shape. An
     unreadable image is an error; with `bad` (a list) it becomes a zero row and (row, id, why) is appended (a
     None source, no file at all, becomes a zero row silently).

@@ -31,8 +31,11 @@ def _images(paths, max_pixels: int | None) -> str:
         sizes[(w, h)] += 1
         gray += g
     fmt = ", ".join(f"{k or '(none)'} {n}" for k, n in kinds.most_common())
-    size = (f"{next(iter(sizes))[0]}x{next(iter(sizes))[1]}" if len(sizes) == 1 else
-            f"{len(sizes)} sizes, {min(sizes, key=lambda s: s[0] * s[1])} to {max(sizes, key=lambda s: s[0] * s[1])}")
+    size = (
+        f"{next(iter(sizes))[0]}x{next(iter(sizes))[1]}"
+        if len(sizes) == 1
+        else f"{len(sizes)} sizes, {min(sizes, key=lambda s: s[0] * s[1])} to {max(sizes, key=lambda s: s[0] * s[1])}"
+    )
     sampled = f" (first {len(shown)})" if len(shown) < len(paths) else ""
     return f"{len(paths):,} images; {fmt}{sampled}; {size}; {'grey' if gray == len(shown) else 'colour'}"
 
@@ -42,38 +45,72 @@ def inspect(path: str | Path, config: dict) -> str:
     metric settings: the schema's defaults, or a config file's)."""
     path, cfg = Path(path), DataConfig.of(config["data"])
     with tempfile.TemporaryDirectory(prefix="kagglecv-inspect-") as tmp:
-        comp, root, archives, kind, classes, plan = read(path, Path(tmp), cfg, None, config["task"],
-                                                         config["metric"])
+        comp, root, archives, kind, classes, plan = read(path, Path(tmp), cfg, None, config["task"], config["metric"])
         d = comp.data
-        source = {"csv_images": f"{d.train_csv}", "pixel_csv": f"{d.train_csv}", "json_annotations": f"{d.train_json}",
-                  "folder_per_class": f"folder names in {d.train_dir}/", "filename_labels": f"file names in {d.train_dir}/"}
-        labels = (f"one 0/1 column per label: {_few(d.label_columns)}" if d.label_columns
-                  else f"column {d.target_column!r}" if d.target_column else "")
+        source = {
+            "csv_images": f"{d.train_csv}",
+            "pixel_csv": f"{d.train_csv}",
+            "json_annotations": f"{d.train_json}",
+            "folder_per_class": f"folder names in {d.train_dir}/",
+            "filename_labels": f"file names in {d.train_dir}/",
+        }
+        labels = (
+            f"one 0/1 column per label: {_few(d.label_columns)}"
+            if d.label_columns
+            else f"column {d.target_column!r}"
+            if d.target_column
+            else ""
+        )
         shown = _few(classes)
-        fmt = plan["format"] + (f" (k={plan['top_k']})" if plan["top_k"] else "") + (
-            f" clipped to {plan['range']}" if plan["range"] else "")
+        fmt = (
+            plan["format"]
+            + (f" (k={plan['top_k']})" if plan["top_k"] else "")
+            + (f" clipped to {plan['range']}" if plan["range"] else "")
+        )
         rows = [
             ("competition", f"{path}" + (f" (unpacked: {', '.join(archives)})" if archives else ""), "data.path"),
             ("layout", d.layout, f"data.layout: {d.layout}"),
-            ("template", f"{comp.template.path.name}: id {d.id_column!r}, target(s) {_few(comp.template.targets)}"
-                         + (", a leading index column kept as it is" if comp.template.index_column else ""),
-             f"data.id_column: {d.id_column}"),
-            ("train labels", f"{source[d.layout]} {labels}".strip() + f", {len(comp.train_ids):,} rows",
-             _config_line(d)),
-            ("train images", f"{d.train_dir}/: {_images(comp.train_images, cfg.max_image_pixels)}",
-             f"data.train_dir: {d.train_dir}"),
-            ("test images", f"{d.test_dir + '/' if d.test_dir else d.test_csv}: {_images(comp.test_images, cfg.max_image_pixels)}",
-             f"data.test_dir: {d.test_dir}" if d.test_dir else f"data.test_csv: {d.test_csv}"),
+            (
+                "template",
+                f"{comp.template.path.name}: id {d.id_column!r}, target(s) {_few(comp.template.targets)}"
+                + (", a leading index column kept as it is" if comp.template.index_column else ""),
+                f"data.id_column: {d.id_column}",
+            ),
+            (
+                "train labels",
+                f"{source[d.layout]} {labels}".strip() + f", {len(comp.train_ids):,} rows",
+                _config_line(d),
+            ),
+            (
+                "train images",
+                f"{d.train_dir}/: {_images(comp.train_images, cfg.max_image_pixels)}",
+                f"data.train_dir: {d.train_dir}",
+            ),
+            (
+                "test images",
+                f"{d.test_dir + '/' if d.test_dir else d.test_csv}: {_images(comp.test_images, cfg.max_image_pixels)}",
+                f"data.test_dir: {d.test_dir}" if d.test_dir else f"data.test_csv: {d.test_csv}",
+            ),
             ("task", f"{kind}" + (f", {len(classes)} classes: {shown}" if classes else ""), f"task: {kind}"),
             ("metric", config["metric"], f"metric: {config['metric']}"),
             ("submission", fmt, f"data.submission: {plan['format']}"),
         ]
         if comp.groups is not None:
-            rows.append(("groups", f"{d.group_column!r}: {len(set(comp.groups)):,} groups",
-                         f"data.group_column: {d.group_column}"))
+            rows.append(
+                (
+                    "groups",
+                    f"{d.group_column!r}: {len(set(comp.groups)):,} groups",
+                    f"data.group_column: {d.group_column}",
+                )
+            )
         if comp.meta:
-            rows.append(("metadata", ", ".join(s["name"] for s in comp.meta["specs"]),
-                         f"data.meta_columns: {list(d.meta_columns)}"))
+            rows.append(
+                (
+                    "metadata",
+                    ", ".join(s["name"] for s in comp.meta["specs"]),
+                    f"data.meta_columns: {list(d.meta_columns)}",
+                )
+            )
     width = max(len(r[0]) for r in rows)
     wide = max(len(r[1]) for r in rows)
     lines = [f"{name:<{width}}  {what:<{min(wide, 70)}}  # {line}" for name, what, line in rows]

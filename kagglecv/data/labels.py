@@ -17,7 +17,6 @@ from kagglecv.core.errors import InputError
 from kagglecv.data.competition import Competition
 from kagglecv.scoring import metrics
 
-
 NAMED_LAYOUTS = ("folder_per_class", "filename_labels", "json_annotations")  # a folder, file or category names one
 
 
@@ -48,9 +47,11 @@ def refuse_unknown_columns(comp: Competition, classes: list[str], sample_path: P
     if len(comp.template.targets) > 1:
         unknown = [c for c in comp.template.targets if c not in classes]
         if unknown:
-            raise InputError(f"{sample_path}: column {unknown[0]!r} is not a class of the training labels "
-                             f"({', '.join(classes[:6])}{', ...' if len(classes) > 6 else ''}); remove it or fix "
-                             "the labels")
+            raise InputError(
+                f"{sample_path}: column {unknown[0]!r} is not a class of the training labels "
+                f"({', '.join(classes[:6])}{', ...' if len(classes) > 6 else ''}); remove it or fix "
+                "the labels"
+            )
 
 
 MISSING_SPELLINGS = {"", "nan", "NaN", "NAN", "NA", "N/A", "n/a", "#N/A", "<NA>"}  # how CSV writers spell a gap
@@ -80,20 +81,25 @@ def label_spellings(labels: list, ids, path: Path, column: str, normalise: bool)
     if not normalise:
         clash = next((sorted(g) for g in groups.values() if len(g) > 1), None)
         if clash:
-            raise InputError(f"{path}: labels {', '.join(map(repr, clash))} in column {column!r} differ only by "
-                             "whitespace, number format or missing-value spelling and would be separate classes; "
-                             "write each one way, or set data.label_normalise: true")
+            raise InputError(
+                f"{path}: labels {', '.join(map(repr, clash))} in column {column!r} differ only by "
+                "whitespace, number format or missing-value spelling and would be separate classes; "
+                "write each one way, or set data.label_normalise: true"
+            )
         return labels
     if ("missing",) in groups:
         row = next(k for k, v in enumerate(labels) if spelling(v) == ("missing",))
-        raise InputError(f"{path}: id {list(ids)[row]!r} has a missing label ({labels[row]!r}) in column {column!r}; "
-                         "fill or drop the row")
+        raise InputError(
+            f"{path}: id {list(ids)[row]!r} has a missing label ({labels[row]!r}) in column {column!r}; "
+            "fill or drop the row"
+        )
     best = {key: min(g, key=lambda v: (-counts[v], str(v).strip())).strip() for key, g in groups.items()}
     return [best[spelling(v)] for v in labels]
 
 
-def recognise(comp: Competition, task: str, metric: str, train_path: Path,
-              normalise: bool = False) -> tuple[str, list[str]]:
+def recognise(
+    comp: Competition, task: str, metric: str, train_path: Path, normalise: bool = False
+) -> tuple[str, list[str]]:
     """(task kind, classes) of the training labels; the metric must suit the task. Tag cells become lists of
     names; labels that name classes are checked for spellings first (label_spellings). comp.labels takes the
     result: a name per row, a list of names per row (multilabel), or the numbers as written."""
@@ -103,8 +109,10 @@ def recognise(comp: Competition, task: str, metric: str, train_path: Path,
         if kind in tasks.CLASSIFICATION:
             several = [i for i, v in zip(comp.train_ids, comp.labels) if len(v) != 1]
             if several:
-                raise InputError(f"{train_path}: id {several[0]!r} has not exactly one label among "
-                                 f"{', '.join(comp.label_names)}, which task: {kind} needs; use task: multilabel")
+                raise InputError(
+                    f"{train_path}: id {several[0]!r} has not exactly one label among "
+                    f"{', '.join(comp.label_names)}, which task: {kind} needs; use task: multilabel"
+                )
             comp.labels = [v[0] for v in comp.labels]
         elif kind != "multilabel":
             raise InputError(f"task: {kind} cannot read one 0/1 column per label; use multilabel or multiclass")

@@ -15,8 +15,10 @@ from kagglecv.core.errors import InputError
 from kagglecv.data.archive import is_junk
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
-USUAL = {"train": ("train", "train_images", "images", "jpeg/train", "train/images"),
-         "test": ("test", "test_images", "images", "jpeg/test", "test/images")}
+USUAL = {
+    "train": ("train", "train_images", "images", "jpeg/train", "train/images"),
+    "test": ("test", "test_images", "images", "jpeg/test", "test/images"),
+}
 
 Index = dict[str, "Path | tuple[Path, ...]"]
 
@@ -48,8 +50,7 @@ def index_images(folder: Path) -> Index:
     return index
 
 
-def lookup(index: Index, ids, folder: Path, source: Path, what: str,
-           missing: list | None = None) -> list[Path | None]:
+def lookup(index: Index, ids, folder: Path, source: Path, what: str, missing: list | None = None) -> list[Path | None]:
     """The image of each id. An id without an image, or one whose name matches several files, is an error; with
     `missing` (a list: the kernel, which cannot drop a hidden test row) its path is None and (id, reason) is
     appended instead. Two ids naming one file ('a' and 'a.png') are an error where rows can be dropped."""
@@ -59,11 +60,14 @@ def lookup(index: Index, ids, folder: Path, source: Path, what: str,
         if p is None:
             problem = f"has no image in {folder}/", "restore the image or drop the row"
         elif isinstance(p, tuple):
-            problem = (f"matches {' and '.join(str(q.relative_to(folder)) for q in p)} in {folder}/",
-                       "put the extension (or the path) in the id, or remove all but one of the files")
+            problem = (
+                f"matches {' and '.join(str(q.relative_to(folder)) for q in p)} in {folder}/",
+                "put the extension (or the path) in the id, or remove all but one of the files",
+            )
         elif p in seen and missing is None:
-            raise InputError(f"{source}: {what} ids {seen[p]!r} and {i!r} both name {folder}/{p.name}; drop one "
-                             "of the rows")
+            raise InputError(
+                f"{source}: {what} ids {seen[p]!r} and {i!r} both name {folder}/{p.name}; drop one of the rows"
+            )
         if problem and missing is None:
             raise InputError(f"{source}: {what} id {i!r} {problem[0]}; {problem[1]}")
         if problem:
@@ -81,9 +85,14 @@ def candidates(root: Path, side: str):
         if p.is_dir() and p not in seen:
             seen.add(p)
             yield p
-    named = sorted((Path(d) for d, _, _ in os.walk(root, followlinks=True)
-                    if side in Path(d).name.lower() and Path(d) != root and not is_junk(Path(d).relative_to(root))),
-                   key=lambda p: (len(p.parts), str(p)))
+    named = sorted(
+        (
+            Path(d)
+            for d, _, _ in os.walk(root, followlinks=True)
+            if side in Path(d).name.lower() and Path(d) != root and not is_junk(Path(d).relative_to(root))
+        ),
+        key=lambda p: (len(p.parts), str(p)),
+    )
     for p in named:
         if p not in seen:
             seen.add(p)
@@ -107,6 +116,8 @@ def image_folder(root: Path, ids: list[str], side: str, configured: str | None) 
             best = (hits, folder, index)
     if best is None or best[0] == 0:
         names = ", ".join(f"{d}/" for d in USUAL[side])
-        raise InputError(f"{root}: no folder of {side} images holding the {side} ids (looked in {names} and "
-                         f"folders named '{side}'); set data.{side}_dir")
+        raise InputError(
+            f"{root}: no folder of {side} images holding the {side} ids (looked in {names} and "
+            f"folders named '{side}'); set data.{side}_dir"
+        )
     return best[1], best[2]

@@ -17,14 +17,16 @@ exactly as training did:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from kagglecv.config.data import DataConfig
 from kagglecv.core.errors import InputError
 from kagglecv.core.files import META_PREFIX
+from kagglecv.data.tables import Template, match_column, read_csv, refuse_duplicates
 
 PREFIX = META_PREFIX  # prepared train.csv / test.csv columns holding the raw values (kagglecv.core.files)
 MISSING = {"", "nan", "NaN", "NA", "N/A", "n/a", "null", "NULL", "None", "none"}
@@ -71,16 +73,25 @@ def report_unparsed(values: pd.Series, name: str, path) -> int:
     n = int(bad.sum())
     if n:
         shown = ", ".join(repr(str(v)) for v in pd.unique(values[bad].astype(str))[:EXAMPLES])
-        log.warning("%s: column %r (data.meta_columns): %d of %d value(s) are not finite numbers (%s); read as "
-                    "missing, the missing indicator set", path, name, n, len(values), shown)
+        log.warning(
+            "%s: column %r (data.meta_columns): %d of %d value(s) are not finite numbers (%s); read as "
+            "missing, the missing indicator set",
+            path,
+            name,
+            n,
+            len(values),
+            shown,
+        )
     return n
 
 
 def require_column(frame: pd.DataFrame, name: str, path) -> None:
     """A data.meta_columns column of `path` (train.csv, or test.csv: the kernel's hidden one too)."""
     if name not in frame.columns:
-        raise InputError(f"{path}: no column {name!r} (data.meta_columns); the model needs it in train and test, or "
-                         f"remove it from data.meta_columns")
+        raise InputError(
+            f"{path}: no column {name!r} (data.meta_columns); the model needs it in train and test, or "
+            f"remove it from data.meta_columns"
+        )
 
 
 def specs(train: pd.DataFrame, test: pd.DataFrame, columns: list[str], train_path, test_path=None) -> list[dict]:
@@ -92,8 +103,10 @@ def specs(train: pd.DataFrame, test: pd.DataFrame, columns: list[str], train_pat
     for name in columns:
         require_column(train, name, train_path)
         if is_missing(train[name]).all():
-            raise InputError(f"{train_path}: column {name!r} (data.meta_columns) is empty in every row; remove it "
-                             f"from data.meta_columns")
+            raise InputError(
+                f"{train_path}: column {name!r} (data.meta_columns) is empty in every row; remove it "
+                f"from data.meta_columns"
+            )
         numeric = numbers_share(pd.concat([train[name], test[name]], ignore_index=True)) > NUMBER_SHARE
         if numeric:  # reported by file name: prepare reads them from a temporary folder
             report_unparsed(train[name], name, Path(train_path).name)
@@ -102,16 +115,18 @@ def specs(train: pd.DataFrame, test: pd.DataFrame, columns: list[str], train_pat
     return out
 
 
-def metadata_rows(test: pd.DataFrame, id_column: str, ids: list, columns: list[str], path,
-              missing: list | None = None) -> pd.DataFrame:
+def metadata_rows(
+    test: pd.DataFrame, id_column: str, ids: list, columns: list[str], path, missing: list | None = None
+) -> pd.DataFrame:
     """The metadata `columns` of the test `ids`, row for row, from the test CSV `test` (raw values). An id without
     a row is an error; with `missing` (a list: the kernel, which cannot drop a hidden test row) its values are
     missing and (id, reason) is appended: it is predicted with the prior, counted as an unreadable image is."""
     have = set(test[id_column])
     absent = [i for i in ids if i not in have]
     if absent and missing is None:
-        raise InputError(f"{path}: test id {absent[0]!r} has no row; the metadata of every test image is "
-                         f"needed (data.meta_columns)")
+        raise InputError(
+            f"{path}: test id {absent[0]!r} has no row; the metadata of every test image is needed (data.meta_columns)"
+        )
     for i in absent:
         missing.append((i, f"has no row in {path} (data.meta_columns)"))
     return test.set_index(id_column).reindex(ids)[columns].fillna("").reset_index(drop=True)
@@ -124,7 +139,7 @@ class MetaEncoder:
     columns: list[dict] = field(default_factory=list)  # {name, kind, mean, std} or {name, kind, categories}
 
     @classmethod
-    def fit(cls, rows: pd.DataFrame, column_specs: list[dict]) -> "MetaEncoder":
+    def fit(cls, rows: pd.DataFrame, column_specs: list[dict]) -> MetaEncoder:
         fitted = []
         for spec in column_specs:
             values = rows[column(spec["name"])]
@@ -164,10 +179,57 @@ class MetaEncoder:
         return self.columns
 
     @classmethod
-    def from_json(cls, data) -> "MetaEncoder":
+    def from_json(cls, data) -> MetaEncoder:
         return cls(list(data or []))
 
 
 def text_values(values: pd.Series) -> list[str]:
     """A text column's values as categories: stripped, missing spellings as one value."""
     return [MISSING_VALUE if m else str(v).strip() for v, m in zip(values, is_missing(values))]
+
+
+def group_values(train: pd.DataFrame, tid: str, cfg: DataConfig, path: Path) -> list[str] | None:
+    """data.group_column's values (patients, photographers): folds keep each group in one fold."""
+    if not cfg.group_column:
+        return None
+    col = match_column(train, cfg.group_column, path, "group", "fix data.group_column")
+    empty = (train[col].str.strip() == "").to_numpy()
+    if empty.any():
+        raise InputError(
+            f"{path}: id {train[tid].iloc[int(np.flatnonzero(empty)[0])]!r} has no group in column "
+            f"{col!r} (data.group_column); fill it or drop the row"
+        )
+    return train[col].tolist()
+
+
+def read_test_meta(root: Path, cfg: DataConfig, template: Template, missing: list | None = None) -> pd.DataFrame | None:
+    """data.meta_columns of the template's test ids, row for row, from data.test_csv (raw values); None when the
+    config names none. Read by prepare and, from the hidden test CSV alone, by the Kaggle kernel (`missing`: see
+    meta.metadata_rows)."""
+    if not cfg.meta_columns:
+        return None
+    path = root / (cfg.test_csv or "test.csv")
+    test = read_csv(path)
+    col = match_column(test, template.id_column, path, "id", "rename it, or set data.id_column")
+    refuse_duplicates(test[col], path, col)
+    from kagglecv.data.meta import require_column
+
+    for name in cfg.meta_columns:
+        require_column(test, name, path)
+    from kagglecv.data.meta import metadata_rows
+
+    return metadata_rows(test, col, template.ids, cfg.meta_columns, path, missing)
+
+
+def meta_values(root: Path, cfg: DataConfig, train: pd.DataFrame, template: Template) -> dict | None:
+    """data.meta_columns: their kinds and raw values for the train rows and, from data.test_csv, the test ids."""
+    from kagglecv.config.checks import check_meta_columns  # not the id, a target or the group column
+
+    check_meta_columns(asdict(cfg), [template.id_column, *template.targets])
+    test = read_test_meta(root, cfg, template)
+    if test is None:
+        return None
+    from kagglecv.data import meta
+
+    specs = meta.specs(train, test, cfg.meta_columns, root / cfg.train_csv, root / (cfg.test_csv or "test.csv"))
+    return {"specs": specs, "train": train[cfg.meta_columns].reset_index(drop=True), "test": test}

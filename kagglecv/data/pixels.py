@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -16,6 +16,7 @@ from kagglecv.core.errors import InputError
 class PixelRows:
     """Images stored as pixel columns of a CSV (Digit Recognizer), read in chunks, never all at once. `of` checks
     every value first: numbers from 0 to 255, or from 0 to 1 (then scaled by `scale`: 255)."""
+
     path: Path
     columns: list[str]
     side: int
@@ -23,7 +24,7 @@ class PixelRows:
     scale: float = 1.0
 
     @classmethod
-    def of(cls, path: Path, columns: list[str], side: int, chunk: int = 4096) -> "PixelRows":
+    def of(cls, path: Path, columns: list[str], side: int, chunk: int = 4096) -> PixelRows:
         n, top = 0, 0.0
         try:
             for df in pd.read_csv(path, usecols=columns, chunksize=chunk):
@@ -52,8 +53,10 @@ def pixel_values(df: pd.DataFrame, path: Path, first_row: int = 0) -> np.ndarray
         r, c = (int(k[0]) for k in np.nonzero(bad))
         raw = df.iat[r, c]
         why = "has no value" if pd.isna(raw) else f"holds '{raw}'"
-        raise InputError(f"{path}: row {first_row + r + 2} column {df.columns[c]!r} {why}; pixels are numbers from "
-                         "0 to 255 (or 0 to 1), fix the file")
+        raise InputError(
+            f"{path}: row {first_row + r + 2} column {df.columns[c]!r} {why}; pixels are numbers from "
+            "0 to 255 (or 0 to 1), fix the file"
+        )
     return values
 
 

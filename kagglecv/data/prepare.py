@@ -56,10 +56,12 @@ def cache_shape(sizes: set[tuple[int, int]], gray: bool, cfg: DataConfig) -> tup
 def write_images(path: Path, sources, ids: list[str], decoder: images.Decoder, pool: images.Pool, desc: str) -> None:
     with tqdm(total=len(ids), desc=desc, unit="img", mininterval=2) as bar:
         if isinstance(sources, PixelRows):  # pixels are data already: chunks through the same decoder
+
             def parts():
                 for chunk in sources.chunks():
                     yield np.stack([decoder(a, "") for a in chunk]) if chunk.shape[1:] != decoder.shape else chunk
                     bar.update(len(chunk))
+
             images.write_array_stream(path, (len(sources), *decoder.shape), parts())
         else:
             images.write_cache(path, sources, ids, decoder, pool, progress=bar)
@@ -87,8 +89,9 @@ def inside(data_path: Path, root: Path):
         raise InputError(str(e).replace(f"{root}/", f"{data_path}{sep}")) from e
 
 
-def read(data_path: Path, scratch: Path, cfg: DataConfig, limits: ArchiveLimits | None, task: str,
-         metric: str) -> tuple[Competition, Path, list[str], str, list[str], dict]:
+def read(
+    data_path: Path, scratch: Path, cfg: DataConfig, limits: ArchiveLimits | None, task: str, metric: str
+) -> tuple[Competition, Path, list[str], str, list[str], dict]:
     """(the competition read, its folder, the archives unpacked, its task, classes, the submission plan): what
     `prepare` and `inspect` both know before any image is decoded."""
     src, archives = unpacked(data_path, scratch, limits)
@@ -97,18 +100,33 @@ def read(data_path: Path, scratch: Path, cfg: DataConfig, limits: ArchiveLimits 
         comp = read_competition(root, cfg)
         if not comp.train_ids:
             raise InputError(f"{data_path}: no training images found")
-        kind, classes = recognise(comp, task, metric, root / (comp.data.train_csv or comp.data.train_dir or "train"),
-                                  cfg.label_normalise)
+        kind, classes = recognise(
+            comp, task, metric, root / (comp.data.train_csv or comp.data.train_dir or "train"), cfg.label_normalise
+        )
         if kind in tasks.CLASSIFICATION:
             refuse_unknown_columns(comp, classes, comp.template.path)
-        plan = plan_submission(kind, len(comp.template.targets), metric, comp.template.tokens(classes),
-                               comp.data.submission, comp.data.top_k, comp.data.target_range,
-                               [float(v) for v in comp.labels] if kind == "regression" else None)
+        plan = plan_submission(
+            kind,
+            len(comp.template.targets),
+            metric,
+            comp.template.tokens(classes),
+            comp.data.submission,
+            comp.data.top_k,
+            comp.data.target_range,
+            [float(v) for v in comp.labels] if kind == "regression" else None,
+        )
     return comp, root, archives, kind, classes, plan
 
 
-def prepare(data_path: str | Path, out_dir: str | Path, cfg: DataConfig | None = None, workers: int = 1,
-            limits: ArchiveLimits | None = None, task: str = "auto", metric: str = "accuracy") -> dict:
+def prepare(
+    data_path: str | Path,
+    out_dir: str | Path,
+    cfg: DataConfig | None = None,
+    workers: int = 1,
+    limits: ArchiveLimits | None = None,
+    task: str = "auto",
+    metric: str = "accuracy",
+) -> dict:
     """Validate the competition at `data_path` (a folder or an archive, and the archives inside it, unpacked
     within `limits`), recognise its task (`task: auto`; the metric settles integer targets, see
     kagglecv.core.tasks) and write the cache into `out_dir`, decoding on `workers` processes."""
@@ -120,7 +138,9 @@ def prepare(data_path: str | Path, out_dir: str | Path, cfg: DataConfig | None =
         raise InputError(f"{data_path}: not found; set data.path to the competition folder or archive")
     out_dir.mkdir(parents=True, exist_ok=True)
     out = PreparedFiles(out_dir)
-    images.remove_stale(out_dir, PreparedFiles.names().values())  # temp files of a killed run: gigabytes, and never mistaken for outputs
+    images.remove_stale(
+        out_dir, PreparedFiles.names().values()
+    )  # temp files of a killed run: gigabytes, and never mistaken for outputs
     for stale in out_dir.glob(".unpack-*"):
         shutil.rmtree(stale, ignore_errors=True)
     t0 = time.perf_counter()
@@ -140,29 +160,41 @@ def prepare(data_path: str | Path, out_dir: str | Path, cfg: DataConfig | None =
             shutil.copyfile(comp.template.path, t)
     n_images = len(comp.train_ids) + len(comp.test_ids)
     meta = {
-        "layout": comp.layout, "id_column": comp.template.id_column, "target_columns": comp.template.targets,
+        "layout": comp.layout,
+        "id_column": comp.template.id_column,
+        "target_columns": comp.template.targets,
         "classes": classes,
-        "task": kind, "group_column": cfg.group_column,
+        "task": kind,
+        "group_column": cfg.group_column,
         "meta_columns": comp.meta["specs"] if comp.meta else [],
         # how the competition was read and decoded, filled in: a Kaggle kernel reads its test set the same way,
         # from the test side alone (a hidden rerun has no training side to recognise it from)
         "data": asdict(comp.data),
         "submission": plan,
         "archives": archives,
-        "n_train": len(comp.train_ids), "n_test": len(comp.test_ids),
+        "n_train": len(comp.train_ids),
+        "n_test": len(comp.test_ids),
         "image_shape": [h, w, c],
-        "cache": {"side": cfg.image_size, "resize": cfg.resize, "max_image_pixels": cfg.max_image_pixels,
-                  "distinct_sizes": len(sizes),
-                  "smallest": list(min(sizes, key=lambda s: s[0] * s[1])),
-                  "largest": list(max(sizes, key=lambda s: s[0] * s[1])),
-                  "bytes": n_images * h * w * c},
-        "decode": {"workers": workers, "seconds": round(decode_s, 2),
-                   "images_per_s": round(n_images / decode_s, 1) if decode_s > 0 else None,
-                   "total_seconds": round(time.perf_counter() - t0, 2)},
+        "cache": {
+            "side": cfg.image_size,
+            "resize": cfg.resize,
+            "max_image_pixels": cfg.max_image_pixels,
+            "distinct_sizes": len(sizes),
+            "smallest": list(min(sizes, key=lambda s: s[0] * s[1])),
+            "largest": list(max(sizes, key=lambda s: s[0] * s[1])),
+            "bytes": n_images * h * w * c,
+        },
+        "decode": {
+            "workers": workers,
+            "seconds": round(decode_s, 2),
+            "images_per_s": round(n_images / decode_s, 1) if decode_s > 0 else None,
+            "total_seconds": round(time.perf_counter() - t0, 2),
+        },
     }
     labels = [tasks.join_tags(v) for v in comp.labels] if kind == "multilabel" else comp.labels
-    train = pd.DataFrame({"id": comp.train_ids, "label": labels,
-                          "y": tasks.Task(kind, tuple(classes)).encode(comp.labels)})
+    train = pd.DataFrame(
+        {"id": comp.train_ids, "label": labels, "y": tasks.Task(kind, tuple(classes)).encode(comp.labels)}
+    )
     if comp.groups is not None:
         train["group"] = comp.groups
     test = pd.DataFrame({"id": comp.test_ids})

@@ -50,8 +50,10 @@ def require_rows(df: pd.DataFrame, path: Path, what: str) -> None:
 def refuse_duplicates(ids: pd.Series, path: Path, column: str) -> None:
     dup = ids[ids.duplicated()]
     if len(dup):
-        raise InputError(f"{path}: id {dup.iloc[0]!r} appears {int((ids == dup.iloc[0]).sum())} times in column "
-                         f"{column!r}; ids must be unique, drop the repeated rows")
+        raise InputError(
+            f"{path}: id {dup.iloc[0]!r} appears {int((ids == dup.iloc[0]).sum())} times in column "
+            f"{column!r}; ids must be unique, drop the repeated rows"
+        )
 
 
 def refuse_missing(labels: pd.Series, ids, path: Path, column: str) -> None:
@@ -81,17 +83,21 @@ def find_root(path: Path, cfg: DataConfig) -> Path:
     """The folder holding the submission template (Kaggle zips sometimes nest one folder deep)."""
     if (path / cfg.sample_submission).exists():
         return path
-    hits = sorted((p for p in files_below(path, depth=4) if p.name == cfg.sample_submission),
-                  key=lambda p: (len(p.parts), str(p)))
+    hits = sorted(
+        (p for p in files_below(path, depth=4) if p.name == cfg.sample_submission), key=lambda p: (len(p.parts), str(p))
+    )
     if not hits:
-        raise InputError(f"{path}: no {cfg.sample_submission} found; point data.path at the competition folder "
-                         "or archive, or set data.sample_submission")
+        raise InputError(
+            f"{path}: no {cfg.sample_submission} found; point data.path at the competition folder "
+            "or archive, or set data.sample_submission"
+        )
     return hits[0].parent
 
 
 @dataclass
 class Template:
     """The submission template, checked: the test ids in their order, and the target columns."""
+
     path: Path
     frame: pd.DataFrame = field(repr=False)
     id_column: str

@@ -54,8 +54,10 @@ def load_factory(ref: str, entry: str, search: Path | None = None):
             if search is not None and (Path(search) / path.name).is_file():
                 path = (Path(search) / path.name).resolve()
             if not path.is_file():
-                raise InputError(f"backbones: {entry}: model file {where} not found (relative to the working "
-                                 f"directory, {Path.cwd()}); fix the path")
+                raise InputError(
+                    f"backbones: {entry}: model file {where} not found (relative to the working "
+                    f"directory, {Path.cwd()}); fix the path"
+                )
             if str(path.parent) not in sys.path:
                 sys.path.insert(0, str(path.parent))
             name = f"kagglecv_user_models.{path.stem}_{abs(hash(str(path))):x}"
@@ -71,11 +73,14 @@ def load_factory(ref: str, entry: str, search: Path | None = None):
     except InputError:
         raise
     except AttributeError:
-        raise InputError(f"backbones: {entry}: {where} has no {attr!r}; name the function that builds the model") \
-            from None
+        raise InputError(
+            f"backbones: {entry}: {where} has no {attr!r}; name the function that builds the model"
+        ) from None
     except Exception as e:  # noqa: BLE001 - the user's module may fail in any way while importing
-        raise InputError(f"backbones: {entry}: cannot import model {ref!r} ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''})") from e
+        raise InputError(
+            f"backbones: {entry}: cannot import model {ref!r} ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''})"
+        ) from e
     if not callable(factory):
         raise InputError(f"backbones: {entry}: {ref!r} is not callable")
     return factory
@@ -100,8 +105,10 @@ class GeM(nn.Module):
 
     def forward(self, x):
         if x.ndim != 4:
-            raise InputError(f"head: gem pools a convolutional feature map (N x C x H x W); this body gives "
-                             f"{tuple(x.shape)}: use head: linear or multi_dropout")
+            raise InputError(
+                f"head: gem pools a convolutional feature map (N x C x H x W); this body gives "
+                f"{tuple(x.shape)}: use head: linear or multi_dropout"
+            )
         return x.float().clamp(min=self.eps).pow(self.p).mean((-2, -1)).pow(1.0 / self.p).to(x.dtype)
 
 
@@ -121,8 +128,15 @@ class MultiDropout(nn.Module):
 
 def meta_mlp(n_meta: int) -> nn.Module:
     """The metadata branch: two layers, normalised, as the ISIC winners fused patient data with the CNN."""
-    return nn.Sequential(nn.Linear(n_meta, META_HIDDEN), nn.BatchNorm1d(META_HIDDEN), nn.SiLU(), nn.Dropout(0.2),
-                         nn.Linear(META_HIDDEN, META_HIDDEN), nn.BatchNorm1d(META_HIDDEN), nn.SiLU())
+    return nn.Sequential(
+        nn.Linear(n_meta, META_HIDDEN),
+        nn.BatchNorm1d(META_HIDDEN),
+        nn.SiLU(),
+        nn.Dropout(0.2),
+        nn.Linear(META_HIDDEN, META_HIDDEN),
+        nn.BatchNorm1d(META_HIDDEN),
+        nn.SiLU(),
+    )
 
 
 def fusion_mlp(width: int) -> nn.Module:
@@ -134,8 +148,16 @@ class Net(nn.Module):
     """A body giving pooled features (or a feature map, pooled by `pool`), optionally metadata features beside
     them, and a head. forward(x) or forward(x, meta)."""
 
-    def __init__(self, body: nn.Module, n_features: int, n_outputs: int, head: str = "linear",
-                 pool: nn.Module | None = None, n_meta: int = 0, drop_rate: float = 0.0):
+    def __init__(
+        self,
+        body: nn.Module,
+        n_features: int,
+        n_outputs: int,
+        head: str = "linear",
+        pool: nn.Module | None = None,
+        n_meta: int = 0,
+        drop_rate: float = 0.0,
+    ):
         super().__init__()
         self.body, self.pool = body, pool or nn.Identity()
         self.meta = meta_mlp(n_meta) if n_meta else None
@@ -184,33 +206,46 @@ def create(cfg, n_outputs: int, in_chans: int, n_meta: int = 0, search: Path | N
     else a factory's file may be (load_factory)."""
     pretrained = cfg.pretrained or bool(cfg.pretrained_file)
     if cfg.pretrained_file and not Path(cfg.pretrained_file).exists():
-        raise InputError(f"{cfg.pretrained_file}: pretrained weights for {cfg.backbone} not found; "
-                         "fix pretrained_file or set pretrained: false")
+        raise InputError(
+            f"{cfg.pretrained_file}: pretrained weights for {cfg.backbone} not found; "
+            "fix pretrained_file or set pretrained: false"
+        )
     if cfg.head not in HEADS:
         raise InputError(f"backbones: {cfg.backbone}: head {cfg.head!r} is not one of {', '.join(HEADS)}")
     if cfg.model and (":" in cfg.model or cfg.model.endswith(".py")):  # the user's factory (a file needs :FUNCTION)
         factory = load_factory(cfg.model, cfg.backbone, search)
         if cfg.head != "linear":
-            raise InputError(f"backbones: {cfg.backbone}: head: {cfg.head} is for timm bodies; a factory builds "
-                             "its own head (use head: linear)")
-        kw = dict(num_outputs=0 if n_meta else n_outputs, in_chans=in_chans, pretrained=pretrained,
-                  img_size=cfg.img_size, **cfg.model_args)
+            raise InputError(
+                f"backbones: {cfg.backbone}: head: {cfg.head} is for timm bodies; a factory builds "
+                "its own head (use head: linear)"
+            )
+        kw = dict(
+            num_outputs=0 if n_meta else n_outputs,
+            in_chans=in_chans,
+            pretrained=pretrained,
+            img_size=cfg.img_size,
+            **cfg.model_args,
+        )
         try:
             model = factory(**kw)
         except Exception as e:  # noqa: BLE001 - the user's code
-            raise InputError(f"backbones: {cfg.backbone}: model {cfg.model} failed to build ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0] if str(e) else ''})") from e
+            raise InputError(
+                f"backbones: {cfg.backbone}: model {cfg.model} failed to build ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''})"
+            ) from e
         if not isinstance(model, nn.Module):
-            raise InputError(f"backbones: {cfg.backbone}: model {cfg.model} returned {type(model).__name__}, "
-                             "not a torch.nn.Module")
+            raise InputError(
+                f"backbones: {cfg.backbone}: model {cfg.model} returned {type(model).__name__}, not a torch.nn.Module"
+            )
         return Net(model, feature_width(model, cfg, in_chans), n_outputs, n_meta=n_meta) if n_meta else model
     if cfg.head == "linear" and not n_meta:  # timm's own model, classifier and all
         return timm_model(cfg, pretrained, num_classes=n_outputs, in_chans=in_chans, drop_rate=cfg.drop_rate)
     body = timm_model(cfg, pretrained, num_classes=0, in_chans=in_chans)  # pooled features
     if cfg.head == "gem":  # the unpooled feature map, pooled by GeM
         body.reset_classifier(0, global_pool="")
-    return Net(body, body.num_features, n_outputs, cfg.head, GeM() if cfg.head == "gem" else None, n_meta,
-               cfg.drop_rate)
+    return Net(
+        body, body.num_features, n_outputs, cfg.head, GeM() if cfg.head == "gem" else None, n_meta, cfg.drop_rate
+    )
 
 
 def feature_width(model: nn.Module, cfg, in_chans: int) -> int:
@@ -220,8 +255,10 @@ def feature_width(model: nn.Module, cfg, in_chans: int) -> int:
     with torch.no_grad():
         out = model(torch.zeros(2, in_chans, side, side))
     if out.ndim != 2:
-        raise InputError(f"backbones: {cfg.backbone}: with data.meta_columns the model must return pooled "
-                         f"features N x F when called with num_outputs=0; it returned {tuple(out.shape)}")
+        raise InputError(
+            f"backbones: {cfg.backbone}: with data.meta_columns the model must return pooled "
+            f"features N x F when called with num_outputs=0; it returned {tuple(out.shape)}"
+        )
     return int(out.shape[1])
 
 
@@ -250,16 +287,21 @@ def check_forward(model: nn.Module, cfg, in_chans: int, size: int, n_outputs: in
         with torch.no_grad():
             out = model(x, torch.zeros(2, n_meta)) if n_meta else model(x)
     except RuntimeError as e:
-        raise InputError(f"backbones: {cfg.backbone} cannot take {size}x{size} input ({str(e).splitlines()[0]}); "
-                         f"raise img_size for this backbone") from e
+        raise InputError(
+            f"backbones: {cfg.backbone} cannot take {size}x{size} input ({str(e).splitlines()[0]}); "
+            f"raise img_size for this backbone"
+        ) from e
     if tuple(out.shape) != (2, n_outputs):
         what = f"model {cfg.model}" if cfg.model else cfg.backbone
-        raise InputError(f"backbones: {cfg.backbone}: {what} gives outputs of shape {tuple(out.shape[1:])} for one "
-                         f"image, the task needs ({n_outputs},); build it with num_outputs={n_outputs}")
+        raise InputError(
+            f"backbones: {cfg.backbone}: {what} gives outputs of shape {tuple(out.shape[1:])} for one "
+            f"image, the task needs ({n_outputs},); build it with num_outputs={n_outputs}"
+        )
 
 
-def build_model(cfg, n_outputs: int, in_chans: int, n_meta: int = 0,
-                search: Path | None = None) -> tuple[nn.Module, dict]:
+def build_model(
+    cfg, n_outputs: int, in_chans: int, n_meta: int = 0, search: Path | None = None
+) -> tuple[nn.Module, dict]:
     """(the model, the input size and normalisation to feed it), checked with one forward pass."""
     try:
         model = create(cfg, n_outputs, in_chans, n_meta, search)
@@ -268,9 +310,11 @@ def build_model(cfg, n_outputs: int, in_chans: int, n_meta: int = 0,
     except Exception as e:  # noqa: BLE001 - hub/network errors come in many types
         if not (cfg.pretrained or cfg.pretrained_file):
             raise
-        raise InputError(f"backbones: pretrained weights for {cfg.backbone} not found ({type(e).__name__}); put "
-                         "them in the Hugging Face cache, set pretrained_file: /path/to/weights, or "
-                         "pretrained: false") from e
+        raise InputError(
+            f"backbones: pretrained weights for {cfg.backbone} not found ({type(e).__name__}); put "
+            "them in the Hugging Face cache, set pretrained_file: /path/to/weights, or "
+            "pretrained: false"
+        ) from e
     dc = data_config(model, cfg, in_chans)
     check_forward(model, cfg, in_chans, dc["img_size"], n_outputs, n_meta)
     return model, dc
@@ -279,4 +323,3 @@ def build_model(cfg, n_outputs: int, in_chans: int, n_meta: int = 0,
 def forward(model, x, meta=None):
     """The model on a batch: images, and the metadata rows when it was built with them."""
     return model(x) if meta is None else model(x, meta)
-

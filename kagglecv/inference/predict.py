@@ -37,9 +37,9 @@ from kagglecv.core.errors import InputError
 from kagglecv.core.files import read_table, write_csv, write_json
 from kagglecv.core.layout import Layout, ModelFiles
 from kagglecv.core.results import PreparedMeta, Scores
+from kagglecv.core.tasks import Task
 from kagglecv.data.meta import MetaEncoder
 from kagglecv.scoring.submission import decisions
-from kagglecv.core.tasks import Task
 
 log = logging.getLogger("kagglecv.inference.predict")
 
@@ -47,8 +47,9 @@ log = logging.getLogger("kagglecv.inference.predict")
 # ---------------------------------------------------------------- images
 
 
-def load_folder(folder: str | Path, image_shape, resize: str = "squash",
-                max_pixels: int | None = None) -> tuple[list[str], np.ndarray, list[dict]]:
+def load_folder(
+    folder: str | Path, image_shape, resize: str = "squash", max_pixels: int | None = None
+) -> tuple[list[str], np.ndarray, list[dict]]:
     """(names, uint8 N x H x W x C array, skipped [{file, reason}]) for the files directly in `folder`."""
     from kagglecv.data.images import Decoder
 
@@ -81,10 +82,10 @@ def load_fold_model(model_pt: str | Path, in_chans: int, device_pref: str = "aut
     a model built with metadata carries its fitted encoder as `model.kagglecv_meta` (kagglecv.data.meta)."""
     import torch
 
-    from kagglecv.core.tasks import Task
-    from kagglecv.inference.models import build_model
     from kagglecv.config.train import TrainConfig
     from kagglecv.core.devices import autocast_dtype, pick_device, place_model
+    from kagglecv.core.tasks import Task
+    from kagglecv.inference.models import build_model
 
     model_pt = Path(model_pt)
     if not model_pt.exists():
@@ -93,13 +94,24 @@ def load_fold_model(model_pt: str | Path, in_chans: int, device_pref: str = "aut
     resolved = saved["config"]
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     # weights come from model.pt: no pretrained download or file; the device is this machine's choice
-    cfg = TrainConfig.from_dict({**{k: v for k, v in resolved.items() if k in names},
-                                 "pretrained": False, "pretrained_file": None, "device": device_pref})
+    cfg = TrainConfig.from_dict(
+        {
+            **{k: v for k, v in resolved.items() if k in names},
+            "pretrained": False,
+            "pretrained_file": None,
+            "device": device_pref,
+        }
+    )
     # the task's activation, with the target scale this fold trained on (numeric tasks)
     task = Task(resolved.get("task", "multiclass"), scale=tuple(resolved.get("target_scale", (0.0, 1.0))))
     encoder = MetaEncoder.from_json(resolved["meta_encoder"]) if resolved.get("meta_encoder") else None
-    model, dc = build_model(cfg, int(resolved.get("n_outputs", resolved.get("n_classes", 0))), in_chans,
-                            encoder.width if encoder else 0, search=model_pt.parent.parent)  # the backbone's folder
+    model, dc = build_model(
+        cfg,
+        int(resolved.get("n_outputs", resolved.get("n_classes", 0))),
+        in_chans,
+        encoder.width if encoder else 0,
+        search=model_pt.parent.parent,
+    )  # the backbone's folder
     model.load_state_dict(saved["state_dict"])
     model.kagglecv_meta = encoder
     dc = {"img_size": int(resolved["img_size"]), "mean": list(resolved["mean"]), "std": list(resolved["std"])}
@@ -109,23 +121,42 @@ def load_fold_model(model_pt: str | Path, in_chans: int, device_pref: str = "aut
     return model, cfg, dc, device, autocast_dtype(device, cfg), task
 
 
-def backbone_probs(fold_dirs: list[Path], images: np.ndarray, device_pref: str = "auto",
-                   meta_rows: pd.DataFrame | None = None, rows=None, progress=None) -> tuple[np.ndarray, dict]:
+def backbone_probs(
+    fold_dirs: list[Path],
+    images: np.ndarray,
+    device_pref: str = "auto",
+    meta_rows: pd.DataFrame | None = None,
+    rows=None,
+    progress=None,
+) -> tuple[np.ndarray, dict]:
     """The fold models' TTA probabilities for `rows` of `images` (all when None) averaged over folds (as
     ensemble.load_backbone averages test.csv); `meta_rows`: the images' raw metadata (`meta:<column>` columns, one
     row per image), for models built with it; `progress.update()` after each fold."""
-    from kagglecv.inference.tta import resolve_tta
-    from kagglecv.inference.tta import predict_tta
+    from kagglecv.inference.tta import predict_tta, resolve_tta
 
     per_fold, info = [], {}
     for d in fold_dirs:
         model, cfg, dc, device, amp, task = load_fold_model(ModelFiles(d).model, images.shape[-1], device_pref)
-        p = predict_tta(model, images, cfg, dc, device, amp, rows=rows, task=task,
-                        meta=fold_meta(model.kagglecv_meta, meta_rows, len(images)))
+        p = predict_tta(
+            model,
+            images,
+            cfg,
+            dc,
+            device,
+            amp,
+            rows=rows,
+            task=task,
+            meta=fold_meta(model.kagglecv_meta, meta_rows, len(images)),
+        )
         # test.csv holds float32 values; average them in float64 as the ensemble step does after reading it
         per_fold.append(np.asarray(p, dtype=np.float32).astype(np.float64))
-        info = {"tta": resolve_tta(cfg.tta, cfg.augment), "tta_n": cfg.tta_n, "tta_beta": cfg.tta_beta,
-                "img_size": dc["img_size"], "device": str(device)}
+        info = {
+            "tta": resolve_tta(cfg.tta, cfg.augment),
+            "tta_n": cfg.tta_n,
+            "tta_beta": cfg.tta_beta,
+            "img_size": dc["img_size"],
+            "device": str(device),
+        }
         if progress is not None:
             progress.update()
     return np.mean(per_fold, axis=0), info
@@ -147,8 +178,10 @@ def ensemble_recipe(scores: Scores) -> tuple[str, list[str], object]:
     ens = scores.ensemble
     method, members = ens.method, list(ens.members or scores.models)
     if blend.METHODS.get(method, (None,))[0] is not None and ens.params is None:
-        raise InputError(f"scores.json: no fitted parameters for the ensemble method {method!r} (written by an "
-                         f"older version); rerun the ensemble step: snakemake --forcerun ensemble")
+        raise InputError(
+            f"scores.json: no fitted parameters for the ensemble method {method!r} (written by an "
+            f"older version); rerun the ensemble step: snakemake --forcerun ensemble"
+        )
     return method, members, blend.from_json(ens.params)
 
 
@@ -164,13 +197,21 @@ def fold_meta(encoder: MetaEncoder | None, meta_rows: pd.DataFrame | None, n: in
         return None
     if meta_rows is None or len(meta_rows) != n:
         names = ", ".join(c["name"] for c in encoder.columns)
-        raise InputError(f"this run's models read metadata beside the image ({names}, data.meta_columns): give "
-                         f"each image's values (predict --meta FILE.csv, or the competition's test CSV)")
+        raise InputError(
+            f"this run's models read metadata beside the image ({names}, data.meta_columns): give "
+            f"each image's values (predict --meta FILE.csv, or the competition's test CSV)"
+        )
     return encoder.transform(meta_rows)
 
 
-def ensemble_predict(results_dir: str | Path, images: np.ndarray, device: str = "auto",
-                     meta_rows: pd.DataFrame | None = None, rows=None, progress=None) -> tuple[np.ndarray, dict]:
+def ensemble_predict(
+    results_dir: str | Path,
+    images: np.ndarray,
+    device: str = "auto",
+    meta_rows: pd.DataFrame | None = None,
+    rows=None,
+    progress=None,
+) -> tuple[np.ndarray, dict]:
     """The ensemble's predictions for `rows` of `images` (all when None; uint8 N x H x W x C, decoded as the
     training cache was): every fold of every member with its TTA, folds averaged, members combined by the stored
     recipe. The one implementation behind `snakemake predict` and the Kaggle kernel (kagglecv.kaggle.kernel);
@@ -182,15 +223,21 @@ def ensemble_predict(results_dir: str | Path, images: np.ndarray, device: str = 
     preds, settings = {}, {}
     n = len(images) if rows is None else len(rows)
     for m in read:
-        preds[m], settings[m] = backbone_probs(fold_dirs_of(results_dir, scores, m), images, device, meta_rows,
-                                               rows, progress)
+        preds[m], settings[m] = backbone_probs(
+            fold_dirs_of(results_dir, scores, m), images, device, meta_rows, rows, progress
+        )
         log.info("%s: predicted %d image(s) with %d fold(s)", m, n, scores.n_folds(m))
     if skipped := [m for m in members if m not in preds]:
         log.info("not predicted (the %s recipe gives them no weight): %s", method, ", ".join(skipped))
     shape = next(iter(preds.values())).shape
     probs = apply_recipe(method, [preds.get(m, np.zeros(shape)) for m in members], params, scores.task)
-    return probs, {"method": method, "members": members, "predicted": read, "preprocessing": settings,
-                   "folds": {m: scores.n_folds(m) for m in read}}
+    return probs, {
+        "method": method,
+        "members": members,
+        "predicted": read,
+        "preprocessing": settings,
+        "folds": {m: scores.n_folds(m) for m in read},
+    }
 
 
 def predicted_members(method: str, members: list[str], params) -> list[str]:
@@ -220,7 +267,9 @@ def check_against_submission(results_dir: Path, scores: Scores, method: str, mem
 def require_folder(folder) -> str:
     """The `predict` rule's folder (config predict_dir), or a clear error when it is not set."""
     if not folder:
-        raise InputError("predict: name the folder of images, e.g. snakemake predict --config predict_dir=path/to/images")
+        raise InputError(
+            "predict: name the folder of images, e.g. snakemake predict --config predict_dir=path/to/images"
+        )
     return str(folder)
 
 
@@ -253,9 +302,15 @@ def read_meta_csv(path: str | Path, names: list[str], meta: PreparedMeta) -> pd.
     return pd.DataFrame({metadata.column(c): picked[c] for c in columns})
 
 
-def predict_folder(results_dir: str | Path, folder: str | Path, out_csv: str | Path | None = None,
-                   out_json: str | Path | None = None, device: str = "auto", threads: int | None = None,
-                   meta_csv: str | Path | None = None) -> pd.DataFrame:
+def predict_folder(
+    results_dir: str | Path,
+    folder: str | Path,
+    out_csv: str | Path | None = None,
+    out_json: str | Path | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    meta_csv: str | Path | None = None,
+) -> pd.DataFrame:
     """Predict every image in `folder` (with their metadata from `meta_csv` when the run's models read some);
     write the CSV and the JSON summary; return the predictions."""
     t0 = time.perf_counter()
@@ -267,8 +322,10 @@ def predict_folder(results_dir: str | Path, folder: str | Path, out_csv: str | P
     scores_path, meta_path = layout.scores, layout.meta
     for p in (scores_path, meta_path):
         if not p.exists():
-            raise InputError(f"{p}: not found; run the workflow for this competition first "
-                             f"(--results points at results/<competition>)")
+            raise InputError(
+                f"{p}: not found; run the workflow for this competition first "
+                f"(--results points at results/<competition>)"
+            )
     if threads:
         import torch
 
@@ -277,21 +334,27 @@ def predict_folder(results_dir: str | Path, folder: str | Path, out_csv: str | P
     meta = PreparedMeta.read(meta_path)
     classes = [str(c) for c in meta.classes]
 
-    names, images, skipped = load_folder(folder, meta.image_shape, meta.cache.get("resize", "squash"),
-                                         meta.cache.get("max_image_pixels"))
+    names, images, skipped = load_folder(
+        folder, meta.image_shape, meta.cache.get("resize", "squash"), meta.cache.get("max_image_pixels")
+    )
     if skipped:
-        msg = (f"{folder}: skipped {len(skipped)} unreadable file(s): "
-               + "; ".join(f"{s['file']} ({s['reason']})" for s in skipped))
+        msg = f"{folder}: skipped {len(skipped)} unreadable file(s): " + "; ".join(
+            f"{s['file']} ({s['reason']})" for s in skipped
+        )
         log.warning(msg)
     if not names:
-        raise InputError(f"{folder}: no readable image to predict"
-                         + (f" ({len(skipped)} unreadable file(s) skipped)" if skipped else ""))
+        raise InputError(
+            f"{folder}: no readable image to predict"
+            + (f" ({len(skipped)} unreadable file(s) skipped)" if skipped else "")
+        )
 
     method, members, params = ensemble_recipe(scores)
     check, notes = check_against_submission(results_dir, scores, method, members, params), []
     if check.get("checked") and not check["ok"]:
-        notes.append(f"the recipe applied to the stored test predictions differs from ensemble_test.csv by "
-                     f"{check['max_abs_diff']:.3g}: results/ may be stale; rerun the workflow")
+        notes.append(
+            f"the recipe applied to the stored test predictions differs from ensemble_test.csv by "
+            f"{check['max_abs_diff']:.3g}: results/ may be stale; rerun the workflow"
+        )
         log.warning(notes[-1])
     probs, info = ensemble_predict(results_dir, images, device, read_meta_csv(meta_csv, names, meta))
 
@@ -300,16 +363,29 @@ def predict_folder(results_dir: str | Path, folder: str | Path, out_csv: str | P
     out = pd.DataFrame(probs, columns=columns)
     out.insert(0, "image", names)
     if task.kind != "regression":  # the submission's answer: class, tags at the fitted thresholds, or grade
-        answer = decisions(task, probs, "tags" if task.kind == "multilabel" else "label", scores.metric,
-                           scores.ensemble.thresholds)
-        out["label"] = ([" ".join(c for c, f in zip(classes, row) if f) for row in np.asarray(answer)]
-                        if task.kind == "multilabel" else answer)
+        answer = decisions(
+            task, probs, "tags" if task.kind == "multilabel" else "label", scores.metric, scores.ensemble.thresholds
+        )
+        out["label"] = (
+            [" ".join(c for c, f in zip(classes, row) if f) for row in np.asarray(answer)]
+            if task.kind == "multilabel"
+            else answer
+        )
     write_csv(out_csv, out)
-    write_json(out_json, {
-        "folder": str(folder), "n_images": len(names), "skipped": skipped, "csv": str(out_csv),
-        **info, "classes": meta.classes, "image_shape": meta.image_shape, "notes": notes,
-        "consistency_check": check,
-        "seconds": round(time.perf_counter() - t0, 2),
-    })
+    write_json(
+        out_json,
+        {
+            "folder": str(folder),
+            "n_images": len(names),
+            "skipped": skipped,
+            "csv": str(out_csv),
+            **info,
+            "classes": meta.classes,
+            "image_shape": meta.image_shape,
+            "notes": notes,
+            "consistency_check": check,
+            "seconds": round(time.perf_counter() - t0, 2),
+        },
+    )
     log.info("%d prediction(s) written to %s", len(out), out_csv)
     return out

@@ -33,24 +33,48 @@ def predict(model, loader, device, amp_dtype, tta: str = "none", task: Task = Ta
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 
-def predict_tta(model, images, cfg, dc: dict, device, amp_dtype, on_device: bool = False,
-                rows=None, task: Task = Task("multiclass"), meta=None) -> np.ndarray:
+def predict_tta(
+    model,
+    images,
+    cfg,
+    dc: dict,
+    device,
+    amp_dtype,
+    on_device: bool = False,
+    rows=None,
+    task: Task = Task("multiclass"),
+    meta=None,
+) -> np.ndarray:
     """The plain prediction of `rows` of the cache (all when None) blended with the TTA views (fastai's beta
     blend), streamed a batch at a time; `meta`: the encoded metadata of every cache row, for models built with
     it. An image's random views (tta=augment) are seeded by its own pixels, so it gets the same prediction in
     the test set, a Kaggle kernel or `predict`, whatever rows surround it."""
+
     def batches(augment: str, seed: int = 0):
-        return make_batches(images, None, dc, device, augment=augment, shuffle=False, batch_size=cfg.batch_size * 2,
-                            seed=seed, on_device=on_device, rows=rows, per_image=True, meta=meta,
-                            num_workers=loader_workers(cfg.num_workers, cfg.threads, device))
+        return make_batches(
+            images,
+            None,
+            dc,
+            device,
+            augment=augment,
+            shuffle=False,
+            batch_size=cfg.batch_size * 2,
+            seed=seed,
+            on_device=on_device,
+            rows=rows,
+            per_image=True,
+            meta=meta,
+            num_workers=loader_workers(cfg.num_workers, cfg.threads, device),
+        )
 
     tta = resolve_tta(cfg.tta, cfg.augment)
     plain = predict(model, batches("none"), device, amp_dtype, task=task)
     if tta == "none":
         return plain
     if tta == "augment":
-        views = [predict(model, batches(cfg.augment, cfg.seed + i), device, amp_dtype, task=task)
-                 for i in range(cfg.tta_n)]
+        views = [
+            predict(model, batches(cfg.augment, cfg.seed + i), device, amp_dtype, task=task) for i in range(cfg.tta_n)
+        ]
     else:
         views = [predict(model, batches("none"), device, amp_dtype, tta=tta, task=task)]
     return tta_blend(plain, views, cfg.tta_beta)

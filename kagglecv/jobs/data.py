@@ -25,9 +25,14 @@ def download(job: Job) -> Path:
     from kagglecv.kaggle.download import download_competition
 
     k = job.config["kaggle"]
-    return download_competition(job.wildcards.competition, Path(job.output.marker).parent, retries=k["retries"],
-                                backoff=k["backoff"], http_timeout=k["http_timeout"],
-                                limits=ArchiveLimits(**job.config["archive"]))
+    return download_competition(
+        job.wildcards.competition,
+        Path(job.output.marker).parent,
+        retries=k["retries"],
+        backoff=k["backoff"],
+        http_timeout=k["http_timeout"],
+        limits=ArchiveLimits(**job.config["archive"]),
+    )
 
 
 @job
@@ -40,10 +45,22 @@ def prepare(job: Job) -> dict:
 
     p, out = job.params, job.layout.prepared
     with job.tracker("prepare", out.path) as t:
-        meta = prep.prepare(p.path, out.path, DataConfig(**p.data), workers=job.threads,
-                            limits=ArchiveLimits(**job.config["archive"]), task=p.task, metric=p.metric)
-        t.log_params({"data_path": str(p.path), **{k: v for k, v in meta.items() if k != "classes"},
-                      "n_classes": len(meta["classes"])})
+        meta = prep.prepare(
+            p.path,
+            out.path,
+            DataConfig(**p.data),
+            workers=job.threads,
+            limits=ArchiveLimits(**job.config["archive"]),
+            task=p.task,
+            metric=p.metric,
+        )
+        t.log_params(
+            {
+                "data_path": str(p.path),
+                **{k: v for k, v in meta.items() if k != "classes"},
+                "n_classes": len(meta["classes"]),
+            }
+        )
         t.log_artifact(out.meta)
     return meta
 

@@ -13,16 +13,16 @@ import contextlib
 import logging
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from kagglecv.core.errors import InputError
 from kagglecv.core.layout import Layout, record_file
 
 # Jobs that, with mlflow.live: false, only write their record; the ensemble step replays it into MLflow.
 BEFORE_ENSEMBLE = {"prepare", "folds", "train", "pseudo_labels", "distill_targets"}
-JOBS: dict[str, Callable[["Job"], object]] = {}
+JOBS: dict[str, Callable[[Job], object]] = {}
 log = logging.getLogger("kagglecv.jobs")
 
 
@@ -50,11 +50,18 @@ class Job:
     log: str | None = None
 
     @classmethod
-    def of(cls, smk) -> "Job":
+    def of(cls, smk) -> Job:
         """The job Snakemake hands a script (its global `snakemake` object)."""
-        return cls(smk.rule, smk.config, Files(smk.input.items()), Files(smk.output.items()),
-                   Files(smk.params.items()), Files(smk.wildcards.items()), smk.threads,
-                   smk.log[0] if smk.log else None)
+        return cls(
+            smk.rule,
+            smk.config,
+            Files(smk.input.items()),
+            Files(smk.output.items()),
+            Files(smk.params.items()),
+            Files(smk.wildcards.items()),
+            smk.threads,
+            smk.log[0] if smk.log else None,
+        )
 
     @property
     def layout(self) -> Layout:
@@ -75,8 +82,14 @@ class Job:
         """The job's MLflow run, with its record written beside its outputs in `folder`."""
         from kagglecv.tracking.tracker import Tracker
 
-        return Tracker(self.experiment, run_name, self.layout.results, enabled=self.track,
-                       tags={"step": self.rule, **tags}, record=record_file(folder, run_name))
+        return Tracker(
+            self.experiment,
+            run_name,
+            self.layout.results,
+            enabled=self.track,
+            tags={"step": self.rule, **tags},
+            record=record_file(folder, run_name),
+        )
 
 
 def job(fn: Callable[[Job], object]) -> Callable[[Job], object]:
@@ -106,8 +119,7 @@ def run_logged(log_path: str | Path | None, fn, *args, **kwargs):
         os.environ[JOB_LOG_ENV] = str(Path(log_path).resolve())
     raw = open(log_path, "a", buffering=1) if log_path else sys.stderr
     log_file = RedactedStream(raw)
-    logging.basicConfig(stream=log_file, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        force=True)
+    logging.basicConfig(stream=log_file, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", force=True)
     try:
         with contextlib.redirect_stdout(log_file), contextlib.redirect_stderr(log_file):
             try:
@@ -137,8 +149,10 @@ def job_of(rule: str) -> Callable[[Job], object]:
         return JOBS[rule]
     base = max((name for name in JOBS if rule.startswith(f"{name}_")), key=len, default=None)
     if base is None:
-        raise KeyError(f"rule {rule!r} has no job in kagglecv.jobs (known: {', '.join(sorted(JOBS))}); a rule reusing "
-                       f"one of ours is named <its name>_<anything>, e.g. train_mynet")
+        raise KeyError(
+            f"rule {rule!r} has no job in kagglecv.jobs (known: {', '.join(sorted(JOBS))}); a rule reusing "
+            f"one of ours is named <its name>_<anything>, e.g. train_mynet"
+        )
     return JOBS[base]
 
 

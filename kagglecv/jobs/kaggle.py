@@ -21,15 +21,41 @@ def kernel(job: Job) -> dict:
 
     L, p = job.layout, job.params
     with job.tracker("kernel", L.root) as t:
-        manifest = build(L.root, L.kernel_dataset.path, L.kernel.path, competition=p.competition, repo=p.repo,
-                         owner=p.owner, dataset=p.dataset, kernel=p.kernel, enable_gpu=p.enable_gpu,
-                         wheels=p.wheels, max_bytes=p.max_bytes, models=p.models, student=p.student,
-                         rerun_config=p.rerun)
-        t.log_params({"dataset": manifest["dataset"], "kernel": manifest["kernel"], "method": manifest["method"],
-                      "members": ",".join(manifest["members"]), "files": len(manifest["files"])})
-        t.log_metrics({"dataset_bytes": manifest["bytes"],
-                       **{k: v for k, v in (manifest["kernel_run"]["budget"] or {}).items()
-                          if k in ("projected_seconds", "seconds_per_image", "rows")}})
+        manifest = build(
+            L.root,
+            L.kernel_dataset.path,
+            L.kernel.path,
+            competition=p.competition,
+            repo=p.repo,
+            owner=p.owner,
+            dataset=p.dataset,
+            kernel=p.kernel,
+            enable_gpu=p.enable_gpu,
+            wheels=p.wheels,
+            max_bytes=p.max_bytes,
+            models=p.models,
+            student=p.student,
+            rerun_config=p.rerun,
+        )
+        t.log_params(
+            {
+                "dataset": manifest["dataset"],
+                "kernel": manifest["kernel"],
+                "method": manifest["method"],
+                "members": ",".join(manifest["members"]),
+                "files": len(manifest["files"]),
+            }
+        )
+        t.log_metrics(
+            {
+                "dataset_bytes": manifest["bytes"],
+                **{
+                    k: v
+                    for k, v in (manifest["kernel_run"]["budget"] or {}).items()
+                    if k in ("projected_seconds", "seconds_per_image", "rows")
+                },
+            }
+        )
         t.log_artifact(L.kernel_dataset.manifest)
     return manifest
 
@@ -50,10 +76,11 @@ def submit(job: Job) -> dict:
 
 def submit_locked(job: Job) -> dict:
     """The submit job, under its lock."""
-    from kagglecv.kaggle import code, submit as files
-    from kagglecv.kaggle.client import client
     from kagglecv.core.results import Scores
     from kagglecv.core.secrets import redact
+    from kagglecv.kaggle import code
+    from kagglecv.kaggle import submit as files
+    from kagglecv.kaggle.client import client
     from kagglecv.tracking.tracker import Tracker, log_to_parent
 
     L, p = job.layout, job.params
@@ -65,18 +92,43 @@ def submit_locked(job: Job) -> dict:
     if is_code == "auto":
         is_code = bool(code.is_code_competition(api, p.competition, p.http_timeout))
         log.info("%s: %s competition (Kaggle's listing)", p.competition, "a code" if is_code else "a file")
-    log.info("%s: submitting %s with message %r", p.competition, "the kernel's output" if is_code else L.submission,
-             redact(message))
+    log.info(
+        "%s: submitting %s with message %r",
+        p.competition,
+        "the kernel's output" if is_code else L.submission,
+        redact(message),
+    )
     wait = {"poll_interval": p.poll_interval, "timeout": p.timeout, "http_timeout": p.http_timeout, "api": api}
     if is_code:
-        result = code.code_submit(p.competition, L, message, cv=cv, owner=p.owner, kernel_timeout=p.kernel_timeout,
-                                  max_bytes=p.max_bytes, **wait)
+        result = code.code_submit(
+            p.competition,
+            L,
+            message,
+            cv=cv,
+            owner=p.owner,
+            kernel_timeout=p.kernel_timeout,
+            max_bytes=p.max_bytes,
+            **wait,
+        )
     else:
         result = files.submit_and_record(p.competition, L.submission, message, L.leaderboard, cv=cv, **wait)
-    log.info("%s: submission %s %s: public score %s (CV %s %s); recorded in %s", p.competition, result["ref"],
-             result["status"], result["public_score"], scores.metric, cv, L.leaderboard)
-    params = {"message": result["message"], "ref": result["ref"], "status": result["status"],
-              "metric": scores.metric, **{k: result[k] for k in ("kernel", "kernel_version") if k in result}}
+    log.info(
+        "%s: submission %s %s: public score %s (CV %s %s); recorded in %s",
+        p.competition,
+        result["ref"],
+        result["status"],
+        result["public_score"],
+        scores.metric,
+        cv,
+        L.leaderboard,
+    )
+    params = {
+        "message": result["message"],
+        "ref": result["ref"],
+        "status": result["status"],
+        "metric": scores.metric,
+        **{k: result[k] for k in ("kernel", "kernel_version") if k in result},
+    }
     scored = {"public_score": result["public_score"], "private_score": result["private_score"]}
     with Tracker(job.experiment, "submit", L.results, enabled=job.track, tags={"step": "submit"}) as t:
         t.log_params(params)  # redacted, as everything a Tracker logs
@@ -85,8 +137,11 @@ def submit_locked(job: Job) -> dict:
     if job.track:  # the invocation's parent run holds the public score beside the ensemble CV
         log_to_parent(scored, results_dir=L.results)
     files.check_result(result, p.competition)
-    print(f"{p.competition}: submission {result['ref']} public score {result['public_score']} "
-          f"(row appended to {L.leaderboard})", file=sys.__stderr__)
+    print(
+        f"{p.competition}: submission {result['ref']} public score {result['public_score']} "
+        f"(row appended to {L.leaderboard})",
+        file=sys.__stderr__,
+    )
     return result
 
 
@@ -98,6 +153,8 @@ def backfill(job: Job) -> dict:
     from kagglecv.tracking.tracker import log_to_parent
 
     report = replay(job.layout.root, job.experiment)
-    log_to_parent(metrics={k: len(v) for k, v in report.items()},
-                  tags={"step": "backfill", "mlflow.runName": "backfill", "kagglecv.job": "backfill"})
+    log_to_parent(
+        metrics={k: len(v) for k, v in report.items()},
+        tags={"step": "backfill", "mlflow.runName": "backfill", "kagglecv.job": "backfill"},
+    )
     return report

@@ -12,8 +12,15 @@ from kagglecv.jobs.harness import Job, job
 def predict(job: Job) -> None:
     from kagglecv.inference.predict import predict_folder
 
-    out = predict_folder(job.layout.root, job.input.images, job.output.csv, job.output.summary,
-                         device=job.params.device, threads=job.threads, meta_csv=job.config["predict_meta"])
+    out = predict_folder(
+        job.layout.root,
+        job.input.images,
+        job.output.csv,
+        job.output.summary,
+        device=job.params.device,
+        threads=job.threads,
+        meta_csv=job.config["predict_meta"],
+    )
     print(f"{len(out)} prediction(s) written to {job.output.csv}", flush=True)
 
 

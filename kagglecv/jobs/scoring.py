@@ -22,8 +22,9 @@ def ensemble(job: Job) -> Scores:
     if replays_records(job.config):
         replay_records(L.root, job.experiment)
     with job.tracker("ensemble", L.root) as t:
-        scores = ens.combine({k: [Path(d) for d in v] for k, v in p.model_dirs.items()}, L.folds, p.metric,
-                             L.root, p.method)
+        scores = ens.combine(
+            {k: [Path(d) for d in v] for k, v in p.model_dirs.items()}, L.folds, p.metric, L.root, p.method
+        )
         print(ens.cv_table(scores))
         t.log_params({"metric": p.metric, "method": p.method, "backbones": ",".join(p.model_dirs)})
         t.log_metrics({f"cv_{name}": s["cv"] for name, s in scores.models.items()})
@@ -51,8 +52,14 @@ def submission(job: Job) -> None:
 
     L = job.layout
     with job.tracker("submission", L.root) as t:
-        out = make_submission(L.ensemble_test, L.prepared.path, L.prepared.sample_submission, job.params.metric,
-                              L.submission, scores_json=L.scores)
+        out = make_submission(
+            L.ensemble_test,
+            L.prepared.path,
+            L.prepared.sample_submission,
+            job.params.metric,
+            L.submission,
+            scores_json=L.scores,
+        )
         t.log_params({"rows": len(out), "columns": ",".join(out.columns)})
         t.log_artifact(L.submission)
 

@@ -19,8 +19,9 @@ def lr_find(job: Job) -> dict:
     from kagglecv.training.lr_finder import run_lr_find
 
     L = job.layout
-    return run_lr_find(train_settings(job), L.prepared.path, L.folds, L.lr_find(job.wildcards.backbone).path,
-                       job.params.lr_find)
+    return run_lr_find(
+        train_settings(job), L.prepared.path, L.folds, L.lr_find(job.wildcards.backbone).path, job.params.lr_find
+    )
 
 
 def one_file(files) -> str | None:
@@ -38,10 +39,17 @@ def train(job: Job) -> dict:
     from kagglecv.training.train import run
 
     L = job.layout
-    return run(TrainConfig.from_dict(train_settings(job)), L.prepared.path, L.folds,
-               L.model(job.wildcards.backbone, job.wildcards.fold).path, experiment=job.experiment,
-               results_dir=L.results, track=job.track, teacher_csv=one_file(job.input.get("teacher")),
-               lr_find=one_file(job.input.get("lr_find")))
+    return run(
+        TrainConfig.from_dict(train_settings(job)),
+        L.prepared.path,
+        L.folds,
+        L.model(job.wildcards.backbone, job.wildcards.fold).path,
+        experiment=job.experiment,
+        results_dir=L.results,
+        track=job.track,
+        teacher_csv=one_file(job.input.get("teacher")),
+        lr_find=one_file(job.input.get("lr_find")),
+    )
 
 
 @job
@@ -73,8 +81,15 @@ def distill_targets(job: Job) -> None:
     out = L.teacher("student", fold)
     oofs = [[m.oof for m in L.folds_of(member, n)] for member in job.params.teachers]
     with job.tracker(f"distill_targets-fold{fold}", out.parent, fold=str(fold)) as t:
-        rows = targets(oofs, list(job.input.test), read_table(L.folds), fold, Task.of(PreparedMeta.read(L.meta)),
-                       out, label_weight=job.params.label_weight)
+        rows = targets(
+            oofs,
+            list(job.input.test),
+            read_table(L.folds),
+            fold,
+            Task.of(PreparedMeta.read(L.meta)),
+            out,
+            label_weight=job.params.label_weight,
+        )
         t.log_params({"teachers": ",".join(job.params.teachers), "label_weight": job.params.label_weight})
         t.log_metrics({"rows": len(rows)})
         t.log_artifact(out)

@@ -29,17 +29,30 @@ def tune_study(job: Job) -> None:
 
     tuning, _, name, url = context(job)
     if not tuning.space:
-        raise InputError("tune.space: empty; name the settings to search, e.g. lr: {low: 1.0e-4, high: 1.0e-2, "
-                         "log: true} (docs/tuning.md)")
+        raise InputError(
+            "tune.space: empty; name the settings to search, e.g. lr: {low: 1.0e-4, high: 1.0e-2, "
+            "log: true} (docs/tuning.md)"
+        )
     study = open_study(name, url, tuning.direction)
     baseline = configured(tuning.entry, tuning.space) if tuning.baseline and not study.trials else {}
     if baseline:  # a new study: its first trial trains the entry as configured
         study.enqueue_trial(baseline, user_attrs={"baseline": True})
         print(f"study {name}: trial 0 is the entry as configured: {baseline}", flush=True)
-    write_json(job.output.study, {"study": name, "backbone": tuning.backbone, "metric": tuning.metric,
-                                  "direction": tuning.direction, "folds": list(tuning.folds), "storage": redact(url)})
-    print(f"study {name} ({tuning.direction} {tuning.metric}) in {redact(url)}: {len(study.trials)} trial(s) so far",
-          flush=True)
+    write_json(
+        job.output.study,
+        {
+            "study": name,
+            "backbone": tuning.backbone,
+            "metric": tuning.metric,
+            "direction": tuning.direction,
+            "folds": list(tuning.folds),
+            "storage": redact(url),
+        },
+    )
+    print(
+        f"study {name} ({tuning.direction} {tuning.metric}) in {redact(url)}: {len(study.trials)} trial(s) so far",
+        flush=True,
+    )
 
 
 @job
@@ -54,8 +67,11 @@ def tune_trial(job: Job) -> dict:
     study = open_study(name, url, tuning.direction, pruner=tuning.make_pruner())
     trial, stale = claim(study, slot, tuning.sampler_for)
     if stale:
-        print(f"slot {slot}: trial(s) {stale} left RUNNING by a killed job, marked FAIL; trial {trial.number} "
-              "takes the slot", flush=True)
+        print(
+            f"slot {slot}: trial(s) {stale} left RUNNING by a killed job, marked FAIL; trial {trial.number} "
+            "takes the slot",
+            flush=True,
+        )
     outcome = run_trial(tuning, study, trial, job.layout, files.trial(trial.number), job.threads)
     write_json(job.output.slot, {"slot": slot, "study": name, **outcome})
     return outcome
@@ -81,5 +97,8 @@ def tune_results(job: Job) -> None:
     if job.config["mlflow"]["enabled"]:
         sync(study, tuning, redact(url), job.experiment, job.layout.results)
     counts = df["state"].value_counts().to_dict()
-    print(f"study {name}: {len(df)} trial(s) {counts}, at most {most_at_once(trials)} at once; best: trial "
-          f"{study.best_trial.number}, {tuning.metric} {study.best_value:.5g}: {entry}", flush=True)
+    print(
+        f"study {name}: {len(df)} trial(s) {counts}, at most {most_at_once(trials)} at once; best: trial "
+        f"{study.best_trial.number}, {tuning.metric} {study.best_value:.5g}: {entry}",
+        flush=True,
+    )

@@ -15,8 +15,9 @@ import logging
 import random
 import re
 import time
-from datetime import datetime, timezone
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TypeVar
 
 from kagglecv.config.schema import defaults
 from kagglecv.core.errors import InputError
@@ -32,8 +33,9 @@ CREDENTIAL_PLACES = (
     "save it as ~/.kaggle/kaggle.json (then chmod 600 ~/.kaggle/kaggle.json), "
     "or set KAGGLE_USERNAME and KAGGLE_KEY, or KAGGLE_API_TOKEN"
 )
-NO_CREDENTIALS = ("no usable Kaggle credentials found: create a token at https://www.kaggle.com/settings/api and "
-                  + CREDENTIAL_PLACES)
+NO_CREDENTIALS = (
+    "no usable Kaggle credentials found: create a token at https://www.kaggle.com/settings/api and " + CREDENTIAL_PLACES
+)
 
 
 class KaggleError(InputError):
@@ -112,20 +114,28 @@ def explain(err: Exception, competition: str, action: str) -> KaggleError:
     """One line naming the fix for an HTTP error from the client."""
     status, detail = http_status(err), (redact(str(err)).splitlines() or [type(err).__name__])[0].rstrip(".")
     if status == 401:
-        return KaggleError(f"Kaggle rejected the credentials (401 Unauthorized): they are wrong or expired; "
-                           f"create a new token at https://www.kaggle.com/settings/api and {CREDENTIAL_PLACES}")
+        return KaggleError(
+            f"Kaggle rejected the credentials (401 Unauthorized): they are wrong or expired; "
+            f"create a new token at https://www.kaggle.com/settings/api and {CREDENTIAL_PLACES}"
+        )
     if status == 403:
-        return KaggleError(f"Kaggle refused the {action} for '{competition}' (403 Forbidden): accept the "
-                           f"competition's rules at https://www.kaggle.com/competitions/{competition}/rules "
-                           f"(the API cannot accept them for you), then run again")
+        return KaggleError(
+            f"Kaggle refused the {action} for '{competition}' (403 Forbidden): accept the "
+            f"competition's rules at https://www.kaggle.com/competitions/{competition}/rules "
+            f"(the API cannot accept them for you), then run again"
+        )
     if status == 404:
-        return KaggleError(f"Kaggle has no competition '{competition}' (404 Not Found): check the slug, the last "
-                           f"part of https://www.kaggle.com/competitions/<slug>")
+        return KaggleError(
+            f"Kaggle has no competition '{competition}' (404 Not Found): check the slug, the last "
+            f"part of https://www.kaggle.com/competitions/<slug>"
+        )
     if status == 400 and any(w in detail.lower() for w in ("notebook", "kernel")):
-        return KaggleError(f"'{competition}' is a code competition and refuses file uploads ({detail}): push a "
-                           f"notebook that writes submission.csv (`kaggle kernels push -p DIR`), then run "
-                           f"`kaggle competitions submit -c {competition} -k OWNER/KERNEL -f submission.csv "
-                           f"-v VERSION -m MSG`")
+        return KaggleError(
+            f"'{competition}' is a code competition and refuses file uploads ({detail}): push a "
+            f"notebook that writes submission.csv (`kaggle kernels push -p DIR`), then run "
+            f"`kaggle competitions submit -c {competition} -k OWNER/KERNEL -f submission.csv "
+            f"-v VERSION -m MSG`"
+        )
     return KaggleError(f"Kaggle {action} for '{competition}' failed ({status or type(err).__name__}): {detail}")
 
 
@@ -138,7 +148,7 @@ def retry_after(err: Exception) -> float | None:
     with contextlib.suppress(ValueError):
         return max(0.0, float(value))
     with contextlib.suppress(TypeError, ValueError):
-        return max(0.0, (email.utils.parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds())
+        return max(0.0, (email.utils.parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
     return None
 
 
@@ -153,12 +163,24 @@ def retriable() -> tuple[type[BaseException], ...]:
     import requests
     from urllib3.exceptions import ProtocolError
 
-    return (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError, ProtocolError,
-            Truncated)
+    return (
+        requests.ConnectionError,
+        requests.Timeout,
+        requests.exceptions.ChunkedEncodingError,
+        ProtocolError,
+        Truncated,
+    )
 
 
-def call(fn: Callable[[], T], competition: str, action: str, retries: int = 0, backoff: float = 2.0,
-          hint: str = "try again later", http_timeout: float | None = HTTP_TIMEOUT) -> T:
+def call(
+    fn: Callable[[], T],
+    competition: str,
+    action: str,
+    retries: int = 0,
+    backoff: float = 2.0,
+    hint: str = "try again later",
+    http_timeout: float | None = HTTP_TIMEOUT,
+) -> T:
     """Run a client call; retry network errors, timeouts, cut-short downloads, 429 and 5xx `retries` times.
 
     Waits follow a response's Retry-After, else jittered exponential backoff (see backoff_delay)."""
@@ -169,7 +191,7 @@ def call(fn: Callable[[], T], competition: str, action: str, retries: int = 0, b
             with quiet_client(http_timeout):
                 return fn()
         except SystemExit as e:  # the client exits on some failures instead of raising
-            raise KaggleError(f"Kaggle {action} for '{competition}' failed: the kaggle client exited ({e.code})")
+            raise KaggleError(f"Kaggle {action} for '{competition}' failed: the kaggle client exited ({e.code})") from e
         except requests.HTTPError as e:
             if http_status(e) is not None and http_status(e) < 500 and http_status(e) != 429:
                 raise explain(e, competition, action) from e
@@ -179,18 +201,28 @@ def call(fn: Callable[[], T], competition: str, action: str, retries: int = 0, b
         if attempt < retries:
             asked = retry_after(err)
             wait = min(MAX_WAIT, asked) if asked is not None else backoff_delay(attempt, backoff)
-            log.warning("Kaggle %s for %s failed (attempt %d/%d): %s; retrying in %.1fs", action, competition,
-                        attempt + 1, retries + 1, redact(str(err)), wait)
+            log.warning(
+                "Kaggle %s for %s failed (attempt %d/%d): %s; retrying in %.1fs",
+                action,
+                competition,
+                attempt + 1,
+                retries + 1,
+                redact(str(err)),
+                wait,
+            )
             time.sleep(wait)
     why = {429: "Kaggle is rate-limiting this account (429 Too Many Requests)"}.get(
-        http_status(err), "Kaggle or the network is unavailable")
+        http_status(err), "Kaggle or the network is unavailable"
+    )
     if isinstance(err, requests.Timeout):
         why = f"no answer within {http_timeout:g}s; Kaggle or the network is unavailable or very slow"
     if isinstance(err, (Truncated, requests.exceptions.ChunkedEncodingError)):
         read = re.search(r"IncompleteRead\(([^)]*)\)", str(err))  # '100 bytes read, 468 more expected'
         why = f"the download was cut short ({read.group(1) if read else redact(str(err)).splitlines()[0][:200]})"
-    raise KaggleError(f"Kaggle {action} for '{competition}' failed after {retries + 1} attempt(s) "
-                      f"({http_status(err) or type(err).__name__}): {why}; {hint}") from err
+    raise KaggleError(
+        f"Kaggle {action} for '{competition}' failed after {retries + 1} attempt(s) "
+        f"({http_status(err) or type(err).__name__}): {why}; {hint}"
+    ) from err
 
 
 def guard(fn: Callable[[], T], competition: str, action: str, hint: str, **kw) -> T:
@@ -198,7 +230,9 @@ def guard(fn: Callable[[], T], competition: str, action: str, hint: str, **kw) -
     try:
         return call(fn, competition, action, hint=hint, **kw)
     except ValueError as e:
-        raise KaggleError(f"Kaggle {action} for '{competition}' failed: {redact(str(e)).splitlines()[0]}; {hint}") from e
+        raise KaggleError(
+            f"Kaggle {action} for '{competition}' failed: {redact(str(e)).splitlines()[0]}; {hint}"
+        ) from e
 
 
 def poll(fetch: Callable[[], T], done: Callable[[T], bool], *, interval: float, timeout: float) -> tuple[T, bool]:

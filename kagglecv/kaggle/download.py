@@ -1,6 +1,6 @@
 """A competition's files through the official client, downloaded once and unpacked safely.
 
-    download_competition(competition, dest)  ->  dest/files/ (unpacked), dest/manifest.json, dest/.complete
+download_competition(competition, dest)  ->  dest/files/ (unpacked), dest/manifest.json, dest/.complete
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import os
 import shutil
 import tempfile
 import zipfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from kagglecv.data.archive import ArchiveLimits, safe_extract
 from kagglecv.core.errors import InputError
 from kagglecv.core.files import write_json
 from kagglecv.core.layout import DownloadFiles
+from kagglecv.data.archive import ArchiveLimits, safe_extract
 from kagglecv.kaggle.client import HTTP_TIMEOUT, KAGGLE, KaggleError, Truncated, call, client
 
 log = logging.getLogger("kagglecv.kaggle")
@@ -36,8 +36,10 @@ def _complete(dest: Path) -> Path | None:
         try:
             record = json.loads((dest / name).read_text())
             sizes = record.get("sizes") or {}
-            if not all((files / f).is_file() and (f not in sizes or (files / f).stat().st_size == sizes[f])
-                       for f in record["files"]):
+            if not all(
+                (files / f).is_file() and (f not in sizes or (files / f).stat().st_size == sizes[f])
+                for f in record["files"]
+            ):
                 continue
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue
@@ -61,8 +63,15 @@ def _fetch(api, competition: str, folder: str, retries: int, http_timeout: float
         response = kaggle.competitions.competition_api_client.download_data_files(request)
         outfile = Path(folder) / f"{competition}.{response.url.split('?')[0].split('.')[-1]}"
         try:
-            api.download_file(response, str(outfile), kaggle.http_client(), quiet=True, resume=False,
-                              max_retries=retries, timeout=http_timeout or HTTP_TIMEOUT)
+            api.download_file(
+                response,
+                str(outfile),
+                kaggle.http_client(),
+                quiet=True,
+                resume=False,
+                max_retries=retries,
+                timeout=http_timeout or HTTP_TIMEOUT,
+            )
         except ValueError as e:
             raise Truncated(str(e)) from e
     return outfile
@@ -73,14 +82,22 @@ def _check_archive(archive: Path, competition: str) -> None:
     if archive.suffix.lower() == ".zip" and not zipfile.is_zipfile(archive):
         with open(archive, "rb") as f:
             head = f.read(16)
-        raise KaggleError(f"Kaggle download for '{competition}': {archive.name} ({archive.stat().st_size} bytes, "
-                          f"starting {head!r}) is not a zip archive; the transfer was corrupted or cut short. "
-                          f"Nothing was kept: run again to download it afresh")
+        raise KaggleError(
+            f"Kaggle download for '{competition}': {archive.name} ({archive.stat().st_size} bytes, "
+            f"starting {head!r}) is not a zip archive; the transfer was corrupted or cut short. "
+            f"Nothing was kept: run again to download it afresh"
+        )
 
 
-def download_competition(competition: str, dest: Path, *, retries: int = KAGGLE["retries"],
-                         backoff: float = KAGGLE["backoff"],
-                         http_timeout: float | None = HTTP_TIMEOUT, limits: ArchiveLimits | None = None) -> Path:
+def download_competition(
+    competition: str,
+    dest: Path,
+    *,
+    retries: int = KAGGLE["retries"],
+    backoff: float = KAGGLE["backoff"],
+    http_timeout: float | None = HTTP_TIMEOUT,
+    limits: ArchiveLimits | None = None,
+) -> Path:
     """Download and unpack `competition` into `dest/files/`; return that folder.
 
     `dest/manifest.json` and then `dest/.complete` are written last, so an interrupted, cut-short or corrupt
@@ -99,8 +116,14 @@ def download_competition(competition: str, dest: Path, *, retries: int = KAGGLE[
     for stale in dest.glob(".download-*"):  # left by a killed run; Snakemake never runs one target twice at once
         shutil.rmtree(stale, ignore_errors=True)
     with tempfile.TemporaryDirectory(dir=dest, prefix=".download-") as tmp:
-        archive = call(lambda: _fetch(api, competition, tmp, retries, http_timeout), competition, "download",
-                        retries, backoff, http_timeout=http_timeout)
+        archive = call(
+            lambda: _fetch(api, competition, tmp, retries, http_timeout),
+            competition,
+            "download",
+            retries,
+            backoff,
+            http_timeout=http_timeout,
+        )
         _check_archive(archive, competition)
         zip_name, zip_bytes = archive.name, archive.stat().st_size
         staging = Path(tmp) / "files"
@@ -118,9 +141,13 @@ def download_competition(competition: str, dest: Path, *, retries: int = KAGGLE[
     listing = sorted(p.relative_to(files).as_posix() for p in files.rglob("*") if p.is_file())
     sizes = {f: (files / f).stat().st_size for f in listing}
     record = {
-        "competition": competition, "zip": zip_name, "zip_bytes": zip_bytes,
-        "unpacked_bytes": sum(sizes.values()), "files": listing, "sizes": sizes,
-        "downloaded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "competition": competition,
+        "zip": zip_name,
+        "zip_bytes": zip_bytes,
+        "unpacked_bytes": sum(sizes.values()),
+        "files": listing,
+        "sizes": sizes,
+        "downloaded_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     write_json(dest / MANIFEST, record)  # first the manifest, then the marker: the marker means both exist
     write_json(dest / MARKER, record)

@@ -7,7 +7,7 @@ import contextlib
 import csv
 import fcntl
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from kagglecv.core.files import atomic_path
@@ -21,8 +21,7 @@ PENDING = "PENDING"  # a submission made but not scored yet: the next submit pol
 def _locked(path: Path):
     """An exclusive lock on `.<name>.lock` beside `path`: fcntl.lockf (POSIX record locks work on NFS,
     flock on a folder does not). The small lock file stays; deleting it would race with the next writer."""
-    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o666)
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX)
         yield
@@ -45,8 +44,10 @@ def submitting(folder: Path, competition: str):
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:  # EACCES or EAGAIN: another process holds it
-            raise InputError(f"{path}: another `snakemake submit` of {competition} is running; wait for it to end "
-                             f"(its row in leaderboard.csv), then submit again if you still need to") from None
+            raise InputError(
+                f"{path}: another `snakemake submit` of {competition} is running; wait for it to end "
+                f"(its row in leaderboard.csv), then submit again if you still need to"
+            ) from None
         yield
     finally:
         os.close(fd)  # releases the lock
@@ -64,8 +65,11 @@ def read_leaderboard(path: str | Path) -> list[dict]:
 def pending_submission(path: str | Path, competition: str, **match) -> dict | None:
     """The last leaderboard row for `competition` whose columns equal `match` (file_sha256=..., or a kernel
     and its version), if it is still PENDING."""
-    rows = [r for r in read_leaderboard(path) if r.get("competition") == competition
-            and all(r.get(k) == str(v) for k, v in match.items())]
+    rows = [
+        r
+        for r in read_leaderboard(path)
+        if r.get("competition") == competition and all(r.get(k) == str(v) for k, v in match.items())
+    ]
     return rows[-1] if rows and rows[-1].get("status") == PENDING and rows[-1].get("ref") else None
 
 
@@ -79,7 +83,7 @@ def append_leaderboard(path: Path, row: dict, *, replace_ref: bool = False) -> N
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    row = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **row}
+    row = {"time": datetime.now(UTC).isoformat(timespec="seconds"), **row}
     cells = {k: "" if v is None else redact(str(v)) for k, v in row.items()}
     with _locked(path):  # parallel submit jobs cannot drop each other's row
         rows, columns = [], list(COLUMNS)
@@ -89,8 +93,11 @@ def append_leaderboard(path: Path, row: dict, *, replace_ref: bool = False) -> N
                 rows = list(reader)
                 columns += [c for c in reader.fieldnames or [] if c not in columns]
         columns += [c for c in row if c not in columns]
-        same = [i for i, r in enumerate(rows) if replace_ref and r.get("competition") == cells.get("competition")
-                and r.get("ref") == cells.get("ref")]
+        same = [
+            i
+            for i, r in enumerate(rows)
+            if replace_ref and r.get("competition") == cells.get("competition") and r.get("ref") == cells.get("ref")
+        ]
         if same:
             rows[same[-1]] = {**rows[same[-1]], **cells, "time": rows[same[-1]].get("time") or cells["time"]}
         else:
@@ -101,11 +108,30 @@ def append_leaderboard(path: Path, row: dict, *, replace_ref: bool = False) -> N
             writer.writerows(rows)
 
 
-def record_result(leaderboard: Path, competition: str, message: str, cv, result: dict, sha256: str, *,
-                  replace_ref: bool = False, **extra) -> None:
+def record_result(
+    leaderboard: Path,
+    competition: str,
+    message: str,
+    cv,
+    result: dict,
+    sha256: str,
+    *,
+    replace_ref: bool = False,
+    **extra,
+) -> None:
     """A submission's row in leaderboard.csv (any status, PENDING included); `extra` adds columns."""
-    append_leaderboard(Path(leaderboard), {
-        "competition": competition, "message": message, "cv": cv, "public_score": result["public_score"],
-        "private_score": result["private_score"], "ref": result["ref"], "status": result["status"],
-        "file_sha256": sha256, **extra,
-    }, replace_ref=replace_ref)
+    append_leaderboard(
+        Path(leaderboard),
+        {
+            "competition": competition,
+            "message": message,
+            "cv": cv,
+            "public_score": result["public_score"],
+            "private_score": result["private_score"],
+            "ref": result["ref"],
+            "status": result["status"],
+            "file_sha256": sha256,
+            **extra,
+        },
+        replace_ref=replace_ref,
+    )

@@ -2,8 +2,8 @@
 
 `kernel_code` is the notebook's script, which the kernel builder (kagglecv.kaggle.kernel) writes: it installs
 the dataset's wheels offline when kagglecv is missing, then calls `main`.
-`run` is the rest of the notebook. Before it decodes anything it prints the versions it runs with and checks them against
-the tested ones, each dataset file against the manifest and the free disk. It reads the competition's test side
+`run` is the rest of the notebook. Before it decodes anything it prints the versions it runs with and checks them
+against the tested ones, each dataset file against the manifest and the free disk. It reads the competition's test side
 only, as meta.json describes it (the hidden rerun has no training side), decodes it exactly as `prepare` did
 (same decoder, same cache shape), predicts it with `predict.ensemble_predict` (the code behind `snakemake
 predict`: every fold and backbone, the same TTA, seeded per image, and the stored ensemble) and writes the
@@ -23,7 +23,7 @@ import os
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from kagglecv.core.errors import InputError
@@ -72,8 +72,8 @@ def pip_install(args, wheels):
 
 def install_wheels():
     """Internet is off: kagglecv and kaggle.kernel_wheels come with the dataset, in wheels/. kagglecv's wheel pins
-    the versions it was built with, which no offline index holds: it installs without them (kagglecv.kaggle.notebook then
-    checks the versions it needs, naming any wheel to add); the others install with their dependencies, found in
+    the versions it was built with, which no offline index holds: it installs without them (kagglecv.kaggle.notebook
+    then checks the versions it needs, naming any wheel to add); the others install with their dependencies, found in
     wheels/ or already installed."""
     # where kagglecv.kaggle.notebook.find_input looks: it cannot be imported before it is installed
     places = [INPUT / DATASET, *sorted(INPUT.glob("*/" + DATASET)), *sorted(INPUT.glob("*/*/" + DATASET))]
@@ -107,8 +107,10 @@ def find_input(input_dir: Path, name: str) -> Path:
         if candidate.is_dir():
             return candidate
     present = sorted(p.name for p in input_dir.iterdir()) if input_dir.is_dir() else []
-    raise InputError(f"{input_dir}/{name}: not found (present: {present or 'nothing'}); attach it to the "
-                     f"notebook, or point KAGGLE_INPUT at the folder holding it")
+    raise InputError(
+        f"{input_dir}/{name}: not found (present: {present or 'nothing'}); attach it to the "
+        f"notebook, or point KAGGLE_INPUT at the folder holding it"
+    )
 
 
 def read_test_set(competition_dir: Path, meta: PreparedMeta, scratch: Path):
@@ -117,8 +119,8 @@ def read_test_set(competition_dir: Path, meta: PreparedMeta, scratch: Path):
     describes it (the layout prepare recognised, the file names it used): nothing of the training side, which a
     hidden rerun does not have."""
     from kagglecv.config.data import DataConfig
-    from kagglecv.data.competition import read_test_meta, read_test_side
     from kagglecv.data.archive import unpacked
+    from kagglecv.data.competition import read_test_meta, read_test_side
     from kagglecv.data.tables import find_root
 
     meta = PreparedMeta.of(meta)
@@ -149,16 +151,24 @@ def decode_test_set(side, cfg, meta: PreparedMeta, cache: Path, workers: int) ->
 
     ids = side.template.ids
     h, w, c = (int(v) for v in PreparedMeta.of(meta).image_shape)
-    rerun.check_disk(cache.parent, len(ids) * h * w * c + (64 << 20),
-                     f"the decoded test set ({len(ids):,} images of {h}x{w}x{c})")
+    rerun.check_disk(
+        cache.parent, len(ids) * h * w * c + (64 << 20), f"the decoded test set ({len(ids):,} images of {h}x{w}x{c})"
+    )
     decoder = images.Decoder(h, w, c == 1, cfg.resize, cfg.max_image_pixels)
     bad: list = []
     with images.Pool(workers) as pool:
         if isinstance(side.images, PixelRows):
             write_images(cache, side.images, ids, decoder, pool, "decode test")
         else:
-            images.write_cache(cache, side.images, ids, decoder, pool,
-                               progress=rerun.Progress("decode test", len(ids), "images"), bad=bad)
+            images.write_cache(
+                cache,
+                side.images,
+                ids,
+                decoder,
+                pool,
+                progress=rerun.Progress("decode test", len(ids), "images"),
+                bad=bad,
+            )
     return bad
 
 
@@ -172,9 +182,11 @@ def unreadable(missing: list, bad: list, ids: list[str], limit: float) -> list[i
     for k, i, why in found:
         log.warning("test id %r (row %d): %s; predicted with the training prior", i, k + 2, why)
     if len(found) > limit * len(ids):
-        raise InputError(f"kernel: {len(found)} of {len(ids)} test images have no readable image, more than "
-                         f"kaggle.max_bad_test_images ({limit:g} of the rows); first: {found[0][1]!r} "
-                         f"({found[0][2]}); check the decoder's settings (meta.json) against the hidden images")
+        raise InputError(
+            f"kernel: {len(found)} of {len(ids)} test images have no readable image, more than "
+            f"kaggle.max_bad_test_images ({limit:g} of the rows); first: {found[0][1]!r} "
+            f"({found[0][2]}); check the decoder's settings (meta.json) against the hidden images"
+        )
     return [k for k, _, _ in found]
 
 
@@ -193,8 +205,9 @@ def predict_test_set(bundle: Path, cache: Path, bad_rows: list[int], device: str
     info = {"method": scores.ensemble.method, "members": []}
     if len(good):
         progress = rerun.Progress("predict", passes, "fold passes")
-        probs[good], info = ensemble_predict(bundle, images, device, meta_rows, rows=good if bad_rows else None,
-                                             progress=progress)
+        probs[good], info = ensemble_predict(
+            bundle, images, device, meta_rows, rows=good if bad_rows else None, progress=progress
+        )
     return probs, info
 
 
@@ -207,8 +220,14 @@ def main(competition: str, dataset: str, input_dir=None, working_dir=None) -> No
         sys.exit(1)
 
 
-def run(competition: str, dataset: str, input_dir: str | Path | None = None, working_dir: str | Path | None = None,
-        device: str = "auto", workers: int | None = None) -> Path:
+def run(
+    competition: str,
+    dataset: str,
+    input_dir: str | Path | None = None,
+    working_dir: str | Path | None = None,
+    device: str = "auto",
+    workers: int | None = None,
+) -> Path:
     """The notebook: check the environment and the dataset, predict the competition's test set with the
     dataset's ensemble (unreadable images: the training prior), write submission.csv."""
     import pandas as pd
@@ -237,21 +256,37 @@ def run(competition: str, dataset: str, input_dir: str | Path | None = None, wor
         probs, info = predict_test_set(bundle, cache, bad_rows, device, meta_rows)
         preds = pd.DataFrame(probs, columns=[f"p{k}" for k in range(probs.shape[1])])
         preds.insert(0, "id", ids)
-        out = submission_frame(preds, meta, side.template.path, scores.metric, scores.ensemble.thresholds,
-                               source=f"{dataset} predictions")
+        out = submission_frame(
+            preds, meta, side.template.path, scores.metric, scores.ensemble.thresholds, source=f"{dataset} predictions"
+        )
     dest = KernelFiles(working_dir).submission
     write_csv(dest, out)  # as the workflow's submission step writes it
     seconds = time.perf_counter() - t0
-    log.info("%s: %d rows written to %s in %.1f s (%.3g s per image; %s of %s); %d unreadable test image(s) "
-             "predicted with the training prior", competition, len(out), dest, seconds, seconds / len(out),
-             info["method"], ", ".join(info["members"]), len(bad_rows))
+    log.info(
+        "%s: %d rows written to %s in %.1f s (%.3g s per image; %s of %s); %d unreadable test image(s) "
+        "predicted with the training prior",
+        competition,
+        len(out),
+        dest,
+        seconds,
+        seconds / len(out),
+        info["method"],
+        ", ".join(info["members"]),
+        len(bad_rows),
+    )
     return dest
 
 
 def log_projection(plan: dict | None, rows: int) -> None:
     if plan:
         seconds = rows * plan["seconds_per_image"]
-        end = datetime.now(timezone.utc) + timedelta(seconds=seconds)
-        log.info("%d test rows: projected ~%.0f s (%.3g s per image on a %s kernel, from snakemake kernel's "
-                 "timings); ends ~%s UTC", rows, seconds, plan["seconds_per_image"], plan["target"],
-                 end.strftime("%H:%M:%S"))
+        end = datetime.now(UTC) + timedelta(seconds=seconds)
+        log.info(
+            "%d test rows: projected ~%.0f s (%.3g s per image on a %s kernel, from snakemake kernel's "
+            "timings); ends ~%s UTC",
+            rows,
+            seconds,
+            plan["seconds_per_image"],
+            plan["target"],
+            end.strftime("%H:%M:%S"),
+        )

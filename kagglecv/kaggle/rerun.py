@@ -29,7 +29,7 @@ import platform
 import re
 import shutil
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from kagglecv.core.errors import InputError
@@ -40,8 +40,18 @@ log = logging.getLogger("kagglecv.kaggle.kernel")
 
 # The distributions whose modules kagglecv imports on the kernel's path (prepare, images, predict, train, blend,
 # submission); their own dependencies are theirs to declare.
-KERNEL_REQUIRES = ("numpy", "pandas", "pillow", "scikit-learn", "scipy", "torch", "timm", "albumentations",
-                   "PyYAML", "tqdm")
+KERNEL_REQUIRES = (
+    "numpy",
+    "pandas",
+    "pillow",
+    "scikit-learn",
+    "scipy",
+    "torch",
+    "timm",
+    "albumentations",
+    "PyYAML",
+    "tqdm",
+)
 # Kaggle's kernels have 4 CPU cores (GPU kernels too): decoding there runs on 4 processes.
 KAGGLE_CORES = 4
 # Kaggle's seconds per second timed here, when the kernel runs on another kind of device than the training
@@ -75,8 +85,14 @@ def decode_cost(meta: PreparedMeta) -> float:
     return float(d["workers"]) / float(d["images_per_s"]) / KAGGLE_CORES
 
 
-def project(folds: dict[str, list[ModelRecord]], meta: PreparedMeta, *, enable_gpu: bool,
-            hidden_test_rows: int | None, speed_factor: float | None) -> dict | None:
+def project(
+    folds: dict[str, list[ModelRecord]],
+    meta: PreparedMeta,
+    *,
+    enable_gpu: bool,
+    hidden_test_rows: int | None,
+    speed_factor: float | None,
+) -> dict | None:
     """The rerun's projected time from `folds` ({member: [the training record of each fold]}); None when some
     fold was not timed (a run from before training timed its predictions)."""
     meta, members, devices = PreparedMeta.of(meta), {}, set()
@@ -91,9 +107,16 @@ def project(folds: dict[str, list[ModelRecord]], meta: PreparedMeta, *, enable_g
     factor = speed_factor or SPEED_FACTORS.get((timed_on, "gpu" if enable_gpu else "cpu"), 1.0)
     per_image = decode_cost(meta) + factor * sum(v["seconds_per_image"] for v in members.values())
     rows = int(hidden_test_rows or meta.n_test)
-    return {"rows": rows, "decode_seconds_per_image": decode_cost(meta), "members": members, "timed_on": timed_on,
-            "target": "gpu" if enable_gpu else "cpu", "speed_factor": factor, "seconds_per_image": per_image,
-            "projected_seconds": rows * per_image}
+    return {
+        "rows": rows,
+        "decode_seconds_per_image": decode_cost(meta),
+        "members": members,
+        "timed_on": timed_on,
+        "target": "gpu" if enable_gpu else "cpu",
+        "speed_factor": factor,
+        "seconds_per_image": per_image,
+        "projected_seconds": rows * per_image,
+    }
 
 
 def check_budget(plan: dict | None, limit: float, safety: float) -> None:
@@ -101,8 +124,10 @@ def check_budget(plan: dict | None, limit: float, safety: float) -> None:
     if plan is None or plan["projected_seconds"] <= safety * limit:
         return
     factor = plan["speed_factor"]
-    parts = ", ".join(f"{m} {v['folds']} folds x {v['views']} views {v['seconds_per_image'] * factor:.3g} s"
-                      for m, v in plan["members"].items())
+    parts = ", ".join(
+        f"{m} {v['folds']} folds x {v['views']} views {v['seconds_per_image'] * factor:.3g} s"
+        for m, v in plan["members"].items()
+    )
     costliest = max(plan["members"], key=lambda m: plan["members"][m]["seconds_per_image"])
     raise InputError(
         f"kernel: the hidden rerun would take ~{plan['projected_seconds'] / 3600:.2f} h ({plan['rows']:,} images x "
@@ -110,7 +135,8 @@ def check_budget(plan: dict | None, limit: float, safety: float) -> None:
         f"{plan['timed_on']}, x{plan['speed_factor']:g} for a {plan['target']} kernel), above "
         f"{safety:g} x kaggle.kernel_time_limit = {safety * limit / 3600:.2f} h; cut TTA views (train.tta), folds "
         f"or backbones ({costliest} costs the most), or set kaggle.hidden_test_rows / kaggle.kernel_speed_factor "
-        f"if they are wrong")
+        f"if they are wrong"
+    )
 
 
 # ---------------------------------------------------------------- the environment
@@ -131,8 +157,10 @@ def installed(name: str) -> str | None:
 
 def tested_environment() -> dict:
     """The Python and package versions the workflow ran with: the kernel needs at least these."""
-    return {"python": platform.python_version(),
-            "packages": {n: v for n in KERNEL_REQUIRES if (v := installed(n)) is not None}}
+    return {
+        "python": platform.python_version(),
+        "packages": {n: v for n in KERNEL_REQUIRES if (v := installed(n)) is not None},
+    }
 
 
 def check_environment(environment: dict | None) -> dict[str, str | None]:
@@ -140,14 +168,18 @@ def check_environment(environment: dict | None) -> dict[str, str | None]:
     the wheel to ship in kaggle.kernel_wheels."""
     tested = (environment or {}).get("packages", {})
     found = {n: installed(n) for n in tested or KERNEL_REQUIRES}
-    print(f"python {platform.python_version()}; " + ", ".join(f"{n} {v or 'missing'}" for n, v in found.items()),
-          flush=True)
+    print(
+        f"python {platform.python_version()}; " + ", ".join(f"{n} {v or 'missing'}" for n, v in found.items()),
+        flush=True,
+    )
     short = [(n, found[n], v) for n, v in tested.items() if found[n] is None or release(found[n]) < release(v)]
     if short:
         what = ", ".join(f"{n} {have or 'missing'} (tested: {want})" for n, have, want in short)
         pins = " ".join(f"{n}=={want}" for n, _, want in short)
-        raise InputError(f"kernel: {what}; download the wheel(s) (pip download --no-deps -d wheels/ {pins}), list "
-                         "them in kaggle.kernel_wheels, then snakemake kernel and submit again")
+        raise InputError(
+            f"kernel: {what}; download the wheel(s) (pip download --no-deps -d wheels/ {pins}), list "
+            "them in kaggle.kernel_wheels, then snakemake kernel and submit again"
+        )
     return found
 
 
@@ -167,21 +199,27 @@ def verify_files(folder: Path, manifest: dict, skip: set[str] = frozenset()) -> 
             problem = f"differs from the manifest ({path.stat().st_size:,} bytes, manifest: {want['bytes']:,})"
         else:
             continue
-        raise InputError(f"{path}: {problem}; the kernel dataset is incomplete or stale: upload "
-                         "results/<competition>/kernel-dataset again (snakemake submit)")
+        raise InputError(
+            f"{path}: {problem}; the kernel dataset is incomplete or stale: upload "
+            "results/<competition>/kernel-dataset again (snakemake submit)"
+        )
 
 
 def check_disk(folder: Path, needed: int, what: str) -> None:
     free = shutil.disk_usage(folder).free
     if free < needed:
-        raise InputError(f"{folder}: {free / 2**30:.2f} GiB free, {what} needs {needed / 2**30:.2f} GiB; free space "
-                         "there, or point TMPDIR at a larger disk")
+        raise InputError(
+            f"{folder}: {free / 2**30:.2f} GiB free, {what} needs {needed / 2**30:.2f} GiB; free space "
+            "there, or point TMPDIR at a larger disk"
+        )
 
 
 def read_manifest(path: Path) -> dict:
     if not Path(path).is_file():
-        raise InputError(f"{path}: not found; the kernel dataset is incomplete: upload "
-                         "results/<competition>/kernel-dataset again (snakemake submit)")
+        raise InputError(
+            f"{path}: not found; the kernel dataset is incomplete: upload "
+            "results/<competition>/kernel-dataset again (snakemake submit)"
+        )
     return json.loads(Path(path).read_text())
 
 
@@ -204,6 +242,14 @@ class Progress:
             return
         self.last, spent = now, now - self.start
         left = spent / max(self.done, 1) * (self.total - self.done)
-        end = datetime.now(timezone.utc) + timedelta(seconds=left)
-        log.info("%s: %d/%d %s in %.0f s; ends in ~%.0f s (%s UTC)", self.what, self.done, self.total, self.unit,
-                 spent, left, end.strftime("%H:%M:%S"))
+        end = datetime.now(UTC) + timedelta(seconds=left)
+        log.info(
+            "%s: %d/%d %s in %.0f s; ends in ~%.0f s (%s UTC)",
+            self.what,
+            self.done,
+            self.total,
+            self.unit,
+            spent,
+            left,
+            end.strftime("%H:%M:%S"),
+        )

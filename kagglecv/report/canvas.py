@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from kagglecv.core.files import atomic_path
 from kagglecv.core.results import PreparedMeta
 

@@ -29,8 +29,11 @@ def training_curves(histories: dict[str, list[str | Path]], metric: str, out_png
             ax_loss.plot(h["epoch"], h["train_loss"], "-o", color=c, ms=3, label=f"fold {k} train")
             v = h.dropna(subset=["valid_loss"])  # the validated epochs (train.valid_every)
             ax_loss.plot(v["epoch"], v["valid_loss"], "--s", color=c, ms=3, label=f"fold {k} valid")
-            col = f"valid_{metric}" if f"valid_{metric}" in h else next(
-                (c2 for c2 in h.columns if c2.startswith("valid_") and c2 != "valid_loss"), None)
+            col = (
+                f"valid_{metric}"
+                if f"valid_{metric}" in h
+                else next((c2 for c2 in h.columns if c2.startswith("valid_") and c2 != "valid_loss"), None)
+            )
             if col:
                 ax_metric.plot(v["epoch"], v[col], "-o", color=c, ms=3, label=f"fold {k}")
         ax_loss.set_title(f"{name}: loss (solid train, dashed valid)", fontsize=10)
@@ -58,10 +61,19 @@ def job_time_frame(metrics: dict[str, list[str | Path]]) -> pd.DataFrame:
                 continue
             startup, tta, fixed = m["startup_seconds"], m["tta_seconds"], m["fixed_seconds"]
             budget = m.get("time_budget") or {}
-            rows.append({"job": f"{name} fold {m['fold']}", "start-up": startup, "epochs": m["train_seconds"],
-                         "TTA": tta, "writing and the rest": max(fixed - startup - tta, 0.0), "fixed": fixed,
-                         "budget": budget.get("budget_seconds"), "planned": budget.get("planned_seconds"),
-                         "used": budget.get("used_seconds")})
+            rows.append(
+                {
+                    "job": f"{name} fold {m['fold']}",
+                    "start-up": startup,
+                    "epochs": m["train_seconds"],
+                    "TTA": tta,
+                    "writing and the rest": max(fixed - startup - tta, 0.0),
+                    "fixed": fixed,
+                    "budget": budget.get("budget_seconds"),
+                    "planned": budget.get("planned_seconds"),
+                    "used": budget.get("used_seconds"),
+                }
+            )
     return pd.DataFrame(rows, columns=["job", *(p for p, _ in JOB_PARTS), "fixed", "budget", "planned", "used"])
 
 
@@ -79,10 +91,24 @@ def job_time(metrics: dict[str, list[str | Path]], out_png: str | Path) -> pd.Da
     if len(budgeted):
         y = [list(df["job"]).index(j) for j in budgeted["job"]]
         start = budgeted["start-up"].to_numpy(dtype=float)
-        ax.scatter(start + budgeted["planned"].to_numpy(dtype=float), y, marker="|", s=300, color="k",
-                   label="planned (time budget)", zorder=3)
-        ax.scatter(start + budgeted["budget"].to_numpy(dtype=float), y, marker="|", s=300, color="C3",
-                   label="time budget", zorder=3)
+        ax.scatter(
+            start + budgeted["planned"].to_numpy(dtype=float),
+            y,
+            marker="|",
+            s=300,
+            color="k",
+            label="planned (time budget)",
+            zorder=3,
+        )
+        ax.scatter(
+            start + budgeted["budget"].to_numpy(dtype=float),
+            y,
+            marker="|",
+            s=300,
+            color="C3",
+            label="time budget",
+            zorder=3,
+        )
     ax.invert_yaxis()  # first job on top
     ax.set_xlabel("seconds")
     fixed = f"{df['fixed'].mean():.1f} s per job (median {df['fixed'].median():.1f})" if len(df) else "no data"

@@ -30,8 +30,14 @@ def fold_counts(folds: pd.DataFrame, meta: PreparedMeta) -> tuple[pd.DataFrame, 
         key, names = np.array([task.grades.index(float(v)) for v in folds["y"]]), list(task.classes)
     else:
         key, names = folds["y"].to_numpy(int), list(task.classes)
-    counts = (folds.assign(key=key).groupby(["fold", "key"]).size().unstack(fill_value=0)
-              .reindex(columns=range(len(names)), fill_value=0).sort_index())
+    counts = (
+        folds.assign(key=key)
+        .groupby(["fold", "key"])
+        .size()
+        .unstack(fill_value=0)
+        .reindex(columns=range(len(names)), fill_value=0)
+        .sort_index()
+    )
     return counts, names
 
 
@@ -45,9 +51,9 @@ def class_balance(folds_csv: str | Path, meta_json: str | Path, out_png: str | P
         left = np.zeros(len(counts))
         for j, name in enumerate(names):
             ax.barh(labels, frac[j], left=left, color=f"C{j % 10}", label=name)
-            for i, (l, f, c) in enumerate(zip(left, frac[j], counts[j])):
+            for i, (start, f, c) in enumerate(zip(left, frac[j], counts[j])):
                 if f > 0.06:
-                    ax.text(l + f / 2, i, str(c), ha="center", va="center", fontsize=8, color="white")
+                    ax.text(start + f / 2, i, str(c), ha="center", va="center", fontsize=8, color="white")
             left += frac[j].to_numpy()
         ax.set_xlim(0, 1)
         ax.legend(title="class", fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")

@@ -19,8 +19,9 @@ def leaderboard(leaderboard_csv: str | Path, out_png: str | Path) -> pd.DataFram
         if col in lb and pd.to_numeric(lb[col], errors="coerce").notna().any():
             ax.plot(x, pd.to_numeric(lb[col], errors="coerce"), style, label=col.replace("_", " "))
     times = pd.to_datetime(lb["time"], errors="coerce", utc=True) if "time" in lb else pd.Series([pd.NaT] * len(lb))
-    ax.set_xticks(x, labels=[f"#{i}\n{t:%m-%d %H:%M}" if pd.notna(t) else f"#{i}" for i, t in zip(x, times)],
-                  fontsize=7)
+    ax.set_xticks(
+        x, labels=[f"#{i}\n{t:%m-%d %H:%M}" if pd.notna(t) else f"#{i}" for i, t in zip(x, times)], fontsize=7
+    )
     ax.set_xlabel("submission")
     ax.set_ylabel("score")
     ax.set_title(f"Leaderboard history: {len(lb)} submission(s)", fontsize=10)

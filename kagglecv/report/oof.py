@@ -22,8 +22,8 @@ def _probs(df: pd.DataFrame) -> np.ndarray:
 def decided(oof: pd.DataFrame, meta: PreparedMeta, scores: Scores | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(true index, predicted index, names) of OOF rows of a task with classes: argmax for classification,
     the fitted cut points for ordinal grades."""
-    from kagglecv.scoring.decisions import decide
     from kagglecv.core.tasks import Task
+    from kagglecv.scoring.decisions import decide
 
     task, p = Task.of(meta), _probs(oof)
     names = list(task.classes)
@@ -36,8 +36,13 @@ def decided(oof: pd.DataFrame, meta: PreparedMeta, scores: Scores | None) -> tup
     return np.array([index[float(v)] for v in oof["y"]]), np.array([index[float(v)] for v in pred]), names
 
 
-def confusion(ensemble_oof_csv: str | Path, meta_json: str | Path, out_png: str | Path,
-              method: str | None = None, scores: Scores | None = None) -> np.ndarray:
+def confusion(
+    ensemble_oof_csv: str | Path,
+    meta_json: str | Path,
+    out_png: str | Path,
+    method: str | None = None,
+    scores: Scores | None = None,
+) -> np.ndarray:
     """The OOF confusion matrix (classes, grades); multilabel: per-label counts; regression: predicted vs true."""
     oof = read_table(ensemble_oof_csv)
     meta = PreparedMeta.read(meta_json)
@@ -59,24 +64,33 @@ def confusion(ensemble_oof_csv: str | Path, meta_json: str | Path, out_png: str 
         for i in range(n):
             for j in range(n):
                 if cm[i, j]:
-                    ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
-                            color="white" if rates[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        str(cm[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if rates[i, j] > 0.5 else "black",
+                    )
     ticks = np.arange(n)
     ax.set_xticks(ticks, labels=names if n <= 60 else [""] * n, rotation=90 if n > 10 else 0, fontsize=8)
     ax.set_yticks(ticks, labels=names if n <= 60 else [""] * n, fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     acc = float(np.trace(cm) / max(cm.sum(), 1))
-    ax.set_title(f"OOF confusion matrix, ensemble{f' ({method})' if method else ''}: "
-                 f"{cm.sum()} images, accuracy {acc:.4f}", fontsize=10)
+    ax.set_title(
+        f"OOF confusion matrix, ensemble{f' ({method})' if method else ''}: {cm.sum()} images, accuracy {acc:.4f}",
+        fontsize=10,
+    )
     save_figure(fig, out_png)
     return cm
 
 
 def label_confusion(oof, meta, scores, out_png, method) -> np.ndarray:
     """Multilabel: true positives, false positives and false negatives per label at the fitted thresholds."""
-    from kagglecv.scoring.decisions import decide
     from kagglecv.core.tasks import Task
+    from kagglecv.scoring.decisions import decide
 
     task = Task.of(meta)
     truth = task.targets(oof).astype(bool)
@@ -87,8 +101,9 @@ def label_confusion(oof, meta, scores, out_png, method) -> np.ndarray:
     fig = new_figure(9, max(3.0, 0.3 * len(names) + 1.5))
     ax = fig.add_subplot()
     left = np.zeros(len(names))
-    for j, (what, color) in enumerate((("true positive", "#1b7837"), ("false positive", "#d6604d"),
-                                       ("false negative", "#f4a582"))):
+    for j, (what, color) in enumerate(
+        (("true positive", "#1b7837"), ("false positive", "#d6604d"), ("false negative", "#f4a582"))
+    ):
         ax.barh(names, counts[:, j], left=left, color=color, label=what)
         left += counts[:, j]
     ax.invert_yaxis()
@@ -127,8 +142,10 @@ def pick_errors(oof: pd.DataFrame, n: int = 16, meta: PreparedMeta | None = None
         out = oof[["id", "label", "fold"]].copy()
         out["error"] = np.abs(p - truth).sum(1)  # numeric: |pred - y|; multilabel: summed probability misses
         out["shown"] = [" ".join(f"{v:.2f}" for v in row[:3]) for row in p]
-        return (out.sort_values(["error", "id"], ascending=[False, True]).head(n),
-                out.sort_values(["error", "id"]).head(n))
+        return (
+            out.sort_values(["error", "id"], ascending=[False, True]).head(n),
+            out.sort_values(["error", "id"]).head(n),
+        )
     p = _probs(oof)
     top2 = np.sort(p, axis=1)[:, -2:]
     out = oof[["id", "y", "fold"]].copy()
@@ -139,8 +156,9 @@ def pick_errors(oof: pd.DataFrame, n: int = 16, meta: PreparedMeta | None = None
     return wrong, uncertain
 
 
-def oof_errors(ensemble_oof_csv: str | Path, prepared_dir: str | Path, out_png: str | Path, n: int = 16,
-               per_row: int = 8) -> tuple[pd.DataFrame, pd.DataFrame]:
+def oof_errors(
+    ensemble_oof_csv: str | Path, prepared_dir: str | Path, out_png: str | Path, n: int = 16, per_row: int = 8
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     prepared = PreparedFiles(prepared_dir)
     oof = read_table(ensemble_oof_csv)
     meta = PreparedMeta.read(prepared.meta)
@@ -150,10 +168,17 @@ def oof_errors(ensemble_oof_csv: str | Path, prepared_dir: str | Path, out_png: 
     images = np.load(prepared.train_images, mmap_mode="r")
     wrong, uncertain = pick_errors(oof, n, meta)
     by_class = "error" not in wrong.columns
-    sections = ([("Most confidently wrong", wrong, "no wrong out-of-fold prediction"),
-                 ("Most uncertain (smallest margin between the top two classes)", uncertain, "no images")]
-                if by_class else [("Largest out-of-fold errors", wrong, "no images"),
-                                  ("Smallest out-of-fold errors", uncertain, "no images")])
+    sections = (
+        [
+            ("Most confidently wrong", wrong, "no wrong out-of-fold prediction"),
+            ("Most uncertain (smallest margin between the top two classes)", uncertain, "no images"),
+        ]
+        if by_class
+        else [
+            ("Largest out-of-fold errors", wrong, "no images"),
+            ("Smallest out-of-fold errors", uncertain, "no images"),
+        ]
+    )
     rows = [max(1, math.ceil(len(df) / per_row)) for _, df, _ in sections]
     fig = new_figure(1.45 * per_row, 1.75 * sum(rows) + 0.9)
     subfigs = fig.subfigures(len(sections), 1, height_ratios=rows)
@@ -175,9 +200,12 @@ def oof_errors(ensemble_oof_csv: str | Path, prepared_dir: str | Path, out_png: 
                 ax.set_title(f"{_short(str(r.id))}\ntrue {_short(str(r.label))}\npred {_short(r.shown)}", fontsize=7)
                 continue
             wrong_pred = r.pred != r.y
-            ax.set_title(f"{_short(str(r.id))}\ntrue {_short(names[r.y])} / pred {_short(names[r.pred])}\n"
-                         f"p={r.confidence:.2f} (true {r.p_true:.2f})", fontsize=7,
-                         color="#b00020" if wrong_pred else "#1b5e20")
+            ax.set_title(
+                f"{_short(str(r.id))}\ntrue {_short(names[r.y])} / pred {_short(names[r.pred])}\n"
+                f"p={r.confidence:.2f} (true {r.p_true:.2f})",
+                fontsize=7,
+                color="#b00020" if wrong_pred else "#1b5e20",
+            )
     save_figure(fig, out_png)
     return wrong, uncertain
 

@@ -13,7 +13,6 @@ from kagglecv.core.files import atomic_path, read_table
 from kagglecv.core.results import Scores
 from kagglecv.report.canvas import new_figure, save_figure
 
-
 CHOSEN_COLOR = "#d9f2e4"  # the chosen ensemble's row
 
 
@@ -33,12 +32,25 @@ def cv_frame(scores: Scores, ensemble_oof: pd.DataFrame | None = None) -> pd.Dat
     folds = [f"fold {k}" for k in range(n_folds)]
     rows = []
     for name, m in scores.models.items():
-        rows.append({"kind": "backbone", "model": name, "CV": m["cv"], **dict(zip(folds, m["folds"])),
-                     "chosen": False, "params": ""})
+        rows.append(
+            {
+                "kind": "backbone",
+                "model": name,
+                "CV": m["cv"],
+                **dict(zip(folds, m["folds"])),
+                "chosen": False,
+                "params": "",
+            }
+        )
     chosen = scores.ensemble.method
     for name, m in scores.methods.items():
-        row = {"kind": "ensemble", "model": name, "CV": m["cv"], "chosen": name == chosen,
-               "params": _describe_params(m.get("params"))}
+        row = {
+            "kind": "ensemble",
+            "model": name,
+            "CV": m["cv"],
+            "chosen": name == chosen,
+            "params": _describe_params(m.get("params")),
+        }
         row.update(zip(folds, m.get("folds", [])))  # per-fold scores of the method's honest OOF
         rows.append(row)
     df = pd.DataFrame(rows, columns=["kind", "model", "CV", *folds, "chosen", "params"])
@@ -63,8 +75,9 @@ def _best_rows(df: pd.DataFrame, column: str, greater: bool) -> set[int]:
     return set(df.index[np.isclose(values, best, rtol=0, atol=1e-12)])
 
 
-def cv_table(scores_json: str | Path, out_png: str | Path, out_html: str | Path,
-             ensemble_oof_csv: str | Path | None = None) -> pd.DataFrame:
+def cv_table(
+    scores_json: str | Path, out_png: str | Path, out_html: str | Path, ensemble_oof_csv: str | Path | None = None
+) -> pd.DataFrame:
     scores = Scores.read(scores_json)
     oof = read_table(ensemble_oof_csv) if ensemble_oof_csv else None
     df = cv_frame(scores, oof)
@@ -72,8 +85,10 @@ def cv_table(scores_json: str | Path, out_png: str | Path, out_html: str | Path,
     score_cols = [c for c in df.columns if c == "CV" or c.startswith("fold ")]
     best = {c: _best_rows(df, c, greater) for c in score_cols}
     ens = scores.ensemble
-    title = (f"CV {metric} ({'higher' if greater else 'lower'} is better); ensemble: {ens.method} "
-             f"chosen by {ens.chosen_by}, CV {_fmt(ens.cv)}")
+    title = (
+        f"CV {metric} ({'higher' if greater else 'lower'} is better); ensemble: {ens.method} "
+        f"chosen by {ens.chosen_by}, CV {_fmt(ens.cv)}"
+    )
     _cv_table_png(df, score_cols, best, title, out_png)
     _cv_table_html(df, score_cols, best, title, out_html)
     return df

@@ -9,8 +9,11 @@ import pandas as pd
 
 from kagglecv.report.canvas import new_figure, save_figure
 
-STATE_STYLE = {"COMPLETE": ("#1f77b4", "o", "completed"), "PRUNED": ("#9a9a9a", "v", "pruned (last report)"),
-               "FAIL": ("#d62728", "x", "failed")}
+STATE_STYLE = {
+    "COMPLETE": ("#1f77b4", "o", "completed"),
+    "PRUNED": ("#9a9a9a", "v", "pruned (last report)"),
+    "FAIL": ("#d62728", "x", "failed"),
+}
 
 
 def history(trials: pd.DataFrame, metric: str, maximize: bool, out_png: str | Path) -> None:

@@ -20,9 +20,9 @@ import numpy as np
 from scipy.stats import rankdata
 from sklearn.linear_model import LogisticRegression, Ridge, RidgeCV
 
-from kagglecv.scoring import metrics
 from kagglecv.core.errors import InputError
 from kagglecv.core.tasks import CLASSIFICATION, NUMERIC
+from kagglecv.scoring import metrics
 
 
 def _normalise(p: np.ndarray) -> np.ndarray:
@@ -93,8 +93,14 @@ def stack_fit(oofs, y, metric, kind="multiclass", C: float = 1.0):
     if kind == "multilabel":
         y = np.asarray(y).astype(int)
         # a label with one class only in these rows cannot be fit: it keeps its observed rate
-        return {"models": [LogisticRegression(C=C, max_iter=1000).fit(_logits(oofs, j), y[:, j])
-                           if 0 < y[:, j].sum() < len(y) else float(y[:, j].mean()) for j in range(y.shape[1])]}
+        return {
+            "models": [
+                LogisticRegression(C=C, max_iter=1000).fit(_logits(oofs, j), y[:, j])
+                if 0 < y[:, j].sum() < len(y)
+                else float(y[:, j].mean())
+                for j in range(y.shape[1])
+            ]
+        }
     return {"model": LogisticRegression(C=C, max_iter=1000).fit(_log_probs(oofs), y)}
 
 
@@ -102,8 +108,12 @@ def stack_apply(preds, params, kind="multiclass"):
     if kind in NUMERIC:
         return params["model"].predict(np.hstack(preds))[:, None]
     if kind == "multilabel":
-        return np.column_stack([np.full(len(preds[0]), m) if isinstance(m, float)
-                                else m.predict_proba(_logits(preds, j))[:, 1] for j, m in enumerate(params["models"])])
+        return np.column_stack(
+            [
+                np.full(len(preds[0]), m) if isinstance(m, float) else m.predict_proba(_logits(preds, j))[:, 1]
+                for j, m in enumerate(params["models"])
+            ]
+        )
     model = params["model"]
     p = model.predict_proba(_log_probs(preds))
     out = np.full((len(p), len(preds[0][0])), 1e-15)
@@ -175,8 +185,11 @@ def fit_all(oofs, y, metric, kind="multiclass", names=None):
 
 def _fitted(model) -> dict:
     """A fitted linear model's state, exactly (JSON floats round-trip): what its predict/predict_proba read."""
-    out = {"type": type(model).__name__, "coef": np.asarray(model.coef_).tolist(),
-           "intercept": np.asarray(model.intercept_).tolist()}
+    out = {
+        "type": type(model).__name__,
+        "coef": np.asarray(model.coef_).tolist(),
+        "intercept": np.asarray(model.intercept_).tolist(),
+    }
     if hasattr(model, "classes_"):
         out["classes"] = np.asarray(model.classes_).tolist()
     return out
@@ -184,7 +197,7 @@ def _fitted(model) -> dict:
 
 def _refitted(state: dict):
     """The model `_fitted` described, ready to predict with scikit-learn's own code (no refit)."""
-    model = (LogisticRegression() if state["type"] == "LogisticRegression" else Ridge())
+    model = LogisticRegression() if state["type"] == "LogisticRegression" else Ridge()
     model.coef_, model.intercept_ = np.asarray(state["coef"]), np.asarray(state["intercept"])
     if "classes" in state:
         model.classes_ = np.asarray(state["classes"])
@@ -222,6 +235,10 @@ def describe(name: str, params, names: list[str]):
         return {"type": "LogisticRegression", "per_label": len(params["models"])}
     model = params["model"]
     if isinstance(model, RidgeCV):
-        return {"type": "RidgeCV", "alpha": float(model.alpha_), "intercept": float(model.intercept_),
-                "coef": dict(zip(names, np.ravel(model.coef_).tolist()))}
+        return {
+            "type": "RidgeCV",
+            "alpha": float(model.alpha_),
+            "intercept": float(model.intercept_),
+            "coef": dict(zip(names, np.ravel(model.coef_).tolist())),
+        }
     return {"type": type(model).__name__}

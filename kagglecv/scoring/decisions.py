@@ -1,7 +1,7 @@
 """Decisions from predictions: a class, the labels above their thresholds, a grade between cut points.
 
-Metrics that compare decisions (kagglecv.scoring.metrics) and the thresholds fitted for them (kagglecv.scoring.thresholds) both
-decide through `decide`; this module imports neither.
+Metrics that compare decisions (kagglecv.scoring.metrics) and the thresholds fitted for them
+(kagglecv.scoring.thresholds) both decide through `decide`; this module imports neither.
 """
 
 from __future__ import annotations
@@ -21,16 +21,19 @@ def label_thresholds(thresholds, n_labels: int) -> np.ndarray:
     t = np.full(n_labels, 0.5) if thresholds is None else np.asarray(thresholds, dtype=float)
     t = np.full(n_labels, float(t)) if t.ndim == 0 else t  # one threshold for every label
     if len(t) != n_labels:
-        raise InputError(f"thresholds: {len(t)} thresholds for {n_labels} labels; fit them again on this task's "
-                         "OOF predictions")
+        raise InputError(
+            f"thresholds: {len(t)} thresholds for {n_labels} labels; fit them again on this task's OOF predictions"
+        )
     return t
 
 
 def cut_points(thresholds, grades: np.ndarray) -> np.ndarray:
     cuts = midpoints(grades) if thresholds is None else np.asarray(thresholds, dtype=float)
     if len(cuts) != len(grades) - 1 or np.any(np.diff(cuts) < 0):
-        raise InputError(f"thresholds: cut points {np.round(cuts, 4).tolist()} do not fit grades "
-                         f"{grades.tolist()} (need {len(grades) - 1}, ascending); fit them again")
+        raise InputError(
+            f"thresholds: cut points {np.round(cuts, 4).tolist()} do not fit grades "
+            f"{grades.tolist()} (need {len(grades) - 1}, ascending); fit them again"
+        )
     return cuts
 
 

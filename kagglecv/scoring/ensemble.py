@@ -16,14 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kagglecv.scoring import blend
-from kagglecv.scoring import metrics
-from kagglecv.scoring import thresholds
 from kagglecv.core.errors import InputError
 from kagglecv.core.files import read_table, write_csv, write_json
 from kagglecv.core.layout import Layout, ModelFiles
 from kagglecv.core.results import PreparedMeta, Scores
 from kagglecv.core.tasks import Task
+from kagglecv.scoring import blend, metrics, thresholds
 
 
 def prob_columns(df: pd.DataFrame) -> list[str]:
@@ -52,21 +50,25 @@ def honest_score(metric: str, task: Task, y, pred, fold) -> tuple[float, list[fl
     each fold is decided by thresholds fitted on the other folds only (thresholds.nested)."""
     folds = sorted(np.unique(fold))
     if not metrics.needs_thresholds(metric, task.kind):
-        return (metrics.score(metric, y, pred, grades=task.grades),
-                [metrics.score(metric, y[fold == k], pred[fold == k], grades=task.grades) for k in folds])
+        return (
+            metrics.score(metric, y, pred, grades=task.grades),
+            [metrics.score(metric, y[fold == k], pred[fold == k], grades=task.grades) for k in folds],
+        )
     cv, per_fold_thresholds = thresholds.nested(metric, y, pred, fold, task.grades)
-    return cv, [metrics.score(metric, y[fold == k], pred[fold == k], thresholds=t, grades=task.grades)
-                for k, t in zip(folds, per_fold_thresholds)]
+    return cv, [
+        metrics.score(metric, y[fold == k], pred[fold == k], thresholds=t, grades=task.grades)
+        for k, t in zip(folds, per_fold_thresholds)
+    ]
 
 
-def combine(model_dirs: dict[str, list[Path]], folds_csv: Path, metric: str, out_dir: Path,
-            method: str = "mean") -> Scores:
+def combine(
+    model_dirs: dict[str, list[Path]], folds_csv: Path, metric: str, out_dir: Path, method: str = "mean"
+) -> Scores:
     layout = Layout(Path(out_dir))  # out_dir is results/<competition>
     task = results_task(layout)
     folds = read_table(folds_csv)
     y, fold = task.targets(folds), folds["fold"].to_numpy()
-    scores = {"metric": metric, "greater_is_better": metrics.greater_is_better(metric), "task": task.kind,
-              "models": {}}
+    scores = {"metric": metric, "greater_is_better": metrics.greater_is_better(metric), "task": task.kind, "models": {}}
     oofs, tests = {}, {}
     for name, dirs in model_dirs.items():
         oof, test = load_backbone([Path(d) for d in dirs])
@@ -96,15 +98,21 @@ def combine(model_dirs: dict[str, list[Path]], folds_csv: Path, metric: str, out
     elif method in available:
         chosen = method
     elif method in blend.METHODS:
-        raise InputError(f"ensemble.method: {method} does not suit {len(names)} {task.kind} model(s) scored by "
-                         f"{metric}; use auto or one of {available}")
+        raise InputError(
+            f"ensemble.method: {method} does not suit {len(names)} {task.kind} model(s) scored by "
+            f"{metric}; use auto or one of {available}"
+        )
     else:
         raise InputError(f"ensemble.method: unknown method {method!r}; use auto or one of {sorted(blend.METHODS)}")
     ens_oof = honest[chosen]
     ens_test = blend.apply(chosen, test_list, params[chosen], kind=task.kind)
-    scores["ensemble"] = {"method": chosen, "chosen_by": {"auto": "cv", "single model": "single model"}.get(method, "config"),
-                          "members": names, "cv": scores["methods"][chosen]["cv"],
-                          "params": blend.to_json(params[chosen])}  # what predict and the kernel apply
+    scores["ensemble"] = {
+        "method": chosen,
+        "chosen_by": {"auto": "cv", "single model": "single model"}.get(method, "config"),
+        "members": names,
+        "cv": scores["methods"][chosen]["cv"],
+        "params": blend.to_json(params[chosen]),
+    }  # what predict and the kernel apply
     if metrics.needs_thresholds(metric, task.kind):  # fitted on every OOF row, applied to the test set
         fitted = thresholds.fit(metric, y, ens_oof, task.grades)
         scores["ensemble"]["thresholds"] = [float(t) for t in fitted]

@@ -16,14 +16,13 @@ since a slice of y (one fold) may lack a grade; it defaults to the distinct valu
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
-from kagglecv.scoring.decisions import decide
 from kagglecv.core.errors import InputError
 from kagglecv.core.tasks import KINDS
-
+from kagglecv.scoring.decisions import decide
 
 # ---------------------------------------------------------------- inputs and decisions
 
@@ -59,8 +58,9 @@ def grade_index(values, grades: np.ndarray, column: str = "y") -> np.ndarray:
     idx = np.clip(np.searchsorted(grades, values), 0, len(grades) - 1)
     bad = ~np.isclose(grades[idx], values)
     if bad.any():
-        raise InputError(f"{column}: value {values[bad][0]:g} is not one of the grades {grades.tolist()}; "
-                         "pass the task's grades")
+        raise InputError(
+            f"{column}: value {values[bad][0]:g} is not one of the grades {grades.tolist()}; pass the task's grades"
+        )
     return idx
 
 
@@ -110,14 +110,20 @@ def _qwk_d(y, d, labels):
     return _skm().cohen_kappa_score(y, d, labels=labels, weights="quadratic")
 
 
-_ON_DECISIONS = {"accuracy": _accuracy_d, "f1_micro": _f1_micro_d, "f1_macro": _f1_macro_d,
-                 "f2_samples": _f2_samples_d, "qwk": _qwk_d}
+_ON_DECISIONS = {
+    "accuracy": _accuracy_d,
+    "f1_micro": _f1_micro_d,
+    "f1_macro": _f1_macro_d,
+    "f2_samples": _f2_samples_d,
+    "qwk": _qwk_d,
+}
 DECISION_METRICS = set(_ON_DECISIONS)
 
 
 def _decision_metric(compare):
     def metric(y, p, thresholds=None, grades=None):
         return compare(*_decisions(y, p, thresholds, grades))
+
     return metric
 
 

@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kagglecv.scoring import metrics
-from kagglecv.scoring.decisions import decide
 from kagglecv.core.errors import InputError
 from kagglecv.core.files import read_table, write_csv
 from kagglecv.core.layout import PreparedFiles
 from kagglecv.core.results import PreparedMeta, Scores
 from kagglecv.core.tasks import CLASSIFICATION, Task
+from kagglecv.scoring import metrics
+from kagglecv.scoring.decisions import decide
 
 
 def auto_format(kind: str, n_targets: int, metric: str, tokens: int = 1) -> str:
@@ -44,8 +44,16 @@ def auto_format(kind: str, n_targets: int, metric: str, tokens: int = 1) -> str:
     return "label"
 
 
-def plan_submission(kind: str, n_targets: int, metric: str, tokens: int, configured: str = "auto",
-                    top_k: int | None = None, target_range=None, values=None) -> dict:
+def plan_submission(
+    kind: str,
+    n_targets: int,
+    metric: str,
+    tokens: int,
+    configured: str = "auto",
+    top_k: int | None = None,
+    target_range=None,
+    values=None,
+) -> dict:
     """meta.json's `submission`: {format, top_k, range}. top_k: data.top_k, else the metric's k (map@5), else the
     template's words per cell; range (numeric tasks): data.target_range, else the training values' range."""
     fmt = auto_format(kind, n_targets, metric, tokens) if configured == "auto" else configured
@@ -72,8 +80,9 @@ def fitted_thresholds(scores_json: Path | None) -> list[float] | None:
     return Scores.read(scores_json).ensemble.thresholds
 
 
-def decisions(task: Task, preds: np.ndarray, fmt: str, metric: str, cuts: list[float] | None,
-              planned: dict | None = None):
+def decisions(
+    task: Task, preds: np.ndarray, fmt: str, metric: str, cuts: list[float] | None, planned: dict | None = None
+):
     """Each row's answer in the submission's terms: class names, 0/1 label flags, grade names, numbers (clipped to
     the planned range), the k most probable classes, or the probabilities themselves where the metric scores
     those."""
@@ -99,18 +108,36 @@ def decisions(task: Task, preds: np.ndarray, fmt: str, metric: str, cuts: list[f
     return preds
 
 
-def make_submission(ensemble_test_csv: Path, prepared_dir: Path, sample_csv_path: Path, metric: str,
-                    out_csv: Path, scores_json: Path | None = None) -> pd.DataFrame:
+def make_submission(
+    ensemble_test_csv: Path,
+    prepared_dir: Path,
+    sample_csv_path: Path,
+    metric: str,
+    out_csv: Path,
+    scores_json: Path | None = None,
+) -> pd.DataFrame:
     """The workflow's submission step: ensemble_test.csv in the template's ids, order and columns."""
     meta = PreparedMeta.read(PreparedFiles(prepared_dir).meta)
-    out = submission_frame(read_table(ensemble_test_csv), meta, sample_csv_path, metric,
-                           fitted_thresholds(scores_json), source=ensemble_test_csv)
+    out = submission_frame(
+        read_table(ensemble_test_csv),
+        meta,
+        sample_csv_path,
+        metric,
+        fitted_thresholds(scores_json),
+        source=ensemble_test_csv,
+    )
     write_csv(out_csv, out)
     return out
 
 
-def submission_frame(preds: pd.DataFrame, meta: PreparedMeta, sample_csv_path: Path, metric: str,
-                     cuts: list[float] | None, source: str | Path = "predictions") -> pd.DataFrame:
+def submission_frame(
+    preds: pd.DataFrame,
+    meta: PreparedMeta,
+    sample_csv_path: Path,
+    metric: str,
+    cuts: list[float] | None,
+    source: str | Path = "predictions",
+) -> pd.DataFrame:
     """`preds` (an `id` column and p0..p<k-1>) as the competition's template wants it: the one place a
     submission is made, by the workflow and by the Kaggle kernel (kagglecv.kaggle.kernel) alike."""
     meta = PreparedMeta.of(meta)
@@ -121,20 +148,22 @@ def submission_frame(preds: pd.DataFrame, meta: PreparedMeta, sample_csv_path: P
     pred_by_id = dict(zip(preds["id"], range(len(preds))))
     missing = [i for i in sample[id_col] if i not in pred_by_id]
     if missing:
-        raise InputError(f"{source}: no prediction for id {missing[0]!r} of {sample_csv_path}; "
-                         "rerun the training jobs")
+        raise InputError(f"{source}: no prediction for id {missing[0]!r} of {sample_csv_path}; rerun the training jobs")
     probs = probs[[pred_by_id[i] for i in sample[id_col]]]
     if not np.isfinite(probs).all():
         bad = sample[id_col].iloc[int(np.flatnonzero(~np.isfinite(probs).all(1))[0])]
-        raise InputError(f"{source}: prediction for id {bad!r} is not finite; "
-                         "a training job diverged, lower train.lr and rerun")
+        raise InputError(
+            f"{source}: prediction for id {bad!r} is not finite; a training job diverged, lower train.lr and rerun"
+        )
     out = sample.copy()
     fmt, target = submission_format(meta, metric), meta.target_columns[0]
     answer = decisions(task, probs, fmt, metric, cuts, meta.submission)
     if fmt == "class_columns":
         unknown = [c for c in meta.target_columns if c not in classes]
         if unknown:
-            raise InputError(f"{sample_csv_path}: column {unknown[0]!r} is not a class in train labels {classes[:5]}...")
+            raise InputError(
+                f"{sample_csv_path}: column {unknown[0]!r} is not a class in train labels {classes[:5]}..."
+            )
         answer = np.asarray(answer)
         for c in meta.target_columns:
             out[c] = answer[:, classes.index(c)]
@@ -161,14 +190,16 @@ def kind_of(values: pd.Series, template: bool = False) -> str | None:
     return None if template and numbers.nunique() == 1 and float(numbers.iloc[0]).is_integer() else "number"
 
 
-def check_submission(out: pd.DataFrame, sample: pd.DataFrame, id_col: str, sample_path, source,
-                     tags: bool = False) -> None:
+def check_submission(
+    out: pd.DataFrame, sample: pd.DataFrame, id_col: str, sample_path, source, tags: bool = False
+) -> None:
     """What Kaggle's scorer checks, before anything is written: the template's columns in its order, its ids in
     its order, no missing value, and each column of the template's kind (numbers where it holds numbers, text
     where it holds text; a column filled with one whole number is a placeholder, of no kind). A column of
     space-separated tags may be empty (an image with no tag) and is text whatever the template shows. One
     implementation: the workflow's submission step and the kernel both make their submission through
     submission_frame."""
+
     def refuse(what: str) -> None:
         raise InputError(f"{source}: {what} ({sample_path}); Kaggle would not score this submission")
 
@@ -188,8 +219,10 @@ def check_submission(out: pd.DataFrame, sample: pd.DataFrame, id_col: str, sampl
         ours, theirs = kind_of(values), kind_of(sample[c], template=True)
         if ours and theirs and ours != theirs and not tags:
             plural = {"number": "numbers", "text": "text"}
-            refuse(f"column {c!r} holds {plural[ours]} (e.g. {values.iloc[0]!r}) where the template holds "
-                   f"{plural[theirs]} (e.g. {sample[c].iloc[0]!r}); check `metric:` (probability metrics write numbers)")
+            refuse(
+                f"column {c!r} holds {plural[ours]} (e.g. {values.iloc[0]!r}) where the template holds "
+                f"{plural[theirs]} (e.g. {sample[c].iloc[0]!r}); check `metric:` (probability metrics write numbers)"
+            )
 
 
 def score_against(submission_csv, solution_csv, meta: PreparedMeta, metric: str) -> dict:

@@ -96,7 +96,7 @@ def _fit_cuts(metric, y, pred, grades: np.ndarray) -> list[float]:
             lo = cuts[i - 1] if i > 0 else low
             hi = cuts[i + 1] if i + 1 < len(cuts) else high
             cands = np.linspace(lo, hi, CUT_STEPS + 2)[1:-1]  # strictly between the neighbours: stays sorted
-            trials = [objective(np.concatenate([cuts[:i], [c], cuts[i + 1:]])) for c in cands]
+            trials = [objective(np.concatenate([cuts[:i], [c], cuts[i + 1 :]])) for c in cands]
             k = int(np.argmax(trials))
             if trials[k] > best + 1e-12:
                 best, cuts[i], moved = trials[k], cands[k], True

@@ -31,8 +31,17 @@ from pathlib import Path
 
 from kagglecv.core.files import file_sha256
 from kagglecv.core.layout import Layout
-from kagglecv.tracking.tracker import HASH_TAG, JOB_TAG, PARENT_ENV, create_experiment, flatten, display_uri, http_defaults, \
-    mlflow_name, tracking_uri
+from kagglecv.tracking.tracker import (
+    HASH_TAG,
+    JOB_TAG,
+    PARENT_ENV,
+    create_experiment,
+    display_uri,
+    flatten,
+    http_defaults,
+    mlflow_name,
+    tracking_uri,
+)
 
 PARENT_TAG = "mlflow.parentRunId"
 BACKFILL_TAG = "kagglecv.backfilled"  # "created" or "completed": what the backfill did to the run
@@ -61,13 +70,22 @@ def job_from_record(path: Path) -> Job | None:
     """The job a record describes; None when the record is stale (an artifact missing or changed since)."""
     rec = json.loads(path.read_text())
     artifacts = [path.parent / a["path"] for a in rec["artifacts"]]
-    if not artifacts or any(not p.is_file() or file_sha256(p) != a["sha256"] for p, a in zip(artifacts, rec["artifacts"])):
+    if not artifacts or any(
+        not p.is_file() or file_sha256(p) != a["sha256"] for p, a in zip(artifacts, rec["artifacts"])
+    ):
         return None
     tags = {k: v for k, v in rec["tags"].items() if k != JOB_TAG and not k.startswith(HASH_TAG)}
     # names as MLflow holds them: a record written before tracking cleaned them may have "cv_resnet18@r2"
-    return Job(rec["run_name"], tags, artifacts[0], int(rec["start_ms"]), int(rec["end_ms"] or rec["start_ms"]),
-               params={mlflow_name(k): v for k, v in rec["params"].items()},
-               metrics=[(mlflow_name(k), *rest) for k, *rest in rec["metrics"]], artifacts=artifacts)
+    return Job(
+        rec["run_name"],
+        tags,
+        artifacts[0],
+        int(rec["start_ms"]),
+        int(rec["end_ms"] or rec["start_ms"]),
+        params={mlflow_name(k): v for k, v in rec["params"].items()},
+        metrics=[(mlflow_name(k), *rest) for k, *rest in rec["metrics"]],
+        artifacts=artifacts,
+    )
 
 
 def find_jobs(res: Path) -> list[Job]:
@@ -83,6 +101,7 @@ def find_jobs(res: Path) -> list[Job]:
 
 
 # --- matching --------------------------------------------------------------------------------------------
+
 
 def _same_job(run, job: Job) -> bool:
     tags = run.data.tags
@@ -104,24 +123,34 @@ def covers(run, job: Job, key_hash: str) -> bool:
 def orphan_of(runs: list, job: Job, key_hash: str):
     """The newest RUNNING run of this job that started before its result was written (its process died or
     lost the server part-way) and does not record some other content; None if there is none."""
-    cands = [r for r in runs if r.info.status == "RUNNING" and _same_job(r, job)
-             and r.info.start_time <= job.end_ms + SLACK_MS
-             and r.data.tags.get(f"{HASH_TAG}{job.key_file.name}", key_hash) == key_hash]
+    cands = [
+        r
+        for r in runs
+        if r.info.status == "RUNNING"
+        and _same_job(r, job)
+        and r.info.start_time <= job.end_ms + SLACK_MS
+        and r.data.tags.get(f"{HASH_TAG}{job.key_file.name}", key_hash) == key_hash
+    ]
     return max(cands, key=lambda r: r.info.start_time, default=None)
 
 
 def parent_of_time(parents: list, job: Job):
     """The workflow invocation that was running when the job ran: started before it, not ended before it."""
-    cands = [p for p in parents if p.info.start_time <= job.start_ms + SLACK_MS
-             and (not p.info.end_time or p.info.end_time + SLACK_MS >= job.end_ms)]
+    cands = [
+        p
+        for p in parents
+        if p.info.start_time <= job.start_ms + SLACK_MS
+        and (not p.info.end_time or p.info.end_time + SLACK_MS >= job.end_ms)
+    ]
     return max(cands, key=lambda p: p.info.start_time, default=None)
 
 
 # --- writing ---------------------------------------------------------------------------------------------
 
+
 def _chunks(items: list, n: int):
     for i in range(0, len(items), n):
-        yield items[i:i + n]
+        yield items[i : i + n]
 
 
 def _log(client, run_id: str, job: Job, params: dict, metrics: list, tags: dict, artifacts: list) -> None:
@@ -163,8 +192,14 @@ def _all_runs(client, exp_id: str) -> list:
             return runs
 
 
-def backfill(results: str | Path, experiment: str | None = None, parent_run_id: str | None = None,
-             close_parents: bool = False, dry_run: bool = False, out=None) -> dict:
+def backfill(
+    results: str | Path,
+    experiment: str | None = None,
+    parent_run_id: str | None = None,
+    close_parents: bool = False,
+    dry_run: bool = False,
+    out=None,
+) -> dict:
     """Create (or complete) the MLflow runs missing for the jobs under `results` (= results/<competition>).
 
     Returns {"created": [...], "completed": [...], "tracked": [...], "parents_closed": [...]} (run names)."""
@@ -195,8 +230,12 @@ def backfill(results: str | Path, experiment: str | None = None, parent_run_id: 
 
     def fallback_parent(job: Job) -> str:
         if fallback["id"] is None:  # one new parent for all the jobs no workflow run was open for
-            run = client.create_run(exp_id, start_time=job.start_ms, run_name="workflow",
-                                    tags={"step": "workflow", JOB_TAG: "workflow", BACKFILL_TAG: "created"})
+            run = client.create_run(
+                exp_id,
+                start_time=job.start_ms,
+                run_name="workflow",
+                tags={"step": "workflow", JOB_TAG: "workflow", BACKFILL_TAG: "created"},
+            )
             fallback["id"] = run.info.run_id
             touched_parents[run.info.run_id] = job.end_ms
         return fallback["id"]
@@ -214,10 +253,15 @@ def backfill(results: str | Path, experiment: str | None = None, parent_run_id: 
             continue
         if orphan is not None:
             have = orphan.data.params
-            _log(client, orphan.info.run_id, job,
-                 {k: v for k, v in flatten(job.params).items() if k not in have},
-                 _missing_metrics(client, orphan, job), {**tags, BACKFILL_TAG: "completed"},
-                 _missing_artifacts(client, orphan, job))
+            _log(
+                client,
+                orphan.info.run_id,
+                job,
+                {k: v for k, v in flatten(job.params).items() if k not in have},
+                _missing_metrics(client, orphan, job),
+                {**tags, BACKFILL_TAG: "completed"},
+                _missing_artifacts(client, orphan, job),
+            )
             client.set_terminated(orphan.info.run_id, "FINISHED", end_time=max(job.end_ms, orphan.info.start_time))
             run_id, parent = orphan.info.run_id, orphan.data.tags.get(PARENT_TAG)
             report["completed"].append(job.name)
@@ -227,8 +271,12 @@ def backfill(results: str | Path, experiment: str | None = None, parent_run_id: 
             else:
                 p = parent_of_time(parents, job)
                 parent = p.info.run_id if p else fallback_parent(job)
-            run = client.create_run(exp_id, start_time=job.start_ms, run_name=job.name,
-                                    tags={**tags, PARENT_TAG: parent, BACKFILL_TAG: "created"})
+            run = client.create_run(
+                exp_id,
+                start_time=job.start_ms,
+                run_name=job.name,
+                tags={**tags, PARENT_TAG: parent, BACKFILL_TAG: "created"},
+            )
             run_id = run.info.run_id
             _log(client, run_id, job, job.params, job.metrics, {}, job.artifacts)
             client.set_terminated(run_id, "FINISHED", end_time=job.end_ms)
@@ -246,17 +294,19 @@ def backfill(results: str | Path, experiment: str | None = None, parent_run_id: 
     if not dry_run:
         for pid, end_ms in touched_parents.items():
             prun = client.get_run(pid)
-            created_here = prun.data.tags.get(BACKFILL_TAG) == "created" and pid == fallback["id"] \
-                and pid != current
+            created_here = prun.data.tags.get(BACKFILL_TAG) == "created" and pid == fallback["id"] and pid != current
             if prun.info.status == "RUNNING" and (close_parents or created_here):
                 client.set_terminated(pid, "FINISHED", end_time=max(end_ms, prun.info.start_time))
                 report["parents_closed"].append(pid)
 
     verb = "would be" if dry_run else "were"
-    print(f"backfill {res} -> experiment {experiment!r} at {display_uri(uri)}: "
-          f"{len(report['created'])} run(s) {verb} created {report['created']}, "
-          f"{len(report['completed'])} {verb} completed {report['completed']}, "
-          f"{len(report['tracked'])} already in MLflow"
-          + (f", {len(report['parents_closed'])} parent run(s) closed" if report["parents_closed"] else ""),
-          file=out or sys.stdout, flush=True)
+    print(
+        f"backfill {res} -> experiment {experiment!r} at {display_uri(uri)}: "
+        f"{len(report['created'])} run(s) {verb} created {report['created']}, "
+        f"{len(report['completed'])} {verb} completed {report['completed']}, "
+        f"{len(report['tracked'])} already in MLflow"
+        + (f", {len(report['parents_closed'])} parent run(s) closed" if report["parents_closed"] else ""),
+        file=out or sys.stdout,
+        flush=True,
+    )
     return report

@@ -38,8 +38,10 @@ _down = False  # once a tracking call failed in this process, every later one is
 # with jittered exponential backoff.
 BUSY_RETRIES_ENV = "KAGGLECV_MLFLOW_BUSY_RETRIES"
 BUSY_BACKOFF = 1.0  # seconds before the first retry; doubled for each further one
-BUSY_HINT = ("with many concurrent jobs, use an MLflow server instead of the SQLite store "
-             "(MLFLOW_TRACKING_URI=http://HOST:5000, see docs/cluster.md)")
+BUSY_HINT = (
+    "with many concurrent jobs, use an MLflow server instead of the SQLite store "
+    "(MLFLOW_TRACKING_URI=http://HOST:5000, see docs/cluster.md)"
+)
 
 
 def http_defaults() -> None:
@@ -83,8 +85,7 @@ def retry_busy(fn, *args, **kw):
             if not is_busy(e) or attempt == retries:
                 raise
             wait = BUSY_BACKOFF * 2**attempt * random.uniform(0.5, 1.5)
-            log.warning("MLflow store busy (database is locked); retrying in %.1fs (%d/%d)", wait, attempt + 1,
-                        retries)
+            log.warning("MLflow store busy (database is locked); retrying in %.1fs (%d/%d)", wait, attempt + 1, retries)
             time.sleep(wait)
 
 
@@ -93,9 +94,14 @@ def warn_down(what: str, err: Exception, stacklevel: int = 3) -> None:
     if not _down:
         hint = f"the store stayed locked after {busy_retries()} retries: {BUSY_HINT}; " if is_busy(err) else ""
         detail = (str(err).strip().splitlines() or [""])[0][:300]  # SQLAlchemy appends the SQL and a help link
-        warnings.warn(redact(f"MLflow {what} failed ({type(err).__name__}: {detail}); {hint}continuing without "
-                             "tracking, results are still written to disk and can be backfilled "
-                             "(kagglecv backfill)"), stacklevel=stacklevel + 1)
+        warnings.warn(
+            redact(
+                f"MLflow {what} failed ({type(err).__name__}: {detail}); {hint}continuing without "
+                "tracking, results are still written to disk and can be backfilled "
+                "(kagglecv backfill)"
+            ),
+            stacklevel=stacklevel + 1,
+        )
     _down = True
 
 
@@ -156,14 +162,29 @@ class Tracker:
     artifacts with their content hash, tags) and, when the job succeeds, writes it to that file beside the
     job's outputs, whether MLflow was up or not: `kagglecv.tracking.backfill` replays exactly that record."""
 
-    def __init__(self, experiment: str, run_name: str, results_dir: str | Path = "results",
-                 tags: dict | None = None, enabled: bool = True, record: str | Path | None = None):
+    def __init__(
+        self,
+        experiment: str,
+        run_name: str,
+        results_dir: str | Path = "results",
+        tags: dict | None = None,
+        enabled: bool = True,
+        record: str | Path | None = None,
+    ):
         self.experiment, self.run_name, self.tags = experiment, run_name, tags or {}
         self.results_dir = Path(results_dir)
         self.enabled, self.run_id, self._warned = enabled, None, False
         self.record_path = Path(record) if record else None
-        self.record = {"run_name": run_name, "experiment": experiment, "tags": {JOB_TAG: run_name, **self.tags},
-                       "params": {}, "metrics": [], "artifacts": [], "start_ms": now_ms(), "end_ms": None}
+        self.record = {
+            "run_name": run_name,
+            "experiment": experiment,
+            "tags": {JOB_TAG: run_name, **self.tags},
+            "params": {},
+            "metrics": [],
+            "artifacts": [],
+            "start_ms": now_ms(),
+            "end_ms": None,
+        }
 
     def _fail(self, what: str, err: Exception) -> None:
         if not self._warned:
@@ -185,7 +206,7 @@ class Tracker:
             self._fail(what, e)
             return None
 
-    def __enter__(self) -> "Tracker":
+    def __enter__(self) -> Tracker:
         if self.enabled:
             self._call("start", self._start)
         return self
@@ -200,8 +221,12 @@ class Tracker:
         exp = client.get_experiment_by_name(self.experiment)
         exp_id = exp.experiment_id if exp else create_experiment(client, self.experiment, self.results_dir)
         parent = os.environ.get(PARENT_ENV) or None
-        run = mlflow.start_run(experiment_id=exp_id, run_name=self.run_name, parent_run_id=parent,
-                               tags={JOB_TAG: self.run_name, **self.tags})
+        run = mlflow.start_run(
+            experiment_id=exp_id,
+            run_name=self.run_name,
+            parent_run_id=parent,
+            tags={JOB_TAG: self.run_name, **self.tags},
+        )
         self.run_id = run.info.run_id
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -218,8 +243,11 @@ class Tracker:
         self._call("log_params", _mlflow("log_params"), flat)
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
-        clean = {mlflow_name(k): float(v) for k, v in metrics.items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        clean = {
+            mlflow_name(k): float(v)
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
         at = now_ms()
         self.record["metrics"] += [[k, v, step or 0, at] for k, v in clean.items()]
         self._call("log_metrics", _mlflow("log_metrics"), clean, step=step)
@@ -238,10 +266,12 @@ class Tracker:
 def _mlflow(name: str):
     """mlflow.<name>, imported when first called: a disabled Tracker (mlflow.enabled: false, or tracking down)
     never imports mlflow, which costs a job seconds of start-up."""
+
     def call(*args, **kw):
         import mlflow
 
         return getattr(mlflow, name)(*args, **kw)
+
     return call
 
 
@@ -287,8 +317,12 @@ def parent_run_id() -> str | None:
     return os.environ.get(PARENT_ENV) or None
 
 
-def log_to_parent(metrics: dict | None = None, params: dict | None = None, tags: dict | None = None,
-                  results_dir: str | Path = "results") -> bool:
+def log_to_parent(
+    metrics: dict | None = None,
+    params: dict | None = None,
+    tags: dict | None = None,
+    results_dir: str | Path = "results",
+) -> bool:
     """Log to the invocation's parent run from any job (e.g. the public score after `submit`).
 
     Guarded like Tracker: warns once, never raises, and is skipped once tracking failed in this process.
@@ -307,10 +341,14 @@ def log_to_parent(metrics: dict | None = None, params: dict | None = None, tags:
         retry_busy(
             mlflow.MlflowClient().log_batch,
             run_id,
-            metrics=[Metric(mlflow_name(k), float(v), now, 0) for k, v in (metrics or {}).items()
-                     if isinstance(v, (int, float)) and not isinstance(v, bool)],
+            metrics=[
+                Metric(mlflow_name(k), float(v), now, 0)
+                for k, v in (metrics or {}).items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)
+            ],
             params=[Param(mlflow_name(k), str(v)[:500]) for k, v in flatten(params or {}).items()],
-            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+        )
     except Exception as e:  # noqa: BLE001 - tracking must never fail the job
         warn_down(f"logging to the parent run ({display_uri(tracking_uri(results_dir))})", e, stacklevel=2)
         return False
@@ -322,8 +360,11 @@ def finish_parent(ok: bool, metrics: dict | None = None) -> None:
     if not run_id:
         return
     if _down:
-        warnings.warn(f"MLflow: the parent run {run_id} stays open (tracking failed earlier in this process); "
-                      "kagglecv backfill --close-parents closes it", stacklevel=2)
+        warnings.warn(
+            f"MLflow: the parent run {run_id} stays open (tracking failed earlier in this process); "
+            "kagglecv backfill --close-parents closes it",
+            stacklevel=2,
+        )
         return
     try:
         import mlflow
@@ -334,5 +375,9 @@ def finish_parent(ok: bool, metrics: dict | None = None) -> None:
             retry_busy(client.log_metric, run_id, mlflow_name(k), float(v))
         retry_busy(client.set_terminated, run_id, "FINISHED" if ok else "FAILED")
     except Exception as e:  # noqa: BLE001
-        warnings.warn(redact(f"MLflow: could not close the parent run {run_id} ({e}); "
-                             "kagglecv backfill --close-parents closes it"), stacklevel=2)
+        warnings.warn(
+            redact(
+                f"MLflow: could not close the parent run {run_id} ({e}); kagglecv backfill --close-parents closes it"
+            ),
+            stacklevel=2,
+        )

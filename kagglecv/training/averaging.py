@@ -5,9 +5,7 @@ running averages trail the weights; averaged weights never had statistics of the
 
 from __future__ import annotations
 
-
 import torch
-
 
 BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
 AVERAGE_BN_BATCHES = 200  # batch norm is always recomputed for averaged weights, over this many batches at least
@@ -34,10 +32,9 @@ class WeightAverage:
         """After `epoch` (1-based) of `total` (None: not known yet): add the weights if it is one of the last k."""
         if total is not None and epoch <= total - self.k:
             return
-        state = {n: t.detach().to("cpu", torch.float64) for n, t in model.state_dict().items()
-                 if t.is_floating_point()}
+        state = {n: t.detach().to("cpu", torch.float64) for n, t in model.state_dict().items() if t.is_floating_point()}
         if total is None:
-            self.recent = [*self.recent, [epoch, state]][-self.k:]
+            self.recent = [*self.recent, [epoch, state]][-self.k :]
             return
         self.sum = state if self.sum is None else {n: self.sum[n] + t for n, t in state.items()}
         self.count += 1
@@ -52,8 +49,9 @@ class WeightAverage:
         if not self.count:
             return 0
         current = model.state_dict()
-        model.load_state_dict({n: (self.sum[n] / self.count).to(t.dtype) if n in self.sum else t
-                               for n, t in current.items()})
+        model.load_state_dict(
+            {n: (self.sum[n] / self.count).to(t.dtype) if n in self.sum else t for n, t in current.items()}
+        )
         return self.count
 
     def state(self) -> dict:

@@ -51,8 +51,12 @@ def _worker(rank_: int, world_: int, port: int, fn, args: tuple) -> None:
         return _run(rank_, world_, port, fn, args)
 
     with redacted_output(rank_log(log, rank_)):
-        logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True,
-                            format=f"%(asctime)s %(name)s [rank {rank_}]: %(message)s")
+        logging.basicConfig(
+            stream=sys.stderr,
+            level=logging.INFO,
+            force=True,
+            format=f"%(asctime)s %(name)s [rank {rank_}]: %(message)s",
+        )
         _run(rank_, world_, port, fn, args)
 
 

@@ -22,6 +22,7 @@ from kagglecv.data.meta import MetaEncoder
 @dataclass
 class Fold:
     """One job's data: the folds table, the memory-mapped train cache, the targets, this fold's rows and task."""
+
     folds: pd.DataFrame
     images: np.ndarray
     y: np.ndarray
@@ -103,10 +104,34 @@ def fold_batches(cfg: TrainConfig, data: Fold, dc: dict, device, on_device: bool
     takes its share of every training batch (kagglecv.training.distributed)."""
     workers = loader_workers(cfg.num_workers, cfg.threads, device)
     rows, targets, weights = data.training()
-    train = make_batches(data.images, targets, dc, device, augment=cfg.augment, shuffle=True,
-                         batch_size=cfg.batch_size, seed=cfg.seed * 1000 + cfg.fold, on_device=on_device, rows=rows,
-                         num_workers=workers, meta=data.meta, shard=shard, weights=weights)
-    valid = make_batches(data.images, data.task.standardise(data.y)[data.va_idx], dc, device, augment="none",
-                         shuffle=False, batch_size=cfg.batch_size * 2, seed=0, on_device=on_device,
-                         rows=data.va_idx, num_workers=workers, meta=data.meta)
+    train = make_batches(
+        data.images,
+        targets,
+        dc,
+        device,
+        augment=cfg.augment,
+        shuffle=True,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed * 1000 + cfg.fold,
+        on_device=on_device,
+        rows=rows,
+        num_workers=workers,
+        meta=data.meta,
+        shard=shard,
+        weights=weights,
+    )
+    valid = make_batches(
+        data.images,
+        data.task.standardise(data.y)[data.va_idx],
+        dc,
+        device,
+        augment="none",
+        shuffle=False,
+        batch_size=cfg.batch_size * 2,
+        seed=0,
+        on_device=on_device,
+        rows=data.va_idx,
+        num_workers=workers,
+        meta=data.meta,
+    )
     return train, valid

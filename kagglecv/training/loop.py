@@ -17,7 +17,8 @@ from kagglecv.training.schedule import Phase
 def task_loss(task: Task, out, target, label_smoothing: float = 0.0, weight=None):
     """Cross-entropy (classification; soft targets after mixup or from teachers), BCE per label (multilabel), Huber
     on standardised targets (numeric: robust to the odd mislabelled grade, and MSE near the target). `weight`: one
-    per row (pseudo-labelled rows count less, kagglecv.training.teachers); the loss is then the mean of weighted losses."""
+    per row (pseudo-labelled rows count less, kagglecv.training.teachers); the loss is then the mean of weighted
+    losses."""
     out, reduction = out.float(), "none" if weight is not None else "mean"
     if task.kind in CLASSIFICATION:
         if target.ndim == 2:  # soft targets: mixup / cutmix mixed the one-hot targets, or the teachers' probabilities
@@ -32,8 +33,19 @@ def task_loss(task: Task, out, target, label_smoothing: float = 0.0, weight=None
     return loss if weight is None else (loss * weight).mean()
 
 
-def train_epoch(model, batches, phase: Phase, scaler, device, amp_dtype, cfg, desc, ema=None,
-                mixup=None, task: Task = Task("multiclass")) -> tuple[float, float]:
+def train_epoch(
+    model,
+    batches,
+    phase: Phase,
+    scaler,
+    device,
+    amp_dtype,
+    cfg,
+    desc,
+    ema=None,
+    mixup=None,
+    task: Task = Task("multiclass"),
+) -> tuple[float, float]:
     """One pass over the training fold; returns (mean loss, images per second)."""
     model.train()
     total, n, t0 = 0.0, 0, time.perf_counter()

@@ -34,6 +34,7 @@ SUGGESTION_METHODS = ("valley", "minimum", "steep")
 @dataclass(frozen=True)
 class LRFindConfig:
     """The sweep's settings: the workflow's `lr_find:` section (the schema describes each and holds its default)."""
+
     start_lr: float = default_of("lr_find.start_lr")
     end_lr: float = default_of("lr_find.end_lr")
     num_it: int = default_of("lr_find.num_it")
@@ -56,6 +57,7 @@ class LRFinderResult:
 
 
 # --- suggestion rules (fastai.callback.schedule: valley, minimum, steep) ---------------------------------------
+
 
 def valley(lrs: np.ndarray, losses: np.ndarray) -> tuple[float, tuple[float, float]]:
     """fastai's valley: the longest decreasing run of losses (longest decreasing subsequence ending at each
@@ -102,7 +104,7 @@ def suggest(lrs, losses, num_it: int) -> tuple[dict[str, float], dict[str, tuple
     lrs, losses = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
     bad = np.flatnonzero(~np.isfinite(losses))
     if len(bad):
-        lrs, losses = lrs[:bad[0]], losses[:bad[0]]
+        lrs, losses = lrs[: bad[0]], losses[: bad[0]]
     if len(losses) == 0:
         raise ValueError("lr_find: no finite loss was recorded; lower start_lr or check the data")
     lo, hi = num_it // 10, len(losses) - 5
@@ -116,6 +118,7 @@ def suggest(lrs, losses, num_it: int) -> tuple[dict[str, float], dict[str, tuple
 
 # --- the sweep ---------------------------------------------------------------------------------------------------
 
+
 def _batches(loader):
     """Cycle through the loader for as many steps as needed."""
     while True:
@@ -127,10 +130,22 @@ def _batches(loader):
             raise ValueError("lr_find: the training loader is empty")
 
 
-def lr_find(model: torch.nn.Module, train_loader, device, *, start_lr: float = DEFAULTS.start_lr,
-            end_lr: float = DEFAULTS.end_lr, num_it: int = DEFAULTS.num_it, beta: float = 0.98,
-            stop_div: float = DEFAULTS.stop_div, weight_decay: float = 0.01, amp_dtype: torch.dtype | None = None,
-            label_smoothing: float = 0.0, method: str = DEFAULTS.method, loss_fn=None) -> LRFinderResult:
+def lr_find(
+    model: torch.nn.Module,
+    train_loader,
+    device,
+    *,
+    start_lr: float = DEFAULTS.start_lr,
+    end_lr: float = DEFAULTS.end_lr,
+    num_it: int = DEFAULTS.num_it,
+    beta: float = 0.98,
+    stop_div: float = DEFAULTS.stop_div,
+    weight_decay: float = 0.01,
+    amp_dtype: torch.dtype | None = None,
+    label_smoothing: float = 0.0,
+    method: str = DEFAULTS.method,
+    loss_fn=None,
+) -> LRFinderResult:
     """Sweep the LR exponentially from start_lr to end_lr over num_it AdamW steps on (x, y) batches.
 
     The model is moved to `device` and left there; its weights (parameters and buffers) and its train/eval
@@ -141,8 +156,8 @@ def lr_find(model: torch.nn.Module, train_loader, device, *, start_lr: float = D
         raise ValueError(f"lr_find: unknown suggestion method {method!r}; choose one of {list(SUGGESTERS)}")
     if not 0 < start_lr < end_lr:
         raise ValueError(f"lr_find: need 0 < start_lr < end_lr, got {start_lr} and {end_lr}")
-    from kagglecv.inference.models import forward
     from kagglecv.core.devices import inputs  # batches follow the model's memory format (devices.place_model)
+    from kagglecv.inference.models import forward
 
     num_it = max(int(num_it), 6)  # fastai's floor: fewer steps leave nothing after trimming
     device = torch.device(device)
@@ -165,8 +180,12 @@ def lr_find(model: torch.nn.Module, train_loader, device, *, start_lr: float = D
             (x, meta), y = inputs(model, x, device), y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 out = forward(model, x, meta)
-                loss = (loss_fn(out, y) if loss_fn is not None else  # the task's loss (train.task_loss)
-                        F.cross_entropy(out, y, label_smoothing=label_smoothing))
+                loss = (
+                    loss_fn(out, y)
+                    if loss_fn is not None
+                    # the task's loss (train.task_loss)
+                    else F.cross_entropy(out, y, label_smoothing=label_smoothing)
+                )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -188,11 +207,19 @@ def lr_find(model: torch.nn.Module, train_loader, device, *, start_lr: float = D
         model.load_state_dict(saved)
         model.train(was_training)
     values, points = suggest(lrs, losses, num_it)
-    return LRFinderResult(lrs=lrs, losses=losses, suggestion=values[method], suggestions=values, method=method,
-                          stopped_early=stopped, points=points)
+    return LRFinderResult(
+        lrs=lrs,
+        losses=losses,
+        suggestion=values[method],
+        suggestions=values,
+        method=method,
+        stopped_early=stopped,
+        points=points,
+    )
 
 
 # --- plot and workflow step -----------------------------------------------------------------------------------
+
 
 def plot_lr_find(result: LRFinderResult, path: str | Path, skip_end: int = 5, title: str | None = None) -> None:
     """Smoothed loss against LR (log scale) with the suggestions marked; PNG written atomically."""
@@ -228,8 +255,7 @@ def plot_lr_find(result: LRFinderResult, path: str | Path, skip_end: int = 5, ti
         plt.close(fig)
 
 
-def run_lr_find(train_cfg: dict, prepared_dir, folds_csv, out_dir,
-                settings: dict | LRFindConfig | None = None) -> dict:
+def run_lr_find(train_cfg: dict, prepared_dir, folds_csv, out_dir, settings: dict | LRFindConfig | None = None) -> dict:
     """The range test on the training rows of fold train_cfg["fold"] (0 by default), built as train.run builds
     them: same model, input size, normalisation, augmentation, batch size, weight decay, AMP and seed.
 
@@ -241,26 +267,53 @@ def run_lr_find(train_cfg: dict, prepared_dir, folds_csv, out_dir,
 
     cfg = TrainConfig.from_dict({k: v for k, v in train_cfg.items() if k != "lr"})  # lr may be "auto"
     sweep = settings if isinstance(settings, LRFindConfig) else LRFindConfig(**(settings or {}))
-    start_lr, end_lr, num_it, stop_div, method = (sweep.start_lr, sweep.end_lr, sweep.num_it, sweep.stop_div,
-                                                  sweep.method)
+    start_lr, end_lr, num_it, stop_div, method = (
+        sweep.start_lr,
+        sweep.end_lr,
+        sweep.num_it,
+        sweep.stop_div,
+        sweep.method,
+    )
     prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
     data = load_fold(cfg, prepared_dir, folds_csv)
     images, task, tr_idx = data.images, data.task, data.tr_idx
     model, dc, device, amp_dtype = setup_model(cfg, task.outputs, images.shape[-1], data.n_meta)
     # The training rows exactly as train.run feeds them (same targets, data path, augmentation, seed, metadata).
     train_dl, _ = fold_batches(cfg, data, dc, device, use_device_path(cfg.data_path, device, images.nbytes))
-    result = lr_find(model, train_dl, device, start_lr=start_lr, end_lr=end_lr, num_it=num_it, stop_div=stop_div,
-                     weight_decay=cfg.weight_decay, amp_dtype=amp_dtype, label_smoothing=cfg.label_smoothing,
-                     method=method, loss_fn=lambda out, target: task_loss(task, out, target, cfg.label_smoothing))
-    print(f"lr_find {cfg.backbone}: {len(result.lrs)} steps"
-          f"{' (stopped: loss diverged)' if result.stopped_early else ''}; "
-          + ", ".join(f"{k}={v:.3g}" for k, v in result.suggestions.items())
-          + f"; suggestion ({method}) = {result.suggestion:.3g}", flush=True)
+    result = lr_find(
+        model,
+        train_dl,
+        device,
+        start_lr=start_lr,
+        end_lr=end_lr,
+        num_it=num_it,
+        stop_div=stop_div,
+        weight_decay=cfg.weight_decay,
+        amp_dtype=amp_dtype,
+        label_smoothing=cfg.label_smoothing,
+        method=method,
+        loss_fn=lambda out, target: task_loss(task, out, target, cfg.label_smoothing),
+    )
+    print(
+        f"lr_find {cfg.backbone}: {len(result.lrs)} steps"
+        f"{' (stopped: loss diverged)' if result.stopped_early else ''}; "
+        + ", ".join(f"{k}={v:.3g}" for k, v in result.suggestions.items())
+        + f"; suggestion ({method}) = {result.suggestion:.3g}",
+        flush=True,
+    )
     out = {
-        "backbone": cfg.backbone, "suggestion": result.suggestion, "method": method,
-        "suggestions": result.suggestions, "lrs": result.lrs, "losses": result.losses,
-        "stopped_early": result.stopped_early, "fold": cfg.fold, "n_train": len(tr_idx),
-        "img_size": dc["img_size"], "batch_size": cfg.batch_size, "device": str(device),
+        "backbone": cfg.backbone,
+        "suggestion": result.suggestion,
+        "method": method,
+        "suggestions": result.suggestions,
+        "lrs": result.lrs,
+        "losses": result.losses,
+        "stopped_early": result.stopped_early,
+        "fold": cfg.fold,
+        "n_train": len(tr_idx),
+        "img_size": dc["img_size"],
+        "batch_size": cfg.batch_size,
+        "device": str(device),
         "settings": {"start_lr": start_lr, "end_lr": end_lr, "num_it": num_it, "stop_div": stop_div},
     }
     files = LrFindFiles(out_dir)
@@ -276,6 +329,7 @@ def with_lr(cfg: TrainConfig, lr_find_json: str | Path | None) -> TrainConfig:
     if not lr_find_json:
         raise InputError("train.lr: auto needs the lr_find rule's lr_find.json for this backbone")
     found = json.loads(Path(lr_find_json).read_text())
-    print(f"train.lr: auto -> {found['suggestion']:.4g} ({found.get('method', 'valley')} of {lr_find_json})",
-          flush=True)
+    print(
+        f"train.lr: auto -> {found['suggestion']:.4g} ({found.get('method', 'valley')} of {lr_find_json})", flush=True
+    )
     return dataclasses.replace(cfg, lr=float(found["suggestion"]))

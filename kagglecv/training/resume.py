@@ -40,14 +40,21 @@ def save_resume(path: Path, epoch: int, history, s, resolved, fingerprint: str, 
     epochs draw from (torch's, numpy's, Python's, and the current stage's training batches' own: data.rng_state).
     Only tensors and plain values, so that it loads with weights_only=True (a checkpoint is never code)."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"epoch": epoch, "history": history, "model": s.model.state_dict(), "scaler": s.scaler.state_dict(),
-             "phases": [(p.optimizer.state_dict(), p.scheduler.state_dict() if p.scheduler else None)
-                        for p in s.phases],
-             "ema": s.ema.state_dict() if s.ema is not None else None, "config": resolved, "data": fingerprint,
-             "recipe": recipe,
-             "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
-             "batches_rng": {"stage": s.stage, **rng_state(s.train_batches)},
-             "numpy_rng": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]}
+    state = {
+        "epoch": epoch,
+        "history": history,
+        "model": s.model.state_dict(),
+        "scaler": s.scaler.state_dict(),
+        "phases": [(p.optimizer.state_dict(), p.scheduler.state_dict() if p.scheduler else None) for p in s.phases],
+        "ema": s.ema.state_dict() if s.ema is not None else None,
+        "config": resolved,
+        "data": fingerprint,
+        "recipe": recipe,
+        "torch_rng": torch.get_rng_state(),
+        "python_rng": random.getstate(),
+        "batches_rng": {"stage": s.stage, **rng_state(s.train_batches)},
+        "numpy_rng": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+    }
     with atomic_path(path, durable=False) as tmp:  # a torn checkpoint after a crash only means starting over
         torch.save(state, tmp)
 
@@ -63,16 +70,22 @@ def load_resume(path: Path, resolved, fingerprint: str, s) -> tuple[int, list, d
         print(f"{path}: cannot load the checkpoint ({type(e).__name__}); starting over", flush=True)
         return 0, [], {}
     saved = state.get("config") if isinstance(state.get("config"), dict) else {}
-    checks = ((saved.get("factory_sha256"), resolved.get("factory_sha256"),  # the user's model code: said first
-               f"other model code ({resolved.get('model')})"),
-              (state.get("config"), resolved, "another config"),
-              (state.get("data"), fingerprint, "other data or folds"))
+    checks = (
+        (
+            saved.get("factory_sha256"),
+            resolved.get("factory_sha256"),  # the user's model code: said first
+            f"other model code ({resolved.get('model')})",
+        ),
+        (state.get("config"), resolved, "another config"),
+        (state.get("data"), fingerprint, "other data or folds"),
+    )
     for then, now, what in checks:
         if then != now:
             print(f"{path}: saved with {what}; starting over", flush=True)
             return 0, [], {}
     misfit = not_fitting(state.get("model") or {}, s.model.state_dict()) or (
-        not_fitting(state.get("ema") or {}, s.ema.state_dict()) if s.ema is not None and state.get("ema") else None)
+        not_fitting(state.get("ema") or {}, s.ema.state_dict()) if s.ema is not None and state.get("ema") else None
+    )
     if misfit:
         print(f"{path}: saved for another model ({misfit}); starting over", flush=True)
         return 0, [], {}
@@ -114,8 +127,12 @@ def not_fitting(saved: dict, current: dict) -> str | None:
 def recipe_state(s: Session) -> dict:
     """What resuming needs beyond weights and optimizers: the planned epoch count, the time the epochs took (a
     time budget plans on from it), and the weight average."""
-    return {"epochs": [p.epochs for p in s.phases], "budget": s.budget, "timing": s.timing,
-            "average": s.average.state() if s.average is not None else None}
+    return {
+        "epochs": [p.epochs for p in s.phases],
+        "budget": s.budget,
+        "timing": s.timing,
+        "average": s.average.state() if s.average is not None else None,
+    }
 
 
 def restore_recipe(s: Session, state: dict | None) -> None:

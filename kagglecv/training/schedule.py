@@ -1,11 +1,11 @@
 """The learning-rate schedule: one-cycle per phase, fine_tune's two phases, progressive resizing's stages.
 
-  train.stages       progressive resizing: [{img_size: 128, epochs: 6}, {img_size: 192, epochs: 2, lr: 0.0003}].
-                     One model through the stages in order, each with its own one-cycle schedule (warm-up and
-                     anneal per stage, peak at the stage's lr, else train.lr) on the same AdamW, whose moments
-                     carry over; batch_size may be set per stage too. The image cache is sized for the largest
-                     stage; validation, TTA and prediction use the last stage's size. `epochs` is their sum.
-  train.freeze_epochs  fastai's fine_tune: the head alone first, then every layer at discriminative rates.
+train.stages       progressive resizing: [{img_size: 128, epochs: 6}, {img_size: 192, epochs: 2, lr: 0.0003}].
+                   One model through the stages in order, each with its own one-cycle schedule (warm-up and
+                   anneal per stage, peak at the stage's lr, else train.lr) on the same AdamW, whose moments
+                   carry over; batch_size may be set per stage too. The image cache is sized for the largest
+                   stage; validation, TTA and prediction use the last stage's size. `epochs` is their sum.
+train.freeze_epochs  fastai's fine_tune: the head alone first, then every layer at discriminative rates.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from kagglecv.core.errors import InputError
 @dataclass
 class Stage:
     """A stretch of epochs at one input size."""
+
     img_size: int
     epochs: int
     lr: float
@@ -38,8 +39,14 @@ def stages_of(cfg, size: int) -> list[Stage]:
     check_stages(cfg)
     out = []
     for st in cfg.stages:
-        out.append(Stage(int(st["img_size"]), int(st["epochs"]), float(st.get("lr", cfg.lr)),
-                         int(st.get("batch_size", cfg.batch_size))))
+        out.append(
+            Stage(
+                int(st["img_size"]),
+                int(st["epochs"]),
+                float(st.get("lr", cfg.lr)),
+                int(st.get("batch_size", cfg.batch_size)),
+            )
+        )
     return out
 
 
@@ -66,9 +73,17 @@ def one_cycle(optimizer, cfg, total_steps: int, max_lr=None, pct_start: float | 
     if total_steps > 1 and pct_start * total_steps == 1:  # torch's OneCycleLR divides by zero on a 1-step warm-up
         pct_start = 1.5 / total_steps
     return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.lr if max_lr is None else max_lr, total_steps=total_steps, pct_start=pct_start,
-        anneal_strategy="cos", div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor,
-        cycle_momentum=True, base_momentum=cfg.moms[1], max_momentum=cfg.moms[0])
+        optimizer,
+        max_lr=cfg.lr if max_lr is None else max_lr,
+        total_steps=total_steps,
+        pct_start=pct_start,
+        anneal_strategy="cos",
+        div_factor=cfg.div_factor,
+        final_div_factor=cfg.final_div_factor,
+        cycle_momentum=True,
+        base_momentum=cfg.moms[1],
+        max_momentum=cfg.moms[0],
+    )
 
 
 @dataclass
@@ -76,6 +91,7 @@ class Phase:
     """A stretch of epochs with its own one-cycle schedule (fine_tune has two phases, progressive resizing one per
     stage, sharing the optimizer). A stage's schedule is made when the stage starts (`schedule`): two OneCycleLRs
     on one optimizer would overwrite each other's settings."""
+
     epochs: int
     frozen: bool  # body frozen, head only
     optimizer: torch.optim.Optimizer
@@ -105,8 +121,9 @@ def plan_phases(model, cfg, steps_per_epoch: int, stages: list[Stage] | None = N
         def make(optimizer, total: int, lr: float):
             return one_cycle(optimizer, cfg, total, max_lr=lr)
 
-        phases = [Phase(st.epochs, False, opt, None, k, functools.partial(make, lr=st.lr))
-                  for k, st in enumerate(stages)]
+        phases = [
+            Phase(st.epochs, False, opt, None, k, functools.partial(make, lr=st.lr)) for k, st in enumerate(stages)
+        ]
         phases[0].schedule(steps)  # the first now; a later stage's when it starts (its batch size may differ)
         return phases
     head_ids = head_params(model)
@@ -116,15 +133,19 @@ def plan_phases(model, cfg, steps_per_epoch: int, stages: list[Stage] | None = N
     lrs = np.geomspace(cfg.lr / 2 / cfg.lr_mult, cfg.lr / 2, len(chunks) + 1).tolist()
     groups = [{"params": [body[i] for i in c]} for c in chunks] + [{"params": head}]
     opt2 = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return [Phase(cfg.freeze_epochs, True, opt1, one_cycle(opt1, cfg, cfg.freeze_epochs * steps, pct_start=0.99)),
-            Phase(cfg.epochs, False, opt2, one_cycle(opt2, cfg, cfg.epochs * steps, max_lr=lrs))]
+    return [
+        Phase(cfg.freeze_epochs, True, opt1, one_cycle(opt1, cfg, cfg.freeze_epochs * steps, pct_start=0.99)),
+        Phase(cfg.epochs, False, opt2, one_cycle(opt2, cfg, cfg.epochs * steps, max_lr=lrs)),
+    ]
 
 
 def head_params(model) -> set[int]:
     """ids of the head's parameters, what fine_tune trains alone first: timm's get_classifier()."""
     if not hasattr(model, "get_classifier"):
-        raise InputError(f"train.freeze_epochs: a {type(model).__name__} has no get_classifier() to tell its head "
-                         f"from its body; set freeze_epochs: 0 for this backbone, or give the model that method")
+        raise InputError(
+            f"train.freeze_epochs: a {type(model).__name__} has no get_classifier() to tell its head "
+            f"from its body; set freeze_epochs: 0 for this backbone, or give the model that method"
+        )
     return {id(p) for p in model.get_classifier().parameters()}
 
 

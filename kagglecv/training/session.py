@@ -30,6 +30,7 @@ def setup_model(cfg: TrainConfig, n_outputs: int, in_chans: int, n_meta: int = 0
 @dataclass
 class Session:
     """Everything one job trains with, built in the order that fixes its random draws (see `start`)."""
+
     cfg: TrainConfig
     data: Fold
     model: torch.nn.Module  # on its device; `trained` is what the optimizer steps (DDP wraps it across processes)
@@ -99,12 +100,35 @@ def start(cfg: TrainConfig, prepared_dir, folds_csv, test_bytes: int, teacher_cs
     phases = plan_phases(model, cfg, len(train_batches), stages if cfg.stages else None)
     scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
     ema = timm.utils.ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
-    mixup = (timm.data.Mixup(mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha,
-                             label_smoothing=cfg.label_smoothing, num_classes=data.task.outputs)
-             if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0 else None)
+    mixup = (
+        timm.data.Mixup(
+            mixup_alpha=cfg.mixup_alpha,
+            cutmix_alpha=cfg.cutmix_alpha,
+            label_smoothing=cfg.label_smoothing,
+            num_classes=data.task.outputs,
+        )
+        if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0
+        else None
+    )
     average = WeightAverage(cfg.average_epochs) if cfg.average == "last_k" else None
-    return Session(cfg, data, model, distributed.wrap(model), dc, device, amp_dtype, on_device, train_batches,
-                   val_batches, phases, scaler, stages, ema, mixup, average)
+    return Session(
+        cfg,
+        data,
+        model,
+        distributed.wrap(model),
+        dc,
+        device,
+        amp_dtype,
+        on_device,
+        train_batches,
+        val_batches,
+        phases,
+        scaler,
+        stages,
+        ema,
+        mixup,
+        average,
+    )
 
 
 def resolved_config(s: Session) -> dict:
@@ -114,17 +138,25 @@ def resolved_config(s: Session) -> dict:
 
     cfg, data = s.cfg, s.data
     code = factory_sha256(cfg.model)  # the user's model code: an edit is another model (kagglecv.config.factories)
-    return {**dataclasses.asdict(cfg), **s.dc, "img_size": s.stages[-1].img_size, "device": str(s.device),
-            "amp_dtype_used": str(s.amp_dtype), "tta_used": resolve_tta(cfg.tta, cfg.augment),
-            "channels_last_used": bool(getattr(s.model, "kagglecv_channels_last", False)),
-            "data_path_used": "device" if s.on_device else "loader",
-            "num_workers_used": 0 if s.on_device else loader_workers(cfg.num_workers, cfg.threads, s.device),
-            "n_train": len(data.tr_idx), "n_valid": len(data.va_idx), "task": data.task.kind,
-            "n_outputs": data.task.outputs,
-            "target_scale": list(data.task.scale),  # predict.py rebuilds the task's activation from these
-            **({"factory_sha256": code} if code else {}),
-            **({"meta_encoder": data.encoder.to_json()} if data.encoder else {}),  # and the metadata's encoding
-            **({"teacher_rows": len(data.train_rows) - len(data.tr_idx)} if data.train_rows is not None else {})}
+    return {
+        **dataclasses.asdict(cfg),
+        **s.dc,
+        "img_size": s.stages[-1].img_size,
+        "device": str(s.device),
+        "amp_dtype_used": str(s.amp_dtype),
+        "tta_used": resolve_tta(cfg.tta, cfg.augment),
+        "channels_last_used": bool(getattr(s.model, "kagglecv_channels_last", False)),
+        "data_path_used": "device" if s.on_device else "loader",
+        "num_workers_used": 0 if s.on_device else loader_workers(cfg.num_workers, cfg.threads, s.device),
+        "n_train": len(data.tr_idx),
+        "n_valid": len(data.va_idx),
+        "task": data.task.kind,
+        "n_outputs": data.task.outputs,
+        "target_scale": list(data.task.scale),  # predict.py rebuilds the task's activation from these
+        **({"factory_sha256": code} if code else {}),
+        **({"meta_encoder": data.encoder.to_json()} if data.encoder else {}),  # and the metadata's encoding
+        **({"teacher_rows": len(data.train_rows) - len(data.tr_idx)} if data.train_rows is not None else {}),
+    }
 
 
 def finish(s: Session) -> dict:

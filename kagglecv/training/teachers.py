@@ -34,8 +34,12 @@ def prob_frame(path) -> tuple[pd.DataFrame, list[str]]:
 
 def mean_predictions(items: list) -> pd.DataFrame:
     """id and p columns: the mean of the members' predictions (files or frames; same ids, same order)."""
-    frames = [prob_frame(p) if not isinstance(p, pd.DataFrame) else
-              (p, [c for c in p.columns if c.startswith("p") and c[1:].isdigit()]) for p in items]
+    frames = [
+        prob_frame(p)
+        if not isinstance(p, pd.DataFrame)
+        else (p, [c for c in p.columns if c.startswith("p") and c[1:].isdigit()])
+        for p in items
+    ]
     base, cols = frames[0]
     for df, c in frames[1:]:
         if c != cols or df["id"].tolist() != base["id"].tolist():
@@ -63,10 +67,15 @@ def decided(task: Task, p: np.ndarray) -> np.ndarray:
     return p
 
 
-def pseudo_labels(test_predictions: list, task: Task, out_csv, *,
-                  min_confidence: float = default_value("pseudo_labels.min_confidence"),
-                  soft: bool = default_value("pseudo_labels.soft"),
-                  weight: float = default_value("pseudo_labels.weight")) -> pd.DataFrame:
+def pseudo_labels(
+    test_predictions: list,
+    task: Task,
+    out_csv,
+    *,
+    min_confidence: float = default_value("pseudo_labels.min_confidence"),
+    soft: bool = default_value("pseudo_labels.soft"),
+    weight: float = default_value("pseudo_labels.weight"),
+) -> pd.DataFrame:
     """The test images a pseudo-label round of one fold learns from: the mean of that fold's previous-round
     predictions, the rows the teachers are sure enough of, as probabilities or decisions."""
     mean = mean_predictions(test_predictions)
@@ -80,8 +89,16 @@ def pseudo_labels(test_predictions: list, task: Task, out_csv, *,
     return out
 
 
-def distill_targets(member_oofs: list[list], fold_tests: list, folds: pd.DataFrame, fold: int, task: Task,
-                    out_csv, *, label_weight: float = default_value("distill.label_weight")) -> pd.DataFrame:
+def distill_targets(
+    member_oofs: list[list],
+    fold_tests: list,
+    folds: pd.DataFrame,
+    fold: int,
+    task: Task,
+    out_csv,
+    *,
+    label_weight: float = default_value("distill.label_weight"),
+) -> pd.DataFrame:
     """The student of fold `fold`: its training rows (the other folds) with targets mixing the true label
     (label_weight) and the members' mean out-of-fold prediction, and the test images labelled by the members'
     fold-`fold` models. member_oofs: per member, its oof.csv of every fold."""
@@ -134,5 +151,4 @@ def read_teacher(path, folds: pd.DataFrame, tr_idx: np.ndarray, test_ids, task: 
     if unknown:
         raise InputError(f"{path}: test id {unknown[0]!r} is not in the prepared test set; rerun the teacher step")
     rows = np.array([position[i] for i in test["id"]], dtype=np.int64)
-    return (train_targets, rows, test[cols].to_numpy(dtype=np.float32),
-            test["weight"].to_numpy(dtype=np.float32))
+    return (train_targets, rows, test[cols].to_numpy(dtype=np.float32), test["weight"].to_numpy(dtype=np.float32))

@@ -62,12 +62,23 @@ def fit(s: Session, history: list, start_epoch: int, log_epoch, n_test: int = 0)
         t0, phase = time.perf_counter(), s.epochs[epoch]
         s.enter(phase)
         set_frozen(s.model, phase.frozen)
-        loss, img_s = train_epoch(s.trained, s.train_batches, phase, s.scaler, s.device, s.amp_dtype, cfg,
-                                  ema=s.ema, mixup=s.mixup, task=data.task,
-                                  desc=f"{cfg.backbone} fold {cfg.fold} epoch {epoch + 1}/{len(s.epochs)}")
+        loss, img_s = train_epoch(
+            s.trained,
+            s.train_batches,
+            phase,
+            s.scaler,
+            s.device,
+            s.amp_dtype,
+            cfg,
+            ema=s.ema,
+            mixup=s.mixup,
+            task=data.task,
+            desc=f"{cfg.backbone} fold {cfg.fold} epoch {epoch + 1}/{len(s.epochs)}",
+        )
         if not math.isfinite(loss):
-            raise RuntimeError(f"{cfg.backbone} fold {cfg.fold}: training loss is {loss} at epoch {epoch + 1}; "
-                               "lower train.lr")
+            raise RuntimeError(
+                f"{cfg.backbone} fold {cfg.fold}: training loss is {loss} at epoch {epoch + 1}; lower train.lr"
+            )
         if s.average is not None:  # a time budget's count may change: the average keeps the last epochs done
             s.average.update(s.model, epoch + 1, None if cfg.time_budget else len(s.epochs))
         epoch += 1
@@ -80,8 +91,10 @@ def fit(s: Session, history: list, start_epoch: int, log_epoch, n_test: int = 0)
             valid_seconds.append(time.perf_counter() - t_val)
             if cfg.time_budget and epoch == 1:
                 plan_budget(s, time.perf_counter() - t_fit, t_val - t0, valid_seconds, n_test)
-            row |= {"valid_loss": data.task.valid_loss(y_va, probs),
-                    f"valid_{cfg.metric}": metrics.score(cfg.metric, y_va, probs, grades=data.task.grades)}
+            row |= {
+                "valid_loss": data.task.valid_loss(y_va, probs),
+                f"valid_{cfg.metric}": metrics.score(cfg.metric, y_va, probs, grades=data.task.grades),
+            }
         row |= {"lr": phase.scheduler.get_last_lr()[-1], "seconds": time.perf_counter() - t0, "img_per_s": img_s}
         history.append(row)
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
@@ -93,9 +106,18 @@ def fit(s: Session, history: list, start_epoch: int, log_epoch, n_test: int = 0)
         log_epoch(epoch, row)  # after the plan: the resume checkpoint holds the schedule the next epoch follows
 
 
-def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_dir: str | Path,
-        experiment: str = "default", results_dir: str | Path = "results", track: bool = True,
-        teacher_csv: str | Path | None = None, on_epoch=None, lr_find: str | Path | None = None) -> dict:
+def run(
+    cfg: TrainConfig,
+    prepared_dir: str | Path,
+    folds_csv: str | Path,
+    out_dir: str | Path,
+    experiment: str = "default",
+    results_dir: str | Path = "results",
+    track: bool = True,
+    teacher_csv: str | Path | None = None,
+    on_epoch=None,
+    lr_find: str | Path | None = None,
+) -> dict:
     """Train one (backbone, fold) and write its outputs (ModelFiles) into `out_dir`; its metrics.json. With
     `teacher_csv` (kagglecv.training.teachers), its training rows include what the teachers labelled.
     `on_epoch(epoch, row)`: called in the main process after each epoch's history row (with
@@ -114,8 +136,14 @@ def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_d
     fingerprint = data_fingerprint(prepared, folds_csv, teacher_csv)
     start_epoch, history, _ = load_resume(out.resume, resolved, fingerprint, s)
     run_name = f"{cfg.backbone}-fold{cfg.fold}"
-    with Tracker(experiment, run_name, results_dir, enabled=track and main, record=record_file(out.path, run_name),
-                 tags={"step": "train", "backbone": cfg.backbone, "fold": str(cfg.fold)}) as tracker:
+    with Tracker(
+        experiment,
+        run_name,
+        results_dir,
+        enabled=track and main,
+        record=record_file(out.path, run_name),
+        tags={"step": "train", "backbone": cfg.backbone, "fold": str(cfg.fold)},
+    ) as tracker:
         tracker.log_params(resolved)
         for row in history:  # epochs done before a resume: this run (and its record) holds the whole history
             tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
@@ -135,20 +163,41 @@ def run(cfg: TrainConfig, prepared_dir: str | Path, folds_csv: str | Path, out_d
         result = write_outputs(s, out, history, resolved, test_images, test_table) | done
         # Everything but the epochs (make bench's target: a few seconds per job): before the first batch,
         # the TTA passes, and the rest (writing outputs, tracking).
-        result |= {"train_seconds": train_seconds, "startup_seconds": round(startup, 2),
-                   "fixed_seconds": round(process_seconds() - train_seconds, 2),
-                   # when the job's process ran (Unix time): which jobs shared the machine
-                   "started_at": round(time.time() - process_seconds(), 2), "finished_at": round(time.time(), 2)}
+        result |= {
+            "train_seconds": train_seconds,
+            "startup_seconds": round(startup, 2),
+            "fixed_seconds": round(process_seconds() - train_seconds, 2),
+            # when the job's process ran (Unix time): which jobs shared the machine
+            "started_at": round(time.time() - process_seconds(), 2),
+            "finished_at": round(time.time(), 2),
+        }
         if s.budget:  # planned against spent: the epochs, the final predictions, and both together
-            result["time_budget"] = {**s.budget, "used_seconds": round(time.perf_counter() - t_start, 2),
-                                     "epochs": len(history)}
-        print(f"job time besides the epochs: {result['fixed_seconds']:.1f} s (start-up {startup:.1f} s, "
-              f"TTA {result['tta_seconds']:.1f} s)", flush=True)
+            result["time_budget"] = {
+                **s.budget,
+                "used_seconds": round(time.perf_counter() - t_start, 2),
+                "epochs": len(history),
+            }
+        print(
+            f"job time besides the epochs: {result['fixed_seconds']:.1f} s (start-up {startup:.1f} s, "
+            f"TTA {result['tta_seconds']:.1f} s)",
+            flush=True,
+        )
         write_json(out.metrics, result)
         out.resume.unlink(missing_ok=True)
-        tracker.log_metrics({"cv_fold": result["score"], "cv_fold_no_tta": result["score_no_tta"] or 0.0,
-                             **({"budget_planned_seconds": s.budget["planned_seconds"],
-                                 "budget_used_seconds": result["time_budget"]["used_seconds"]} if s.budget else {})})
+        tracker.log_metrics(
+            {
+                "cv_fold": result["score"],
+                "cv_fold_no_tta": result["score_no_tta"] or 0.0,
+                **(
+                    {
+                        "budget_planned_seconds": s.budget["planned_seconds"],
+                        "budget_used_seconds": result["time_budget"]["used_seconds"],
+                    }
+                    if s.budget
+                    else {}
+                ),
+            }
+        )
         for path in (out.metrics, out.config, out.history):
             tracker.log_artifact(path)
     return result
@@ -160,10 +209,12 @@ def write_outputs(s: Session, out: ModelFiles, history: list, resolved: dict, te
     va_idx, y_va = data.va_idx, data.y[data.va_idx]
     test_meta = None if data.encoder is None else data.encoder.transform(test_table)
     t_tta = time.perf_counter()
-    oof = predict_tta(s.final, data.images, cfg, s.dc, s.device, s.amp_dtype, s.on_device, rows=va_idx,
-                      task=data.task, meta=data.meta)
-    test = predict_tta(s.final, test_images, cfg, s.dc, s.device, s.amp_dtype, s.on_device, task=data.task,
-                       meta=test_meta)
+    oof = predict_tta(
+        s.final, data.images, cfg, s.dc, s.device, s.amp_dtype, s.on_device, rows=va_idx, task=data.task, meta=data.meta
+    )
+    test = predict_tta(
+        s.final, test_images, cfg, s.dc, s.device, s.amp_dtype, s.on_device, task=data.task, meta=test_meta
+    )
     tta_seconds = time.perf_counter() - t_tta
     cols = [f"p{k}" for k in range(data.task.outputs)]
     oof_df = pd.DataFrame(oof, columns=cols)
@@ -176,21 +227,29 @@ def write_outputs(s: Session, out: ModelFiles, history: list, resolved: dict, te
     write_csv(out.history, pd.DataFrame(history))
     with atomic_path(out.model) as tmp:
         torch.save({"state_dict": s.final.state_dict(), "config": resolved}, tmp)
-    return {"backbone": cfg.backbone, "fold": cfg.fold, "metric": cfg.metric,
-            "score": metrics.score(cfg.metric, y_va, oof, grades=data.task.grades),
-            "score_no_tta": history[-1][f"valid_{cfg.metric}"] if history else None,
-            "valid_loss": data.task.valid_loss(y_va, oof), "device": str(s.device),
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),  # which GPU lease this job held
-            "img_per_s": float(np.mean([h["img_per_s"] for h in history])) if history else None,
-            "tta_seconds": round(tta_seconds, 2), "processes": world()}
+    return {
+        "backbone": cfg.backbone,
+        "fold": cfg.fold,
+        "metric": cfg.metric,
+        "score": metrics.score(cfg.metric, y_va, oof, grades=data.task.grades),
+        "score_no_tta": history[-1][f"valid_{cfg.metric}"] if history else None,
+        "valid_loss": data.task.valid_loss(y_va, oof),
+        "device": str(s.device),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),  # which GPU lease this job held
+        "img_per_s": float(np.mean([h["img_per_s"] for h in history])) if history else None,
+        "tta_seconds": round(tta_seconds, 2),
+        "processes": world(),
+    }
 
 
-def run_distributed(cfg: TrainConfig, prepared_dir, folds_csv, out_dir, experiment, results_dir, track,
-                    teacher_csv=None) -> dict:
+def run_distributed(
+    cfg: TrainConfig, prepared_dir, folds_csv, out_dir, experiment, results_dir, track, teacher_csv=None
+) -> dict:
     """`run` in one process per device (kagglecv.training.distributed), after leasing the devices; the main process's
     result."""
     if cfg.device != "cpu":
         lease_gpu(count=cfg.gpus)  # CUDA_VISIBLE_DEVICES for the processes (Slurm's, when it set them)
-    distributed.launch(cfg.gpus, run, cfg, prepared_dir, folds_csv, out_dir, experiment, results_dir, track,
-                       teacher_csv)
+    distributed.launch(
+        cfg.gpus, run, cfg, prepared_dir, folds_csv, out_dir, experiment, results_dir, track, teacher_csv
+    )
     return ModelRecord.read(out_dir).metrics

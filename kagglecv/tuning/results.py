@@ -34,8 +34,10 @@ def best_trial(study, tuning):
     if not done:
         states = pd.Series([t.state.name for t in study.get_trials(deepcopy=False)]).value_counts().to_dict()
         errors = [t.user_attrs["error"] for t in study.get_trials(deepcopy=False) if t.user_attrs.get("error")]
-        raise InputError(f"tune: no trial of study {study.study_name} completed ({states}); "
-                         + (f"the first error: {errors[0]}" if errors else "see results/<competition>/logs/tune/"))
+        raise InputError(
+            f"tune: no trial of study {study.study_name} completed ({states}); "
+            + (f"the first error: {errors[0]}" if errors else "see results/<competition>/logs/tune/")
+        )
     return study.best_trial
 
 
@@ -51,9 +53,11 @@ def write_best(tuning, study, path: str | Path) -> dict:
     trial = best_trial(study, tuning)
     entry = best_entry(tuning, trial)
     folds = ", ".join(str(k) for k in tuning.folds)
-    header = (f"# snakemake tune: trial {trial.number} of study {study.study_name}, the best of "
-              f"{len(study.trials)} trial(s): {tuning.metric} {trial.value:.6g} (mean of fold(s) {folds}).\n"
-              f"# tune.apply: true lays this entry over backbone {tuning.backbone!r}; or paste it into backbones:.\n")
+    header = (
+        f"# snakemake tune: trial {trial.number} of study {study.study_name}, the best of "
+        f"{len(study.trials)} trial(s): {tuning.metric} {trial.value:.6g} (mean of fold(s) {folds}).\n"
+        f"# tune.apply: true lays this entry over backbone {tuning.backbone!r}; or paste it into backbones:.\n"
+    )
     with atomic_path(path) as tmp:
         tmp.write_text(header + yaml.safe_dump({"backbones": [entry]}, sort_keys=False, default_flow_style=False))
     return entry

@@ -60,14 +60,31 @@ class Tuning:
             raise InputError(f"tune.space: backbone {backbone!r} has lr: auto; search lr, or give the entry a number")
         bad = [k for k in t["folds"] if k >= config["folds"]]
         if bad:
-            raise InputError(f"tune.folds: fold {bad[0]} does not exist with folds: {config['folds']} (0 to "
-                             f"{config['folds'] - 1})")
+            raise InputError(
+                f"tune.folds: fold {bad[0]} does not exist with folds: {config['folds']} (0 to {config['folds'] - 1})"
+            )
         if t["storage"] is not None and "://" not in t["storage"]:
             raise InputError("tune.storage: not a database URL (sqlite:///path.db, postgresql+psycopg://user@host/db)")
-        return cls(config["competition"], backbone, entry, entry_overrides(config, backbone), space, t["trials"],
-                   tuple(t["folds"]), t["baseline"], t["sampler"], t["startup_trials"], t["pruner"], t["warmup_steps"],
-                   t["prune_on"], t["storage"], config["seed"] if t["seed"] is None else t["seed"], config["metric"],
-                   config["task"], t["apply"])
+        return cls(
+            config["competition"],
+            backbone,
+            entry,
+            entry_overrides(config, backbone),
+            space,
+            t["trials"],
+            tuple(t["folds"]),
+            t["baseline"],
+            t["sampler"],
+            t["startup_trials"],
+            t["pruner"],
+            t["warmup_steps"],
+            t["prune_on"],
+            t["storage"],
+            config["seed"] if t["seed"] is None else t["seed"],
+            config["metric"],
+            config["task"],
+            t["apply"],
+        )
 
     # ------------------------------------------------------------ the study
 
@@ -75,12 +92,25 @@ class Tuning:
         """What a trial's value means: the entry's settings that differ from the schema's defaults (besides the
         searched and the scheduling ones), the folds, metric, seed and task. A rule param of every trial job."""
         searched = {p.setting for p in self.space if not p.in_model_args}
-        args = {k: v for k, v in (self.entry.get("model_args") or {}).items()
-                if k not in {p.setting for p in self.space if p.in_model_args}}
-        settings = {k: v for k, v in {**self.entry, "model_args": args}.items()
-                    if k not in searched and k not in NOT_SEARCHED and v != train_defaults.get(k)}
-        return {"competition": self.competition, "backbone": self.backbone, "settings": settings,
-                "folds": list(self.folds), "metric": self.metric, "seed": self.seed, "task": self.task}
+        args = {
+            k: v
+            for k, v in (self.entry.get("model_args") or {}).items()
+            if k not in {p.setting for p in self.space if p.in_model_args}
+        }
+        settings = {
+            k: v
+            for k, v in {**self.entry, "model_args": args}.items()
+            if k not in searched and k not in NOT_SEARCHED and v != train_defaults.get(k)
+        }
+        return {
+            "competition": self.competition,
+            "backbone": self.backbone,
+            "settings": settings,
+            "folds": list(self.folds),
+            "metric": self.metric,
+            "seed": self.seed,
+            "task": self.task,
+        }
 
     def study_name(self, train_defaults: dict) -> str:
         digest = hashlib.sha256(json.dumps(self.identity(train_defaults), sort_keys=True, default=str).encode())
@@ -155,8 +185,10 @@ def applied(backbones: dict[str, dict], config: dict, layout, schema: dict) -> d
     if name not in backbones:
         raise InputError(f"tune.backbone: {name!r} is not a backbones entry (entries: {', '.join(backbones)})")
     if not best.exists():
-        raise InputError(f"tune.apply: true, but {best} does not exist yet: run `snakemake tune --config "
-                         f"tune='{{apply: false}}'` first")
+        raise InputError(
+            f"tune.apply: true, but {best} does not exist yet: run `snakemake tune --config "
+            f"tune='{{apply: false}}'` first"
+        )
     tuned = read_best(best, name)
     merged = {**backbones[name], **tuned}
     if isinstance(tuned.get("model_args"), dict):

@@ -75,8 +75,12 @@ def configured(settings: dict, space: tuple[Param, ...]) -> dict:
         if p.kind == "choice":
             ok = v in p.choices
         else:
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and p.low <= v <= p.high \
+            ok = (
+                isinstance(v, (int, float))
+                and not isinstance(v, bool)
+                and p.low <= v <= p.high
                 and (p.kind == "float" or v == int(v))
+            )
         if ok:
             out[p.name] = v
     return out
@@ -94,11 +98,15 @@ def parse_space(space: dict, entry: dict, train_schema: dict, backbone: str) -> 
         if name.startswith(MODEL_ARGS) or (name not in props and name in model_args):
             setting, in_args = name.removeprefix(MODEL_ARGS), True
             if setting not in model_args:
-                raise InputError(f"{where}: {setting!r} is not a key of backbone {backbone!r}'s model_args "
-                                 f"(its keys: {', '.join(sorted(model_args)) or 'none'})")
+                raise InputError(
+                    f"{where}: {setting!r} is not a key of backbone {backbone!r}'s model_args "
+                    f"(its keys: {', '.join(sorted(model_args)) or 'none'})"
+                )
         elif name not in props:
-            raise InputError(f"{where}: {name!r} is not a training setting (a train: key) nor a key of backbone "
-                             f"{backbone!r}'s model_args; see schemas/config.schema.yaml")
+            raise InputError(
+                f"{where}: {name!r} is not a training setting (a train: key) nor a key of backbone "
+                f"{backbone!r}'s model_args; see schemas/config.schema.yaml"
+            )
         elif name in NOT_SEARCHED:
             raise InputError(f"{where}: {name!r} says how a job is scheduled, not what it learns: it is not searched")
         elif {"object", "array"} & types(props[name]):
@@ -106,8 +114,11 @@ def parse_space(space: dict, entry: dict, train_schema: dict, backbone: str) -> 
         node = None if in_args else props[name]
         if not isinstance(spec, dict) or not spec:
             raise InputError(f"{where}: give {{low, high}} or {{choices: [...]}}, not {spec!r}")
-        out.append(choices_param(where, name, setting, in_args, spec, node) if "choices" in spec
-                   else range_param(where, name, setting, in_args, spec, node))
+        out.append(
+            choices_param(where, name, setting, in_args, spec, node)
+            if "choices" in spec
+            else range_param(where, name, setting, in_args, spec, node)
+        )
     return tuple(out)
 
 

@@ -36,8 +36,9 @@ def open_study(name: str, url: str, direction: str, sampler=None, pruner=None):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial is ours to print, with its slot
-    return optuna.create_study(study_name=name, storage=storage(url), direction=direction, sampler=sampler,
-                               pruner=pruner, load_if_exists=True)
+    return optuna.create_study(
+        study_name=name, storage=storage(url), direction=direction, sampler=sampler, pruner=pruner, load_if_exists=True
+    )
 
 
 def slot_trials(study, slot: int) -> list:
@@ -81,12 +82,22 @@ def iso(d: datetime | None) -> str | None:
 
 def trial_row(t) -> dict:
     """One row of trials.csv: number, state, value, seconds, epochs run, params (params_<name>, as Optuna's
-    trials_dataframe names them), whether it is the baseline (the entry as configured), the slot and attempt, the error of a failed trial, and when it ran."""
-    return {"number": t.number, "state": t.state.name, "value": t.value, "seconds": seconds(t),
-            "epochs": t.user_attrs.get("epochs"), **{f"params_{k}": v for k, v in t.params.items()},
-            "baseline": bool(t.user_attrs.get("baseline")), "slot": t.user_attrs.get("slot"),
-            "attempt": t.user_attrs.get("attempt"),
-            "error": t.user_attrs.get("error"), "started": iso(t.datetime_start), "finished": iso(t.datetime_complete)}
+    trials_dataframe names them), whether it is the baseline (the entry as configured), the slot and attempt, the
+    error of a failed trial, and when it ran."""
+    return {
+        "number": t.number,
+        "state": t.state.name,
+        "value": t.value,
+        "seconds": seconds(t),
+        "epochs": t.user_attrs.get("epochs"),
+        **{f"params_{k}": v for k, v in t.params.items()},
+        "baseline": bool(t.user_attrs.get("baseline")),
+        "slot": t.user_attrs.get("slot"),
+        "attempt": t.user_attrs.get("attempt"),
+        "error": t.user_attrs.get("error"),
+        "started": iso(t.datetime_start),
+        "finished": iso(t.datetime_complete),
+    }
 
 
 def most_at_once(trials) -> int:

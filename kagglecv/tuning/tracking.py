@@ -52,8 +52,7 @@ def _sync(study, tuning, url, experiment, results_dir) -> dict:
     exp = retry_busy(client.get_experiment_by_name, experiment)
     exp_id = exp.experiment_id if exp else retry_busy(create_experiment, client, experiment, results_dir)
     name = study.study_name
-    runs = retry_busy(client.search_runs, [exp_id], filter_string=f"tags.`{STUDY_TAG}` = '{name}'",
-                      max_results=50000)
+    runs = retry_busy(client.search_runs, [exp_id], filter_string=f"tags.`{STUDY_TAG}` = '{name}'", max_results=50000)
     parent = next((r.info.run_id for r in runs if TRIAL_TAG not in r.data.tags), None)
     if parent is None:
         parent = make_parent(client, exp_id, study, tuning, url)
@@ -69,10 +68,21 @@ def _sync(study, tuning, url, experiment, results_dir) -> dict:
 
 def make_parent(client, exp_id: str, study, tuning, url: str) -> str:
     run_name = f"tune-{tuning.backbone}"
-    run = retry_busy(client.create_run, exp_id, run_name=run_name,
-                     tags={"step": "tune", STUDY_TAG: study.study_name, JOB_TAG: run_name})
-    params = {"study": study.study_name, "backbone": tuning.backbone, "metric": tuning.metric,
-              "direction": tuning.direction, "folds": list(tuning.folds), "seed": tuning.seed, "storage": url}
+    run = retry_busy(
+        client.create_run,
+        exp_id,
+        run_name=run_name,
+        tags={"step": "tune", STUDY_TAG: study.study_name, JOB_TAG: run_name},
+    )
+    params = {
+        "study": study.study_name,
+        "backbone": tuning.backbone,
+        "metric": tuning.metric,
+        "direction": tuning.direction,
+        "folds": list(tuning.folds),
+        "seed": tuning.seed,
+        "storage": url,
+    }
     log_batch(client, run.info.run_id, params=params)
     return run.info.run_id
 
@@ -82,8 +92,12 @@ def update_parent(client, parent: str, study, tuning) -> None:
     the settings a rerun may change (tags)."""
     states = [t.state.name for t in study.get_trials(deepcopy=False)]
     metrics = {f"trials_{s.lower()}": states.count(s) for s in ("COMPLETE", "PRUNED", "FAIL")}
-    tags = {"trials": str(tuning.trials), "sampler": tuning.sampler, "pruner": tuning.pruner,
-            "space": redact(str({p.name: p.choices or [p.low, p.high] for p in tuning.space}))[:5000]}
+    tags = {
+        "trials": str(tuning.trials),
+        "sampler": tuning.sampler,
+        "pruner": tuning.pruner,
+        "space": redact(str({p.name: p.choices or [p.low, p.high] for p in tuning.space}))[:5000],
+    }
     if metrics["trials_complete"]:
         metrics["best_value"] = study.best_value
         tags["best_trial"] = str(study.best_trial.number)
@@ -92,32 +106,60 @@ def update_parent(client, parent: str, study, tuning) -> None:
 
 
 def make_child(client, exp_id: str, parent: str, study_name: str, metric: str, t) -> None:
-    run = retry_busy(client.create_run, exp_id, start_time=ms(t.datetime_start), run_name=f"trial-{t.number:03d}",
-                     tags={PARENT_TAG: parent, STUDY_TAG: study_name, TRIAL_TAG: str(t.number), "step": "tune_trial",
-                           "optuna.state": t.state.name, **({"error": t.user_attrs["error"][:5000]}
-                                                             if t.user_attrs.get("error") else {})})
+    run = retry_busy(
+        client.create_run,
+        exp_id,
+        start_time=ms(t.datetime_start),
+        run_name=f"trial-{t.number:03d}",
+        tags={
+            PARENT_TAG: parent,
+            STUDY_TAG: study_name,
+            TRIAL_TAG: str(t.number),
+            "step": "tune_trial",
+            "optuna.state": t.state.name,
+            **({"error": t.user_attrs["error"][:5000]} if t.user_attrs.get("error") else {}),
+        },
+    )
     params = {**t.params, "slot": t.user_attrs.get("slot"), "attempt": t.user_attrs.get("attempt")}
     # the value of a completed trial only: a pruned one's is its last report, already in <metric>_report
     metrics = {"epochs": t.user_attrs.get("epochs"), **({metric: t.value} if t.state.name == "COMPLETE" else {})}
     if t.datetime_start and t.datetime_complete:
         metrics["seconds"] = (t.datetime_complete - t.datetime_start).total_seconds()
-    log_batch(client, run.info.run_id, params=params, metrics=metrics, steps=t.intermediate_values,
-              step_key=f"{metric}_report")
+    log_batch(
+        client,
+        run.info.run_id,
+        params=params,
+        metrics=metrics,
+        steps=t.intermediate_values,
+        step_key=f"{metric}_report",
+    )
     retry_busy(client.set_terminated, run.info.run_id, STATUS[t.state.name], end_time=ms(t.datetime_complete))
 
 
-def log_batch(client, run_id: str, params: dict | None = None, metrics: dict | None = None, tags: dict | None = None,
-              step: int = 0, steps: dict | None = None, step_key: str | None = None) -> None:
+def log_batch(
+    client,
+    run_id: str,
+    params: dict | None = None,
+    metrics: dict | None = None,
+    tags: dict | None = None,
+    step: int = 0,
+    steps: dict | None = None,
+    step_key: str | None = None,
+) -> None:
     """Params (redacted, as every Tracker logs them), metrics (numbers only) and tags in one call; `steps`
     ({step: value}) as the metric `step_key`."""
     from mlflow.entities import Metric, Param, RunTag
 
     now = int(time.time() * 1000)
     ps = [Param(mlflow_name(k), redact(str(v))[:500]) for k, v in flatten(params or {}).items() if v is not None]
-    ms_ = [Metric(mlflow_name(k), float(v), now, step) for k, v in (metrics or {}).items()
-           if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    ms_ = [
+        Metric(mlflow_name(k), float(v), now, step)
+        for k, v in (metrics or {}).items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    ]
     ms_ += [Metric(mlflow_name(step_key), float(v), now, int(s)) for s, v in (steps or {}).items()]
     ts = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
     for k in range(0, max(len(ms_), 1), 1000):  # MLflow takes at most 1000 metrics (and 100 params) a call
-        retry_busy(client.log_batch, run_id, metrics=ms_[k:k + 1000], params=ps if k == 0 else [],
-                   tags=ts if k == 0 else [])
+        retry_busy(
+            client.log_batch, run_id, metrics=ms_[k : k + 1000], params=ps if k == 0 else [], tags=ts if k == 0 else []
+        )

@@ -47,8 +47,14 @@ def trial_settings(tuning, values: dict, fold: int, threads: int) -> dict:
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     settings = {k: v for k, v in place(tuning.entry, tuning.space, values).items() if k in names}
-    return {**settings, "backbone": tuning.backbone, "fold": fold, "seed": tuning.seed, "metric": tuning.metric,
-            "threads": threads}
+    return {
+        **settings,
+        "backbone": tuning.backbone,
+        "fold": fold,
+        "seed": tuning.seed,
+        "metric": tuning.metric,
+        "threads": threads,
+    }
 
 
 def tidy(out) -> None:
@@ -72,8 +78,16 @@ def train_folds(tuning, trial, values: dict, layout, trial_dir, threads: int, re
         out = ModelFiles(trial_dir / f"fold{k}")
         cfg = TrainConfig.from_dict(trial_settings(tuning, values, k, threads))
         try:
-            result = trainer.run(cfg, layout.prepared.path, layout.folds, out.path, experiment=layout.competition,
-                                 results_dir=layout.results, track=False, on_epoch=reporter.epoch)
+            result = trainer.run(
+                cfg,
+                layout.prepared.path,
+                layout.folds,
+                out.path,
+                experiment=layout.competition,
+                results_dir=layout.results,
+                track=False,
+                on_epoch=reporter.epoch,
+            )
         finally:
             tidy(out)
         scores.append(float(result["score"]))
@@ -109,9 +123,18 @@ def run_trial(tuning, study, trial, layout, trial_dir, threads: int) -> dict:
     # as told: a value without a state is COMPLETE, or FAIL when it is not a number (NaN); a pruned trial's value is
     # its last report
     frozen = study.tell(trial, value) if state == TrialState.COMPLETE else study.tell(trial, state=state)
-    outcome = {"trial": trial.number, "state": frozen.state.name, "value": frozen.value, "params": values,
-               "seconds": round(time.perf_counter() - t0, 2), "epochs": reporter.epochs, "error": error}
+    outcome = {
+        "trial": trial.number,
+        "state": frozen.state.name,
+        "value": frozen.value,
+        "params": values,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "epochs": reporter.epochs,
+        "error": error,
+    }
     scored = f", {tuning.metric} {frozen.value:.5g}" if frozen.value is not None else ""
-    print(f"trial {trial.number}: {frozen.state.name}{scored} in {outcome['seconds']:.1f} s, {reporter.epochs} "
-          "epoch(s)", flush=True)
+    print(
+        f"trial {trial.number}: {frozen.state.name}{scored} in {outcome['seconds']:.1f} s, {reporter.epochs} epoch(s)",
+        flush=True,
+    )
     return outcome

@@ -10,5 +10,15 @@ from .common import Missing7z, Standin
 from .graders import InvalidSubmission, grade, lower_is_better, prior_score, prior_submission, sample_score
 from .layouts import SLUGS, make
 
-__all__ = ["InvalidSubmission", "Missing7z", "SLUGS", "Standin", "grade", "lower_is_better", "make", "prior_score",
-           "prior_submission", "sample_score"]
+__all__ = [
+    "InvalidSubmission",
+    "Missing7z",
+    "SLUGS",
+    "Standin",
+    "grade",
+    "lower_is_better",
+    "make",
+    "prior_score",
+    "prior_submission",
+    "sample_score",
+]

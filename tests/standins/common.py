@@ -69,19 +69,40 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
     return d.images.astype(np.float32) / 16.0, d.target.astype(int)
 
 
-PALETTE = np.array([[230, 60, 60], [60, 200, 60], [70, 110, 240], [240, 210, 40], [200, 60, 220],
-                    [40, 220, 220], [250, 140, 30], [150, 150, 150], [140, 90, 40], [255, 255, 255]], float)
+PALETTE = np.array(
+    [
+        [230, 60, 60],
+        [60, 200, 60],
+        [70, 110, 240],
+        [240, 210, 40],
+        [200, 60, 220],
+        [40, 220, 220],
+        [250, 140, 30],
+        [150, 150, 150],
+        [140, 90, 40],
+        [255, 255, 255],
+    ],
+    float,
+)
 
 
-def draw(rng: np.random.Generator, digit: int, size: tuple[int, int] = (32, 32), colour: int | None = None,
-         gray: bool = False, binary: bool = False) -> np.ndarray:
+def draw(
+    rng: np.random.Generator,
+    digit: int,
+    size: tuple[int, int] = (32, 32),
+    colour: int | None = None,
+    gray: bool = False,
+    binary: bool = False,
+) -> np.ndarray:
     """An image (H x W x 3 uint8, or H x W for gray/binary) of one `load_digits` sample of `digit`, scaled to
     `size` = (width, height), drawn in PALETTE[colour] (default: the digit's own colour)."""
     imgs, target = _digits()
     idx = rng.choice(np.flatnonzero(target == digit))
     w, h = size
-    shape = np.asarray(Image.fromarray((imgs[idx] * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR),
-                       np.float32) / 255.0
+    shape = (
+        np.asarray(Image.fromarray((imgs[idx] * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR), np.float32)
+        / 255.0
+    )
     if binary:  # a silhouette (Leaf Classification): white shape on black
         return np.where(shape > 0.35, 255, 0).astype(np.uint8)
     noise = rng.normal(0, 12, (h, w, 1 if gray else 3))
@@ -110,8 +131,9 @@ def save(img: np.ndarray, path: Path) -> Path:
 # ---------------------------------------------------------------- labels, ids, splits
 
 
-def class_split(rng: np.random.Generator, n_train: int, n_test: int, n_classes: int,
-                weights=None) -> tuple[np.ndarray, np.ndarray]:
+def class_split(
+    rng: np.random.Generator, n_train: int, n_test: int, n_classes: int, weights=None
+) -> tuple[np.ndarray, np.ndarray]:
     """Class indices of the train and test rows, drawn with `weights`; every class at least twice in train and,
     where n_test allows, once in test (so that each class's AUC/F1 is defined on the test rows)."""
     p = np.ones(n_classes) / n_classes if weights is None else np.asarray(weights, float) / np.sum(weights)
@@ -188,8 +210,9 @@ def write_7z(src: Path, dst: Path) -> Path:
     try:
         import py7zr
     except ImportError as e:
-        raise Missing7z(f"writing {dst.name} needs py7zr (pip install py7zr); or make the stand-in with "
-                        "unpack_inner=True") from e
+        raise Missing7z(
+            f"writing {dst.name} needs py7zr (pip install py7zr); or make the stand-in with unpack_inner=True"
+        ) from e
     with py7zr.SevenZipFile(dst, "w") as z:
         z.writeall(src, arcname=src.name)
     return dst
@@ -264,8 +287,9 @@ def write_tfrecord(path: Path, examples: list[bytes]) -> Path:
     with open(path, "wb") as f:
         for data in examples:
             length = struct.pack("<Q", len(data))
-            f.write(length + struct.pack("<I", _masked(crc32c(length))) + data +
-                    struct.pack("<I", _masked(crc32c(data))))
+            f.write(
+                length + struct.pack("<I", _masked(crc32c(length))) + data + struct.pack("<I", _masked(crc32c(data)))
+            )
     return path
 
 
@@ -274,8 +298,8 @@ def read_tfrecord(path: Path) -> list[bytes]:
     out, raw, pos = [], Path(path).read_bytes(), 0
     while pos < len(raw):
         (n,) = struct.unpack_from("<Q", raw, pos)
-        assert struct.unpack_from("<I", raw, pos + 8)[0] == _masked(crc32c(raw[pos:pos + 8]))
-        data = raw[pos + 12:pos + 12 + n]
+        assert struct.unpack_from("<I", raw, pos + 8)[0] == _masked(crc32c(raw[pos : pos + 8]))
+        data = raw[pos + 12 : pos + 12 + n]
         assert struct.unpack_from("<I", raw, pos + 12 + n)[0] == _masked(crc32c(data))
         out.append(data)
         pos += 16 + n
@@ -297,19 +321,30 @@ def _dicom_element(group: int, elem: int, vr: str, value: bytes) -> bytes:
 def dicom_bytes(img: np.ndarray, patient_id: str, uid: str) -> bytes:
     """A minimal Secondary Capture DICOM file holding `img` (H x W x 3 uint8) uncompressed."""
     sop_class, syntax = b"1.2.840.10008.5.1.4.1.1.7", b"1.2.840.10008.1.2.1"
-    meta = (_dicom_element(2, 1, "OB", b"\0\1") + _dicom_element(2, 2, "UI", sop_class) +
-            _dicom_element(2, 3, "UI", uid.encode()) + _dicom_element(2, 0x10, "UI", syntax))
+    meta = (
+        _dicom_element(2, 1, "OB", b"\0\1")
+        + _dicom_element(2, 2, "UI", sop_class)
+        + _dicom_element(2, 3, "UI", uid.encode())
+        + _dicom_element(2, 0x10, "UI", syntax)
+    )
     meta = _dicom_element(2, 0, "UL", struct.pack("<I", len(meta))) + meta
     h, w = img.shape[:2]
     us = lambda v: struct.pack("<H", v)  # noqa: E731
-    body = (_dicom_element(8, 0x16, "UI", sop_class) + _dicom_element(8, 0x18, "UI", uid.encode()) +
-            _dicom_element(0x10, 0x20, "LO", patient_id.encode()) +
-            _dicom_element(0x28, 2, "US", us(3)) + _dicom_element(0x28, 4, "CS", b"RGB") +
-            _dicom_element(0x28, 6, "US", us(0)) + _dicom_element(0x28, 0x10, "US", us(h)) +
-            _dicom_element(0x28, 0x11, "US", us(w)) + _dicom_element(0x28, 0x100, "US", us(8)) +
-            _dicom_element(0x28, 0x101, "US", us(8)) + _dicom_element(0x28, 0x102, "US", us(7)) +
-            _dicom_element(0x28, 0x103, "US", us(0)) +
-            _dicom_element(0x7FE0, 0x10, "OB", np.ascontiguousarray(img, np.uint8).tobytes()))
+    body = (
+        _dicom_element(8, 0x16, "UI", sop_class)
+        + _dicom_element(8, 0x18, "UI", uid.encode())
+        + _dicom_element(0x10, 0x20, "LO", patient_id.encode())
+        + _dicom_element(0x28, 2, "US", us(3))
+        + _dicom_element(0x28, 4, "CS", b"RGB")
+        + _dicom_element(0x28, 6, "US", us(0))
+        + _dicom_element(0x28, 0x10, "US", us(h))
+        + _dicom_element(0x28, 0x11, "US", us(w))
+        + _dicom_element(0x28, 0x100, "US", us(8))
+        + _dicom_element(0x28, 0x101, "US", us(8))
+        + _dicom_element(0x28, 0x102, "US", us(7))
+        + _dicom_element(0x28, 0x103, "US", us(0))
+        + _dicom_element(0x7FE0, 0x10, "OB", np.ascontiguousarray(img, np.uint8).tobytes())
+    )
     return b"\0" * 128 + b"DICM" + meta + body
 
 

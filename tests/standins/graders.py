@@ -4,8 +4,8 @@ files, not copied): `grade(slug, submission, answers)` makes the checks its grad
 Where MLE-bench's grader would give no score (an InvalidSubmissionError, or any other error its grading function
 raises on the submission: a failed assert on the ids, a column pandas cannot split, text where numbers belong),
 `grade` raises `InvalidSubmission` saying why. Both files are read as MLE-bench reads them: `pd.read_csv` with
-pandas' default types (ids such as 1, 2 become integers; empty cells NaN) and round-trip floats. MLE-bench rounds the score to 5
-decimals when it reports it; `grade` does not.
+pandas' default types (ids such as 1, 2 become integers; empty cells NaN) and round-trip floats. MLE-bench rounds the
+score to 5 decimals when it reports it; `grade` does not.
 
   metric (MLE-bench's name)      competitions
   auc-roc                        aerial-cactus, histopathologic, invasive-species, siim-isic, ranzcr (mean of 9 cols)
@@ -93,6 +93,7 @@ def _auc_single(id_col: str, target: str):
     def grade(sub, ans):
         y, p = _auc_inputs(sub, ans, id_col, target)
         return skm.roc_auc_score(y, p)
+
     return grade
 
 
@@ -148,14 +149,17 @@ def _accuracy(id_col: str, target: str, fill_empty: bool = False):
             _same_length(sub, ans)
             _require(sub, target, id_col)
         sub, ans = _aligned(sub, ans, id_col)
-        pred = sub[target].astype(object).where(sub[target].notna(), "").tolist() if fill_empty \
-            else sub[target].to_numpy()
+        pred = (
+            sub[target].astype(object).where(sub[target].notna(), "").tolist() if fill_empty else sub[target].to_numpy()
+        )
         return skm.accuracy_score(ans[target].to_numpy() if not fill_empty else ans[target], pred)
+
     return grade
 
 
 def _one_hot_log_loss(exact_columns: bool):
     """dog-breed (every class column present; extra columns ignored) and leaf (exactly id + the classes)."""
+
     def grade(sub, ans):
         classes = [c for c in ans.columns if c != "id"]
         if exact_columns:
@@ -174,6 +178,7 @@ def _one_hot_log_loss(exact_columns: bool):
             raise InvalidSubmission("every probability must lie in [0, 1]")
         sub, ans = _aligned(sub[["id"] + classes], ans, "id")
         return skm.log_loss(ans[classes].to_numpy(), sub[classes].to_numpy())
+
     return grade
 
 
@@ -198,6 +203,7 @@ def _petfinder(sub, ans):
 
 def _tags_micro_f1(id_col: str, target: str):
     """plant-pathology-2021, imet: space-separated tags; the classes are the answers' tags (others ignored)."""
+
     def grade(sub, ans):
         _require(sub, id_col, target)
         sub, ans = _aligned(sub, ans, id_col)
@@ -212,11 +218,13 @@ def _tags_micro_f1(id_col: str, target: str):
             warnings.simplefilter("ignore")  # unknown tags in the submission are ignored, with a warning
             y_true, y_pred = mlb.fit_transform(true_sets), mlb.transform(pred_sets)
         return skm.f1_score(y_true, y_pred, average="micro")
+
     return grade
 
 
 def _label_f1(id_col: str, target: str, average: str, as_int: bool):
     """plant-seedlings (micro, text labels); herbarium and iwildcam (macro, integer categories)."""
+
     def grade(sub, ans):
         if as_int:
             _same_length(sub, ans)
@@ -229,6 +237,7 @@ def _label_f1(id_col: str, target: str, average: str, as_int: bool):
             except (ValueError, TypeError) as e:
                 raise InvalidSubmission(f"column {target!r} must hold integers ({e})") from e
         return skm.f1_score(y_true, y_pred, average=average)
+
     return grade
 
 
@@ -266,8 +275,12 @@ GRADERS = {
     "imet-2020-fgvc7": _tags_micro_f1("id", "attribute_ids"),
     "iwildcam-2019-fgvc6": _label_f1("Id", "Category", "macro", as_int=True),
 }
-LOWER_IS_BETTER = {"dog-breed-identification", "dogs-vs-cats-redux-kernels-edition", "leaf-classification",
-                   "petfinder-pawpularity-score"}
+LOWER_IS_BETTER = {
+    "dog-breed-identification",
+    "dogs-vs-cats-redux-kernels-edition",
+    "leaf-classification",
+    "petfinder-pawpularity-score",
+}
 
 
 def lower_is_better(slug: str) -> bool:
@@ -299,15 +312,24 @@ def sample_score(slug: str, standin: Standin) -> float:
 
 
 PRIOR_KIND = {  # how the training prior answers, per competition
-    "aerial-cactus-identification": "mean", "histopathologic-cancer-detection": "mean",
-    "invasive-species-monitoring": "mean", "siim-isic-melanoma-classification": "mean",
-    "dogs-vs-cats-redux-kernels-edition": "mean", "petfinder-pawpularity-score": "mean",
-    "ranzcr-clip-catheter-line-classification": "mean", "plant-pathology-2020-fgvc7": "mean",
-    "dog-breed-identification": "mean", "leaf-classification": "mean",  # column means of one-hot = class freqs
-    "aptos2019-blindness-detection": "mode", "cassava-leaf-disease-classification": "mode",
-    "paddy-disease-classification": "mode", "plant-seedlings-classification": "mode",
-    "herbarium-2020-fgvc7": "mode", "iwildcam-2019-fgvc6": "mode",
-    "plant-pathology-2021-fgvc8": "mode", "imet-2020-fgvc7": "mode",  # the most common tag set
+    "aerial-cactus-identification": "mean",
+    "histopathologic-cancer-detection": "mean",
+    "invasive-species-monitoring": "mean",
+    "siim-isic-melanoma-classification": "mean",
+    "dogs-vs-cats-redux-kernels-edition": "mean",
+    "petfinder-pawpularity-score": "mean",
+    "ranzcr-clip-catheter-line-classification": "mean",
+    "plant-pathology-2020-fgvc7": "mean",
+    "dog-breed-identification": "mean",
+    "leaf-classification": "mean",  # column means of one-hot = class freqs
+    "aptos2019-blindness-detection": "mode",
+    "cassava-leaf-disease-classification": "mode",
+    "paddy-disease-classification": "mode",
+    "plant-seedlings-classification": "mode",
+    "herbarium-2020-fgvc7": "mode",
+    "iwildcam-2019-fgvc6": "mode",
+    "plant-pathology-2021-fgvc8": "mode",
+    "imet-2020-fgvc7": "mode",  # the most common tag set
     "whale-categorization-playground": "top5",
 }
 

@@ -14,8 +14,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .common import (Standin, class_split, distinct_ints, draw, fresh, hex_ids, image_bytes, one_hot, save,
-                     tf_example, unpack_inner, write_7z, write_csv, write_tfrecord, zip_folder_files, zip_whole)
+from .common import (
+    Standin,
+    class_split,
+    distinct_ints,
+    draw,
+    fresh,
+    hex_ids,
+    image_bytes,
+    one_hot,
+    save,
+    tf_example,
+    unpack_inner,
+    write_7z,
+    write_csv,
+    write_tfrecord,
+    zip_folder_files,
+    zip_whole,
+)
 
 
 def aerial_cactus(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Standin:
@@ -33,8 +49,18 @@ def aerial_cactus(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Stan
     answers = pd.DataFrame({"id": te_ids, "has_cactus": yte})
     write_csv(train, pub / "train.csv")
     write_csv(answers.assign(has_cactus=0.5), pub / "sample_submission.csv")
-    return Standin("aerial-cactus-identification", pub, write_csv(answers, priv / "test.csv"), "auc-roc", "id",
-                   ["has_cactus"], False, train, "roc_auc", ["train.zip", "test.zip"])
+    return Standin(
+        "aerial-cactus-identification",
+        pub,
+        write_csv(answers, priv / "test.csv"),
+        "auc-roc",
+        "id",
+        ["has_cactus"],
+        False,
+        train,
+        "roc_auc",
+        ["train.zip", "test.zip"],
+    )
 
 
 def aptos(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Standin:
@@ -52,12 +78,26 @@ def aptos(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Standin:
     write_csv(train, pub / "train.csv")
     write_csv(answers[["id_code"]], pub / "test.csv")
     write_csv(answers.assign(diagnosis=0), pub / "sample_submission.csv")
-    return Standin("aptos2019-blindness-detection", pub, write_csv(answers, priv / "test.csv"),
-                   "quadratic-weighted-kappa", "id_code", ["diagnosis"], False, train, "qwk")
+    return Standin(
+        "aptos2019-blindness-detection",
+        pub,
+        write_csv(answers, priv / "test.csv"),
+        "quadratic-weighted-kappa",
+        "id_code",
+        ["diagnosis"],
+        False,
+        train,
+        "qwk",
+    )
 
 
-CASSAVA = {"0": "Cassava Bacterial Blight (CBB)", "1": "Cassava Brown Streak Disease (CBSD)",
-           "2": "Cassava Green Mottle (CGM)", "3": "Cassava Mosaic Disease (CMD)", "4": "Healthy"}
+CASSAVA = {
+    "0": "Cassava Bacterial Blight (CBB)",
+    "1": "Cassava Brown Streak Disease (CBSD)",
+    "2": "Cassava Green Mottle (CGM)",
+    "3": "Cassava Mosaic Disease (CMD)",
+    "4": "Healthy",
+}
 
 
 def cassava(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Standin:
@@ -76,15 +116,25 @@ def cassava(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Standin:
     for split in ("train", "test"):
         chunks = np.array_split(np.arange(len(records[split])), 2 if split == "train" else 1)
         for k, chunk in enumerate(chunks):
-            write_tfrecord(pub / f"{split}_tfrecords" / f"ld_{split}{k:02d}-{len(chunk)}.tfrec",
-                           [records[split][j] for j in chunk])
+            write_tfrecord(
+                pub / f"{split}_tfrecords" / f"ld_{split}{k:02d}-{len(chunk)}.tfrec", [records[split][j] for j in chunk]
+            )
     (pub / "label_num_to_disease_map.json").write_text(json.dumps(CASSAVA))
     train = pd.DataFrame({"image_id": ids[:n_train], "label": ytr})
     answers = pd.DataFrame({"image_id": ids[n_train:], "label": yte})
     write_csv(train, pub / "train.csv")
     write_csv(answers.assign(label=4), pub / "sample_submission.csv")
-    return Standin("cassava-leaf-disease-classification", pub, write_csv(answers, priv / "test.csv"), "accuracy",
-                   "image_id", ["label"], False, train, "accuracy")
+    return Standin(
+        "cassava-leaf-disease-classification",
+        pub,
+        write_csv(answers, priv / "test.csv"),
+        "accuracy",
+        "image_id",
+        ["label"],
+        False,
+        train,
+        "accuracy",
+    )
 
 
 BREEDS = ["affenpinscher", "beagle", "black-and-tan_coonhound", "boston_bull", "golden_retriever"]  # real names
@@ -105,8 +155,17 @@ def dog_breed(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Standin:
     sample[BREEDS] = 1 / len(BREEDS)
     write_csv(sample, pub / "sample_submission.csv")
     train = one_hot(ids[:n_train], "id", [BREEDS[y] for y in ytr], BREEDS)
-    return Standin("dog-breed-identification", pub, write_csv(answers, priv / "test.csv"), "multi-class-log-loss",
-                   "id", list(BREEDS), True, train, "log_loss")
+    return Standin(
+        "dog-breed-identification",
+        pub,
+        write_csv(answers, priv / "test.csv"),
+        "multi-class-log-loss",
+        "id",
+        list(BREEDS),
+        True,
+        train,
+        "log_loss",
+    )
 
 
 def dogs_vs_cats(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Standin:
@@ -129,8 +188,18 @@ def dogs_vs_cats(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Stand
     answers = pd.DataFrame({"id": ids, "label": yte})
     write_csv(pd.DataFrame({"id": ids, "label": 0.5}), pub / "sample_submission.csv")
     train = pd.DataFrame({"id": names, "label": ytr})
-    return Standin("dogs-vs-cats-redux-kernels-edition", pub, write_csv(answers, priv / "answers.csv"), "log-loss",
-                   "id", ["label"], True, train, "log_loss", ["train.zip", "test.zip"])
+    return Standin(
+        "dogs-vs-cats-redux-kernels-edition",
+        pub,
+        write_csv(answers, priv / "answers.csv"),
+        "log-loss",
+        "id",
+        ["label"],
+        True,
+        train,
+        "log_loss",
+        ["train.zip", "test.zip"],
+    )
 
 
 def histopathologic(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Standin:
@@ -145,8 +214,17 @@ def histopathologic(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> St
     answers = pd.DataFrame({"id": ids[n_train:], "label": yte})
     write_csv(train, pub / "train_labels.csv")
     write_csv(answers.assign(label=0), pub / "sample_submission.csv")
-    return Standin("histopathologic-cancer-detection", pub, write_csv(answers, priv / "answers.csv"), "auc-roc",
-                   "id", ["label"], False, train, "roc_auc")
+    return Standin(
+        "histopathologic-cancer-detection",
+        pub,
+        write_csv(answers, priv / "answers.csv"),
+        "auc-roc",
+        "id",
+        ["label"],
+        False,
+        train,
+        "roc_auc",
+    )
 
 
 def invasive(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Standin:
@@ -172,13 +250,29 @@ def invasive(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Standin:
     for split in ("train", "test"):
         write_7z(pub / split, pub / f"{split}.7z")
         shutil.rmtree(pub / split)
-    return Standin("invasive-species-monitoring", pub, priv / "answers.csv", "auc-roc", "name", ["invasive"], False,
-                   train, "roc_auc", ["train_labels.csv.zip", "sample_submission.csv.zip", "train.7z", "test.7z"],
-                   notes="MLE-bench's real train.7z/test.7z hold no images (openai/mle-bench#122)")
+    return Standin(
+        "invasive-species-monitoring",
+        pub,
+        priv / "answers.csv",
+        "auc-roc",
+        "name",
+        ["invasive"],
+        False,
+        train,
+        "roc_auc",
+        ["train_labels.csv.zip", "sample_submission.csv.zip", "train.7z", "test.7z"],
+        notes="MLE-bench's real train.7z/test.7z hold no images (openai/mle-bench#122)",
+    )
 
 
-LEAVES = ["Acer_Capillipes", "Alnus_Rubra", "Betula_Pendula", "Quercus_Rubra", "Quercus_x_Hispanica",
-          "Tilia_Oliveri"]  # real species names, in the grader's (ASCII-sorted) order
+LEAVES = [
+    "Acer_Capillipes",
+    "Alnus_Rubra",
+    "Betula_Pendula",
+    "Quercus_Rubra",
+    "Quercus_x_Hispanica",
+    "Tilia_Oliveri",
+]  # real species names, in the grader's (ASCII-sorted) order
 LEAF_FEATURES = [f"{kind}{k}" for kind in ("margin", "shape", "texture") for k in range(1, 65)]
 
 
@@ -191,16 +285,18 @@ def leaf(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Standin:
     ids = [int(v) for v in rng.permutation(np.arange(1, n_train + n_test + 1))]
     centres = rng.uniform(0, 0.05, (len(LEAVES), len(LEAF_FEATURES)))
     for i, y in zip(ids, np.concatenate([ytr, yte])):
-        save(draw(rng, int(y), (int(rng.integers(24, 48)), int(rng.integers(24, 48))), binary=True),
-             pub / "images" / f"{i}.jpg")
+        save(
+            draw(rng, int(y), (int(rng.integers(24, 48)), int(rng.integers(24, 48))), binary=True),
+            pub / "images" / f"{i}.jpg",
+        )
     (priv / "images").mkdir()
 
     def features(ys):
-        return pd.DataFrame(np.round(np.abs(centres[ys] + rng.normal(0, 0.01, (len(ys), len(LEAF_FEATURES)))), 6),
-                            columns=LEAF_FEATURES)
+        return pd.DataFrame(
+            np.round(np.abs(centres[ys] + rng.normal(0, 0.01, (len(ys), len(LEAF_FEATURES)))), 6), columns=LEAF_FEATURES
+        )
 
-    train = pd.concat([pd.DataFrame({"id": ids[:n_train], "species": [LEAVES[y] for y in ytr]}), features(ytr)],
-                      axis=1)
+    train = pd.concat([pd.DataFrame({"id": ids[:n_train], "species": [LEAVES[y] for y in ytr]}), features(ytr)], axis=1)
     test = pd.concat([pd.DataFrame({"id": ids[n_train:]}), features(yte)], axis=1)
     answers = one_hot(ids[n_train:], "id", [LEAVES[y] for y in yte], LEAVES)
     write_csv(train, pub / "train.csv")
@@ -208,8 +304,17 @@ def leaf(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Standin:
     sample = answers.astype({s: "float64" for s in LEAVES})
     sample[LEAVES] = 1 / len(LEAVES)
     write_csv(sample, pub / "sample_submission.csv")
-    return Standin("leaf-classification", pub, write_csv(answers, priv / "test.csv"), "multi-class-log-loss", "id",
-                   list(LEAVES), True, one_hot(ids[:n_train], "id", list(train["species"]), LEAVES), "log_loss")
+    return Standin(
+        "leaf-classification",
+        pub,
+        write_csv(answers, priv / "test.csv"),
+        "multi-class-log-loss",
+        "id",
+        list(LEAVES),
+        True,
+        one_hot(ids[:n_train], "id", list(train["species"]), LEAVES),
+        "log_loss",
+    )
 
 
 PADDY = ["bacterial_leaf_blight", "blast", "hispa", "normal"]  # 4 of the 10 real labels
@@ -228,18 +333,45 @@ def paddy(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Standin:
         save(draw(rng, int(y), (24, 32)), pub / "test_images" / i)
 
     def table(sids, ys):
-        return pd.DataFrame({"image_id": sids, "label": [PADDY[y] for y in ys],
-                             "variety": rng.choice(VARIETIES, len(sids)), "age": rng.integers(45, 83, len(sids))})
+        return pd.DataFrame(
+            {
+                "image_id": sids,
+                "label": [PADDY[y] for y in ys],
+                "variety": rng.choice(VARIETIES, len(sids)),
+                "age": rng.integers(45, 83, len(sids)),
+            }
+        )
 
     train, answers = table(ids[:n_train], ytr), table(ids[n_train:], yte)
     write_csv(train, pub / "train.csv")
     write_csv(answers[["image_id", "label"]].assign(label=""), pub / "sample_submission.csv")
-    return Standin("paddy-disease-classification", pub, write_csv(answers, priv / "test.csv"), "accuracy",
-                   "image_id", ["label"], False, train[["image_id", "label"]], "accuracy")
+    return Standin(
+        "paddy-disease-classification",
+        pub,
+        write_csv(answers, priv / "test.csv"),
+        "accuracy",
+        "image_id",
+        ["label"],
+        False,
+        train[["image_id", "label"]],
+        "accuracy",
+    )
 
 
-PET_FLAGS = ["Subject Focus", "Eyes", "Face", "Near", "Action", "Accessory", "Group", "Collage", "Human",
-             "Occlusion", "Info", "Blur"]
+PET_FLAGS = [
+    "Subject Focus",
+    "Eyes",
+    "Face",
+    "Near",
+    "Action",
+    "Accessory",
+    "Group",
+    "Collage",
+    "Human",
+    "Occlusion",
+    "Info",
+    "Blur",
+]
 PAWPULARITY = [18, 25, 30, 35, 40, 48, 55, 65, 80, 95]  # per digit class: the value to learn (1-100)
 
 
@@ -265,8 +397,17 @@ def petfinder(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Standin:
     sample = answers[["Id", "Pawpularity"]].copy()
     sample["Pawpularity"] = np.random.default_rng(0).uniform(1, 100, len(sample)).round(2)
     write_csv(sample, pub / "sample_submission.csv")
-    return Standin("petfinder-pawpularity-score", pub, write_csv(answers, priv / "test.csv"),
-                   "root-mean-squared-error", "Id", ["Pawpularity"], True, train[["Id", "Pawpularity"]], "rmse")
+    return Standin(
+        "petfinder-pawpularity-score",
+        pub,
+        write_csv(answers, priv / "test.csv"),
+        "root-mean-squared-error",
+        "Id",
+        ["Pawpularity"],
+        True,
+        train[["Id", "Pawpularity"]],
+        "rmse",
+    )
 
 
 # ---------------------------------------------------------------- the dispatcher
@@ -289,8 +430,15 @@ GENERATORS = {
 SLUGS = list(GENERATORS)
 
 
-def make(slug: str, dest: str | Path, n_train: int = 100, n_test: int = 30, seed: int = 0, zipped: bool = False,
-         unpack_inner_archives: bool = False) -> Standin:
+def make(
+    slug: str,
+    dest: str | Path,
+    n_train: int = 100,
+    n_test: int = 30,
+    seed: int = 0,
+    zipped: bool = False,
+    unpack_inner_archives: bool = False,
+) -> Standin:
     """The stand-in of `slug` under `dest` (public/ and private/, emptied first), deterministic from `seed`.
 
     zipped: also write `dest/<slug>.zip`, the public folder as one zip (Kaggle's download; `Standin.data` names it).

@@ -11,8 +11,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .common import (Standin, class_split, dicom_bytes, distinct_ints, draw, hex_ids, image_bytes, one_hot, save,
-                     tf_example, write_csv, write_tfrecord)
+from .common import (
+    Standin,
+    class_split,
+    dicom_bytes,
+    distinct_ints,
+    draw,
+    hex_ids,
+    image_bytes,
+    one_hot,
+    save,
+    tf_example,
+    write_csv,
+    write_tfrecord,
+)
 
 PP2020 = ["healthy", "multiple_diseases", "rust", "scab"]
 
@@ -33,12 +45,29 @@ def plant_pathology_2020(pub: Path, priv: Path, rng, n_train: int, n_test: int) 
     sample = answers[["image_id"]].copy()
     sample[PP2020] = 0.25
     write_csv(sample, pub / "sample_submission.csv")
-    return Standin("plant-pathology-2020-fgvc7", pub, write_csv(answers, priv / "test.csv"),
-                   "mean-column-wise-roc-auc", "image_id", list(PP2020), False, train, "mean_column_auc")
+    return Standin(
+        "plant-pathology-2020-fgvc7",
+        pub,
+        write_csv(answers, priv / "test.csv"),
+        "mean-column-wise-roc-auc",
+        "image_id",
+        list(PP2020),
+        False,
+        train,
+        "mean_column_auc",
+    )
 
 
-PP2021 = ["healthy", "scab", "frog_eye_leaf_spot", "rust", "complex", "powdery_mildew", "scab frog_eye_leaf_spot",
-          "rust frog_eye_leaf_spot"]  # label sets per digit class, as the real train.csv writes them
+PP2021 = [
+    "healthy",
+    "scab",
+    "frog_eye_leaf_spot",
+    "rust",
+    "complex",
+    "powdery_mildew",
+    "scab frog_eye_leaf_spot",
+    "rust frog_eye_leaf_spot",
+]  # label sets per digit class, as the real train.csv writes them
 
 
 def plant_pathology_2021(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Standin:
@@ -54,8 +83,17 @@ def plant_pathology_2021(pub: Path, priv: Path, rng, n_train: int, n_test: int) 
     answers = pd.DataFrame({"image": ids[n_train:], "labels": [PP2021[y] for y in yte]})
     write_csv(train, pub / "train.csv")
     write_csv(answers.assign(labels="healthy"), pub / "sample_submission.csv")
-    return Standin("plant-pathology-2021-fgvc8", pub, write_csv(answers, priv / "answers.csv"), "micro-f1-score",
-                   "image", ["labels"], False, train, "f1_micro")
+    return Standin(
+        "plant-pathology-2021-fgvc8",
+        pub,
+        write_csv(answers, priv / "answers.csv"),
+        "micro-f1-score",
+        "image",
+        ["labels"],
+        False,
+        train,
+        "f1_micro",
+    )
 
 
 SEEDLINGS = ["Black-grass", "Common Chickweed", "Loose Silky-bent", "Small-flowered Cranesbill", "Sugar beet"]
@@ -76,19 +114,45 @@ def plant_seedlings(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> St
     answers = pd.DataFrame({"file": ids[n_train:], "species": [SEEDLINGS[y] for y in yte]})
     write_csv(answers.assign(species="Sugar beet"), pub / "sample_submission.csv")
     train = pd.DataFrame({"file": ids[:n_train], "species": [SEEDLINGS[y] for y in ytr]})
-    return Standin("plant-seedlings-classification", pub, write_csv(answers, priv / "answers.csv"),
-                   "micro-f1-score", "file", ["species"], False, train, "f1_micro")
+    return Standin(
+        "plant-seedlings-classification",
+        pub,
+        write_csv(answers, priv / "answers.csv"),
+        "micro-f1-score",
+        "file",
+        ["species"],
+        False,
+        train,
+        "f1_micro",
+    )
 
 
-RANZCR_ALL = ["ETT - Abnormal", "ETT - Borderline", "ETT - Normal", "NGT - Abnormal", "NGT - Borderline",
-              "NGT - Incompletely Imaged", "NGT - Normal", "CVC - Abnormal", "CVC - Borderline", "CVC - Normal",
-              "Swan Ganz Catheter Present"]
+RANZCR_ALL = [
+    "ETT - Abnormal",
+    "ETT - Borderline",
+    "ETT - Normal",
+    "NGT - Abnormal",
+    "NGT - Borderline",
+    "NGT - Incompletely Imaged",
+    "NGT - Normal",
+    "CVC - Abnormal",
+    "CVC - Borderline",
+    "CVC - Normal",
+    "Swan Ganz Catheter Present",
+]
 RANZCR_GRADED = RANZCR_ALL[:9]  # MLE-bench's template and grader: not 'CVC - Normal' nor 'Swan Ganz ...'
 RANZCR_POSITIVE = {  # digit class -> its positive columns: every column both 0 and 1 over the ten classes
-    0: ["CVC - Borderline", "Swan Ganz Catheter Present"], 1: ["ETT - Abnormal", "NGT - Normal"],
-    2: ["ETT - Borderline", "CVC - Abnormal"], 3: ["ETT - Normal", "CVC - Normal"], 4: ["ETT - Normal"],
-    5: ["NGT - Abnormal", "CVC - Borderline"], 6: ["NGT - Borderline", "CVC - Normal"],
-    7: ["NGT - Incompletely Imaged", "CVC - Normal"], 8: ["NGT - Normal", "CVC - Normal"], 9: ["CVC - Abnormal"]}
+    0: ["CVC - Borderline", "Swan Ganz Catheter Present"],
+    1: ["ETT - Abnormal", "NGT - Normal"],
+    2: ["ETT - Borderline", "CVC - Abnormal"],
+    3: ["ETT - Normal", "CVC - Normal"],
+    4: ["ETT - Normal"],
+    5: ["NGT - Abnormal", "CVC - Borderline"],
+    6: ["NGT - Borderline", "CVC - Normal"],
+    7: ["NGT - Incompletely Imaged", "CVC - Normal"],
+    8: ["NGT - Normal", "CVC - Normal"],
+    9: ["CVC - Abnormal"],
+}
 
 
 def ranzcr(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Standin:
@@ -98,19 +162,25 @@ def ranzcr(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Standin:
     eleven columns, = 0: MLE-bench drops 'CVC - Normal' and 'Swan Ganz Catheter Present'). No test.csv. Answers:
     private/test.csv, all of train.csv's columns."""
     ytr, yte = class_split(rng, n_train, n_test, 10)
-    uids = [f"1.2.826.0.1.3680043.8.498.{v}{w:010d}" for v, w in zip(distinct_ints(rng, n_train + n_test, 10**9,
-                                                                                      10**10),
-                                                                       rng.integers(0, 10**10, n_train + n_test))]
+    uids = [
+        f"1.2.826.0.1.3680043.8.498.{v}{w:010d}"
+        for v, w in zip(distinct_ints(rng, n_train + n_test, 10**9, 10**10), rng.integers(0, 10**10, n_train + n_test))
+    ]
     patients = hex_ids(rng, max(2, (n_train + n_test) // 3), 9)
     for split, sids, ys in (("train", uids[:n_train], ytr), ("test", uids[n_train:], yte)):
         for i, y in zip(sids, ys):
             save(draw(rng, int(y), (32, 32), gray=True), pub / split / f"{i}.jpg")
 
     def table(sids, ys):
-        flags = pd.DataFrame([[int(c in RANZCR_POSITIVE[int(y)]) for c in RANZCR_ALL] for y in ys],
-                             columns=RANZCR_ALL)
-        return pd.concat([pd.DataFrame({"StudyInstanceUID": sids}), flags,
-                          pd.DataFrame({"PatientID": rng.choice(patients, len(sids))})], axis=1)
+        flags = pd.DataFrame([[int(c in RANZCR_POSITIVE[int(y)]) for c in RANZCR_ALL] for y in ys], columns=RANZCR_ALL)
+        return pd.concat(
+            [
+                pd.DataFrame({"StudyInstanceUID": sids}),
+                flags,
+                pd.DataFrame({"PatientID": rng.choice(patients, len(sids))}),
+            ],
+            axis=1,
+        )
 
     train, answers = table(uids[:n_train], ytr), table(uids[n_train:], yte)
     notes = []
@@ -122,9 +192,17 @@ def ranzcr(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Standin:
     sample = answers[["StudyInstanceUID"] + RANZCR_GRADED].copy()
     sample[RANZCR_GRADED] = 0
     write_csv(sample, pub / "sample_submission.csv")
-    return Standin("ranzcr-clip-catheter-line-classification", pub, write_csv(answers, priv / "test.csv"), "auc-roc",
-                   "StudyInstanceUID", list(RANZCR_GRADED), False, train[["StudyInstanceUID"] + RANZCR_GRADED],
-                   "mean_column_auc")
+    return Standin(
+        "ranzcr-clip-catheter-line-classification",
+        pub,
+        write_csv(answers, priv / "test.csv"),
+        "auc-roc",
+        "StudyInstanceUID",
+        list(RANZCR_GRADED),
+        False,
+        train[["StudyInstanceUID"] + RANZCR_GRADED],
+        "mean_column_auc",
+    )
 
 
 SITES = ["torso", "lower extremity", "upper extremity", "head/neck", "palms/soles", "oral/genital", ""]
@@ -143,13 +221,18 @@ def siim_isic(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Standin:
 
     def table(sids, ys):
         n = len(sids)
-        return pd.DataFrame({
-            "image_name": sids, "patient_id": rng.choice(patients, n),
-            "sex": rng.choice(["male", "female", ""], n, p=[0.5, 0.45, 0.05]),
-            "age_approx": rng.choice(np.arange(20, 90, 5), n).astype(float),
-            "anatom_site_general_challenge": rng.choice(SITES, n, p=[0.5, 0.25, 0.12, 0.05, 0.03, 0.02, 0.03]),
-            "diagnosis": np.where(ys == 1, "melanoma", rng.choice(["unknown", "nevus"], n, p=[0.8, 0.2])),
-            "benign_malignant": np.where(ys == 1, "malignant", "benign"), "target": ys})
+        return pd.DataFrame(
+            {
+                "image_name": sids,
+                "patient_id": rng.choice(patients, n),
+                "sex": rng.choice(["male", "female", ""], n, p=[0.5, 0.45, 0.05]),
+                "age_approx": rng.choice(np.arange(20, 90, 5), n).astype(float),
+                "anatom_site_general_challenge": rng.choice(SITES, n, p=[0.5, 0.25, 0.12, 0.05, 0.03, 0.02, 0.03]),
+                "diagnosis": np.where(ys == 1, "melanoma", rng.choice(["unknown", "nevus"], n, p=[0.8, 0.2])),
+                "benign_malignant": np.where(ys == 1, "malignant", "benign"),
+                "target": ys,
+            }
+        )
 
     tables = {"train": table(names[:n_train], ytr), "test": table(names[n_train:], yte)}
     for split, frame in tables.items():
@@ -158,9 +241,18 @@ def siim_isic(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Standin:
             save(img, pub / "jpeg" / split / f"{row.image_name}.jpg")
             (pub / split).mkdir(exist_ok=True)
             (pub / split / f"{row.image_name}.dcm").write_bytes(
-                dicom_bytes(img, row.patient_id, "1.2.826.0.1.3680043.8.1055.1." + row.image_name[5:]))
-            records[split].append(tf_example({"image": image_bytes(img, ".jpg"), "image_name": row.image_name,
-                                              "patient_id": row.patient_id, "target": int(row.target)}))
+                dicom_bytes(img, row.patient_id, "1.2.826.0.1.3680043.8.1055.1." + row.image_name[5:])
+            )
+            records[split].append(
+                tf_example(
+                    {
+                        "image": image_bytes(img, ".jpg"),
+                        "image_name": row.image_name,
+                        "patient_id": row.patient_id,
+                        "target": int(row.target),
+                    }
+                )
+            )
     for split in ("train", "test"):
         chunks = np.array_split(np.arange(len(records[split])), 3 if split == "train" else 1)
         for k, chunk in enumerate(chunks):
@@ -169,8 +261,17 @@ def siim_isic(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Standin:
     write_csv(tables["test"].iloc[:, :5], pub / "test.csv")
     answers = tables["test"][["image_name", "target"]]
     write_csv(answers.assign(target=0), pub / "sample_submission.csv")
-    return Standin("siim-isic-melanoma-classification", pub, write_csv(answers, priv / "test.csv"), "auc-roc",
-                   "image_name", ["target"], False, tables["train"][["image_name", "target"]], "roc_auc")
+    return Standin(
+        "siim-isic-melanoma-classification",
+        pub,
+        write_csv(answers, priv / "test.csv"),
+        "auc-roc",
+        "image_name",
+        ["target"],
+        False,
+        tables["train"][["image_name", "target"]],
+        "roc_auc",
+    )
 
 
 WHALES = ["new_whale", "w_1287fbc", "w_98baff9", "w_7554f44", "w_1eafe46", "w_693c9ee", "w_73d5489"]
@@ -188,21 +289,31 @@ def whale(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Standin:
     for split, sids, ys in (("train", ids[:n_train], ytr), ("test", ids[n_train:], yte)):
         for i, y in zip(sids, ys):
             digit = int(y) if y else int(rng.choice([7, 8, 9]))  # new_whale: any whale not among the known ones
-            save(draw(rng, digit, (int(rng.integers(40, 56)), int(rng.integers(20, 30))), colour=7),
-                 pub / split / i)
+            save(draw(rng, digit, (int(rng.integers(40, 56)), int(rng.integers(20, 30))), colour=7), pub / split / i)
     train = pd.DataFrame({"Image": ids[:n_train], "Id": [WHALES[y] for y in ytr]})
     answers = pd.DataFrame({"Image": ids[n_train:], "Id": [WHALES[y] for y in yte]})
     write_csv(train, pub / "train.csv")
     write_csv(answers.assign(Id=WHALE_SAMPLE), pub / "sample_submission.csv")
-    return Standin("whale-categorization-playground", pub, write_csv(answers, priv / "test.csv"), "MAP@5", "Image",
-                   ["Id"], False, train, None)
+    return Standin(
+        "whale-categorization-playground",
+        pub,
+        write_csv(answers, priv / "test.csv"),
+        "MAP@5",
+        "Image",
+        ["Id"],
+        False,
+        train,
+        None,
+    )
 
 
 HERBARIUM = [  # (category id: non-contiguous, family, genus, name)
-    (3, "Acanthaceae", "Acanthus", "Acanthus mollis L."), (117, "Amaranthaceae", "Amaranthus",
-                                                           "Amaranthus blitum L."),
-    (1520, "Asteraceae", "Aster", "Aster alpinus L."), (15672, "Fabaceae", "Lupinus", "Lupinus albus L."),
-    (23079, "Poaceae", "Poa", "Poa annua L.")]
+    (3, "Acanthaceae", "Acanthus", "Acanthus mollis L."),
+    (117, "Amaranthaceae", "Amaranthus", "Amaranthus blitum L."),
+    (1520, "Asteraceae", "Aster", "Aster alpinus L."),
+    (15672, "Fabaceae", "Lupinus", "Lupinus albus L."),
+    (23079, "Poaceae", "Poa", "Poa annua L."),
+]
 
 
 def herbarium(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Standin:
@@ -215,8 +326,14 @@ def herbarium(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Standin:
     ytr, yte = class_split(rng, n_train, n_test, len(HERBARIUM), [0.35, 0.25, 0.2, 0.12, 0.08])
     train_ids = distinct_ints(rng, n_train, 100000, 999999)
     cats = [c[0] for c in HERBARIUM]
-    info = {"contributor": "stand-in", "date_created": "2020-02-20", "description": "Herbarium 2020 stand-in",
-            "url": "", "version": "1.0", "year": 2020}
+    info = {
+        "contributor": "stand-in",
+        "date_created": "2020-02-20",
+        "description": "Herbarium 2020 stand-in",
+        "url": "",
+        "version": "1.0",
+        "year": 2020,
+    }
     licenses = [{"id": 0, "name": "Public Domain Dedication", "url": "http://creativecommons.org/publicdomain/"}]
     regions = [{"id": 0, "name": "North America"}, {"id": 1, "name": "Europe"}]
     order = sorted(range(n_train), key=lambda k: ytr[k])  # MLE-bench writes train grouped by category
@@ -229,8 +346,14 @@ def herbarium(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Standin:
         annotations.append({"category_id": cat, "id": img_id, "image_id": img_id, "region_id": int(rng.integers(2))})
         images.append({"file_name": name, "height": h, "id": img_id, "license": 0, "width": w})
     categories = [{"family": f, "genus": g, "id": c, "name": n} for c, f, g, n in HERBARIUM]
-    meta = {"annotations": annotations, "categories": categories, "images": images, "info": info,
-            "licenses": licenses, "regions": regions}
+    meta = {
+        "annotations": annotations,
+        "categories": categories,
+        "images": images,
+        "info": info,
+        "licenses": licenses,
+        "regions": regions,
+    }
     (pub / "nybg2020" / "train" / "metadata.json").write_text(json.dumps(meta, indent=4, sort_keys=True))
     test_images = []
     for idx, y in enumerate(yte):
@@ -239,16 +362,35 @@ def herbarium(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Standin:
         save(draw(rng, int(y), (w, h)), pub / "nybg2020" / "test" / name)
         test_images.append({"file_name": name, "height": h, "id": str(idx), "license": 0, "width": w})
     (pub / "nybg2020" / "test" / "metadata.json").write_text(
-        json.dumps({"images": test_images, "info": info, "licenses": licenses}, indent=4, sort_keys=True))
+        json.dumps({"images": test_images, "info": info, "licenses": licenses}, indent=4, sort_keys=True)
+    )
     answers = pd.DataFrame({"Id": range(n_test), "Predicted": [cats[y] for y in yte]})
     write_csv(answers.assign(Predicted=0), pub / "sample_submission.csv")
     train = pd.DataFrame({"Id": [train_ids[k] for k in order], "Predicted": [cats[ytr[k]] for k in order]})
-    return Standin("herbarium-2020-fgvc7", pub, write_csv(answers, priv / "answers.csv"), "macro-f1-score", "Id",
-                   ["Predicted"], False, train, "f1_macro")
+    return Standin(
+        "herbarium-2020-fgvc7",
+        pub,
+        write_csv(answers, priv / "answers.csv"),
+        "macro-f1-score",
+        "Id",
+        ["Predicted"],
+        False,
+        train,
+        "f1_macro",
+    )
 
 
-IMET = ["culture::american", "culture::british", "culture::french", "medium::oil on canvas", "medium::paper",
-        "tags::flowers", "tags::landscapes", "tags::men", "tags::women"]  # attribute_id = position
+IMET = [
+    "culture::american",
+    "culture::british",
+    "culture::french",
+    "medium::oil on canvas",
+    "medium::paper",
+    "tags::flowers",
+    "tags::landscapes",
+    "tags::men",
+    "tags::women",
+]  # attribute_id = position
 
 
 def imet_attributes(digit: int) -> str:
@@ -274,13 +416,33 @@ def imet(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Standin:
     write_csv(train, pub / "train.csv")
     write_csv(pd.DataFrame({"attribute_id": range(len(IMET)), "attribute_name": IMET}), pub / "labels.csv")
     write_csv(answers.assign(attribute_ids="0 1 2"), pub / "sample_submission.csv")
-    return Standin("imet-2020-fgvc7", pub, write_csv(answers, priv / "answers.csv"), "micro-f1-score", "id",
-                   ["attribute_ids"], False, train, "f1_micro")
+    return Standin(
+        "imet-2020-fgvc7",
+        pub,
+        write_csv(answers, priv / "answers.csv"),
+        "micro-f1-score",
+        "id",
+        ["attribute_ids"],
+        False,
+        train,
+        "f1_micro",
+    )
 
 
 IWILDCAM = [0, 1, 10, 11, 19]  # category_id: 0 = empty (the most common), the others animals
-IWILDCAM_COLUMNS = ["category_id", "date_captured", "file_name", "frame_num", "id", "location", "rights_holder",
-                    "seq_id", "seq_num_frames", "width", "height"]
+IWILDCAM_COLUMNS = [
+    "category_id",
+    "date_captured",
+    "file_name",
+    "frame_num",
+    "id",
+    "location",
+    "rights_holder",
+    "seq_id",
+    "seq_num_frames",
+    "width",
+    "height",
+]
 
 
 def iwildcam(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Standin:
@@ -298,13 +460,25 @@ def iwildcam(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Standin:
         for y in ys:
             img_id = str(uuid.UUID(int=ruuid.getrandbits(128), version=1))
             frame = int(rng.integers(1, 4))
-            rows.append({"category_id": IWILDCAM[y], "date_captured": f"2012-{rng.integers(1, 13):02d}-"
-                         f"{rng.integers(1, 29):02d} {rng.integers(0, 24):02d}:{rng.integers(0, 60):02d}:"
-                         f"{rng.integers(0, 60):02d}", "file_name": f"{img_id}.jpg", "frame_num": frame,
-                         "id": img_id, "location": int(rng.choice(locs)),
-                         "rights_holder": str(rng.choice(["Justin Brown", "Erin Boydston"])),
-                         "seq_id": str(uuid.UUID(int=ruuid.getrandbits(128), version=1)), "seq_num_frames": 3,
-                         "width": 32, "height": 24, "split_": split, "y_": int(y)})
+            rows.append(
+                {
+                    "category_id": IWILDCAM[y],
+                    "date_captured": f"2012-{rng.integers(1, 13):02d}-"
+                    f"{rng.integers(1, 29):02d} {rng.integers(0, 24):02d}:{rng.integers(0, 60):02d}:"
+                    f"{rng.integers(0, 60):02d}",
+                    "file_name": f"{img_id}.jpg",
+                    "frame_num": frame,
+                    "id": img_id,
+                    "location": int(rng.choice(locs)),
+                    "rights_holder": str(rng.choice(["Justin Brown", "Erin Boydston"])),
+                    "seq_id": str(uuid.UUID(int=ruuid.getrandbits(128), version=1)),
+                    "seq_num_frames": 3,
+                    "width": 32,
+                    "height": 24,
+                    "split_": split,
+                    "y_": int(y),
+                }
+            )
     frame = pd.DataFrame(rows).sample(frac=1, random_state=int(rng.integers(2**31))).reset_index(drop=True)
     for split in ("train", "test"):
         part = frame[frame["split_"] == split]
@@ -320,9 +494,18 @@ def iwildcam(pub: Path, priv: Path, rng, n_train: int, n_test: int) -> Standin:
     answers = test[["id", "category_id"]].rename(columns={"id": "Id", "category_id": "Category"})
     write_csv(answers.assign(Category=0), pub / "sample_submission.csv", index=True)
     train_targets = train[["id", "category_id"]].rename(columns={"id": "Id", "category_id": "Category"})
-    return Standin("iwildcam-2019-fgvc6", pub, write_csv(answers, priv / "answers.csv"), "macro-f1-score", "Id",
-                   ["Category"], False, train_targets.reset_index(drop=True), "f1_macro",
-                   ["train_images.zip", "test_images.zip"])
+    return Standin(
+        "iwildcam-2019-fgvc6",
+        pub,
+        write_csv(answers, priv / "answers.csv"),
+        "macro-f1-score",
+        "Id",
+        ["Category"],
+        False,
+        train_targets.reset_index(drop=True),
+        "f1_macro",
+        ["train_images.zip", "test_images.zip"],
+    )
 
 
 GENERATORS = {
