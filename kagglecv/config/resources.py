@@ -29,7 +29,7 @@ def train_threads(configured: int | None, cores: int | None, gpu_slots: int | No
     return max(1, int(cores or 1) // max(1, int(gpu_slots or 1)))
 
 
-# Measured on a 2-core CPU VM (torch 2.15, timm 1.0): a training job's runtime with its model, optimizer and
+# What a training job holds (make bench-scale, bench/README.md): its runtime with its model, optimizer and
 # tracking is 1.0-1.4 GB of RSS; CPU activations cost 0.6 (resnet18) to 2.2 (convnext_tiny) KB per input pixel
 # per image in a batch. The CUDA runtime adds about 1 GB on the host; each DataLoader worker is a forked
 # process (~400 MB) holding 2 prefetched float32 batches. Rounded up: a job killed for memory loses more than

@@ -93,8 +93,8 @@ def plan_budget(s: Session, spent: float, train_seconds: float, valid_seconds: l
 
 def replan_budget(s: Session, elapsed: float, done: int, valid_seconds: list[float]) -> None:
     """train.time_budget, after each later epoch: the count planned again from the epochs so far, and the
-    schedule rebuilt from where it is. A shared machine slows down or speeds up mid-run (a 2-core VM: 515 images/s
-    in one run's first epoch, 310 in another's third), and a plan made once would then overrun the budget."""
+    schedule rebuilt from where it is. A shared machine slows down or speeds up mid-run, and a plan made once would then
+    overrun the budget."""
     phase, b, steps = s.phases[-1], s.budget, optimizer_steps(s.cfg, len(s.train_batches))
     epoch_s, valid_s = epoch_costs(elapsed, done, valid_seconds)
     epochs, planned = plan_epochs(
