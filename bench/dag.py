@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import io
 import os
 import shutil
 import subprocess
@@ -41,9 +40,9 @@ FASTAI_PYTHON = BENCH / ".venv" / "bin" / "python"
 
 def write_competition(path: Path, n_train: int, n_test: int) -> dict[str, int]:
     """The competition zip; returns the hidden test labels {id: label}."""
-    import numpy as np
     import pandas as pd
-    from PIL import Image
+
+    from kagglecv.data import demo
 
     if not (FASHION / "train-images-idx3-ubyte.gz").exists():
         raise SystemExit(f"{FASHION}: not found; apt-get install -y dataset-fashion-mnist")
@@ -52,20 +51,10 @@ def write_competition(path: Path, n_train: int, n_test: int) -> dict[str, int]:
         read_idx(FASHION / "train-labels-idx1-ubyte.gz"),
     )
     xte, yte = read_idx(FASHION / "t10k-images-idx3-ubyte.gz")[:n_test], read_idx(FASHION / "t10k-labels-idx1-ubyte.gz")
-
-    def png(a) -> bytes:
-        buf = io.BytesIO()
-        Image.fromarray(np.asarray(a)).save(buf, format="PNG")
-        return buf.getvalue()
-
     tr_ids, te_ids = [f"tr{i:05d}" for i in range(len(xtr))], [f"te{i:05d}" for i in range(len(xte))]
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("train.csv", pd.DataFrame({"id": tr_ids, "label": ytr[:n_train]}).to_csv(index=False))
-        zf.writestr("sample_submission.csv", pd.DataFrame({"id": te_ids, "label": 0}).to_csv(index=False))
-        for i, img in zip(tr_ids, xtr):
-            zf.writestr(f"train/{i}.png", png(img))
-        for i, img in zip(te_ids, xte):
-            zf.writestr(f"test/{i}.png", png(img))
+    images = {f"train/{i}.png": x for i, x in zip(tr_ids, xtr)} | {f"test/{i}.png": x for i, x in zip(te_ids, xte)}
+    train = pd.DataFrame({"id": tr_ids, "label": ytr[:n_train]})
+    demo.write_competition(path, train, images, pd.DataFrame({"id": te_ids, "label": 0}))
     return {i: int(y) for i, y in zip(te_ids, yte[:n_test])}
 
 

@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import io
 import json
 import shutil
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +39,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 from kagglecv.core.files import write_json  # noqa: E402
+from kagglecv.data.demo import write_competition  # noqa: E402
 
 from machine import FASHION, cpu_name, loadavg, read_idx, slug  # noqa: E402
 
@@ -74,26 +73,13 @@ def pixel_competition(dest: Path, n_train: int, n_test: int) -> pd.Series:
     return pd.Series(yte, index=ids.astype(str))
 
 
-def png(a) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(a)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def image_competition(path: Path, xtr, ytr, xte, yte, train_extra=None, test_extra=None) -> pd.Series:
     """csv_images (train.csv id,label[,extra], train/ test/ PNGs, test.csv with the extra columns)."""
     tr_ids, te_ids = [f"tr{i:05d}" for i in range(len(xtr))], [f"te{i:05d}" for i in range(len(xte))]
     train = pd.DataFrame({"id": tr_ids, "label": ytr, **(train_extra or {})})
     test = pd.DataFrame({"id": te_ids, **(test_extra or {})})
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("train.csv", train.to_csv(index=False))
-        zf.writestr("test.csv", test.to_csv(index=False))
-        zf.writestr("sample_submission.csv", pd.DataFrame({"id": te_ids, "label": 0}).to_csv(index=False))
-        for split, ids, xs in (("train", tr_ids, xtr), ("test", te_ids, xte)):
-            for i, x in zip(ids, xs):
-                zf.writestr(f"{split}/{i}.png", png(x))
+    images = {f"train/{i}.png": x for i, x in zip(tr_ids, xtr)} | {f"test/{i}.png": x for i, x in zip(te_ids, xte)}
+    write_competition(path, train, images, pd.DataFrame({"id": te_ids, "label": 0}), files={"test.csv": test})
     return pd.Series(yte, index=te_ids)
 
 

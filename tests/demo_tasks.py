@@ -17,7 +17,6 @@ submission as Kaggle would, and `trivial_submission` is the constant prediction 
 from __future__ import annotations
 
 import gzip
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +24,8 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from kagglecv.core.files import atomic_path, write_csv
-from kagglecv.data.demo import png_bytes
+from kagglecv.core.files import write_csv
+from kagglecv.data.demo import write_competition
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 # Per Fashion-MNIST class: T-shirt, Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot
@@ -135,13 +134,8 @@ def make_task_competition(
     sample = solution.copy()
     for c in target_cols:  # Kaggle's templates hold a placeholder answer
         sample[c] = train[c].iloc[0]
-    with atomic_path(zip_path) as tmp:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr("train.csv", train.to_csv(index=False))
-            zf.writestr("sample_submission.csv", sample.to_csv(index=False))
-            for split, ids, images in (("train", train_ids, xtr), ("test", test_ids, xte)):
-                for i, img in zip(ids, images):
-                    zf.writestr(f"{split}/{i}.png", png_bytes(img))
+    images = {f"train/{i}.png": x for i, x in zip(train_ids, xtr)} | {f"test/{i}.png": x for i, x in zip(test_ids, xte)}
+    write_competition(zip_path, train, images, sample)
     write_csv(solution_path, solution)
 
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from PIL import Image
 from sklearn.datasets import load_digits
+
+from kagglecv.data.demo import png_bytes, write_competition
 
 from kaggle_stub import KaggleStub
 
@@ -26,10 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
-def png(img: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG")
-    return buf.getvalue()
+png = png_bytes  # an image array as PNG bytes, for the tests that write image files themselves
 
 
 def digits_images(n_per_class: int, classes=(0, 1, 2), offset: int = 0):
@@ -53,15 +51,13 @@ def write_csv_images_competition(
     names = label_names or {c: c for c in classes}
     ids = [f"tr{i:03d}" + (".png" if with_ext else "") for i in range(len(imgs))]
     test_ids = [f"te{i:03d}" + (".png" if with_ext else "") for i in range(len(test_imgs))]
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("train.csv", pd.DataFrame({"id": ids, "label": [names[c] for c in labels]}).to_csv(index=False))
-        zf.writestr(
-            "sample_submission.csv", pd.DataFrame({"id": test_ids, "label": names[classes[0]]}).to_csv(index=False)
-        )
-        for i, img in zip(ids, imgs):
-            zf.writestr(f"train/{Path(i).stem}.png", png(img))
-        for i, img in zip(test_ids, test_imgs):
-            zf.writestr(f"test/{Path(i).stem}.png", png(img))
+    write_competition(
+        path,
+        pd.DataFrame({"id": ids, "label": [names[c] for c in labels]}),
+        {f"train/{Path(i).stem}.png": img for i, img in zip(ids, imgs)}
+        | {f"test/{Path(i).stem}.png": img for i, img in zip(test_ids, test_imgs)},
+        pd.DataFrame({"id": test_ids, "label": names[classes[0]]}),
+    )
     return {"ids": ids, "test_ids": test_ids, "test_labels": [names[c] for c in test_labels]}
 
 
@@ -177,15 +173,19 @@ def dry_run(flow: Path, workdir: Path, env: dict | None = None) -> subprocess.Co
 # ---------------------------------------------------------------- the Kaggle CLI against the Kaggle stub
 
 
+def competition_bytes(train, images, sample, *, files=None) -> bytes:
+    """kagglecv.data.demo.write_competition's zip in memory: what the stand-in Kaggle server serves."""
+    return write_competition(io.BytesIO(), train, images, sample, files=files).getvalue()
+
+
 def competition_zip(top_folder: bool = False) -> bytes:
     """Like a real image competition: CSVs plus a nested train.zip holding the images.
 
     Kaggle's train.zip holds either the images or a top folder train/; both must end up in files/train/.
     """
     train = make_zip({f"{'train/' if top_folder else ''}{n}": b"jpeg-" + n[:1].encode() for n in ("a.jpg", "b.jpg")})
-    return make_zip(
-        {"train.csv": b"id,label\na.jpg,0\nb.jpg,1\n", "sample_submission.csv": b"id,label\n", "train.zip": train}
-    )
+    labels = pd.DataFrame({"id": ["a.jpg", "b.jpg"], "label": [0, 1]})
+    return competition_bytes(labels, {}, pd.DataFrame(columns=["id", "label"]), files={"train.zip": train})
 
 
 def stub_secrets(stub: KaggleStub) -> list[str]:

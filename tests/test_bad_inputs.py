@@ -18,6 +18,7 @@ from kagglecv.config.data import DataConfig
 from kagglecv.core.errors import InputError
 from kagglecv.core.files import read_table
 from kagglecv.data import folds, prepare
+from kagglecv.data.demo import write_competition
 from kagglecv.scoring import submission
 
 from helpers import (
@@ -185,11 +186,8 @@ def pixel_competition(path, nan_row: int | None = None):
     if nan_row is not None:
         train.loc[nan_row, "label"] = ""
     test = pd.DataFrame(np.stack(imgs[:4]).reshape(4, -1), columns=cols)
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("train.csv", train.to_csv(index=False))
-        zf.writestr("test.csv", test.to_csv(index=False))
-        zf.writestr("sample_submission.csv", pd.DataFrame({"ImageId": range(1, 5), "Label": 0}).to_csv(index=False))
-    return path
+    sample = pd.DataFrame({"ImageId": range(1, 5), "Label": 0})
+    return write_competition(path, train, {}, sample, files={"test.csv": test})
 
 
 def test_pixel_csv_missing_label_names_the_row(tmp_path):

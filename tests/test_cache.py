@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-import zipfile
 
 import numpy as np
 import pandas as pd
@@ -24,9 +23,10 @@ from kagglecv.config.train import TrainConfig
 from kagglecv.core.errors import InputError
 from kagglecv.data import batches as data
 from kagglecv.data import prepare
+from kagglecv.data.demo import write_competition
 from kagglecv.inference.models import build_model
 
-from helpers import digits_images, png, run_snakemake, tiny_config, write_csv_images_competition
+from helpers import digits_images, run_snakemake, tiny_config, write_csv_images_competition
 
 DC = {"img_size": 12, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}
 
@@ -149,15 +149,15 @@ def mixed_size_competition(path, n_per_class=8, sizes=((40, 30), (24, 24), (64, 
     """A csv_images zip whose PNGs come in several sizes (upscaled digits)."""
     imgs, labels = digits_images(n_per_class, (0, 1, 2))
     test_imgs, _ = digits_images(2, (0, 1, 2), offset=n_per_class)
-    with zipfile.ZipFile(path, "w") as zf:
-        ids = [f"tr{i:03d}" for i in range(len(imgs))]
-        test_ids = [f"te{i:03d}" for i in range(len(test_imgs))]
-        zf.writestr("train.csv", pd.DataFrame({"id": ids, "label": labels}).to_csv(index=False))
-        zf.writestr("sample_submission.csv", pd.DataFrame({"id": test_ids, "label": 0}).to_csv(index=False))
-        for k, (i, img) in enumerate(zip(ids + test_ids, imgs + test_imgs)):
-            big = np.asarray(Image.fromarray(img).resize(sizes[k % len(sizes)], Image.NEAREST))
-            zf.writestr(f"{'train' if i.startswith('tr') else 'test'}/{i}.png", png(big))
-    return path
+    ids, test_ids = [f"tr{i:03d}" for i in range(len(imgs))], [f"te{i:03d}" for i in range(len(test_imgs))]
+    names = [f"train/{i}.png" for i in ids] + [f"test/{i}.png" for i in test_ids]
+    images = {  # the images upscaled to each of the sizes in turn
+        name: np.asarray(Image.fromarray(img).resize(sizes[k % len(sizes)], Image.NEAREST))
+        for k, (name, img) in enumerate(zip(names, imgs + test_imgs))
+    }
+    return write_competition(
+        path, pd.DataFrame({"id": ids, "label": labels}), images, pd.DataFrame({"id": test_ids, "label": 0})
+    )
 
 
 def test_prepare_sizes_the_cache_to_the_side_it_is_given(tmp_path):

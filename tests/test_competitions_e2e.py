@@ -25,7 +25,17 @@ import yaml
 from PIL import Image
 from sklearn import metrics as skm
 
-from helpers import PROFILE, REPO, SNAKEMAKE, dry_run, make_zip, mlflow_db, stub_secrets, updated_workflow
+from helpers import (
+    PROFILE,
+    REPO,
+    SNAKEMAKE,
+    competition_bytes,
+    dry_run,
+    make_zip,
+    mlflow_db,
+    stub_secrets,
+    updated_workflow,
+)
 from kaggle_stub import KaggleStub
 
 SIDE = 16  # px: tiny images keep each run well under a minute on 2 CPU cores
@@ -53,10 +63,6 @@ def image_bytes(rng: np.random.Generator, label: int, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def csv_bytes(df: pd.DataFrame) -> bytes:
-    return df.to_csv(index=False).encode()
-
-
 def hex_id(prefix: str, i: int) -> str:
     return hashlib.md5(f"{prefix}{i}".encode()).hexdigest()
 
@@ -70,17 +76,12 @@ def aerial_cactus() -> Competition:
     test_ids = [hex_id("test", i) + ".jpg" for i in range(len(test_y))]
     train_zip = make_zip({f"train/{i}": image_bytes(rng, y, "JPEG") for i, y in zip(train_ids, train_y)})
     test_zip = make_zip({f"test/{i}": image_bytes(rng, y, "JPEG") for i, y in zip(test_ids, test_y)})
+    train = pd.DataFrame({"id": train_ids, "has_cactus": train_y})
     sample = pd.DataFrame({"id": test_ids, "has_cactus": "0.5"})
-    files = {
-        "train.csv": csv_bytes(pd.DataFrame({"id": train_ids, "has_cactus": train_y})),
-        "sample_submission.csv": csv_bytes(sample),
-        "train.zip": train_zip,
-        "test.zip": test_zip,
-    }
     return Competition(
         "aerial-cactus-identification",
         "roc_auc",
-        make_zip(files),
+        competition_bytes(train, {}, sample, files={"train.zip": train_zip, "test.zip": test_zip}),
         sample,
         dict(zip(test_ids, map(str, test_y))),
         ["train.csv", f"train/{train_ids[0]}", f"test/{test_ids[0]}"],
@@ -103,11 +104,10 @@ def digit_recognizer() -> Competition:
     test = pd.DataFrame(rows(test_y).astype(int), columns=pixels)
     ids = [str(i) for i in range(1, len(test_y) + 1)]
     sample = pd.DataFrame({"ImageId": ids, "Label": "0"})
-    files = {"train.csv": csv_bytes(train), "test.csv": csv_bytes(test), "sample_submission.csv": csv_bytes(sample)}
     return Competition(
         "digit-recognizer",
         "accuracy",
-        make_zip(files),
+        competition_bytes(train, {}, sample, files={"test.csv": test}),
         sample,
         dict(zip(ids, map(str, test_y))),
         ["train.csv", "test.csv", "sample_submission.csv"],
@@ -126,11 +126,10 @@ def dogs_vs_cats() -> Competition:
     ids = [str(i) for i in range(1, len(test_y) + 1)]
     test = {f"test/{i}.jpg": image_bytes(rng, y, "JPEG") for i, y in zip(ids, test_y)}
     sample = pd.DataFrame({"id": ids, "label": "0.5"})
-    files = {"train.zip": make_zip(train), "test.zip": make_zip(test), "sample_submission.csv": csv_bytes(sample)}
     return Competition(
         "dogs-vs-cats-redux-kernels-edition",
         "log_loss",
-        make_zip(files),
+        competition_bytes(None, {}, sample, files={"train.zip": make_zip(train), "test.zip": make_zip(test)}),
         sample,
         dict(zip(ids, map(str, test_y))),
         ["train/cat.0.jpg", "train/dog.19.jpg", "test/1.jpg"],
@@ -150,11 +149,10 @@ def plant_seedlings() -> Competition:
     ids = [hex_id("test", i)[:9] + ".png" for i in range(len(test_y))]
     test = {f"test/{i}": image_bytes(rng, y, "PNG") for i, y in zip(ids, test_y)}
     sample = pd.DataFrame({"file": ids, "species": "Sugar beet"})
-    files = {**train, **test, "sample_submission.csv": csv_bytes(sample)}
     return Competition(
         "plant-seedlings-classification",
         "f1_micro",
-        make_zip(files),
+        competition_bytes(None, train | test, sample),
         sample,
         {i: species[y] for i, y in zip(ids, test_y)},
         [next(iter(train)), f"test/{ids[0]}", "sample_submission.csv"],

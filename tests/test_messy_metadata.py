@@ -21,10 +21,11 @@ import pytest
 from PIL import Image
 
 from kagglecv.core.errors import InputError
+from kagglecv.data.demo import write_competition
 from kagglecv.data.images import Decoder, write_cache
 from kagglecv.data.meta import MetaEncoder, column, metadata_rows, specs
 
-from helpers import digits_images, png, run_snakemake, tiny_config
+from helpers import digits_images, run_snakemake, tiny_config
 
 
 def lab_tiff(side: int = 8) -> bytes:
@@ -106,14 +107,9 @@ def messy_competition(path: Path) -> dict:
             "site": rng.choice(["head", "torso"], len(test_ids)),
         }
     )
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("train.csv", train.to_csv(index=False))
-        zf.writestr("test.csv", test.to_csv(index=False))
-        zf.writestr("sample_submission.csv", pd.DataFrame({"id": test_ids, "label": 0}).to_csv(index=False))
-        for i, img in zip(ids, imgs):
-            zf.writestr(f"train/{i}.png", png(img))
-        for i, img in zip(test_ids, test_imgs):
-            zf.writestr(f"test/{i}.png", png(img))
+    images = {f"train/{i}.png": img for i, img in zip(ids, imgs)}
+    images |= {f"test/{i}.png": img for i, img in zip(test_ids, test_imgs)}
+    write_competition(path, train, images, pd.DataFrame({"id": test_ids, "label": 0}), files={"test.csv": test})
     return {"test_ids": test_ids}
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import textwrap
-import zipfile
 
 import numpy as np
 import pandas as pd
@@ -14,12 +13,13 @@ import torch
 
 from kagglecv.config.train import TrainConfig
 from kagglecv.core.errors import InputError
+from kagglecv.data.demo import write_competition
 from kagglecv.data.meta import MetaEncoder, column
 from kagglecv.data.prepare import prepare
 from kagglecv.inference.models import GeM, Net, build_model
 from kagglecv.training.train import run
 
-from helpers import digits_images, png
+from helpers import digits_images
 
 FACTORY = textwrap.dedent("""
     import torch.nn as nn
@@ -199,15 +199,10 @@ def meta_competition(path, *, signal: bool = True, drop_test_column: bool = Fals
     )
     if drop_test_column:
         test = test.drop(columns=["age"])
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("train.csv", train.to_csv(index=False))
-        zf.writestr("test.csv", test.to_csv(index=False))
-        zf.writestr("sample_submission.csv", pd.DataFrame({"id": test["id"], "label": labels[0]}).to_csv(index=False))
-        for i, img in zip(train["id"], imgs):
-            zf.writestr(f"train/{i}.png", png(img))
-        for i, img in zip(test["id"], test_imgs):
-            zf.writestr(f"test/{i}.png", png(img))
-    return path
+    images = {f"train/{i}.png": img for i, img in zip(train["id"], imgs)}
+    images |= {f"test/{i}.png": img for i, img in zip(test["id"], test_imgs)}
+    sample = pd.DataFrame({"id": test["id"], "label": labels[0]})
+    return write_competition(path, train, images, sample, files={"test.csv": test})
 
 
 def test_prepare_keeps_the_metadata_and_refuses_what_the_model_cannot_have(tmp_path):

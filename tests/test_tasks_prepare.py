@@ -4,7 +4,6 @@ line naming the column and the value; the config refuses a metric that does not 
 from __future__ import annotations
 
 import json
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -16,24 +15,19 @@ from kagglecv.config.schema import load_schema, resolve
 from kagglecv.core.errors import InputError
 from kagglecv.data import folds as folds_mod
 from kagglecv.data import prepare
+from kagglecv.data.demo import write_competition
 from kagglecv.scoring.submission import make_submission
 
-from helpers import digits_images, png
+from helpers import digits_images
 
 
 def competition(path: Path, train: pd.DataFrame, sample_targets: dict, id_col: str = "id") -> Path:
     """A csv_images zip: `train` (ids in id_col) with one digits image per row, four test images."""
     imgs, _ = digits_images(20, classes=tuple(range(10)))
     test_ids = [f"te{i}" for i in range(4)]
-    sample = pd.DataFrame({id_col: test_ids, **sample_targets})
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("train.csv", train.to_csv(index=False))
-        zf.writestr("sample_submission.csv", sample.to_csv(index=False))
-        for i, img in zip(train[id_col], imgs):
-            zf.writestr(f"train/{i}.png", png(img))
-        for i, img in zip(test_ids, imgs):
-            zf.writestr(f"test/{i}.png", png(img))
-    return path
+    images = {f"train/{i}.png": img for i, img in zip(train[id_col], imgs)}
+    images |= {f"test/{i}.png": img for i, img in zip(test_ids, imgs)}
+    return write_competition(path, train, images, pd.DataFrame({id_col: test_ids, **sample_targets}))
 
 
 def ids(n=40):
