@@ -27,7 +27,7 @@ from kagglecv.config.resources import (
 )
 from kagglecv.config.schema import defaults, layered, load_schema, resolve
 from kagglecv.core.gpus import visible_devices
-from kagglecv.kaggle.kernel import RERUN_KEYS  # the kaggle.* settings of a hidden rerun
+from kagglecv.kaggle.kernel import KERNEL_KEYS  # the kaggle.* settings a kernel is built from
 from kagglecv.core.layout import DownloadFiles, Layout, downloaded
 
 # The schema's defaults, then config.yaml (the demo's choices) or, with --configfile, those files instead,

@@ -1,4 +1,5 @@
-# Kaggle download and submit rules. Credentials are never params: the kaggle client reads
+# Kaggle download, kernel and submit rules. The kaggle settings are read from the config (submit) or travel as
+# one mapping (kernel). Credentials are never params: the kaggle client reads
 # ~/.kaggle/kaggle.json, KAGGLE_USERNAME/KAGGLE_KEY or KAGGLE_API_TOKEN itself, and kagglecv.core.secrets
 # redacts everything the jobs log.
 KAGGLE = config["kaggle"]  # defaults from the schema
@@ -45,17 +46,7 @@ rule submit:
         DATA_ENV
     params:
         competition=COMP,
-        leaderboard=str(L.leaderboard),
-        message=lambda wildcards: KAGGLE["message"],  # a template: keep its {fields} from wildcard expansion
-        poll_interval=KAGGLE["poll_interval"],
-        timeout=KAGGLE["timeout"],
-        http_timeout=KAGGLE["http_timeout"],
         repo=workflow.basedir,  # the commit in the message is the workflow code's, not the run folder's
-        experiment=COMP,
-        code_competition=KAGGLE["code_competition"],
-        owner=KAGGLE["owner"],
-        kernel_timeout=KAGGLE["kernel_timeout"],
-        max_bytes=KAGGLE["dataset_max_bytes"],
     script:
         JOB
 
@@ -79,17 +70,8 @@ rule kernel:
         DATA_ENV
     params:
         competition=COMP,
-        owner=KAGGLE["owner"],
-        dataset=KAGGLE["dataset"],
-        kernel=KAGGLE["kernel"],
-        enable_gpu=KAGGLE["enable_gpu"],
-        wheels=KAGGLE["kernel_wheels"],
-        max_bytes=KAGGLE["dataset_max_bytes"],
-        # the hidden rerun: unreadable images allowed, its projected time against the limit
-        rerun={k: KAGGLE[k] for k in RERUN_KEYS},
+        kaggle={k: KAGGLE[k] for k in KERNEL_KEYS},  # what the kernel is built from: a change rebuilds it
         repo=workflow.basedir,  # kagglecv's wheel is built from the workflow's own code
-        models=KAGGLE["kernel_models"],  # the ensemble, or the distilled student alone
         student=STUDENT,
-        experiment=COMP,
     script:
         JOB

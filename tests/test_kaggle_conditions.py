@@ -104,11 +104,9 @@ import sys
 from kagglecv.config.schema import resolve
 from kagglecv.jobs import Files, Job, run_logged
 from kagglecv.jobs.kaggle import submit
-config = resolve({"competition": "digits", "mlflow": {"enabled": False}})
-k = config["kaggle"]
-params = Files(competition="digits", message=k["message"], poll_interval=0.05, timeout=float(sys.argv[1]),
-               http_timeout=k["http_timeout"], repo=None, code_competition=k["code_competition"], owner=None,
-               kernel_timeout=k["kernel_timeout"], max_bytes=k["dataset_max_bytes"])
+config = resolve({"competition": "digits", "mlflow": {"enabled": False},
+                  "kaggle": {"poll_interval": 0.05, "timeout": float(sys.argv[1])}})
+params = Files(competition="digits", repo=None)
 r = run_logged(None, submit, Job("submit", config, params=params))
 print("RESULT", r["ref"], r["status"], r["public_score"])
 """

@@ -69,7 +69,10 @@ class Job:
 
     @property
     def experiment(self) -> str:
-        return self.config["competition"]
+        """The MLflow experiment: the rule's `experiment` param. It equals the competition, and stays a param of
+        the rules of the default run because Snakemake records params by value: without it, every job of an
+        existing run would rerun once."""
+        return self.params.get("experiment") or self.config["competition"]
 
     @property
     def track(self) -> bool:

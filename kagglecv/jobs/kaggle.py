@@ -27,15 +27,8 @@ def kernel(job: Job) -> dict:
             L.kernel.path,
             competition=p.competition,
             repo=p.repo,
-            owner=p.owner,
-            dataset=p.dataset,
-            kernel=p.kernel,
-            enable_gpu=p.enable_gpu,
-            wheels=p.wheels,
-            max_bytes=p.max_bytes,
-            models=p.models,
+            kaggle=p.kaggle,
             student=p.student,
-            rerun_config=p.rerun,
         )
         t.log_params(
             {
@@ -83,14 +76,15 @@ def submit_locked(job: Job) -> dict:
     from kagglecv.kaggle.client import client
     from kagglecv.tracking.tracker import Tracker, log_to_parent
 
-    L, p = job.layout, job.params
+    # the kaggle settings come from the config: the rule has no outputs, so nothing hangs on its params
+    L, p, k = job.layout, job.params, job.config["kaggle"]
     scores = Scores.read(L.scores)
     cv = scores.ensemble.cv
-    message = files.submission_message(scores, files.git_commit(p.repo), p.message)
-    api = client(p.http_timeout)
-    is_code = p.code_competition
+    message = files.submission_message(scores, files.git_commit(p.repo), k["message"])
+    api = client(k["http_timeout"])
+    is_code = k["code_competition"]
     if is_code == "auto":
-        is_code = bool(code.is_code_competition(api, p.competition, p.http_timeout))
+        is_code = bool(code.is_code_competition(api, p.competition, k["http_timeout"]))
         log.info("%s: %s competition (Kaggle's listing)", p.competition, "a code" if is_code else "a file")
     log.info(
         "%s: submitting %s with message %r",
@@ -98,16 +92,16 @@ def submit_locked(job: Job) -> dict:
         "the kernel's output" if is_code else L.submission,
         redact(message),
     )
-    wait = {"poll_interval": p.poll_interval, "timeout": p.timeout, "http_timeout": p.http_timeout, "api": api}
+    wait = {"poll_interval": k["poll_interval"], "timeout": k["timeout"], "http_timeout": k["http_timeout"], "api": api}
     if is_code:
         result = code.code_submit(
             p.competition,
             L,
             message,
             cv=cv,
-            owner=p.owner,
-            kernel_timeout=p.kernel_timeout,
-            max_bytes=p.max_bytes,
+            owner=k["owner"],
+            kernel_timeout=k["kernel_timeout"],
+            max_bytes=k["dataset_max_bytes"],
             **wait,
         )
     else:

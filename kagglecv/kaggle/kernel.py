@@ -92,6 +92,19 @@ RERUN_KEYS = (
 )
 
 
+# the kaggle.* settings the kernel is built from: the kernel rule's one `kaggle` param (a change rebuilds the kernel)
+KERNEL_KEYS = (
+    "owner",
+    "dataset",
+    "kernel",
+    "enable_gpu",
+    "kernel_wheels",
+    "dataset_max_bytes",
+    "kernel_models",
+    *RERUN_KEYS,
+)
+
+
 def rerun_settings(kaggle: dict | None) -> dict:
     """The kaggle.* settings of the hidden rerun, the schema's defaults under those given."""
     from kagglecv.config.schema import defaults
@@ -136,33 +149,28 @@ def build(
     *,
     competition: str,
     repo: str | Path,
-    owner: str | None = None,
-    dataset: str | None = None,
-    kernel: str | None = None,
-    enable_gpu: bool = True,
-    wheels: list[str] | None = None,
-    max_bytes: int | None = None,
-    is_private: bool = True,
-    models: str = "ensemble",
+    kaggle: dict,
     student: str | None = None,
-    rerun_config: dict | None = None,
+    is_private: bool = True,
 ) -> dict:
     """Write the kernel dataset and the kernel folders for the finished run in `results_dir`; return the
-    manifest. models: "ensemble" (its recipe in scores.json), or "student" (kaggle.kernel_models: the distilled
-    `student` alone, which predicts in a fraction of the ensemble's time). `rerun_config`: the kaggle.* settings of
-    the hidden rerun (see rerun_settings); a rerun projected above the time limit is refused before anything is
-    written. Both folders are written to temporary names and
-    renamed into place: never half-written."""
+    manifest. `kaggle`: the config's kaggle section (KERNEL_KEYS are read): owner, dataset and kernel slugs,
+    enable_gpu, kernel_wheels, dataset_max_bytes, kernel_models ("ensemble": its recipe in scores.json, or
+    "student": the distilled `student` alone, which predicts in a fraction of the ensemble's time) and the hidden
+    rerun's settings (see rerun_settings; a rerun projected above the time limit is refused before anything is
+    written). Both folders are written to temporary names and renamed into place: never half-written."""
+    owner, dataset, kernel = kaggle["owner"], kaggle["dataset"], kaggle["kernel"]
+    enable_gpu, wheels, max_bytes = kaggle["enable_gpu"], kaggle["kernel_wheels"], kaggle["dataset_max_bytes"]
     from kagglecv.inference.predict import ensemble_recipe, predicted_members
 
     layout = Layout(Path(results_dir))
     dataset_dir, kernel_dir = Path(dataset_dir), Path(kernel_dir)
     scores, meta = finished_run(layout)
-    if models == "student":
+    if kaggle["kernel_models"] == "student":
         scores = student_scores(layout, scores, student)
     method, members, params = ensemble_recipe(scores)  # refuses a scores.json without the fitted params
     shipped = predicted_members(method, members, params)  # a member of weight 0 is neither shipped nor predicted
-    settings = rerun_settings(rerun_config)
+    settings = rerun_settings(kaggle)
     plan = budget(layout, scores, meta, shipped, settings, enable_gpu)
     owner = owner or credential_username() or DEFAULT_OWNER
     dataset, kernel = slug(dataset or default_slug(competition)), slug(kernel or default_slug(competition))
@@ -172,9 +180,9 @@ def build(
         models = [
             Layout(ds_tmp).model(m, k).model.relative_to(ds_tmp).as_posix()
             for m in shipped
-            for k in range(len(scores["models"][m]["folds"]))
+            for k in range(len(scores.models[m]["folds"]))
         ]
-        check_loads(ds_tmp, models, int(meta["image_shape"][-1]), repo)
+        check_loads(ds_tmp, models, int(meta.image_shape[-1]), repo)
         ds = KernelDatasetFiles(ds_tmp)
         write_json(ds.metadata, {"title": dataset, "id": f"{owner}/{dataset}", "licenses": [{"name": "CC0-1.0"}]})
         files = sorted(p for p in ds_tmp.rglob("*") if p.is_file())

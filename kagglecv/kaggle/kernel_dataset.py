@@ -230,7 +230,7 @@ def write_dataset(
                 if not (d.path / name).is_file():
                     raise InputError(f"{d.path / name}: not found; rerun the training job of {m} fold {k}")
                 _place(d.path / name, out.model(m, k).path / name)
-        place_factory(layout, m, out, len(scores["models"][m]["folds"]))
+        place_factory(layout, m, out, len(scores.models[m]["folds"]))
     prior = Task.of(meta).prior(read_table(layout.prepared.train))
     write_json(ds.prior, {"task": meta.task, "prior": prior.tolist(), "rows": int(meta.n_train)})
     build_wheel(repo, ds.wheels)

@@ -120,7 +120,8 @@ def read_test_set(competition_dir: Path, meta: PreparedMeta, scratch: Path):
     hidden rerun does not have."""
     from kagglecv.config.data import DataConfig
     from kagglecv.data.archive import unpacked
-    from kagglecv.data.competition import read_test_meta, read_test_side
+    from kagglecv.data.competition import read_test_side
+    from kagglecv.data.meta import read_test_meta
     from kagglecv.data.tables import find_root
 
     meta = PreparedMeta.of(meta)
@@ -135,9 +136,9 @@ def read_test_set(competition_dir: Path, meta: PreparedMeta, scratch: Path):
     if rows is not None:
         from kagglecv.data.meta import column, report_unparsed
 
-        for spec in meta.get("meta_columns") or []:  # values of a number column that are not numbers: missing
+        for spec in meta.meta_columns:  # values of a number column that are not numbers: missing
             if spec["kind"] == "number":
-                report_unparsed(rows[spec["name"]], spec["name"], cfg.test_csv)
+                report_unparsed(rows[spec["name"]], spec["name"], cfg.test_csv or "test.csv")
         rows = rows.rename(columns=column)
     return side, cfg, missing, rows
 
