@@ -254,3 +254,22 @@ def test_inspect_says_what_was_recognised_and_the_line_to_change_it(tmp_path):
     )
     assert bad.returncode == 1 and bad.stderr.strip().startswith("ERROR: ") and len(bad.stderr.splitlines()) == 1
     assert not any(p.name.startswith("kagglecv-inspect") for p in tmp_path.iterdir())
+
+
+def test_an_image_path_column_names_nested_files(tmp_path):
+    """data.image_column: the training CSV names each image's path below the folder (ids that are not file names);
+    the test side is found by id as always."""
+    from kagglecv.data.demo import write_competition
+
+    rng = np.random.default_rng(0)
+    imgs = {f"a{k}": rng.integers(0, 255, (8, 8), dtype=np.uint8) for k in range(6)}
+    train = pd.DataFrame(
+        {"id": list(imgs), "file": [f"batch{k % 2}/img{k}.png" for k in range(6)], "label": ["x", "y"] * 3}
+    )
+    images = {f"train/{f}": imgs[i] for i, f in zip(train["id"], train["file"])}
+    images |= {"test/t0.png": imgs["a0"], "test/t1.png": imgs["a1"]}
+    write_competition(tmp_path / "c.zip", train, images, pd.DataFrame({"id": ["t0", "t1"], "label": "x"}))
+    meta = prepare(tmp_path / "c.zip", tmp_path / "p", DataConfig(image_column="file", target_column="label"))
+    assert meta["n_train"] == 6 and meta["classes"] == ["x", "y"]
+    with pytest.raises(InputError, match="no image column 'path'"):
+        prepare(tmp_path / "c.zip", tmp_path / "q", DataConfig(image_column="path", target_column="label"))
