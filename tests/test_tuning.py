@@ -364,10 +364,10 @@ def test_a_stale_running_trial_is_marked_failed_and_its_slot_asked_again(tmp_pat
 
     t = tuning_of()
     study, url = sqlite_study(tmp_path, t)
-    killed, _ = studies.claim(study, 0, t.sampler_for)  # slot 0's job dies: its trial stays RUNNING
-    other, _ = studies.claim(study, 1, t.sampler_for)  # slot 1's job is still running
+    killed, _ = studies.claim(study, 0, t.sampler_for, url)  # slot 0's job dies: its trial stays RUNNING
+    other, _ = studies.claim(study, 1, t.sampler_for, url)  # slot 1's job is still running
     again = studies.open_study("s", url, t.direction)  # slot 0 again, in a new process
-    trial, stale = studies.claim(again, 0, t.sampler_for)
+    trial, stale = studies.claim(again, 0, t.sampler_for, url)
     assert stale == [killed.number] and trial.number == 2
     states = {f.number: f for f in again.get_trials()}
     assert states[killed.number].state == TrialState.FAIL
@@ -375,6 +375,37 @@ def test_a_stale_running_trial_is_marked_failed_and_its_slot_asked_again(tmp_pat
     assert states[other.number].state == TrialState.RUNNING  # another slot's trial is not this job's to judge
     assert (states[2].user_attrs["slot"], states[2].user_attrs["attempt"]) == (0, 1)
     assert trial.params == {} and t.space  # the new trial samples afresh (attempt 1 seeds its sampler)
+
+
+def _claim_at_once(url: str, slot: int, barrier, numbers) -> None:
+    """A slot job's claim (kagglecv.jobs.tuning.tune_trial) in its own process, released with the others."""
+    t = tuning_of()
+    study = studies.open_study("s", url, t.direction)
+    barrier.wait()
+    trial, _ = studies.claim(study, slot, t.sampler_for, url)
+    numbers[slot] = trial.number
+
+
+def test_slots_asking_at_once_never_share_a_trial(tmp_path):
+    """The baseline is an enqueued trial; slots started together (as Slurm starts them) once both took it, and the
+    second tell failed ("Cannot tell a COMPLETE trial")."""
+    import multiprocessing as mp
+
+    t = tuning_of()
+    ctx = mp.get_context("fork")
+    for round_ in range(4):
+        study, url = sqlite_study(tmp_path, t)
+        study.enqueue_trial({"lr": 0.003})
+        slots, barrier, numbers = 4, ctx.Barrier(4), ctx.Manager().dict()
+        procs = [
+            ctx.Process(target=_claim_at_once, args=(url, round_ * slots + k, barrier, numbers)) for k in range(slots)
+        ]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(60)
+        assert [proc.exitcode for proc in procs] == [0] * slots
+        assert len(set(numbers.values())) == slots, dict(numbers)  # one trial each
 
 
 def test_the_reporter_reports_validated_epochs_and_folds_and_prunes(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import hashlib
 import json
 import os
@@ -111,3 +112,16 @@ def read_table(path: str | os.PathLike, **kw):
         if not is_text(c) and not pd.api.types.is_numeric_dtype(df[c]):
             df[c] = pd.to_numeric(df[c].replace("", None), errors="coerce")
     return df
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike):
+    """An exclusive lock on `.<name>.lock` beside `path`: fcntl.lockf (POSIX record locks work on NFS,
+    flock on a folder does not). The small lock file stays; deleting it would race with the next writer."""
+    path = Path(path)
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

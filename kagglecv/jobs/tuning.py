@@ -65,7 +65,7 @@ def tune_trial(job: Job) -> dict:
     tuning, files, name, url = context(job)
     slot = int(job.wildcards.slot)
     study = open_study(name, url, tuning.direction, pruner=tuning.make_pruner())
-    trial, stale = claim(study, slot, tuning.sampler_for)
+    trial, stale = claim(study, slot, tuning.sampler_for, url)
     if stale:
         print(
             f"slot {slot}: trial(s) {stale} left RUNNING by a killed job, marked FAIL; trial {trial.number} "

@@ -10,7 +10,7 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kagglecv.core.files import atomic_path
+from kagglecv.core.files import atomic_path, locked
 from kagglecv.core.secrets import redact
 
 COLUMNS = ["time", "competition", "message", "cv", "public_score", "private_score", "ref", "status", "file_sha256"]
@@ -18,22 +18,11 @@ PENDING = "PENDING"  # a submission made but not scored yet: the next submit pol
 
 
 @contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive lock on `.<name>.lock` beside `path`: fcntl.lockf (POSIX record locks work on NFS,
-    flock on a folder does not). The small lock file stays; deleting it would race with the next writer."""
-    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-@contextlib.contextmanager
 def submitting(folder: Path, competition: str):
     """Held for the whole of a `snakemake submit` (kagglecv.jobs.kaggle.submit): an exclusive lock on `.submit.lock`
-    in the competition's results `folder` (fcntl.lockf, as _locked). A second submit of the same results while one
-    runs would upload again (the first one's submission is not in leaderboard.csv yet): refused in one line."""
+    in the competition's results `folder` (fcntl.lockf, as kagglecv.core.files.locked). A second submit of the same
+    results while one runs would upload again (the first one's submission is not in leaderboard.csv yet): refused in
+    one line."""
     from kagglecv.core.errors import InputError
 
     folder = Path(folder)
@@ -85,7 +74,7 @@ def append_leaderboard(path: Path, row: dict, *, replace_ref: bool = False) -> N
     path.parent.mkdir(parents=True, exist_ok=True)
     row = {"time": datetime.now(UTC).isoformat(timespec="seconds"), **row}
     cells = {k: "" if v is None else redact(str(v)) for k, v in row.items()}
-    with _locked(path):  # parallel submit jobs cannot drop each other's row
+    with locked(path):  # parallel submit jobs cannot drop each other's row
         rows, columns = [], list(COLUMNS)
         if path.exists():
             with open(path, newline="") as f:

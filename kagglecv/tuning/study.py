@@ -9,10 +9,12 @@ always stale: no heartbeat is needed to tell.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from datetime import datetime
 
 from kagglecv.core.errors import InputError
+from kagglecv.core.files import locked
 from kagglecv.core.secrets import redact
 
 KILLED = "its job ended before the trial did (killed); the slot ran again"
@@ -57,13 +59,26 @@ def fail_stale(study, slot: int) -> list[int]:
     return [t.number for t in stale]
 
 
-def claim(study, slot: int, sampler_for) -> tuple:
+def claiming(url: str):
+    """Held while a slot claims its trial. Optuna hands an enqueued (WAITING) trial to one asker by a SELECT ... FOR
+    UPDATE, which SQLite ignores: two slots asking at the same moment were both given the baseline trial, and the
+    second tell failed. An SQLite study's claims therefore take turns on a lock file beside the database (a server
+    such as PostgreSQL locks the row itself)."""
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database if url.startswith("sqlite") else None
+    return locked(database) if database and database != ":memory:" else contextlib.nullcontext()
+
+
+def claim(study, slot: int, sampler_for, url: str) -> tuple:
     """A new trial for `slot`, after its stale ones are marked FAIL, with the sampler `sampler_for(slot, attempt)`
-    (attempt: the trials this slot asked before). Returns (trial, numbers of the stale trials)."""
-    stale = fail_stale(study, slot)
-    attempt = len(slot_trials(study, slot))
-    study.sampler = sampler_for(slot, attempt)
-    trial = study.ask()
+    (attempt: the trials this slot asked before); `url` the study's storage (see claiming). Returns (trial, numbers
+    of the stale trials)."""
+    with claiming(url):
+        stale = fail_stale(study, slot)
+        attempt = len(slot_trials(study, slot))
+        study.sampler = sampler_for(slot, attempt)
+        trial = study.ask()
     trial.set_user_attr("slot", slot)
     trial.set_user_attr("attempt", attempt)
     trial.set_user_attr("host", socket.gethostname())
