@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=150)
     ap.add_argument("--n-test", type=int, default=40)
     ap.add_argument("--epochs", type=int, default=RUN_SIZE["train"]["epochs"])
-    ap.add_argument("--tag", default="")
+    ap.add_argument("--tag", default="", help="a name for the results file: mlebench-<tag>-<machine>-<date>.json")
     args = ap.parse_args()
     size = {"train": {**RUN_SIZE["train"], "epochs": args.epochs}}
     rows, t0 = [], time.perf_counter()
@@ -62,7 +62,8 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     machine = cpu_name()
-    out = HERE / "results" / f"mlebench{args.tag}-{machine_slug(machine)}-{date.today()}.json"
+    tag = f"-{args.tag}" if args.tag else ""
+    out = HERE / "results" / f"mlebench{tag}-{machine_slug(machine)}-{date.today()}.json"
     out.write_text(
         json.dumps(
             {
