@@ -4,31 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
-import warnings
-import zipfile
 from pathlib import Path
 
 from helpers import REPO
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
-
-
-def extended(src: Path, dst: Path, entries: list[tuple[str, bytes]], **kw) -> Path:
-    """A copy of the zip `src` with `entries` appended (duplicates allowed)."""
-    shutil.copy(src, dst)
-    with warnings.catch_warnings(), zipfile.ZipFile(dst, "a", **kw) as zf:
-        warnings.simplefilter("ignore")  # zipfile warns about the duplicate names some tests want
-        for name, data in entries:
-            zf.writestr(name, data)
-    return dst
-
-
-def tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 # ---------------------------------------------------------------- GPU leases

@@ -7,14 +7,12 @@ import csv
 import fcntl
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import warnings
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -25,20 +23,6 @@ from kagglecv.tracking import tracker as tracking
 from helpers import REPO
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
-
-
-def extended(src: Path, dst: Path, entries: list[tuple[str, bytes]], **kw) -> Path:
-    """A copy of the zip `src` with `entries` appended (duplicates allowed)."""
-    shutil.copy(src, dst)
-    with warnings.catch_warnings(), zipfile.ZipFile(dst, "a", **kw) as zf:
-        warnings.simplefilter("ignore")  # zipfile warns about the duplicate names some tests want
-        for name, data in entries:
-            zf.writestr(name, data)
-    return dst
-
-
-def tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_the_parent_run_survives_a_tracking_server_that_is_down(tmp_path, monkeypatch):

@@ -3,7 +3,6 @@ that fails midway; refused before anything is written."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import warnings
 import zipfile
@@ -14,10 +13,8 @@ import pytest
 from kagglecv.core.errors import InputError
 from kagglecv.data.archive import ArchiveLimits, is_junk, safe_extract
 
-from helpers import REPO, competition_zip, error_line, make_zip, run_kaggle_cli
+from helpers import competition_zip, error_line, make_zip, run_kaggle_cli
 from kaggle_stub import KaggleStub
-
-ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
 def extended(src: Path, dst: Path, entries: list[tuple[str, bytes]], **kw) -> Path:
