@@ -53,6 +53,28 @@ def kaggle(stub: KaggleStub, tmp_path: Path, *args: str) -> subprocess.Completed
     return r
 
 
+def submit_output(
+    stub: KaggleStub, tmp_path: Path, competition: str, kernel: str, version: str, file_name: str, message: str
+) -> subprocess.CompletedProcess:
+    """`kaggle competitions submit` of a kernel version's output file (a code competition's submission)."""
+    return kaggle(
+        stub,
+        tmp_path,
+        "competitions",
+        "submit",
+        "-c",
+        competition,
+        "-k",
+        kernel,
+        "-v",
+        version,
+        "-f",
+        file_name,
+        "-m",
+        message,
+    )
+
+
 def api(stub: KaggleStub, tmp_path: Path, code: str) -> subprocess.CompletedProcess:
     """Python code run with `api` = an authenticated KaggleApi."""
     prelude = (
@@ -233,22 +255,7 @@ def test_kernel_runs_on_inputs_and_its_output_is_code_submitted(stub, tmp_path):
     assert "inputs: ['cactus', 'cactus-wheels'] rows: 2" in log and "offline: [Errno 111] Connection refused" in log
     assert sorted(p.name for p in out.iterdir()) == ["cactus-kernel.log", "submission.csv"]
 
-    r = kaggle(
-        stub,
-        tmp_path,
-        "competitions",
-        "submit",
-        "-c",
-        "cactus",
-        "-k",
-        KERNEL,
-        "-v",
-        "1",
-        "-f",
-        "submission.csv",
-        "-m",
-        "kernel v1",
-    )
+    r = submit_output(stub, tmp_path, "cactus", KERNEL, "1", "submission.csv", "kernel v1")
     assert r.returncode == 0 and "Successfully submitted to cactus" in r.stdout, r.stdout + r.stderr
     [sub] = stub.submissions
     assert (sub["data"], sub["fileName"], sub["kernel"], sub["kernelVersion"]) == (
@@ -282,22 +289,7 @@ def test_kernel_error_then_fixed_version(stub, tmp_path):
     assert "before the crash" in log and "Traceback (most recent call last)" in log and "boom from the kernel" in log
     assert not (out / "submission.csv").exists()
 
-    r = kaggle(
-        stub,
-        tmp_path,
-        "competitions",
-        "submit",
-        "-c",
-        "cactus",
-        "-k",
-        KERNEL,
-        "-v",
-        "1",
-        "-f",
-        "submission.csv",
-        "-m",
-        "broken",
-    )
+    r = submit_output(stub, tmp_path, "cactus", KERNEL, "1", "submission.csv", "broken")
     assert r.returncode == 1 and "did not run successfully (status ERROR)" in r.stderr
     assert stub.submissions == []
 
@@ -305,22 +297,7 @@ def test_kernel_error_then_fixed_version(stub, tmp_path):
     assert "Kernel version 2 successfully pushed" in kaggle(stub, tmp_path, "kernels", "push", "-p", str(kdir)).stdout
     assert "KernelWorkerStatus.COMPLETE" in wait_status(stub, tmp_path)[-1]
     assert [v["status"] for v in stub.kernels[KERNEL]["versions"]] == ["ERROR", "COMPLETE"]
-    r = kaggle(
-        stub,
-        tmp_path,
-        "competitions",
-        "submit",
-        "-c",
-        "cactus",
-        "-k",
-        KERNEL,
-        "-v",
-        "2",
-        "-f",
-        "submission.csv",
-        "-m",
-        "fixed",
-    )
+    r = submit_output(stub, tmp_path, "cactus", KERNEL, "2", "submission.csv", "fixed")
     assert r.returncode == 0, r.stderr
     assert [s["data"] for s in stub.submissions] == [b"id,label\na.jpg,1\n"]
 
@@ -338,22 +315,7 @@ def test_code_submission_refusals(stub, tmp_path):
     assert stub.wait_for_kernels(10)
 
     def submit(kernel: str, version: str, file_name: str = "submission.csv") -> subprocess.CompletedProcess:
-        return kaggle(
-            stub,
-            tmp_path,
-            "competitions",
-            "submit",
-            "-c",
-            "cactus",
-            "-k",
-            kernel,
-            "-v",
-            version,
-            "-f",
-            file_name,
-            "-m",
-            "x",
-        )
+        return submit_output(stub, tmp_path, "cactus", kernel, version, file_name, "x")
 
     for args, expected in [
         ((f"{OWNER}/no-such-kernel", "1"), "Notebook tester/no-such-kernel not found"),
@@ -366,22 +328,7 @@ def test_code_submission_refusals(stub, tmp_path):
         assert r.returncode == 1 and expected in r.stderr, (args, r.stdout, r.stderr)
     assert stub.submissions == []
     # Internet access only matters for a code competition.
-    r = kaggle(
-        stub,
-        tmp_path,
-        "competitions",
-        "submit",
-        "-c",
-        "digits",
-        "-k",
-        f"{OWNER}/digits-kernel",
-        "-v",
-        "1",
-        "-f",
-        "submission.csv",
-        "-m",
-        "ok",
-    )
+    r = submit_output(stub, tmp_path, "digits", f"{OWNER}/digits-kernel", "1", "submission.csv", "ok")
     assert r.returncode == 0 and [s["competition"] for s in stub.submissions] == ["digits"], r.stderr
     assert submit(KERNEL, "1").returncode == 0 and len(stub.submissions) == 2
 
@@ -481,22 +428,7 @@ def test_credentials_without_rights(stub, tmp_path):
             }
         ]
     }
-    r = kaggle(
-        stub,
-        tmp_path,
-        "competitions",
-        "submit",
-        "-c",
-        "cactus",
-        "-k",
-        KERNEL,
-        "-v",
-        "1",
-        "-f",
-        "submission.csv",
-        "-m",
-        "x",
-    )
+    r = submit_output(stub, tmp_path, "cactus", KERNEL, "1", "submission.csv", "x")
     assert r.returncode == 1 and rules in r.stderr and stub.submissions == []
     # Other competitions are unaffected.
     assert kaggle(stub, tmp_path, "competitions", "files", "-c", "digits").returncode == 0

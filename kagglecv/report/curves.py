@@ -91,24 +91,9 @@ def job_time(metrics: dict[str, list[str | Path]], out_png: str | Path) -> pd.Da
     if len(budgeted):
         y = [list(df["job"]).index(j) for j in budgeted["job"]]
         start = budgeted["start-up"].to_numpy(dtype=float)
-        ax.scatter(
-            start + budgeted["planned"].to_numpy(dtype=float),
-            y,
-            marker="|",
-            s=300,
-            color="k",
-            label="planned (time budget)",
-            zorder=3,
-        )
-        ax.scatter(
-            start + budgeted["budget"].to_numpy(dtype=float),
-            y,
-            marker="|",
-            s=300,
-            color="C3",
-            label="time budget",
-            zorder=3,
-        )
+        for column, color, label in (("planned", "k", "planned (time budget)"), ("budget", "C3", "time budget")):
+            seconds = start + budgeted[column].to_numpy(dtype=float)
+            ax.scatter(seconds, y, marker="|", s=300, color=color, label=label, zorder=3)
     ax.invert_yaxis()  # first job on top
     ax.set_xlabel("seconds")
     fixed = f"{df['fixed'].mean():.1f} s per job (median {df['fixed'].median():.1f})" if len(df) else "no data"
