@@ -8,9 +8,11 @@ import base64
 import io
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -102,17 +104,11 @@ def tiny_config(data_path: Path, **over) -> dict:
 PROFILE = REPO / "profiles" / "default"
 
 
-def run_snakemake(
-    workdir: Path,
-    config: dict | None,
-    *args: str,
-    check: bool = True,
-    env: dict | None = None,
-    snakefile: Path | None = None,
-    profile: Path | str = PROFILE,
-) -> subprocess.CompletedProcess:
+def snakemake_command(
+    workdir: Path, config: dict | None, *args: str, snakefile: Path | None = None, profile: Path | str = PROFILE
+) -> list[str]:
     """The real CLI on the repo's Snakefile (or `snakefile`), with `config` written to workdir/config.yaml, under
-    `profile` (profiles/default; "none" for none) and 2 cores."""
+    `profile` (profiles/default; "none" for none) and 2 cores; `args` (targets, flags) last."""
     workdir.mkdir(parents=True, exist_ok=True)
     cmd = [*SNAKEMAKE]
     if config is not None:  # first: --configfile takes every value up to the next option, targets included
@@ -128,14 +124,60 @@ def run_snakemake(
         "--cores",
         "2",
     ]
-    full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the default store
-    full_env.update({"PYTHONUNBUFFERED": "1", **(env or {})})
-    r = subprocess.run([*cmd, *args], cwd=workdir, env=full_env, capture_output=True, text=True, timeout=900)
+    return [*cmd, *args]
+
+
+def snakemake_env(env: dict | None = None) -> dict:
+    """This environment for a snakemake run: MLflow's default store (no MLFLOW_TRACKING_URI), output unbuffered."""
+    full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return {**full_env, "PYTHONUNBUFFERED": "1", **(env or {})}
+
+
+def run_snakemake(
+    workdir: Path,
+    config: dict | None,
+    *args: str,
+    check: bool = True,
+    env: dict | None = None,
+    snakefile: Path | None = None,
+    profile: Path | str = PROFILE,
+) -> subprocess.CompletedProcess:
+    """snakemake_command run to its end (15 minutes at most); fails the test when it fails, unless not `check`."""
+    cmd = snakemake_command(workdir, config, *args, snakefile=snakefile, profile=profile)
+    r = subprocess.run(cmd, cwd=workdir, env=snakemake_env(env), capture_output=True, text=True, timeout=900)
     if check and r.returncode != 0:
         raise AssertionError(
             f"snakemake {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-6000:]}"
         )
     return r
+
+
+def killed_snakemake(
+    workdir: Path, config: dict, *args: str, ready, timeout: float, poll: float, log: Path | None = None
+) -> None:
+    """snakemake_command started in a process group of its own, SIGKILLed with its jobs as soon as `ready()` holds
+    (polled every `poll` s); fails the test if the run ends first or `timeout` s pass. Output to `log`, if given."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") if log else open(os.devnull, "w") as out:
+        proc = subprocess.Popen(
+            snakemake_command(workdir, config, *args),
+            cwd=workdir,
+            env=snakemake_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while not ready():
+                assert proc.poll() is None, "the run ended before it was killed" + (
+                    f":\n{log.read_text()[-3000:]}" if log else ""
+                )
+                assert time.monotonic() < deadline, f"not ready within {timeout} s"
+                time.sleep(poll)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def updated_workflow(dest: Path) -> Path:

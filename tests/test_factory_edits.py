@@ -7,22 +7,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import signal
-import subprocess
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from kagglecv.config.factories import factory_sha256, factory_sources
 from kagglecv.config.train import TrainConfig
 from kagglecv.core.errors import InputError
 
-from helpers import PROFILE, REPO, SNAKEMAKE, run_snakemake, tiny_config, write_csv_images_competition
+from helpers import REPO, killed_snakemake, run_snakemake, tiny_config, write_csv_images_competition
 
 # nets/mynet.py imports its sibling nets/helper.py, as a user's code does, with no PYTHONPATH set. It sleeps in
 # each training batch so that the job can be killed between its epochs.
@@ -103,34 +98,8 @@ def test_an_edited_factory_retrains_across_a_kill_and_ships_with_its_weights(tmp
         kaggle={"owner": "someone", "enable_gpu": False},
     )
     cfg["train"].update(epochs=3, tta="none")
-    (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
-    cmd = [
-        *SNAKEMAKE,
-        "--configfile",
-        str(wd / "config.yaml"),
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(wd),
-        "--workflow-profile",
-        str(PROFILE),
-        "--cores",
-        "2",
-        TARGET,
-    ]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     resume = wd / "results/tiny/models/mynet/fold0/resume.pt"
-    proc = subprocess.Popen(
-        cmd, cwd=wd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )  # its own process group: snakemake and its jobs
-    try:
-        deadline = time.monotonic() + 300
-        while not resume.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert proc.poll() is None, "the run ended before its first checkpoint"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    killed_snakemake(wd, cfg, TARGET, ready=resume.exists, timeout=300, poll=0.02)  # after its first checkpoint
     saved = torch.load(resume, weights_only=True)
     assert saved["epoch"] < 3 and not (resume.parent / "metrics.json").exists()
     write_nets(wd / "nets", width=16)  # the edit: another model, the checkpoint no longer fits it

@@ -10,6 +10,7 @@ the same with a real PostgreSQL server as storage; and under the real single-nod
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sqlite3
@@ -28,7 +29,7 @@ from kagglecv.tuning import study as studies
 from kagglecv.tuning.settings import Tuning, applied, read_best
 from kagglecv.tuning.trial import Reporter
 
-from helpers import REPO, run_snakemake
+from helpers import REPO, killed_snakemake, run_snakemake
 
 pytestmark = pytest.mark.timeout(120)
 SCHEMA = load_schema(REPO / "schemas" / "config.schema.yaml")
@@ -641,45 +642,12 @@ def running_trial_reported(db: Path) -> bool:
 @pytest.mark.timeout(600)
 def test_a_trial_killed_mid_way_is_marked_failed_and_its_slot_runs_again(tmp_path):
     """SIGKILL to snakemake and its jobs while the one trial trains; then --unlock and the same command."""
-    import os
-    import signal
-    import subprocess
-    import time
-
-    from helpers import PROFILE, SNAKEMAKE
-
     wd = tmp_path / "killed"
-    wd.mkdir()
     cfg = demo_config(trials=1)
     cfg["train"] = {**cfg["train"], "epochs": 6}  # a few seconds of training to be killed in
-    (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
-    cmd = [
-        *SNAKEMAKE,
-        "tune",
-        "--configfile",
-        str(wd / "config.yaml"),
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(wd),
-        "--workflow-profile",
-        str(PROFILE),
-        "--cores",
-        "2",
-    ]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    with open(wd / "killed.log", "w") as log:
-        proc = subprocess.Popen(cmd, cwd=wd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     files = tune_dir(wd)
-    try:
-        deadline = time.monotonic() + 400
-        while not running_trial_reported(files.db):
-            assert proc.poll() is None, (wd / "killed.log").read_text()[-3000:]  # finished before it was killed
-            assert time.monotonic() < deadline, "no trial started training"
-            time.sleep(0.2)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    trains = functools.partial(running_trial_reported, files.db)  # a trial has started training
+    killed_snakemake(wd, cfg, "tune", ready=trains, timeout=400, poll=0.2, log=wd / "killed.log")
     assert not files.slot(0).exists()
     run_snakemake(wd, cfg, "--unlock")
     r = run_snakemake(wd, cfg, "tune")
