@@ -30,11 +30,12 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
+from workflow import snakemake  # noqa: E402
+
 from kagglecv.core.files import write_json  # noqa: E402
 
 from machine import FASHION, cpu_name, loadavg, read_idx, slug, train_overrides  # noqa: E402
 
-SNAKEMAKE = REPO / ".venv" / "bin" / "snakemake"
 FASTAI_PYTHON = BENCH / ".venv" / "bin" / "python"
 
 
@@ -79,26 +80,7 @@ def run_kagglecv(work: Path, zip_path: Path, args) -> tuple[float, Path]:
         "train": {**args.train_set, "epochs": args.epochs, "img_size": args.img_size},
         "mlflow": {"live": args.mlflow_live},
     }
-    import yaml
-
-    (work / "config.yaml").write_text(yaml.safe_dump(config))
-    cmd = [
-        str(SNAKEMAKE),
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(work),
-        "--configfile",
-        str(work / "config.yaml"),
-        "--cores",
-        str(args.cores),
-    ]
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    (work / "snakemake.log").write_text(r.stdout + r.stderr)
-    if r.returncode != 0:
-        raise SystemExit(f"snakemake failed ({r.returncode}); see {work / 'snakemake.log'}:\n{r.stderr[-3000:]}")
+    wall = snakemake(work, config, cores=args.cores)
     return wall, work / "results" / "fmnist-bench" / "submission.csv"
 
 
@@ -211,11 +193,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     args.train_set = train_overrides(ap, args.overrides)
-    for need in (SNAKEMAKE, FASTAI_PYTHON):
-        if not need.exists():
-            raise SystemExit(
-                f"{need}: missing; `make env` and `make bench/.venv/.installed` build the two environments"
-            )
+    if not FASTAI_PYTHON.exists():
+        raise SystemExit(f"{FASTAI_PYTHON}: missing; `make bench/.venv/.installed` builds fastai's environment")
     ways = [w for w in args.ways.split(",") if w]
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)

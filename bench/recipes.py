@@ -38,13 +38,12 @@ import pandas as pd
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
+from workflow import snakemake  # noqa: E402
+
 from kagglecv.core.files import write_json  # noqa: E402
 from kagglecv.data.demo import write_competition  # noqa: E402
 
 from machine import FASHION, cpu_name, loadavg, read_idx, slug  # noqa: E402
-
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-
 
 # ---------------------------------------------------------------- competitions
 
@@ -86,33 +85,6 @@ def image_competition(path: Path, xtr, ytr, xte, yte, train_extra=None, test_ext
 # ---------------------------------------------------------------- running the workflow
 
 
-def workflow(work: Path, config: dict, *targets: str) -> float:
-    """`snakemake` in `work` with `config`, as a user runs it (the workflow profile); its wall seconds."""
-    import yaml
-
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "config.yaml").write_text(yaml.safe_dump(config))
-    t0 = time.perf_counter()
-    r = subprocess.run(
-        [
-            *SNAKEMAKE,
-            *targets,
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(work),
-            "--configfile",
-            str(work / "config.yaml"),
-        ],
-        cwd=work,
-        capture_output=True,
-        text=True,
-    )
-    if r.returncode:
-        raise SystemExit(f"snakemake failed in {work}:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-    return time.perf_counter() - t0
-
-
 def held_out(work: Path, competition: str, truth: pd.Series) -> float:
     sub = pd.read_csv(work / "results" / competition / "submission.csv", dtype=str)
     id_col, label = sub.columns[:2]
@@ -150,7 +122,7 @@ def short(root: Path) -> dict:
             {"source": "local", "path": str(root / "fm2k")},
             train={"epochs": 2, "batch_size": 128, "augment": "light", "precise_bn": bn},
         )
-        wall = workflow(root / name, cfg)
+        wall = snakemake(root / name, cfg)
         s = scores(root / name, "fm2k")
         out[name] = {
             "held_out": held_out(root / name, "fm2k", truth),
@@ -181,7 +153,7 @@ def meta(root: Path) -> dict:
                 "path": str(root / f"{case}.zip"),
                 **({"meta_columns": ["kind"]} if with_meta else {}),
             }
-            wall = workflow(root / name, base_config(case, data))
+            wall = snakemake(root / name, base_config(case, data))
             out[name] = {
                 "held_out": held_out(root / name, case, truth),
                 "cv": scores(root / name, case)["ensemble"]["cv"],
@@ -264,7 +236,7 @@ def pseudo(root: Path, only: list[str] | None = None) -> dict:
         if only and name != "plain" and name not in only:
             continue
         cfg = base_config("pl", data, train={"epochs": 4}, **over)
-        wall = workflow(root / name, cfg)
+        wall = snakemake(root / name, cfg)
         s = scores(root / name, "pl")
         out[name] = {
             "held_out": held_out(root / name, "pl", truth),
@@ -324,7 +296,7 @@ def resize(root: Path) -> dict:
     ):
         # the generator's template holds probabilities (Dogs vs Cats): a probability metric, as scale.py's
         cfg = base_config("photos", data, train={**train, "augment": "flip"}, metric="log_loss")
-        wall = workflow(root / name, cfg)
+        wall = snakemake(root / name, cfg)
         s = scores(root / name, "photos")
         train_s = [
             json.loads(p.read_text())["train_seconds"]

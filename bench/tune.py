@@ -25,15 +25,14 @@ import datetime as dt
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 from dag import accuracy, write_competition  # noqa: E402 - bench/dag.py builds the competition
+from workflow import snakemake  # noqa: E402
 
 from kagglecv.core.files import write_json  # noqa: E402
 
@@ -66,42 +65,6 @@ def config(args, zip_path: Path) -> dict:
             "startup_trials": args.startup_trials,
         },
     }
-
-
-def snakemake(work: Path, cfg: dict, *args: str, cores: int) -> float:
-    """The real CLI in `work` on this checkout's Snakefile (its kagglecv first on the path); the wall seconds."""
-    import yaml
-
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        *args,
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(work),
-        "--workflow-profile",
-        str(REPO / "profiles" / "default"),
-        "--cores",
-        str(cores),
-        "--configfile",
-        str(work / "config.yaml"),
-    ]
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-    }
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    name = "snakemake-" + ("-".join(a for a in args if not a.startswith("-") and "=" not in a) or "all") + ".log"
-    (work / name).write_text(r.stdout + r.stderr)
-    if r.returncode != 0:
-        raise SystemExit(f"snakemake {' '.join(args)} failed ({r.returncode}); see {work / name}:\n{r.stderr[-3000:]}")
-    return wall
 
 
 def study_figures(res: Path) -> dict:
