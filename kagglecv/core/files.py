@@ -115,13 +115,20 @@ def read_table(path: str | os.PathLike, **kw):
 
 
 @contextlib.contextmanager
-def locked(path: str | os.PathLike):
+def locked(path: str | os.PathLike, wait: bool = True):
     """An exclusive lock on `.<name>.lock` beside `path`: fcntl.lockf (POSIX record locks work on NFS,
-    flock on a folder does not). The small lock file stays; deleting it would race with the next writer."""
+    flock on a folder does not). The small lock file stays; deleting it would race with the next writer.
+    With `wait` false, BlockingIOError at once where another process holds it."""
     path = Path(path)
     fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
     try:
-        fcntl.lockf(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if wait:
+                raise
+            # EACCES or EAGAIN, as the system says it: another process holds the lock
+            raise BlockingIOError(e.errno, f"{path}: locked by another process") from None
         yield
     finally:
         os.close(fd)  # releases the lock

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,26 +18,22 @@ PENDING = "PENDING"  # a submission made but not scored yet: the next submit pol
 @contextlib.contextmanager
 def submitting(folder: Path, competition: str):
     """Held for the whole of a `snakemake submit` (kagglecv.jobs.kaggle.submit): an exclusive lock on `.submit.lock`
-    in the competition's results `folder` (fcntl.lockf, as kagglecv.core.files.locked). A second submit of the same
+    in the competition's results `folder` (kagglecv.core.files.locked, without waiting). A second submit of the same
     results while one runs would upload again (the first one's submission is not in leaderboard.csv yet): refused in
     one line."""
     from kagglecv.core.errors import InputError
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / ".submit.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
-    try:
+    with contextlib.ExitStack() as held:
         try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # EACCES or EAGAIN: another process holds it
+            held.enter_context(locked(folder / "submit", wait=False))
+        except BlockingIOError:
             raise InputError(
-                f"{path}: another `snakemake submit` of {competition} is running; wait for it to end "
-                f"(its row in leaderboard.csv), then submit again if you still need to"
+                f"{folder / '.submit.lock'}: another `snakemake submit` of {competition} is running; wait for it to "
+                "end (its row in leaderboard.csv), then submit again if you still need to"
             ) from None
         yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def read_leaderboard(path: str | Path) -> list[dict]:
