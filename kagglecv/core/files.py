@@ -99,6 +99,12 @@ def text_dtypes(path, is_text) -> dict:
     return {c: str for c in header if is_text(c)}
 
 
+def header(path: str | os.PathLike) -> list[str]:
+    """The CSV's column names exactly as written (an index column's empty name stays empty)."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        return next(csv.reader(f), [])
+
+
 def read_table(path: str | os.PathLike, **kw):
     """One of the pipeline's own tables (folds.csv, the prepared train/test.csv, oof/test predictions): ids and
     labels (and groups) as the text they were written as; "NA" and "None" are names, not missing values."""

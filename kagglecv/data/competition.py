@@ -119,10 +119,10 @@ def coco_keys(path: Path) -> set[str]:
 def detect_layout(root: Path, cfg: DataConfig, template: Template) -> DataConfig:
     """The description with its layout and its training source filled in."""
     csv_name = train_csv(root, cfg, template) if cfg.layout in ("auto", "csv_images", "pixel_csv") else None
-    if cfg.layout == "json_annotations" or (
-        cfg.layout == "auto" and not csv_name and (cfg.train_json or annotations_json(root, None, "train"))
-    ):
-        return cfg.filled(layout="json_annotations", train_json=annotations_json(root, cfg.train_json, "train"))
+    searched = cfg.layout == "json_annotations" or (cfg.layout == "auto" and not csv_name)
+    train_json = annotations_json(root, cfg.train_json, "train") if searched else None  # each JSON parsed once
+    if cfg.layout == "json_annotations" or train_json:
+        return cfg.filled(layout="json_annotations", train_json=train_json)
     if csv_name and cfg.layout in ("auto", "csv_images", "pixel_csv"):
         pixels = any(str(c).lower().startswith("pixel") for c in read_csv(root / csv_name, nrows=0).columns)
         return cfg.filled(layout="pixel_csv" if pixels else "csv_images", train_csv=csv_name)

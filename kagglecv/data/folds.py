@@ -114,13 +114,11 @@ def _splits(df: pd.DataFrame, task: str, n_folds: int, seed: int, groups):
         key = _value_bins(df["y"].to_numpy(), n_folds)
     else:
         key = df["y"].to_numpy()
-    if groups is None:
-        with warnings.catch_warnings():  # a long tail's rare classes (_check_classes) are allowed
-            warnings.filterwarnings("ignore", "The least populated class", UserWarning)
-            return list(StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(x, key))
-    with warnings.catch_warnings():  # multilabel keys rarer than n_folds are allowed (module docstring)
+    kind = StratifiedKFold if groups is None else StratifiedGroupKFold  # StratifiedKFold ignores groups (None)
+    # a long tail's rare classes (_check_classes) and multilabel keys rarer than n_folds (module docstring) are allowed
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "The least populated class", UserWarning)
-        return list(StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(x, key, groups))
+        return list(kind(n_splits=n_folds, shuffle=True, random_state=seed).split(x, key, groups))
 
 
 def make_folds(

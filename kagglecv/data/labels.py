@@ -42,13 +42,13 @@ def are_tags(labels: list, cfg: DataConfig, comp: Competition, metric: str, task
     return alone or len(words) < len(cells)
 
 
-def refuse_unknown_columns(comp: Competition, classes: list[str], sample_path: Path) -> None:
+def refuse_unknown_columns(comp: Competition, classes: list[str]) -> None:
     """A template with several target columns wants one probability per class: each column must be a class."""
     if len(comp.template.targets) > 1:
         unknown = [c for c in comp.template.targets if c not in classes]
         if unknown:
             raise InputError(
-                f"{sample_path}: column {unknown[0]!r} is not a class of the training labels "
+                f"{comp.template.path}: column {unknown[0]!r} is not a class of the training labels "
                 f"({', '.join(classes[:6])}{', ...' if len(classes) > 6 else ''}); remove it or fix "
                 "the labels"
             )

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from kagglecv.core.errors import InputError
-from kagglecv.data.archive import is_junk
+from kagglecv.data.archive import files_below, is_junk
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 USUAL = {
@@ -25,11 +25,7 @@ Index = dict[str, "Path | tuple[Path, ...]"]
 
 def image_files(folder: Path):
     """Every image below `folder`, OS litter and hidden folders left out, in a stable order."""
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not is_junk(d))
-        for name in sorted(filenames):
-            if Path(name).suffix.lower() in IMAGE_EXTS and not is_junk(name):
-                yield Path(dirpath) / name
+    return (p for p in files_below(folder) if p.suffix.lower() in IMAGE_EXTS)
 
 
 def index_images(folder: Path) -> Index:

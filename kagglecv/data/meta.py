@@ -212,12 +212,8 @@ def read_test_meta(root: Path, cfg: DataConfig, template: Template, missing: lis
     test = read_csv(path)
     col = match_column(test, template.id_column, path, "id", "rename it, or set data.id_column")
     refuse_duplicates(test[col], path, col)
-    from kagglecv.data.meta import require_column
-
     for name in cfg.meta_columns:
         require_column(test, name, path)
-    from kagglecv.data.meta import metadata_rows
-
     return metadata_rows(test, col, template.ids, cfg.meta_columns, path, missing)
 
 
@@ -229,7 +225,5 @@ def meta_values(root: Path, cfg: DataConfig, train: pd.DataFrame, template: Temp
     test = read_test_meta(root, cfg, template)
     if test is None:
         return None
-    from kagglecv.data import meta
-
-    specs = meta.specs(train, test, cfg.meta_columns, root / cfg.train_csv, root / (cfg.test_csv or "test.csv"))
-    return {"specs": specs, "train": train[cfg.meta_columns].reset_index(drop=True), "test": test}
+    kinds = specs(train, test, cfg.meta_columns, root / cfg.train_csv, root / (cfg.test_csv or "test.csv"))
+    return {"specs": kinds, "train": train[cfg.meta_columns].reset_index(drop=True), "test": test}

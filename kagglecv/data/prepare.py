@@ -104,7 +104,7 @@ def read(
             comp, task, metric, root / (comp.data.train_csv or comp.data.train_dir or "train"), cfg.label_normalise
         )
         if kind in tasks.CLASSIFICATION:
-            refuse_unknown_columns(comp, classes, comp.template.path)
+            refuse_unknown_columns(comp, classes)
         plan = plan_submission(
             kind,
             len(comp.template.targets),

@@ -6,7 +6,6 @@ they are. Every refusal is one line naming the file, the column and the value.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,12 +33,6 @@ def read_csv(path: Path, **kw) -> pd.DataFrame:
         return pd.read_csv(path, **{"dtype": str, "keep_default_na": False, **kw})
     except Exception as e:  # noqa: BLE001 - pandas raises many types for broken CSVs
         raise InputError(f"{path}: cannot read CSV ({str(e).splitlines()[0]}); download it again") from e
-
-
-def header(path: Path) -> list[str]:
-    """The CSV's column names exactly as written (an index column's empty name stays empty)."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        return next(csv.reader(f), [])
 
 
 def require_rows(df: pd.DataFrame, path: Path, what: str) -> None:

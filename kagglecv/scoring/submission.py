@@ -13,14 +13,13 @@ overrides it):
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from kagglecv.core.errors import InputError
-from kagglecv.core.files import read_table, write_csv
+from kagglecv.core.files import header, read_table, write_csv
 from kagglecv.core.layout import PreparedFiles
 from kagglecv.core.results import PreparedMeta, Scores
 from kagglecv.core.tasks import CLASSIFICATION, Task
@@ -172,8 +171,7 @@ def submission_frame(
     else:
         out[target] = answer
     check_submission(out, sample, id_col, sample_csv_path, source, tags=fmt == "tags")
-    with open(sample_csv_path, newline="", encoding="utf-8-sig") as f:
-        out.columns = next(csv.reader(f))  # as the template spells them: an index column's empty name stays empty
+    out.columns = header(sample_csv_path)  # as the template spells them
     return out
 
 
