@@ -38,15 +38,16 @@ def parse_override(text: str) -> dict:
     return out
 
 
-def layered_config(configfiles: list[Path], overrides: list[dict], workflow_config: Path) -> dict:
-    """What rules/common.smk resolves for the same command line."""
-    from kagglecv.config.schema import layered, load_yaml, merge, resolve
+def layered_config(configfiles: list[Path], overrides: list[dict], workflow_config: Path | None) -> dict:
+    """What rules/common.smk resolves for the same command line (`workflow_config` None: no base layer)."""
+    from kagglecv.config.schema import layered, load_schema, load_yaml, merge, resolve
 
     over: dict = {}
     for o in overrides:
         over = merge(over, o)
-    base = load_yaml(workflow_config) if workflow_config.exists() and not configfiles else {}
-    return resolve(layered(base, configfiles, over))
+    use_base = workflow_config is not None and workflow_config.exists() and not configfiles
+    schema = load_schema()  # once for both, as rules/common.smk does
+    return resolve(layered(load_yaml(workflow_config) if use_base else {}, configfiles, over, schema), schema)
 
 
 def resolved_config(configfiles: list[Path], overrides: list[dict], workflow_config: Path) -> dict:
@@ -64,7 +65,8 @@ def resolved_config(configfiles: list[Path], overrides: list[dict], workflow_con
     return shown
 
 
-def config_layers(p: argparse.ArgumentParser) -> None:
+def config_layers(p: argparse.ArgumentParser, workflow: bool = True) -> None:
+    """--configfile and --config; with `workflow`, --workflow-config (the base layer when no --configfile)."""
     p.add_argument(
         "--configfile",
         action="append",
@@ -81,12 +83,13 @@ def config_layers(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="one setting over everything else (dotted keys: train.epochs=3)",
     )
-    p.add_argument(
-        "--workflow-config",
-        type=Path,
-        default=Path("config.yaml"),
-        help="the Snakefile's own config file, used when no --configfile is given (default: %(default)s)",
-    )
+    if workflow:
+        p.add_argument(
+            "--workflow-config",
+            type=Path,
+            default=Path("config.yaml"),
+            help="the Snakefile's own config file, used when no --configfile is given (default: %(default)s)",
+        )
 
 
 def config_cmd(args) -> int:
@@ -112,7 +115,7 @@ def config_cmd(args) -> int:
 def inspect_cmd(args) -> int:
     from kagglecv.data.inspect import inspect
 
-    print(inspect(args.path, layered_config(args.configfile, args.config, workflow_config=Path("/nonexistent"))))
+    print(inspect(args.path, layered_config(args.configfile, args.config, workflow_config=None)))
     return 0
 
 
@@ -166,9 +169,9 @@ def submit_cmd(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from kagglecv.config.schema import defaults
+    from kagglecv.config.schema import default_value
 
-    kaggle = defaults()["kaggle"]
+    kaggle = default_value("kaggle")
     ap = argparse.ArgumentParser(
         prog="kagglecv", description=__doc__.split("\n\n")[0], epilog="`kagglecv COMMAND --help` describes each."
     )
@@ -191,7 +194,7 @@ def parser() -> argparse.ArgumentParser:
         "submission, images; and the config line to change each",
     )
     p.add_argument("path", type=Path, help="the competition: a folder or an archive, as Kaggle ships it")
-    config_layers(p)
+    config_layers(p, workflow=False)  # the folder is read with the schema's defaults and the given layers
     p.set_defaults(run=inspect_cmd)
 
     p = sub.add_parser("predict", help="predict a folder of new images with a finished run's ensemble")

@@ -180,7 +180,7 @@ def build(
         models = [
             Layout(ds_tmp).model(m, k).model.relative_to(ds_tmp).as_posix()
             for m in shipped
-            for k in range(len(scores.models[m]["folds"]))
+            for k in range(scores.n_folds(m))
         ]
         check_loads(ds_tmp, models, int(meta.image_shape[-1]), repo)
         ds = KernelDatasetFiles(ds_tmp)

@@ -13,7 +13,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from kagglecv.config.schema import default_value  # noqa: F401
 from kagglecv.core.errors import InputError
 from kagglecv.core.files import atomic_path, read_table, write_json
 from kagglecv.core.layout import KernelDatasetFiles, Layout, ModelFiles
@@ -230,7 +229,7 @@ def write_dataset(
                 if not (d.path / name).is_file():
                     raise InputError(f"{d.path / name}: not found; rerun the training job of {m} fold {k}")
                 _place(d.path / name, out.model(m, k).path / name)
-        place_factory(layout, m, out, len(scores.models[m]["folds"]))
+        place_factory(layout, m, out, scores.n_folds(m))
     prior = Task.of(meta).prior(read_table(layout.prepared.train))
     write_json(ds.prior, {"task": meta.task, "prior": prior.tolist(), "rows": int(meta.n_train)})
     build_wheel(repo, ds.wheels)
