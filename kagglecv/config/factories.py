@@ -1,6 +1,5 @@
 """A backbone entry's own model code (`model: FILE.py:FUNCTION`, docs/extending.md): which files it is, and their hash.
 
-  factory_file     the factory's file, else None (a timm name, or MODULE:FUNCTION: an installed package)
   factory_sources  that file and every module of the user's it imports from its own folder, found by reading the
                    imports (never by running them), transitively: what a training job computes with besides its
                    settings, so the train and lr_find rules take them as inputs and the Kaggle kernel ships them
@@ -14,12 +13,6 @@ from __future__ import annotations
 import ast
 import hashlib
 from pathlib import Path
-
-
-def factory_file(ref) -> Path | None:
-    """The source file of a file-form factory (resolved against the working directory), else None."""
-    where = str(ref or "").rpartition(":")[0]
-    return Path(where).expanduser().resolve() if where.endswith(".py") else None
 
 
 def _imported(tree: ast.AST) -> list[tuple[int, str]]:

@@ -86,13 +86,6 @@ def load_factory(ref: str, entry: str, search: Path | None = None):
     return factory
 
 
-def factory_file(ref: str | None) -> Path | None:
-    """The source file of a file-form factory (the Kaggle kernel carries it), else None."""
-    from kagglecv.config.factories import factory_file as file_of
-
-    return file_of(ref)
-
-
 # ---------------------------------------------------------------- heads
 
 

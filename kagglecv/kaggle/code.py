@@ -30,8 +30,6 @@ from kagglecv.kaggle.client import HTTP_TIMEOUT, KAGGLE, KaggleError, call, clie
 from kagglecv.kaggle.kernel_run import (
     OUTPUT,
     KernelFailed,
-    _folder_sha,
-    _read_state,
     push_kernel,
     upload_dataset,
     wait_kernel,
@@ -66,13 +64,23 @@ def is_code_competition(api, competition: str, http_timeout: float | None = HTTP
     return None
 
 
-# ---------------------------------------------------------------- the dataset
-
-
-# ---------------------------------------------------------------- the kernel
-
-
 # ---------------------------------------------------------------- the whole submit
+
+
+def _folder_sha(folder: Path, skip: set[str] = frozenset()) -> str:
+    """One digest of every file's path and content: has anything in the folder changed?"""
+    h = hashlib.sha256()
+    for p in sorted(Path(folder).rglob("*")):
+        if p.is_file() and p.name not in skip:
+            h.update(p.relative_to(folder).as_posix().encode() + b"\0" + file_sha256(p).encode() + b"\n")
+    return h.hexdigest()
+
+
+def _read_state(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def code_submit(

@@ -272,6 +272,3 @@ def stamp_owner(dataset_dir: Path, kernel_dir: Path, owner: str, dest: Path) -> 
         write_json(copy / meta_name, meta)
         out.append(copy)
     return out[0], out[1]
-
-
-# ---------------------------------------------------------------- the notebook

@@ -3,12 +3,10 @@ run polled to the end, its log and outputs fetched (a failed run is one line wit
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
 
-from kagglecv.core.files import file_sha256
 from kagglecv.core.layout import KernelFiles
 from kagglecv.core.secrets import redact
 from kagglecv.kaggle.client import KaggleError, call, guard, http_status, poll
@@ -30,22 +28,6 @@ class KernelFailed(KaggleError):
 def _name(value) -> str:
     """An enum from the client (KernelWorkerStatus.COMPLETE) or a string, as upper-case text."""
     return str(getattr(value, "name", value) or "").upper()
-
-
-def _folder_sha(folder: Path, skip: set[str] = frozenset()) -> str:
-    """One digest of every file's path and content: has anything in the folder changed?"""
-    h = hashlib.sha256()
-    for p in sorted(Path(folder).rglob("*")):
-        if p.is_file() and p.name not in skip:
-            h.update(p.relative_to(folder).as_posix().encode() + b"\0" + file_sha256(p).encode() + b"\n")
-    return h.hexdigest()
-
-
-def _read_state(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def upload_dataset(
