@@ -90,8 +90,8 @@ def tune_results(job: Job) -> None:
     study = open_study(name, url, tuning.direction)
     trials = study.get_trials(deepcopy=False)
     df = write_trials(trials, job.output.trials)
-    entry = write_best(tuning, study, job.output.best)
-    found, why_not = importances(study)
+    entry = write_best(tuning, study, job.output.best, trials)
+    found, why_not = importances(study, trials)
     figures.history(df, tuning.metric, tuning.direction == "maximize", job.output.history)
     figures.importances(found, why_not, job.output.importances)
     if job.config["mlflow"]["enabled"]:

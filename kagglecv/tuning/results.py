@@ -26,14 +26,14 @@ def write_trials(trials, path: str | Path) -> pd.DataFrame:
     return df
 
 
-def best_trial(study, tuning):
-    """The best COMPLETE trial; InputError saying what the trials ended as when none completed."""
+def best_trial(study, trials: list):
+    """The best COMPLETE trial (`trials`: the study's); InputError saying what they ended as when none completed."""
     from optuna.trial import TrialState
 
-    done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
     if not done:
-        states = pd.Series([t.state.name for t in study.get_trials(deepcopy=False)]).value_counts().to_dict()
-        errors = [t.user_attrs["error"] for t in study.get_trials(deepcopy=False) if t.user_attrs.get("error")]
+        states = pd.Series([t.state.name for t in trials]).value_counts().to_dict()
+        errors = [t.user_attrs["error"] for t in trials if t.user_attrs.get("error")]
         raise InputError(
             f"tune: no trial of study {study.study_name} completed ({states}); "
             + (f"the first error: {errors[0]}" if errors else "see results/<competition>/logs/tune/")
@@ -47,15 +47,16 @@ def best_entry(tuning, trial) -> dict:
     return {"name": tuning.backbone, **place(tuning.overrides, tuning.space, by_name)}
 
 
-def write_best(tuning, study, path: str | Path) -> dict:
+def write_best(tuning, study, path: str | Path, trials: list | None = None) -> dict:
     """best.yaml: a `backbones:` list of the one tuned entry, to include (--configfile) or paste, or to lay over the
-    entry with tune.apply: true; a header says which trial of which study it is."""
-    trial = best_trial(study, tuning)
+    entry with tune.apply: true; a header says which trial of which study it is. `trials`: the study's, if read."""
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    trial = best_trial(study, trials)
     entry = best_entry(tuning, trial)
     folds = ", ".join(str(k) for k in tuning.folds)
     header = (
         f"# snakemake tune: trial {trial.number} of study {study.study_name}, the best of "
-        f"{len(study.trials)} trial(s): {tuning.metric} {trial.value:.6g} (mean of fold(s) {folds}).\n"
+        f"{len(trials)} trial(s): {tuning.metric} {trial.value:.6g} (mean of fold(s) {folds}).\n"
         f"# tune.apply: true lays this entry over backbone {tuning.backbone!r}; or paste it into backbones:.\n"
     )
     with atomic_path(path) as tmp:
@@ -63,13 +64,14 @@ def write_best(tuning, study, path: str | Path) -> dict:
     return entry
 
 
-def importances(study) -> tuple[dict[str, float], str | None]:
+def importances(study, trials: list | None = None) -> tuple[dict[str, float], str | None]:
     """({parameter: importance}, None), Optuna's default evaluator (PED-ANOVA in Optuna 5) over the COMPLETE trials;
     or ({}, why not) when the trials cannot tell (fewer than two completed, or one setting throughout)."""
     import optuna
     from optuna.trial import TrialState
 
-    done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
     if len(done) < 2:
         return {}, f"{len(done)} completed trial(s): importances need at least 2"
     try:

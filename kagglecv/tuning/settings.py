@@ -41,7 +41,6 @@ class Tuning:
     seed: int
     metric: str
     task: str
-    apply: bool
 
     @classmethod
     def of(cls, config: dict, schema: dict) -> Tuning:
@@ -51,9 +50,7 @@ class Tuning:
 
         t = config["tune"]
         entries = backbone_settings(config, schema)
-        backbone = t["backbone"] or next(iter(entries))
-        if backbone not in entries:
-            raise InputError(f"tune.backbone: {backbone!r} is not a backbones entry (entries: {', '.join(entries)})")
+        backbone = tuned_backbone(t, entries)
         entry = entries[backbone]
         space = parse_space(t["space"], entry, schema["properties"]["train"], backbone)
         if space and entry.get("lr") == "auto" and "lr" not in {p.setting for p in space}:
@@ -83,7 +80,6 @@ class Tuning:
             config["seed"] if t["seed"] is None else t["seed"],
             config["metric"],
             config["task"],
-            t["apply"],
         )
 
     # ------------------------------------------------------------ the study
@@ -148,6 +144,14 @@ class Tuning:
         return optuna.pruners.NopPruner()
 
 
+def tuned_backbone(tune: dict, entries: dict) -> str:
+    """tune.backbone, or the first backbones entry; InputError when it names none of them."""
+    name = tune["backbone"] or next(iter(entries))
+    if name not in entries:
+        raise InputError(f"tune.backbone: {name!r} is not a backbones entry (entries: {', '.join(entries)})")
+    return name
+
+
 def entry_overrides(config: dict, backbone: str) -> dict:
     """The backbones: item of `backbone` as the config writes it, without its name."""
     for item in config["backbones"]:
@@ -180,10 +184,8 @@ def applied(backbones: dict[str, dict], config: dict, layout, schema: dict) -> d
         return backbones
     import jsonschema
 
-    name = t["backbone"] or next(iter(backbones))
+    name = tuned_backbone(t, backbones)
     best = layout.tune.best
-    if name not in backbones:
-        raise InputError(f"tune.backbone: {name!r} is not a backbones entry (entries: {', '.join(backbones)})")
     if not best.exists():
         raise InputError(
             f"tune.apply: true, but {best} does not exist yet: run `snakemake tune --config "
