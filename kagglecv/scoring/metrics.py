@@ -21,7 +21,7 @@ from collections.abc import Callable
 import numpy as np
 
 from kagglecv.core.errors import InputError
-from kagglecv.core.tasks import KINDS
+from kagglecv.core.tasks import CLASSIFICATION, KINDS
 from kagglecv.scoring.decisions import decide
 
 # ---------------------------------------------------------------- inputs and decisions
@@ -158,11 +158,16 @@ def _log_loss(y, p, thresholds=None, grades=None):
     return _skm().log_loss(y, p, labels=np.arange(p.shape[1]))
 
 
+def top_classes(p, k: int) -> np.ndarray:
+    """Each row's k most probable class indices, most probable first; ties rank by class order."""
+    return np.argsort(-np.asarray(p), axis=1, kind="stable")[:, :k]
+
+
 def map_at_k(y, p, k: int) -> float:
     """Mean average precision at k with one right answer per row (Whale Categorization's MAP@5): 1/rank of the
-    true class among the k most probable, 0 when it is not among them. Ties rank by class order."""
+    true class among the k most probable (top_classes), 0 when it is not among them."""
     y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
-    top = np.argsort(-p, axis=1, kind="stable")[:, :k]
+    top = top_classes(p, k)
     hit = top == y[:, None]
     return float(np.mean((hit / np.arange(1, top.shape[1] + 1)).sum(1)))
 
@@ -226,7 +231,7 @@ def _entry(name: str):
 
 def tasks_of(name: str) -> tuple[str, ...]:
     """The task kinds `name` fits."""
-    return ("binary", "multiclass") if top_k(name) is not None else TASKS[name]
+    return CLASSIFICATION if top_k(name) is not None else TASKS[name]
 
 
 def score(name: str, y, pred, thresholds=None, grades=None) -> float:
@@ -254,7 +259,8 @@ def check_metric(metric: str, kind: str) -> None:
     if kind not in KINDS:
         raise InputError(f"task: unknown task {kind!r}; use one of {', '.join(KINDS)}")
     if kind not in tasks_of(metric):
-        fits = sorted(m for m, kinds in TASKS.items() if kind in kinds) + (["map@<k>"] if kind in _LABELS[:2] else [])
+        fits = sorted(m for m, kinds in TASKS.items() if kind in kinds)
+        fits += ["map@<k>"] if kind in CLASSIFICATION else []
         raise InputError(f"metric: {metric} does not fit a {kind} task; use one of {', '.join(fits)}")
 
 

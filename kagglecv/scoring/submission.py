@@ -95,8 +95,7 @@ def decisions(
         return np.clip(preds[:, 0], *lo_hi) if lo_hi else preds[:, 0]
     if fmt == "top_k":
         k = int(planned.get("top_k") or metrics.top_k(metric) or 1)
-        order = np.argsort(-preds, axis=1, kind="stable")[:, :k]
-        return [" ".join(task.classes[j] for j in row) for row in order]
+        return [" ".join(task.classes[j] for j in row) for row in metrics.top_classes(preds, k)]
     if task.kind == "ordinal":
         grades = decide(preds, cuts, task.kind, task.grades)
         return [task.classes[task.grades.index(float(g))] for g in grades]
