@@ -60,21 +60,29 @@ def check_member(member: str, settings: dict, config: dict) -> None:
             )
 
 
+NO_STUDENT = (
+    "kaggle.kernel_models: student needs a distilled student (distill.student) in this run; set "
+    "distill.student, or kernel_models: ensemble"
+)
+
+
+def not_a_wheel(w) -> InputError:
+    return InputError(
+        f"kaggle.kernel_wheels: {w} is not a wheel file; list .whl files (e.g. from "
+        f"`pip download --no-deps -d wheels/ albumentations==2.0.8`)"
+    )
+
+
 def check_kaggle(config: dict) -> None:
-    """The kaggle.* settings the kernel job refuses: a student kernel without a student, wheels that are no wheels
-    (whether each file is there is checked when the kernel is built: it may be downloaded after training)."""
+    """The kaggle.* settings the kernel job refuses (kagglecv.kaggle.kernel_dataset, with these messages): a student
+    kernel without a student, wheels that are no wheels (whether each file is there is checked when the kernel is
+    built: it may be downloaded after training)."""
     kaggle = config.get("kaggle") or {}
     if kaggle.get("kernel_models") == "student" and not (config.get("distill") or {}).get("student"):
-        raise InputError(
-            "kaggle.kernel_models: student needs a distilled student (distill.student) in this run; set "
-            "distill.student, or kernel_models: ensemble"
-        )
+        raise InputError(NO_STUDENT)
     for w in kaggle.get("kernel_wheels") or []:
         if not str(w).endswith(".whl"):
-            raise InputError(
-                f"kaggle.kernel_wheels: {w} is not a wheel file; list .whl files (e.g. from "
-                f"`pip download --no-deps -d wheels/ albumentations==2.0.8`)"
-            )
+            raise not_a_wheel(w)
 
 
 def check_config(config: dict, members: dict[str, dict]) -> None:

@@ -211,13 +211,14 @@ def ensemble_predict(
     meta_rows: pd.DataFrame | None = None,
     rows=None,
     progress=None,
+    scores: Scores | None = None,
 ) -> tuple[np.ndarray, dict]:
     """The ensemble's predictions for `rows` of `images` (all when None; uint8 N x H x W x C, decoded as the
     training cache was): every fold of every member with its TTA, folds averaged, members combined by the stored
     recipe. The one implementation behind `snakemake predict` and the Kaggle kernel (kagglecv.kaggle.kernel);
     `results_dir` is results/<competition> or a kernel dataset, which has the same layout. `meta_rows`: see
-    backbone_probs; `progress.update()` after each fold of each member."""
-    scores = Scores.read(Layout(Path(results_dir)).scores)
+    backbone_probs; `progress.update()` after each fold of each member; `scores`: its scores.json, if read."""
+    scores = Scores.read(Layout(Path(results_dir)).scores) if scores is None else scores
     method, members, params = ensemble_recipe(scores)
     read = predicted_members(method, members, params)
     preds, settings = {}, {}
@@ -356,7 +357,7 @@ def predict_folder(
             f"{check['max_abs_diff']:.3g}: results/ may be stale; rerun the workflow"
         )
         log.warning(notes[-1])
-    probs, info = ensemble_predict(results_dir, images, device, read_meta_csv(meta_csv, names, meta))
+    probs, info = ensemble_predict(results_dir, images, device, read_meta_csv(meta_csv, names, meta), scores=scores)
 
     task = Task.of(meta)
     columns = [c if c not in ("image", "label") else f"p_{c}" for c in classes] or ["value"]

@@ -13,6 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from kagglecv.config.checks import NO_STUDENT, not_a_wheel
 from kagglecv.core.errors import InputError
 from kagglecv.core.files import atomic_path, read_table, write_json
 from kagglecv.core.layout import KernelDatasetFiles, Layout, ModelFiles
@@ -38,10 +39,7 @@ def student_scores(layout: Layout, scores: Scores, student: str | None) -> Score
 
     scores = Scores.of(scores)
     if not student or student not in scores.models:
-        raise InputError(
-            "kaggle.kernel_models: student needs a distilled student (distill.student) in this run; set "
-            "distill.student, or kernel_models: ensemble"
-        )
+        raise InputError(NO_STUDENT)
     ens = Ensemble(
         method="mean", chosen_by="kaggle.kernel_models", members=[student], cv=scores.models[student]["cv"], params=None
     )
@@ -236,8 +234,5 @@ def write_dataset(
     for w in wheels or []:
         w = Path(w)
         if not w.is_file() or w.suffix != ".whl":
-            raise InputError(
-                f"kaggle.kernel_wheels: {w} is not a wheel file; list .whl files (e.g. from "
-                f"`pip download --no-deps -d wheels/ albumentations==2.0.8`)"
-            )
+            raise not_a_wheel(w)
         shutil.copyfile(w, ds.wheels / w.name)

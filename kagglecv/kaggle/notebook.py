@@ -191,14 +191,14 @@ def unreadable(missing: list, bad: list, ids: list[str], limit: float) -> list[i
     return [k for k, _, _ in found]
 
 
-def predict_test_set(bundle: Path, cache: Path, bad_rows: list[int], device: str, meta_rows=None):
+def predict_test_set(bundle: Path, scores: Scores, cache: Path, bad_rows: list[int], device: str, meta_rows=None):
     """The ensemble's predictions of every row of `cache`; rows in `bad_rows` get the training labels' prior."""
     import numpy as np
 
     from kagglecv.data.batches import open_cache
     from kagglecv.inference.predict import ensemble_predict, ensemble_recipe, predicted_members
 
-    images, scores = open_cache(cache), Scores.read(Layout(bundle).scores)
+    images = open_cache(cache)
     prior = np.asarray(json.loads(KernelDatasetFiles(bundle).prior.read_text())["prior"], dtype=np.float64)
     probs = np.tile(prior, (len(images), 1))
     good = np.setdiff1d(np.arange(len(images)), bad_rows)
@@ -207,7 +207,7 @@ def predict_test_set(bundle: Path, cache: Path, bad_rows: list[int], device: str
     if len(good):
         progress = rerun.Progress("predict", passes, "fold passes")
         probs[good], info = ensemble_predict(
-            bundle, images, device, meta_rows, rows=good if bad_rows else None, progress=progress
+            bundle, images, device, meta_rows, rows=good if bad_rows else None, progress=progress, scores=scores
         )
     return probs, info
 
@@ -254,7 +254,7 @@ def run(
         cache = PreparedFiles(tmp).test_images
         bad = decode_test_set(side, cfg, meta, cache, workers or os.cpu_count() or 1)
         bad_rows = unreadable(missing, bad, ids, settings.get("max_bad_test_images", 0.0))
-        probs, info = predict_test_set(bundle, cache, bad_rows, device, meta_rows)
+        probs, info = predict_test_set(bundle, scores, cache, bad_rows, device, meta_rows)
         preds = pd.DataFrame(probs, columns=[f"p{k}" for k in range(probs.shape[1])])
         preds.insert(0, "id", ids)
         out = submission_frame(
