@@ -45,7 +45,8 @@ def inspect(path: str | Path, config: dict) -> str:
     metric settings: the schema's defaults, or a config file's)."""
     path, cfg = Path(path), DataConfig.of(config["data"])
     with tempfile.TemporaryDirectory(prefix="kagglecv-inspect-") as tmp:
-        comp, root, archives, kind, classes, plan = read(path, Path(tmp), cfg, None, config["task"], config["metric"])
+        task, metric = config["task"], config["metric"]
+        comp, _, root, archives, kind, classes, plan = read(path, Path(tmp), cfg, None, task, metric)
         d = comp.data
         source = {
             "csv_images": f"{d.train_csv}",

@@ -91,9 +91,10 @@ def inside(data_path: Path, root: Path):
 
 def read(
     data_path: Path, scratch: Path, cfg: DataConfig, limits: ArchiveLimits | None, task: str, metric: str
-) -> tuple[Competition, Path, list[str], str, list[str], dict]:
-    """(the competition read, its folder, the archives unpacked, its task, classes, the submission plan): what
-    `prepare` and `inspect` both know before any image is decoded."""
+) -> tuple[Competition, Path, Path, list[str], str, list[str], dict]:
+    """(the competition read, the folder `data_path` was read into, the competition's folder within it, the
+    archives unpacked, its task, classes, the submission plan): what `prepare` and `inspect` both know before any
+    image is decoded. Errors name files from `data_path` on, through `inside(data_path, <the second>)`."""
     src, archives = unpacked(data_path, scratch, limits)
     root = find_root(src, cfg)
     with inside(data_path, src):
@@ -115,7 +116,7 @@ def read(
             comp.data.target_range,
             [float(v) for v in comp.labels] if kind == "regression" else None,
         )
-    return comp, root, archives, kind, classes, plan
+    return comp, src, root, archives, kind, classes, plan
 
 
 def prepare(
@@ -146,8 +147,8 @@ def prepare(
     t0 = time.perf_counter()
     # The decoding processes start first, while this process holds no per-image data (see images.Pool).
     with images.Pool(workers) as pool, tempfile.TemporaryDirectory(dir=out_dir, prefix=".unpack-") as tmp:
-        comp, root, archives, kind, classes, plan = read(data_path, Path(tmp), cfg, limits, task, metric)
-        with inside(data_path, root):
+        comp, src, _, archives, kind, classes, plan = read(data_path, Path(tmp), cfg, limits, task, metric)
+        with inside(data_path, src):  # not root: a competition one folder down keeps that folder in its messages
             gray, sizes = scan(comp, cfg, pool)
             h, w, c = cache_shape(sizes, gray, cfg)
             decoder = images.Decoder(h, w, gray, cfg.resize, cfg.max_image_pixels)
