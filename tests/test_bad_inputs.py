@@ -8,6 +8,7 @@ test_kaggle_conditions.py.)"""
 from __future__ import annotations
 
 import logging
+import re
 import zipfile
 
 import numpy as np
@@ -15,7 +16,7 @@ import pandas as pd
 import pytest
 
 from kagglecv.config.data import DataConfig
-from kagglecv.core.errors import InputError
+from kagglecv.core.errors import InputError, first_line
 from kagglecv.core.files import read_table
 from kagglecv.data import folds, prepare
 from kagglecv.data.demo import write_competition
@@ -46,6 +47,14 @@ def submit_argmax(tmp_path, prep) -> pd.DataFrame:
     return submission.make_submission(
         tmp_path / "t.csv", prep, prep / "sample_submission.csv", "accuracy", tmp_path / "s.csv"
     )
+
+
+def test_an_error_message_is_cut_to_its_first_line_and_never_empty():
+    """Every one-line message quotes the cause through first_line: tarfile, py7zr, PIL and timm explain over
+    several lines, and an exception raised bare has no text at all (indexing its lines would raise instead)."""
+    assert first_line(OSError("truncated\n  at offset 12")) == "truncated"
+    assert first_line(EOFError()) == "EOFError"
+    assert first_line(RuntimeError("  \n"), empty="") == ""
 
 
 # ---------------------------------------------------------------- labels and ids keep their identity
@@ -222,6 +231,26 @@ def test_os_litter_is_ignored_in_image_and_class_folders(tmp_path):
     meta = run_prepare(root, tmp_path)
     assert meta["layout"] == "folder_per_class" and meta["classes"] == ["kind0", "kind1"]
     assert meta["n_train"] == len(imgs) and meta["n_test"] == 3
+
+
+@pytest.mark.parametrize("shipped", ["zip", "folder"])
+def test_a_bad_image_one_folder_down_is_named_by_its_whole_path(tmp_path, shipped):
+    """Kaggle archives often hold the competition one folder down (mycomp/train.csv): a decoding error names the
+    file from what the user gave (the archive, or their folder) through that folder, a path they can open."""
+    flat = tmp_path / "flat.zip"
+    write_csv_images_competition(flat)
+    with zipfile.ZipFile(flat) as src, zipfile.ZipFile(tmp_path / "c.zip", "w") as dst:
+        for info in src.infolist():
+            data = b"not an image" if info.filename == "train/tr003.png" else src.read(info)
+            dst.writestr(f"mycomp/{info.filename}", data)
+    given = tmp_path / "c.zip"
+    if shipped == "folder":
+        given = tmp_path / "downloaded"
+        zipfile.ZipFile(tmp_path / "c.zip").extractall(given)
+    sep = ":" if shipped == "zip" else "/"
+    with pytest.raises(InputError, match=f"^{re.escape(f'{given}{sep}mycomp/train/tr003.png')}: cannot read image"):
+        run_prepare(given, tmp_path)
+    assert not (tmp_path / "prepared" / "meta.json").exists()
 
 
 # ---------------------------------------------------------------- through the job harness (kagglecv.jobs)

@@ -51,6 +51,11 @@ class DataConfig:
         if self.submission != "auto" and self.submission not in SUBMISSIONS:
             raise InputError(f"data.submission: unknown format {self.submission!r}; use auto, {', '.join(SUBMISSIONS)}")
 
+    @property
+    def test_table(self) -> str:
+        """data.test_csv, or test.csv where it is left null (the schema's description says so)."""
+        return self.test_csv or "test.csv"
+
     @classmethod
     def of(cls, settings: dict) -> DataConfig:
         """The dataclass from a `data:` section or a meta.json's `data` (keys of older versions left out)."""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from kagglecv.core.errors import InputError
+from kagglecv.core.errors import InputError, first_line
 
 PACKAGE = Path(__file__).resolve().parents[1]  # kagglecv/
 PACKAGED_SCHEMA = PACKAGE / "config.schema.yaml"  # a built wheel's copy (kagglecv.kaggle.kernel)
@@ -65,7 +65,7 @@ def load_yaml(path: str | Path) -> dict:
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
-        raise InputError(f"{path}: cannot read the config file ({str(e).splitlines()[0]})") from e
+        raise InputError(f"{path}: cannot read the config file ({first_line(e)})") from e
     if not isinstance(data, dict):
         raise InputError(f"{path}: a config file is a mapping of keys to values")
     return data

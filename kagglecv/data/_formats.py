@@ -11,7 +11,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kagglecv.core.errors import InputError
+from kagglecv.core.errors import InputError, first_line
 
 MB = 2**20
 ARCHIVE_SUFFIXES = (".zip", ".7z", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
@@ -25,11 +25,6 @@ def archive_suffix(name: str) -> str | None:
 
 # what reading an archive can raise besides InputError: damaged data, truncation, a format library's own errors
 READ_ERRORS = (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, zlib.error, ValueError, KeyError)
-
-
-def _first(e: BaseException) -> str:
-    """An exception's first line: tarfile and py7zr explain themselves over several."""
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 @dataclass
@@ -49,7 +44,7 @@ class _Zip:
         try:
             self.f = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError, EOFError) as e:
-            raise InputError(f"{shown}: not a readable zip ({_first(e)}); delete it and download again") from e
+            raise InputError(f"{shown}: not a readable zip ({first_line(e)}); delete it and download again") from e
 
     def entries(self) -> list[Entry]:
         return [
@@ -73,7 +68,8 @@ class _Tar:
             self.f = tarfile.open(path)
             self.members = self.f.getmembers()
         except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-            raise InputError(f"{shown}: not a readable tar archive ({_first(e)}); delete it and download again") from e
+            reason = first_line(e)
+            raise InputError(f"{shown}: not a readable tar archive ({reason}); delete it and download again") from e
 
     def entries(self) -> list[Entry]:
         return [Entry(m.name, m.size, None, m.isdir(), not (m.isfile() or m.isdir()), m) for m in self.members]
@@ -101,7 +97,8 @@ class _SevenZip:
             self.f = py7zr.SevenZipFile(path)
             self.infos = self.f.list()
         except (py7zr.Bad7zFile, OSError, EOFError, ValueError) as e:
-            raise InputError(f"{shown}: not a readable 7z archive ({_first(e)}); delete it and download again") from e
+            reason = first_line(e)
+            raise InputError(f"{shown}: not a readable 7z archive ({reason}); delete it and download again") from e
         if self.f.needs_password():
             raise InputError(f"{shown}: the 7z archive is encrypted; unpack it yourself and point data.path at it")
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from kagglecv.config.schema import default_of
-from kagglecv.core.errors import InputError
-from kagglecv.data._formats import READ_ERRORS, Entry, _first, _reader, _SevenZip, archive_suffix
+from kagglecv.core.errors import InputError, first_line
+from kagglecv.data._formats import READ_ERRORS, Entry, _reader, _SevenZip, archive_suffix
 
 MB = 2**20
 JUNK_NAMES = frozenset({"__macosx", ".ds_store", "thumbs.db", "desktop.ini"})
@@ -192,7 +192,7 @@ def _spool(reader, entry: Entry, shown: str, plan: _Plan, base: Path) -> Path:
         reader.copy(entry, out)
     except READ_ERRORS as e:
         raise InputError(
-            f"{shown}: could not read it from the archive ({_first(e)}); delete the archive and download again"
+            f"{shown}: could not read it from the archive ({first_line(e)}); delete the archive and download again"
         ) from e
     return out
 
@@ -265,7 +265,7 @@ def _write(plan: _Plan, target: Path) -> None:
                 p.unlink(missing_ok=True)
         name = written[-1].relative_to(target) if written else target
         raise InputError(
-            f"{target}: could not unpack {str(name)!r} ({_first(e)}); the archive is damaged or the disk "
+            f"{target}: could not unpack {str(name)!r} ({first_line(e)}); the archive is damaged or the disk "
             f"is full: delete it and download again"
         ) from e
     finally:

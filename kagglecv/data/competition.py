@@ -86,7 +86,7 @@ def train_csv(root: Path, cfg: DataConfig, template: Template) -> str | None:
     for name in TRAIN_CSVS:
         if (root / name).is_file():
             return name
-    skip = {cfg.sample_submission, cfg.test_csv or "test.csv"}
+    skip = {cfg.sample_submission, cfg.test_table}
     others = [p for p in sorted(root.glob("*.csv")) if p.name not in skip and "test" not in p.name.lower()]
     holding = [p.name for p in others if find_column(read_csv(p, nrows=0).columns, template.id_column)]
     return holding[0] if len(holding) == 1 else None
@@ -246,7 +246,7 @@ def _pixel_csv(root: Path, cfg: DataConfig, template: Template) -> tuple[DataCon
     labels = read_csv(path, usecols=[tgt])[tgt]
     require_rows(labels.to_frame(), path, "it must hold the training images")
     refuse_missing(labels, (f"row {k + 2}" for k in range(len(labels))), path, tgt)
-    test_csv = cfg.test_csv or "test.csv"
+    test_csv = cfg.test_table
     absent = [c for c in pixels if c not in read_csv(root / test_csv, nrows=0).columns]
     if absent:
         raise InputError(f"{root / test_csv}: missing pixel column {absent[0]!r}; download the competition again")
@@ -333,7 +333,7 @@ def read_test_side(
     data.test_dir (found when not set). `missing`: see locate.lookup."""
     template = template or read_template(root, cfg)
     if cfg.layout == "pixel_csv":
-        path = root / (cfg.test_csv or "test.csv")
+        path = root / cfg.test_table
         rows = PixelRows.of(path, *pixel_columns(path, read_csv(path, nrows=0)))
         if len(rows) != len(template.frame):
             raise InputError(

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from kagglecv.core.errors import InputError
+from kagglecv.core.errors import InputError, first_line
 from kagglecv.core.files import atomic_path
 
 RESIZE_MODES = ("squash", "crop", "pad")
@@ -226,7 +226,7 @@ def _decode_chunk(args) -> tuple[np.ndarray, list[tuple[int, str]]]:
         except InputError as e:
             if not tolerant:
                 raise
-            bad.append((k, str(e.__cause__ or e).splitlines()[0]))
+            bad.append((k, first_line(e.__cause__ or e)))
     return out, bad
 
 

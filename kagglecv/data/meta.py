@@ -208,7 +208,7 @@ def read_test_meta(root: Path, cfg: DataConfig, template: Template, missing: lis
     meta.metadata_rows)."""
     if not cfg.meta_columns:
         return None
-    path = root / (cfg.test_csv or "test.csv")
+    path = root / cfg.test_table
     test = read_csv(path)
     col = match_column(test, template.id_column, path, "id", "rename it, or set data.id_column")
     refuse_duplicates(test[col], path, col)
@@ -225,5 +225,5 @@ def meta_values(root: Path, cfg: DataConfig, train: pd.DataFrame, template: Temp
     test = read_test_meta(root, cfg, template)
     if test is None:
         return None
-    kinds = specs(train, test, cfg.meta_columns, root / cfg.train_csv, root / (cfg.test_csv or "test.csv"))
+    kinds = specs(train, test, cfg.meta_columns, root / cfg.train_csv, root / cfg.test_table)
     return {"specs": kinds, "train": train[cfg.meta_columns].reset_index(drop=True), "test": test}

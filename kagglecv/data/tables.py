@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from kagglecv.config.data import DataConfig
-from kagglecv.core.errors import InputError
+from kagglecv.core.errors import InputError, first_line
 from kagglecv.data.archive import files_below
 
 INDEX_COLUMN = "Unnamed: 0"  # what pandas calls a CSV's leading column with an empty header (its own index)
@@ -32,7 +32,7 @@ def read_csv(path: Path, **kw) -> pd.DataFrame:
     try:
         return pd.read_csv(path, **{"dtype": str, "keep_default_na": False, **kw})
     except Exception as e:  # noqa: BLE001 - pandas raises many types for broken CSVs
-        raise InputError(f"{path}: cannot read CSV ({str(e).splitlines()[0]}); download it again") from e
+        raise InputError(f"{path}: cannot read CSV ({first_line(e)}); download it again") from e
 
 
 def require_rows(df: pd.DataFrame, path: Path, what: str) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from kagglecv.core.errors import InputError
+from kagglecv.core.errors import InputError, first_line
 
 HEADS = ("linear", "gem", "multi_dropout")
 MULTI_DROPOUT = (5, 0.5)  # masks averaged, dropout rate of each: the usual multi-sample dropout of Kaggle heads
@@ -78,8 +78,7 @@ def load_factory(ref: str, entry: str, search: Path | None = None):
         ) from None
     except Exception as e:  # noqa: BLE001 - the user's module may fail in any way while importing
         raise InputError(
-            f"backbones: {entry}: cannot import model {ref!r} ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''})"
+            f"backbones: {entry}: cannot import model {ref!r} ({type(e).__name__}: {first_line(e, empty='')})"
         ) from e
     if not callable(factory):
         raise InputError(f"backbones: {entry}: {ref!r} is not callable")
@@ -224,7 +223,7 @@ def create(cfg, n_outputs: int, in_chans: int, n_meta: int = 0, search: Path | N
         except Exception as e:  # noqa: BLE001 - the user's code
             raise InputError(
                 f"backbones: {cfg.backbone}: model {cfg.model} failed to build ({type(e).__name__}: "
-                f"{str(e).splitlines()[0] if str(e) else ''})"
+                f"{first_line(e, empty='')})"
             ) from e
         if not isinstance(model, nn.Module):
             raise InputError(
@@ -281,7 +280,7 @@ def check_forward(model: nn.Module, cfg, in_chans: int, size: int, n_outputs: in
             out = model(x, torch.zeros(2, n_meta)) if n_meta else model(x)
     except RuntimeError as e:
         raise InputError(
-            f"backbones: {cfg.backbone} cannot take {size}x{size} input ({str(e).splitlines()[0]}); "
+            f"backbones: {cfg.backbone} cannot take {size}x{size} input ({first_line(e)}); "
             f"raise img_size for this backbone"
         ) from e
     if tuple(out.shape) != (2, n_outputs):

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kagglecv.core.errors import InputError
+from kagglecv.core.errors import InputError, first_line
 from kagglecv.core.files import read_table, write_csv, write_json
 from kagglecv.core.layout import Layout, ModelFiles
 from kagglecv.core.results import PreparedMeta, Scores
@@ -65,7 +65,7 @@ def load_folder(
         try:
             arr = decode(p, p.name)
         except InputError as e:
-            reason = str(e.__cause__ or e).splitlines()[0] if str(e.__cause__ or e) else type(e).__name__
+            reason = first_line(e.__cause__ or e)
             skipped.append({"file": p.name, "reason": reason})
             continue
         names.append(p.name)

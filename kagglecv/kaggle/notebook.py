@@ -138,7 +138,7 @@ def read_test_set(competition_dir: Path, meta: PreparedMeta, scratch: Path):
 
         for spec in meta.meta_columns:  # values of a number column that are not numbers: missing
             if spec["kind"] == "number":
-                report_unparsed(rows[spec["name"]], spec["name"], cfg.test_csv or "test.csv")
+                report_unparsed(rows[spec["name"]], spec["name"], cfg.test_table)
         rows = rows.rename(columns=column)
     return side, cfg, missing, rows
 

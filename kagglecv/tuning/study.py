@@ -13,7 +13,7 @@ import contextlib
 import socket
 from datetime import datetime
 
-from kagglecv.core.errors import InputError
+from kagglecv.core.errors import InputError, first_line
 from kagglecv.core.files import locked
 from kagglecv.core.secrets import redact
 
@@ -29,7 +29,7 @@ def storage(url: str):
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
     except Exception as e:  # noqa: BLE001 - an unreachable server, a bad URL, a missing driver: one line
-        detail = (str(e).strip().splitlines() or [""])[0][:300]
+        detail = first_line(e, empty="")[:300]
         raise InputError(redact(f"tune.storage: cannot open {url} ({type(e).__name__}: {detail})")) from None
 
 

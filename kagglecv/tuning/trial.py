@@ -15,6 +15,7 @@ import shutil
 import time
 import traceback
 
+from kagglecv.core.errors import first_line
 from kagglecv.core.secrets import redact
 
 
@@ -116,7 +117,7 @@ def run_trial(tuning, study, trial, layout, trial_dir, threads: int) -> dict:
         print(f"trial {trial.number}: {e}", flush=True)
     except Exception as e:  # noqa: BLE001 - a failed trial is recorded, not fatal (module docstring)
         traceback.print_exc()
-        state, error = TrialState.FAIL, redact(f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}")[:500]
+        state, error = TrialState.FAIL, redact(f"{type(e).__name__}: {first_line(e, empty='')}")[:500]
     trial.set_user_attr("epochs", reporter.epochs)
     if error:
         trial.set_user_attr("error", error)
