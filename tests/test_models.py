@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 
 import numpy as np
 import pandas as pd
@@ -280,12 +281,44 @@ def test_two_processes_train_what_one_would(tmp_path):
     fcsv = folds_for(tmp_path / "p", tmp_path)
     base = dict(backbone="test_resnet", epochs=2, img_size=16, batch_size=16, threads=2, device="cpu", tta="none")
     one = run(TrainConfig(**base), tmp_path / "p", fcsv, tmp_path / "one", track=False)
-    two = run(TrainConfig(**base, gpus=2), tmp_path / "p", fcsv, tmp_path / "two", track=False)
+    rows = []  # on_epoch in this process, with process 0's rows (a tuning trial's pruner is asked there)
+    cfg = TrainConfig(**base, gpus=2)
+    two = run(cfg, tmp_path / "p", fcsv, tmp_path / "two", track=False, on_epoch=lambda *r: rows.append(r))
     assert one["processes"] == 1 and two["processes"] == 2
+    history = pd.read_csv(tmp_path / "two" / "history.csv")
+    assert [e for e, _ in rows] == [1, 2] and [r["valid_accuracy"] for _, r in rows] == list(history["valid_accuracy"])
+    assert not list((tmp_path / "two").glob(".epochs-*"))  # the relay's file is gone
     a = pd.read_csv(tmp_path / "one/oof.csv").filter(like="p").to_numpy()
     b = pd.read_csv(tmp_path / "two/oof.csv").filter(like="p").to_numpy()
     assert a.shape == b.shape and not np.array_equal(a, b)  # really another run
     assert np.abs(a - b).mean() < 0.05, np.abs(a - b).mean()
+
+
+@pytest.mark.timeout(900)
+def test_what_on_epoch_raises_stops_every_process_of_a_two_device_job(tmp_path):
+    """A tuning trial on two devices is pruned after an epoch as one on a single device is: what on_epoch raises
+    in the launching process stops both processes before the next epoch, and nothing is written as a result."""
+    from helpers import write_csv_images_competition
+
+    write_csv_images_competition(tmp_path / "c.zip", n_per_class=16)
+    prepare(tmp_path / "c.zip", tmp_path / "p")
+    fcsv = folds_for(tmp_path / "p", tmp_path)
+    cfg = TrainConfig(backbone="test_resnet", epochs=20, img_size=16, batch_size=16, threads=2, device="cpu", gpus=2)
+
+    class Pruned(Exception):
+        pass
+
+    def prune(epoch, row):
+        assert "valid_accuracy" in row
+        raise Pruned(f"pruned at epoch {epoch}")
+
+    t0 = time.perf_counter()
+    with pytest.raises(Pruned, match="pruned at epoch 1"):
+        run(cfg, tmp_path / "p", fcsv, tmp_path / "out", track=False, on_epoch=prune)
+    resume = torch.load(tmp_path / "out" / "resume.pt", weights_only=True)
+    assert resume["epoch"] < 10, resume["epoch"]  # stopped soon after the report (polled twice a second), not at 20
+    assert not (tmp_path / "out" / "oof.csv").exists() and not list((tmp_path / "out").glob(".epochs-*"))
+    assert time.perf_counter() - t0 < 300
 
 
 def test_metadata_fusion_learns_a_target_that_depends_on_image_and_metadata_together():

@@ -15,6 +15,7 @@ only train. Devices: cuda:<rank> when GPUs are visible (NCCL), else the CPU (glo
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -72,9 +73,10 @@ def _run(rank_: int, world_: int, port: int, fn, args: tuple) -> None:
         dist.destroy_process_group()
 
 
-def launch(world_: int, fn, *args) -> None:
+def launch(world_: int, fn, *args, while_running=None) -> None:
     """Run fn(*args) in `world_` processes joined in one process group; returns once all have finished (an error
-    in any of them is raised here)."""
+    in any of them is raised here). `while_running()` is called every half second while they run and once after:
+    what it raises stops them all and is raised here."""
     import torch.multiprocessing as mp
 
     # Spawned processes start fresh and would run this process's main script again (a Snakemake job's script,
@@ -82,10 +84,58 @@ def launch(world_: int, fn, *args) -> None:
     main = sys.modules["__main__"]
     main_file = main.__dict__.pop("__file__", None)
     try:
-        mp.start_processes(_worker, args=(world_, free_port(), fn, args), nprocs=world_, start_method="spawn")
+        ctx = mp.start_processes(
+            _worker, args=(world_, free_port(), fn, args), nprocs=world_, start_method="spawn", join=False
+        )
+        try:
+            while not ctx.join(timeout=0.5):
+                if while_running is not None:
+                    while_running()
+            if while_running is not None:
+                while_running()
+        except BaseException:
+            for p in ctx.processes:  # a pruned trial, Ctrl-C, a failed rank: none keeps training alone
+                if p.is_alive():
+                    p.terminate()
+            for p in ctx.processes:
+                p.join()
+            raise
     finally:
         if main_file is not None:
             main.__file__ = main_file
+
+
+class EpochRelay:
+    """`on_epoch` across processes. Process 0 of the job calls the relay after each epoch (it is picklable, so it
+    travels to the spawned processes) and appends the epoch's row to a file; the launching process reads the new
+    rows while they train (`deliver`, launch's while_running) and calls the caller's on_epoch with each, so that
+    what it raises (a tuning trial's pruner, kagglecv.tuning.trial) stops the job as it stops one process."""
+
+    def __init__(self, path: str | os.PathLike, on_epoch=None):
+        self.path, self.on_epoch, self.offset = Path(path), on_epoch, 0
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path}  # the caller's callback stays in the launching process
+
+    def __setstate__(self, state: dict) -> None:
+        self.path, self.on_epoch, self.offset = state["path"], None, 0
+
+    def __call__(self, epoch: int, row: dict) -> None:
+        with open(self.path, "a") as f:  # one write per row: the reader takes whole lines only
+            f.write(json.dumps({"epoch": epoch, "row": row}, default=float) + "\n")
+
+    def deliver(self) -> None:
+        if not self.path.exists():
+            return
+        with open(self.path) as f:
+            f.seek(self.offset)
+            text = f.read()
+        for line in text.splitlines(keepends=True):
+            if not line.endswith("\n"):
+                break  # being written: read again next time
+            self.offset += len(line.encode())
+            event = json.loads(line)
+            self.on_epoch(event["epoch"], event["row"])
 
 
 def wrap(model):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -125,7 +126,9 @@ def run(
     (a tuning trial's pruner, kagglecv.tuning). `lr_find`: the backbone's lr_find.json, for train.lr: auto."""
     cfg = with_lr(cfg, lr_find)
     if cfg.gpus > 1 and world() == 1:
-        return run_distributed(cfg, prepared_dir, folds_csv, out_dir, experiment, results_dir, track, teacher_csv)
+        return run_distributed(
+            cfg, prepared_dir, folds_csv, out_dir, experiment, results_dir, track, teacher_csv, on_epoch
+        )
     prepared, out, main = PreparedFiles(prepared_dir), ModelFiles(out_dir), is_main()
     test_images, test_table = open_cache(prepared.test_images), read_table(prepared.test)
     s = start(cfg, prepared_dir, folds_csv, test_images.nbytes, teacher_csv)
@@ -243,13 +246,22 @@ def write_outputs(s: Session, out: ModelFiles, history: list, resolved: dict, te
 
 
 def run_distributed(
-    cfg: TrainConfig, prepared_dir, folds_csv, out_dir, experiment, results_dir, track, teacher_csv=None
+    cfg: TrainConfig, prepared_dir, folds_csv, out_dir, experiment, results_dir, track, teacher_csv=None, on_epoch=None
 ) -> dict:
     """`run` in one process per device (kagglecv.training.distributed), after leasing the devices; the main process's
-    result."""
+    result. `on_epoch` is called here, in the launching process, with process 0's rows (distributed.EpochRelay)."""
     if cfg.device != "cpu":
         lease_gpu(count=cfg.gpus)  # CUDA_VISIBLE_DEVICES for the processes (Slurm's, when it set them)
-    distributed.launch(
-        cfg.gpus, run, cfg, prepared_dir, folds_csv, out_dir, experiment, results_dir, track, teacher_csv
-    )
+    args = (cfg, prepared_dir, folds_csv, out_dir, experiment, results_dir, track, teacher_csv)
+    if on_epoch is None:
+        distributed.launch(cfg.gpus, run, *args)
+        return ModelRecord.read(out_dir).metrics
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    fd, rows = tempfile.mkstemp(dir=out_dir, prefix=".epochs-", suffix=".jsonl")  # not an output: removed below
+    os.close(fd)
+    relay = distributed.EpochRelay(rows, on_epoch)
+    try:
+        distributed.launch(cfg.gpus, run, *args, relay, while_running=relay.deliver)
+    finally:
+        Path(rows).unlink(missing_ok=True)
     return ModelRecord.read(out_dir).metrics
