@@ -62,6 +62,20 @@ def test_a_factory_file_builds_the_model_with_its_arguments(factory_file):
     assert dc["img_size"] == 16 and len(dc["mean"]) == 1  # timm's defaults, grey
 
 
+def test_model_args_of_a_timm_name_reach_timm_create_model():
+    """A timm entry's model_args are timm.create_model's keyword arguments (tune.space searches them): they were
+    once handed to factories only, and a timm entry's were dropped without a word. They win over `extra`."""
+    from kagglecv.config.members import explicit_input_size
+
+    x = torch.zeros(2, 1, 32, 32)
+    plain, _ = build_model(TrainConfig(backbone="resnet18", img_size=32), n_outputs=3, in_chans=1)
+    args = dict(model_args={"output_stride": 16, "drop_path_rate": 0.1}, extra={"output_stride": 8})
+    strided, _ = build_model(TrainConfig(backbone="resnet18", img_size=32, **args), n_outputs=3, in_chans=1)
+    assert plain.forward_features(x).shape[-1] == 1 and strided.forward_features(x).shape[-1] == 2
+    assert strided.layer4[1].drop_path.drop_prob == 0.1 and strided(x).shape == (2, 3)
+    assert explicit_input_size({"model_args": {"img_size": 96}, "extra": {"img_size": 64}}) == 96
+
+
 def test_a_factory_module_is_imported_by_name(factory_file, monkeypatch):
     monkeypatch.syspath_prepend(str(factory_file.parent))
     model, _ = build_model(TrainConfig(backbone="mynet", model="mynet:build", img_size=12), n_outputs=4, in_chans=3)

@@ -78,14 +78,15 @@ def teacher_of(member: str) -> str | None:
 
 def explicit_input_size(settings: dict) -> int | None:
     """The side the settings ask for: the largest stage's (progressive resizing), else `img_size`, else the
-    `img_size` given to timm.create_model (a ViT built for another size), else None (the model's own)."""
+    `img_size` given to timm.create_model in model_args or extra (a ViT built for another size), else None (the
+    model's own)."""
     if settings.get("stages"):  # progressive resizing: the cache serves the largest stage
         return max(int(st["img_size"]) for st in settings["stages"])
     if settings.get("img_size"):
         return int(settings["img_size"])
-    extra = (settings.get("extra") or {}).get("img_size")
-    if extra:
-        return int(extra if isinstance(extra, int) else max(extra))
+    built = ((settings.get("extra") or {}) | (settings.get("model_args") or {})).get("img_size")
+    if built:
+        return int(built if isinstance(built, int) else max(built))
     return None
 
 

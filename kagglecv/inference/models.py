@@ -178,10 +178,11 @@ class Net(nn.Module):
 
 
 def timm_model(cfg, pretrained: bool, **kw):
-    """timm.create_model for the entry: its timm name (`model:`, else the entry's name), extra and local weights."""
+    """timm.create_model for the entry: its timm name (`model:`, else the entry's name), its model_args (over the
+    older `extra`) and local weights."""
     import timm
 
-    kw |= dict(cfg.extra)
+    kw |= dict(cfg.extra) | dict(cfg.model_args)
     if cfg.pretrained_file:
         kw["pretrained_cfg_overlay"] = dict(file=str(Path(cfg.pretrained_file).resolve()))
     name = cfg.model or cfg.backbone
@@ -263,7 +264,8 @@ def data_config(model: nn.Module, cfg, in_chans: int) -> dict:
 
     inner = model.body if isinstance(model, Net) else model
     dc = timm.data.resolve_model_data_config(inner)
-    size = explicit_input_size({"img_size": cfg.img_size, "extra": cfg.extra}) or dc["input_size"][-1]
+    size = explicit_input_size({"img_size": cfg.img_size, "extra": cfg.extra, "model_args": cfg.model_args})
+    size = size or dc["input_size"][-1]
     mean, std = list(dc["mean"]), list(dc["std"])
     if in_chans == 1:  # grayscale: one channel with the average statistics
         mean, std = [float(np.mean(mean))], [float(np.mean(std))]
