@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
@@ -156,6 +157,32 @@ def test_decide_per_kind():
         thresholds.decide(v, None, "ordinal")
     with pytest.raises(InputError, match=r"thresholds: cut points \[2.0, 1.0\] do not fit grades"):
         thresholds.decide(v, [2.0, 1.0], "ordinal", [0, 1, 2])
+
+
+def test_class_probability_rows_of_a_submission_sum_to_one(tmp_path):
+    """dog-breed and leaf score log loss over one column per class, and graders check that each row sums to one:
+    a float32 softmax averaged over models misses by ~1e-7, so the written rows are renormalised in float64."""
+    import warnings
+
+    from kagglecv.core.tasks import Task
+    from kagglecv.scoring.submission import decisions
+
+    rng = np.random.default_rng(0)
+    logits = softmax(rng.normal(size=(500, 120)).astype(np.float32))
+    preds = (logits + softmax(rng.normal(size=(500, 120)).astype(np.float32))) / np.float32(2)
+    assert not np.allclose(preds.sum(1), 1, rtol=np.sqrt(np.finfo(np.float64).eps), atol=0)  # what came in
+    out = decisions(Task("multiclass", tuple(str(k) for k in range(120))), preds, "class_columns", "log_loss", None)
+    pd.DataFrame(out).to_csv(tmp_path / "s.csv", index=False)  # as kagglecv.core.files.write_csv writes it
+    back = pd.read_csv(tmp_path / "s.csv").to_numpy()
+    assert np.abs(back.sum(1) - 1).max() < 1e-12 and (back.argmax(1) == preds.argmax(1)).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # sklearn warns where rows do not sum to one
+        skm.log_loss(rng.integers(0, 120, 500), back, labels=range(120))
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
 
 
 def test_fast_f2_search_equals_sklearn():

@@ -103,7 +103,10 @@ def decisions(
         return [task.classes[k] for k in preds.argmax(1)]
     if fmt == "probability":
         return preds[:, 1]
-    return preds
+    # one column per class of one label: rows renormalised in float64, so that each sums to one as log-loss
+    # graders check (a float32 softmax, averaged over models, misses by 1e-7: sklearn warns, strict graders refuse)
+    probs = np.asarray(preds, dtype=np.float64)
+    return probs / probs.sum(axis=1, keepdims=True)
 
 
 def make_submission(
