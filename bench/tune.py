@@ -48,6 +48,14 @@ SPACE = {
 }
 
 
+def space(args) -> dict:
+    """The issue's five settings, with --space's YAML mapping laid over them (a key set to null is dropped)."""
+    import yaml
+
+    extra = yaml.safe_load(args.space) if args.space else {}
+    return {k: v for k, v in (SPACE | extra).items() if v is not None}
+
+
 def config(args, zip_path: Path) -> dict:
     return {
         "competition": COMPETITION,
@@ -60,7 +68,7 @@ def config(args, zip_path: Path) -> dict:
         "tune": {
             "trials": args.trials,
             "folds": [0],
-            "space": SPACE,
+            "space": space(args),
             "pruner": args.pruner,
             "startup_trials": args.startup_trials,
         },
@@ -105,6 +113,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--trials", type=int, default=16)
     ap.add_argument("--startup-trials", type=int, default=5)
     ap.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
+    ap.add_argument(
+        "--space", default=None, help="YAML laid over the search space, e.g. '{batch_size: {choices: [16, 32, 64]}}'"
+    )
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--cores", type=int, default=os.cpu_count())
     ap.add_argument("--work", type=Path, default=BENCH / "work" / "tune")
@@ -165,7 +176,7 @@ def main(argv=None) -> dict:
         "device": name,
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "space": SPACE,
+        "space": space(args),
         "results": results,
         "goals": goals,
     }
