@@ -13,11 +13,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from kagglecv.config.schema import default_of
+from kagglecv.config.schema import choices_of, default_of
 from kagglecv.core.errors import InputError
 
-LAYOUTS = ("csv_images", "pixel_csv", "folder_per_class", "filename_labels", "json_annotations")
-SUBMISSIONS = ("label", "probability", "class_columns", "tags", "top_k", "value")
+LAYOUTS = tuple(v for v in choices_of("data.layout") if v != "auto")
+SUBMISSIONS = tuple(v for v in choices_of("data.submission") if v != "auto")
 
 
 @dataclass

@@ -43,6 +43,15 @@ def default_value(key: str):
     return copy.deepcopy(value)
 
 
+@functools.cache
+def choices_of(key: str) -> tuple:
+    """The values the schema allows for `key` ("data.layout"): its enum, for a check made without the schema."""
+    node = load_schema()
+    for part in key.split("."):
+        node = node["properties"][part]
+    return tuple(node["enum"])
+
+
 def default_of(key: str):
     """A dataclass field whose default is the schema's for `key` ("train.lr", "seed"): the settings dataclasses
     (TrainConfig, DataConfig, ...) spell no default of their own. Lists become tuples where the field wants one
