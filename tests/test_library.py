@@ -261,8 +261,9 @@ def test_hill_climbing_weights_favour_the_better_model():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 300)
     good = np.eye(3)[y] * 0.5 + rng.random((300, 3))
-    noise = rng.random((300, 3))
-    w = blend.hill_climb_fit([noise, good / good.sum(1, keepdims=True)], y, "log_loss")["weights"]
+    noise = rng.random((300, 3))  # both models' rows are probabilities, as the OOF files hold them
+    w = blend.hill_climb_fit([noise / noise.sum(1, keepdims=True), good / good.sum(1, keepdims=True)], y, "log_loss")
+    w = w["weights"]
     assert w[1] > w[0] and sum(w) == pytest.approx(1.0)
 
 

@@ -170,7 +170,7 @@ def test_device_data_path_trains_and_augments_in_batches(tmp_path):
         track=False,
     )
     assert json.loads((tmp_path / "m" / "config.json").read_text())["data_path_used"] == "device"
-    assert pd.read_csv(tmp_path / "m" / "oof.csv").filter(like="p").sum(1).round(5).eq(1).all()
+    assert pd.read_csv(tmp_path / "m" / "oof.csv").filter(like="p").sum(axis=1).round(5).eq(1).all()
     assert 0 <= r["score"] <= 1
 
 
