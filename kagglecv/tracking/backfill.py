@@ -39,6 +39,7 @@ from kagglecv.tracking.tracker import (
     display_uri,
     flatten,
     http_defaults,
+    log_batch,
     mlflow_name,
     tracking_uri,
 )
@@ -148,21 +149,10 @@ def parent_of_time(parents: list, job: Job):
 # --- writing ---------------------------------------------------------------------------------------------
 
 
-def _chunks(items: list, n: int):
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
-
-
 def _log(client, run_id: str, job: Job, params: dict, metrics: list, tags: dict, artifacts: list) -> None:
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric
 
-    flat = [Param(k, str(v)[:500]) for k, v in flatten(params).items()]
-    ms = [Metric(k, v, ts, step) for k, v, step, ts in metrics]
-    for chunk in _chunks(flat, 100):
-        client.log_batch(run_id, params=chunk)
-    for chunk in _chunks(ms, 1000):
-        client.log_batch(run_id, metrics=chunk)
-    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    log_batch(client, run_id, params, [Metric(k, v, ts, step) for k, v, step, ts in metrics], tags)
     for path in artifacts:
         client.log_artifact(run_id, str(path))
 

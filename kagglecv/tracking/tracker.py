@@ -89,6 +89,21 @@ def retry_busy(fn, *args, **kw):
             time.sleep(wait)
 
 
+def log_batch(client, run_id: str, params: dict | None = None, metrics: list | None = None, tags: dict | None = None):
+    """A run's params (flattened, named and redacted as Tracker.log_params logs them), metrics (MLflow Metric
+    entities) and tags, through one client. MLflow takes 1000 metrics a call (it splits params and tags itself):
+    each call of up to 1000 is retried alone while SQLite is busy, so that a retry never logs a metric twice."""
+    from mlflow.entities import Param, RunTag
+
+    ps = [Param(mlflow_name(k), redact(str(v))[:500]) for k, v in flatten(params or {}).items()]
+    ts = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+    ms = list(metrics or [])
+    for k in range(0, max(len(ms), 1), 1000):
+        retry_busy(
+            client.log_batch, run_id, metrics=ms[k : k + 1000], params=ps if k == 0 else [], tags=ts if k == 0 else []
+        )
+
+
 def warn_down(what: str, err: Exception, stacklevel: int = 3) -> None:
     global _down
     if not _down:
@@ -332,22 +347,17 @@ def log_to_parent(
         return False
     try:
         import mlflow
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric
         from mlflow.utils.time import get_current_time_millis
 
         http_defaults()
         mlflow.set_tracking_uri(tracking_uri(results_dir))
         now = get_current_time_millis()
-        retry_busy(
-            mlflow.MlflowClient().log_batch,
-            run_id,
-            metrics=[
-                Metric(mlflow_name(k), float(v), now, 0)
-                for k, v in (metrics or {}).items()
-                if isinstance(v, (int, float)) and not isinstance(v, bool)
-            ],
-            params=[Param(mlflow_name(k), str(v)[:500]) for k, v in flatten(params or {}).items()],
-            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+        numbers = {
+            k: float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+        log_batch(
+            mlflow.MlflowClient(), run_id, params, [Metric(mlflow_name(k), v, now, 0) for k, v in numbers.items()], tags
         )
     except Exception as e:  # noqa: BLE001 - tracking must never fail the job
         warn_down(f"logging to the parent run ({display_uri(tracking_uri(results_dir))})", e, stacklevel=2)

@@ -18,6 +18,7 @@ from kagglecv.tracking.tracker import (
     create_experiment,
     flatten,
     http_defaults,
+    log_batch,
     mlflow_name,
     retry_busy,
     tracking_uri,
@@ -83,7 +84,7 @@ def make_parent(client, exp_id: str, study, tuning, url: str) -> str:
         "seed": tuning.seed,
         "storage": url,
     }
-    log_batch(client, run.info.run_id, params=params)
+    log_run(client, run.info.run_id, params=params)
     return run.info.run_id
 
 
@@ -101,7 +102,7 @@ def update_parent(client, parent: str, study, tuning) -> None:
     if metrics["trials_complete"]:
         metrics["best_value"] = study.best_value
         tags["best_trial"] = str(study.best_trial.number)
-    log_batch(client, parent, metrics=metrics, tags=tags, step=len(states))
+    log_run(client, parent, metrics=metrics, tags=tags, step=len(states))
     retry_busy(client.set_terminated, parent, "FINISHED")
 
 
@@ -125,7 +126,7 @@ def make_child(client, exp_id: str, parent: str, study_name: str, metric: str, t
     metrics = {"epochs": t.user_attrs.get("epochs"), **({metric: t.value} if t.state.name == "COMPLETE" else {})}
     if t.datetime_start and t.datetime_complete:
         metrics["seconds"] = (t.datetime_complete - t.datetime_start).total_seconds()
-    log_batch(
+    log_run(
         client,
         run.info.run_id,
         params=params,
@@ -136,7 +137,7 @@ def make_child(client, exp_id: str, parent: str, study_name: str, metric: str, t
     retry_busy(client.set_terminated, run.info.run_id, STATUS[t.state.name], end_time=ms(t.datetime_complete))
 
 
-def log_batch(
+def log_run(
     client,
     run_id: str,
     params: dict | None = None,
@@ -146,20 +147,15 @@ def log_batch(
     steps: dict | None = None,
     step_key: str | None = None,
 ) -> None:
-    """Params (redacted, as every Tracker logs them), metrics (numbers only) and tags in one call; `steps`
+    """Params (those set), metrics (numbers only) and tags (kagglecv.tracking.tracker.log_batch); `steps`
     ({step: value}) as the metric `step_key`."""
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    ps = [Param(mlflow_name(k), redact(str(v))[:500]) for k, v in flatten(params or {}).items() if v is not None]
     ms_ = [
         Metric(mlflow_name(k), float(v), now, step)
         for k, v in (metrics or {}).items()
         if isinstance(v, (int, float)) and not isinstance(v, bool)
     ]
     ms_ += [Metric(mlflow_name(step_key), float(v), now, int(s)) for s, v in (steps or {}).items()]
-    ts = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
-    for k in range(0, max(len(ms_), 1), 1000):  # MLflow takes at most 1000 metrics (and 100 params) a call
-        retry_busy(
-            client.log_batch, run_id, metrics=ms_[k : k + 1000], params=ps if k == 0 else [], tags=ts if k == 0 else []
-        )
+    log_batch(client, run_id, {k: v for k, v in flatten(params or {}).items() if v is not None}, ms_, tags)
