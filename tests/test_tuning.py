@@ -590,6 +590,26 @@ def test_the_study_is_an_mlflow_parent_with_a_child_per_trial(study_run):
 
 @pytest.mark.workflow
 @pytest.mark.timeout(600)
+def test_with_live_tracking_a_trial_is_in_mlflow_as_its_job_ends(tmp_path):
+    """mlflow.live: the study's parent run is made by tune_study and a trial's child run by the trial's own job, so
+    a study can be watched while it runs; here the slot's job alone, before any tune_results."""
+    config = {**demo_config(trials=1), "mlflow": {"live": True}}
+    slot = tune_dir(tmp_path).slot(0)
+    run_snakemake(tmp_path, config, str(slot.relative_to(tmp_path)))
+    assert slot.exists() and not tune_dir(tmp_path).trials.exists()  # no tune_results ran
+    with sqlite3.connect(tmp_path / "results" / "mlflow.db") as db:
+        runs = {u: (name, status) for u, name, status in db.execute("SELECT run_uuid, name, status FROM runs")}
+        tags = {(u, k): v for u, k, v in db.execute("SELECT run_uuid, key, value FROM tags")}
+        metrics = {(u, k): v for u, k, v in db.execute("SELECT run_uuid, key, value FROM metrics")}
+    parent = [u for u, (name, _) in runs.items() if name == "tune-test_resnet"]
+    trial = [u for u, (name, _) in runs.items() if name == "trial-000"]
+    assert len(parent) == 1 and len(trial) == 1, runs
+    assert tags[(trial[0], "mlflow.parentRunId")] == parent[0] and runs[trial[0]][1] == "FINISHED"
+    assert metrics[(parent[0], "trials_complete")] == 1 and (trial[0], "accuracy") in metrics
+
+
+@pytest.mark.workflow
+@pytest.mark.timeout(600)
 def test_the_report_holds_the_study_and_apply_trains_with_best_yaml(study_run):
     wd = study_run["wd"]
     out = wd / "report.html"

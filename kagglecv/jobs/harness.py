@@ -21,7 +21,7 @@ from kagglecv.core.errors import InputError
 from kagglecv.core.layout import Layout, record_file
 
 # Jobs that, with mlflow.live: false, only write their record; the ensemble step replays it into MLflow.
-BEFORE_ENSEMBLE = {"prepare", "folds", "train", "pseudo_labels", "distill_targets"}
+BEFORE_ENSEMBLE = {"prepare", "folds", "train", "pseudo_labels", "distill_targets", "tune_study", "tune_trial"}
 JOBS: dict[str, Callable[[Job], object]] = {}
 log = logging.getLogger("kagglecv.jobs")
 

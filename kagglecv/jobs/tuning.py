@@ -38,6 +38,10 @@ def tune_study(job: Job) -> None:
     if baseline:  # a new study: its first trial trains the entry as configured
         study.enqueue_trial(baseline, user_attrs={"baseline": True})
         print(f"study {name}: trial 0 is the entry as configured: {baseline}", flush=True)
+    if job.track:  # mlflow.live: the parent run now, before trials on several nodes could each make one
+        from kagglecv.tuning.tracking import sync
+
+        sync(study, tuning, redact(url), job.experiment, job.layout.results)
     write_json(
         job.output.study,
         {
@@ -73,6 +77,13 @@ def tune_trial(job: Job) -> dict:
             flush=True,
         )
     outcome = run_trial(tuning, study, trial, job.layout, files.trial(trial.number), job.threads)
+    if job.track:  # mlflow.live: the trial's child run as it ends (tune_results adds what is missing)
+        from kagglecv.core.secrets import redact
+        from kagglecv.tuning.study import claiming
+        from kagglecv.tuning.tracking import sync
+
+        with claiming(url):  # an SQLite study's slots take turns, as they do to claim a trial
+            sync(study, tuning, redact(url), job.experiment, job.layout.results, only=trial.number)
     write_json(job.output.slot, {"slot": slot, "study": name, **outcome})
     return outcome
 

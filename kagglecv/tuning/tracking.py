@@ -35,17 +35,17 @@ def ms(d) -> int | None:
     return int(d.timestamp() * 1000) if d is not None else None
 
 
-def sync(study, tuning, url: str, experiment: str, results_dir) -> dict | None:
-    """Bring MLflow up to date with `study`; {"parent": run id, "created": [trial numbers]}, or None when tracking
-    failed (warned)."""
+def sync(study, tuning, url: str, experiment: str, results_dir, only: int | None = None) -> dict | None:
+    """Bring MLflow up to date with `study` (`only`: the parent and that trial's child run, as a trial's job logs
+    its own); {"parent": run id, "created": [trial numbers]}, or None when tracking failed (warned)."""
     try:
-        return _sync(study, tuning, url, experiment, results_dir)
+        return _sync(study, tuning, url, experiment, results_dir, only)
     except Exception as e:  # noqa: BLE001 - tracking must never fail the job
         warn_down("tuning runs (kagglecv.tuning.tracking)", e, stacklevel=2)
         return None
 
 
-def _sync(study, tuning, url, experiment, results_dir) -> dict:
+def _sync(study, tuning, url, experiment, results_dir, only=None) -> dict:
     import mlflow
 
     http_defaults()
@@ -60,7 +60,7 @@ def _sync(study, tuning, url, experiment, results_dir) -> dict:
     have = {r.data.tags[TRIAL_TAG] for r in runs if TRIAL_TAG in r.data.tags}
     created = []
     for t in study.get_trials(deepcopy=False):
-        if t.state.name in STATUS and str(t.number) not in have:
+        if t.state.name in STATUS and str(t.number) not in have and only in (None, t.number):
             make_child(client, exp_id, parent, name, tuning.metric, t)
             created.append(t.number)
     update_parent(client, parent, study, tuning)
