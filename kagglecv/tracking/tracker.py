@@ -90,12 +90,12 @@ def retry_busy(fn, *args, **kw):
 
 
 def log_batch(client, run_id: str, params: dict | None = None, metrics: list | None = None, tags: dict | None = None):
-    """A run's params (flattened, named and redacted as Tracker.log_params logs them), metrics (MLflow Metric
+    """A run's params (param_values, as Tracker.log_params logs them), metrics (MLflow Metric
     entities) and tags, through one client. MLflow takes 1000 metrics a call (it splits params and tags itself):
     each call of up to 1000 is retried alone while SQLite is busy, so that a retry never logs a metric twice."""
     from mlflow.entities import Param, RunTag
 
-    ps = [Param(mlflow_name(k), redact(str(v))[:500]) for k, v in flatten(params or {}).items()]
+    ps = [Param(k, v) for k, v in param_values(params).items()]
     ts = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
     ms = list(metrics or [])
     for k in range(0, max(len(ms), 1), 1000):
@@ -253,16 +253,12 @@ class Tracker:
 
     def log_params(self, params: dict) -> None:
         # no credential reaches MLflow
-        flat = {mlflow_name(k): redact(str(v))[:500] for k, v in flatten(params).items()}
+        flat = param_values(params)
         self.record["params"].update(flat)
         self._call("log_params", _mlflow("log_params"), flat)
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
-        clean = {
-            mlflow_name(k): float(v)
-            for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)
-        }
+        clean = numbers(metrics)
         at = now_ms()
         self.record["metrics"] += [[k, v, step or 0, at] for k, v in clean.items()]
         self._call("log_metrics", _mlflow("log_metrics"), clean, step=step)
@@ -294,6 +290,21 @@ def mlflow_name(key: str) -> str:
     """`key` as an MLflow param or metric name: "cv_resnet18@r2" -> "cv_resnet18_r2". MLflow refuses the run's
     whole batch over one bad name, which would end a job's tracking as if the server were down."""
     return _NOT_IN_NAME.sub("_", key)
+
+
+def param_values(params: dict | None) -> dict[str, str]:
+    """The params MLflow takes: flattened (train.lr), under names it accepts, as text cut to its 500 characters, and
+    with no credential in them."""
+    return {mlflow_name(k): redact(str(v))[:500] for k, v in flatten(params or {}).items()}
+
+
+def numbers(metrics: dict | None) -> dict[str, float]:
+    """The metrics MLflow takes, under names it accepts: numbers as floats (a bool or a pending None left out)."""
+    return {
+        mlflow_name(k): float(v)
+        for k, v in (metrics or {}).items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -353,11 +364,8 @@ def log_to_parent(
         http_defaults()
         mlflow.set_tracking_uri(tracking_uri(results_dir))
         now = get_current_time_millis()
-        numbers = {
-            k: float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-        }
         log_batch(
-            mlflow.MlflowClient(), run_id, params, [Metric(mlflow_name(k), v, now, 0) for k, v in numbers.items()], tags
+            mlflow.MlflowClient(), run_id, params, [Metric(k, v, now, 0) for k, v in numbers(metrics).items()], tags
         )
     except Exception as e:  # noqa: BLE001 - tracking must never fail the job
         warn_down(f"logging to the parent run ({display_uri(tracking_uri(results_dir))})", e, stacklevel=2)

@@ -20,6 +20,7 @@ from kagglecv.tracking.tracker import (
     http_defaults,
     log_batch,
     mlflow_name,
+    numbers,
     retry_busy,
     tracking_uri,
     warn_down,
@@ -152,10 +153,6 @@ def log_run(
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    ms_ = [
-        Metric(mlflow_name(k), float(v), now, step)
-        for k, v in (metrics or {}).items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool)
-    ]
+    ms_ = [Metric(k, v, now, step) for k, v in numbers(metrics).items()]
     ms_ += [Metric(mlflow_name(step_key), float(v), now, int(s)) for s, v in (steps or {}).items()]
     log_batch(client, run_id, {k: v for k, v in flatten(params or {}).items() if v is not None}, ms_, tags)
