@@ -76,6 +76,11 @@ def teacher_of(member: str) -> str | None:
     return None
 
 
+def model_kwargs(settings: dict) -> dict:
+    """timm.create_model's keyword arguments of an entry: its model_args over the older spelling, extra."""
+    return {**(settings.get("extra") or {}), **(settings.get("model_args") or {})}
+
+
 def explicit_input_size(settings: dict) -> int | None:
     """The side the settings ask for: the largest stage's (progressive resizing), else `img_size`, else the
     `img_size` given to timm.create_model in model_args or extra (a ViT built for another size), else None (the
@@ -84,7 +89,7 @@ def explicit_input_size(settings: dict) -> int | None:
         return max(int(st["img_size"]) for st in settings["stages"])
     if settings.get("img_size"):
         return int(settings["img_size"])
-    built = ((settings.get("extra") or {}) | (settings.get("model_args") or {})).get("img_size")
+    built = model_kwargs(settings).get("img_size")
     if built:
         return int(built if isinstance(built, int) else max(built))
     return None

@@ -182,7 +182,9 @@ def timm_model(cfg, pretrained: bool, **kw):
     older `extra`) and local weights."""
     import timm
 
-    kw |= dict(cfg.extra) | dict(cfg.model_args)
+    from kagglecv.config.members import model_kwargs
+
+    kw |= model_kwargs({"extra": cfg.extra, "model_args": cfg.model_args})
     if cfg.pretrained_file:
         kw["pretrained_cfg_overlay"] = dict(file=str(Path(cfg.pretrained_file).resolve()))
     name = cfg.model or cfg.backbone
