@@ -24,6 +24,7 @@ from pathlib import Path
 from kagglecv.config.members import teacher_of
 from kagglecv.config.train import TrainConfig, check_mixup, check_settings
 from kagglecv.core.errors import InputError
+from kagglecv.core.precision import check_amp_dtype
 
 
 def train_config(member: str, settings: dict, config: dict) -> TrainConfig:
@@ -43,8 +44,8 @@ def train_config(member: str, settings: dict, config: dict) -> TrainConfig:
 def check_member(member: str, settings: dict, config: dict) -> None:
     cfg = train_config(member, settings, config)
     check_settings(cfg)
-    if cfg.device == "cpu" and cfg.amp and cfg.amp_dtype == "fp16":  # kagglecv.core.devices.autocast_dtype
-        raise InputError("train.amp_dtype: fp16 needs a GPU (the grad scaler); use bf16 or auto on CPU")
+    if cfg.device == "cpu":  # auto may still find a GPU when the job runs
+        check_amp_dtype("cpu", cfg)
     check_mixup(
         cfg, config.get("task"), meta=bool(config["data"].get("meta_columns")), teacher=teacher_of(member) is not None
     )

@@ -6,6 +6,7 @@ secrets   credentials redacted from everything printed, logged or recorded
 layout    every path under results/<competition>/, and the files of each folder, named once
 results   one reader per results file (meta.json, scores.json, a model folder's records), each a dataclass
 tasks     the task kinds (binary ... ordinal): targets, head width, activation, loss scale; tags as text
+precision what a device can train in (torch-free: the config's checks and the job share it)
 devices   a job's device, precision, memory format and rank (shared by training and inference)
 gpus      GPU leases for jobs that run side by side
 """

@@ -13,6 +13,7 @@ import torch.distributed as dist
 
 from kagglecv.core.errors import InputError
 from kagglecv.core.gpus import lease_gpu
+from kagglecv.core.precision import check_amp_dtype
 
 
 def pick_device(cfg) -> torch.device:
@@ -34,9 +35,8 @@ def autocast_dtype(device: torch.device, cfg) -> torch.dtype | None:
         return None
     if cfg.amp_dtype == "bf16":
         return torch.bfloat16
+    check_amp_dtype(device.type, cfg)
     if device.type != "cuda":
-        if cfg.amp_dtype == "fp16":
-            raise InputError("train.amp_dtype: fp16 needs a GPU (the grad scaler); use bf16 or auto on CPU")
         return None
     if cfg.amp_dtype == "fp16":
         return torch.float16
