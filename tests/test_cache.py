@@ -85,6 +85,16 @@ def test_train_threads_share_the_cores():
     assert resources.train_threads(6, 2, 2) == 6  # configured wins
 
 
+def test_a_job_in_slurm_uses_no_more_threads_than_its_cpus():
+    slurm = {"SLURM_JOB_ID": "7", "SLURM_CPUS_ON_NODE": "4"}
+    assert resources.allotted_threads(16, {}) == 16  # outside Slurm: what Snakemake gave
+    assert resources.allotted_threads(16, {"SLURM_CPUS_PER_TASK": "2"}) == 16  # a leftover variable, no job
+    assert resources.allotted_threads(16, slurm) == 4
+    assert resources.allotted_threads(16, {**slurm, "SLURM_CPUS_PER_TASK": "2"}) == 2  # --cpus-per-task first
+    assert resources.allotted_threads(1, {**slurm, "SLURM_CPUS_PER_TASK": "2"}) == 1  # never more than asked
+    assert resources.allotted_threads(3, {**slurm, "SLURM_CPUS_PER_TASK": "x"}) == 3
+
+
 # ---------------------------------------------------------------- reading
 
 

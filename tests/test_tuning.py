@@ -772,5 +772,8 @@ def test_each_trial_is_a_slurm_job(tmp_path_factory):
         assert len(jobs) == 2 and {j["JobState"] for j in jobs} == {"COMPLETED"}, jobs  # one sbatch job per trial
         csv = pd.read_csv(tune_dir(wd).trials)
         assert sorted(csv["slot"]) == [0, 1] and set(csv["state"]) <= {"COMPLETE", "PRUNED"}
+        # each trial trained on the one CPU its sbatch job had (the job step's `--cores all` is the node's two)
+        used = [json.loads(p.read_text())["threads"] for p in tune_dir(wd).path.glob("trials/*/fold*/config.json")]
+        assert used == [1, 1], used
     finally:
         cm.__exit__(None, None, None)

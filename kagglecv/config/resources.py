@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 BUDGET_MARGIN_S = 600  # a time-budgeted job's start-up and writing, on top of its budget, in its scheduler time limit
 
@@ -13,6 +14,20 @@ def train_runtime_minutes(settings: dict) -> int:
     if settings.get("time_budget"):
         return int(math.ceil((float(settings["time_budget"]) + BUDGET_MARGIN_S) / 60))
     return int(settings["runtime"])
+
+
+def allotted_threads(threads: int, environ=None) -> int:
+    """A job's threads, at most the CPUs Slurm gave it. Inside an sbatch job Snakemake runs the job with `--cores
+    all`, the node's CPUs where Slurm does not pin jobs to theirs (TaskPlugin=task/none), so the rules' thread
+    counts would take every core of a node that other jobs share, and torch's threads spin on CPUs they do not
+    have (a tuning trial under the test cluster trained many times slower). Outside Slurm, `threads` as
+    Snakemake gave it."""
+    env = os.environ if environ is None else environ
+    given = env.get("SLURM_CPUS_PER_TASK") or env.get("SLURM_CPUS_ON_NODE") if env.get("SLURM_JOB_ID") else None
+    try:
+        return max(1, min(int(threads), int(given))) if given else max(1, int(threads))
+    except ValueError:  # a malformed variable is Slurm's business, not a reason to fail the job
+        return max(1, int(threads))
 
 
 CLUSTER_THREADS = 8  # a training job's threads per device on a cluster node, where --cores says nothing of the node

@@ -51,7 +51,10 @@ class Job:
 
     @classmethod
     def of(cls, smk) -> Job:
-        """The job Snakemake hands a script (its global `snakemake` object)."""
+        """The job Snakemake hands a script (its global `snakemake` object); its threads at most the CPUs of its
+        Slurm job (kagglecv.config.resources.allotted_threads)."""
+        from kagglecv.config.resources import allotted_threads
+
         return cls(
             smk.rule,
             smk.config,
@@ -59,7 +62,7 @@ class Job:
             Files(smk.output.items()),
             Files(smk.params.items()),
             Files(smk.wildcards.items()),
-            smk.threads,
+            allotted_threads(smk.threads),
             smk.log[0] if smk.log else None,
         )
 
