@@ -58,7 +58,7 @@ GROUPS_ENV = "KAGGLECV_TEST_GROUPS"  # a folder: each xdist worker writes {test:
 # with @pytest.mark.xdist_group (independent whole workflows that may run on either worker). test_kernel.py's
 # figure includes the session's shared trained run, which its first test usually trains.
 GROUP_SECONDS = {
-    "test_slurm_mlflow_server.py": 200,
+    "slurm": 340,
     "aerial-cactus-identification": 120,
     "test_kernel.py": 100,
     "mlflow-server-killed": 95,
@@ -72,7 +72,6 @@ GROUP_SECONDS = {
     "plant-seedlings-classification": 30,
     "test_config.py": 30,
     "dogs-vs-cats-redux-kernels-edition": 28,
-    "tune-slurm": 140,
     "test_tuning.py": 90,
     "tune-killed": 40,
     "tune-postgres": 45,
@@ -83,9 +82,13 @@ GROUP_SECONDS = {
 
 
 def group(item) -> str:
-    """The item's xdist group: its own mark's, else its module's (see GROUP_SECONDS)."""
+    """The item's xdist group: its own mark's, else "slurm" for a test that starts the Slurm cluster (one can run
+    at a time, tests/slurm_local.py: they queue on one worker instead of one worker waiting for the other's),
+    else its module's (see GROUP_SECONDS)."""
     mark = item.get_closest_marker("xdist_group")
-    return str(mark.args[0]) if mark else Path(item.module.__file__).name
+    if mark:
+        return str(mark.args[0])
+    return "slurm" if item.get_closest_marker("slurm") else Path(item.module.__file__).name
 
 
 def pytest_collection_modifyitems(config, items):

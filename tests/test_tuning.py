@@ -721,7 +721,6 @@ def test_two_trial_jobs_share_a_study_in_postgresql_and_its_password_is_never_wr
 
 @pytest.mark.slurm
 @pytest.mark.workflow
-@pytest.mark.xdist_group("tune-slurm")
 @pytest.mark.timeout(1800)
 def test_each_trial_is_a_slurm_job(tmp_path_factory):
     import importlib.util
