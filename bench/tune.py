@@ -117,6 +117,14 @@ def main(argv=None) -> dict:
         "--space", default=None, help="YAML laid over the search space, e.g. '{batch_size: {choices: [16, 32, 64]}}'"
     )
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="no study: the defaults' whole DAG once per seed (folds and weights), to see how far the held-out "
+        "accuracy moves by chance",
+    )
     ap.add_argument("--cores", type=int, default=os.cpu_count())
     ap.add_argument("--work", type=Path, default=BENCH / "work" / "tune")
     ap.add_argument("--out", type=Path, default=None)
@@ -133,6 +141,8 @@ def main(argv=None) -> dict:
         flush=True,
     )
     cfg = config(args, zip_path)
+    if args.seeds:
+        return seed_spread(args, cfg, truth, name)
     tuned_dir, default_dir = args.work / "tuned", args.work / "defaults"
     results: dict = {"loadavg_before": loadavg()}
 
@@ -181,6 +191,37 @@ def main(argv=None) -> dict:
         "goals": goals,
     }
     out = args.out or BENCH / "results" / f"tune-{slug(name)}-{dt.date.today().isoformat()}.json"
+    write_json(out, report)
+    print(f"written: {out}")
+    return report
+
+
+def seed_spread(args, cfg: dict, truth: dict, name: str) -> dict:
+    """The defaults' whole DAG once per --seeds value, each in a fresh folder: the held-out accuracy's spread is
+    the noise floor a tuned run has to clear."""
+    import statistics
+
+    runs = {}
+    for seed in args.seeds:
+        work = args.work / f"seed{seed}"
+        wall = snakemake(work, {**cfg, "seed": seed}, cores=args.cores)
+        acc = accuracy(work / "results" / COMPETITION / "submission.csv", truth)
+        runs[seed] = {"wall_seconds": round(wall, 1), "test_accuracy": round(acc, 4)}
+        print(f"[seed {seed}] whole DAG in {wall:.0f} s: held-out accuracy {acc:.4f}", flush=True)
+    accs = [r["test_accuracy"] for r in runs.values()]
+    spread = {
+        "mean": round(statistics.mean(accs), 4),
+        "sd": round(statistics.stdev(accs), 4) if len(accs) > 1 else None,
+        "range_points": round(100 * (max(accs) - min(accs)), 2),
+    }
+    print(f"\ndefaults over seeds {args.seeds}: {spread}", flush=True)
+    report = {
+        "device": name,
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "results": {"seeds": runs, "spread": spread},
+    }
+    out = args.out or BENCH / "results" / f"tune-seeds-{slug(name)}-{dt.date.today().isoformat()}.json"
     write_json(out, report)
     print(f"written: {out}")
     return report
