@@ -137,7 +137,8 @@ def main(argv=None) -> dict:
     name = cpu_name()
     print(
         f"{name}: Fashion-MNIST {args.n_train} train / {args.n_test} hidden test, {args.backbone} {args.img_size} px, "
-        f"{args.folds} folds x {args.epochs} epochs; a {args.trials}-trial study on fold 0",
+        f"{args.folds} folds x {args.epochs} epochs; "
+        + (f"the defaults with seeds {args.seeds}" if args.seeds else f"a {args.trials}-trial study on fold 0"),
         flush=True,
     )
     cfg = config(args, zip_path)
