@@ -51,7 +51,7 @@ def pytest_configure(config):
 
 GROUPS_ENV = "KAGGLECV_TEST_GROUPS"  # a folder: each xdist worker writes {test: group} there (GroupScheduling)
 
-# Seconds a group of tests took on the 2-core machine (pytest --durations under `make test`, 2026-12-05). `make test`
+# Seconds a group of tests took on the 2-core machine (pytest --durations under `make test`, 2026-12-06). `make test`
 # hands groups to its two xdist workers longest first (--dist loadgroup --no-loadscope-reorder), so that no long
 # one is left for one worker at the end. A hint only: a group missing here or a stale figure costs time, not a
 # result. A group is a module (its module-scoped fixtures stay in one process) unless its tests name their own
@@ -59,25 +59,32 @@ GROUPS_ENV = "KAGGLECV_TEST_GROUPS"  # a folder: each xdist worker writes {test:
 # figure includes the session's shared trained run, which its first test usually trains.
 GROUP_SECONDS = {
     "slurm": 340,
-    "aerial-cactus-identification": 120,
-    "test_kernel.py": 100,
-    "mlflow-server-killed": 95,
-    "test_extending.py": 85,
+    "test_kernel.py": 280,
+    "aerial-cactus-identification": 240,
+    "test_tuning.py": 165,
+    "mlflow-server-killed": 150,
+    "test_extending.py": 140,
+    "test_stages.py": 105,
+    "test_factory_edits.py": 100,
+    "test_workflow.py": 90,
+    "test_report_predict.py": 85,
     "test_recipes.py": 75,
-    "test_stages.py": 55,
-    "test_report_predict.py": 55,
-    "test_models.py": 55,
-    "test_workflow.py": 45,
-    "digit-recognizer": 35,
-    "plant-seedlings-classification": 30,
-    "test_config.py": 30,
-    "dogs-vs-cats-redux-kernels-edition": 28,
-    "test_tuning.py": 90,
-    "tune-killed": 40,
-    "tune-postgres": 45,
-    "test_factory_edits.py": 60,
-    "test_rank_logs.py": 60,
+    "mlebench-zipped": 70,
+    "tune-killed": 65,
+    "digit-recognizer": 60,
+    "test_config.py": 60,
     "test_messy_metadata.py": 55,
+    "test_training.py": 55,
+    "dogs-vs-cats-redux-kernels-edition": 50,
+    "tune-postgres": 50,
+    "test_cache.py": 50,
+    "plant-seedlings-classification": 45,
+    "test_rank_logs.py": 45,
+    "pawpularity-mini": 45,
+    "aptos-mini": 45,
+    "plant-pathology-mini": 45,
+    "isic-mini": 40,
+    "test_models.py": 35,
 }
 
 
