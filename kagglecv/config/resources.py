@@ -23,11 +23,12 @@ def allotted_threads(threads: int, environ=None) -> int:
     have (a tuning trial under the test cluster trained many times slower). Outside Slurm, `threads` as
     Snakemake gave it."""
     env = os.environ if environ is None else environ
-    given = env.get("SLURM_CPUS_PER_TASK") or env.get("SLURM_CPUS_ON_NODE") if env.get("SLURM_JOB_ID") else None
+    threads = max(1, int(threads))
+    given = (env.get("SLURM_CPUS_PER_TASK") or env.get("SLURM_CPUS_ON_NODE")) if env.get("SLURM_JOB_ID") else None
     try:
-        return max(1, min(int(threads), int(given))) if given else max(1, int(threads))
+        return max(1, min(threads, int(given))) if given else threads
     except ValueError:  # a malformed variable is Slurm's business, not a reason to fail the job
-        return max(1, int(threads))
+        return threads
 
 
 CLUSTER_THREADS = 8  # a training job's threads per device on a cluster node, where --cores says nothing of the node
