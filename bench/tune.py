@@ -125,6 +125,13 @@ def main(argv=None) -> dict:
         help="no study: the defaults' whole DAG once per seed (folds and weights), to see how far the held-out "
         "accuracy moves by chance",
     )
+    ap.add_argument(
+        "--probe",
+        default=None,
+        help="no study: the whole DAG once per entry of this YAML list of settings laid over the backbone's entry "
+        "(e.g. '[{}, {lr: 0.01}, {augment: flip}]'; {} is the defaults), to see whether any point of the space "
+        "beats the defaults held out",
+    )
     ap.add_argument("--cores", type=int, default=os.cpu_count())
     ap.add_argument("--work", type=Path, default=BENCH / "work" / "tune")
     ap.add_argument("--out", type=Path, default=None)
@@ -138,12 +145,20 @@ def main(argv=None) -> dict:
     print(
         f"{name}: Fashion-MNIST {args.n_train} train / {args.n_test} hidden test, {args.backbone} {args.img_size} px, "
         f"{args.folds} folds x {args.epochs} epochs; "
-        + (f"the defaults with seeds {args.seeds}" if args.seeds else f"a {args.trials}-trial study on fold 0"),
+        + (
+            f"the defaults with seeds {args.seeds}"
+            if args.seeds
+            else "the whole DAG at each --probe point"
+            if args.probe
+            else f"a {args.trials}-trial study on fold 0"
+        ),
         flush=True,
     )
     cfg = config(args, zip_path)
     if args.seeds:
         return seed_spread(args, cfg, truth, name)
+    if args.probe:
+        return probe(args, cfg, truth, name)
     tuned_dir, default_dir = args.work / "tuned", args.work / "defaults"
     results: dict = {"loadavg_before": loadavg()}
 
@@ -223,6 +238,41 @@ def seed_spread(args, cfg: dict, truth: dict, name: str) -> dict:
         "results": {"seeds": runs, "spread": spread},
     }
     out = args.out or BENCH / "results" / f"tune-seeds-{slug(name)}-{dt.date.today().isoformat()}.json"
+    write_json(out, report)
+    print(f"written: {out}")
+    return report
+
+
+def probe(args, cfg: dict, truth: dict, name: str) -> dict:
+    """The whole DAG once per --probe entry (settings laid over the backbone's entry), each in a fresh folder, with
+    the same seed: held-out accuracy of each point, against the first (give {} first for the defaults)."""
+    import yaml
+
+    points = yaml.safe_load(args.probe)
+    if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
+        raise SystemExit(f"--probe: a YAML list of mappings, not {args.probe!r}")
+    runs = []
+    for i, point in enumerate(points):
+        work = args.work / f"probe{i}"
+        entry = {"name": args.backbone, **point}
+        wall = snakemake(work, {**cfg, "backbones": [entry]}, cores=args.cores)
+        res = work / "results" / COMPETITION
+        cv = json.loads((res / "scores.json").read_text())["ensemble"]["cv"]
+        acc = accuracy(res / "submission.csv", truth)
+        runs.append(
+            {"settings": point, "wall_seconds": round(wall, 1), "cv": round(cv, 4), "test_accuracy": round(acc, 4)}
+        )
+        print(f"[{point}] whole DAG in {wall:.0f} s: CV {cv:.4f}, held-out accuracy {acc:.4f}", flush=True)
+    ref = runs[0]["test_accuracy"]
+    for r in runs:
+        r["points_over_first"] = round(100 * (r["test_accuracy"] - ref), 2)
+    report = {
+        "device": name,
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "results": {"loadavg": loadavg(), "points": runs},
+    }
+    out = args.out or BENCH / "results" / f"tune-probe-{slug(name)}-{dt.date.today().isoformat()}.json"
     write_json(out, report)
     print(f"written: {out}")
     return report
