@@ -329,6 +329,68 @@ def test_report_library_handles_many_classes_and_rgb(tmp_path):
         assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
 
 
+def _prepared(tmp_path, meta: dict, labels: list, y: list, preds: np.ndarray):
+    """A prepared folder (grey 8x8 images, train.csv, meta.json) and an ensemble OOF file with `preds`."""
+    n = len(y)
+    prep = tmp_path / "prepared"
+    prep.mkdir()
+    np.save(prep / "train_images.npy", np.zeros((n, 8, 8, 1), dtype=np.uint8))
+    ids = [f"img{i}" for i in range(n)]
+    pd.DataFrame({"id": ids, "label": labels, "y": y}).to_csv(prep / "train.csv", index=False)
+    (prep / "meta.json").write_text(json.dumps({**meta, "image_shape": [8, 8, 1]}))
+    oof = pd.DataFrame(preds, columns=[f"p{j}" for j in range(preds.shape[1])])
+    oof.insert(0, "fold", np.arange(n) % 2), oof.insert(0, "y", y), oof.insert(0, "label", labels)
+    oof.insert(0, "id", ids)
+    oof.to_csv(tmp_path / "oof.csv", index=False)
+    return prep
+
+
+def test_report_figures_of_multilabel_tasks_count_decisions_per_label(tmp_path):
+    """Multilabel: true/false positives and false negatives per label at the fitted thresholds (0.5 without)."""
+    from kagglecv.report.oof import confusion, oof_errors
+
+    labels = ["a b", "b", "", "c", "a c"]
+    preds = np.array([[0.9, 0.8, 0.1], [0.6, 0.7, 0.2], [0.1, 0.2, 0.3], [0.2, 0.4, 0.45], [0.7, 0.1, 0.9]])
+    prep = _prepared(tmp_path, {"task": "multilabel", "classes": ["a", "b", "c"]}, labels, [2, 1, 0, 1, 2], preds)
+    counts = confusion(tmp_path / "oof.csv", prep / "meta.json", tmp_path / "cm.png")
+    # a: TP img0 img4, FP img1; b: TP img0 img1; c: TP img4, FN img3 (0.45 < 0.5)
+    assert counts.tolist() == [[2, 1, 0], [2, 0, 0], [1, 0, 1]]
+    fitted = {"ensemble": {"thresholds": [0.65, 0.5, 0.4]}}  # a stricter a, a laxer c
+    counts = confusion(tmp_path / "oof.csv", prep / "meta.json", tmp_path / "cm2.png", scores=fitted)
+    assert counts.tolist() == [[2, 0, 0], [2, 0, 0], [2, 0, 0]]
+    wrong, smallest = oof_errors(tmp_path / "oof.csv", prep, tmp_path / "err.png")
+    # probability misses summed: img3 0.2 + 0.4 + 0.55 = 1.15, img1 0.6 + 0.3 + 0.2 = 1.1, ..., img0 0.4 the least
+    assert wrong["id"].tolist()[:2] == ["img3", "img1"] and smallest["id"].iloc[0] == "img0"
+    assert (tmp_path / "cm.png").read_bytes()[:8] == (tmp_path / "err.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_report_figures_of_numeric_tasks_plot_values_and_grades(tmp_path):
+    """Regression: predicted against true, errors ranked by size; ordinal: the confusion of grades at the fitted
+    cut points (midpoints without), not an argmax over one output."""
+    from kagglecv.report.oof import confusion, oof_errors
+
+    y = [10.0, 20.0, 30.0, 40.0]
+    pred = np.array([[12.0], [20.5], [15.0], [41.0]])
+    prep = _prepared(tmp_path, {"task": "regression"}, [str(v) for v in y], y, pred)
+    points = confusion(tmp_path / "oof.csv", prep / "meta.json", tmp_path / "pv.png")
+    assert points.tolist() == [[10.0, 12.0], [20.0, 20.5], [30.0, 15.0], [40.0, 41.0]]
+    largest, smallest = oof_errors(tmp_path / "oof.csv", prep, tmp_path / "err.png")
+    assert largest["id"].tolist()[:2] == ["img2", "img0"] and smallest["id"].iloc[0] == "img1"
+
+    ordinal = tmp_path / "ordinal"
+    ordinal.mkdir()
+    y = [0.0, 1.0, 2.0, 2.0, 1.0]
+    pred = np.array([[0.2], [1.4], [1.6], [2.3], [0.6]])
+    prep = _prepared(ordinal, {"task": "ordinal", "classes": ["0", "1", "2"]}, [str(v) for v in y], y, pred)
+    cm = confusion(ordinal / "oof.csv", prep / "meta.json", ordinal / "cm.png")
+    # midpoints 0.5, 1.5: decided 0, 1, 2, 2, 1
+    assert cm.tolist() == [[1, 0, 0], [0, 2, 0], [0, 0, 2]]
+    cm = confusion(
+        ordinal / "oof.csv", prep / "meta.json", ordinal / "cm2.png", scores={"ensemble": {"thresholds": [0.7, 1.5]}}
+    )
+    assert cm.tolist() == [[1, 0, 0], [1, 1, 0], [0, 0, 2]]  # 0.6 is now grade 0
+
+
 # ---------------------------------------------------------------- a minimal DevTools-protocol client
 
 
