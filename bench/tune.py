@@ -174,18 +174,7 @@ def main(argv=None) -> dict:
     results["study"] = study
 
     for way, work, extra in (("tuned", tuned_dir, ["--config", "tune={apply: true}"]), ("defaults", default_dir, [])):
-        wall = snakemake(work, cfg, *extra, cores=args.cores)
-        res = work / "results" / COMPETITION
-        cv = json.loads((res / "scores.json").read_text())["ensemble"]["cv"]
-        results[way] = {
-            "wall_seconds": round(wall, 1),
-            "cv": round(cv, 4),
-            "test_accuracy": round(accuracy(res / "submission.csv", truth), 4),
-        }
-        print(
-            f"[{way}] whole DAG in {wall:.0f} s: CV {cv:.4f}, held-out accuracy {results[way]['test_accuracy']:.4f}",
-            flush=True,
-        )
+        results[way] = whole_dag(args, work, cfg, truth, way, *extra)
     results["loadavg_after"] = loadavg()
     gain = round(100 * (results["tuned"]["test_accuracy"] - results["defaults"]["test_accuracy"]), 2)
     goals = {
@@ -198,15 +187,29 @@ def main(argv=None) -> dict:
         f"(goal <= 900 s on 2 cores)",
         flush=True,
     )
+    return write_report(args, name, "tune", {"space": space(args), "results": results, "goals": goals})
+
+
+def whole_dag(args, work: Path, cfg: dict, truth: dict, label: str, *extra: str) -> dict:
+    """`snakemake` (the whole DAG) in `work` with `cfg`: its wall seconds, ensemble CV and held-out accuracy."""
+    wall = snakemake(work, cfg, *extra, cores=args.cores)
+    res = work / "results" / COMPETITION
+    cv = json.loads((res / "scores.json").read_text())["ensemble"]["cv"]
+    acc = accuracy(res / "submission.csv", truth)
+    print(f"[{label}] whole DAG in {wall:.0f} s: CV {cv:.4f}, held-out accuracy {acc:.4f}", flush=True)
+    return {"wall_seconds": round(wall, 1), "cv": round(cv, 4), "test_accuracy": round(acc, 4)}
+
+
+def write_report(args, name: str, prefix: str, body: dict) -> dict:
+    """The run's report (device, date, settings, then `body`), written to --out, else to
+    bench/results/<prefix>-<device>-<date>.json."""
     report = {
         "device": name,
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "space": space(args),
-        "results": results,
-        "goals": goals,
+        **body,
     }
-    out = args.out or BENCH / "results" / f"tune-{slug(name)}-{dt.date.today().isoformat()}.json"
+    out = args.out or BENCH / "results" / f"{prefix}-{slug(name)}-{dt.date.today().isoformat()}.json"
     write_json(out, report)
     print(f"written: {out}")
     return report
@@ -217,13 +220,10 @@ def seed_spread(args, cfg: dict, truth: dict, name: str) -> dict:
     the noise floor a tuned run has to clear."""
     import statistics
 
-    runs = {}
-    for seed in args.seeds:
-        work = args.work / f"seed{seed}"
-        wall = snakemake(work, {**cfg, "seed": seed}, cores=args.cores)
-        acc = accuracy(work / "results" / COMPETITION / "submission.csv", truth)
-        runs[seed] = {"wall_seconds": round(wall, 1), "test_accuracy": round(acc, 4)}
-        print(f"[seed {seed}] whole DAG in {wall:.0f} s: held-out accuracy {acc:.4f}", flush=True)
+    runs = {
+        seed: whole_dag(args, args.work / f"seed{seed}", {**cfg, "seed": seed}, truth, f"seed {seed}")
+        for seed in args.seeds
+    }
     accs = [r["test_accuracy"] for r in runs.values()]
     spread = {
         "mean": round(statistics.mean(accs), 4),
@@ -231,16 +231,7 @@ def seed_spread(args, cfg: dict, truth: dict, name: str) -> dict:
         "range_points": round(100 * (max(accs) - min(accs)), 2),
     }
     print(f"\ndefaults over seeds {args.seeds}: {spread}", flush=True)
-    report = {
-        "device": name,
-        "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "results": {"seeds": runs, "spread": spread},
-    }
-    out = args.out or BENCH / "results" / f"tune-seeds-{slug(name)}-{dt.date.today().isoformat()}.json"
-    write_json(out, report)
-    print(f"written: {out}")
-    return report
+    return write_report(args, name, "tune-seeds", {"results": {"seeds": runs, "spread": spread}})
 
 
 def probe(args, cfg: dict, truth: dict, name: str) -> dict:
@@ -253,29 +244,12 @@ def probe(args, cfg: dict, truth: dict, name: str) -> dict:
         raise SystemExit(f"--probe: a YAML list of mappings, not {args.probe!r}")
     runs = []
     for i, point in enumerate(points):
-        work = args.work / f"probe{i}"
-        entry = {"name": args.backbone, **point}
-        wall = snakemake(work, {**cfg, "backbones": [entry]}, cores=args.cores)
-        res = work / "results" / COMPETITION
-        cv = json.loads((res / "scores.json").read_text())["ensemble"]["cv"]
-        acc = accuracy(res / "submission.csv", truth)
-        runs.append(
-            {"settings": point, "wall_seconds": round(wall, 1), "cv": round(cv, 4), "test_accuracy": round(acc, 4)}
-        )
-        print(f"[{point}] whole DAG in {wall:.0f} s: CV {cv:.4f}, held-out accuracy {acc:.4f}", flush=True)
+        point_cfg = {**cfg, "backbones": [{"name": args.backbone, **point}]}
+        runs.append({"settings": point} | whole_dag(args, args.work / f"probe{i}", point_cfg, truth, str(point)))
     ref = runs[0]["test_accuracy"]
     for r in runs:
         r["points_over_first"] = round(100 * (r["test_accuracy"] - ref), 2)
-    report = {
-        "device": name,
-        "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "results": {"loadavg": loadavg(), "points": runs},
-    }
-    out = args.out or BENCH / "results" / f"tune-probe-{slug(name)}-{dt.date.today().isoformat()}.json"
-    write_json(out, report)
-    print(f"written: {out}")
-    return report
+    return write_report(args, name, "tune-probe", {"results": {"loadavg": loadavg(), "points": runs}})
 
 
 if __name__ == "__main__":
