@@ -299,6 +299,24 @@ def test_every_ensemble_method_recipe_reproduces_its_test_predictions(run, tmp_p
         assert check["checked"] and check["ok"], (method, check)
 
 
+def _prepared(tmp_path, meta: dict, labels: list, y: list, preds: np.ndarray, images: np.ndarray | None = None):
+    """A prepared folder (`images`, grey 8x8 blanks by default; train.csv; meta.json) and an ensemble OOF file
+    (tmp_path/oof.csv) with `preds`; the prepared folder."""
+    n = len(y)
+    images = np.zeros((n, 8, 8, 1), dtype=np.uint8) if images is None else images
+    prep = tmp_path / "prepared"
+    prep.mkdir()
+    np.save(prep / "train_images.npy", images)
+    ids = [f"img{i}" for i in range(n)]
+    pd.DataFrame({"id": ids, "label": labels, "y": y}).to_csv(prep / "train.csv", index=False)
+    (prep / "meta.json").write_text(json.dumps({**meta, "image_shape": list(images.shape[1:])}))
+    oof = pd.DataFrame(preds, columns=[f"p{j}" for j in range(preds.shape[1])])
+    oof.insert(0, "fold", np.arange(n) % 3), oof.insert(0, "y", y), oof.insert(0, "label", labels)
+    oof.insert(0, "id", ids)
+    oof.to_csv(tmp_path / "oof.csv", index=False)
+    return prep
+
+
 def test_report_library_handles_many_classes_and_rgb(tmp_path):
     """Figures for a 30-class RGB competition without wrong predictions (heatmaps, empty error panel)."""
     from kagglecv.report.folds import class_balance
@@ -306,43 +324,19 @@ def test_report_library_handles_many_classes_and_rgb(tmp_path):
 
     n, k = 90, 30
     rng = np.random.default_rng(1)
-    prep = tmp_path / "prepared"
-    prep.mkdir()
-    np.save(prep / "train_images.npy", rng.integers(0, 255, (n, 24, 24, 3), dtype=np.uint8))
     y = np.arange(n) % k
-    ids = [f"img{i}.jpg" for i in range(n)]
-    pd.DataFrame({"id": ids, "label": [f"class_{v}" for v in y], "y": y}).to_csv(prep / "train.csv", index=False)
-    (prep / "meta.json").write_text(
-        json.dumps({"classes": [f"class_{v}" for v in range(k)], "image_shape": [24, 24, 3]})
-    )
     p = np.full((n, k), 0.5 / (k - 1))
     p[np.arange(n), y] = 0.5
-    oof = pd.DataFrame(p, columns=[f"p{j}" for j in range(k)])
-    oof.insert(0, "fold", np.arange(n) % 3), oof.insert(0, "y", y), oof.insert(0, "id", ids)
-    oof.to_csv(tmp_path / "oof.csv", index=False)
-    oof[["id", "y", "fold"]].to_csv(tmp_path / "folds.csv", index=False)
+    rgb = rng.integers(0, 255, (n, 24, 24, 3), dtype=np.uint8)
+    meta = {"classes": [f"class_{v}" for v in range(k)]}
+    prep = _prepared(tmp_path, meta, [f"class_{v}" for v in y], y, p, images=rgb)
+    pd.read_csv(tmp_path / "oof.csv")[["id", "y", "fold"]].to_csv(tmp_path / "folds.csv", index=False)
     confusion(tmp_path / "oof.csv", prep / "meta.json", tmp_path / "cm.png")
     class_balance(tmp_path / "folds.csv", prep / "meta.json", tmp_path / "cb.png")
     wrong, uncertain = oof_errors(tmp_path / "oof.csv", prep, tmp_path / "err.png")
     assert wrong.empty and len(uncertain) == 16
     for name in ("cm.png", "cb.png", "err.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
-
-
-def _prepared(tmp_path, meta: dict, labels: list, y: list, preds: np.ndarray):
-    """A prepared folder (grey 8x8 images, train.csv, meta.json) and an ensemble OOF file with `preds`."""
-    n = len(y)
-    prep = tmp_path / "prepared"
-    prep.mkdir()
-    np.save(prep / "train_images.npy", np.zeros((n, 8, 8, 1), dtype=np.uint8))
-    ids = [f"img{i}" for i in range(n)]
-    pd.DataFrame({"id": ids, "label": labels, "y": y}).to_csv(prep / "train.csv", index=False)
-    (prep / "meta.json").write_text(json.dumps({**meta, "image_shape": [8, 8, 1]}))
-    oof = pd.DataFrame(preds, columns=[f"p{j}" for j in range(preds.shape[1])])
-    oof.insert(0, "fold", np.arange(n) % 2), oof.insert(0, "y", y), oof.insert(0, "label", labels)
-    oof.insert(0, "id", ids)
-    oof.to_csv(tmp_path / "oof.csv", index=False)
-    return prep
 
 
 def test_report_figures_of_multilabel_tasks_count_decisions_per_label(tmp_path):
